@@ -1,0 +1,85 @@
+//! Backing stores: where a logical unit's bytes live.
+//!
+//! The SCSI core talks to storage only through [`BackingStore`]: byte offsets, owned
+//! buffers (so an io_uring or thread-pool implementation can hold them while the I/O is in
+//! flight), and a capability record the SCSI layer consults (write cache, unmap, O_DIRECT).
+
+use std::io;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+pub mod null;
+pub mod rdwr;
+
+/// What a store can do, so the SCSI layer can describe the device truthfully.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Capabilities {
+    /// Opened with O_DIRECT.
+    pub direct: bool,
+    /// Opened with O_SYNC: every write is on stable storage when it completes.
+    pub sync: bool,
+    /// Opened read-only.
+    pub read_only: bool,
+    /// `unmap` releases space.
+    pub unmap: bool,
+}
+
+/// A logical unit's storage, addressed in bytes.
+#[async_trait]
+pub trait BackingStore: Send + Sync + 'static {
+    /// The bstype name as rtgtadm shows it (`rdwr`, `null`).
+    fn kind(&self) -> &'static str;
+    /// Size in bytes.
+    fn size(&self) -> u64;
+    fn capabilities(&self) -> Capabilities;
+    /// Reads `buf.len()` bytes at `offset`; bytes past the end of the file read as zero.
+    async fn read_at(&self, buf: Vec<u8>, offset: u64) -> io::Result<Vec<u8>>;
+    /// Writes all of `buf` at `offset`; returns the buffer for reuse.
+    async fn write_at(&self, buf: Vec<u8>, offset: u64) -> io::Result<Vec<u8>>;
+    /// Makes every completed write durable (fdatasync).
+    async fn flush(&self) -> io::Result<()>;
+    /// Releases the byte range; the default says the store cannot.
+    async fn unmap(&self, _offset: u64, _len: u64) -> io::Result<()> {
+        Err(io::Error::from(io::ErrorKind::Unsupported))
+    }
+}
+
+/// How to open a store, from rtgtadm's `--bstype`, `-b`, `--bsoflags` and params.
+#[derive(Clone, Debug, Default)]
+pub struct OpenOptions {
+    pub path: PathBuf,
+    /// `--bsoflags direct`
+    pub direct: bool,
+    /// `--bsoflags sync`
+    pub sync: bool,
+    pub read_only: bool,
+    /// Size for stores that have no file (`null`).
+    pub size: Option<u64>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("unknown backing store type '{0}' (known: rdwr, null)")]
+    UnknownType(String),
+    #[error("backing file {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("backing file {0} is not a regular file or block device")]
+    NotAFile(PathBuf),
+}
+
+/// Opens a store of type `bstype` (`rdwr` is the default, as tgtd's).
+pub fn open(bstype: &str, opts: &OpenOptions) -> Result<Arc<dyn BackingStore>, OpenError> {
+    match bstype {
+        "" | "rdwr" => Ok(Arc::new(rdwr::RdwrStore::open(opts)?)),
+        "null" => Ok(Arc::new(null::NullStore::new(
+            opts.size.unwrap_or(null::DEFAULT_SIZE),
+        ))),
+        other => Err(OpenError::UnknownType(other.to_string())),
+    }
+}

@@ -1,0 +1,55 @@
+//! The control protocol between rtgtadm and rtgtd: one JSON request per line over a Unix
+//! socket, one JSON response back. Field names follow tgtadm's long options.
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default)]
+pub struct Request {
+    pub lld: String,
+    pub mode: String,
+    pub op: String,
+    pub tid: Option<u32>,
+    pub lun: Option<u64>,
+    pub targetname: Option<String>,
+    pub backing_store: Option<String>,
+    pub bstype: Option<String>,
+    pub bsoflags: Option<String>,
+    pub bsopts: Option<String>,
+    pub blocksize: Option<u32>,
+    pub device_type: Option<String>,
+    pub params: Option<String>,
+    pub initiator_address: Option<String>,
+    pub initiator_name: Option<String>,
+    pub name: Option<String>,
+    pub value: Option<String>,
+    pub user: Option<String>,
+    pub password: Option<String>,
+    pub outgoing: bool,
+    pub sid: Option<u64>,
+    pub cid: Option<u16>,
+    pub force: bool,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Response {
+    /// 0 on success; otherwise the exit status rtgtadm returns.
+    pub code: i32,
+    /// `show` output, or the error message.
+    pub message: String,
+}
+
+impl Response {
+    pub fn ok(message: impl Into<String>) -> Self {
+        Self {
+            code: 0,
+            message: message.into(),
+        }
+    }
+    pub fn error(code: i32, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
+}

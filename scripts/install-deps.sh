@@ -21,8 +21,8 @@ backports_added=0
 if ! qemu_iscsi_ok; then
   # Same mirror as the machine's own Debian sources, bookworm-backports suite.
   if ! grep -rqs "bookworm-backports" /etc/apt/sources.list /etc/apt/sources.list.d/; then
-    mirror=$(grep -hE '^(URIs:|deb )' /etc/apt/sources.list.d/*.sources /etc/apt/sources.list 2>/dev/null \
-      | grep -v security | head -n1 | awk '{print ($1=="deb") ? $2 : $2}')
+    mirror=$( { cat /etc/apt/sources.list.d/*.sources /etc/apt/sources.list 2>/dev/null || true; } \
+      | awk '($1=="URIs:" || $1=="deb") && $2 !~ /security/ {print $2; exit}')
     [ -n "$mirror" ] || mirror="http://deb.debian.org/debian"
     printf 'Types: deb\nURIs: %s\nSuites: bookworm-backports\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' \
       "$mirror" | $SUDO tee /etc/apt/sources.list.d/bookworm-backports.sources >/dev/null

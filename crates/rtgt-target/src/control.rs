@@ -53,3 +53,35 @@ impl Response {
         }
     }
 }
+
+/// The control socket for control port `n` (tgtd's `-C N`): `/run/rtgtd/socket.N` for
+/// root, `$XDG_RUNTIME_DIR/rtgtd/socket.N` (or `/tmp/rtgtd-UID/socket.N`) otherwise.
+/// `RTGT_RUN_DIR` overrides the directory. rtgtd and rtgtadm resolve it the same way.
+pub fn default_socket_path(control_port: u16) -> std::path::PathBuf {
+    let dir = if let Some(d) = std::env::var_os("RTGT_RUN_DIR") {
+        std::path::PathBuf::from(d)
+    } else if is_root() {
+        std::path::PathBuf::from("/run/rtgtd")
+    } else if let Some(x) = std::env::var_os("XDG_RUNTIME_DIR") {
+        std::path::PathBuf::from(x).join("rtgtd")
+    } else {
+        std::path::PathBuf::from(format!("/tmp/rtgtd-{}", uid()))
+    };
+    dir.join(format!("socket.{control_port}"))
+}
+
+fn uid() -> u32 {
+    // Effective uid from /proc avoids a libc dependency here.
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .and_then(|l| l.split_whitespace().nth(2).and_then(|v| v.parse().ok()))
+        })
+        .unwrap_or(0)
+}
+
+fn is_root() -> bool {
+    uid() == 0
+}

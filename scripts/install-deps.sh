@@ -1,44 +1,87 @@
 #!/usr/bin/env bash
-# Installs what rtgt's test suite needs on a Debian bookworm machine. Idempotent.
+# Installs what rtgt's build and test suite need on a Debian bookworm machine. Idempotent:
+# a second run changes nothing and touches the network only if something is missing.
+#   build-essential, curl  a C linker for cargo, and curl to fetch rustup when needed
+#   rust (rustup)     cargo, rustfmt and clippy, when no cargo is on PATH
 #   libiscsi-bin      iscsi-test-cu, iscsi-ls, iscsi-inq, iscsi-perf ... (the real initiator)
-#   qemu-block-extra  QEMU's iSCSI block driver; from bookworm-backports to match qemu-utils
-#   tgt               Debian's tgtd, the peer the benches compare against
+#   qemu-utils + qemu-block-extra
+#                     qemu-img and QEMU's iSCSI block driver, both from bookworm-backports
+#                     so the module matches qemu-img exactly (QEMU refuses mismatched modules)
+#   tgt               Debian's tgtd, the peer the benches and conformance baseline compare against
+#   python3           the conformance runner
+# Works as root without a terminal (CI=true, no stdin); uses sudo otherwise.
 set -euo pipefail
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 export DEBIAN_FRONTEND=noninteractive
+APT_OPTS=(-y -qq --no-install-recommends -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold)
+
+log() { printf 'install-deps: %s\n' "$*"; }
 
 need=()
 command -v iscsi-test-cu >/dev/null 2>&1 || need+=(libiscsi-bin)
 command -v tgtd >/dev/null 2>&1 || need+=(tgt)
 command -v python3 >/dev/null 2>&1 || need+=(python3)
+command -v cc >/dev/null 2>&1 || need+=(build-essential)
+command -v curl >/dev/null 2>&1 || need+=(curl ca-certificates)
+
+pkg_version() { dpkg-query -W -f='${Version}' "$1" 2>/dev/null || true; }
 qemu_iscsi_ok() {
-  # qemu-img lists "iscsi" among its supported formats/protocols when the module is present.
-  ls /usr/lib/x86_64-linux-gnu/qemu/block-iscsi.so >/dev/null 2>&1
+  # qemu-img loads block-iscsi.so on demand; it must come from the same build as qemu-img.
+  command -v qemu-img >/dev/null 2>&1 || return 1
+  ls /usr/lib/x86_64-linux-gnu/qemu/block-iscsi.so /usr/lib/*/qemu/block-iscsi.so >/dev/null 2>&1 || return 1
+  local u b
+  u=$(pkg_version qemu-utils)
+  b=$(pkg_version qemu-block-extra)
+  [ -n "$u" ] && [ "$u" = "$b" ]
 }
 
-backports_added=0
 if ! qemu_iscsi_ok; then
   # Same mirror as the machine's own Debian sources, bookworm-backports suite.
   if ! grep -rqs "bookworm-backports" /etc/apt/sources.list /etc/apt/sources.list.d/; then
     mirror=$( { cat /etc/apt/sources.list.d/*.sources /etc/apt/sources.list 2>/dev/null || true; } \
       | awk '($1=="URIs:" || $1=="deb") && $2 !~ /security/ {print $2; exit}')
     [ -n "$mirror" ] || mirror="http://deb.debian.org/debian"
+    log "adding bookworm-backports from $mirror"
     printf 'Types: deb\nURIs: %s\nSuites: bookworm-backports\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' \
       "$mirror" | $SUDO tee /etc/apt/sources.list.d/bookworm-backports.sources >/dev/null
-    backports_added=1
   fi
 fi
 
 if [ ${#need[@]} -gt 0 ] || ! qemu_iscsi_ok; then
+  log "apt-get update"
   $SUDO apt-get update -qq
   if [ ${#need[@]} -gt 0 ]; then
-    $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}"
+    log "installing ${need[*]}"
+    $SUDO apt-get install "${APT_OPTS[@]}" "${need[@]}" </dev/null
   fi
   if ! qemu_iscsi_ok; then
-    $SUDO apt-get install -y -qq --no-install-recommends -t bookworm-backports qemu-block-extra
+    log "installing qemu-utils and qemu-block-extra from bookworm-backports"
+    $SUDO apt-get install "${APT_OPTS[@]}" -t bookworm-backports qemu-utils qemu-block-extra </dev/null
   fi
 fi
+qemu_iscsi_ok || { log "qemu-img's iSCSI driver is still missing or mismatched"; exit 1; }
+
+# Rust: keep whatever toolchain is installed; install stable through rustup only if no
+# cargo is found at all. rustfmt and clippy are needed by scripts/test.sh.
+if ! command -v cargo >/dev/null 2>&1 && [ -x "$HOME/.cargo/bin/cargo" ]; then
+  export PATH="$HOME/.cargo/bin:$PATH"
+fi
+if ! command -v cargo >/dev/null 2>&1; then
+  log "installing the Rust toolchain with rustup"
+  curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs \
+    | sh -s -- -y --profile minimal --component rustfmt,clippy </dev/null
+  export PATH="$HOME/.cargo/bin:$PATH"
+fi
+if command -v rustup >/dev/null 2>&1; then
+  for c in rustfmt clippy; do
+    if ! rustup component list --installed 2>/dev/null | grep -q "^$c"; then
+      log "adding rustup component $c"
+      rustup component add "$c" </dev/null
+    fi
+  done
+fi
+
 # tgt's package may start a tgtd on port 3260 through its init script; rtgt's tests use
-# their own ports, so it is left alone.
-: "$backports_added"
+# their own ports, so it is left alone (stop it before running `rtgtd --demo` on 3260).
+log "ok"

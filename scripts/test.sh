@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# rtgt's one test command (what the README documents and .ci/run executes):
+#   install dependencies, fmt check, clippy -D warnings, build, cargo test, conformance.
+# Idempotent; runs unattended as root on Debian bookworm (CI=true, no stdin).
+# Every step runs even if an earlier one failed (except those that need a build), so one
+# run shows every problem; the exit status is non-zero if any step failed.
+# The last line is "N passed, N failed", counting the steps (suites) run.
+#
+# Environment:
+#   SKIP_DEPS=1         don't run scripts/install-deps.sh
+#   SKIP_CONFORMANCE=1  don't run the iscsi-test-cu conformance suite
+#   CONFORMANCE_ARGS    extra arguments for tests/conformance/run.sh
+set -uo pipefail
+
+cd "$(dirname "$0")/.."
+export CI="${CI:-true}"
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+[ -x "$HOME/.cargo/bin/cargo" ] && export PATH="$HOME/.cargo/bin:$PATH"
+exec </dev/null
+
+passed=0
+failed=0
+results=()
+start_all=$(date +%s)
+
+# step NAME CMD...: runs CMD, records pass/fail with its duration.
+step() {
+  local name=$1
+  shift
+  local t0 rc
+  t0=$(date +%s)
+  printf '\n==> [%s] %s\n' "$name" "$*"
+  "$@"
+  rc=$?
+  local dt=$(($(date +%s) - t0))
+  if [ $rc -eq 0 ]; then
+    passed=$((passed + 1))
+    results+=("PASS  $name (${dt}s)")
+  else
+    failed=$((failed + 1))
+    results+=("FAIL  $name (${dt}s, exit $rc)")
+  fi
+  return $rc
+}
+skipped() {
+  failed=$((failed + 1))
+  results+=("FAIL  $1 (not run: $2)")
+}
+
+if [ "${SKIP_DEPS:-0}" != 1 ]; then
+  step install-deps bash scripts/install-deps.sh
+fi
+[ -x "$HOME/.cargo/bin/cargo" ] && export PATH="$HOME/.cargo/bin:$PATH"
+
+step fmt cargo fmt --all -- --check
+step clippy cargo clippy --workspace --all-targets -- -D warnings
+if step build cargo build --workspace; then
+  step cargo-test cargo test --workspace
+  if [ "${SKIP_CONFORMANCE:-0}" != 1 ]; then
+    # shellcheck disable=SC2086
+    step conformance bash tests/conformance/run.sh --no-build ${CONFORMANCE_ARGS:-}
+  fi
+else
+  skipped cargo-test "build failed"
+  [ "${SKIP_CONFORMANCE:-0}" != 1 ] && skipped conformance "build failed"
+fi
+
+printf '\n==> summary (%ss)\n' "$(($(date +%s) - start_all))"
+for r in "${results[@]}"; do
+  printf '  %s\n' "$r"
+done
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]

@@ -6,3 +6,4 @@
 
 pub mod pdu;
 pub mod serial;
+pub mod session;

@@ -1,0 +1,223 @@
+use super::*;
+
+fn cfg() -> SessionConfig {
+    SessionConfig {
+        discovery: false,
+        max_xmit_data_segment_length: 8192,
+        max_recv_data_segment_length: 262144,
+        first_burst_length: 65536,
+        max_burst_length: 262144,
+        max_outstanding_r2t: 1,
+        immediate_data: true,
+        initial_r2t: false,
+        exp_cmd_sn: 10,
+        stat_sn: 100,
+    }
+}
+
+fn scsi_cmd(itt: u32, cmd_sn: u32, flags: u8, edtl: u32, data: Vec<u8>) -> Pdu {
+    let mut p = Pdu::new(op::SCSI_CMD);
+    p.set_flags(flags);
+    p.set_itt(itt);
+    p.set_u32(20, edtl);
+    p.set_u32(24, cmd_sn);
+    p.bhs[32] = 0x28;
+    p.data = data;
+    p.fix_lengths();
+    p
+}
+
+fn sent(actions: &[Action]) -> Vec<&Pdu> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Send(p) => Some(p),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn read_sends_data_in_with_status_and_residual() {
+    let mut s = Session::new(cfg());
+    let mut out = Vec::new();
+    s.on_pdu(scsi_cmd(7, 10, 0x80 | 0x40 | 1, 20000, vec![]), &mut out);
+    let Some(Action::Execute(req)) = out.pop() else { panic!("no execute") };
+    assert_eq!(req.expected_data_in, 20000);
+    let mut out = Vec::new();
+    s.on_scsi_done(
+        7,
+        ScsiOutcome {
+            data_in: vec![5; 16384],
+            ..Default::default()
+        },
+        &mut out,
+    );
+    let pdus = sent(&out);
+    assert_eq!(pdus.len(), 2);
+    assert_eq!(pdus[0].opcode(), op::DATA_IN);
+    assert_eq!(pdus[0].flags() & 0x01, 0);
+    assert_eq!(pdus[1].flags() & 0x81, 0x81, "F and S on the last");
+    assert_eq!(pdus[1].flags() & 0x02, 0x02, "underflow");
+    assert_eq!(pdus[1].u32_at(44), 20000 - 16384);
+    assert_eq!(pdus[1].u32_at(36), 1, "DataSN");
+    assert_eq!(pdus[1].u32_at(40), 8192, "buffer offset");
+    assert_eq!(pdus[1].stat_sn(), 100);
+    assert_eq!(pdus[1].exp_cmd_sn(), 11);
+    assert_eq!(pdus[1].max_cmd_sn(), 11 + CMD_WINDOW - 1);
+}
+
+#[test]
+fn check_condition_goes_in_scsi_response_with_sense() {
+    let mut s = Session::new(cfg());
+    let mut out = Vec::new();
+    s.on_pdu(scsi_cmd(1, 10, 0x80 | 0x40 | 1, 512, vec![]), &mut out);
+    out.clear();
+    s.on_scsi_done(
+        1,
+        ScsiOutcome {
+            status: 2,
+            sense: vec![0x70, 0, 5],
+            ..Default::default()
+        },
+        &mut out,
+    );
+    let pdus = sent(&out);
+    assert_eq!(pdus.len(), 1);
+    assert_eq!(pdus[0].opcode(), op::SCSI_RSP);
+    assert_eq!(pdus[0].bhs[3], 2);
+    assert_eq!(pdus[0].data, vec![0, 3, 0x70, 0, 5]);
+    assert_eq!(pdus[0].flags() & 0x02, 0x02, "nothing transferred: underflow");
+    assert_eq!(pdus[0].u32_at(44), 512);
+}
+
+#[test]
+fn write_immediate_then_unsolicited_then_r2t() {
+    let mut s = Session::new(cfg());
+    let mut out = Vec::new();
+    // 128 KiB write, 8 KiB immediate, more unsolicited follows (F=0).
+    s.on_pdu(scsi_cmd(3, 10, 0x20 | 1, 131072, vec![1; 8192]), &mut out);
+    assert!(out.is_empty(), "waits for unsolicited data: {out:?}");
+    // Unsolicited Data-Out up to FirstBurstLength (64 KiB), F on the last.
+    let mut d = Pdu::new(op::DATA_OUT);
+    d.set_flags(0x80);
+    d.set_itt(3);
+    d.set_ttt(RESERVED_TAG);
+    d.set_u32(40, 8192);
+    d.data = vec![2; 65536 - 8192];
+    s.on_pdu(d, &mut out);
+    let pdus = sent(&out);
+    assert_eq!(pdus.len(), 1, "one R2T (MaxOutstandingR2T=1)");
+    let r2t = pdus[0].clone();
+    assert_eq!(r2t.opcode(), op::R2T);
+    assert_eq!(r2t.u32_at(40), 65536);
+    assert_eq!(r2t.u32_at(44), 65536);
+    out.clear();
+    let mut d = Pdu::new(op::DATA_OUT);
+    d.set_flags(0x80);
+    d.set_itt(3);
+    d.set_ttt(r2t.ttt());
+    d.set_u32(40, 65536);
+    d.data = vec![3; 65536];
+    s.on_pdu(d, &mut out);
+    let Some(Action::Execute(req)) = out.pop() else { panic!("no execute: {out:?}") };
+    assert_eq!(req.data_out.len(), 131072);
+    assert_eq!(req.data_out[0], 1);
+    assert_eq!(req.data_out[8192], 2);
+    assert_eq!(req.data_out[65536], 3);
+}
+
+#[test]
+fn data_out_for_unknown_task_is_rejected() {
+    let mut s = Session::new(cfg());
+    let mut out = Vec::new();
+    let mut d = Pdu::new(op::DATA_OUT);
+    d.set_itt(99);
+    d.set_ttt(5);
+    d.data = vec![0; 512];
+    s.on_pdu(d, &mut out);
+    let pdus = sent(&out);
+    assert_eq!(pdus[0].opcode(), op::REJECT);
+    assert_eq!(pdus[0].bhs[2], reject::INVALID_PDU_FIELD);
+}
+
+#[test]
+fn cmd_sn_window() {
+    let mut s = Session::new(cfg());
+    let mut out = Vec::new();
+    // Too low and too high: silently ignored.
+    s.on_pdu(scsi_cmd(1, 9, 0x80 | 1, 0, vec![]), &mut out);
+    s.on_pdu(scsi_cmd(2, 10 + CMD_WINDOW, 0x80 | 1, 0, vec![]), &mut out);
+    assert!(out.is_empty());
+    // A gap: 11 waits for 10.
+    s.on_pdu(scsi_cmd(3, 11, 0x80 | 1, 0, vec![]), &mut out);
+    assert!(out.is_empty());
+    s.on_pdu(scsi_cmd(4, 10, 0x80 | 1, 0, vec![]), &mut out);
+    let itts: Vec<u32> = out
+        .iter()
+        .filter_map(|a| match a {
+            Action::Execute(r) => Some(r.itt),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(itts, vec![4, 3]);
+    assert_eq!(s.exp_cmd_sn(), 12);
+}
+
+#[test]
+fn unknown_opcode_rejected_and_nop_echoed() {
+    let mut s = Session::new(cfg());
+    let mut out = Vec::new();
+    s.on_pdu(Pdu::new(0x1f), &mut out);
+    assert_eq!(sent(&out)[0].opcode(), op::REJECT);
+    assert_eq!(sent(&out)[0].bhs[2], reject::COMMAND_NOT_SUPPORTED);
+    out.clear();
+    let mut n = Pdu::new(op::NOP_OUT);
+    n.set_immediate(true);
+    n.set_itt(5);
+    n.set_ttt(RESERVED_TAG);
+    n.set_u32(24, 10);
+    n.data = b"ping".to_vec();
+    s.on_pdu(n, &mut out);
+    let p = sent(&out)[0];
+    assert_eq!(p.opcode(), op::NOP_IN);
+    assert_eq!(p.itt(), 5);
+    assert_eq!(p.data, b"ping");
+}
+
+#[test]
+fn abort_task_drops_the_result() {
+    let mut s = Session::new(cfg());
+    let mut out = Vec::new();
+    s.on_pdu(scsi_cmd(8, 10, 0x80 | 0x40 | 1, 512, vec![]), &mut out);
+    out.clear();
+    let mut tmf = Pdu::new(op::TMF_REQ);
+    tmf.set_immediate(true);
+    tmf.set_flags(0x80 | 1);
+    tmf.set_itt(9);
+    tmf.set_u32(20, 8);
+    tmf.set_u32(24, 11);
+    tmf.set_u32(32, 10);
+    s.on_pdu(tmf, &mut out);
+    let Some(Action::TaskManagement(t)) = out.pop() else { panic!() };
+    assert_eq!(t.aborted, vec![8]);
+    s.on_tmf_done(9, tmf_response::FUNCTION_COMPLETE, &mut out);
+    out.clear();
+    s.on_scsi_done(8, ScsiOutcome::default(), &mut out);
+    assert!(out.is_empty(), "aborted task must not complete");
+}
+
+#[test]
+fn ping_and_reply() {
+    let mut s = Session::new(cfg());
+    let p = s.ping().unwrap();
+    assert!(s.ping().is_none());
+    let mut reply = Pdu::new(op::NOP_OUT);
+    reply.set_immediate(true);
+    reply.set_itt(RESERVED_TAG);
+    reply.set_ttt(p.ttt());
+    let mut out = Vec::new();
+    s.on_pdu(reply, &mut out);
+    assert!(out.is_empty());
+    assert!(!s.ping_outstanding());
+}

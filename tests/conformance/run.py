@@ -1,0 +1,296 @@
+#!/usr/bin/env python3
+"""rtgt's conformance runner: libiscsi's iscsi-test-cu against a fresh rtgtd LUN.
+
+Starts rtgtd in the foreground on a free loopback port with a private control socket,
+configures one target with one 1 GiB sparse file LUN through rtgtadm (tgtadm syntax), runs
+
+    iscsi-test-cu -d -v iscsi://127.0.0.1:PORT/IQN/1 iscsi://127.0.0.1:PORT/IQN/1
+
+(the same URL twice so the two-initiator tests run) under a timeout, classifies every test
+pass / skip / fail (classify.py), writes results/<config>.txt and compares it with
+expected/<config>.txt. Exits non-zero on any regression: a test expected to pass that
+doesn't, or a test that fails where failure isn't expected. Improvements are listed with a
+hint to run --update, which rewrites the expected file from this run.
+
+It also reports how many of the tests Debian's tgtd 1.0.85 passes on the same kind of LUN
+(expected/tgtd-1.0.85-pass.txt) pass for rtgt.
+
+Binaries: target/debug/rtgtd and rtgtadm (built first unless --no-build), or RTGT_BIN_DIR,
+or RTGTD / RTGTADM. Only tgtd's command line is used (-f, -C, --iscsi portal=), so
+RTGTD=/usr/sbin/tgtd RTGTADM=/usr/sbin/tgtadm runs the same suite against Debian's tgtd.
+"""
+
+import argparse
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.abspath(os.path.join(HERE, "..", ".."))
+sys.path.insert(0, HERE)
+import classify  # noqa: E402
+
+IQN = "iqn.2026-11.org.rtgt:conformance"
+PEER = "tgtd-1.0.85-pass.txt"
+
+# name -> (rtgtadm logicalunit options, LUN size in bytes)
+CONFIGS = {
+    "default-lun": ([], 1 << 30),
+    "4k-lun": (["--blocksize", "4096"], 1 << 30),
+    "direct-lun": (["--bsoflags", "direct"], 1 << 30),
+    "sync-lun": (["--bsoflags", "sync"], 1 << 30),
+}
+
+
+def say(msg):
+    print(f"conformance: {msg}", flush=True)
+
+
+def free_port():
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def port_open(port):
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def find_bins(args):
+    bindir = os.environ.get("RTGT_BIN_DIR") or os.path.join(
+        os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target")), "debug"
+    )
+    rtgtd = os.environ.get("RTGTD") or os.path.join(bindir, "rtgtd")
+    rtgtadm = os.environ.get("RTGTADM") or os.path.join(bindir, "rtgtadm")
+    overridden = any(os.environ.get(k) for k in ("RTGT_BIN_DIR", "RTGTD", "RTGTADM"))
+    if not args.no_build and not overridden:
+        say("cargo build -p rtgtd -p rtgtadm")
+        r = subprocess.run(["cargo", "build", "-q", "-p", "rtgtd", "-p", "rtgtadm"], cwd=ROOT)
+        if r.returncode != 0:
+            raise SystemExit("conformance: cargo build failed")
+    for b in (rtgtd, rtgtadm):
+        if not os.access(b, os.X_OK):
+            raise SystemExit(f"conformance: {b} not found; build it (cargo build) or set RTGTD/RTGTADM/RTGT_BIN_DIR")
+    return rtgtd, rtgtadm
+
+
+class Daemon:
+    """rtgtd -f on a private port and control socket; always killed at exit."""
+
+    def __init__(self, rtgtd, rtgtadm, workdir, logpath):
+        self.rtgtadm = rtgtadm
+        self.port = free_port()
+        # A control port number nobody else uses; RTGT_RUN_DIR keeps rtgt's socket private
+        # (tgtd, if run instead, uses /run/tgtd/socket.N, hence the random N).
+        self.ctl = str(random.randint(1000, 60000))
+        rundir = os.path.join(workdir, "run")
+        os.makedirs(rundir, exist_ok=True)
+        self.env = dict(os.environ, RTGT_RUN_DIR=rundir)
+        self.log = open(logpath, "wb")
+        cmd = [rtgtd, "-f", "-C", self.ctl, "--iscsi", f"portal=127.0.0.1:{self.port}"]
+        say("starting " + " ".join(cmd))
+        self.proc = subprocess.Popen(
+            cmd, env=self.env, stdin=subprocess.DEVNULL, stdout=self.log, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def wait_ready(self, timeout=30):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise SystemExit(f"conformance: rtgtd exited with status {self.proc.returncode} before listening (see its log)")
+            if port_open(self.port) and self.adm(["--op", "show", "--mode", "target"], check=False).returncode == 0:
+                return
+            time.sleep(0.2)
+        raise SystemExit(f"conformance: rtgtd did not listen on 127.0.0.1:{self.port} / answer rtgtadm within {timeout}s")
+
+    def adm(self, args, check=True):
+        cmd = [self.rtgtadm, "-C", self.ctl, "--lld", "iscsi"] + args
+        r = subprocess.run(cmd, env=self.env, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=30)
+        if check and r.returncode != 0:
+            raise SystemExit(f"conformance: {' '.join(cmd)} failed ({r.returncode}): {(r.stderr or r.stdout).strip()}")
+        return r
+
+    def alive(self):
+        return self.proc.poll() is None
+
+    def stop(self):
+        if self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGTERM)
+                self.proc.wait(timeout=5)
+            except (subprocess.TimeoutExpired, ProcessLookupError):
+                try:
+                    os.killpg(self.proc.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                self.proc.wait()
+        self.log.close()
+
+
+def run_cu(url, logpath, timeout):
+    """Runs iscsi-test-cu; returns (seconds, timed_out)."""
+    cmd = ["iscsi-test-cu", "-d", "-v", url, url]
+    say(f"running {' '.join(cmd)} (timeout {timeout}s), log {os.path.relpath(logpath, ROOT)}")
+    t0 = time.time()
+    with open(logpath, "wb") as log:
+        p = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            p.wait(timeout=timeout)
+            timed_out = False
+        except subprocess.TimeoutExpired:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait()
+            timed_out = True
+    return time.time() - t0, timed_out
+
+
+def compare(results, expected):
+    """Returns (regressions, improvements, other changes) as lists of text lines.
+
+    Regression: expected pass and not passing now, or failing where fail isn't expected
+    (including tests missing from the log and failing tests the file doesn't list).
+    """
+    regressions, improvements, changes, new = [], [], [], []
+    for name in sorted(set(results) | set(expected)):
+        got = results.get(name, ("fail", "not run (missing from the log)"))
+        want = expected.get(name)
+        if want is None:
+            line = f"{name}: not in the expectations, {got[0]}" + (f" ({got[1]})" if got[1] else "")
+            (regressions if got[0] == "fail" else new).append(line)
+            continue
+        if got[0] == want[0]:
+            continue
+        line = f"{name}: expected {want[0]}, got {got[0]}" + (f" ({got[1]})" if got[1] else "")
+        if (want[0] == "pass") or (got[0] == "fail"):
+            regressions.append(line)
+        elif got[0] == "pass":
+            improvements.append(line)
+        else:
+            changes.append(line)  # fail -> skip
+    if new:
+        changes.append(f"{len(new)} test(s) not in the expectations passed or skipped "
+                       "(--update records them)")
+    return regressions, improvements, changes
+
+
+def main(argv):
+    ap = argparse.ArgumentParser(description="Run libiscsi's iscsi-test-cu against rtgtd and compare with the expected results.")
+    ap.add_argument("--config", default="default-lun", choices=sorted(CONFIGS), help="LUN configuration (default: default-lun)")
+    ap.add_argument("--update", action="store_true", help="rewrite expected/<config>.txt from this run")
+    ap.add_argument("--no-build", action="store_true", help="don't run cargo build first")
+    ap.add_argument("--timeout", type=int, default=int(os.environ.get("RTGT_CU_TIMEOUT", "900")),
+                    help="seconds before the iscsi-test-cu run is killed (default 900, env RTGT_CU_TIMEOUT)")
+    ap.add_argument("--results", default=os.path.join(HERE, "results"), help="results directory")
+    ap.add_argument("--log", help="classify and compare this existing iscsi-test-cu -v log instead of running")
+    args = ap.parse_args(argv)
+
+    os.makedirs(args.results, exist_ok=True)
+    logpath = os.path.join(args.results, f"{args.config}.log")
+    outpath = os.path.join(args.results, f"{args.config}.txt")
+    expected_path = os.path.join(HERE, "expected", f"{args.config}.txt")
+    problems = []
+
+    if args.log:
+        shutil.copyfile(args.log, logpath) if os.path.abspath(args.log) != os.path.abspath(logpath) else None
+    else:
+        if shutil.which("iscsi-test-cu") is None:
+            raise SystemExit("conformance: iscsi-test-cu not found; run scripts/install-deps.sh (package libiscsi-bin)")
+        rtgtd, rtgtadm = find_bins(args)
+        lun_opts, size = CONFIGS[args.config]
+        work = tempfile.mkdtemp(prefix="rtgt-conformance-")
+        daemon = None
+        try:
+            daemon = Daemon(rtgtd, rtgtadm, work, os.path.join(args.results, f"{args.config}.rtgtd.log"))
+            daemon.wait_ready()
+            img = os.path.join(work, "lun1.img")
+            with open(img, "wb") as f:
+                f.truncate(size)
+            daemon.adm(["--op", "new", "--mode", "target", "--tid", "1", "-T", IQN])
+            daemon.adm(["--op", "new", "--mode", "logicalunit", "--tid", "1", "--lun", "1", "-b", img] + lun_opts)
+            daemon.adm(["--op", "bind", "--mode", "target", "--tid", "1", "-I", "ALL"])
+            url = f"iscsi://127.0.0.1:{daemon.port}/{IQN}/1"
+            secs, timed_out = run_cu(url, logpath, args.timeout)
+            say(f"iscsi-test-cu finished in {secs:.0f}s")
+            if timed_out:
+                problems.append(f"TIMEOUT: iscsi-test-cu did not finish within {args.timeout}s (the test in progress is classified fail)")
+            if not daemon.alive():
+                problems.append(f"rtgtd died during the run (exit status {daemon.proc.returncode}); see {args.config}.rtgtd.log")
+        finally:
+            if daemon is not None:
+                daemon.stop()
+            shutil.rmtree(work, ignore_errors=True)
+
+    with open(logpath, errors="replace") as f:
+        results = classify.parse(f.read())
+    with open(outpath, "w", encoding="utf-8") as f:
+        f.write(classify.format_results(results))
+    say(f"results: {os.path.relpath(outpath, ROOT)}")
+    print(classify.counts(results), flush=True)
+    if not results:
+        problems.append("no tests found in the log")
+
+    # The peer baseline: what Debian's tgtd passes on the same kind of LUN.
+    peer_path = os.path.join(HERE, "expected", PEER)
+    if args.config == "default-lun" and os.path.exists(peer_path):
+        with open(peer_path) as f:
+            peer = [ln.strip() for ln in f if ln.strip() and not ln.startswith("#")]
+        missing = [t for t in peer if results.get(t, ("fail",))[0] != "pass"]
+        say(f"tgtd 1.0.85 baseline: {len(peer) - len(missing)}/{len(peer)} of the tests tgtd passes pass in this run")
+        for t in missing:
+            st = results.get(t, ("fail", "not run"))
+            print(f"  not passing (tgtd passes): {t}: {st[0]}" + (f" ({classify.clean(st[1])})" if st[1] else ""))
+
+    if args.update:
+        if problems:
+            for p in problems:
+                say(p)
+            say("not updating the expectations from a broken run")
+            return 1
+        with open(expected_path, "w", encoding="utf-8") as f:
+            f.write(classify.format_results(results))
+        say(f"wrote {os.path.relpath(expected_path, ROOT)}")
+        return 0
+
+    if not os.path.exists(expected_path):
+        problems.append(f"no expectations for {args.config}: run with --update to create {os.path.relpath(expected_path, ROOT)}")
+        expected = {}
+        regressions, improvements, changes = [], [], []
+    else:
+        expected = classify.read_results(expected_path)
+        regressions, improvements, changes = compare(results, expected)
+    c = {s: sum(1 for v in expected.values() if v[0] == s) for s in classify.STATUSES}
+    if expected:
+        say(f"expected: tests={len(expected)} pass={c['pass']} skip={c['skip']} fail={c['fail']}")
+    if improvements:
+        say(f"{len(improvements)} improvement(s):")
+        for line in improvements:
+            print("  + " + line)
+        say("update the expectations with: bash tests/conformance/run.sh --update")
+    if changes:
+        say(f"{len(changes)} other change(s):")
+        for line in changes:
+            print("  ~ " + line)
+    if regressions:
+        say(f"{len(regressions)} REGRESSION(S):")
+        for line in regressions:
+            print("  - " + line)
+    for p in problems:
+        say(p)
+    ok = not regressions and not problems
+    say("OK" if ok else "FAILED")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -54,6 +54,38 @@ impl Response {
     }
 }
 
+/// The canonical name of a `--mode` value, accepting tgtadm's aliases
+/// (`sys`, `tgt`, `lu`, `conn`, `sess`, `pt`).
+pub fn canonical_mode(mode: &str) -> Option<&'static str> {
+    Some(match mode {
+        "system" | "sys" => "system",
+        "target" | "tgt" => "target",
+        "logicalunit" | "lu" => "logicalunit",
+        "portal" | "pt" => "portal",
+        "session" | "sess" => "session",
+        "connection" | "conn" => "connection",
+        "account" => "account",
+        "lld" => "lld",
+        _ => return None,
+    })
+}
+
+/// The canonical name of an `--op` value (tgtadm's names).
+pub fn canonical_op(op: &str) -> Option<&'static str> {
+    Some(match op {
+        "new" => "new",
+        "delete" => "delete",
+        "bind" => "bind",
+        "unbind" => "unbind",
+        "show" => "show",
+        "update" => "update",
+        "stat" => "stat",
+        "start" => "start",
+        "stop" => "stop",
+        _ => return None,
+    })
+}
+
 /// The control socket for control port `n` (tgtd's `-C N`): `/run/rtgtd/socket.N` for
 /// root, `$XDG_RUNTIME_DIR/rtgtd/socket.N` (or `/tmp/rtgtd-UID/socket.N`) otherwise.
 /// `RTGT_RUN_DIR` overrides the directory. rtgtd and rtgtadm resolve it the same way.

@@ -1,14 +1,28 @@
 //! One registry, one truth: the running configuration (targets, LUNs, ACLs, sessions) and
 //! the control protocol that rtgtadm speaks to change and show it.
-//! (Skeleton: the registry/rtgtadm work fills this in behind the same API.)
+//!
+//! The daemon shares one [`Registry`] between its threads. Configuration changes take a
+//! write lock briefly; the lookups the login path makes ([`Registry::target_by_name`],
+//! [`Target::allows`], [`Target::online`]) take read locks or read atomics only.
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use parking_lot::RwLock;
 use rtgt_scsi::ScsiTarget;
 
+pub mod acl;
 pub mod control;
+pub mod error;
+mod mgmt;
+pub mod name;
+pub mod params;
+mod show;
+
+pub use acl::{Acl, AddressRule};
+pub use error::{errno, AdmError};
+pub use name::validate_iscsi_name;
 
 /// A connection of a session, as `show` lists it.
 #[derive(Debug, Clone)]
@@ -19,6 +33,7 @@ pub struct ConnInfo {
 }
 
 /// A logged-in normal session, registered by the transport for `show` and forced close.
+#[derive(Clone)]
 pub struct SessionInfo {
     pub sid: u64,
     pub initiator_name: String,
@@ -26,8 +41,39 @@ pub struct SessionInfo {
     pub isid: [u8; 6],
     pub tsih: u16,
     pub connections: Vec<ConnInfo>,
-    /// Closes the session (used by a forced target delete).
+    /// Closes the session (used by a forced target delete, `--mode conn --op delete` and
+    /// a forced system delete). Called with no registry lock held; it may call
+    /// [`Target::remove_session`].
     pub close: Arc<dyn Fn() + Send + Sync>,
+}
+
+impl std::fmt::Debug for SessionInfo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionInfo")
+            .field("sid", &self.sid)
+            .field("initiator_name", &self.initiator_name)
+            .field("initiator_alias", &self.initiator_alias)
+            .field("isid", &self.isid)
+            .field("tsih", &self.tsih)
+            .field("connections", &self.connections)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A target's administrative state (`--op update --mode target --name state`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TargetState {
+    Ready,
+    Offline,
+}
+
+impl TargetState {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Ready => "ready",
+            Self::Offline => "offline",
+        }
+    }
 }
 
 pub struct Target {
@@ -35,47 +81,157 @@ pub struct Target {
     pub name: String,
     pub scsi: Arc<ScsiTarget>,
     sessions: RwLock<Vec<SessionInfo>>,
+    acl: RwLock<Acl>,
+    params: RwLock<Vec<(String, String)>>,
+    ready: AtomicBool,
+    /// Set once the target is deleted: a session that registers afterwards is closed.
+    deleted: AtomicBool,
+    /// The system state (`--mode sys --op update --name State`), shared with the registry.
+    system_ready: Arc<AtomicBool>,
 }
 
 impl Target {
+    /// A target with no LUNs but LUN 0, no ACL rules (nobody may log in until one is bound),
+    /// state ready.
     pub fn new(tid: u32, name: &str) -> Self {
+        Self::with_system_state(tid, name, Arc::new(AtomicBool::new(true)))
+    }
+
+    fn with_system_state(tid: u32, name: &str, system_ready: Arc<AtomicBool>) -> Self {
         Self {
             tid,
             name: name.to_string(),
             scsi: Arc::new(ScsiTarget::new(name)),
             sessions: RwLock::new(Vec::new()),
+            acl: RwLock::new(Acl::default()),
+            params: RwLock::new(Vec::new()),
+            ready: AtomicBool::new(true),
+            deleted: AtomicBool::new(false),
+            system_ready,
         }
     }
 
-    /// Whether an initiator at `addr` named `initiator_name` may log in (bound ACLs).
-    pub fn allows(&self, _addr: IpAddr, _initiator_name: &str) -> bool {
-        true
+    /// Whether an initiator at `addr` named `initiator_name` may log in: its address matches
+    /// a bound `-I` rule or its name a bound `-Q` rule. As in tgt, a target with no rules
+    /// admits nobody; `--op bind -I ALL` admits everyone.
+    pub fn allows(&self, addr: IpAddr, initiator_name: &str) -> bool {
+        self.acl.read().allows(addr, initiator_name)
+    }
+
+    /// The bound ACL rules.
+    pub fn acl(&self) -> Acl {
+        self.acl.read().clone()
     }
 
     /// Per-target iSCSI parameter overrides set with `--op update --mode target
-    /// --name KEY --value V`.
+    /// --name KEY --value V`, keys in RFC 7143 spelling, values normalized
+    /// (numbers in decimal, `Yes`/`No`, `CRC32C,None`). Also tgt's `MaxQueueCmd`,
+    /// `nop_interval` and `nop_count`.
     pub fn iscsi_params(&self) -> Vec<(String, String)> {
-        Vec::new()
+        self.params.read().clone()
     }
 
-    /// Whether the target accepts logins (`state` ready vs offline).
+    /// One override by key (case-insensitive).
+    pub fn iscsi_param(&self, key: &str) -> Option<String> {
+        self.params
+            .read()
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(key))
+            .map(|(_, v)| v.clone())
+    }
+
+    /// Whether the target accepts logins: its state is ready and so is the system's.
     pub fn online(&self) -> bool {
-        true
+        self.ready.load(Ordering::Acquire) && self.system_ready.load(Ordering::Acquire)
     }
 
+    pub fn state(&self) -> TargetState {
+        if self.ready.load(Ordering::Acquire) {
+            TargetState::Ready
+        } else {
+            TargetState::Offline
+        }
+    }
+
+    /// Registers a logged-in session. If the target has meanwhile been deleted, the
+    /// session's `close` is called at once instead.
     pub fn add_session(&self, info: SessionInfo) {
-        self.sessions.write().push(info);
+        let mut sessions = self.sessions.write();
+        if self.deleted.load(Ordering::Acquire) {
+            drop(sessions);
+            (info.close)();
+            return;
+        }
+        sessions.retain(|s| s.sid != info.sid);
+        sessions.push(info);
     }
 
     pub fn remove_session(&self, sid: u64) {
         self.sessions.write().retain(|s| s.sid != sid);
     }
+
+    /// Adds a connection to a registered session (multiple connections per session).
+    pub fn add_connection(&self, sid: u64, conn: ConnInfo) {
+        if let Some(s) = self.sessions.write().iter_mut().find(|s| s.sid == sid) {
+            s.connections.retain(|c| c.cid != conn.cid);
+            s.connections.push(conn);
+        }
+    }
+
+    pub fn remove_connection(&self, sid: u64, cid: u16) {
+        if let Some(s) = self.sessions.write().iter_mut().find(|s| s.sid == sid) {
+            s.connections.retain(|c| c.cid != cid);
+        }
+    }
+
+    /// A snapshot of the registered sessions.
+    pub fn sessions(&self) -> Vec<SessionInfo> {
+        self.sessions.read().clone()
+    }
+
+    pub fn session_count(&self) -> usize {
+        self.sessions.read().len()
+    }
+
+    /// Marks the target deleted and takes its sessions, so they can be closed outside
+    /// the lock. Refuses (returning the count) when sessions exist and `force` is false.
+    fn retire(&self, force: bool) -> Result<Vec<SessionInfo>, usize> {
+        let mut sessions = self.sessions.write();
+        if !force && !sessions.is_empty() {
+            return Err(sessions.len());
+        }
+        self.deleted.store(true, Ordering::Release);
+        Ok(std::mem::take(&mut *sessions))
+    }
 }
 
-#[derive(Default)]
+type Hook = Box<dyn Fn() + Send + Sync>;
+type DebugHook = Box<dyn Fn(bool) + Send + Sync>;
+
+/// The running configuration.
 pub struct Registry {
+    /// Sorted by tid.
     targets: RwLock<Vec<Arc<Target>>>,
     portals: RwLock<Vec<SocketAddr>>,
+    system_ready: Arc<AtomicBool>,
+    debug: AtomicBool,
+    shutdown_requested: AtomicBool,
+    shutdown_hook: RwLock<Option<Hook>>,
+    debug_hook: RwLock<Option<DebugHook>>,
+}
+
+impl Default for Registry {
+    fn default() -> Self {
+        Self {
+            targets: RwLock::new(Vec::new()),
+            portals: RwLock::new(Vec::new()),
+            system_ready: Arc::new(AtomicBool::new(true)),
+            debug: AtomicBool::new(false),
+            shutdown_requested: AtomicBool::new(false),
+            shutdown_hook: RwLock::new(None),
+            debug_hook: RwLock::new(None),
+        }
+    }
 }
 
 impl Registry {
@@ -93,15 +249,90 @@ impl Registry {
     }
 
     pub fn target_by_name(&self, name: &str) -> Option<Arc<Target>> {
-        self.targets.read().iter().find(|t| t.name == name).cloned()
+        self.targets
+            .read()
+            .iter()
+            .find(|t| t.name.eq_ignore_ascii_case(name))
+            .cloned()
     }
 
+    pub fn target_by_tid(&self, tid: u32) -> Option<Arc<Target>> {
+        self.targets.read().iter().find(|t| t.tid == tid).cloned()
+    }
+
+    /// All targets, in tid order.
     pub fn targets(&self) -> Vec<Arc<Target>> {
         self.targets.read().clone()
     }
 
+    /// Whether the system state is ready (`--mode sys --op update --name State`); when
+    /// offline no target accepts logins.
+    pub fn system_ready(&self) -> bool {
+        self.system_ready.load(Ordering::Acquire)
+    }
+
+    /// The debug flag (`rtgtd -d`, `--mode sys --op update --name debug --value on`).
+    pub fn debug(&self) -> bool {
+        self.debug.load(Ordering::Acquire)
+    }
+
+    /// Sets the debug flag without calling the debug hook (for the daemon's `-d`).
+    pub fn set_debug(&self, on: bool) {
+        self.debug.store(on, Ordering::Release);
+    }
+
+    /// Called with the new value when rtgtadm changes the debug flag, so the daemon can
+    /// change its log filter.
+    pub fn set_debug_hook(&self, hook: Box<dyn Fn(bool) + Send + Sync>) {
+        *self.debug_hook.write() = Some(hook);
+    }
+
+    /// Called once when rtgtadm asks the daemon to stop (`--op delete --mode system`),
+    /// from the thread handling the request and before its response is sent: the hook
+    /// should only signal (send on a channel, notify a task), and the daemon should send
+    /// the response, then exit.
+    pub fn set_shutdown_hook(&self, hook: Box<dyn Fn() + Send + Sync>) {
+        *self.shutdown_hook.write() = Some(hook);
+    }
+
+    /// Whether `--op delete --mode system` has been accepted.
+    pub fn shutdown_requested(&self) -> bool {
+        self.shutdown_requested.load(Ordering::Acquire)
+    }
+
     /// Executes one control request.
-    pub fn handle(&self, _req: control::Request) -> control::Response {
-        control::Response::error(22, "not implemented")
+    pub fn handle(&self, req: control::Request) -> control::Response {
+        match mgmt::dispatch(self, &req) {
+            Ok(message) => control::Response::ok(message),
+            Err(e) => e.into(),
+        }
     }
 }
+
+/// Parses one JSON [`control::Request`] line, executes it and returns the JSON
+/// [`control::Response`] (without a trailing newline: the server adds it). A malformed
+/// line gets an error response; a panic inside the request becomes an error response too.
+pub fn handle_line(registry: &Registry, line: &str) -> String {
+    let resp = match serde_json::from_str::<control::Request>(line.trim()) {
+        Err(e) => control::Response::error(
+            errno::EINVAL,
+            format!("malformed control request: {e} (rtgtadm and rtgtd versions differ?)"),
+        ),
+        Ok(req) => {
+            match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| registry.handle(req))) {
+                Ok(r) => r,
+                Err(_) => control::Response::error(
+                    errno::EIO,
+                    "internal error while handling the request (see rtgtd's log)",
+                ),
+            }
+        }
+    };
+    serde_json::to_string(&resp).unwrap_or_else(|_| {
+        // Serializing two plain fields cannot fail; keep the promise of a valid line anyway.
+        r#"{"code":5,"message":"internal error: could not encode the response"}"#.to_string()
+    })
+}
+
+#[cfg(test)]
+mod tests;

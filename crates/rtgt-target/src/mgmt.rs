@@ -1,0 +1,630 @@
+//! tgtadm's modes and operations, executed against the registry.
+
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use rtgt_backstore::{OpenError, OpenOptions};
+use rtgt_scsi::{DeviceType, LuConfig, ScsiError};
+
+use crate::acl::AddressRule;
+use crate::control::{self, Request};
+use crate::error::AdmError;
+use crate::params::{check_iscsi_param, parse_kv_list, parse_size, truthy};
+use crate::{show, Registry, SessionInfo, Target};
+
+type Result<T> = std::result::Result<T, AdmError>;
+
+/// The one LLD rtgt has.
+pub const LLD: &str = "iscsi";
+
+pub fn dispatch(reg: &Registry, req: &Request) -> Result<String> {
+    if req.mode.is_empty() {
+        return Err(AdmError::invalid(
+            "specify the mode (--mode target, logicalunit, lld or system)",
+        ));
+    }
+    if req.op.is_empty() {
+        return Err(AdmError::invalid(
+            "specify the operation type (--op new, delete, show, bind, unbind or update)",
+        ));
+    }
+    let mode = control::canonical_mode(&req.mode).ok_or_else(|| {
+        AdmError::invalid(format!(
+            "unknown mode '{}' (use target, logicalunit, lld, system, account or conn)",
+            req.mode
+        ))
+    })?;
+    let op = control::canonical_op(&req.op).ok_or_else(|| {
+        AdmError::invalid(format!(
+            "unknown operation '{}' (use new, delete, show, bind, unbind, update, start or stop)",
+            req.op
+        ))
+    })?;
+    if mode != "system" && !req.lld.is_empty() && !req.lld.eq_ignore_ascii_case(LLD) {
+        return Err(AdmError::NotFound(format!(
+            "can't find the driver '{}': rtgt's only driver is iscsi",
+            req.lld
+        )));
+    }
+    match mode {
+        "target" => target(reg, op, req),
+        "logicalunit" => logicalunit(reg, op, req),
+        "lld" => lld(reg, op, req),
+        "system" => system(reg, op, req),
+        "connection" => connection(reg, op, req),
+        "portal" => portal(reg, op),
+        "account" => Err(AdmError::Unsupported(
+            "account mode (CHAP) is not supported yet".into(),
+        )),
+        "session" => Err(AdmError::Unsupported(
+            "session mode is not supported; use --mode conn --op show --tid N".into(),
+        )),
+        _ => Err(AdmError::invalid(format!("unknown mode '{}'", req.mode))),
+    }
+}
+
+fn unsupported(op: &str, mode: &str) -> AdmError {
+    AdmError::Unsupported(format!("operation {op} is not supported in {mode} mode"))
+}
+
+fn need_tid(req: &Request, what: &str) -> Result<u32> {
+    match req.tid {
+        None => Err(AdmError::invalid(format!("--tid is required for {what}"))),
+        Some(0) => Err(AdmError::invalid("--tid must not be 0")),
+        Some(t) => Ok(t),
+    }
+}
+
+fn find_target(reg: &Registry, tid: u32) -> Result<Arc<Target>> {
+    reg.target_by_tid(tid)
+        .ok_or_else(|| AdmError::NotFound(format!("can't find the target (tid {tid})")))
+}
+
+fn close_all(sessions: Vec<SessionInfo>) {
+    for s in sessions {
+        tracing::info!(sid = s.sid, initiator = %s.initiator_name, "closing session by admin request");
+        (s.close)();
+    }
+}
+
+// ---- target ---------------------------------------------------------------------------
+
+fn target(reg: &Registry, op: &str, req: &Request) -> Result<String> {
+    match op {
+        "new" => {
+            let tid = need_tid(req, "--op new --mode target")?;
+            let name = req.targetname.as_deref().unwrap_or("");
+            if name.is_empty() {
+                return Err(AdmError::invalid(
+                    "creating a new target requires a name: use --targetname (-T)",
+                ));
+            }
+            crate::name::validate_iscsi_name(name).map_err(AdmError::Invalid)?;
+            let mut targets = reg.targets.write();
+            if let Some(t) = targets.iter().find(|t| t.tid == tid) {
+                return Err(AdmError::Exists(format!(
+                    "this target already exists: tid {tid} is {}",
+                    t.name
+                )));
+            }
+            if let Some(t) = targets.iter().find(|t| t.name.eq_ignore_ascii_case(name)) {
+                return Err(AdmError::Exists(format!(
+                    "this target already exists: {name} is tid {}",
+                    t.tid
+                )));
+            }
+            let t = Arc::new(Target::with_system_state(
+                tid,
+                name,
+                reg.system_ready.clone(),
+            ));
+            let pos = targets.partition_point(|t| t.tid < tid);
+            targets.insert(pos, t);
+            tracing::info!(tid, name, "target created");
+            Ok(String::new())
+        }
+        "delete" => {
+            let tid = need_tid(req, "--op delete --mode target")?;
+            let sessions = {
+                let mut targets = reg.targets.write();
+                let idx = targets.iter().position(|t| t.tid == tid).ok_or_else(|| {
+                    AdmError::NotFound(format!("can't find the target (tid {tid})"))
+                })?;
+                let sessions = targets[idx].retire(req.force).map_err(|n| {
+                    AdmError::Busy(format!(
+                        "this target is still active: {n} session(s) logged in to tid {tid}; \
+                         log them out first or add --force to close them"
+                    ))
+                })?;
+                targets.remove(idx);
+                sessions
+            };
+            close_all(sessions);
+            tracing::info!(tid, "target deleted");
+            Ok(String::new())
+        }
+        "show" => {
+            let mut out = String::new();
+            match req.tid {
+                Some(tid) => show::target(&*find_target(reg, tid)?, &mut out),
+                None => {
+                    for t in reg.targets() {
+                        show::target(&t, &mut out);
+                    }
+                }
+            }
+            Ok(out)
+        }
+        "bind" | "unbind" => {
+            let tid = need_tid(req, &format!("--op {op} --mode target"))?;
+            let t = find_target(reg, tid)?;
+            let addr = req.initiator_address.as_deref().filter(|s| !s.is_empty());
+            let iname = req.initiator_name.as_deref().filter(|s| !s.is_empty());
+            if addr.is_none() && iname.is_none() {
+                return Err(AdmError::invalid(format!(
+                    "--op {op} requires --initiator-address (-I) or --initiator-name (-Q)"
+                )));
+            }
+            let rule = addr
+                .map(AddressRule::parse)
+                .transpose()
+                .map_err(AdmError::Invalid)?;
+            if let Some(n) = iname {
+                if n.chars().any(|c| c.is_whitespace() || c == ',') {
+                    return Err(AdmError::invalid(format!(
+                        "invalid initiator name '{n}': it must not contain spaces or commas"
+                    )));
+                }
+            }
+            let mut acl = t.acl.write();
+            if op == "bind" {
+                // Check both before changing either, so a failed request changes nothing.
+                if let Some(r) = &rule {
+                    if acl.addresses.contains(r) {
+                        return Err(AdmError::Exists(format!(
+                            "this access control rule already exists: {r}"
+                        )));
+                    }
+                }
+                if let Some(n) = iname {
+                    if acl.names.iter().any(|x| x.eq_ignore_ascii_case(n)) {
+                        return Err(AdmError::Exists(format!(
+                            "this access control rule already exists: {n}"
+                        )));
+                    }
+                }
+                acl.addresses.extend(rule);
+                acl.names.extend(iname.map(str::to_string));
+            } else {
+                let ai = match &rule {
+                    Some(r) => {
+                        Some(acl.addresses.iter().position(|x| x == r).ok_or_else(|| {
+                            AdmError::NotFound(format!(
+                                "this access control rule does not exist: {r}"
+                            ))
+                        })?)
+                    }
+                    None => None,
+                };
+                let ni = match iname {
+                    Some(n) => Some(
+                        acl.names
+                            .iter()
+                            .position(|x| x.eq_ignore_ascii_case(n))
+                            .ok_or_else(|| {
+                                AdmError::NotFound(format!(
+                                    "this access control rule does not exist: {n}"
+                                ))
+                            })?,
+                    ),
+                    None => None,
+                };
+                if let Some(i) = ai {
+                    acl.addresses.remove(i);
+                }
+                if let Some(i) = ni {
+                    acl.names.remove(i);
+                }
+            }
+            Ok(String::new())
+        }
+        "update" => {
+            let tid = need_tid(req, "--op update --mode target")?;
+            let t = find_target(reg, tid)?;
+            let (name, value) = need_name_value(req, "--op update --mode target")?;
+            if name.eq_ignore_ascii_case("state") {
+                let ready = match value.to_ascii_lowercase().as_str() {
+                    "ready" => true,
+                    "offline" => false,
+                    _ => {
+                        return Err(AdmError::invalid(format!(
+                            "invalid target state '{value}': use ready or offline"
+                        )))
+                    }
+                };
+                t.ready.store(ready, Ordering::Release);
+                return Ok(String::new());
+            }
+            let (key, value) = check_iscsi_param(name, value).map_err(AdmError::Invalid)?;
+            let mut params = t.params.write();
+            match params.iter_mut().find(|(k, _)| *k == key) {
+                Some(slot) => slot.1 = value,
+                None => params.push((key, value)),
+            }
+            Ok(String::new())
+        }
+        _ => Err(unsupported(op, "target")),
+    }
+}
+
+fn need_name_value<'a>(req: &'a Request, what: &str) -> Result<(&'a str, &'a str)> {
+    match (req.name.as_deref(), req.value.as_deref()) {
+        (Some(n), Some(v)) if !n.is_empty() => Ok((n, v)),
+        _ => Err(AdmError::invalid(format!(
+            "{what} requires --name and --value"
+        ))),
+    }
+}
+
+// ---- logicalunit ----------------------------------------------------------------------
+
+fn scsi_err(tid: u32, e: ScsiError) -> AdmError {
+    match e {
+        ScsiError::LunExists(lun) => AdmError::Exists(format!(
+            "this logical unit number already exists (tid {tid}, lun {lun})"
+        )),
+        ScsiError::NoSuchLun(lun) => AdmError::NotFound(format!(
+            "can't find the logical unit (tid {tid}, lun {lun})"
+        )),
+        ScsiError::BadBlockSize(bs) => {
+            AdmError::invalid(format!("invalid block size {bs}: use 512 or 4096"))
+        }
+        other => AdmError::Invalid(other.to_string()),
+    }
+}
+
+/// `--bsoflags`: `sync`, `direct`, or both, separated by `,` or `:` (tgt's spelling).
+/// Returns (sync, direct) and the canonical form `show` prints.
+pub fn parse_bsoflags(s: &str) -> Result<(bool, bool, String)> {
+    let (mut sync, mut direct) = (false, false);
+    for f in s.split([',', ':']).map(str::trim).filter(|f| !f.is_empty()) {
+        match f.to_ascii_lowercase().as_str() {
+            "sync" => sync = true,
+            "direct" => direct = true,
+            _ => {
+                return Err(AdmError::invalid(format!(
+                    "unknown bsoflags '{f}': use sync, direct or sync,direct"
+                )))
+            }
+        }
+    }
+    let canon = match (sync, direct) {
+        (true, true) => "sync:direct",
+        (true, false) => "sync",
+        (false, true) => "direct",
+        (false, false) => "",
+    };
+    Ok((sync, direct, canon.to_string()))
+}
+
+/// An io::Error's text without Rust's " (os error N)" suffix: `No such file or directory`.
+fn io_text(e: &std::io::Error) -> String {
+    let s = e.to_string();
+    match s.find(" (os error ") {
+        Some(i) => s[..i].to_string(),
+        None => s,
+    }
+}
+
+fn open_err(e: OpenError, direct: bool) -> AdmError {
+    match e {
+        OpenError::UnknownType(t) => AdmError::invalid(format!(
+            "unknown backing store type '{t}' (use rdwr or null)"
+        )),
+        OpenError::Io { path, source } => {
+            let hint = if direct && source.raw_os_error() == Some(22) {
+                " (the file system may not support --bsoflags direct)"
+            } else {
+                ""
+            };
+            let msg = format!(
+                "backing file {}: {}{hint}",
+                path.display(),
+                io_text(&source)
+            );
+            if source.kind() == std::io::ErrorKind::NotFound {
+                AdmError::NotFound(msg)
+            } else {
+                AdmError::Invalid(msg)
+            }
+        }
+        other => AdmError::Invalid(other.to_string()),
+    }
+}
+
+fn logicalunit(reg: &Registry, op: &str, req: &Request) -> Result<String> {
+    let what = format!("--op {op} --mode logicalunit");
+    let tid = need_tid(req, &what)?;
+    let lun = req
+        .lun
+        .ok_or_else(|| AdmError::invalid(format!("--lun is required for {what}")))?;
+    let t = find_target(reg, tid)?;
+    match op {
+        "new" => {
+            if lun == 0 {
+                return Err(AdmError::invalid(
+                    "LUN 0 is the target's controller: use a LUN from 1",
+                ));
+            }
+            if t.scsi.lu_info().iter().any(|l| l.lun == lun) {
+                return Err(scsi_err(tid, ScsiError::LunExists(lun)));
+            }
+            let dt_name = req.device_type.as_deref().unwrap_or("disk");
+            let device_type = match DeviceType::parse(dt_name) {
+                Some(DeviceType::Controller) | None => {
+                    return Err(AdmError::Unsupported(format!(
+                        "device type '{dt_name}' is not supported (supported: disk)"
+                    )))
+                }
+                Some(d) => d,
+            };
+            let block_size = req.blocksize.unwrap_or(512);
+            if block_size != 512 && block_size != 4096 {
+                return Err(scsi_err(tid, ScsiError::BadBlockSize(block_size)));
+            }
+            let bstype = req.bstype.as_deref().unwrap_or("rdwr");
+            let bstype = if bstype.is_empty() { "rdwr" } else { bstype };
+            if bstype != "rdwr" && bstype != "null" {
+                return Err(open_err(OpenError::UnknownType(bstype.into()), false));
+            }
+            let (sync, direct, flags) = parse_bsoflags(req.bsoflags.as_deref().unwrap_or(""))?;
+            let mut params = match req.params.as_deref() {
+                Some(p) => parse_kv_list(p).map_err(AdmError::Invalid)?,
+                None => Vec::new(),
+            };
+            let mut size = None;
+            if let Some(opts) = req.bsopts.as_deref() {
+                for (k, v) in parse_kv_list(opts).map_err(AdmError::Invalid)? {
+                    match (bstype, k.as_str()) {
+                        ("null", "size") => size = Some(parse_size(&v).map_err(AdmError::Invalid)?),
+                        _ => {
+                            return Err(AdmError::invalid(format!(
+                                "unknown --bsopts '{k}' for bstype {bstype}{}",
+                                if bstype == "null" {
+                                    " (known: size)"
+                                } else {
+                                    " (it takes none)"
+                                }
+                            )))
+                        }
+                    }
+                }
+            }
+            let path = req.backing_store.clone().unwrap_or_default();
+            if path.is_empty() && bstype != "null" {
+                return Err(AdmError::invalid(format!(
+                    "--backing-store (-b) is required for {what} with bstype {bstype}"
+                )));
+            }
+            let readonly = params
+                .iter()
+                .any(|(k, v)| k.eq_ignore_ascii_case("readonly") && truthy(v));
+            let mut opts = OpenOptions {
+                path: PathBuf::from(&path),
+                direct,
+                sync,
+                read_only: readonly,
+                size,
+            };
+            let store = match rtgt_backstore::open(bstype, &opts) {
+                Ok(s) => s,
+                // A file we may only read is exported read-only, as tgt does.
+                Err(OpenError::Io { source, .. })
+                    if !readonly
+                        && (source.kind() == std::io::ErrorKind::PermissionDenied
+                            || source.raw_os_error() == Some(30)) =>
+                {
+                    opts.read_only = true;
+                    params.push(("readonly".into(), "1".into()));
+                    rtgt_backstore::open(bstype, &opts).map_err(|e| open_err(e, direct))?
+                }
+                Err(e) => return Err(open_err(e, direct)),
+            };
+            let cfg = LuConfig {
+                device_type,
+                store,
+                block_size,
+                path: if path.is_empty() {
+                    "None".into()
+                } else {
+                    path.clone()
+                },
+                bsoflags: flags,
+                params,
+            };
+            t.scsi.add_lu(lun, cfg).map_err(|e| scsi_err(tid, e))?;
+            tracing::info!(tid, lun, path, bstype, "logical unit created");
+            Ok(String::new())
+        }
+        "delete" => {
+            if lun == 0 {
+                return Err(AdmError::invalid(
+                    "LUN 0 is the target's controller and cannot be deleted",
+                ));
+            }
+            t.scsi.remove_lu(lun).map_err(|e| scsi_err(tid, e))?;
+            tracing::info!(tid, lun, "logical unit deleted");
+            Ok(String::new())
+        }
+        "update" => {
+            let mut params = match req.params.as_deref() {
+                Some(p) => parse_kv_list(p).map_err(AdmError::Invalid)?,
+                None => Vec::new(),
+            };
+            if let (Some(n), Some(v)) = (req.name.as_deref(), req.value.as_deref()) {
+                params.push((n.to_string(), v.to_string()));
+            }
+            if params.is_empty() {
+                return Err(AdmError::invalid(format!(
+                    "{what} requires --params key=value[,key=value...]"
+                )));
+            }
+            t.scsi
+                .update_lu(lun, &params)
+                .map_err(|e| scsi_err(tid, e))?;
+            Ok(String::new())
+        }
+        _ => Err(unsupported(op, "logicalunit")),
+    }
+}
+
+// ---- lld, system, portal, connection ----------------------------------------------------
+
+fn lld(reg: &Registry, op: &str, req: &Request) -> Result<String> {
+    if !req.lld.is_empty() && !req.lld.eq_ignore_ascii_case(LLD) {
+        return Err(AdmError::NotFound(format!(
+            "can't find the driver '{}': rtgt's only driver is iscsi",
+            req.lld
+        )));
+    }
+    match op {
+        "show" => {
+            let mut out = String::from("LLDs:\n    iscsi: ready\n");
+            for t in reg.targets() {
+                out.push_str(&format!("        Target {}: {}\n", t.tid, t.name));
+            }
+            Ok(out)
+        }
+        // iscsi is started with the daemon and stays up.
+        "start" => Ok(String::new()),
+        "stop" => Err(AdmError::Unsupported(
+            "the iscsi driver cannot be stopped on its own; stop rtgtd with --op delete --mode system"
+                .into(),
+        )),
+        _ => Err(unsupported(op, "lld")),
+    }
+}
+
+fn system(reg: &Registry, op: &str, req: &Request) -> Result<String> {
+    match op {
+        "show" => Ok(show::system(reg)),
+        "update" => {
+            let (name, value) = need_name_value(req, "--op update --mode system")?;
+            match name.to_ascii_lowercase().as_str() {
+                "state" => {
+                    let ready = match value.to_ascii_lowercase().as_str() {
+                        "ready" => true,
+                        "offline" => false,
+                        _ => {
+                            return Err(AdmError::invalid(format!(
+                                "invalid system state '{value}': use ready or offline"
+                            )))
+                        }
+                    };
+                    reg.system_ready.store(ready, Ordering::Release);
+                    tracing::info!(state = value, "system state changed");
+                    Ok(String::new())
+                }
+                "debug" => {
+                    let on = match value.to_ascii_lowercase().as_str() {
+                        "on" => true,
+                        "off" => false,
+                        _ => {
+                            return Err(AdmError::invalid(format!(
+                                "invalid debug value '{value}': use on or off"
+                            )))
+                        }
+                    };
+                    reg.debug.store(on, Ordering::Release);
+                    if let Some(h) = reg.debug_hook.read().as_ref() {
+                        h(on);
+                    }
+                    Ok(String::new())
+                }
+                _ => Err(AdmError::invalid(format!(
+                    "unknown system parameter '{name}' (use State or debug)"
+                ))),
+            }
+        }
+        "delete" => {
+            let sessions = {
+                let mut targets = reg.targets.write();
+                if !targets.is_empty() && !req.force {
+                    let tids: Vec<String> = targets.iter().map(|t| t.tid.to_string()).collect();
+                    return Err(AdmError::Busy(format!(
+                        "the system still has targets (tid {}): delete them first or add --force",
+                        tids.join(", ")
+                    )));
+                }
+                let mut all = Vec::new();
+                for t in targets.drain(..) {
+                    all.extend(t.retire(true).unwrap_or_default());
+                }
+                all
+            };
+            close_all(sessions);
+            reg.system_ready.store(false, Ordering::Release);
+            if !reg.shutdown_requested.swap(true, Ordering::AcqRel) {
+                tracing::info!("shutdown requested by rtgtadm");
+                if let Some(h) = reg.shutdown_hook.read().as_ref() {
+                    h();
+                }
+            }
+            Ok(String::new())
+        }
+        _ => Err(unsupported(op, "system")),
+    }
+}
+
+fn portal(reg: &Registry, op: &str) -> Result<String> {
+    match op {
+        "show" => Ok(show::portals(reg)),
+        "new" | "delete" => Err(AdmError::Unsupported(
+            "portals are set when rtgtd starts (--iscsi portal=IP:PORT)".into(),
+        )),
+        _ => Err(unsupported(op, "portal")),
+    }
+}
+
+fn connection(reg: &Registry, op: &str, req: &Request) -> Result<String> {
+    let what = format!("--op {op} --mode conn");
+    let tid = need_tid(req, &what)?;
+    let t = find_target(reg, tid)?;
+    match op {
+        "show" => {
+            let mut out = String::new();
+            for s in t.sessions() {
+                if req.sid.is_some_and(|sid| sid != s.sid) {
+                    continue;
+                }
+                show::session_connections(&s, &mut out);
+            }
+            Ok(out)
+        }
+        "delete" => {
+            let sid = req
+                .sid
+                .ok_or_else(|| AdmError::invalid(format!("--sid is required for {what}")))?;
+            let cid = req
+                .cid
+                .ok_or_else(|| AdmError::invalid(format!("--cid is required for {what}")))?;
+            let s = t
+                .sessions()
+                .into_iter()
+                .find(|s| s.sid == sid)
+                .ok_or_else(|| {
+                    AdmError::NotFound(format!("can't find the session (tid {tid}, sid {sid})"))
+                })?;
+            if !s.connections.iter().any(|c| c.cid == cid) {
+                return Err(AdmError::NotFound(format!(
+                    "can't find the connection (tid {tid}, sid {sid}, cid {cid})"
+                )));
+            }
+            // Sessions have one connection (MaxConnections=1): closing it ends the session.
+            close_all(vec![s]);
+            Ok(String::new())
+        }
+        _ => Err(unsupported(op, "conn")),
+    }
+}

@@ -1,0 +1,151 @@
+//! `show` output, laid out as tgtadm's so a person used to tgt reads it at a glance.
+
+use std::fmt::Write;
+use std::net::SocketAddr;
+
+use crate::{Registry, SessionInfo, Target};
+
+fn yes_no(b: bool) -> &'static str {
+    if b {
+        "Yes"
+    } else {
+        "No"
+    }
+}
+
+/// Decimal megabytes, rounded, as tgtadm prints sizes.
+pub fn megabytes(bytes: u64) -> u64 {
+    bytes.saturating_add(500_000) / 1_000_000
+}
+
+fn ip_of(a: &SocketAddr) -> String {
+    match a {
+        SocketAddr::V6(v6) => match v6.ip().to_ipv4_mapped() {
+            Some(v4) => v4.to_string(),
+            None => v6.ip().to_string(),
+        },
+        SocketAddr::V4(v4) => v4.ip().to_string(),
+    }
+}
+
+pub fn target(t: &Target, out: &mut String) {
+    let _ = writeln!(out, "Target {}: {}", t.tid, t.name);
+    out.push_str("    System information:\n");
+    out.push_str("        Driver: iscsi\n");
+    let _ = writeln!(out, "        State: {}", t.state().name());
+    for (k, v) in t.iscsi_params() {
+        let _ = writeln!(out, "        {k}: {v}");
+    }
+    out.push_str("    I_T nexus information:\n");
+    for s in t.sessions() {
+        let _ = writeln!(out, "        I_T nexus: {}", s.sid);
+        let _ = writeln!(
+            out,
+            "            Initiator: {} alias: {}",
+            s.initiator_name,
+            s.initiator_alias.as_deref().unwrap_or("none")
+        );
+        for c in &s.connections {
+            let _ = writeln!(out, "            Connection: {}", c.cid);
+            let _ = writeln!(out, "                IP Address: {}", ip_of(&c.peer));
+        }
+    }
+    out.push_str("    LUN information:\n");
+    for lu in t.scsi.lu_info() {
+        let _ = writeln!(out, "        LUN: {}", lu.lun);
+        let _ = writeln!(out, "            Type: {}", lu.device_type);
+        let _ = writeln!(out, "            SCSI ID: {}", lu.scsi_id);
+        let _ = writeln!(out, "            SCSI SN: {}", lu.scsi_sn);
+        let _ = writeln!(
+            out,
+            "            Size: {} MB, Block size: {}",
+            megabytes(lu.size_bytes),
+            lu.block_size
+        );
+        let _ = writeln!(out, "            Online: {}", yes_no(lu.online));
+        let _ = writeln!(out, "            Removable media: {}", yes_no(lu.removable));
+        let _ = writeln!(
+            out,
+            "            Prevent removal: {}",
+            yes_no(lu.prevent_removal)
+        );
+        let _ = writeln!(out, "            Readonly: {}", yes_no(lu.readonly));
+        let _ = writeln!(out, "            SWP: {}", yes_no(lu.swp));
+        let _ = writeln!(
+            out,
+            "            Thin-provisioning: {}",
+            yes_no(lu.thin_provisioning)
+        );
+        let _ = writeln!(
+            out,
+            "            Backing store type: {}",
+            lu.backing_store_type
+        );
+        let _ = writeln!(
+            out,
+            "            Backing store path: {}",
+            lu.backing_store_path
+        );
+        let _ = writeln!(
+            out,
+            "            Backing store flags: {}",
+            lu.backing_store_flags
+        );
+    }
+    out.push_str("    Account information:\n");
+    out.push_str("    ACL information:\n");
+    let acl = t.acl();
+    for a in &acl.addresses {
+        let _ = writeln!(out, "        {a}");
+    }
+    for n in &acl.names {
+        let _ = writeln!(out, "        {n}");
+    }
+}
+
+/// `--mode conn --op show`, as tgtadm lays it out.
+pub fn session_connections(s: &SessionInfo, out: &mut String) {
+    for c in &s.connections {
+        let _ = writeln!(out, "Session: {}", s.sid);
+        let _ = writeln!(out, "    Connection: {}", c.cid);
+        let _ = writeln!(out, "        Initiator: {}", s.initiator_name);
+        let _ = writeln!(out, "        IP Address: {}", ip_of(&c.peer));
+    }
+}
+
+fn portal(a: &SocketAddr) -> String {
+    match a {
+        SocketAddr::V4(v4) => format!("{}:{},1", v4.ip(), v4.port()),
+        SocketAddr::V6(v6) => format!("[{}]:{},1", v6.ip(), v6.port()),
+    }
+}
+
+pub fn portals(reg: &Registry) -> String {
+    let mut out = String::new();
+    for p in reg.portals() {
+        let _ = writeln!(out, "Portal: {}", portal(&p));
+    }
+    out
+}
+
+pub fn system(reg: &Registry) -> String {
+    let mut out = String::from("System:\n");
+    let _ = writeln!(
+        out,
+        "    State: {}",
+        if reg.system_ready() {
+            "ready"
+        } else {
+            "offline"
+        }
+    );
+    let _ = writeln!(out, "    debug: {}", if reg.debug() { "on" } else { "off" });
+    out.push_str("LLDs:\n    iscsi: ready\n");
+    out.push_str("Backing stores:\n    rdwr (bsoflags sync:direct)\n    null\n");
+    out.push_str("Device types:\n    disk\n    controller\n");
+    out.push_str("Portals:\n");
+    for p in reg.portals() {
+        let _ = writeln!(out, "    {}", portal(&p));
+    }
+    out
+}

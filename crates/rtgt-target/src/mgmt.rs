@@ -410,24 +410,31 @@ fn logicalunit(reg: &Registry, op: &str, req: &Request) -> Result<String> {
             let readonly = params
                 .iter()
                 .any(|(k, v)| k.eq_ignore_ascii_case("readonly") && truthy(v));
+            // Open read-write even for readonly=1: the SCSI layer enforces write protection,
+            // and `--op update --params readonly=0` must be able to lift it later.
             let mut opts = OpenOptions {
                 path: PathBuf::from(&path),
                 direct,
                 sync,
-                read_only: readonly,
+                read_only: false,
                 size,
             };
             let store = match rtgt_backstore::open(bstype, &opts) {
                 Ok(s) => s,
-                // A file we may only read is exported read-only, as tgt does.
+                // A file we may only read (EACCES, EROFS) is exported read-only, as tgt does.
                 Err(OpenError::Io { source, .. })
-                    if !readonly
-                        && (source.kind() == std::io::ErrorKind::PermissionDenied
-                            || source.raw_os_error() == Some(30)) =>
+                    if source.kind() == std::io::ErrorKind::PermissionDenied
+                        || source.raw_os_error() == Some(30) =>
                 {
                     opts.read_only = true;
-                    params.push(("readonly".into(), "1".into()));
-                    rtgt_backstore::open(bstype, &opts).map_err(|e| open_err(e, direct))?
+                    let store =
+                        rtgt_backstore::open(bstype, &opts).map_err(|e| open_err(e, direct))?;
+                    if !readonly {
+                        tracing::info!(path, "backing file is read-only: exporting it read-only");
+                        params.retain(|(k, _)| !k.eq_ignore_ascii_case("readonly"));
+                        params.push(("readonly".into(), "1".into()));
+                    }
+                    store
                 }
                 Err(e) => return Err(open_err(e, direct)),
             };

@@ -1,1 +1,23 @@
-fn main() {}
+//! rtgtd: serves SCSI logical units over iSCSI. Command line compatible with tgtd.
+
+mod cli;
+mod conn;
+mod control;
+mod daemon;
+mod demo;
+mod listen;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let opts = cli::Options::parse();
+    match daemon::run(opts) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("rtgtd: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

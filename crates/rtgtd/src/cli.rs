@@ -1,0 +1,163 @@
+//! tgtd's command line: `-f`, `--iscsi portal=IP:PORT[,nop_interval=N,nop_count=M]`,
+//! `-C N`, `-d`, plus `--control-socket`, `--demo` and `--state-dir`.
+
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use clap::Parser;
+
+pub const ISCSI_PORT: u16 = 3260;
+
+#[derive(Parser, Debug)]
+#[command(name = "rtgtd", version, about = "rtgt daemon: SCSI targets over iSCSI")]
+pub struct Options {
+    /// Stay in the foreground (default: detach like tgtd).
+    #[arg(short = 'f', long)]
+    pub foreground: bool,
+    /// iSCSI driver options, comma separated: portal=IP:PORT (repeatable; IPv6 as
+    /// [ADDR]:PORT), nop_interval=SECONDS (0 disables pings), nop_count=N.
+    #[arg(long = "iscsi", value_name = "OPTIONS")]
+    pub iscsi: Vec<String>,
+    /// Control port: a private control socket per instance (`socket.N`).
+    #[arg(short = 'C', long = "control-port", default_value_t = 0)]
+    pub control_port: u16,
+    /// Control socket path (overrides the one derived from -C).
+    #[arg(long = "control-socket", value_name = "PATH")]
+    pub control_socket: Option<PathBuf>,
+    /// Debug logging (tgtd takes a level; any value turns it on).
+    #[arg(short = 'd', long = "debug", num_args = 0..=1, default_missing_value = "1")]
+    pub debug: Option<u32>,
+    /// Serve a demo disk: a sparse 1 GiB image in the state directory, as
+    /// iqn.2026-11.org.rtgt:demo LUN 1 on 127.0.0.1:3260 (unless --iscsi portal= says otherwise).
+    #[arg(long)]
+    pub demo: bool,
+    /// Where rtgtd keeps its files (the demo image). Default /var/lib/rtgt for root,
+    /// $XDG_STATE_HOME/rtgt (or ~/.local/state/rtgt) otherwise.
+    #[arg(long = "state-dir", value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Append logs to this file (when detached, logs otherwise go nowhere).
+    #[arg(long = "log-file", value_name = "PATH")]
+    pub log_file: Option<PathBuf>,
+}
+
+/// The iSCSI driver settings from all `--iscsi` options.
+#[derive(Debug, Clone)]
+pub struct IscsiOptions {
+    pub portals: Vec<SocketAddr>,
+    /// Interval between target NOP-In pings on an idle connection; None disables them.
+    pub nop_interval: Option<Duration>,
+    /// Unanswered pings before the connection is declared dead.
+    pub nop_count: u32,
+}
+
+pub fn parse_portal(s: &str) -> Result<SocketAddr> {
+    if let Ok(a) = s.parse::<SocketAddr>() {
+        return Ok(a);
+    }
+    // An address without a port means the iSCSI port.
+    let host = s.trim_start_matches('[').trim_end_matches(']');
+    if let Ok(ip) = host.parse::<IpAddr>() {
+        return Ok(SocketAddr::new(ip, ISCSI_PORT));
+    }
+    bail!("bad portal '{s}': expected IP:PORT, [IPv6]:PORT or IP")
+}
+
+impl Options {
+    pub fn iscsi_options(&self) -> Result<IscsiOptions> {
+        let mut portals = Vec::new();
+        let mut nop_interval = Some(Duration::from_secs(10));
+        let mut nop_count = 3;
+        for group in &self.iscsi {
+            for item in group.split(',').filter(|s| !s.is_empty()) {
+                let (k, v) = item
+                    .split_once('=')
+                    .with_context(|| format!("bad --iscsi option '{item}': expected KEY=VALUE"))?;
+                match k {
+                    "portal" => portals.push(parse_portal(v)?),
+                    "nop_interval" => {
+                        let n: u64 = v
+                            .parse()
+                            .with_context(|| format!("bad nop_interval '{v}': seconds expected"))?;
+                        nop_interval = (n > 0).then(|| Duration::from_secs(n));
+                    }
+                    "nop_count" => {
+                        nop_count = v
+                            .parse()
+                            .ok()
+                            .filter(|&n| n > 0)
+                            .with_context(|| format!("bad nop_count '{v}': a positive count expected"))?;
+                    }
+                    other => bail!(
+                        "unknown --iscsi option '{other}' (known: portal, nop_interval, nop_count)"
+                    ),
+                }
+            }
+        }
+        if portals.is_empty() {
+            portals.push(if self.demo {
+                SocketAddr::from(([127, 0, 0, 1], ISCSI_PORT))
+            } else {
+                // All addresses, like tgtd: a dual-stack IPv6 wildcard.
+                SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), ISCSI_PORT)
+            });
+        }
+        Ok(IscsiOptions {
+            portals,
+            nop_interval,
+            nop_count,
+        })
+    }
+
+    pub fn state_dir(&self) -> PathBuf {
+        if let Some(d) = &self.state_dir {
+            return d.clone();
+        }
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } == 0 {
+            return PathBuf::from("/var/lib/rtgt");
+        }
+        if let Some(x) = std::env::var_os("XDG_STATE_HOME") {
+            return PathBuf::from(x).join("rtgt");
+        }
+        let home = std::env::var_os("HOME").unwrap_or_else(|| ".".into());
+        PathBuf::from(home).join(".local/state/rtgt")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn opts(args: &[&str]) -> Options {
+        Options::parse_from(std::iter::once("rtgtd").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn portals_v4_v6_and_default() {
+        let o = opts(&["--iscsi", "portal=127.0.0.1:3261", "--iscsi", "portal=[::1]:3262"]);
+        let i = o.iscsi_options().unwrap();
+        assert_eq!(i.portals[0], "127.0.0.1:3261".parse().unwrap());
+        assert_eq!(i.portals[1], "[::1]:3262".parse().unwrap());
+        let i = opts(&[]).iscsi_options().unwrap();
+        assert_eq!(i.portals[0].port(), 3260);
+        assert!(i.portals[0].ip().is_unspecified());
+    }
+
+    #[test]
+    fn bad_portal_and_options() {
+        assert!(opts(&["--iscsi", "portal=notanip:1"]).iscsi_options().is_err());
+        assert!(opts(&["--iscsi", "bogus=1"]).iscsi_options().is_err());
+        let i = opts(&["--iscsi", "portal=127.0.0.1:1,nop_interval=0"])
+            .iscsi_options()
+            .unwrap();
+        assert!(i.nop_interval.is_none());
+    }
+
+    #[test]
+    fn debug_flag_without_value() {
+        assert_eq!(opts(&["-d"]).debug, Some(1));
+        assert_eq!(opts(&["-f"]).debug, None);
+    }
+}

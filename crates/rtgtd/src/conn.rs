@@ -1,0 +1,450 @@
+//! The driver of one iSCSI connection: owns the socket, feeds PDUs to the sans-IO login
+//! and session state machines, runs SCSI commands on the target, and writes out what the
+//! state machines produce.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rtgt_iscsi::login::{Login, LoginContext, LoginStatus, LoginStep, TargetLogin};
+use rtgt_iscsi::params::{SessionParams, SessionType, TargetDefaults};
+use rtgt_iscsi::pdu::{op, FrameError, Framer, Pdu, BHS_LEN};
+use rtgt_iscsi::session::{
+    tmf_response, Action, Attr, ScsiOutcome, Session, SessionConfig, TmfFunction,
+};
+use rtgt_iscsi::text::{DiscoveredTarget, TextExchange};
+use rtgt_scsi::target::TmResponse;
+use rtgt_scsi::{ItNexus, ScsiCommand, TaskAttr, TmFunction};
+use rtgt_target::{ConnInfo, SessionInfo, Target};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, watch, Notify};
+
+use crate::daemon::{Daemon, SessionHandle, SessionKey};
+
+/// A login must complete within this time, or the connection is dropped.
+const LOGIN_TIMEOUT: Duration = Duration::from_secs(30);
+/// Data segments during login are at most 8192 bytes (RFC 7143 §13.12 default).
+const LOGIN_MAX_DATA: usize = 8192;
+
+enum ReadEvent {
+    Pdu(Pdu),
+    DataDigestError(Pdu),
+}
+
+async fn read_pdu(rd: &mut OwnedReadHalf, framer: &Framer) -> std::io::Result<Result<ReadEvent, String>> {
+    let mut bhs = [0u8; BHS_LEN];
+    rd.read_exact(&mut bhs).await?;
+    let rest_len = match framer.rest_len(&bhs) {
+        Ok(n) => n,
+        Err(e) => return Ok(Err(e.to_string())),
+    };
+    let mut rest = vec![0u8; rest_len];
+    rd.read_exact(&mut rest).await?;
+    Ok(match framer.parse(bhs, &rest) {
+        Ok(p) => Ok(ReadEvent::Pdu(p)),
+        Err((FrameError::DataDigest, pdu)) => Ok(ReadEvent::DataDigestError(*pdu)),
+        Err((e, _)) => Err(e.to_string()),
+    })
+}
+
+struct Ctx<'a> {
+    daemon: &'a Daemon,
+    peer: SocketAddr,
+    target: Option<Arc<Target>>,
+}
+
+impl LoginContext for Ctx<'_> {
+    fn target(&mut self, target_name: &str, initiator_name: &str) -> Result<TargetLogin, LoginStatus> {
+        let Some(t) = self.daemon.registry.target_by_name(target_name) else {
+            tracing::info!(peer = %self.peer, initiator_name, target_name, "login to unknown target");
+            return Err(LoginStatus::NOT_FOUND);
+        };
+        if !t.allows(self.peer.ip(), initiator_name) {
+            tracing::info!(peer = %self.peer, initiator_name, target_name, "login refused by ACL");
+            return Err(LoginStatus::AUTHORIZATION_FAILURE);
+        }
+        if !t.online() {
+            return Err(LoginStatus::SERVICE_UNAVAILABLE);
+        }
+        let overrides = t.iscsi_params();
+        self.target = Some(t);
+        Ok(TargetLogin {
+            overrides,
+            portal_group_tag: 1,
+        })
+    }
+    fn new_tsih(&mut self) -> u16 {
+        self.daemon.next_tsih()
+    }
+    fn portal_group_tag(&self) -> u16 {
+        1
+    }
+}
+
+pub async fn serve(daemon: Arc<Daemon>, stream: TcpStream, peer: SocketAddr) {
+    let _ = stream.set_nodelay(true);
+    let local = stream.local_addr().unwrap_or(peer);
+    let (mut rd, mut wr) = stream.into_split();
+    let mut ctx = Ctx {
+        daemon: &daemon,
+        peer,
+        target: None,
+    };
+    let framer = Framer {
+        header_digest: false,
+        data_digest: false,
+        max_data: LOGIN_MAX_DATA,
+    };
+    let deadline = Instant::now() + LOGIN_TIMEOUT;
+    let mut login = Login::new(TargetDefaults::default());
+    let params = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let pdu = match tokio::time::timeout(left, read_pdu(&mut rd, &framer)).await {
+            Err(_) => {
+                tracing::info!(%peer, "login timed out");
+                return;
+            }
+            Ok(Err(_)) => return, // closed mid-login
+            Ok(Ok(Err(e))) => {
+                tracing::info!(%peer, "bad PDU during login: {e}");
+                return;
+            }
+            Ok(Ok(Ok(ReadEvent::Pdu(p)))) | Ok(Ok(Ok(ReadEvent::DataDigestError(p)))) => p,
+        };
+        if pdu.opcode() != op::LOGIN_REQ {
+            // RFC 7143 §6.1: only Login Requests before the full feature phase.
+            tracing::info!(%peer, opcode = pdu.opcode(), "non-login PDU during login");
+            return;
+        }
+        match login.handle(&pdu, &mut ctx) {
+            LoginStep::Continue(rsp) => {
+                if wr.write_all(&rsp.encode(false, false)).await.is_err() {
+                    return;
+                }
+            }
+            LoginStep::Complete { response, params } => {
+                if wr.write_all(&response.encode(false, false)).await.is_err() {
+                    return;
+                }
+                break params;
+            }
+            LoginStep::Fail(rsp) => {
+                let _ = wr.write_all(&rsp.encode(false, false)).await;
+                let _ = wr.shutdown().await;
+                return;
+            }
+        }
+    };
+    let target = ctx.target.take();
+    full_feature(daemon, rd, wr, params, target, peer, local).await;
+}
+
+struct Live {
+    daemon: Arc<Daemon>,
+    key: Option<SessionKey>,
+    id: u64,
+    target: Option<Arc<Target>>,
+    nexus: Option<Arc<ItNexus>>,
+    closed_tx: watch::Sender<bool>,
+}
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        if let Some(t) = &self.target {
+            t.remove_session(self.id);
+            if let Some(n) = &self.nexus {
+                t.scsi.nexus_loss(n);
+            }
+        }
+        if let Some(k) = &self.key {
+            let mut s = self.daemon.sessions.lock();
+            if s.get(k).is_some_and(|h| h.id == self.id) {
+                s.remove(k);
+            }
+        }
+        let _ = self.closed_tx.send(true);
+    }
+}
+
+fn to_attr(a: Attr) -> TaskAttr {
+    match a {
+        Attr::Untagged | Attr::Simple => TaskAttr::Simple,
+        Attr::Ordered => TaskAttr::Ordered,
+        Attr::HeadOfQueue => TaskAttr::HeadOfQueue,
+        Attr::Aca => TaskAttr::Aca,
+    }
+}
+
+fn to_tm(f: TmfFunction) -> Option<TmFunction> {
+    Some(match f {
+        TmfFunction::AbortTask => TmFunction::AbortTask,
+        TmfFunction::AbortTaskSet => TmFunction::AbortTaskSet,
+        TmfFunction::ClearAca => TmFunction::ClearAca,
+        TmfFunction::ClearTaskSet => TmFunction::ClearTaskSet,
+        TmfFunction::LogicalUnitReset => TmFunction::LogicalUnitReset,
+        TmfFunction::TargetWarmReset => TmFunction::TargetWarmReset,
+        TmfFunction::TargetColdReset => TmFunction::TargetColdReset,
+        TmfFunction::TaskReassign => return None,
+    })
+}
+
+async fn full_feature(
+    daemon: Arc<Daemon>,
+    mut rd: OwnedReadHalf,
+    mut wr: OwnedWriteHalf,
+    params: SessionParams,
+    target: Option<Arc<Target>>,
+    peer: SocketAddr,
+    local: SocketAddr,
+) {
+    let discovery = params.session_type == SessionType::Discovery;
+    let id = daemon.next_id();
+    let close = Arc::new(Notify::new());
+    let (closed_tx, closed_rx) = watch::channel(false);
+    let mut live = Live {
+        daemon: daemon.clone(),
+        key: None,
+        id,
+        target: None,
+        nexus: None,
+        closed_tx,
+    };
+    if let (false, Some(t)) = (discovery, &target) {
+        // Session reinstatement (RFC 7143 §6.3.5): a new leading login with the ISID of
+        // a live session replaces it.
+        let key: SessionKey = (t.name.clone(), params.initiator_name.clone(), params.isid);
+        let old = daemon.sessions.lock().insert(
+            key.clone(),
+            SessionHandle {
+                id,
+                close: close.clone(),
+                closed: closed_rx.clone(),
+            },
+        );
+        if let Some(mut old) = old {
+            tracing::info!(initiator = %params.initiator_name, "reinstating session");
+            old.close.notify_one();
+            let _ = tokio::time::timeout(Duration::from_secs(5), old.closed.wait_for(|c| *c)).await;
+        }
+        live.key = Some(key);
+        let isid_hex: String = params.isid.iter().map(|b| format!("{b:02x}")).collect();
+        live.nexus = Some(Arc::new(ItNexus {
+            id,
+            initiator_name: params.initiator_name.clone(),
+            initiator_port: format!("{},i,0x{isid_hex}", params.initiator_name),
+            target_port: format!("{},t,0x{:04x}", t.name, params.target_portal_group_tag),
+            relative_port_id: 1,
+            target_port_group: params.target_portal_group_tag,
+        }));
+        let c = close.clone();
+        t.add_session(SessionInfo {
+            sid: id,
+            initiator_name: params.initiator_name.clone(),
+            initiator_alias: params.initiator_alias.clone(),
+            isid: params.isid,
+            tsih: params.tsih,
+            connections: vec![ConnInfo {
+                cid: params.cid,
+                peer,
+                local,
+            }],
+            close: Arc::new(move || c.notify_one()),
+        });
+        live.target = Some(t.clone());
+        tracing::info!(%peer, initiator = %params.initiator_name, target = %t.name, "session logged in");
+    } else {
+        tracing::debug!(%peer, initiator = %params.initiator_name, "discovery session logged in");
+    }
+
+    let framer = Framer {
+        header_digest: params.header_digest,
+        data_digest: params.data_digest,
+        max_data: params.max_recv_data_segment_length as usize,
+    };
+    let (hd, dd) = (params.header_digest, params.data_digest);
+    let mut session = Session::new(SessionConfig {
+        discovery,
+        max_xmit_data_segment_length: params.max_xmit_data_segment_length,
+        max_recv_data_segment_length: params.max_recv_data_segment_length,
+        first_burst_length: params.first_burst_length,
+        max_burst_length: params.max_burst_length,
+        max_outstanding_r2t: u32::from(params.max_outstanding_r2t),
+        immediate_data: params.immediate_data,
+        initial_r2t: params.initial_r2t,
+        exp_cmd_sn: params.exp_cmd_sn,
+        stat_sn: params.stat_sn,
+    });
+    let mut text = TextExchange::default();
+
+    // The reader runs on its own task so a half-read PDU is never lost to select!.
+    let (pdu_tx, mut pdu_rx) = mpsc::channel::<Result<ReadEvent, String>>(64);
+    let reader = tokio::spawn(async move {
+        loop {
+            match read_pdu(&mut rd, &framer).await {
+                Ok(ev) => {
+                    let fatal = ev.is_err();
+                    if pdu_tx.send(ev).await.is_err() || fatal {
+                        break;
+                    }
+                }
+                Err(_) => break,
+            }
+        }
+    });
+    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(u32, ScsiOutcome)>();
+    let nop_interval = daemon.iscsi.nop_interval;
+    let nop_count = daemon.iscsi.nop_count.max(1);
+    let mut last_rx = Instant::now();
+    let mut ticker = tokio::time::interval(nop_interval.unwrap_or(Duration::from_secs(3600)));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticker.tick().await;
+    let mut actions = Vec::new();
+    let mut wbuf = Vec::with_capacity(64 * 1024);
+    let mut closing: Option<&'static str> = None;
+    let reason = loop {
+        tokio::select! {
+            ev = pdu_rx.recv() => match ev {
+                None => break "connection closed",
+                Some(Err(e)) => {
+                    tracing::info!(%peer, "dropping connection: {e}");
+                    break "framing error";
+                }
+                Some(Ok(ReadEvent::Pdu(p))) => {
+                    last_rx = Instant::now();
+                    session.on_pdu(p, &mut actions);
+                }
+                Some(Ok(ReadEvent::DataDigestError(p))) => {
+                    last_rx = Instant::now();
+                    tracing::info!(%peer, "data digest error");
+                    session.on_data_digest_error(p, &mut actions);
+                }
+            },
+            Some((itt, outcome)) = done_rx.recv() => session.on_scsi_done(itt, outcome, &mut actions),
+            _ = ticker.tick(), if nop_interval.is_some() => {
+                let interval = nop_interval.unwrap();
+                if last_rx.elapsed() >= interval * nop_count && session.ping_outstanding() {
+                    tracing::info!(%peer, "no answer to NOP-In pings, dropping connection");
+                    break "ping timeout";
+                }
+                if last_rx.elapsed() >= interval {
+                    if let Some(p) = session.ping() {
+                        actions.push(Action::Send(p));
+                    }
+                }
+            }
+            _ = close.notified() => break "closed by the target",
+        }
+        // Carry out what the state machine asked for; batch the PDUs into one write.
+        let mut i = 0;
+        while i < actions.len() {
+            match std::mem::replace(&mut actions[i], Action::Close("")) {
+                Action::Send(p) => p.encode_into(&mut wbuf, hd, dd),
+                Action::Execute(req) => {
+                    let (Some(t), Some(n)) = (&live.target, &live.nexus) else { continue };
+                    let scsi = t.scsi.clone();
+                    let cmd = ScsiCommand {
+                        nexus: n.clone(),
+                        lun: rtgt_scsi::lun_from_sam(req.lun),
+                        cdb: req.cdb,
+                        data_out: req.data_out,
+                        expected_data_in: req.expected_data_in,
+                        attr: to_attr(req.attr),
+                        tag: u64::from(req.itt),
+                    };
+                    let tx = done_tx.clone();
+                    let itt = req.itt;
+                    tokio::spawn(async move {
+                        let r = scsi.execute(cmd).await;
+                        let _ = tx.send((
+                            itt,
+                            ScsiOutcome {
+                                status: r.status,
+                                data_in: r.data_in,
+                                sense: r.sense,
+                                data_out_len: r.data_out_len,
+                            },
+                        ));
+                    });
+                }
+                Action::TaskManagement(tmf) => {
+                    let resp = match (&live.target, &live.nexus, to_tm(tmf.function)) {
+                        (Some(t), Some(n), Some(f)) => {
+                            let lun = rtgt_scsi::lun_from_sam(tmf.lun);
+                            match t.scsi.task_management(n, f, lun) {
+                                TmResponse::FunctionComplete => tmf_response::FUNCTION_COMPLETE,
+                                TmResponse::FunctionRejected => tmf_response::FUNCTION_REJECTED,
+                                TmResponse::IncorrectLun => tmf_response::LUN_DOES_NOT_EXIST,
+                                TmResponse::TaskDoesNotExist => tmf_response::TASK_DOES_NOT_EXIST,
+                            }
+                        }
+                        _ => tmf_response::NOT_SUPPORTED,
+                    };
+                    session.on_tmf_done(tmf.itt, resp, &mut actions);
+                }
+                Action::Text(req) => {
+                    let targets = discovered(&daemon, &params, peer, local, live.target.as_deref());
+                    match text.handle(&req, &params, &targets) {
+                        Ok(rsp) => session.send_text_response(rsp, &mut actions),
+                        Err(reason) => {
+                            let r = session.reject(&req, reason.reason());
+                            r.encode_into(&mut wbuf, hd, dd);
+                        }
+                    }
+                }
+                Action::Close(why) => {
+                    if !why.is_empty() {
+                        closing = Some(why);
+                    }
+                }
+            }
+            i += 1;
+        }
+        actions.clear();
+        if !wbuf.is_empty() {
+            if let Err(e) = wr.write_all(&wbuf).await {
+                tracing::debug!(%peer, "write: {e}");
+                break "write error";
+            }
+            wbuf.clear();
+        }
+        if let Some(why) = closing {
+            break why;
+        }
+    };
+    reader.abort();
+    let _ = wr.shutdown().await;
+    if live.target.is_some() {
+        tracing::info!(%peer, initiator = %params.initiator_name, "session ended: {reason}");
+    }
+    drop(live);
+}
+
+/// The targets this initiator may see in SendTargets, with the addresses to reach them.
+fn discovered(
+    daemon: &Daemon,
+    params: &SessionParams,
+    peer: SocketAddr,
+    local: SocketAddr,
+    session_target: Option<&Target>,
+) -> Vec<DiscoveredTarget> {
+    let addresses: Vec<(SocketAddr, u16)> = daemon
+        .registry
+        .portals()
+        .into_iter()
+        // A wildcard portal is reached at the address this connection came in on.
+        .map(|p| if p.ip().is_unspecified() { (local, 1) } else { (p, 1) })
+        .collect();
+    daemon
+        .registry
+        .targets()
+        .into_iter()
+        .filter(|t| session_target.is_none_or(|s| s.tid == t.tid))
+        .filter(|t| t.allows(peer.ip(), &params.initiator_name))
+        .map(|t| DiscoveredTarget {
+            name: t.name.clone(),
+            addresses: addresses.clone(),
+        })
+        .collect()
+}

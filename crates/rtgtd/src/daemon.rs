@@ -1,0 +1,179 @@
+//! Wiring: bind, detach, start the runtime, accept connections, serve the control socket.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use parking_lot::Mutex;
+use rtgt_target::Registry;
+use tokio::sync::Notify;
+
+use crate::cli::{IscsiOptions, Options};
+use crate::{conn, control, demo, listen};
+
+/// An initiator's session as far as reinstatement cares: (target, initiator, ISID).
+pub type SessionKey = (String, String, [u8; 6]);
+
+/// Handle on a running session: ask it to close and wait until it has.
+pub struct SessionHandle {
+    pub id: u64,
+    pub close: Arc<Notify>,
+    pub closed: tokio::sync::watch::Receiver<bool>,
+}
+
+pub struct Daemon {
+    pub registry: Arc<Registry>,
+    pub iscsi: IscsiOptions,
+    pub sessions: Mutex<HashMap<SessionKey, SessionHandle>>,
+    next_id: AtomicU64,
+    next_tsih: AtomicU16,
+}
+
+impl Daemon {
+    /// Ids for I_T nexuses and sessions: never reused while the daemon runs.
+    pub fn next_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// TSIHs are 16 bits and never 0 (RFC 7143 §11.12.6).
+    pub fn next_tsih(&self) -> u16 {
+        loop {
+            let t = self.next_tsih.fetch_add(1, Ordering::Relaxed);
+            if t != 0 {
+                return t;
+            }
+        }
+    }
+}
+
+fn init_logging(opts: &Options) -> Result<()> {
+    use tracing_subscriber::EnvFilter;
+    let default = if opts.debug.is_some() { "debug" } else { "info" };
+    let filter = EnvFilter::try_from_env("RTGT_LOG").unwrap_or_else(|_| EnvFilter::new(default));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_target(false);
+    if let Some(path) = &opts.log_file {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .with_context(|| format!("log file {}", path.display()))?;
+        builder.with_ansi(false).with_writer(Arc::new(file)).init();
+    } else {
+        builder.with_writer(std::io::stderr).init();
+    }
+    Ok(())
+}
+
+/// Detaches like tgtd: fork, the parent exits, the child starts a new session with its
+/// standard streams on /dev/null. Must run before any thread is started.
+fn detach() -> Result<()> {
+    // SAFETY: single-threaded here (no runtime yet); fork/setsid/dup2 are async-signal-safe.
+    unsafe {
+        match libc::fork() {
+            -1 => return Err(std::io::Error::last_os_error()).context("fork"),
+            0 => {}
+            _ => libc::_exit(0),
+        }
+        libc::setsid();
+        let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
+        if null >= 0 {
+            libc::dup2(null, 0);
+            libc::dup2(null, 1);
+            libc::dup2(null, 2);
+            if null > 2 {
+                libc::close(null);
+            }
+        }
+    }
+    Ok(())
+}
+
+pub fn run(opts: Options) -> Result<()> {
+    let iscsi = opts.iscsi_options()?;
+    let socket_path = opts
+        .control_socket
+        .clone()
+        .unwrap_or_else(|| rtgt_target::control::default_socket_path(opts.control_port));
+    let mut portals = Vec::new();
+    for addr in &iscsi.portals {
+        let l = listen::bind_portal(*addr)?;
+        l.set_nonblocking(true)?;
+        portals.push(l);
+    }
+    let control = listen::bind_control(&socket_path)?;
+    control.set_nonblocking(true)?;
+    let registry = Registry::new();
+    registry.set_portals(portals.iter().filter_map(|l| l.local_addr().ok()).collect());
+    if opts.demo {
+        let dir = opts.state_dir();
+        let r = demo::setup(&registry, &dir);
+        if r.is_err() {
+            let _ = std::fs::remove_file(&socket_path);
+        }
+        r?;
+    }
+    if !opts.foreground {
+        detach()?;
+    }
+    init_logging(&opts)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("rtgtd")
+        .build()
+        .context("starting the runtime")?;
+    let result = rt.block_on(serve(registry, iscsi, portals, control));
+    let _ = std::fs::remove_file(&socket_path);
+    // Don't wait for blocked I/O threads of dead connections.
+    rt.shutdown_timeout(std::time::Duration::from_secs(2));
+    result
+}
+
+async fn serve(
+    registry: Arc<Registry>,
+    iscsi: IscsiOptions,
+    portals: Vec<std::net::TcpListener>,
+    control: std::os::unix::net::UnixListener,
+) -> Result<()> {
+    let shutdown = Arc::new(Notify::new());
+    {
+        let s = shutdown.clone();
+        registry.set_shutdown_hook(Box::new(move || s.notify_one()));
+    }
+    let daemon = Arc::new(Daemon {
+        registry: registry.clone(),
+        iscsi,
+        sessions: Mutex::new(HashMap::new()),
+        next_id: AtomicU64::new(1),
+        next_tsih: AtomicU16::new(1),
+    });
+    for l in portals {
+        let l = tokio::net::TcpListener::from_std(l)?;
+        tracing::info!("iSCSI portal {}", l.local_addr()?);
+        let d = daemon.clone();
+        tokio::spawn(async move {
+            loop {
+                match l.accept().await {
+                    Ok((stream, peer)) => {
+                        let d = d.clone();
+                        tokio::spawn(async move { conn::serve(d, stream, peer).await });
+                    }
+                    Err(e) => {
+                        // EMFILE and friends: back off instead of spinning.
+                        tracing::warn!("accept: {e}");
+                        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    }
+                }
+            }
+        });
+    }
+    let control = tokio::net::UnixListener::from_std(control)?;
+    tokio::spawn(control::serve(control, registry));
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => tracing::info!("interrupted, exiting"),
+        _ = term.recv() => tracing::info!("SIGTERM, exiting"),
+        _ = shutdown.notified() => tracing::info!("shutdown requested by rtgtadm"),
+    }
+    Ok(())
+}

@@ -7,10 +7,22 @@
 
 use std::sync::Arc;
 
+mod cdb;
+mod controller;
+mod inquiry;
+mod lu;
+mod mode;
+mod opcodes;
+mod params;
+mod pr;
+mod reserve;
+mod sbc;
 pub mod sense;
+mod spc;
 pub mod target;
+mod ua;
 
-pub use target::ScsiTarget;
+pub use target::{ScsiTarget, TmResponse};
 
 /// SAM-5 status codes.
 pub mod status {

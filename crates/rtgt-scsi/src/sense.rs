@@ -66,3 +66,64 @@ impl Sense {
         b
     }
 }
+
+/// Additional sense code / qualifier pairs used by the device servers (SPC-4 table 28
+/// and annex D).
+pub mod asc {
+    /// (ASC, ASCQ)
+    pub type Code = (u8, u8);
+    pub const NO_ADDITIONAL_SENSE: Code = (0x00, 0x00);
+    pub const LU_NOT_READY_MANUAL_INTERVENTION: Code = (0x04, 0x03);
+    pub const INVALID_FIELD_IN_INFORMATION_UNIT: Code = (0x0e, 0x03);
+    pub const WRITE_ERROR: Code = (0x0c, 0x00);
+    pub const UNRECOVERED_READ_ERROR: Code = (0x11, 0x00);
+    pub const MISCOMPARE_DURING_VERIFY: Code = (0x1d, 0x00);
+    pub const PARAMETER_LIST_LENGTH_ERROR: Code = (0x1a, 0x00);
+    pub const INVALID_COMMAND_OPERATION_CODE: Code = (0x20, 0x00);
+    pub const LBA_OUT_OF_RANGE: Code = (0x21, 0x00);
+    pub const INVALID_FIELD_IN_CDB: Code = (0x24, 0x00);
+    pub const LOGICAL_UNIT_NOT_SUPPORTED: Code = (0x25, 0x00);
+    pub const INVALID_FIELD_IN_PARAMETER_LIST: Code = (0x26, 0x00);
+    pub const INVALID_RELEASE_OF_PERSISTENT_RESERVATION: Code = (0x26, 0x04);
+    pub const WRITE_PROTECTED: Code = (0x27, 0x00);
+    pub const POWER_ON_RESET_OR_BUS_DEVICE_RESET: Code = (0x29, 0x00);
+    pub const POWER_ON_OCCURRED: Code = (0x29, 0x01);
+    pub const BUS_DEVICE_RESET_FUNCTION_OCCURRED: Code = (0x29, 0x03);
+    pub const I_T_NEXUS_LOSS_OCCURRED: Code = (0x29, 0x07);
+    pub const MODE_PARAMETERS_CHANGED: Code = (0x2a, 0x01);
+    pub const RESERVATIONS_PREEMPTED: Code = (0x2a, 0x03);
+    pub const RESERVATIONS_RELEASED: Code = (0x2a, 0x04);
+    pub const REGISTRATIONS_PREEMPTED: Code = (0x2a, 0x05);
+    pub const CAPACITY_DATA_HAS_CHANGED: Code = (0x2a, 0x09);
+    pub const SAVING_PARAMETERS_NOT_SUPPORTED: Code = (0x39, 0x00);
+    pub const MEDIUM_NOT_PRESENT: Code = (0x3a, 0x00);
+    pub const REPORTED_LUNS_DATA_HAS_CHANGED: Code = (0x3f, 0x0e);
+    pub const INTERNAL_TARGET_FAILURE: Code = (0x44, 0x00);
+    pub const MEDIUM_REMOVAL_PREVENTED: Code = (0x53, 0x02);
+}
+
+impl Sense {
+    /// A condition from a sense key and an (ASC, ASCQ) pair from [`asc`].
+    pub const fn of(key: u8, code: asc::Code) -> Self {
+        Self::new(key, code.0, code.1)
+    }
+
+    /// ILLEGAL REQUEST with the given code: the most common failure.
+    pub const fn illegal(code: asc::Code) -> Self {
+        Self::of(key::ILLEGAL_REQUEST, code)
+    }
+
+    pub const fn with_information(mut self, info: u64) -> Self {
+        self.information = Some(info);
+        self
+    }
+
+    /// Encodes in the format the control mode page's D_SENSE bit selects (SPC-4 7.5.8).
+    pub fn encode(&self, descriptor: bool) -> Vec<u8> {
+        if descriptor {
+            self.to_descriptor()
+        } else {
+            self.to_fixed()
+        }
+    }
+}

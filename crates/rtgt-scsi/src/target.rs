@@ -1,13 +1,23 @@
-//! The SCSI target device: its LUN map and the routing of commands to logical units.
-//! (Skeleton: the SCSI core issue fills in SPC/SBC behind this API.)
+//! The SCSI target device (SAM-5 4.6): its LUN map, the I_T nexuses that use it, and
+//! the routing of each command through the checks SAM-5 and SPC-4 put before a device
+//! server runs it (unit attentions, reservations, readiness).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use parking_lot::RwLock;
 
-use crate::sense::{key, Sense};
+use crate::cdb::{self, invalid_cdb, invalid_opcode, Fail, Outcome};
+use crate::controller;
+use crate::inquiry;
+use crate::lu::Lu;
+use crate::params::LuParams;
+use crate::sbc;
+use crate::sense::{asc, key, Sense};
+use crate::spc::{self, op};
 use crate::{
-    status, ItNexus, LuConfig, LuInfo, ScsiCommand, ScsiError, ScsiResult, TmFunction,
+    opcodes, status, DeviceType, ItNexus, LuConfig, LuInfo, ScsiCommand, ScsiError, ScsiResult,
+    TmFunction,
 };
 
 /// Answer to a task management request (SAM-5 7.x service responses).
@@ -21,7 +31,12 @@ pub enum TmResponse {
 
 pub struct ScsiTarget {
     name: String,
-    luns: RwLock<BTreeMap<u64, LuConfig>>,
+    /// LUN 0: always present (SPC-4 says LUN 0 shall answer INQUIRY and REPORT LUNS).
+    controller: Arc<Lu>,
+    luns: RwLock<BTreeMap<u64, Arc<Lu>>>,
+    /// The I_T nexuses that have sent a command and not been lost: the set unit
+    /// attentions are established for.
+    nexuses: RwLock<HashMap<u64, Arc<ItNexus>>>,
 }
 
 impl ScsiTarget {
@@ -29,7 +44,9 @@ impl ScsiTarget {
     pub fn new(name: &str) -> Self {
         Self {
             name: name.to_string(),
+            controller: Arc::new(controller::new_lu()),
             luns: RwLock::new(BTreeMap::new()),
+            nexuses: RwLock::new(HashMap::new()),
         }
     }
 
@@ -37,74 +54,415 @@ impl ScsiTarget {
         &self.name
     }
 
+    fn all_lus(&self) -> Vec<Arc<Lu>> {
+        let mut v = vec![self.controller.clone()];
+        v.extend(self.luns.read().values().cloned());
+        v
+    }
+
+    fn nexus_ids(&self) -> Vec<u64> {
+        self.nexuses.read().keys().copied().collect()
+    }
+
+    /// SPC-4 6.33: REPORTED LUNS DATA HAS CHANGED for every I_T nexus, on the LUs that
+    /// remain.
+    fn luns_changed(&self) {
+        let ids = self.nexus_ids();
+        for lu in self.all_lus() {
+            lu.ua
+                .establish(ids.iter().copied(), asc::REPORTED_LUNS_DATA_HAS_CHANGED);
+        }
+    }
+
     pub fn add_lu(&self, lun: u64, cfg: LuConfig) -> Result<(), ScsiError> {
         if lun == 0 {
             return Err(ScsiError::Lun0Reserved);
         }
-        let mut luns = self.luns.write();
-        if luns.contains_key(&lun) {
-            return Err(ScsiError::LunExists(lun));
+        if cfg.block_size != 512 && cfg.block_size != 4096 {
+            return Err(ScsiError::BadBlockSize(cfg.block_size));
         }
-        luns.insert(lun, cfg);
+        let size = cfg.store.size();
+        if size < u64::from(cfg.block_size) {
+            return Err(ScsiError::TooSmall {
+                size,
+                block_size: cfg.block_size,
+            });
+        }
+        let params = LuParams::default().apply(&cfg.params)?;
+        let lu = Arc::new(Lu::new(
+            lun,
+            cfg.device_type,
+            Some(cfg.store),
+            cfg.block_size,
+            cfg.path,
+            cfg.bsoflags,
+            params,
+        ));
+        {
+            let mut luns = self.luns.write();
+            if luns.contains_key(&lun) {
+                return Err(ScsiError::LunExists(lun));
+            }
+            self.luns_changed();
+            luns.insert(lun, lu);
+        }
         Ok(())
     }
 
     pub fn remove_lu(&self, lun: u64) -> Result<(), ScsiError> {
+        if lun == 0 {
+            return Err(ScsiError::Lun0Reserved);
+        }
         self.luns
             .write()
             .remove(&lun)
-            .map(|_| ())
-            .ok_or(ScsiError::NoSuchLun(lun))
+            .ok_or(ScsiError::NoSuchLun(lun))?;
+        self.luns_changed();
+        Ok(())
     }
 
     /// Applies `--params` changes to an existing LU (`--op update --mode logicalunit`).
-    pub fn update_lu(&self, lun: u64, _params: &[(String, String)]) -> Result<(), ScsiError> {
-        if self.luns.read().contains_key(&lun) {
-            Ok(())
-        } else {
-            Err(ScsiError::NoSuchLun(lun))
+    pub fn update_lu(&self, lun: u64, params: &[(String, String)]) -> Result<(), ScsiError> {
+        if lun == 0 {
+            return Err(ScsiError::Lun0Reserved);
         }
+        let lu = self
+            .luns
+            .read()
+            .get(&lun)
+            .cloned()
+            .ok_or(ScsiError::NoSuchLun(lun))?;
+        let next = lu.params.read().apply(params)?;
+        if params.iter().any(|(k, _)| k.trim() == "sense_format") {
+            lu.mode.lock().d_sense = next.descriptor_sense;
+        }
+        *lu.params.write() = next;
+        Ok(())
     }
 
     pub fn lu_info(&self) -> Vec<LuInfo> {
-        let mut v = vec![LuInfo {
-            lun: 0,
-            device_type: "controller".into(),
-            online: true,
-            backing_store_type: "null".into(),
-            backing_store_path: "None".into(),
-            ..Default::default()
-        }];
-        for (lun, cfg) in self.luns.read().iter() {
-            v.push(LuInfo {
-                lun: *lun,
-                device_type: cfg.device_type.name().into(),
-                size_bytes: cfg.store.size(),
-                block_size: cfg.block_size,
-                online: true,
-                backing_store_type: cfg.store.kind().into(),
-                backing_store_path: cfg.path.clone(),
-                backing_store_flags: cfg.bsoflags.clone(),
-                ..Default::default()
-            });
+        self.all_lus()
+            .iter()
+            .map(|lu| {
+                let p = lu.params.read().clone();
+                let mode = *lu.mode.lock();
+                let medium = *lu.medium.lock();
+                let controller = lu.lun == 0;
+                LuInfo {
+                    lun: lu.lun,
+                    device_type: lu.device_type.name().into(),
+                    scsi_id: p
+                        .scsi_id
+                        .clone()
+                        .unwrap_or_else(|| format!("{:016x}", inquiry::naa(lu, &self.name))),
+                    scsi_sn: inquiry::serial(lu, &self.name),
+                    size_bytes: lu.store.as_ref().map(|s| s.size()).unwrap_or(0),
+                    block_size: lu.block_size,
+                    online: p.online && medium.present,
+                    removable: p.removable,
+                    prevent_removal: medium.prevent_removal,
+                    readonly: lu.hard_readonly(),
+                    swp: mode.swp,
+                    thin_provisioning: p.thin_provisioning,
+                    backing_store_type: lu
+                        .store
+                        .as_ref()
+                        .map(|s| s.kind().to_string())
+                        .unwrap_or_else(|| "null".into()),
+                    backing_store_path: if controller {
+                        "None".into()
+                    } else {
+                        lu.path.clone()
+                    },
+                    backing_store_flags: lu.bsoflags.clone(),
+                    write_cache: !controller && mode.wce,
+                }
+            })
+            .collect()
+    }
+
+    pub async fn execute(&self, cmd: ScsiCommand) -> ScsiResult {
+        let nexus = cmd.nexus.clone();
+        if !self.nexuses.read().contains_key(&nexus.id) {
+            // A nexus's first command gets no unit attention: nothing has happened to
+            // it yet (and SAM-5 lets the power-on one be skipped for a new nexus).
+            self.nexuses.write().insert(nexus.id, nexus.clone());
         }
+        if cmd.cdb.is_empty() {
+            return finish(Err(invalid_opcode()), false, None);
+        }
+        let lu = if cmd.lun == 0 {
+            Some(self.controller.clone())
+        } else {
+            self.luns.read().get(&cmd.lun).cloned()
+        };
+        let Some(lu) = lu else {
+            return finish(self.no_such_lu(&cmd), false, None);
+        };
+        let data_out_len = if lu.device_type == DeviceType::Disk {
+            sbc::data_out_len(&cmd.cdb, lu.block_size)
+        } else {
+            None
+        };
+        let r = self.run(&lu, &cmd, data_out_len).await;
+        finish(r, lu.descriptor_sense(), data_out_len)
+    }
+
+    /// A LUN nobody configured: INQUIRY says so with peripheral qualifier 011b, REPORT
+    /// LUNS and REQUEST SENSE still work, anything else is LOGICAL UNIT NOT SUPPORTED
+    /// (SPC-4 6.6.2, SAM-5 5.11).
+    fn no_such_lu(&self, cmd: &ScsiCommand) -> Outcome<ScsiResult> {
+        let cdb = &cmd.cdb;
+        match cdb[0] {
+            op::INQUIRY if cdb.len() >= 6 => {
+                if cdb[1] & 0x03 != 0 || cdb[2] != 0 {
+                    return Err(invalid_cdb());
+                }
+                Ok(ScsiResult::with_data(inquiry::not_present()))
+            }
+            op::REPORT_LUNS if cdb.len() >= 12 => spc::report_luns(&self.lun_list(), cdb),
+            op::REQUEST_SENSE if cdb.len() >= 6 => spc::request_sense(None, &cmd.nexus, cdb, None),
+            _ => Err(Sense::illegal(asc::LOGICAL_UNIT_NOT_SUPPORTED).into()),
+        }
+    }
+
+    fn lun_list(&self) -> Vec<u64> {
+        let mut v = vec![0];
+        v.extend(self.luns.read().keys().copied());
         v
     }
 
-    pub async fn execute(&self, _cmd: ScsiCommand) -> ScsiResult {
-        ScsiResult {
-            status: status::CHECK_CONDITION,
-            sense: Sense::new(key::ILLEGAL_REQUEST, 0x20, 0x00).to_fixed(),
-            ..Default::default()
+    async fn run(
+        &self,
+        lu: &Arc<Lu>,
+        cmd: &ScsiCommand,
+        data_out_len: Option<u64>,
+    ) -> Outcome<ScsiResult> {
+        let opcode = cmd.cdb[0];
+        let need = cdb::cdb_len(opcode);
+        if cmd.cdb.len() < need {
+            return Err(invalid_cdb());
+        }
+        let cdb = &cmd.cdb[..need];
+        let nexus = &*cmd.nexus;
+        let sa = matches!(
+            opcode,
+            0x9e | op::MAINTENANCE_IN | op::PERSISTENT_RESERVE_IN | op::PERSISTENT_RESERVE_OUT
+        )
+        .then(|| u16::from(cdb[1] & 0x1f));
+        let known_opcode = opcodes::supported(lu.device_type)
+            .iter()
+            .any(|o| o.opcode == opcode);
+        if !known_opcode {
+            return Err(invalid_opcode());
+        }
+        // SAM-5 5.14: a pending unit attention ends any other command.
+        if !spc::ua_exempt(opcode) {
+            if let Some(s) = lu.ua.take(nexus.id) {
+                return Err(s.into());
+            }
+        }
+        // An unknown service action of a known opcode (SPC-4 4.2.5.1).
+        if !opcodes::is_supported(lu.device_type, opcode, sa) {
+            return Err(invalid_cdb());
+        }
+        cdb::check_control(cdb)?;
+        // SPC-2 reservations, then persistent ones (SPC-4 5.13.1).
+        if lu.spc2.conflicts(nexus.id) && !spc::spc2_allowed(opcode) {
+            return Err(Fail::Conflict);
+        }
+        if lu
+            .pr
+            .lock()
+            .conflicts(&spc::port_pair(nexus), spc::pr_access(cdb))
+        {
+            return Err(Fail::Conflict);
+        }
+        // All Data-Out the CDB asks for must have arrived (SAM-5 5.4.3: otherwise the
+        // command is terminated without transferring data).
+        if let Some(n) = data_out_len {
+            if (cmd.data_out.len() as u64) < n {
+                return Err(Sense::illegal(asc::INVALID_FIELD_IN_INFORMATION_UNIT).into());
+            }
+        }
+        let not_ready = self.not_ready(lu);
+        match lu.device_type {
+            DeviceType::Controller => {
+                controller::execute(lu, nexus, cdb, &self.lun_list(), &self.name)
+            }
+            DeviceType::Disk => self.disk(lu, cmd, cdb, not_ready).await,
+        }
+    }
+
+    /// NOT READY when the medium is out or the LU is offline (SBC-4 4.8).
+    fn not_ready(&self, lu: &Lu) -> Option<Sense> {
+        let present = lu.medium.lock().present && lu.params.read().online;
+        (!present).then(|| Sense::of(key::NOT_READY, asc::MEDIUM_NOT_PRESENT))
+    }
+
+    async fn disk(
+        &self,
+        lu: &Arc<Lu>,
+        cmd: &ScsiCommand,
+        cdb: &[u8],
+        not_ready: Option<Sense>,
+    ) -> Outcome<ScsiResult> {
+        let nexus = &*cmd.nexus;
+        let data = &cmd.data_out[..];
+        let medium_cmd = !matches!(
+            cdb[0],
+            op::INQUIRY
+                | op::REPORT_LUNS
+                | op::REQUEST_SENSE
+                | op::MODE_SENSE_6
+                | op::MODE_SENSE_10
+                | op::MODE_SELECT_6
+                | op::MODE_SELECT_10
+                | op::RESERVE_6
+                | op::RESERVE_10
+                | op::RELEASE_6
+                | op::RELEASE_10
+                | op::PERSISTENT_RESERVE_IN
+                | op::PERSISTENT_RESERVE_OUT
+                | op::MAINTENANCE_IN
+                | op::START_STOP_UNIT
+                | op::PREVENT_ALLOW
+        );
+        if medium_cmd {
+            if let Some(s) = not_ready {
+                return Err(s.into());
+            }
+        }
+        match cdb[0] {
+            op::TEST_UNIT_READY => Ok(spc::test_unit_ready()),
+            op::REQUEST_SENSE => spc::request_sense(Some(lu), nexus, cdb, not_ready),
+            op::INQUIRY => Ok(ScsiResult::with_data(inquiry::inquiry(
+                lu, &self.name, nexus, cdb,
+            )?)),
+            op::REPORT_LUNS => spc::report_luns(&self.lun_list(), cdb),
+            op::MAINTENANCE_IN => spc::maintenance_in(lu, cdb),
+            op::MODE_SENSE_6 | op::MODE_SENSE_10 => spc::mode_sense(lu, cdb),
+            op::MODE_SELECT_6 | op::MODE_SELECT_10 => {
+                let len = if cdb[0] == op::MODE_SELECT_6 {
+                    usize::from(cdb[4])
+                } else {
+                    usize::from(cdb::u16_at(cdb, 7))
+                };
+                if spc::mode_select(lu, cdb, &data[..len])? {
+                    let others = self.nexus_ids().into_iter().filter(|id| *id != nexus.id);
+                    lu.ua.establish(others, asc::MODE_PARAMETERS_CHANGED);
+                }
+                Ok(ScsiResult::good())
+            }
+            op::RESERVE_6 | op::RESERVE_10 => spc::reserve(lu, nexus, cdb),
+            op::RELEASE_6 | op::RELEASE_10 => spc::release(lu, nexus, cdb),
+            op::PERSISTENT_RESERVE_IN => spc::pr_in(lu, cdb),
+            op::PERSISTENT_RESERVE_OUT => {
+                let uas = spc::pr_out(lu, nexus, cdb, data)?;
+                let table = self.nexuses.read();
+                for (who, code) in uas {
+                    let ids = table
+                        .values()
+                        .filter(|n| {
+                            n.initiator_port == who.initiator_port
+                                && n.target_port == who.target_port
+                        })
+                        .map(|n| n.id);
+                    lu.ua.establish(ids, code);
+                }
+                Ok(ScsiResult::good())
+            }
+            op::START_STOP_UNIT => sbc::start_stop_cmd(lu, cdb).await,
+            op::PREVENT_ALLOW => sbc::prevent_allow_cmd(lu, cdb),
+            0x25 => Ok(ScsiResult::with_data(sbc::read_capacity10(lu, cdb)?)),
+            0x9e => match cdb[1] & 0x1f {
+                0x10 => Ok(ScsiResult::with_data(sbc::read_capacity16(lu))),
+                _ => Ok(ScsiResult::with_data(sbc::get_lba_status(lu, cdb)?)),
+            },
+            0x08 | 0x28 | 0xa8 | 0x88 => sbc::read_cmd(lu, cdb).await,
+            0x0a | 0x2a | 0xaa | 0x8a => sbc::write_cmd(lu, cdb, data).await,
+            0x2f | 0xaf | 0x8f => sbc::verify_cmd(lu, cdb, data).await,
+            0x2e | 0xae | 0x8e => sbc::write_verify_cmd(lu, cdb, data).await,
+            0x8b => sbc::orwrite_cmd(lu, cdb, data).await,
+            0x41 | 0x93 => sbc::write_same_cmd(lu, cdb, data).await,
+            0x35 | 0x91 => sbc::sync_cache_cmd(lu, cdb).await,
+            0x34 | 0x90 => sbc::prefetch_cmd(lu, cdb),
+            _ => Err(invalid_opcode()),
         }
     }
 
     /// The side effects of a task management function on SCSI state (unit attentions,
     /// reservations). Aborting in-flight tasks is the transport's part.
-    pub fn task_management(&self, _nexus: &ItNexus, _func: TmFunction, _lun: u64) -> TmResponse {
-        TmResponse::FunctionComplete
+    pub fn task_management(&self, nexus: &ItNexus, func: TmFunction, lun: u64) -> TmResponse {
+        // A task management request is a use of the target by this nexus.
+        self.nexuses
+            .write()
+            .entry(nexus.id)
+            .or_insert_with(|| Arc::new(nexus.clone()));
+        let ids = self.nexus_ids();
+        let lu = if lun == 0 {
+            Some(self.controller.clone())
+        } else {
+            self.luns.read().get(&lun).cloned()
+        };
+        match func {
+            TmFunction::TargetWarmReset | TmFunction::TargetColdReset => {
+                // SAM-5 6.3.2 hard reset / power on: every LU resets; the unit attention
+                // says which (POWER ON OCCURRED for a cold reset).
+                let code = if func == TmFunction::TargetColdReset {
+                    asc::POWER_ON_OCCURRED
+                } else {
+                    asc::POWER_ON_RESET_OR_BUS_DEVICE_RESET
+                };
+                for lu in self.all_lus() {
+                    lu.reset();
+                    lu.ua.establish(ids.iter().copied(), code);
+                }
+                TmResponse::FunctionComplete
+            }
+            _ if lu.is_none() => TmResponse::IncorrectLun,
+            TmFunction::LogicalUnitReset => {
+                // SAM-5 6.3.3: BUS DEVICE RESET FUNCTION OCCURRED for every I_T nexus.
+                let lu = lu.expect("checked above");
+                lu.reset();
+                lu.ua
+                    .establish(ids.iter().copied(), asc::BUS_DEVICE_RESET_FUNCTION_OCCURRED);
+                TmResponse::FunctionComplete
+            }
+            TmFunction::AbortTask | TmFunction::AbortTaskSet | TmFunction::ClearTaskSet => {
+                TmResponse::FunctionComplete
+            }
+            // NACA is not supported, so there is never an ACA to clear.
+            TmFunction::ClearAca => TmResponse::FunctionRejected,
+        }
     }
 
-    /// The I_T nexus is gone (session closed): release what it held (SPC-2 reservations).
-    pub fn nexus_loss(&self, _nexus: &ItNexus) {}
+    /// The I_T nexus is gone (session closed): release what it held (SPC-2 reservations)
+    /// and forget its pending unit attentions. Persistent reservations stay (SPC-4 5.13).
+    pub fn nexus_loss(&self, nexus: &ItNexus) {
+        self.nexuses.write().remove(&nexus.id);
+        for lu in self.all_lus() {
+            lu.ua.forget(nexus.id);
+            lu.spc2.release(nexus.id);
+        }
+    }
+}
+
+/// Turns a handler's outcome into the transport's result, with sense in the format
+/// the control mode page asks for.
+fn finish(r: Outcome<ScsiResult>, descriptor: bool, data_out_len: Option<u64>) -> ScsiResult {
+    let mut res = match r {
+        Ok(r) => r,
+        Err(Fail::Conflict) => ScsiResult {
+            status: status::RESERVATION_CONFLICT,
+            ..ScsiResult::default()
+        },
+        Err(Fail::Check(s)) => ScsiResult {
+            status: status::CHECK_CONDITION,
+            sense: s.encode(descriptor),
+            ..ScsiResult::default()
+        },
+    };
+    res.data_out_len = data_out_len.map(|n| u32::try_from(n).unwrap_or(u32::MAX));
+    res
 }

@@ -1,0 +1,211 @@
+//! INQUIRY: standard data (SPC-4 6.6.2) and the vital product data pages (SPC-4 7.8,
+//! SBC-4 6.6).
+
+use crate::cdb::{invalid_cdb, Outcome};
+use crate::lu::Lu;
+use crate::{DeviceType, ItNexus};
+
+/// Peripheral device types (SPC-4 table 140).
+pub(crate) const TYPE_DISK: u8 = 0x00;
+pub(crate) const TYPE_CONTROLLER: u8 = 0x0c;
+pub(crate) const TYPE_UNKNOWN: u8 = 0x1f;
+
+/// MAXIMUM TRANSFER LENGTH in bytes: commands carry all their data in memory.
+pub(crate) const MAX_TRANSFER_BYTES: u64 = 16 << 20;
+/// MAXIMUM WRITE SAME LENGTH in bytes (written in bounded chunks).
+pub(crate) const MAX_WRITE_SAME_BYTES: u64 = 256 << 20;
+
+pub(crate) fn device_type_code(t: DeviceType) -> u8 {
+    match t {
+        DeviceType::Disk => TYPE_DISK,
+        DeviceType::Controller => TYPE_CONTROLLER,
+    }
+}
+
+fn pad(s: &str, n: usize) -> Vec<u8> {
+    let mut v: Vec<u8> = s.bytes().take(n).collect();
+    v.resize(n, b' ');
+    v
+}
+
+/// FNV-1a: a stable hash (the std hasher is not stable across releases) for designators
+/// and serial numbers derived from names.
+pub(crate) fn fnv1a(parts: &[&[u8]]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for p in parts {
+        for b in p.iter() {
+            h ^= u64::from(*b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        h ^= 0xff;
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
+/// Standard INQUIRY data for a LU that does not exist: peripheral qualifier 011b and
+/// device type 1Fh (SPC-4 6.6.2).
+pub(crate) fn not_present() -> Vec<u8> {
+    let mut b = vec![0u8; 36];
+    b[0] = 0x60 | TYPE_UNKNOWN;
+    b[2] = 0x06;
+    b[3] = 0x12;
+    b[4] = 31;
+    b
+}
+
+fn standard(lu: &Lu) -> Vec<u8> {
+    let p = lu.params.read();
+    let mut b = vec![0u8; 96];
+    b[0] = device_type_code(lu.device_type);
+    if p.removable && lu.device_type == DeviceType::Disk {
+        b[1] = 0x80; // RMB
+    }
+    b[2] = 0x06; // VERSION: SPC-4
+    b[3] = 0x12; // HISUP, RESPONSE DATA FORMAT 2
+    b[4] = 91; // ADDITIONAL LENGTH
+    b[7] = 0x02; // CMDQUE: commands are queued and run concurrently
+    b[8..16].copy_from_slice(&pad(&p.vendor_id, 8));
+    let product = if lu.device_type == DeviceType::Controller {
+        "CONTROLLER"
+    } else {
+        &p.product_id
+    };
+    b[16..32].copy_from_slice(&pad(product, 16));
+    b[32..36].copy_from_slice(&pad(&p.product_rev, 4));
+    // VERSION DESCRIPTORS (SPC-4 table 143): SAM-5, iSCSI, SPC-4, then the command set.
+    let mut v: Vec<u16> = vec![0x00a0, 0x0960, 0x0460];
+    if lu.device_type == DeviceType::Disk {
+        v.push(0x04c0); // SBC-3
+    }
+    for (i, d) in v.iter().enumerate() {
+        b[58 + 2 * i..60 + 2 * i].copy_from_slice(&d.to_be_bytes());
+    }
+    b
+}
+
+/// The unit serial number: `scsi_sn` or one derived from the target name and LUN.
+pub(crate) fn serial(lu: &Lu, target: &str) -> String {
+    match &lu.params.read().scsi_sn {
+        Some(s) => s.clone(),
+        None => format!(
+            "{:08x}{:04x}",
+            fnv1a(&[target.as_bytes()]) as u32,
+            lu.lun & 0xffff
+        ),
+    }
+}
+
+/// The NAA Locally Assigned designator (SPC-4 7.8.6.6.4): NAA 3h and 60 bits derived
+/// from `scsi_id`, or the target name and LUN, so it is the same on every path and
+/// across restarts.
+pub(crate) fn naa(lu: &Lu, target: &str) -> u64 {
+    let h = match &lu.params.read().scsi_id {
+        Some(id) => fnv1a(&[id.as_bytes()]),
+        None => fnv1a(&[target.as_bytes(), &lu.lun.to_be_bytes()]),
+    };
+    (0x3u64 << 60) | (h & 0x0fff_ffff_ffff_ffff)
+}
+
+/// A designation descriptor (SPC-4 7.8.6.1). `proto` is set for target-port ones.
+fn designator(out: &mut Vec<u8>, proto: Option<u8>, code_set: u8, assoc: u8, dtype: u8, d: &[u8]) {
+    out.push((proto.unwrap_or(0) << 4) | code_set);
+    out.push((u8::from(proto.is_some()) << 7) | (assoc << 4) | dtype);
+    out.push(0);
+    out.push(d.len() as u8);
+    out.extend_from_slice(d);
+}
+
+/// A SCSI name string: null-terminated, padded to a multiple of four (SPC-4 7.8.6.11).
+fn name_string(s: &str) -> Vec<u8> {
+    let mut v = s.as_bytes().to_vec();
+    v.push(0);
+    while v.len() % 4 != 0 {
+        v.push(0);
+    }
+    v
+}
+
+fn supported_pages(lu: &Lu) -> &'static [u8] {
+    match lu.device_type {
+        DeviceType::Disk => &[0x00, 0x80, 0x83, 0xb0, 0xb1, 0xb2],
+        DeviceType::Controller => &[0x00, 0x80, 0x83],
+    }
+}
+
+fn vpd(lu: &Lu, target: &str, nexus: &ItNexus, page: u8) -> Outcome<Vec<u8>> {
+    if !supported_pages(lu).contains(&page) {
+        return Err(invalid_cdb());
+    }
+    let mut body = Vec::new();
+    match page {
+        0x00 => body.extend_from_slice(supported_pages(lu)),
+        0x80 => body.extend_from_slice(serial(lu, target).as_bytes()),
+        0x83 => {
+            // Logical unit: NAA, and a T10 vendor ID based one carrying the serial.
+            designator(&mut body, None, 1, 0, 3, &naa(lu, target).to_be_bytes());
+            let mut t10 = pad(&lu.params.read().vendor_id, 8);
+            t10.extend_from_slice(serial(lu, target).as_bytes());
+            designator(&mut body, None, 2, 0, 1, &t10);
+            // The target port the command came through, and the target device.
+            // The protocol identifier is iSCSI's (5h) when the names are iSCSI ones.
+            let proto = nexus.target_port.contains(",t,0x").then_some(5u8);
+            if !nexus.target_port.is_empty() {
+                designator(&mut body, proto, 3, 1, 8, &name_string(&nexus.target_port));
+            }
+            let mut rel = vec![0, 0];
+            rel.extend_from_slice(&nexus.relative_port_id.to_be_bytes());
+            designator(&mut body, proto, 1, 1, 4, &rel);
+            let mut tpg = vec![0, 0];
+            tpg.extend_from_slice(&nexus.target_port_group.to_be_bytes());
+            designator(&mut body, proto, 1, 1, 5, &tpg);
+            designator(&mut body, proto, 3, 2, 8, &name_string(target));
+        }
+        0xb0 => {
+            // Block Limits (SBC-4 6.6.4).
+            body.resize(0x3c, 0);
+            let bs = u64::from(lu.block_size);
+            let gran = (4096 / lu.block_size).max(1) as u16;
+            body[2..4].copy_from_slice(&gran.to_be_bytes());
+            let max = (MAX_TRANSFER_BYTES / bs) as u32;
+            body[4..8].copy_from_slice(&max.to_be_bytes());
+            body[8..12].copy_from_slice(&max.to_be_bytes());
+            body[12..16].copy_from_slice(&max.to_be_bytes()); // MAXIMUM PREFETCH LENGTH
+                                                              // No UNMAP: MAXIMUM UNMAP LBA / BLOCK DESCRIPTOR COUNT stay zero.
+            let ws = MAX_WRITE_SAME_BYTES / bs;
+            body[32..40].copy_from_slice(&ws.to_be_bytes());
+        }
+        0xb1 => {
+            // Block Device Characteristics (SBC-4 6.6.2): non-rotating medium, form
+            // factor not reported.
+            body.resize(0x3c, 0);
+            body[0..2].copy_from_slice(&1u16.to_be_bytes());
+        }
+        0xb2 => {
+            // Logical Block Provisioning (SBC-4 6.6.7): fully provisioned, so LBPU,
+            // LBPWS, LBPWS10 are zero and PROVISIONING TYPE is 000b.
+            body.resize(4, 0);
+        }
+        _ => return Err(invalid_cdb()),
+    }
+    let mut b = vec![device_type_code(lu.device_type), page];
+    b.extend_from_slice(&(body.len() as u16).to_be_bytes());
+    b.extend(body);
+    Ok(b)
+}
+
+/// INQUIRY (SPC-4 6.6): the full data; the caller truncates to the allocation length.
+pub(crate) fn inquiry(lu: &Lu, target: &str, nexus: &ItNexus, cdb: &[u8]) -> Outcome<Vec<u8>> {
+    let evpd = cdb[1] & 0x01 != 0;
+    // CMDDT is obsolete: SPC-4 6.6.1 says terminate with INVALID FIELD IN CDB.
+    if cdb[1] & 0x02 != 0 {
+        return Err(invalid_cdb());
+    }
+    if !evpd {
+        if cdb[2] != 0 {
+            return Err(invalid_cdb());
+        }
+        return Ok(standard(lu));
+    }
+    vpd(lu, target, nexus, cdb[2])
+}

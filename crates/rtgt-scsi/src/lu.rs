@@ -1,0 +1,111 @@
+//! State common to every logical unit: identity, parameters, mode pages, unit
+//! attentions and reservations. Each piece has its own lock so concurrent commands only
+//! meet where they must; no lock is held across backing-store I/O.
+
+use std::sync::Arc;
+
+use parking_lot::{Mutex, RwLock};
+use rtgt_backstore::BackingStore;
+
+use crate::mode::ModeState;
+use crate::params::LuParams;
+use crate::pr::PrState;
+use crate::reserve::Spc2Reservation;
+use crate::ua::UaTable;
+use crate::DeviceType;
+
+/// Removable-medium state (SBC-4 5.25 START STOP UNIT, 5.15 PREVENT ALLOW).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct MediumState {
+    pub present: bool,
+    pub prevent_removal: bool,
+}
+
+pub(crate) struct Lu {
+    pub lun: u64,
+    pub device_type: DeviceType,
+    /// None for the controller at LUN 0.
+    pub store: Option<Arc<dyn BackingStore>>,
+    pub block_size: u32,
+    pub path: String,
+    pub bsoflags: String,
+    pub params: RwLock<LuParams>,
+    pub mode: Mutex<ModeState>,
+    pub default_mode: ModeState,
+    pub medium: Mutex<MediumState>,
+    pub ua: UaTable,
+    pub spc2: Spc2Reservation,
+    pub pr: Mutex<PrState>,
+}
+
+impl Lu {
+    pub fn new(
+        lun: u64,
+        device_type: DeviceType,
+        store: Option<Arc<dyn BackingStore>>,
+        block_size: u32,
+        path: String,
+        bsoflags: String,
+        params: LuParams,
+    ) -> Self {
+        // An O_SYNC store has no volatile cache to report (SBC-4 6.5.5 WCE).
+        let sync = store.as_ref().is_some_and(|s| s.capabilities().sync);
+        let default_mode = ModeState {
+            wce: !sync,
+            d_sense: params.descriptor_sense,
+            swp: false,
+        };
+        Self {
+            lun,
+            device_type,
+            store,
+            block_size,
+            path,
+            bsoflags,
+            params: RwLock::new(params),
+            mode: Mutex::new(default_mode),
+            default_mode,
+            medium: Mutex::new(MediumState {
+                present: true,
+                prevent_removal: false,
+            }),
+            ua: UaTable::default(),
+            spc2: Spc2Reservation::default(),
+            pr: Mutex::new(PrState::default()),
+        }
+    }
+
+    /// Number of logical blocks (READ CAPACITY reports this minus one).
+    pub fn num_blocks(&self) -> u64 {
+        self.store
+            .as_ref()
+            .map(|s| s.size() / u64::from(self.block_size))
+            .unwrap_or(0)
+    }
+
+    /// Read-only by parameter or because the store was opened read-only.
+    pub fn hard_readonly(&self) -> bool {
+        self.params.read().readonly
+            || self
+                .store
+                .as_ref()
+                .is_some_and(|s| s.capabilities().read_only)
+    }
+
+    /// Any write protection, including SWP from the control mode page (SBC-4 4.13).
+    pub fn write_protected(&self) -> bool {
+        self.hard_readonly() || self.mode.lock().swp
+    }
+
+    pub fn descriptor_sense(&self) -> bool {
+        self.mode.lock().d_sense
+    }
+
+    /// What a logical unit reset ends: SPC-2 reservations (SPC-2 5.5.1) and the medium
+    /// removal lock (SBC-4 5.15). Persistent reservations survive (SPC-4 5.13.4); mode
+    /// parameters stay as they are, as nothing is saved and the LU is not power-cycled.
+    pub fn reset(&self) {
+        self.spc2.clear();
+        self.medium.lock().prevent_removal = false;
+    }
+}

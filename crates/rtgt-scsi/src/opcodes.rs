@@ -1,0 +1,381 @@
+//! The commands each device type implements, with their CDB usage maps, for REPORT
+//! SUPPORTED OPERATION CODES (SPC-4 6.35) — and as the dispatch tables' source of truth
+//! (a test checks every listed opcode is dispatched and nothing else is).
+
+use crate::cdb::{byte, invalid_cdb, u16_at, Outcome};
+use crate::DeviceType;
+
+/// One supported command: operation code, service action (if the opcode has them) and
+/// the CDB USAGE DATA (the opcode, the service action in place, then a bit mask of the
+/// CDB bits the device server looks at).
+pub(crate) struct OpInfo {
+    pub opcode: u8,
+    pub sa: Option<u16>,
+    pub usage: &'static [u8],
+}
+
+const fn op(opcode: u8, usage: &'static [u8]) -> OpInfo {
+    OpInfo {
+        opcode,
+        sa: None,
+        usage,
+    }
+}
+const fn op_sa(opcode: u8, sa: u16, usage: &'static [u8]) -> OpInfo {
+    OpInfo {
+        opcode,
+        sa: Some(sa),
+        usage,
+    }
+}
+
+const RW10: [u8; 10] = [0, 0x18, 0xff, 0xff, 0xff, 0xff, 0, 0xff, 0xff, 0];
+const RW12: [u8; 12] = [
+    0, 0x18, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0, 0,
+];
+const RW16: [u8; 16] = [
+    0, 0x18, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0, 0,
+];
+
+/// Commands every LU answers (SPC-4).
+const COMMON: &[OpInfo] = &[
+    op(0x00, &[0x00, 0, 0, 0, 0, 0]),
+    op(0x03, &[0x03, 0x01, 0, 0, 0xff, 0]),
+    op(0x12, &[0x12, 0x01, 0xff, 0xff, 0xff, 0]),
+    op(
+        0xa0,
+        &[0xa0, 0, 0xff, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0, 0],
+    ),
+    op_sa(
+        0xa3,
+        0x0c,
+        &[
+            0xa3, 0x0c, 0x87, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0, 0,
+        ],
+    ),
+    op_sa(
+        0xa3,
+        0x0d,
+        &[0xa3, 0x0d, 0x80, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0, 0],
+    ),
+];
+
+const fn with_op<const N: usize>(opcode: u8, mut u: [u8; N]) -> [u8; N] {
+    u[0] = opcode;
+    u
+}
+
+const R10: [u8; 10] = with_op(0x28, RW10);
+const W10: [u8; 10] = with_op(0x2a, RW10);
+const R12: [u8; 12] = with_op(0xa8, RW12);
+const W12: [u8; 12] = with_op(0xaa, RW12);
+const R16: [u8; 16] = with_op(0x88, RW16);
+const W16: [u8; 16] = with_op(0x8a, RW16);
+const OW16: [u8; 16] = with_op(0x8b, RW16);
+
+/// SBC-4 commands of a disk.
+const DISK: &[OpInfo] = &[
+    op(0x08, &[0x08, 0x1f, 0xff, 0xff, 0xff, 0]),
+    op(0x0a, &[0x0a, 0x1f, 0xff, 0xff, 0xff, 0]),
+    op(0x15, &[0x15, 0x11, 0, 0, 0xff, 0]),
+    op(0x16, &[0x16, 0, 0, 0, 0, 0]),
+    op(0x17, &[0x17, 0, 0, 0, 0, 0]),
+    op(0x1a, &[0x1a, 0x08, 0xff, 0xff, 0xff, 0]),
+    op(0x1b, &[0x1b, 0x01, 0, 0x0f, 0xf7, 0]),
+    op(0x1e, &[0x1e, 0, 0, 0, 0x03, 0]),
+    op(0x25, &[0x25, 0, 0, 0, 0, 0, 0, 0, 0, 0]),
+    op(0x28, &R10),
+    op(0x2a, &W10),
+    op(
+        0x2e,
+        &[0x2e, 0x12, 0xff, 0xff, 0xff, 0xff, 0, 0xff, 0xff, 0],
+    ),
+    op(
+        0x2f,
+        &[0x2f, 0x16, 0xff, 0xff, 0xff, 0xff, 0, 0xff, 0xff, 0],
+    ),
+    op(
+        0x34,
+        &[0x34, 0x02, 0xff, 0xff, 0xff, 0xff, 0, 0xff, 0xff, 0],
+    ),
+    op(
+        0x35,
+        &[0x35, 0x02, 0xff, 0xff, 0xff, 0xff, 0, 0xff, 0xff, 0],
+    ),
+    op(0x41, &[0x41, 0, 0xff, 0xff, 0xff, 0xff, 0, 0xff, 0xff, 0]),
+    op(0x55, &[0x55, 0x11, 0, 0, 0, 0, 0, 0xff, 0xff, 0]),
+    op(0x56, &[0x56, 0, 0, 0, 0, 0, 0, 0, 0, 0]),
+    op(0x57, &[0x57, 0, 0, 0, 0, 0, 0, 0, 0, 0]),
+    op(0x5a, &[0x5a, 0x18, 0xff, 0xff, 0, 0, 0, 0xff, 0xff, 0]),
+    op_sa(0x5e, 0x00, &[0x5e, 0x00, 0, 0, 0, 0, 0, 0xff, 0xff, 0]),
+    op_sa(0x5e, 0x01, &[0x5e, 0x01, 0, 0, 0, 0, 0, 0xff, 0xff, 0]),
+    op_sa(0x5e, 0x02, &[0x5e, 0x02, 0, 0, 0, 0, 0, 0xff, 0xff, 0]),
+    op_sa(0x5e, 0x03, &[0x5e, 0x03, 0, 0, 0, 0, 0, 0xff, 0xff, 0]),
+    op_sa(
+        0x5f,
+        0x00,
+        &[0x5f, 0x00, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0],
+    ),
+    op_sa(
+        0x5f,
+        0x01,
+        &[0x5f, 0x01, 0xff, 0, 0, 0xff, 0xff, 0xff, 0xff, 0],
+    ),
+    op_sa(
+        0x5f,
+        0x02,
+        &[0x5f, 0x02, 0xff, 0, 0, 0xff, 0xff, 0xff, 0xff, 0],
+    ),
+    op_sa(
+        0x5f,
+        0x03,
+        &[0x5f, 0x03, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0],
+    ),
+    op_sa(
+        0x5f,
+        0x04,
+        &[0x5f, 0x04, 0xff, 0, 0, 0xff, 0xff, 0xff, 0xff, 0],
+    ),
+    op_sa(
+        0x5f,
+        0x05,
+        &[0x5f, 0x05, 0xff, 0, 0, 0xff, 0xff, 0xff, 0xff, 0],
+    ),
+    op_sa(
+        0x5f,
+        0x06,
+        &[0x5f, 0x06, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0],
+    ),
+    op(0x88, &R16),
+    op(0x8a, &W16),
+    op(0x8b, &OW16),
+    op(
+        0x8e,
+        &[
+            0x8e, 0x12, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0,
+            0,
+        ],
+    ),
+    op(
+        0x8f,
+        &[
+            0x8f, 0x16, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0,
+            0,
+        ],
+    ),
+    op(
+        0x90,
+        &[
+            0x90, 0x02, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0,
+            0,
+        ],
+    ),
+    op(
+        0x91,
+        &[
+            0x91, 0x02, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0,
+            0,
+        ],
+    ),
+    op(
+        0x93,
+        &[
+            0x93, 0, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0, 0,
+        ],
+    ),
+    op_sa(
+        0x9e,
+        0x10,
+        &[
+            0x9e, 0x10, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0, 0,
+        ],
+    ),
+    op_sa(
+        0x9e,
+        0x12,
+        &[
+            0x9e, 0x12, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0,
+            0,
+        ],
+    ),
+    op(0xa8, &R12),
+    op(0xaa, &W12),
+    op(
+        0xae,
+        &[
+            0xae, 0x12, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0, 0,
+        ],
+    ),
+    op(
+        0xaf,
+        &[
+            0xaf, 0x16, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0, 0,
+        ],
+    ),
+];
+
+/// All commands of a device type, sorted by opcode then service action.
+pub(crate) fn supported(t: DeviceType) -> Vec<&'static OpInfo> {
+    let mut v: Vec<&'static OpInfo> = COMMON.iter().collect();
+    if t == DeviceType::Disk {
+        v.extend(DISK.iter());
+    }
+    v.sort_by_key(|o| (o.opcode, o.sa));
+    v
+}
+
+pub(crate) fn is_supported(t: DeviceType, opcode: u8, sa: Option<u16>) -> bool {
+    supported(t)
+        .iter()
+        .any(|o| o.opcode == opcode && (o.sa.is_none() || o.sa == sa))
+}
+
+/// Command timeouts descriptor (SPC-4 6.35.4): nominal and recommended, in seconds.
+fn timeouts() -> [u8; 12] {
+    let mut t = [0u8; 12];
+    t[0..2].copy_from_slice(&0x0au16.to_be_bytes());
+    t[4..8].copy_from_slice(&1u32.to_be_bytes());
+    t[8..12].copy_from_slice(&30u32.to_be_bytes());
+    t
+}
+
+/// REPORT SUPPORTED OPERATION CODES (MAINTENANCE IN, service action 0Ch).
+pub(crate) fn report(t: DeviceType, cdb: &[u8]) -> Outcome<Vec<u8>> {
+    let rctd = cdb[2] & 0x80 != 0;
+    let options = cdb[2] & 0x07;
+    let req_op = byte(cdb, 3);
+    let req_sa = u16_at(cdb, 4);
+    let all = supported(t);
+    let mut out = Vec::new();
+    match options {
+        0 => {
+            let mut descs = Vec::new();
+            for o in &all {
+                descs.push(o.opcode);
+                descs.push(0);
+                descs.extend_from_slice(&o.sa.unwrap_or(0).to_be_bytes());
+                descs.push(0);
+                descs.push((u8::from(rctd) << 1) | u8::from(o.sa.is_some()));
+                descs.extend_from_slice(&(o.usage.len() as u16).to_be_bytes());
+                if rctd {
+                    descs.extend_from_slice(&timeouts());
+                }
+            }
+            out.extend_from_slice(&(descs.len() as u32).to_be_bytes());
+            out.extend(descs);
+        }
+        1..=3 => {
+            let has_sa = all.iter().any(|o| o.opcode == req_op && o.sa.is_some());
+            let known_op = all.iter().any(|o| o.opcode == req_op);
+            // SPC-4 6.35.2: 001b for an opcode with service actions, and 010b for one
+            // without, are errors.
+            if known_op && ((options == 1 && has_sa) || (options == 2 && !has_sa)) {
+                return Err(invalid_cdb());
+            }
+            let found = all
+                .iter()
+                .find(|o| o.opcode == req_op && (o.sa.is_none() || o.sa == Some(req_sa)));
+            match found {
+                Some(o) => {
+                    out.push(0);
+                    out.push((u8::from(rctd) << 7) | 0x03); // SUPPORT 011b
+                    out.extend_from_slice(&(o.usage.len() as u16).to_be_bytes());
+                    out.extend_from_slice(o.usage);
+                    if rctd {
+                        out.extend_from_slice(&timeouts());
+                    }
+                }
+                None => {
+                    out.extend_from_slice(&[0, 0x01, 0, 0]); // SUPPORT 001b
+                }
+            }
+        }
+        _ => return Err(invalid_cdb()),
+    }
+    Ok(out)
+}
+
+/// REPORT SUPPORTED TASK MANAGEMENT FUNCTIONS (SPC-4 6.36): ABORT TASK, ABORT TASK SET,
+/// CLEAR TASK SET, LOGICAL UNIT RESET, I_T NEXUS RESET (the transport's session
+/// reinstatement) and TARGET RESET (warm/cold).
+pub(crate) fn report_tmf(cdb: &[u8]) -> Vec<u8> {
+    let repd = cdb[2] & 0x80 != 0;
+    // ATS, ATSS, CACAS=0, CTSS, LURS, QTS=0, TRS
+    let mut out = vec![0x80 | 0x40 | 0x10 | 0x08 | 0x01, 0, 0, 0];
+    if repd {
+        out[3] = 0x0c; // ADDITIONAL DATA LENGTH of the extended format
+        out.extend_from_slice(&[0; 12]);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_is_sorted_unique_and_usage_starts_with_opcode() {
+        let all = supported(DeviceType::Disk);
+        for w in all.windows(2) {
+            assert!((w[0].opcode, w[0].sa) < (w[1].opcode, w[1].sa));
+        }
+        for o in &all {
+            assert_eq!(o.usage[0], o.opcode);
+            assert_eq!(o.usage.len(), crate::cdb::cdb_len(o.opcode));
+            if let Some(sa) = o.sa {
+                assert_eq!(u16::from(o.usage[1] & 0x1f), sa);
+            }
+        }
+    }
+
+    #[test]
+    fn all_and_one() {
+        let d = report(
+            DeviceType::Disk,
+            &[0xa3, 0x0c, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0, 0],
+        )
+        .unwrap();
+        let n = supported(DeviceType::Disk).len();
+        assert_eq!(d.len(), 4 + 8 * n);
+        let d = report(
+            DeviceType::Disk,
+            &[0xa3, 0x0c, 0x80, 0, 0, 0, 0, 0, 0xff, 0xff, 0, 0],
+        )
+        .unwrap();
+        assert_eq!(d.len(), 4 + 20 * n);
+        assert_eq!(d[4 + 5] & 0x02, 0x02);
+        // One command, READ(10).
+        let d = report(
+            DeviceType::Disk,
+            &[0xa3, 0x0c, 0x01, 0x28, 0, 0, 0, 0, 0xff, 0xff, 0, 0],
+        )
+        .unwrap();
+        assert_eq!(d[1] & 0x07, 3);
+        assert_eq!(u16_at(&d, 2), 10);
+        assert_eq!(d[4], 0x28);
+        // 001b on an opcode with service actions, 010b on one without: errors.
+        assert!(report(
+            DeviceType::Disk,
+            &[0xa3, 0x0c, 0x01, 0x9e, 0, 0x10, 0, 0, 0xff, 0xff, 0, 0]
+        )
+        .is_err());
+        assert!(report(
+            DeviceType::Disk,
+            &[0xa3, 0x0c, 0x02, 0x28, 0, 0, 0, 0, 0xff, 0xff, 0, 0]
+        )
+        .is_err());
+        let d = report(
+            DeviceType::Disk,
+            &[0xa3, 0x0c, 0x02, 0x9e, 0, 0x10, 0, 0, 0xff, 0xff, 0, 0],
+        )
+        .unwrap();
+        assert_eq!(d[4..6], [0x9e, 0x10]);
+        // Unsupported opcode: SUPPORT 001b.
+        let d = report(
+            DeviceType::Disk,
+            &[0xa3, 0x0c, 0x01, 0x89, 0, 0, 0, 0, 0xff, 0xff, 0, 0],
+        )
+        .unwrap();
+        assert_eq!(d[1] & 0x07, 1);
+    }
+}

@@ -1,0 +1,134 @@
+//! `--params` of a logical unit, with tgt's key names.
+
+use crate::ScsiError;
+
+/// The parsed, validated LU parameters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct LuParams {
+    pub vendor_id: String,
+    pub product_id: String,
+    pub product_rev: String,
+    /// Overrides the derived LU designator in VPD page 0x83.
+    pub scsi_id: Option<String>,
+    /// Overrides the derived unit serial number (VPD page 0x80).
+    pub scsi_sn: Option<String>,
+    pub removable: bool,
+    pub readonly: bool,
+    pub online: bool,
+    /// Descriptor-format sense by default (sets D_SENSE's initial value).
+    pub descriptor_sense: bool,
+    pub thin_provisioning: bool,
+}
+
+impl Default for LuParams {
+    fn default() -> Self {
+        Self {
+            vendor_id: "RTGT".into(),
+            product_id: "VIRTUAL-DISK".into(),
+            product_rev: "0001".into(),
+            scsi_id: None,
+            scsi_sn: None,
+            removable: false,
+            readonly: false,
+            online: true,
+            descriptor_sense: false,
+            thin_provisioning: false,
+        }
+    }
+}
+
+fn bad(k: &str, v: &str, why: &str) -> ScsiError {
+    ScsiError::BadParam(format!("{k}={v}: {why}"))
+}
+
+fn flag(k: &str, v: &str) -> Result<bool, ScsiError> {
+    match v {
+        "0" => Ok(false),
+        "1" => Ok(true),
+        _ => Err(bad(k, v, "use 0 or 1")),
+    }
+}
+
+/// An ASCII field of at most `max` bytes (SPC-4 4.3.1: INQUIRY strings are printable ASCII).
+fn ascii(k: &str, v: &str, max: usize) -> Result<String, ScsiError> {
+    if v.is_empty() || v.len() > max || !v.bytes().all(|b| (0x20..0x7f).contains(&b)) {
+        return Err(bad(
+            k,
+            v,
+            &format!("use 1 to {max} printable ASCII characters"),
+        ));
+    }
+    Ok(v.to_string())
+}
+
+impl LuParams {
+    /// Applies `pairs` on top of `self`; nothing changes when any pair is bad.
+    pub fn apply(&self, pairs: &[(String, String)]) -> Result<Self, ScsiError> {
+        let mut p = self.clone();
+        for (k, v) in pairs {
+            let (k, v) = (k.trim(), v.trim());
+            match k {
+                "vendor_id" => p.vendor_id = ascii(k, v, 8)?,
+                "product_id" => p.product_id = ascii(k, v, 16)?,
+                "product_rev" => p.product_rev = ascii(k, v, 4)?,
+                // VPD 0x83 carries it as an ASCII designator; keep it within one.
+                "scsi_id" => p.scsi_id = Some(ascii(k, v, 200)?),
+                "scsi_sn" => p.scsi_sn = Some(ascii(k, v, 200)?),
+                "removable" => p.removable = flag(k, v)?,
+                "readonly" => p.readonly = flag(k, v)?,
+                "online" => p.online = flag(k, v)?,
+                "sense_format" => p.descriptor_sense = flag(k, v)?,
+                "thin_provisioning" => {
+                    if flag(k, v)? {
+                        return Err(bad(k, v, "thin provisioning is not supported yet"));
+                    }
+                    p.thin_provisioning = false;
+                }
+                _ => return Err(bad(k, v, "unknown parameter")),
+            }
+        }
+        Ok(p)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kv(k: &str, v: &str) -> Vec<(String, String)> {
+        vec![(k.to_string(), v.to_string())]
+    }
+
+    #[test]
+    fn known_keys_apply() {
+        let p = LuParams::default()
+            .apply(&[
+                ("vendor_id".into(), "ACME".into()),
+                ("readonly".into(), "1".into()),
+                ("sense_format".into(), "1".into()),
+            ])
+            .unwrap();
+        assert_eq!(p.vendor_id, "ACME");
+        assert!(p.readonly);
+        assert!(p.descriptor_sense);
+    }
+
+    #[test]
+    fn bad_values_name_key_and_value() {
+        let e = LuParams::default()
+            .apply(&kv("readonly", "yes"))
+            .unwrap_err();
+        assert_eq!(e, ScsiError::BadParam("readonly=yes: use 0 or 1".into()));
+        let e = LuParams::default().apply(&kv("colour", "red")).unwrap_err();
+        assert!(matches!(e, ScsiError::BadParam(s) if s.starts_with("colour=red")));
+        assert!(LuParams::default()
+            .apply(&kv("vendor_id", "TOO-LONG-VENDOR"))
+            .is_err());
+        assert!(LuParams::default()
+            .apply(&kv("thin_provisioning", "1"))
+            .is_err());
+        assert!(LuParams::default()
+            .apply(&kv("thin_provisioning", "0"))
+            .is_ok());
+    }
+}

@@ -375,7 +375,7 @@ pub fn encode_base64(bytes: &[u8]) -> String {
 }
 
 fn base64_decode(s: &[u8]) -> Option<Vec<u8>> {
-    if s.is_empty() || s.len() % 4 != 0 {
+    if s.is_empty() || s.len() & 3 != 0 {
         return None;
     }
     let pad = s.iter().rev().take_while(|&&c| c == b'=').count();

@@ -96,7 +96,8 @@ pub enum AuthStep {
 }
 
 /// An authentication method for the SecurityNegotiation stage (RFC 7143 §12), e.g. CHAP.
-pub trait Authenticator {
+/// `Send` so a login can move between the driver's threads.
+pub trait Authenticator: Send {
     /// AuthMethod values accepted, in the target's order of preference (e.g. `["CHAP"]`).
     /// Listing `"None"` lets the initiator skip authentication.
     fn methods(&self) -> &[&'static str];
@@ -522,9 +523,6 @@ impl Login {
 
         let data = reply.encode();
         let cur = self.stage;
-        if grant {
-            self.stage = nsg;
-        }
         if data.len() > LOGIN_MAX_DATA_SEGMENT {
             // Split the response; the last part carries T and NSG (RFC 7143 §11.13.2).
             let rest = data[LOGIN_MAX_DATA_SEGMENT..].to_vec();
@@ -538,6 +536,9 @@ impl Login {
             });
             let rsp = self.response(req, FLAG_C | cur << 2 | nsg, first, 0);
             return Ok(LoginStep::Continue(rsp));
+        }
+        if grant {
+            self.stage = nsg;
         }
         let f = if grant { FLAG_T } else { 0 } | cur << 2 | nsg;
         let rsp = self.response(req, f, data, resp_tsih);
@@ -555,14 +556,16 @@ impl Login {
 
     fn next_pending_chunk(&mut self, req: &Pdu) -> LoginStep {
         let mut pend = self.pending.take().unwrap();
-        // The stage was already advanced when the response was decided; the CSG of the
-        // response is the stage the request was in.
-        let csg = (req.flags() >> 2) & 3;
+        // The stage advances only with the last part, which carries T.
+        let csg = self.stage;
         if pend.rest.len() > LOGIN_MAX_DATA_SEGMENT {
             let chunk: Vec<u8> = pend.rest.drain(..LOGIN_MAX_DATA_SEGMENT).collect();
             let nsg = pend.nsg;
             self.pending = Some(pend);
             return LoginStep::Continue(self.response(req, FLAG_C | csg << 2 | nsg, chunk, 0));
+        }
+        if pend.transit {
+            self.stage = pend.nsg;
         }
         let f = if pend.transit { FLAG_T } else { 0 } | csg << 2 | pend.nsg;
         let rsp = self.response(req, f, pend.rest, pend.tsih);

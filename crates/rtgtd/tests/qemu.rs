@@ -4,6 +4,9 @@
 
 mod common;
 
+use std::fs::File;
+use std::io::Read;
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
@@ -18,6 +21,29 @@ fn qemu_img(args: &[&str]) -> String {
         Duration::from_secs(600),
     );
     check(&format!("qemu-img {}", args.join(" ")), &o)
+}
+
+/// `path` is 1 GiB: `data` followed by zeros. Read in chunks to keep memory small.
+fn assert_file_holds(path: &Path, data: &[u8], what: &str) {
+    let mut f = File::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    assert_eq!(f.metadata().unwrap().len(), GIB, "{what} is not 1 GiB");
+    let chunk = 4 * MIB;
+    let zeros = vec![0u8; chunk];
+    let mut buf = vec![0u8; chunk];
+    for off in (0..GIB as usize).step_by(chunk) {
+        f.read_exact(&mut buf).unwrap();
+        // `data`'s length is a multiple of the chunk size, so a chunk is all data or all zeros.
+        let want = data.get(off..off + chunk).unwrap_or(&zeros);
+        if buf != want {
+            let i = buf.iter().zip(want).position(|(a, b)| a != b).unwrap();
+            panic!(
+                "{what} differs at byte {}: {:#04x}, expected {:#04x}",
+                off + i,
+                buf[i],
+                want[i]
+            );
+        }
+    }
 }
 
 #[test]
@@ -43,32 +69,13 @@ fn qemu_img_convert_round_trips_a_random_image() {
     qemu_img(&["convert", "-f", "raw", "-O", "raw", src_s, &url]);
 
     // What the initiator wrote is what the backing file holds.
-    let backing = std::fs::read(&lun_img).unwrap();
-    assert_eq!(backing.len() as u64, GIB);
-    assert!(
-        backing[..64 * MIB] == data[..],
-        "LUN backing file differs from the source image"
-    );
-    assert!(
-        backing[64 * MIB..].iter().all(|b| *b == 0),
-        "data beyond the image was written"
-    );
-    drop(backing);
+    assert_file_holds(&lun_img, &data, "the LUN's backing file");
 
     // And it reads back the same over iSCSI.
     let out = d.dir.join("out.raw");
     let out_s = out.to_str().unwrap();
     qemu_img(&["convert", "-f", "raw", "-O", "raw", &url, out_s]);
-    let back = std::fs::read(&out).unwrap();
-    assert_eq!(back.len() as u64, GIB, "read-back image has the LUN's size");
-    assert!(
-        back[..64 * MIB] == data[..],
-        "read-back image differs from the source"
-    );
-    assert!(
-        back[64 * MIB..].iter().all(|b| *b == 0),
-        "read-back tail is not zero"
-    );
+    assert_file_holds(&out, &data, "the image read back over iSCSI");
 
     // qemu-img compare: the LUN's extra 960 MiB are zero, so the images compare equal.
     let cmp = qemu_img(&["compare", "-f", "raw", "-F", "raw", src_s, &url]);

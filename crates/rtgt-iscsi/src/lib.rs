@@ -10,3 +10,4 @@ pub mod params;
 pub mod pdu;
 pub mod serial;
 pub mod session;
+pub mod text;

@@ -283,24 +283,27 @@ fn send_targets(
         (SessionType::Discovery, name) => {
             targets.iter().filter(|t| t.name == name).cloned().collect()
         }
-        // RFC 7143 Appendix C: "All" MUST NOT be supported on an operational session.
-        (SessionType::Normal, "All") => {
+        // RFC 7143 Appendix C: an operational session reports only its own target. "All"
+        // is answered that way too (as libiscsi's conformance suite and LIO expect), which
+        // honours "MUST NOT return targets other than the one logged in".
+        (SessionType::Normal, name) if name.is_empty() || name == "All" || Some(name) == own => {
+            match own {
+                Some(own) => vec![targets
+                    .iter()
+                    .find(|t| t.name == own)
+                    .cloned()
+                    .unwrap_or_else(|| DiscoveredTarget {
+                        name: own.to_string(),
+                        addresses: Vec::new(),
+                    })],
+                None => Vec::new(),
+            }
+        }
+        // Any other value cannot be served on this session.
+        (SessionType::Normal, _) => {
             keys::encode_pair(out, "SendTargets", keys::REJECT);
             return;
         }
-        // Empty or our own name: the session's target only.
-        (SessionType::Normal, name) if name.is_empty() || Some(name) == own => match own {
-            Some(own) => vec![targets
-                .iter()
-                .find(|t| t.name == own)
-                .cloned()
-                .unwrap_or_else(|| DiscoveredTarget {
-                    name: own.to_string(),
-                    addresses: Vec::new(),
-                })],
-            None => Vec::new(),
-        },
-        (SessionType::Normal, _) => Vec::new(),
     };
     for t in &selected {
         keys::encode_pair(out, "TargetName", &t.name);

@@ -145,6 +145,7 @@ fn send_targets_in_normal_session() {
     assert!(r
         .data
         .starts_with(b"TargetName=iqn.2026-01.org.example:b\0"));
+    // "All" on an operational session: only the session's target.
     let r = x
         .handle(
             &treq(F, ITT, RESERVED_TAG, b"SendTargets=All\0"),
@@ -152,20 +153,30 @@ fn send_targets_in_normal_session() {
             &targets(),
         )
         .unwrap();
-    assert_eq!(r.data, b"SendTargets=Reject\0".to_vec());
+    assert_eq!(r.flags(), F, "libiscsi accepts only F alone");
+    assert_eq!(
+        r.data,
+        b"TargetName=iqn.2026-01.org.example:b\0TargetAddress=10.0.0.1:3261,2\0".to_vec()
+    );
+    // Other targets and bad values are refused (libiscsi's SendTargets.Invalid test).
+    for v in [
+        &b"SendTargets=iqn.2026-01.org.example:a\0"[..],
+        b"SendTargets=Alle\0",
+        b"SendTargets=A\0",
+    ] {
+        let r = x
+            .handle(&treq(F, ITT, RESERVED_TAG, v), &p, &targets())
+            .unwrap();
+        assert_eq!(r.data, b"SendTargets=Reject\0".to_vec());
+    }
     let r = x
         .handle(
-            &treq(
-                F,
-                ITT,
-                RESERVED_TAG,
-                b"SendTargets=iqn.2026-01.org.example:a\0",
-            ),
+            &treq(F, ITT, RESERVED_TAG, b"sENDtARGETS=aLL\0"),
             &p,
             &targets(),
         )
         .unwrap();
-    assert!(r.data.is_empty(), "other targets are not reported");
+    assert_eq!(r.data, b"sENDtARGETS=NotUnderstood\0".to_vec());
     // The session's target missing from the list still gets its name.
     let p = normal("iqn.2026-01.org.example:hidden");
     let r = x

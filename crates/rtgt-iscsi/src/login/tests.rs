@@ -1049,3 +1049,60 @@ fn too_many_pdus() {
     }
     expect_fail(&last.expect("bounded"), LoginStatus::INITIATOR_ERROR);
 }
+
+/// Random PDUs never panic the login machine (a cheap stand-in for the cargo-fuzz target).
+#[test]
+fn random_input_never_panics() {
+    let mut seed = 0x1234_5678_9abc_def0u64;
+    let mut rnd = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let vocab: &[&[u8]] = &[
+        b"InitiatorName=iqn.2026-01.org.example:initiator\0",
+        b"TargetName=iqn.2026-01.org.example:disk1\0",
+        b"SessionType=Discovery\0",
+        b"AuthMethod=CHAP,None\0",
+        b"CHAP_A=5\0",
+        b"CHAP_N=user\0CHAP_R=0xsecret\0",
+        b"MaxBurstLength=0x1000\0",
+        b"FirstBurstLength=512\0",
+        b"HeaderDigest=CRC32C\0",
+        b"InitialR2T=Yes\0",
+        b"X-a=b\0",
+        b"=\0",
+        b"\0\0",
+        b"Bad",
+    ];
+    for round in 0..300 {
+        let mut ctx = Ctx::new();
+        if round % 3 == 0 {
+            ctx.chap_secret = Some("0xsecret");
+        }
+        let mut l = Login::new(TargetDefaults::default());
+        for _ in 0..8 {
+            let flags = (rnd() & 0xff) as u8;
+            let mut data = Vec::new();
+            for _ in 0..(rnd() % 5) {
+                data.extend_from_slice(vocab[(rnd() % vocab.len() as u64) as usize]);
+            }
+            let mut p = req(flags, &data);
+            if rnd() % 8 == 0 {
+                p.bhs[3] = (rnd() & 3) as u8;
+            }
+            match l.handle(&p, &mut ctx) {
+                LoginStep::Continue(r) => assert_eq!(r.opcode(), op::LOGIN_RSP),
+                LoginStep::Complete { response, .. } => {
+                    assert_eq!(response.flags() & 0x83, 0x83);
+                    break;
+                }
+                LoginStep::Fail(r) => {
+                    assert_ne!(r.bhs[36], 0);
+                    break;
+                }
+            }
+        }
+    }
+}

@@ -116,6 +116,20 @@ def parse(text):
     return res
 
 
+def last_test(text):
+    """The name of the last test the log started (where a killed run stopped)."""
+    suite, last = None, None
+    for line in text.splitlines():
+        m = SUITE_RE.match(line)
+        if m:
+            suite = m.group(1)
+            continue
+        m = TEST_RE.match(line)
+        if m and suite is not None:
+            last = f"{suite}.{m.group(1)}"
+    return last
+
+
 def clean(reason):
     return " ".join(reason.replace("\t", " ").split())
 

@@ -138,21 +138,35 @@ class Daemon:
         self.log.close()
 
 
-def run_cu(url, logpath, timeout):
-    """Runs iscsi-test-cu; returns (seconds, timed_out)."""
+def run_cu(url, logpath, timeout, stall):
+    """Runs iscsi-test-cu; returns (seconds, problem or None).
+
+    Killed after `timeout` seconds in all, or after `stall` seconds without new output (a
+    hung test: libiscsi waits for a lost response forever).
+    """
     cmd = ["iscsi-test-cu", "-d", "-v", url, url]
-    say(f"running {' '.join(cmd)} (timeout {timeout}s), log {os.path.relpath(logpath, ROOT)}")
+    say(f"running {' '.join(cmd)}")
+    say(f"  (timeout {timeout}s, {stall}s without output counts as a hang; log {os.path.relpath(logpath, ROOT)})")
     t0 = time.time()
+    problem = None
     with open(logpath, "wb") as log:
         p = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        try:
-            p.wait(timeout=timeout)
-            timed_out = False
-        except subprocess.TimeoutExpired:
-            os.killpg(p.pid, signal.SIGKILL)
-            p.wait()
-            timed_out = True
-    return time.time() - t0, timed_out
+        size, last_change = 0, time.time()
+        while p.poll() is None:
+            time.sleep(1)
+            now = time.time()
+            cur = os.path.getsize(logpath)
+            if cur != size:
+                size, last_change = cur, now
+            if now - t0 > timeout:
+                problem = f"TIMEOUT: iscsi-test-cu did not finish within {timeout}s"
+            elif now - last_change > stall:
+                problem = f"HANG: iscsi-test-cu printed nothing for {stall}s"
+            if problem:
+                os.killpg(p.pid, signal.SIGKILL)
+                p.wait()
+                break
+    return time.time() - t0, problem
 
 
 def compare(results, expected):
@@ -191,6 +205,8 @@ def main(argv):
     ap.add_argument("--no-build", action="store_true", help="don't run cargo build first")
     ap.add_argument("--timeout", type=int, default=int(os.environ.get("RTGT_CU_TIMEOUT", "900")),
                     help="seconds before the iscsi-test-cu run is killed (default 900, env RTGT_CU_TIMEOUT)")
+    ap.add_argument("--stall", type=int, default=int(os.environ.get("RTGT_CU_STALL", "300")),
+                    help="seconds without new output before the run counts as hung (default 300, env RTGT_CU_STALL)")
     ap.add_argument("--results", default=os.path.join(HERE, "results"), help="results directory")
     ap.add_argument("--log", help="classify and compare this existing iscsi-test-cu -v log instead of running")
     args = ap.parse_args(argv)
@@ -220,10 +236,12 @@ def main(argv):
             daemon.adm(["--op", "new", "--mode", "logicalunit", "--tid", "1", "--lun", "1", "-b", img] + lun_opts)
             daemon.adm(["--op", "bind", "--mode", "target", "--tid", "1", "-I", "ALL"])
             url = f"iscsi://127.0.0.1:{daemon.port}/{IQN}/1"
-            secs, timed_out = run_cu(url, logpath, args.timeout)
-            say(f"iscsi-test-cu finished in {secs:.0f}s")
-            if timed_out:
-                problems.append(f"TIMEOUT: iscsi-test-cu did not finish within {args.timeout}s (the test in progress is classified fail)")
+            secs, problem = run_cu(url, logpath, args.timeout, args.stall)
+            say(f"iscsi-test-cu ran for {secs:.0f}s")
+            if problem:
+                with open(logpath, errors="replace") as f:
+                    last = classify.last_test(f.read()) or "(before the first test)"
+                problems.append(f"{problem}; killed in {last} (classified fail, later tests not run)")
             if not daemon.alive():
                 problems.append(f"rtgtd died during the run (exit status {daemon.proc.returncode}); see {args.config}.rtgtd.log")
         finally:

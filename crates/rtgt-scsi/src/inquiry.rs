@@ -120,9 +120,7 @@ fn designator(out: &mut Vec<u8>, proto: Option<u8>, code_set: u8, assoc: u8, dty
 fn name_string(s: &str) -> Vec<u8> {
     let mut v = s.as_bytes().to_vec();
     v.push(0);
-    while v.len() % 4 != 0 {
-        v.push(0);
-    }
+    v.resize(v.len().next_multiple_of(4), 0);
     v
 }
 

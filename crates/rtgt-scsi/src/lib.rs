@@ -22,6 +22,9 @@ mod spc;
 pub mod target;
 mod ua;
 
+#[cfg(test)]
+mod target_tests;
+
 pub use target::{ScsiTarget, TmResponse};
 
 /// SAM-5 status codes.

@@ -461,9 +461,7 @@ impl PrState {
 fn transport_id(initiator_port: &str) -> Vec<u8> {
     let mut name = initiator_port.as_bytes().to_vec();
     name.push(0);
-    while name.len() % 4 != 0 {
-        name.push(0);
-    }
+    name.resize(name.len().next_multiple_of(4), 0);
     let fmt = if initiator_port.contains(",i,0x") {
         0x40
     } else {

@@ -66,9 +66,9 @@ impl ScsiTarget {
 
     /// SPC-4 6.33: REPORTED LUNS DATA HAS CHANGED for every I_T nexus, on the LUs that
     /// remain.
-    fn luns_changed(&self) {
+    fn luns_changed(&self, except: Option<u64>) {
         let ids = self.nexus_ids();
-        for lu in self.all_lus() {
+        for lu in self.all_lus().into_iter().filter(|l| Some(l.lun) != except) {
             lu.ua
                 .establish(ids.iter().copied(), asc::REPORTED_LUNS_DATA_HAS_CHANGED);
         }
@@ -103,9 +103,11 @@ impl ScsiTarget {
             if luns.contains_key(&lun) {
                 return Err(ScsiError::LunExists(lun));
             }
-            self.luns_changed();
             luns.insert(lun, lu);
         }
+        // Outside the write lock (luns_changed reads the map). The new LU has no
+        // history with any nexus; the others tell of it.
+        self.luns_changed(Some(lun));
         Ok(())
     }
 
@@ -117,7 +119,7 @@ impl ScsiTarget {
             .write()
             .remove(&lun)
             .ok_or(ScsiError::NoSuchLun(lun))?;
-        self.luns_changed();
+        self.luns_changed(None);
         Ok(())
     }
 

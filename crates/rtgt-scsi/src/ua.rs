@@ -81,6 +81,7 @@ mod tests {
         assert_eq!(t.take(1), Some(Sense::new(key::UNIT_ATTENTION, 0x29, 0x03)));
         assert_eq!(t.take(1), Some(Sense::new(key::UNIT_ATTENTION, 0x2a, 0x01)));
         assert_eq!(t.take(1), None);
+        assert_eq!(t.pending(2), vec![asc::BUS_DEVICE_RESET_FUNCTION_OCCURRED]);
         t.forget(2);
         assert_eq!(t.take(2), None);
         assert_eq!(t.count.load(Ordering::Relaxed), 0);

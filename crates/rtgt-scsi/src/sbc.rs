@@ -96,6 +96,14 @@ fn check_writable(lu: &Lu) -> Outcome<()> {
     Ok(())
 }
 
+/// The first `len` bytes of Data-Out. Checked after the CDB so a bad CDB gets its own
+/// sense; too little data means the transport delivered less than the CDB asks for
+/// (SAM-5 5.4.3: terminate without transferring).
+pub(crate) fn data_out(data: &[u8], len: usize) -> Outcome<&[u8]> {
+    data.get(..len)
+        .ok_or_else(|| Sense::illegal(asc::INVALID_FIELD_IN_INFORMATION_UNIT).into())
+}
+
 fn byte_range(lu: &Lu, s: Span) -> (u64, usize) {
     let bs = u64::from(lu.block_size);
     (s.lba * bs, (s.blocks * bs) as usize)
@@ -187,7 +195,7 @@ pub(crate) async fn write_cmd(lu: &Lu, cdb: &[u8], data: &[u8]) -> Outcome<ScsiR
     check_writable(lu)?;
     let fua = cdb.len() > 6 && cdb[1] & 0x08 != 0;
     let (off, len) = byte_range(lu, s);
-    write(lu, off, data[..len].to_vec(), fua).await?;
+    write(lu, off, data_out(data, len)?.to_vec(), fua).await?;
     Ok(ScsiResult::good())
 }
 
@@ -220,10 +228,10 @@ pub(crate) async fn verify_cmd(lu: &Lu, cdb: &[u8], data: &[u8]) -> Outcome<Scsi
     check_transfer(lu, s)?;
     let have = read(lu, s).await?;
     match chk {
-        1 => compare(&have, data)?,
+        1 => compare(&have, data_out(data, have.len())?)?,
         3 => {
             let bs = lu.block_size as usize;
-            let one = &data[..bs];
+            let one = data_out(data, bs)?;
             for (i, blk) in have.chunks(bs).enumerate() {
                 compare(blk, one).map_err(|f| match f {
                     Fail::Check(sense) => Fail::Check(
@@ -252,10 +260,11 @@ pub(crate) async fn write_verify_cmd(lu: &Lu, cdb: &[u8], data: &[u8]) -> Outcom
     check_writable(lu)?;
     let (off, len) = byte_range(lu, s);
     // Verification means the medium: always write through.
-    write(lu, off, data[..len].to_vec(), true).await?;
+    let data = data_out(data, len)?;
+    write(lu, off, data.to_vec(), true).await?;
     if chk == 1 {
         let have = read(lu, s).await?;
-        compare(&have, &data[..len])?;
+        compare(&have, data)?;
     }
     Ok(ScsiResult::good())
 }
@@ -270,6 +279,7 @@ pub(crate) async fn orwrite_cmd(lu: &Lu, cdb: &[u8], data: &[u8]) -> Outcome<Scs
     check_transfer(lu, s)?;
     check_writable(lu)?;
     let fua = cdb[1] & 0x08 != 0;
+    let data = data_out(data, byte_range(lu, s).1)?;
     let mut old = read(lu, s).await?;
     for (o, d) in old.iter_mut().zip(data) {
         *o |= *d;
@@ -304,7 +314,7 @@ pub(crate) async fn write_same_cmd(lu: &Lu, cdb: &[u8], data: &[u8]) -> Outcome<
         return Err(invalid_cdb());
     }
     check_writable(lu)?;
-    let block = &data[..bs as usize];
+    let block = data_out(data, bs as usize)?;
     let chunk_blocks = (WRITE_SAME_CHUNK / bs).max(1);
     let mut lba = s.lba;
     let end = s.lba + s.blocks;

@@ -212,8 +212,7 @@ pub(crate) fn pr_in(lu: &Lu, cdb: &[u8]) -> Outcome<ScsiResult> {
 
 /// PERSISTENT RESERVE OUT (SPC-4 6.17); returns the unit attentions to establish.
 pub(crate) fn pr_out(lu: &Lu, nexus: &ItNexus, cdb: &[u8], data: &[u8]) -> Outcome<PrUas> {
-    let len = u32_at(cdb, 5) as usize;
-    let param = &data[..len.min(data.len())];
+    let param = crate::sbc::data_out(data, u32_at(cdb, 5) as usize)?;
     lu.pr
         .lock()
         .out(&port_pair(nexus), nexus.relative_port_id, cdb, param)

@@ -206,7 +206,7 @@ impl ScsiTarget {
         } else {
             None
         };
-        let r = self.run(&lu, &cmd, data_out_len).await;
+        let r = self.run(&lu, &cmd).await;
         finish(r, lu.descriptor_sense(), data_out_len)
     }
 
@@ -234,12 +234,7 @@ impl ScsiTarget {
         v
     }
 
-    async fn run(
-        &self,
-        lu: &Arc<Lu>,
-        cmd: &ScsiCommand,
-        data_out_len: Option<u64>,
-    ) -> Outcome<ScsiResult> {
+    async fn run(&self, lu: &Arc<Lu>, cmd: &ScsiCommand) -> Outcome<ScsiResult> {
         let opcode = cmd.cdb[0];
         let need = cdb::cdb_len(opcode);
         if cmd.cdb.len() < need {
@@ -279,13 +274,6 @@ impl ScsiTarget {
             .conflicts(&spc::port_pair(nexus), spc::pr_access(cdb))
         {
             return Err(Fail::Conflict);
-        }
-        // All Data-Out the CDB asks for must have arrived (SAM-5 5.4.3: otherwise the
-        // command is terminated without transferring data).
-        if let Some(n) = data_out_len {
-            if (cmd.data_out.len() as u64) < n {
-                return Err(Sense::illegal(asc::INVALID_FIELD_IN_INFORMATION_UNIT).into());
-            }
         }
         let not_ready = self.not_ready(lu);
         match lu.device_type {
@@ -350,7 +338,7 @@ impl ScsiTarget {
                 } else {
                     usize::from(cdb::u16_at(cdb, 7))
                 };
-                if spc::mode_select(lu, cdb, &data[..len])? {
+                if spc::mode_select(lu, cdb, sbc::data_out(data, len)?)? {
                     let others = self.nexus_ids().into_iter().filter(|id| *id != nexus.id);
                     lu.ua.establish(others, asc::MODE_PARAMETERS_CHANGED);
                 }

@@ -383,6 +383,10 @@ mod block_io {
         )
         .await;
         assert_eq!(sense_of(&r), (ILLEGAL, 0x24, 0x00));
+        // A bad CDB gets its own sense even when its Data-Out never came.
+        let r = exec(&t, 1, 1, &rw16(0x8a, BLOCKS, 0xffff), &[]).await;
+        assert_eq!(sense_of(&r), (ILLEGAL, 0x21, 0x00));
+        assert_eq!(r.data_out_len, Some(0xffff * 512));
         // Too little Data-Out: nothing is written.
         let r = exec(&t, 1, 1, &rw10(0x2a, 0, 2), &[0xff; 512]).await;
         assert_eq!(sense_of(&r), (ILLEGAL, 0x0e, 0x03));

@@ -12,8 +12,9 @@ pub(crate) const TYPE_UNKNOWN: u8 = 0x1f;
 
 /// MAXIMUM TRANSFER LENGTH in bytes: commands carry all their data in memory.
 pub(crate) const MAX_TRANSFER_BYTES: u64 = 16 << 20;
-/// MAXIMUM WRITE SAME LENGTH in bytes (written in bounded chunks).
-pub(crate) const MAX_WRITE_SAME_BYTES: u64 = 256 << 20;
+/// MAXIMUM WRITE SAME LENGTH in bytes: written in 1 MiB chunks, bounded so one
+/// command cannot keep the store busy for long.
+pub(crate) const MAX_WRITE_SAME_BYTES: u64 = 64 << 20;
 
 pub(crate) fn device_type_code(t: DeviceType) -> u8 {
     match t {

@@ -60,19 +60,23 @@ def _verdict(lines):
     return None, len(lines)
 
 
-def _reason(lines, status):
-    text = "\n".join(lines)
+def _reason(lines, status, at=None):
+    """Why a test skipped or failed; `at` is the index of the verdict line (text after it
+    is teardown output, a last resort for the reason)."""
+    own = lines if at is None else lines[:at]
     if status == "skip":
-        m = re.search(r"\[SKIPPED\]\s*([^\n]*)", text)
+        m = re.search(r"\[SKIPPED\]\s*([^\n]*)", "\n".join(own))
         return m.group(1).strip() if m else ""
     if status == "fail":
-        m = re.search(r"\[FAILED\]\s*([^\n]*)", text)
+        m = re.search(r"\[FAILED\]\s*([^\n]*)", "\n".join(own))
         if m:
             return m.group(1).strip()
         for line in lines:
             if ASSERT_RE.match(line):
-                return line.strip()
-        return ""
+                # Teardown output may be glued to the assertion line: "...(x)    [FAILED] ..."
+                return re.split(r"\s{2,}\[", line.strip(), maxsplit=1)[0]
+        m = re.search(r"\[FAILED\]\s*([^\n]*)", "\n".join(lines))
+        return m.group(1).strip() if m else ""
     return ""
 
 
@@ -105,7 +109,7 @@ def parse(text):
         if v is None:
             status, reason = "fail", "no CUnit verdict (the run hung or stopped in this test)"
         elif v == "fail":
-            status, reason = "fail", _reason(lines, "fail")
+            status, reason = "fail", _reason(lines, "fail", at)
         elif any("[SKIPPED]" in ln for ln in own):
             status, reason = "skip", _reason(own, "skip")
         else:

@@ -135,8 +135,10 @@ struct Task {
     received: u32,
     /// Unsolicited Data-Out still expected (the command's F bit was 0).
     unsolicited_open: bool,
-    /// Outstanding R2Ts: TTT -> (offset, length, received in it).
+    /// Outstanding R2Ts: TTT -> (offset, length, next DataSN expected).
     r2ts: BTreeMap<u32, (u32, u32, u32)>,
+    /// Next DataSN expected in the unsolicited Data-Out sequence.
+    unsolicited_data_sn: u32,
     /// Next offset to solicit.
     next_r2t_offset: u32,
     r2t_sn: u32,
@@ -244,9 +246,6 @@ impl Session {
                 // complete with the CRC error sense rather than hang.
                 let len = pdu.data_segment_len() as u32;
                 t.received = t.received.saturating_add(len);
-                if let Some(r) = t.r2ts.get_mut(&pdu.ttt()) {
-                    r.2 += len;
-                }
                 let itt = pdu.itt();
                 let fin = pdu.final_bit();
                 let ttt = pdu.ttt();
@@ -450,6 +449,7 @@ impl Session {
             received,
             unsolicited_open: write && flags & 0x80 == 0,
             r2ts: BTreeMap::new(),
+            unsolicited_data_sn: 0,
             next_r2t_offset: 0,
             r2t_sn: 0,
             digest_error: false,
@@ -540,17 +540,27 @@ impl Session {
             return;
         }
         let t = self.tasks.get_mut(&itt).unwrap();
+        // DataSN counts the Data-Out PDUs of each sequence from 0 (RFC 7143 §11.7.5).
+        // A gap or reordering means lost data, which ErrorRecoveryLevel 0 can only
+        // recover from by ending the connection (RFC 7143 §7.1.4.1, §7.12.1).
+        let want = if ttt == RESERVED_TAG {
+            &mut t.unsolicited_data_sn
+        } else {
+            &mut t.r2ts.get_mut(&ttt).unwrap().2
+        };
+        if pdu.data_sn() != *want {
+            tracing::info!(itt, ttt, got = pdu.data_sn(), want = *want, "Data-Out DataSN out of sequence");
+            out.push(Action::Close("DataSN out of sequence"));
+            self.logged_out = true;
+            return;
+        }
+        *want = want.wrapping_add(1);
         let end = (offset + len) as usize;
         if t.data.len() < end {
             t.data.resize(end, 0);
         }
         t.data[offset as usize..end].copy_from_slice(&pdu.data);
         t.received += len;
-        if ttt != RESERVED_TAG {
-            if let Some(r) = t.r2ts.get_mut(&ttt) {
-                r.2 += len;
-            }
-        }
         self.after_data_out(itt, ttt, fin, out);
     }
 

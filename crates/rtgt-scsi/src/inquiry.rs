@@ -164,6 +164,7 @@ fn vpd(lu: &Lu, target: &str, nexus: &ItNexus, page: u8) -> Outcome<Vec<u8>> {
             // Block Limits (SBC-4 6.6.4).
             body.resize(0x3c, 0);
             let bs = u64::from(lu.block_size);
+            body[1] = crate::sbc::MAX_COMPARE_AND_WRITE_BLOCKS;
             let gran = (4096 / lu.block_size).max(1) as u16;
             body[2..4].copy_from_slice(&gran.to_be_bytes());
             let max = (MAX_TRANSFER_BYTES / bs) as u32;

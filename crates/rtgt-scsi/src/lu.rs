@@ -36,6 +36,9 @@ pub(crate) struct Lu {
     pub ua: UaTable,
     pub spc2: Spc2Reservation,
     pub pr: Mutex<PrState>,
+    /// Serialises read-modify-write commands (COMPARE AND WRITE, ORWRITE) so each is
+    /// atomic against the others (SBC-4 5.3).
+    pub rmw: tokio::sync::Mutex<()>,
 }
 
 impl Lu {
@@ -72,6 +75,7 @@ impl Lu {
             ua: UaTable::default(),
             spc2: Spc2Reservation::default(),
             pr: Mutex::new(PrState::default()),
+            rmw: tokio::sync::Mutex::new(()),
         }
     }
 

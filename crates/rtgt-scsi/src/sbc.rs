@@ -104,6 +104,15 @@ pub(crate) fn data_out(data: &[u8], len: usize) -> Outcome<&[u8]> {
         .ok_or_else(|| Sense::illegal(asc::INVALID_FIELD_IN_INFORMATION_UNIT).into())
 }
 
+/// The Data-Out a WRITE may use: at most what the CDB asks for, and when the transport
+/// delivered less (iSCSI EDTL below the CDB's length), only the whole blocks it did
+/// deliver; the transport reports the rest as an overflow residual (RFC 7143 §11.4.5.1).
+fn whole_blocks<'a>(lu: &Lu, data: &'a [u8], len: usize) -> &'a [u8] {
+    let bs = lu.block_size as usize;
+    let n = len.min(data.len() / bs * bs);
+    &data[..n]
+}
+
 fn byte_range(lu: &Lu, s: Span) -> (u64, usize) {
     let bs = u64::from(lu.block_size);
     (s.lba * bs, (s.blocks * bs) as usize)
@@ -195,7 +204,7 @@ pub(crate) async fn write_cmd(lu: &Lu, cdb: &[u8], data: &[u8]) -> Outcome<ScsiR
     check_writable(lu)?;
     let fua = cdb.len() > 6 && cdb[1] & 0x08 != 0;
     let (off, len) = byte_range(lu, s);
-    write(lu, off, data_out(data, len)?.to_vec(), fua).await?;
+    write(lu, off, whole_blocks(lu, data, len).to_vec(), fua).await?;
     Ok(ScsiResult::good())
 }
 
@@ -260,10 +269,14 @@ pub(crate) async fn write_verify_cmd(lu: &Lu, cdb: &[u8], data: &[u8]) -> Outcom
     check_writable(lu)?;
     let (off, len) = byte_range(lu, s);
     // Verification means the medium: always write through.
-    let data = data_out(data, len)?;
+    let data = whole_blocks(lu, data, len);
     write(lu, off, data.to_vec(), true).await?;
-    if chk == 1 {
-        let have = read(lu, s).await?;
+    if chk == 1 && !data.is_empty() {
+        let span = Span {
+            lba: s.lba,
+            blocks: (data.len() / lu.block_size as usize) as u64,
+        };
+        let have = read(lu, span).await?;
         compare(&have, data)?;
     }
     Ok(ScsiResult::good())
@@ -280,12 +293,44 @@ pub(crate) async fn orwrite_cmd(lu: &Lu, cdb: &[u8], data: &[u8]) -> Outcome<Scs
     check_writable(lu)?;
     let fua = cdb[1] & 0x08 != 0;
     let data = data_out(data, byte_range(lu, s).1)?;
+    let _rmw = lu.rmw.lock().await;
     let mut old = read(lu, s).await?;
     for (o, d) in old.iter_mut().zip(data) {
         *o |= *d;
     }
     let (off, _) = byte_range(lu, s);
     write(lu, off, old, fua).await?;
+    Ok(ScsiResult::good())
+}
+
+/// Largest NUMBER OF LOGICAL BLOCKS for COMPARE AND WRITE (VPD B0 byte 5).
+pub(crate) const MAX_COMPARE_AND_WRITE_BLOCKS: u8 = 255;
+
+/// COMPARE AND WRITE (SBC-4 5.3): the Data-Out holds the compare blocks then the write
+/// blocks; the write happens only if the medium equals the compare data, atomically
+/// with respect to other read-modify-write commands of this LU.
+pub(crate) async fn compare_and_write_cmd(lu: &Lu, cdb: &[u8], data: &[u8]) -> Outcome<ScsiResult> {
+    check_protect(cdb)?;
+    let s = Span {
+        lba: u64_at(cdb, 2),
+        blocks: u64::from(cdb[13]),
+    };
+    if cdb[13] > MAX_COMPARE_AND_WRITE_BLOCKS {
+        return Err(invalid_cdb());
+    }
+    check_range(lu, s)?;
+    check_writable(lu)?;
+    if s.blocks == 0 {
+        return Ok(ScsiResult::good());
+    }
+    let (off, len) = byte_range(lu, s);
+    let both = data_out(data, 2 * len)?;
+    let (want, new) = both.split_at(len);
+    let fua = cdb[1] & 0x08 != 0;
+    let _rmw = lu.rmw.lock().await;
+    let have = read(lu, s).await?;
+    compare(&have, want)?;
+    write(lu, off, new.to_vec(), fua).await?;
     Ok(ScsiResult::good())
 }
 
@@ -404,6 +449,7 @@ pub(crate) fn data_out_len(cdb: &[u8], block_size: u32) -> Option<u64> {
             _ => None,
         },
         0x41 | 0x93 => Some(bs),
+        0x89 => Some(2 * u64::from(byte(cdb, 13)) * bs),
         0x15 => Some(u64::from(byte(cdb, 4))),
         0x55 => Some(u64::from(u16_at(cdb, 7))),
         0x5f => Some(u64::from(u32_at(cdb, 5))),

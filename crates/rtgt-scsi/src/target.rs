@@ -207,7 +207,11 @@ impl ScsiTarget {
             None
         };
         let r = self.run(&lu, &cmd).await;
-        finish(r, lu.descriptor_sense(), data_out_len)
+        let mut res = finish(r, lu.descriptor_sense(), data_out_len);
+        if let Some(n) = cdb::allocation_length(&cmd.cdb) {
+            res.data_in.truncate(n);
+        }
+        res
     }
 
     /// A LUN nobody configured: INQUIRY says so with peripheral qualifier 011b, REPORT
@@ -374,6 +378,7 @@ impl ScsiTarget {
             0x2f | 0xaf | 0x8f => sbc::verify_cmd(lu, cdb, data).await,
             0x2e | 0xae | 0x8e => sbc::write_verify_cmd(lu, cdb, data).await,
             0x8b => sbc::orwrite_cmd(lu, cdb, data).await,
+            0x89 => sbc::compare_and_write_cmd(lu, cdb, data).await,
             0x41 | 0x93 => sbc::write_same_cmd(lu, cdb, data).await,
             0x35 | 0x91 => sbc::sync_cache_cmd(lu, cdb).await,
             0x34 | 0x90 => sbc::prefetch_cmd(lu, cdb),

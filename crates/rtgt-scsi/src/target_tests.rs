@@ -387,12 +387,14 @@ mod block_io {
         let r = exec(&t, 1, 1, &rw16(0x8a, BLOCKS, 0xffff), &[]).await;
         assert_eq!(sense_of(&r), (ILLEGAL, 0x21, 0x00));
         assert_eq!(r.data_out_len, Some(0xffff * 512));
-        // Too little Data-Out: nothing is written.
-        let r = exec(&t, 1, 1, &rw10(0x2a, 0, 2), &[0xff; 512]).await;
-        assert_eq!(sense_of(&r), (ILLEGAL, 0x0e, 0x03));
+        // Too little Data-Out (iSCSI EDTL below the CDB's length): the whole blocks
+        // that came are written, GOOD, and the transport reports the overflow.
+        let r = exec(&t, 1, 1, &rw10(0x2a, 0, 2), &[0xff; 700]).await;
+        good(&r);
         assert_eq!(r.data_out_len, Some(1024));
-        let r = exec(&t, 1, 1, &rw10(0x28, 0, 1), &[]).await;
-        assert_eq!(r.data_in, vec![0; 512]);
+        let r = exec(&t, 1, 1, &rw10(0x28, 0, 2), &[]).await;
+        assert_eq!(&r.data_in[..512], &[0xff; 512][..]);
+        assert_eq!(&r.data_in[512..], &[0; 512][..]);
         // More Data-Out than the CDB asks for: only the CDB's blocks are written.
         good(&exec(&t, 1, 1, &rw10(0x2a, 0, 1), &[0xee; 1024]).await);
         let r = exec(&t, 1, 1, &rw10(0x28, 0, 2), &[]).await;
@@ -816,5 +818,27 @@ mod configuration {
         let r = exec(&t, 1, 1, &rw16(0x8a, 255, 2), &data).await;
         assert_eq!(sense_of(&r), (ILLEGAL, 0x21, 0x00));
         std::fs::remove_file(path).unwrap();
+    }
+}
+
+mod compare_and_write {
+    use super::*;
+
+    #[tokio::test]
+    async fn writes_only_on_match_and_reports_the_miscompare_offset() {
+        let (t, _s) = target_with(&[]);
+        good(&exec(&t, 1, 1, &rw10(0x2a, 7, 1), &[0x11; 512]).await);
+        let mut d = vec![0x11; 512];
+        d.extend_from_slice(&[0x22; 512]);
+        let r = exec(&t, 1, 1, &rw16(0x89, 7, 1), &d).await;
+        good(&r);
+        assert_eq!(r.data_out_len, Some(1024));
+        // The medium now holds 0x22: the same compare data miscompares at byte 0.
+        let r = exec(&t, 1, 1, &rw16(0x89, 7, 1), &d).await;
+        assert_eq!(sense_of(&r), (key::MISCOMPARE, 0x1d, 0x00));
+        assert_eq!(r.sense[0] & 0x80, 0x80, "INFORMATION valid");
+        assert_eq!(&r.sense[3..7], &[0, 0, 0, 0]);
+        let r = exec(&t, 1, 1, &rw10(0x28, 7, 1), &[]).await;
+        assert_eq!(r.data_in, vec![0x22; 512]);
     }
 }

@@ -142,9 +142,10 @@ struct Task {
     /// Next offset to solicit.
     next_r2t_offset: u32,
     r2t_sn: u32,
-    /// A data digest error hit this task's data: it fails with CHECK CONDITION once
-    /// its data is in (ERL 0 cannot retransmit, RFC 7143 §7.8).
-    digest_error: bool,
+    /// The Data-Out went wrong (a digest error, a DataSN out of sequence): the task
+    /// fails with this sense once its data is in, since ERL 0 cannot retransmit
+    /// (RFC 7143 §7.8, §7.12).
+    failed: Option<Vec<u8>>,
     state: TaskState,
 }
 
@@ -171,6 +172,14 @@ fn crc_error_sense() -> Vec<u8> {
     s[7] = 10;
     s[12] = 0x47;
     s[13] = 0x05;
+    s
+}
+
+/// ABORTED COMMAND / DATA PHASE ERROR (SPC-4 0x4B/0x00), fixed format.
+fn data_phase_error_sense() -> Vec<u8> {
+    let mut s = crc_error_sense();
+    s[12] = 0x4b;
+    s[13] = 0x00;
     s
 }
 
@@ -241,7 +250,7 @@ impl Session {
         // RFC 7143 §7.8 / §11.17.1: discard and Reject with reason 0x02.
         if pdu.opcode() == op::DATA_OUT {
             if let Some(t) = self.tasks.get_mut(&pdu.itt()) {
-                t.digest_error = true;
+                t.failed = Some(crc_error_sense());
                 // Count the bytes as received so the transfer can finish and the task
                 // complete with the CRC error sense rather than hang.
                 let len = pdu.data_segment_len() as u32;
@@ -452,7 +461,7 @@ impl Session {
             unsolicited_data_sn: 0,
             next_r2t_offset: 0,
             r2t_sn: 0,
-            digest_error: false,
+            failed: None,
             state: TaskState::Receiving,
         };
         self.tasks.insert(itt, task);
@@ -541,18 +550,17 @@ impl Session {
         }
         let t = self.tasks.get_mut(&itt).unwrap();
         // DataSN counts the Data-Out PDUs of each sequence from 0 (RFC 7143 §11.7.5).
-        // A gap or reordering means lost data, which ErrorRecoveryLevel 0 can only
-        // recover from by ending the connection (RFC 7143 §7.1.4.1, §7.12.1).
+        // A gap or reordering means the data cannot be trusted; at ErrorRecoveryLevel 0
+        // there is no recovery R2T, so the task ends with CHECK CONDITION (ABORTED
+        // COMMAND, DATA PHASE ERROR) once its transfer is over, and the session lives on.
         let want = if ttt == RESERVED_TAG {
             &mut t.unsolicited_data_sn
         } else {
             &mut t.r2ts.get_mut(&ttt).unwrap().2
         };
-        if pdu.data_sn() != *want {
+        if pdu.data_sn() != *want && t.failed.is_none() {
             tracing::info!(itt, ttt, got = pdu.data_sn(), want = *want, "Data-Out DataSN out of sequence");
-            out.push(Action::Close("DataSN out of sequence"));
-            self.logged_out = true;
-            return;
+            t.failed = Some(data_phase_error_sense());
         }
         *want = want.wrapping_add(1);
         let end = (offset + len) as usize;
@@ -588,10 +596,10 @@ impl Session {
             return;
         }
         t.state = TaskState::Executing;
-        if t.digest_error {
+        if let Some(sense) = t.failed.take() {
             let outcome = ScsiOutcome {
                 status: 0x02,
-                sense: crc_error_sense(),
+                sense,
                 ..Default::default()
             };
             self.on_scsi_done(itt, outcome, out);

@@ -320,11 +320,17 @@ pub(crate) async fn compare_and_write_cmd(lu: &Lu, cdb: &[u8], data: &[u8]) -> O
     }
     check_range(lu, s)?;
     check_writable(lu)?;
+    let (off, len) = byte_range(lu, s);
+    // The Data-Out must be exactly the compare and the write blocks: a count that
+    // does not match what was sent (e.g. 256 blocks wrapped to 0 in the one-byte
+    // field) is a CDB the initiator did not mean.
+    if data.len() != 2 * len {
+        return Err(invalid_cdb());
+    }
     if s.blocks == 0 {
         return Ok(ScsiResult::good());
     }
-    let (off, len) = byte_range(lu, s);
-    let both = data_out(data, 2 * len)?;
+    let both = data;
     let (want, new) = both.split_at(len);
     let fua = cdb[1] & 0x08 != 0;
     let _rmw = lu.rmw.lock().await;

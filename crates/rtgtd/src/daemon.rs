@@ -60,7 +60,11 @@ fn init_logging(opts: &Options) -> Result<()> {
             .with_context(|| format!("log file {}", path.display()))?;
         builder.with_ansi(false).with_writer(Arc::new(file)).init();
     } else {
-        builder.with_writer(std::io::stderr).init();
+        use std::io::IsTerminal;
+        builder
+            .with_ansi(std::io::stderr().is_terminal())
+            .with_writer(std::io::stderr)
+            .init();
     }
     Ok(())
 }

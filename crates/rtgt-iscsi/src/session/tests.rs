@@ -221,3 +221,30 @@ fn ping_and_reply() {
     assert!(out.is_empty());
     assert!(!s.ping_outstanding());
 }
+
+#[test]
+fn data_sn_out_of_sequence_fails_the_task_not_the_session() {
+    let mut s = Session::new(cfg());
+    let mut out = Vec::new();
+    // 1 KiB write, no immediate data, unsolicited Data-Out follows (F=0).
+    s.on_pdu(scsi_cmd(4, 10, 0x20 | 1, 1024, vec![]), &mut out);
+    for (n, data_sn) in [(0u32, 0u32), (1, 0)] {
+        let mut d = Pdu::new(op::DATA_OUT);
+        d.set_flags(if n == 1 { 0x80 } else { 0 });
+        d.set_itt(4);
+        d.set_ttt(RESERVED_TAG);
+        d.set_u32(36, data_sn);
+        d.set_u32(40, n * 512);
+        d.data = vec![7; 512];
+        s.on_pdu(d, &mut out);
+    }
+    assert!(!out.iter().any(|a| matches!(a, Action::Execute(_) | Action::Close(_))));
+    let p = sent(&out)[0];
+    assert_eq!(p.opcode(), op::SCSI_RSP);
+    assert_eq!(p.bhs[3], 0x02);
+    assert_eq!(&p.data[2 + 12..2 + 14], &[0x4b, 0x00]);
+    // The session still works.
+    out.clear();
+    s.on_pdu(scsi_cmd(5, 11, 0x80 | 1, 0, vec![]), &mut out);
+    assert!(matches!(out[0], Action::Execute(_)));
+}

@@ -275,7 +275,14 @@ def main(argv):
                 say(p)
             say("not updating the expectations from a broken run")
             return 1
+        rev = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"],
+                             capture_output=True, text=True).stdout.strip() or "unknown"
+        c = {s: sum(1 for v in results.values() if v[0] == s) for s in classify.STATUSES}
         with open(expected_path, "w", encoding="utf-8") as f:
+            f.write(f"# Expected iscsi-test-cu results for the {args.config} configuration: Suite.Test<TAB>status<TAB>reason.\n"
+                    f"# Written by `tests/conformance/run.sh --config {args.config} --update` (HEAD {rev}):\n"
+                    f"# tests={len(results)} pass={c['pass']} skip={c['skip']} fail={c['fail']}. "
+                    "A test listed pass must keep passing; only fail entries may fail.\n")
             f.write(classify.format_results(results))
         say(f"wrote {os.path.relpath(expected_path, ROOT)}")
         return 0

@@ -323,7 +323,8 @@ impl Framer {
             let padded = pad4(data_len);
             let seg = &rest[pos..pos + padded];
             if self.data_digest {
-                let want = u32::from_le_bytes(rest[pos + padded..pos + padded + 4].try_into().unwrap());
+                let want =
+                    u32::from_le_bytes(rest[pos + padded..pos + padded + 4].try_into().unwrap());
                 if crc32c::crc32c(seg) != want {
                     return Err((FrameError::DataDigest, Box::new(pdu)));
                 }

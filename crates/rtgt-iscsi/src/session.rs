@@ -340,7 +340,12 @@ impl Session {
         let max = self.max_cmd_sn();
         if serial::lt(cmd_sn, self.exp_cmd_sn) || serial::gt(cmd_sn, max) {
             // Outside the window: silently ignored (RFC 7143 §4.2.2.1).
-            tracing::debug!(cmd_sn, exp = self.exp_cmd_sn, max, "CmdSN outside window, ignored");
+            tracing::debug!(
+                cmd_sn,
+                exp = self.exp_cmd_sn,
+                max,
+                "CmdSN outside window, ignored"
+            );
             return;
         }
         if cmd_sn != self.exp_cmd_sn {
@@ -409,7 +414,8 @@ impl Session {
             out.push(Action::Send(r));
             return;
         }
-        if write && (pdu.data.len() as u32 > edtl || (!pdu.data.is_empty() && !self.cfg.immediate_data))
+        if write
+            && (pdu.data.len() as u32 > edtl || (!pdu.data.is_empty() && !self.cfg.immediate_data))
         {
             let r = self.reject(&pdu, reject::PROTOCOL_ERROR);
             out.push(Action::Send(r));
@@ -474,7 +480,11 @@ impl Session {
             } else {
                 self.cfg.first_burst_length.min(edtl).max(received)
             };
-            t.next_r2t_offset = if t.unsolicited_open { unsolicited } else { received };
+            t.next_r2t_offset = if t.unsolicited_open {
+                unsolicited
+            } else {
+                received
+            };
             // Solicit once the unsolicited burst is over, as initiators expect.
             if !t.unsolicited_open {
                 self.issue_r2ts(itt, out);
@@ -488,7 +498,9 @@ impl Session {
         loop {
             let max_burst = self.cfg.max_burst_length;
             let max_r2t = self.cfg.max_outstanding_r2t.max(1) as usize;
-            let Some(t) = self.tasks.get(&itt) else { return };
+            let Some(t) = self.tasks.get(&itt) else {
+                return;
+            };
             if t.r2ts.len() >= max_r2t || t.next_r2t_offset >= t.edtl {
                 return;
             }
@@ -525,8 +537,11 @@ impl Session {
             Some(t) if t.state != TaskState::Receiving || !t.write => false,
             Some(t) => {
                 let in_r2t = if ttt == RESERVED_TAG {
-                    t.unsolicited_open && !self.cfg.initial_r2t
-                        && offset.checked_add(len).is_some_and(|e| e <= self.cfg.first_burst_length)
+                    t.unsolicited_open
+                        && !self.cfg.initial_r2t
+                        && offset
+                            .checked_add(len)
+                            .is_some_and(|e| e <= self.cfg.first_burst_length)
                 } else {
                     t.r2ts
                         .get(&ttt)
@@ -559,7 +574,13 @@ impl Session {
             &mut t.r2ts.get_mut(&ttt).unwrap().2
         };
         if pdu.data_sn() != *want && t.failed.is_none() {
-            tracing::info!(itt, ttt, got = pdu.data_sn(), want = *want, "Data-Out DataSN out of sequence");
+            tracing::info!(
+                itt,
+                ttt,
+                got = pdu.data_sn(),
+                want = *want,
+                "Data-Out DataSN out of sequence"
+            );
             t.failed = Some(data_phase_error_sense());
         }
         *want = want.wrapping_add(1);
@@ -573,7 +594,9 @@ impl Session {
     }
 
     fn after_data_out(&mut self, itt: u32, ttt: u32, fin: bool, out: &mut Vec<Action>) {
-        let Some(t) = self.tasks.get_mut(&itt) else { return };
+        let Some(t) = self.tasks.get_mut(&itt) else {
+            return;
+        };
         if fin {
             if ttt == RESERVED_TAG {
                 t.unsolicited_open = false;
@@ -591,7 +614,9 @@ impl Session {
     }
 
     fn maybe_execute(&mut self, itt: u32, out: &mut Vec<Action>) {
-        let Some(t) = self.tasks.get_mut(&itt) else { return };
+        let Some(t) = self.tasks.get_mut(&itt) else {
+            return;
+        };
         if t.state != TaskState::Receiving {
             return;
         }
@@ -667,7 +692,7 @@ impl Session {
             let last = offset + n == total;
             let mut p = Pdu::new(op::DATA_IN);
             let mut flags = 0u8;
-            if last || (offset + n) % burst == 0 {
+            if last || (offset + n).is_multiple_of(burst) {
                 flags |= 0x80;
             }
             p.set_lun_raw(t.lun);
@@ -749,9 +774,7 @@ impl Session {
                 if self.tasks.contains_key(&rtt) {
                     self.tasks.remove(&rtt);
                     aborted.push(rtt);
-                } else if let Some((&sn, _)) =
-                    self.held.iter().find(|(_, p)| p.itt() == rtt)
-                {
+                } else if let Some((&sn, _)) = self.held.iter().find(|(_, p)| p.itt() == rtt) {
                     // Not yet delivered: it will never run (RFC 7143 §11.5.1 b).
                     self.held.remove(&sn);
                 } else if serial::lt(ref_cmd_sn, tmf_cmd_sn)
@@ -763,12 +786,16 @@ impl Session {
                     return;
                 }
             }
-            TmfFunction::AbortTaskSet | TmfFunction::ClearTaskSet | TmfFunction::LogicalUnitReset => {
+            TmfFunction::AbortTaskSet
+            | TmfFunction::ClearTaskSet
+            | TmfFunction::LogicalUnitReset => {
                 // Every task of this LU on this connection that precedes the TMF.
                 aborted = self
                     .tasks
                     .iter()
-                    .filter(|(_, t)| t.lun == lun && serial::lt(t.cmd_sn, tmf_cmd_sn.wrapping_add(1)))
+                    .filter(|(_, t)| {
+                        t.lun == lun && serial::lt(t.cmd_sn, tmf_cmd_sn.wrapping_add(1))
+                    })
                     .map(|(&i, _)| i)
                     .collect();
                 for i in &aborted {
@@ -820,7 +847,8 @@ impl Session {
         let reason = pdu.flags() & 0x7f;
         let mut r = Pdu::new(op::LOGOUT_RSP);
         r.set_flags(0x80);
-        r.bhs[2] = if reason <= 2 { 0 } else { 0 };
+        // Response 2: connection recovery is not supported at ERL 0 (§11.15.1).
+        r.bhs[2] = if reason == 2 { 2 } else { 0 };
         r.set_itt(pdu.itt());
         r.set_u16(40, 0); // Time2Wait
         r.set_u16(42, 0); // Time2Retain

@@ -86,6 +86,27 @@ pub(crate) fn check_control(cdb: &[u8]) -> Outcome<()> {
     Ok(())
 }
 
+/// The ALLOCATION LENGTH of commands that have one (SPC-4 4.2.5.6): the device server
+/// returns at most that many bytes, and what it cuts is not an iSCSI overflow.
+pub(crate) fn allocation_length(cdb: &[u8]) -> Option<usize> {
+    let be16 = |o: usize| {
+        cdb.get(o..o + 2)
+            .map(|b| u16::from_be_bytes([b[0], b[1]]) as usize)
+    };
+    let be32 = |o: usize| {
+        cdb.get(o..o + 4)
+            .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize)
+    };
+    match *cdb.first()? {
+        0x03 | 0x1a => cdb.get(4).map(|&b| b as usize), // REQUEST SENSE, MODE SENSE (6)
+        0x12 | 0x1c => be16(3),                         // INQUIRY, RECEIVE DIAGNOSTIC
+        0x4d | 0x5a | 0x5e => be16(7),                  // LOG SENSE, MODE SENSE (10), PR IN
+        0xa0 | 0xa3 => be32(6),                         // REPORT LUNS, MAINTENANCE IN
+        0x9e => be32(10),                               // SERVICE ACTION IN (16)
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -106,23 +127,5 @@ mod tests {
         assert_eq!(cdb_len(0x88), 16);
         assert_eq!(cdb_len(0xa8), 12);
         assert_eq!(cdb_len(0x08), 6);
-    }
-}
-
-/// The ALLOCATION LENGTH of commands that have one (SPC-4 4.2.5.6): the device server
-/// returns at most that many bytes, and what it cuts is not an iSCSI overflow.
-pub(crate) fn allocation_length(cdb: &[u8]) -> Option<usize> {
-    let be16 = |o: usize| cdb.get(o..o + 2).map(|b| u16::from_be_bytes([b[0], b[1]]) as usize);
-    let be32 = |o: usize| {
-        cdb.get(o..o + 4)
-            .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize)
-    };
-    match *cdb.first()? {
-        0x03 | 0x1a => cdb.get(4).map(|&b| b as usize), // REQUEST SENSE, MODE SENSE (6)
-        0x12 | 0x1c => be16(3),                          // INQUIRY, RECEIVE DIAGNOSTIC
-        0x4d | 0x5a | 0x5e => be16(7),                   // LOG SENSE, MODE SENSE (10), PR IN
-        0xa0 | 0xa3 => be32(6),                          // REPORT LUNS, MAINTENANCE IN
-        0x9e => be32(10),                                // SERVICE ACTION IN (16)
-        _ => None,
     }
 }

@@ -11,7 +11,11 @@ use clap::Parser;
 pub const ISCSI_PORT: u16 = 3260;
 
 #[derive(Parser, Debug)]
-#[command(name = "rtgtd", version, about = "rtgt daemon: SCSI targets over iSCSI")]
+#[command(
+    name = "rtgtd",
+    version,
+    about = "rtgt daemon: SCSI targets over iSCSI"
+)]
 pub struct Options {
     /// Stay in the foreground (default: detach like tgtd).
     #[arg(short = 'f', long)]
@@ -83,11 +87,9 @@ impl Options {
                         nop_interval = (n > 0).then(|| Duration::from_secs(n));
                     }
                     "nop_count" => {
-                        nop_count = v
-                            .parse()
-                            .ok()
-                            .filter(|&n| n > 0)
-                            .with_context(|| format!("bad nop_count '{v}': a positive count expected"))?;
+                        nop_count = v.parse().ok().filter(|&n| n > 0).with_context(|| {
+                            format!("bad nop_count '{v}': a positive count expected")
+                        })?;
                     }
                     other => bail!(
                         "unknown --iscsi option '{other}' (known: portal, nop_interval, nop_count)"
@@ -136,7 +138,12 @@ mod tests {
 
     #[test]
     fn portals_v4_v6_and_default() {
-        let o = opts(&["--iscsi", "portal=127.0.0.1:3261", "--iscsi", "portal=[::1]:3262"]);
+        let o = opts(&[
+            "--iscsi",
+            "portal=127.0.0.1:3261",
+            "--iscsi",
+            "portal=[::1]:3262",
+        ]);
         let i = o.iscsi_options().unwrap();
         assert_eq!(i.portals[0], "127.0.0.1:3261".parse().unwrap());
         assert_eq!(i.portals[1], "[::1]:3262".parse().unwrap());
@@ -147,7 +154,9 @@ mod tests {
 
     #[test]
     fn bad_portal_and_options() {
-        assert!(opts(&["--iscsi", "portal=notanip:1"]).iscsi_options().is_err());
+        assert!(opts(&["--iscsi", "portal=notanip:1"])
+            .iscsi_options()
+            .is_err());
         assert!(opts(&["--iscsi", "bogus=1"]).iscsi_options().is_err());
         let i = opts(&["--iscsi", "portal=127.0.0.1:1,nop_interval=0"])
             .iscsi_options()

@@ -33,7 +33,10 @@ enum ReadEvent {
     DataDigestError(Pdu),
 }
 
-async fn read_pdu(rd: &mut OwnedReadHalf, framer: &Framer) -> std::io::Result<Result<ReadEvent, String>> {
+async fn read_pdu(
+    rd: &mut OwnedReadHalf,
+    framer: &Framer,
+) -> std::io::Result<Result<ReadEvent, String>> {
     let mut bhs = [0u8; BHS_LEN];
     rd.read_exact(&mut bhs).await?;
     let rest_len = match framer.rest_len(&bhs) {
@@ -56,7 +59,11 @@ struct Ctx<'a> {
 }
 
 impl LoginContext for Ctx<'_> {
-    fn target(&mut self, target_name: &str, initiator_name: &str) -> Result<TargetLogin, LoginStatus> {
+    fn target(
+        &mut self,
+        target_name: &str,
+        initiator_name: &str,
+    ) -> Result<TargetLogin, LoginStatus> {
         let Some(t) = self.daemon.registry.target_by_name(target_name) else {
             tracing::info!(peer = %self.peer, initiator_name, target_name, "login to unknown target");
             return Err(LoginStatus::NOT_FOUND);
@@ -281,15 +288,10 @@ async fn full_feature(
     // The reader runs on its own task so a half-read PDU is never lost to select!.
     let (pdu_tx, mut pdu_rx) = mpsc::channel::<Result<ReadEvent, String>>(64);
     let reader = tokio::spawn(async move {
-        loop {
-            match read_pdu(&mut rd, &framer).await {
-                Ok(ev) => {
-                    let fatal = ev.is_err();
-                    if pdu_tx.send(ev).await.is_err() || fatal {
-                        break;
-                    }
-                }
-                Err(_) => break,
+        while let Ok(ev) = read_pdu(&mut rd, &framer).await {
+            let fatal = ev.is_err();
+            if pdu_tx.send(ev).await.is_err() || fatal {
+                break;
             }
         }
     });
@@ -342,7 +344,9 @@ async fn full_feature(
             match std::mem::replace(&mut actions[i], Action::Close("")) {
                 Action::Send(p) => p.encode_into(&mut wbuf, hd, dd),
                 Action::Execute(req) => {
-                    let (Some(t), Some(n)) = (&live.target, &live.nexus) else { continue };
+                    let (Some(t), Some(n)) = (&live.target, &live.nexus) else {
+                        continue;
+                    };
                     let scsi = t.scsi.clone();
                     let cmd = ScsiCommand {
                         nexus: n.clone(),
@@ -434,7 +438,13 @@ fn discovered(
         .portals()
         .into_iter()
         // A wildcard portal is reached at the address this connection came in on.
-        .map(|p| if p.ip().is_unspecified() { (local, 1) } else { (p, 1) })
+        .map(|p| {
+            if p.ip().is_unspecified() {
+                (local, 1)
+            } else {
+                (p, 1)
+            }
+        })
         .collect();
     daemon
         .registry

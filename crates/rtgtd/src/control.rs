@@ -37,9 +37,12 @@ pub async fn serve(listener: UnixListener, registry: Arc<Registry>) {
                 let reg = registry.clone();
                 let req = line.clone();
                 // Configuration work (opening files) must not stall the reactor.
-                let resp = tokio::task::spawn_blocking(move || rtgt_target::handle_line(&reg, &req))
-                    .await
-                    .unwrap_or_else(|e| format!("{{\"code\":5,\"message\":\"internal error: {e}\"}}"));
+                let resp =
+                    tokio::task::spawn_blocking(move || rtgt_target::handle_line(&reg, &req))
+                        .await
+                        .unwrap_or_else(|e| {
+                            format!("{{\"code\":5,\"message\":\"internal error: {e}\"}}")
+                        });
                 if wr.write_all(resp.as_bytes()).await.is_err()
                     || wr.write_all(b"\n").await.is_err()
                 {

@@ -49,9 +49,15 @@ impl Daemon {
 
 fn init_logging(opts: &Options) -> Result<()> {
     use tracing_subscriber::EnvFilter;
-    let default = if opts.debug.is_some() { "debug" } else { "info" };
+    let default = if opts.debug.is_some() {
+        "debug"
+    } else {
+        "info"
+    };
     let filter = EnvFilter::try_from_env("RTGT_LOG").unwrap_or_else(|_| EnvFilter::new(default));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_target(false);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false);
     if let Some(path) = &opts.log_file {
         let file = std::fs::OpenOptions::new()
             .create(true)

@@ -27,7 +27,11 @@ pub fn bind_control(path: &Path) -> Result<UnixListener> {
     if let Some(dir) = path.parent() {
         if !dir.as_os_str().is_empty() && !dir.exists() {
             std::fs::create_dir_all(dir).map_err(|e| {
-                anyhow!("control socket {}: cannot create {}: {e}", path.display(), dir.display())
+                anyhow!(
+                    "control socket {}: cannot create {}: {e}",
+                    path.display(),
+                    dir.display()
+                )
             })?;
             // The directory holds only control sockets: owner only.
             let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
@@ -40,10 +44,15 @@ pub fn bind_control(path: &Path) -> Result<UnixListener> {
                 path.display()
             );
         }
-        std::fs::remove_file(path)
-            .map_err(|e| anyhow!("control socket {}: cannot remove stale socket: {e}", path.display()))?;
+        std::fs::remove_file(path).map_err(|e| {
+            anyhow!(
+                "control socket {}: cannot remove stale socket: {e}",
+                path.display()
+            )
+        })?;
     }
-    let l = UnixListener::bind(path).map_err(|e| anyhow!("control socket {}: {e}", path.display()))?;
+    let l =
+        UnixListener::bind(path).map_err(|e| anyhow!("control socket {}: {e}", path.display()))?;
     // Only the owner (root) may configure the daemon.
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
         .map_err(|e| anyhow!("control socket {}: {e}", path.display()))?;

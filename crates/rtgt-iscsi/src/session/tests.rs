@@ -42,7 +42,9 @@ fn read_sends_data_in_with_status_and_residual() {
     let mut s = Session::new(cfg());
     let mut out = Vec::new();
     s.on_pdu(scsi_cmd(7, 10, 0x80 | 0x40 | 1, 20000, vec![]), &mut out);
-    let Some(Action::Execute(req)) = out.pop() else { panic!("no execute") };
+    let Some(Action::Execute(req)) = out.pop() else {
+        panic!("no execute")
+    };
     assert_eq!(req.expected_data_in, 20000);
     let mut out = Vec::new();
     s.on_scsi_done(
@@ -87,7 +89,11 @@ fn check_condition_goes_in_scsi_response_with_sense() {
     assert_eq!(pdus[0].opcode(), op::SCSI_RSP);
     assert_eq!(pdus[0].bhs[3], 2);
     assert_eq!(pdus[0].data, vec![0, 3, 0x70, 0, 5]);
-    assert_eq!(pdus[0].flags() & 0x02, 0x02, "nothing transferred: underflow");
+    assert_eq!(
+        pdus[0].flags() & 0x02,
+        0x02,
+        "nothing transferred: underflow"
+    );
     assert_eq!(pdus[0].u32_at(44), 512);
 }
 
@@ -120,7 +126,9 @@ fn write_immediate_then_unsolicited_then_r2t() {
     d.set_u32(40, 65536);
     d.data = vec![3; 65536];
     s.on_pdu(d, &mut out);
-    let Some(Action::Execute(req)) = out.pop() else { panic!("no execute: {out:?}") };
+    let Some(Action::Execute(req)) = out.pop() else {
+        panic!("no execute: {out:?}")
+    };
     assert_eq!(req.data_out.len(), 131072);
     assert_eq!(req.data_out[0], 1);
     assert_eq!(req.data_out[8192], 2);
@@ -199,7 +207,9 @@ fn abort_task_drops_the_result() {
     tmf.set_u32(24, 11);
     tmf.set_u32(32, 10);
     s.on_pdu(tmf, &mut out);
-    let Some(Action::TaskManagement(t)) = out.pop() else { panic!() };
+    let Some(Action::TaskManagement(t)) = out.pop() else {
+        panic!()
+    };
     assert_eq!(t.aborted, vec![8]);
     s.on_tmf_done(9, tmf_response::FUNCTION_COMPLETE, &mut out);
     out.clear();
@@ -238,7 +248,9 @@ fn data_sn_out_of_sequence_fails_the_task_not_the_session() {
         d.data = vec![7; 512];
         s.on_pdu(d, &mut out);
     }
-    assert!(!out.iter().any(|a| matches!(a, Action::Execute(_) | Action::Close(_))));
+    assert!(!out
+        .iter()
+        .any(|a| matches!(a, Action::Execute(_) | Action::Close(_))));
     let p = sent(&out)[0];
     assert_eq!(p.opcode(), op::SCSI_RSP);
     assert_eq!(p.bhs[3], 0x02);

@@ -155,6 +155,8 @@ pub struct Session {
     exp_cmd_sn: u32,
     /// Commands that arrived ahead of a CmdSN gap, delivered when it fills.
     held: BTreeMap<u32, Pdu>,
+    /// Unsolicited Data-Out of held commands, replayed when the command is delivered.
+    held_data: Vec<Pdu>,
     tasks: HashMap<u32, Task>,
     next_ttt: u32,
     /// Outstanding target NOP-In ping TTT.
@@ -190,6 +192,7 @@ impl Session {
             exp_cmd_sn: cfg.exp_cmd_sn,
             cfg,
             held: BTreeMap::new(),
+            held_data: Vec::new(),
             tasks: HashMap::new(),
             next_ttt: 1,
             ping_ttt: None,
@@ -363,7 +366,19 @@ impl Session {
 
     fn dispatch(&mut self, pdu: Pdu, out: &mut Vec<Action>) {
         match pdu.opcode() {
-            op::SCSI_CMD => self.on_scsi_cmd(pdu, out),
+            op::SCSI_CMD => {
+                let itt = pdu.itt();
+                self.on_scsi_cmd(pdu, out);
+                if self.held_data.iter().any(|d| d.itt() == itt) {
+                    let (mine, rest) = std::mem::take(&mut self.held_data)
+                        .into_iter()
+                        .partition(|d| d.itt() == itt);
+                    self.held_data = rest;
+                    for d in mine {
+                        self.on_data_out(d, out);
+                    }
+                }
+            }
             op::NOP_OUT => {
                 // RFC 7143 §11.19: echo the data in a NOP-In with the same ITT.
                 let mut r = Pdu::new(op::NOP_IN);
@@ -528,6 +543,13 @@ impl Session {
 
     fn on_data_out(&mut self, pdu: Pdu, out: &mut Vec<Action>) {
         let itt = pdu.itt();
+        if !self.tasks.contains_key(&itt) && self.held.values().any(|c| c.itt() == itt) {
+            // Unsolicited data may overtake its command's turn in CmdSN order.
+            if self.held_data.len() < 4 * CMD_WINDOW as usize {
+                self.held_data.push(pdu);
+            }
+            return;
+        }
         let ttt = pdu.ttt();
         let offset = pdu.buffer_offset();
         let len = pdu.data.len() as u32;

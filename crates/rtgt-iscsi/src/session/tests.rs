@@ -260,3 +260,29 @@ fn data_sn_out_of_sequence_fails_the_task_not_the_session() {
     s.on_pdu(scsi_cmd(5, 11, 0x80 | 1, 0, vec![]), &mut out);
     assert!(matches!(out[0], Action::Execute(_)));
 }
+
+#[test]
+fn unsolicited_data_of_a_held_command_waits_for_it() {
+    let mut s = Session::new(cfg());
+    let mut out = Vec::new();
+    // CmdSN 11 arrives before 10; its unsolicited Data-Out comes right after it.
+    s.on_pdu(scsi_cmd(2, 11, 0x20 | 1, 512, vec![]), &mut out);
+    let mut d = Pdu::new(op::DATA_OUT);
+    d.set_flags(0x80);
+    d.set_itt(2);
+    d.set_ttt(RESERVED_TAG);
+    d.data = vec![9; 512];
+    s.on_pdu(d, &mut out);
+    assert!(out.is_empty(), "{out:?}");
+    s.on_pdu(scsi_cmd(1, 10, 0x80 | 1, 0, vec![]), &mut out);
+    let execs: Vec<&ScsiRequest> = out
+        .iter()
+        .filter_map(|a| match a {
+            Action::Execute(r) => Some(r),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(execs.len(), 2);
+    assert_eq!(execs[1].itt, 2);
+    assert_eq!(execs[1].data_out, vec![9; 512]);
+}

@@ -20,7 +20,7 @@ pub fn align_up(v: u64) -> u64 {
 }
 /// Whether an I/O at `offset` of `len` bytes can go to an O_DIRECT fd as it is.
 pub fn is_aligned(offset: u64, len: usize) -> bool {
-    offset % DIRECT_ALIGN as u64 == 0 && len % DIRECT_ALIGN == 0
+    offset.is_multiple_of(DIRECT_ALIGN as u64) && len.is_multiple_of(DIRECT_ALIGN)
 }
 
 /// A zeroed heap buffer aligned for O_DIRECT.

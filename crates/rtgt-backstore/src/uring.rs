@@ -343,14 +343,26 @@ fn open_or_fall_back(
     match ring {
         Ok(ring) => Ok(Arc::new(UringStore::open_with(ring, opts)?)),
         Err(why) => {
-            static LOGGED: AtomicBool = AtomicBool::new(false);
-            if !LOGGED.swap(true, Ordering::Relaxed) {
-                tracing::warn!(
-                    "io_uring is unavailable ({why}); bstype io_uring/aio LUNs use rdwr (pread/pwrite on the I/O thread pool) instead"
-                );
-            }
+            warn_unavailable(why);
             Ok(Arc::new(rdwr::RdwrStore::open(opts)?))
         }
+    }
+}
+
+/// Logs, once per process, that io_uring is unavailable and why. The daemon calls this at
+/// start so the line is there before any LUN asks for io_uring.
+pub fn warn_if_unavailable() {
+    if let Err(why) = ring() {
+        warn_unavailable(why);
+    }
+}
+
+fn warn_unavailable(why: &str) {
+    static LOGGED: AtomicBool = AtomicBool::new(false);
+    if !LOGGED.swap(true, Ordering::Relaxed) {
+        tracing::warn!(
+            "io_uring is unavailable ({why}); bstype io_uring/aio LUNs use rdwr (pread/pwrite on the I/O thread pool) instead"
+        );
     }
 }
 

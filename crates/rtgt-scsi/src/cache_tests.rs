@@ -12,7 +12,7 @@ use rtgt_backstore::{BackingStore, Capabilities};
 
 use crate::sense::key;
 use crate::target_tests::{disk_cfg, exec, sense_of};
-use crate::{status, DeviceType, LuConfig, ScsiResult, ScsiTarget};
+use crate::{status, LuConfig, ScsiResult, ScsiTarget};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Call {
@@ -181,7 +181,7 @@ async fn write_cache_off_makes_every_write_durable_and_toggles_live() {
     assert!(!wce(&t, 0).await);
     good(&exec(&t, 1, 1, &write10(0, false), &[1; 512]).await);
     assert_eq!(s.take(), vec![Call::DurableWrite]);
-    assert!(t.lu_info()[1].write_cache == false);
+    assert!(!t.lu_info()[1].write_cache);
 }
 
 #[tokio::test]
@@ -314,5 +314,4 @@ async fn a_read_only_store_refuses_writes_and_stays_read_only() {
         .unwrap_err();
     assert!(e.to_string().contains("O_RDONLY"), "{e}");
     assert!(t.lu_info()[1].readonly);
-    let _ = DeviceType::Disk;
 }

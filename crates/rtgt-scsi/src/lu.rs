@@ -172,7 +172,7 @@ pub(crate) fn physical_block_size(
 /// at most 2^15 logical blocks (the exponent field is four bits).
 pub(crate) fn check_physical(physical: u32, block_size: u32) -> Result<(), String> {
     if physical < block_size
-        || physical % block_size != 0
+        || !physical.is_multiple_of(block_size)
         || !(physical / block_size).is_power_of_two()
         || (physical / block_size).trailing_zeros() > 15
     {

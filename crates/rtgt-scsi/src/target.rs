@@ -176,7 +176,7 @@ impl ScsiTarget {
             // SPC-4 7.5.3: the mode parameters changed other than by this nexus's MODE
             // SELECT; every I_T nexus hears of it.
             lu.ua
-                .establish(self.nexus_ids().into_iter(), asc::MODE_PARAMETERS_CHANGED);
+                .establish(self.nexus_ids(), asc::MODE_PARAMETERS_CHANGED);
         }
         Ok(())
     }

@@ -127,6 +127,9 @@ pub fn run(opts: Options) -> Result<()> {
         detach()?;
     }
     init_logging(&opts)?;
+    // After detaching (threads don't survive fork) and before any LUN does I/O.
+    rtgt_backstore::pool::init(opts.nr_iothreads);
+    rtgt_backstore::uring::warn_if_unavailable();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("rtgtd")

@@ -1,7 +1,7 @@
 //! The daemon's I/O worker pool for blocking system calls (rdwr's pread/pwrite/fdatasync,
 //! block device ioctls): a fixed number of threads, `rtgtd -t/--nr_iothreads N` as
-//! tgtd's. Unlike tgtd, the pool is shared by every LUN, so many LUNs don't multiply
-//! threads; an I/O waits for a free thread when all are busy.
+//! tgtd's. One pool serves every LUN, so many LUNs don't multiply threads; an I/O waits
+//! for a free thread when all are busy.
 
 use std::sync::mpsc;
 use std::sync::{Arc, OnceLock};

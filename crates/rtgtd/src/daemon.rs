@@ -148,11 +148,9 @@ async fn serve(
     portals: Vec<std::net::TcpListener>,
     control: std::os::unix::net::UnixListener,
 ) -> Result<()> {
+    // `--op delete --mode sys` asks for shutdown; the control server signals it only
+    // after the reply has reached rtgtadm (tgtadm reports success here).
     let shutdown = Arc::new(Notify::new());
-    {
-        let s = shutdown.clone();
-        registry.set_shutdown_hook(Box::new(move || s.notify_one()));
-    }
     let daemon = Arc::new(Daemon {
         registry: registry.clone(),
         iscsi,
@@ -181,7 +179,7 @@ async fn serve(
         });
     }
     let control = tokio::net::UnixListener::from_std(control)?;
-    tokio::spawn(control::serve(control, registry));
+    tokio::spawn(control::serve(control, registry, shutdown.clone()));
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
         _ = tokio::signal::ctrl_c() => tracing::info!("interrupted, exiting"),

@@ -24,6 +24,17 @@ pub struct Capabilities {
     pub read_only: bool,
     /// `unmap` releases space.
     pub unmap: bool,
+    /// Unmapped ranges read back as zeroes (SBC-4 LBPRZ); only meaningful with `unmap`.
+    pub unmap_zeroes: bool,
+}
+
+/// One run of a byte range as the store holds it: `len` bytes at `offset`, either
+/// allocated (holding data) or a hole (reads as zeroes, uses no space).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Extent {
+    pub offset: u64,
+    pub len: u64,
+    pub allocated: bool,
 }
 
 /// A logical unit's storage, addressed in bytes.
@@ -43,6 +54,36 @@ pub trait BackingStore: Send + Sync + 'static {
     /// Releases the byte range; the default says the store cannot.
     async fn unmap(&self, _offset: u64, _len: u64) -> io::Result<()> {
         Err(io::Error::from(io::ErrorKind::Unsupported))
+    }
+    /// Makes the byte range read as zeroes. The default writes zero buffers; stores that
+    /// can do better (punching holes, BLKZEROOUT) override it.
+    async fn write_zeroes(&self, offset: u64, len: u64) -> io::Result<()> {
+        const CHUNK: u64 = 1 << 20;
+        let mut done = 0;
+        while done < len {
+            let n = CHUNK.min(len - done);
+            self.write_at(vec![0u8; n as usize], offset + done).await?;
+            done += n;
+        }
+        Ok(())
+    }
+    /// How `[offset, offset + len)` is allocated, as consecutive extents covering the
+    /// whole range in order. The default says everything is allocated.
+    async fn allocation(&self, offset: u64, len: u64) -> io::Result<Vec<Extent>> {
+        Ok(vec![Extent {
+            offset,
+            len,
+            allocated: true,
+        }])
+    }
+    /// Changes the size (online resize). The default says the store cannot.
+    fn resize(&self, _size: u64) -> io::Result<()> {
+        Err(io::Error::from(io::ErrorKind::Unsupported))
+    }
+    /// Re-reads the size from the medium (a backing file grown behind our back) and
+    /// returns it. The default: the size never changes by itself.
+    fn refresh_size(&self) -> io::Result<u64> {
+        Ok(self.size())
     }
 }
 

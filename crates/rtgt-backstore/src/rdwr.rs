@@ -4,12 +4,14 @@
 use std::alloc::{self, Layout};
 use std::fs::{File, OpenOptions as FsOpen};
 use std::io;
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileExt, FileTypeExt, OpenOptionsExt};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use crate::{BackingStore, Capabilities, OpenError, OpenOptions};
+use crate::{BackingStore, Capabilities, Extent, OpenError, OpenOptions};
 
 /// O_DIRECT needs buffers, offsets and lengths aligned to the device's logical block;
 /// 4096 covers every device we meet.
@@ -17,7 +19,10 @@ const DIRECT_ALIGN: usize = 4096;
 
 pub struct RdwrStore {
     file: Arc<File>,
-    size: u64,
+    /// Changes with online resize or when the file grows behind our back.
+    size: AtomicU64,
+    /// A regular file (not a block device): SEEK_DATA / SEEK_HOLE and set_len apply.
+    regular: bool,
     caps: Capabilities,
 }
 
@@ -50,19 +55,23 @@ impl RdwrStore {
         };
         Ok(Self {
             file: Arc::new(file),
-            size,
+            size: AtomicU64::new(size),
+            regular: meta.is_file(),
             caps: Capabilities {
                 direct: opts.direct,
                 sync: opts.sync,
                 read_only: opts.read_only,
-                unmap: false,
+                // fallocate(PUNCH_HOLE) on a file or a block device: a punched range
+                // reads as zeroes afterwards on both (block devices zero it out), and
+                // where punching is refused we write zeroes, so LBPRZ holds either way.
+                unmap: !opts.read_only,
+                unmap_zeroes: !opts.read_only,
             },
         })
     }
 }
 
 fn block_device_size(file: &File) -> io::Result<u64> {
-    use std::os::fd::AsRawFd;
     // BLKGETSIZE64 = _IOR(0x12, 114, size_t)
     const BLKGETSIZE64: libc::c_ulong = 0x8008_1272;
     let mut size: u64 = 0;
@@ -72,6 +81,81 @@ fn block_device_size(file: &File) -> io::Result<u64> {
         return Err(io::Error::last_os_error());
     }
     Ok(size)
+}
+
+/// Deallocates `[offset, offset+len)` keeping the size (fallocate PUNCH_HOLE|KEEP_SIZE),
+/// so the space really goes back to the file system.
+fn punch_hole(file: &File, offset: u64, len: u64) -> io::Result<()> {
+    // SAFETY: plain syscall on an fd we own.
+    let rc = unsafe {
+        libc::fallocate(
+            file.as_raw_fd(),
+            libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+            offset as libc::off_t,
+            len as libc::off_t,
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Zeroes by writing, for file systems that cannot punch holes.
+fn write_zeroes_slow(file: &File, direct: bool, offset: u64, len: u64) -> io::Result<()> {
+    const CHUNK: u64 = 1 << 20;
+    let zeroes = vec![0u8; CHUNK.min(len) as usize];
+    let mut done = 0;
+    while done < len {
+        let n = CHUNK.min(len - done) as usize;
+        if direct {
+            write_direct(file, &zeroes[..n], offset + done)?;
+        } else {
+            file.write_all_at(&zeroes[..n], offset + done)?;
+        }
+        done += n as u64;
+    }
+    Ok(())
+}
+
+/// lseek(SEEK_DATA / SEEK_HOLE); None when there is no such offset before EOF (ENXIO).
+fn seek(file: &File, offset: u64, whence: libc::c_int) -> io::Result<Option<u64>> {
+    // SAFETY: plain syscall; the file offset it moves is unused (all I/O is positional).
+    let r = unsafe { libc::lseek(file.as_raw_fd(), offset as libc::off_t, whence) };
+    if r < 0 {
+        let e = io::Error::last_os_error();
+        return match e.raw_os_error() {
+            Some(libc::ENXIO) => Ok(None),
+            _ => Err(e),
+        };
+    }
+    Ok(Some(r as u64))
+}
+
+/// The data / hole runs of `[offset, end)` from SEEK_DATA and SEEK_HOLE.
+fn extents(file: &File, offset: u64, end: u64) -> io::Result<Vec<Extent>> {
+    let mut out = Vec::new();
+    let mut push = |start: u64, stop: u64, allocated: bool| {
+        if stop > start {
+            out.push(Extent {
+                offset: start,
+                len: stop - start,
+                allocated,
+            });
+        }
+    };
+    let mut pos = offset;
+    while pos < end {
+        let data = seek(file, pos, libc::SEEK_DATA)?.unwrap_or(end).min(end);
+        push(pos, data, false);
+        if data >= end {
+            break;
+        }
+        let hole = seek(file, data, libc::SEEK_HOLE)?.unwrap_or(end).min(end);
+        push(data, hole, true);
+        pos = hole;
+    }
+    Ok(out)
 }
 
 /// A heap buffer aligned for O_DIRECT.
@@ -161,7 +245,7 @@ impl BackingStore for RdwrStore {
         "rdwr"
     }
     fn size(&self) -> u64 {
-        self.size
+        self.size.load(Ordering::Relaxed)
     }
     fn capabilities(&self) -> Capabilities {
         self.caps.clone()
@@ -202,6 +286,69 @@ impl BackingStore for RdwrStore {
         tokio::task::spawn_blocking(move || file.sync_data())
             .await
             .map_err(io::Error::other)?
+    }
+    async fn unmap(&self, offset: u64, len: u64) -> io::Result<()> {
+        self.write_zeroes(offset, len).await
+    }
+    async fn write_zeroes(&self, offset: u64, len: u64) -> io::Result<()> {
+        if self.caps.read_only {
+            return Err(io::Error::from(io::ErrorKind::PermissionDenied));
+        }
+        if len == 0 {
+            return Ok(());
+        }
+        let file = self.file.clone();
+        let direct = self.caps.direct;
+        tokio::task::spawn_blocking(move || match punch_hole(&file, offset, len) {
+            Ok(()) => Ok(()),
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::EOPNOTSUPP) | Some(libc::ENOSYS) | Some(libc::EINVAL)
+                ) =>
+            {
+                write_zeroes_slow(&file, direct, offset, len)
+            }
+            Err(e) => Err(e),
+        })
+        .await
+        .map_err(io::Error::other)?
+    }
+    async fn allocation(&self, offset: u64, len: u64) -> io::Result<Vec<Extent>> {
+        let all = vec![Extent {
+            offset,
+            len,
+            allocated: true,
+        }];
+        if !self.regular || len == 0 {
+            return Ok(all);
+        }
+        let file = self.file.clone();
+        tokio::task::spawn_blocking(move || match extents(&file, offset, offset + len) {
+            Ok(v) => Ok(v),
+            // A file system without SEEK_DATA: everything counts as allocated.
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => Ok(all),
+            Err(e) => Err(e),
+        })
+        .await
+        .map_err(io::Error::other)?
+    }
+    fn resize(&self, size: u64) -> io::Result<()> {
+        if !self.regular || self.caps.read_only {
+            return Err(io::Error::from(io::ErrorKind::Unsupported));
+        }
+        self.file.set_len(size)?;
+        self.size.store(size, Ordering::Relaxed);
+        Ok(())
+    }
+    fn refresh_size(&self) -> io::Result<u64> {
+        let size = if self.regular {
+            self.file.metadata()?.len()
+        } else {
+            block_device_size(&self.file)?
+        };
+        self.size.store(size, Ordering::Relaxed);
+        Ok(size)
     }
 }
 
@@ -261,6 +408,32 @@ mod tests {
         assert_eq!(&got[..512], &[0xaa; 512][..]);
         assert_eq!(&got[512..1024], &[0x55; 512][..]);
         assert_eq!(&got[1024..], &[0xaa; 512][..]);
+        std::fs::remove_file(p).unwrap();
+    }
+
+    #[tokio::test]
+    async fn unmap_punches_holes_and_allocation_sees_them() {
+        let p = tmpfile(1 << 20);
+        let s = RdwrStore::open(&OpenOptions {
+            path: p.clone(),
+            ..Default::default()
+        })
+        .unwrap();
+        s.write_at(vec![0xaa; 1 << 20], 0).await.unwrap();
+        s.unmap(256 << 10, 256 << 10).await.unwrap();
+        let got = s.read_at(vec![1; 4096], 256 << 10).await.unwrap();
+        assert!(got.iter().all(|b| *b == 0));
+        let ext = s.allocation(0, 1 << 20).await.unwrap();
+        assert_eq!(ext.iter().map(|e| e.len).sum::<u64>(), 1 << 20);
+        // tmpfs and ext4 both punch; a file system that cannot leaves it all allocated.
+        if ext.len() > 1 {
+            assert!(ext[0].allocated);
+            assert_eq!(ext[1].offset, 256 << 10);
+            assert!(!ext[1].allocated);
+        }
+        s.resize(2 << 20).unwrap();
+        assert_eq!(s.size(), 2 << 20);
+        assert_eq!(s.refresh_size().unwrap(), 2 << 20);
         std::fs::remove_file(p).unwrap();
     }
 

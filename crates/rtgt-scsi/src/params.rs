@@ -18,6 +18,8 @@ pub(crate) struct LuParams {
     /// Descriptor-format sense by default (sets D_SENSE's initial value).
     pub descriptor_sense: bool,
     pub thin_provisioning: bool,
+    /// LOGICAL BLOCKS PER PHYSICAL BLOCK EXPONENT (READ CAPACITY (16)); tgt's name.
+    pub lbppbe: u8,
 }
 
 impl Default for LuParams {
@@ -33,6 +35,7 @@ impl Default for LuParams {
             online: true,
             descriptor_sense: false,
             thin_provisioning: false,
+            lbppbe: 0,
         }
     }
 }
@@ -78,11 +81,13 @@ impl LuParams {
                 "readonly" => p.readonly = flag(k, v)?,
                 "online" => p.online = flag(k, v)?,
                 "sense_format" => p.descriptor_sense = flag(k, v)?,
-                "thin_provisioning" => {
-                    if flag(k, v)? {
-                        return Err(bad(k, v, "thin provisioning is not supported yet"));
-                    }
-                    p.thin_provisioning = false;
+                "thin_provisioning" => p.thin_provisioning = flag(k, v)?,
+                "lbppbe" => {
+                    p.lbppbe = v
+                        .parse()
+                        .ok()
+                        .filter(|n| *n <= 14)
+                        .ok_or_else(|| bad(k, v, "use 0 to 14"))?
                 }
                 _ => return Err(bad(k, v, "unknown parameter")),
             }
@@ -124,9 +129,12 @@ mod tests {
         assert!(LuParams::default()
             .apply(&kv("vendor_id", "TOO-LONG-VENDOR"))
             .is_err());
-        assert!(LuParams::default()
-            .apply(&kv("thin_provisioning", "1"))
-            .is_err());
+        assert!(
+            LuParams::default()
+                .apply(&kv("thin_provisioning", "1"))
+                .unwrap()
+                .thin_provisioning
+        );
         assert!(LuParams::default()
             .apply(&kv("thin_provisioning", "0"))
             .is_ok());

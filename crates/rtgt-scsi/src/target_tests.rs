@@ -45,8 +45,15 @@ impl BackingStore for MemStore {
     fn capabilities(&self) -> Capabilities {
         Capabilities {
             read_only: self.read_only,
+            unmap: true,
+            unmap_zeroes: true,
             ..Capabilities::default()
         }
+    }
+    async fn unmap(&self, offset: u64, len: u64) -> io::Result<()> {
+        let mut d = self.data.lock();
+        d[offset as usize..(offset + len) as usize].fill(0);
+        Ok(())
     }
     async fn read_at(&self, mut buf: Vec<u8>, offset: u64) -> io::Result<Vec<u8>> {
         let d = self.data.lock();
@@ -212,8 +219,16 @@ mod addressing {
 
     #[tokio::test]
     async fn every_listed_opcode_is_dispatched_and_nothing_else() {
-        let (t, _) = target_with(&[]);
-        let listed = crate::opcodes::supported(DeviceType::Disk);
+        for thin in [false, true] {
+            let (t, _) = target_with(&[("thin_provisioning", if thin { "1" } else { "0" })]);
+            let listed =
+                crate::opcodes::supported(DeviceType::Disk, crate::opcodes::Features { thin });
+            every_listed_opcode(&t, &listed).await;
+        }
+    }
+
+    async fn every_listed_opcode(t: &ScsiTarget, listed: &[&crate::opcodes::OpInfo]) {
+        let t = t;
         for op in 0..=255u8 {
             let mut cdb = vec![0u8; 16];
             cdb[0] = op;
@@ -612,8 +627,8 @@ mod inquiry_data {
         let r = exec(&t, 1, 1, &[0x12, 1, 0xc0, 0, 255, 0], &[]).await;
         assert_eq!(sense_of(&r), (ILLEGAL, 0x24, 0x00));
         let r = exec(&t, 1, 1, &[0x12, 1, 0, 0, 255, 0], &[]).await;
-        assert_eq!(&r.data_in[4..], &[0x00, 0x80, 0x83, 0xb0, 0xb1, 0xb2]);
-        for page in [0x80u8, 0x83, 0xb0, 0xb1, 0xb2] {
+        assert_eq!(&r.data_in[4..], &[0x00, 0x80, 0x83, 0x8f, 0xb0, 0xb1, 0xb2]);
+        for page in [0x80u8, 0x83, 0x8f, 0xb0, 0xb1, 0xb2] {
             let r = exec(&t, 1, 1, &[0x12, 1, page, 0, 255, 0], &[]).await;
             good(&r);
             assert_eq!(r.data_in[1], page);

@@ -13,8 +13,9 @@ pub(crate) const TYPE_UNKNOWN: u8 = 0x1f;
 /// MAXIMUM TRANSFER LENGTH in bytes: commands carry all their data in memory.
 pub(crate) const MAX_TRANSFER_BYTES: u64 = 16 << 20;
 /// MAXIMUM WRITE SAME LENGTH in bytes: written in 1 MiB chunks, bounded so one
-/// command cannot keep the store busy for long.
-pub(crate) const MAX_WRITE_SAME_BYTES: u64 = 64 << 20;
+/// command cannot keep the store busy for long. Equal to MAXIMUM TRANSFER LENGTH, so
+/// an initiator may verify any WRITE SAME range with one READ.
+pub(crate) const MAX_WRITE_SAME_BYTES: u64 = MAX_TRANSFER_BYTES;
 /// MAXIMUM ATOMIC TRANSFER LENGTH in bytes: one pwrite under an exclusive range lock.
 pub(crate) const MAX_ATOMIC_TRANSFER_BYTES: u64 = 1 << 20;
 /// MAXIMUM UNMAP LBA COUNT (per command) and MAXIMUM UNMAP BLOCK DESCRIPTOR COUNT:

@@ -20,6 +20,9 @@ pub(crate) struct LuParams {
     pub thin_provisioning: bool,
     /// LOGICAL BLOCKS PER PHYSICAL BLOCK EXPONENT (READ CAPACITY (16)); tgt's name.
     pub lbppbe: u8,
+    /// SANITIZE OVERWRITE pace in MiB/s (0: as fast as the store goes), so a sanitize
+    /// of one LU leaves the others their bandwidth.
+    pub sanitize_rate: u32,
 }
 
 impl Default for LuParams {
@@ -36,6 +39,7 @@ impl Default for LuParams {
             descriptor_sense: false,
             thin_provisioning: false,
             lbppbe: 0,
+            sanitize_rate: 0,
         }
     }
 }
@@ -82,6 +86,11 @@ impl LuParams {
                 "online" => p.online = flag(k, v)?,
                 "sense_format" => p.descriptor_sense = flag(k, v)?,
                 "thin_provisioning" => p.thin_provisioning = flag(k, v)?,
+                "sanitize_rate" => {
+                    p.sanitize_rate = v
+                        .parse()
+                        .map_err(|_| bad(k, v, "use MiB/s, 0 for unlimited"))?
+                }
                 "lbppbe" => {
                     p.lbppbe = v
                         .parse()

@@ -425,9 +425,11 @@ pub(crate) async fn compare_and_write_cmd(lu: &Lu, cdb: &[u8], data: &[u8]) -> O
     Ok(ScsiResult::good())
 }
 
-/// WRITE SAME (10/16) (SBC-4 5.49, 5.50). On a thin LU, UNMAP with a block that reads
-/// like an unmapped one (zeroes, LBPRZ) deallocates the range; NDOB (16 only) means a
-/// block of zeroes without Data-Out. ANCHOR is refused (ANC_SUP is zero).
+/// WRITE SAME (10/16) (SBC-4 5.49, 5.50). On a thin LU with LBPRZ, UNMAP deallocates
+/// the range, which then reads as zeroes whatever the Data-Out held (SBC-3 5.42: UNMAP
+/// asks for the blocks to be unmapped; initiators such as libiscsi's tests rely on
+/// it); NDOB (16 only) means a block of zeroes without Data-Out. ANCHOR is refused
+/// (ANC_SUP is zero).
 pub(crate) async fn write_same_cmd(lu: &Lu, cdb: &[u8], data: &[u8]) -> Outcome<ScsiResult> {
     check_protect(cdb)?;
     let thin = lu.thin();
@@ -476,7 +478,7 @@ pub(crate) async fn write_same_cmd(lu: &Lu, cdb: &[u8], data: &[u8]) -> Outcome<
     };
     let _g = lu.range.lock(s.lba, s.blocks, false).await;
     let st = store(lu);
-    if unmap && lbprz(lu) && block.iter().all(|b| *b == 0) {
+    if unmap && lbprz(lu) {
         st.unmap(s.lba * bs, s.blocks * bs)
             .await
             .map_err(|_| io_error(true))?;
@@ -685,6 +687,9 @@ pub(crate) async fn sanitize_cmd(lu: &Arc<Lu>, cdb: &[u8], data: &[u8]) -> Outco
     }
 }
 
+/// An overwrite pass is flushed every this many bytes.
+const SANITIZE_FLUSH_BYTES: u64 = 8 << 20;
+
 enum SanitizeJob {
     Overwrite {
         block: Vec<u8>,
@@ -697,6 +702,9 @@ enum SanitizeJob {
 
 async fn run_sanitize(lu: &Lu, job: SanitizeJob) -> std::io::Result<()> {
     let st = store(lu);
+    let rate = u64::from(lu.params.read().sanitize_rate) << 20;
+    let started = tokio::time::Instant::now();
+    let mut written = 0u64;
     let size = lu.num_blocks() * u64::from(lu.block_size);
     match job {
         SanitizeJob::Deallocate => st.unmap(0, size).await?,
@@ -719,6 +727,17 @@ async fn run_sanitize(lu: &Lu, job: SanitizeJob) -> std::io::Result<()> {
                     let n = (chunk.len() as u64).min(size - off) as usize;
                     st.write_at(chunk[..n].to_vec(), off).await?;
                     off += n as u64;
+                    // Overwritten means on the medium, not in the page cache with the
+                    // old data still on disk: flush as the pass goes, which also keeps
+                    // the dirty page cache small.
+                    if off % SANITIZE_FLUSH_BYTES == 0 {
+                        st.flush().await?;
+                    }
+                    written += n as u64;
+                    if rate > 0 {
+                        let due = std::time::Duration::from_secs_f64(written as f64 / rate as f64);
+                        tokio::time::sleep_until(started + due).await;
+                    }
                 }
             }
         }

@@ -186,7 +186,7 @@ impl ScsiTarget {
     pub fn resize_lu(&self, lun: u64, bytes: u64) -> Result<(), ScsiError> {
         let lu = self.lu(lun)?;
         let bs = u64::from(lu.block_size);
-        if bytes < bs || bytes % bs != 0 {
+        if bytes < bs || !bytes.is_multiple_of(bs) {
             return Err(ScsiError::BadParam(format!(
                 "size={bytes}: use a multiple of the {bs}-byte block size"
             )));

@@ -43,13 +43,15 @@ PEER = "tgtd-1.0.85-pass.txt"
 # Every run has -d (destructive tests allowed). The four issue-3 configurations
 # (default-lun = thick, thin-lun, removable-lun, readonly-lun) together cover the suite:
 # SANITIZE runs (-S) on the thin LUN, the only one where BLOCK ERASE exists; the readonly
-# LUN is thin too, so UNMAP exists there and must answer WRITE PROTECTED.
+# and removable LUNs are thin too, so UNMAP exists there and must answer WRITE PROTECTED /
+# MEDIUM NOT PRESENT.
 CONFIGS = {
     "default-lun": ([], 1 << 30, []),
     # sanitize_rate: Sanitize.Reset needs an OVERWRITE still running ~5 s after it
     # started; at 128 MiB/s one pass over 1 GiB takes 8 s on any machine.
     "thin-lun": (["--params", "thin_provisioning=1,sanitize_rate=128"], 1 << 30, ["-S"]),
-    "removable-lun": (["--params", "removable=1"], 1 << 30, []),
+    # Thin as well, so NoMedia.NoMediaSBC's UNMAP exists and answers MEDIUM NOT PRESENT.
+    "removable-lun": (["--params", "removable=1,thin_provisioning=1"], 1 << 30, []),
     "readonly-lun": (["--params", "readonly=1,thin_provisioning=1"], 1 << 30, []),
     # Not in ALL: with 8 logical blocks per physical block the five LBPPB > 1 tests run
     # and pass, but GetLBAStatus.UnmapSingle then expects the first LBA status

@@ -18,10 +18,18 @@ use crate::ua::UaTable;
 use crate::DeviceType;
 
 /// Removable-medium state (SBC-4 5.25 START STOP UNIT, 5.15 PREVENT ALLOW).
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Default)]
 pub(crate) struct MediumState {
     pub present: bool,
-    pub prevent_removal: bool,
+    /// The I_T nexuses that sent PREVENT (SBC-4 5.15): removal is prevented while any
+    /// has; each one's prevention ends with its nexus.
+    pub preventing: std::collections::HashSet<u64>,
+}
+
+impl MediumState {
+    pub fn prevent_removal(&self) -> bool {
+        !self.preventing.is_empty()
+    }
 }
 
 pub(crate) struct Lu {
@@ -84,7 +92,7 @@ impl Lu {
             default_mode,
             medium: Mutex::new(MediumState {
                 present: true,
-                prevent_removal: false,
+                preventing: Default::default(),
             }),
             ua: UaTable::default(),
             spc2: Spc2Reservation::default(),
@@ -146,6 +154,6 @@ impl Lu {
     /// parameters stay as they are, as nothing is saved and the LU is not power-cycled.
     pub fn reset(&self) {
         self.spc2.clear();
-        self.medium.lock().prevent_removal = false;
+        self.medium.lock().preventing.clear();
     }
 }

@@ -782,24 +782,26 @@ pub(crate) async fn start_stop_cmd(lu: &Lu, cdb: &[u8]) -> Outcome<ScsiResult> {
         return Ok(ScsiResult::good());
     }
     let mut m = lu.medium.lock();
-    if start {
-        m.present = true;
-    } else {
-        if m.prevent_removal {
-            return Err(Sense::illegal(asc::MEDIUM_REMOVAL_PREVENTED).into());
-        }
-        m.present = false;
+    // SBC-4 5.25: while removal is prevented, LOEJ neither ejects nor loads.
+    if m.prevent_removal() {
+        return Err(Sense::illegal(asc::MEDIUM_REMOVAL_PREVENTED).into());
     }
+    m.present = start;
     Ok(ScsiResult::good())
 }
 
 /// PREVENT ALLOW MEDIUM REMOVAL (SBC-4 5.15).
-pub(crate) fn prevent_allow_cmd(lu: &Lu, cdb: &[u8]) -> Outcome<ScsiResult> {
+pub(crate) fn prevent_allow_cmd(lu: &Lu, nexus: u64, cdb: &[u8]) -> Outcome<ScsiResult> {
     let prevent = cdb[4] & 0x03;
     if prevent > 1 {
         return Err(invalid_cdb());
     }
-    lu.medium.lock().prevent_removal = prevent == 1;
+    let mut m = lu.medium.lock();
+    if prevent == 1 {
+        m.preventing.insert(nexus);
+    } else {
+        m.preventing.remove(&nexus);
+    }
     Ok(ScsiResult::good())
 }
 

@@ -248,7 +248,7 @@ impl ScsiTarget {
             .map(|lu| {
                 let p = lu.params.read().clone();
                 let mode = *lu.mode.lock();
-                let medium = *lu.medium.lock();
+                let medium = lu.medium.lock().clone();
                 let controller = lu.lun == 0;
                 LuInfo {
                     lun: lu.lun,
@@ -262,7 +262,7 @@ impl ScsiTarget {
                     block_size: lu.block_size,
                     online: p.online && medium.present,
                     removable: p.removable,
-                    prevent_removal: medium.prevent_removal,
+                    prevent_removal: medium.prevent_removal(),
                     readonly: lu.hard_readonly(),
                     swp: mode.swp,
                     thin_provisioning: p.thin_provisioning,
@@ -492,7 +492,7 @@ impl ScsiTarget {
                 Ok(ScsiResult::good())
             }
             op::START_STOP_UNIT => sbc::start_stop_cmd(lu, cdb).await,
-            op::PREVENT_ALLOW => sbc::prevent_allow_cmd(lu, cdb),
+            op::PREVENT_ALLOW => sbc::prevent_allow_cmd(lu, nexus.id, cdb),
             0x25 => {
                 self.check_capacity(lu, Some(nexus.id));
                 Ok(ScsiResult::with_data(sbc::read_capacity10(lu, cdb)?))
@@ -576,6 +576,8 @@ impl ScsiTarget {
         for lu in self.all_lus() {
             lu.ua.forget(nexus.id);
             lu.spc2.release(nexus.id);
+            // SBC-4 5.15: a prevention ends with the I_T nexus that made it.
+            lu.medium.lock().preventing.remove(&nexus.id);
         }
     }
 }

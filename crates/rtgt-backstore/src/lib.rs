@@ -41,6 +41,17 @@ pub struct Capabilities {
     pub logical_block_size: u32,
     /// The device's physical block size (BLKPBSZGET); 0 when the store has no opinion.
     pub physical_block_size: u32,
+    /// Unmapped ranges read back as zeroes (SBC-4 LBPRZ); only meaningful with `unmap`.
+    pub unmap_zeroes: bool,
+}
+
+/// One run of a byte range as the store holds it: `len` bytes at `offset`, either
+/// allocated (holding data) or a hole (reads as zeroes, uses no space).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Extent {
+    pub offset: u64,
+    pub len: u64,
+    pub allocated: bool,
 }
 
 /// I/O the store has done, counted when the kernel (or memory) completed it. Tests use
@@ -131,6 +142,24 @@ pub trait BackingStore: Send + Sync + 'static {
     /// What the store has done so far.
     fn stats(&self) -> IoStats {
         IoStats::default()
+    }
+    /// How `[offset, offset + len)` is allocated, as consecutive extents covering the
+    /// whole range in order. The default says everything is allocated.
+    async fn allocation(&self, offset: u64, len: u64) -> io::Result<Vec<Extent>> {
+        Ok(vec![Extent {
+            offset,
+            len,
+            allocated: true,
+        }])
+    }
+    /// Changes the size (online resize). The default says the store cannot.
+    fn resize(&self, _size: u64) -> io::Result<()> {
+        Err(io::Error::from(io::ErrorKind::Unsupported))
+    }
+    /// Re-reads the size from the medium (a backing file grown behind our back) and
+    /// returns it. The default: the size never changes by itself.
+    fn refresh_size(&self) -> io::Result<u64> {
+        Ok(self.size())
     }
 }
 

@@ -60,6 +60,8 @@ impl BackingStore for MemStore {
     fn capabilities(&self) -> Capabilities {
         Capabilities {
             unmap: true,
+            // Unmapped chunks are freed and read back as zeroes.
+            unmap_zeroes: true,
             ..Capabilities::default()
         }
     }

@@ -1,6 +1,7 @@
 //! `null`: reads return zeroes, writes are discarded. For benchmarking the rest of the stack.
 
 use std::io;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use async_trait::async_trait;
 
@@ -10,12 +11,14 @@ use crate::{BackingStore, Capabilities};
 pub const DEFAULT_SIZE: u64 = 16 << 30;
 
 pub struct NullStore {
-    size: u64,
+    size: AtomicU64,
 }
 
 impl NullStore {
     pub fn new(size: u64) -> Self {
-        Self { size }
+        Self {
+            size: AtomicU64::new(size),
+        }
     }
 }
 
@@ -25,11 +28,13 @@ impl BackingStore for NullStore {
         "null"
     }
     fn size(&self) -> u64 {
-        self.size
+        self.size.load(Ordering::Relaxed)
     }
     fn capabilities(&self) -> Capabilities {
         Capabilities {
             unmap: true,
+            // Everything reads as zeroes, unmapped or not.
+            unmap_zeroes: true,
             ..Capabilities::default()
         }
     }
@@ -44,6 +49,13 @@ impl BackingStore for NullStore {
         Ok(())
     }
     async fn unmap(&self, _offset: u64, _len: u64) -> io::Result<()> {
+        Ok(())
+    }
+    async fn write_zeroes(&self, _offset: u64, _len: u64) -> io::Result<()> {
+        Ok(())
+    }
+    fn resize(&self, size: u64) -> io::Result<()> {
+        self.size.store(size, Ordering::Relaxed);
         Ok(())
     }
 }

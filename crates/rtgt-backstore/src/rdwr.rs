@@ -4,16 +4,20 @@
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use async_trait::async_trait;
 
 use crate::aligned::{align_down, align_up, is_aligned, AlignedBuf, RangeLock};
-use crate::{pool, sys, BackingStore, Capabilities, Counters, IoStats, OpenError, OpenOptions};
+use crate::{
+    pool, sys, BackingStore, Capabilities, Counters, Extent, IoStats, OpenError, OpenOptions,
+};
 
 pub struct RdwrStore {
     file: Arc<File>,
-    size: u64,
+    /// Changes with online resize or a file grown behind our back.
+    size: AtomicU64,
     caps: Capabilities,
     counters: Arc<Counters>,
     /// Serialises overlapping O_DIRECT writes (see [`RangeLock`]).
@@ -25,7 +29,7 @@ impl RdwrStore {
         let o = sys::open_backing(opts)?;
         Ok(Self {
             file: Arc::new(o.file),
-            size: o.size,
+            size: AtomicU64::new(o.size),
             caps: o.caps,
             counters: Arc::default(),
             locks: RangeLock::new(),
@@ -115,7 +119,7 @@ impl BackingStore for RdwrStore {
         "rdwr"
     }
     fn size(&self) -> u64 {
-        self.size
+        self.size.load(Ordering::Relaxed)
     }
     fn capabilities(&self) -> Capabilities {
         self.caps.clone()
@@ -159,7 +163,36 @@ impl BackingStore for RdwrStore {
         }
         let file = self.file.clone();
         let bdev = self.caps.block_device;
-        pool::run(move || sys::discard(&file, bdev, offset, len)).await
+        pool::run(move || match sys::discard(&file, bdev, offset, len) {
+            // A file system that cannot punch holes: zeroes keep LBPRZ true.
+            Err(e) if !bdev && sys::unsupported(&e) => sys::zero_range(&file, bdev, offset, len),
+            r => r,
+        })
+        .await
+    }
+    async fn allocation(&self, offset: u64, len: u64) -> io::Result<Vec<Extent>> {
+        if self.caps.block_device || len == 0 {
+            return Ok(vec![Extent {
+                offset,
+                len,
+                allocated: true,
+            }]);
+        }
+        let file = self.file.clone();
+        pool::run(move || sys::extents(&file, offset, len)).await
+    }
+    fn resize(&self, size: u64) -> io::Result<()> {
+        if self.caps.block_device || self.caps.read_only {
+            return Err(io::Error::from(io::ErrorKind::Unsupported));
+        }
+        self.file.set_len(size)?;
+        self.size.store(size, Ordering::Relaxed);
+        Ok(())
+    }
+    fn refresh_size(&self) -> io::Result<u64> {
+        let size = sys::current_size(&self.file, self.caps.block_device)?;
+        self.size.store(size, Ordering::Relaxed);
+        Ok(size)
     }
     async fn write_zeroes(&self, offset: u64, len: u64) -> io::Result<()> {
         if self.caps.read_only {
@@ -322,6 +355,28 @@ pub(crate) mod tests {
         .unwrap();
         assert!(s.capabilities().read_only);
         assert!(s.write_at(vec![0; 512], 0).await.is_err());
+        std::fs::remove_file(p).unwrap();
+    }
+
+    #[tokio::test]
+    async fn unmap_punches_holes_and_allocation_sees_them() {
+        let p = tmpfile(1 << 20);
+        let s = open(&p, false).unwrap();
+        s.write_at(vec![0xaa; 1 << 20], 0).await.unwrap();
+        s.unmap(256 << 10, 256 << 10).await.unwrap();
+        let got = s.read_at(vec![1; 4096], 256 << 10).await.unwrap();
+        assert!(got.iter().all(|b| *b == 0));
+        let ext = s.allocation(0, 1 << 20).await.unwrap();
+        assert_eq!(ext.iter().map(|e| e.len).sum::<u64>(), 1 << 20);
+        // tmpfs and ext4 both punch; a file system that cannot leaves it all allocated.
+        if ext.len() > 1 {
+            assert!(ext[0].allocated);
+            assert_eq!(ext[1].offset, 256 << 10);
+            assert!(!ext[1].allocated);
+        }
+        s.resize(2 << 20).unwrap();
+        assert_eq!(s.size(), 2 << 20);
+        assert_eq!(s.refresh_size().unwrap(), 2 << 20);
         std::fs::remove_file(p).unwrap();
     }
 }

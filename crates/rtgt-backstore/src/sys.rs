@@ -51,6 +51,9 @@ pub fn open_backing(opts: &OpenOptions) -> Result<Opened, OpenError> {
         unmap: true,
         ..Capabilities::default()
     };
+    // A punched hole in a file reads as zeroes (and where punching is refused, unmap
+    // writes zeroes); a discarded block device range promises nothing (SBC-4 LBPRZ).
+    caps.unmap_zeroes = !meta.file_type().is_block_device();
     let size = if meta.file_type().is_block_device() {
         caps.block_device = true;
         caps.logical_block_size = blk_u32(&file, BLKSSZGET).map_err(io_err)?;
@@ -64,7 +67,7 @@ pub fn open_backing(opts: &OpenOptions) -> Result<Opened, OpenError> {
     Ok(Opened { file, size, caps })
 }
 
-fn block_device_size(file: &File) -> io::Result<u64> {
+pub fn block_device_size(file: &File) -> io::Result<u64> {
     let mut size: u64 = 0;
     // SAFETY: the ioctl writes one u64 into `size`, which outlives the call.
     let rc = unsafe { libc::ioctl(file.as_raw_fd(), BLKGETSIZE64, &mut size as *mut u64) };
@@ -199,4 +202,62 @@ pub fn pwrite_dsync(file: &File, mut buf: &[u8], mut offset: u64) -> io::Result<
         offset += n as u64;
     }
     Ok(())
+}
+
+/// lseek(SEEK_DATA / SEEK_HOLE); None when there is no such offset before EOF (ENXIO).
+fn seek(file: &File, offset: u64, whence: libc::c_int) -> io::Result<Option<u64>> {
+    // SAFETY: plain syscall; the file offset it moves is unused (all I/O is positional).
+    let r = unsafe { libc::lseek(file.as_raw_fd(), offset as libc::off_t, whence) };
+    if r < 0 {
+        let e = io::Error::last_os_error();
+        return match e.raw_os_error() {
+            Some(libc::ENXIO) => Ok(None),
+            _ => Err(e),
+        };
+    }
+    Ok(Some(r as u64))
+}
+
+/// The data / hole runs of `[offset, offset + len)` of a regular file, from SEEK_DATA and
+/// SEEK_HOLE; a file system without them reports everything allocated.
+pub fn extents(file: &File, offset: u64, len: u64) -> io::Result<Vec<crate::Extent>> {
+    let end = offset + len;
+    let mut out = Vec::new();
+    let mut push = |start: u64, stop: u64, allocated: bool| {
+        if stop > start {
+            out.push(crate::Extent {
+                offset: start,
+                len: stop - start,
+                allocated,
+            });
+        }
+    };
+    let mut pos = offset;
+    while pos < end {
+        let data = match seek(file, pos, libc::SEEK_DATA) {
+            Ok(d) => d.unwrap_or(end).min(end),
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                push(pos, end, true);
+                break;
+            }
+            Err(e) => return Err(e),
+        };
+        push(pos, data, false);
+        if data >= end {
+            break;
+        }
+        let hole = seek(file, data, libc::SEEK_HOLE)?.unwrap_or(end).min(end);
+        push(data, hole, true);
+        pos = hole;
+    }
+    Ok(out)
+}
+
+/// The size of an open backing file or block device now.
+pub fn current_size(file: &File, block_device: bool) -> io::Result<u64> {
+    if block_device {
+        block_device_size(file)
+    } else {
+        Ok(file.metadata()?.len())
+    }
 }

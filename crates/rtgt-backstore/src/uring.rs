@@ -15,7 +15,7 @@ use std::collections::VecDeque;
 use std::fs::File;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, OnceLock};
 
 use async_trait::async_trait;
@@ -24,7 +24,7 @@ use tokio::sync::oneshot;
 
 use crate::aligned::{align_down, align_up, is_aligned, AlignedBuf, RangeLock};
 use crate::{
-    pool, rdwr, sys, BackingStore, Capabilities, Counters, IoStats, OpenError, OpenOptions,
+    pool, rdwr, sys, BackingStore, Capabilities, Counters, Extent, IoStats, OpenError, OpenOptions,
 };
 
 /// Submission queue size; completions arrive in a queue twice as large.
@@ -324,7 +324,8 @@ fn ring_thread(mut uring: IoUring, rx: mpsc::Receiver<Req>, wake: RawFd, pending
 pub struct UringStore {
     ring: &'static Ring,
     file: Arc<File>,
-    size: u64,
+    /// Changes with online resize or a file grown behind our back.
+    size: AtomicU64,
     caps: Capabilities,
     counters: Arc<Counters>,
     locks: Arc<RangeLock>,
@@ -375,7 +376,7 @@ impl UringStore {
         Ok(Self {
             ring,
             file: Arc::new(o.file),
-            size: o.size,
+            size: AtomicU64::new(o.size),
             caps: o.caps,
             counters: Arc::default(),
             locks: RangeLock::new(),
@@ -475,7 +476,7 @@ impl BackingStore for UringStore {
         "io_uring"
     }
     fn size(&self) -> u64 {
-        self.size
+        self.size.load(Ordering::Relaxed)
     }
     fn capabilities(&self) -> Capabilities {
         self.caps.clone()
@@ -537,7 +538,35 @@ impl BackingStore for UringStore {
             let file = self.file.clone();
             return pool::run(move || sys::discard(&file, true, offset, len)).await;
         }
-        self.fallocate(sys::PUNCH_HOLE, offset, len).await
+        match self.fallocate(sys::PUNCH_HOLE, offset, len).await {
+            // A file system that cannot punch holes: zeroes keep LBPRZ true.
+            Err(e) if sys::unsupported(&e) => self.write_zeroes(offset, len).await,
+            r => r,
+        }
+    }
+    async fn allocation(&self, offset: u64, len: u64) -> io::Result<Vec<Extent>> {
+        if self.caps.block_device || len == 0 {
+            return Ok(vec![Extent {
+                offset,
+                len,
+                allocated: true,
+            }]);
+        }
+        let file = self.file.clone();
+        pool::run(move || sys::extents(&file, offset, len)).await
+    }
+    fn resize(&self, size: u64) -> io::Result<()> {
+        if self.caps.block_device || self.caps.read_only {
+            return Err(io::Error::from(io::ErrorKind::Unsupported));
+        }
+        self.file.set_len(size)?;
+        self.size.store(size, Ordering::Relaxed);
+        Ok(())
+    }
+    fn refresh_size(&self) -> io::Result<u64> {
+        let size = sys::current_size(&self.file, self.caps.block_device)?;
+        self.size.store(size, Ordering::Relaxed);
+        Ok(size)
     }
     async fn write_zeroes(&self, offset: u64, len: u64) -> io::Result<()> {
         if self.caps.read_only {

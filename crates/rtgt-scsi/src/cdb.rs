@@ -24,6 +24,15 @@ pub(crate) type Outcome<T> = Result<T, Fail>;
 pub(crate) fn invalid_cdb() -> Fail {
     Fail::Check(Sense::illegal(asc::INVALID_FIELD_IN_CDB))
 }
+/// INVALID FIELD IN CDB pointing at the field (SPC-4 4.5.2.4.2). Initiators tell an
+/// unsupported service action (pointer at byte 1) from a bad field by it.
+pub(crate) fn invalid_cdb_at(byte: u16, bit: Option<u8>) -> Fail {
+    Fail::Check(Sense::illegal(asc::INVALID_FIELD_IN_CDB).with_field(true, byte, bit))
+}
+/// INVALID FIELD IN PARAMETER LIST pointing at the field.
+pub(crate) fn invalid_param_at(byte: u16, bit: Option<u8>) -> Fail {
+    Fail::Check(Sense::illegal(asc::INVALID_FIELD_IN_PARAMETER_LIST).with_field(false, byte, bit))
+}
 pub(crate) fn invalid_param() -> Fail {
     Fail::Check(Sense::illegal(asc::INVALID_FIELD_IN_PARAMETER_LIST))
 }
@@ -103,6 +112,9 @@ pub(crate) fn allocation_length(cdb: &[u8]) -> Option<usize> {
         0x4d | 0x5a | 0x5e => be16(7),                  // LOG SENSE, MODE SENSE (10), PR IN
         0xa0 | 0xa3 => be32(6),                         // REPORT LUNS, MAINTENANCE IN
         0x9e => be32(10),                               // SERVICE ACTION IN (16)
+        0x84 => be32(10),                               // RECEIVE COPY RESULTS
+        0x37 => be16(7),                                // READ DEFECT DATA (10)
+        0xb7 => be32(6),                                // READ DEFECT DATA (12)
         _ => None,
     }
 }

@@ -34,7 +34,7 @@ pub(crate) fn execute(
             lu, target, nexus, cdb,
         )?)),
         op::REPORT_LUNS => spc::report_luns(luns, cdb),
-        op::MAINTENANCE_IN => spc::maintenance_in(lu, cdb),
+        op::MAINTENANCE_IN => spc::maintenance_in(lu, crate::opcodes::Features::default(), cdb),
         _ => Err(invalid_opcode()),
     }
 }

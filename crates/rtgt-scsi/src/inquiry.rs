@@ -13,8 +13,15 @@ pub(crate) const TYPE_UNKNOWN: u8 = 0x1f;
 /// MAXIMUM TRANSFER LENGTH in bytes: commands carry all their data in memory.
 pub(crate) const MAX_TRANSFER_BYTES: u64 = 16 << 20;
 /// MAXIMUM WRITE SAME LENGTH in bytes: written in 1 MiB chunks, bounded so one
-/// command cannot keep the store busy for long.
-pub(crate) const MAX_WRITE_SAME_BYTES: u64 = 64 << 20;
+/// command cannot keep the store busy for long. Equal to MAXIMUM TRANSFER LENGTH, so
+/// an initiator may verify any WRITE SAME range with one READ.
+pub(crate) const MAX_WRITE_SAME_BYTES: u64 = MAX_TRANSFER_BYTES;
+/// MAXIMUM ATOMIC TRANSFER LENGTH in bytes: one pwrite under an exclusive range lock.
+pub(crate) const MAX_ATOMIC_TRANSFER_BYTES: u64 = 1 << 20;
+/// MAXIMUM UNMAP LBA COUNT (per command) and MAXIMUM UNMAP BLOCK DESCRIPTOR COUNT:
+/// punching is cheap, but a file system without it falls back to writing zeroes.
+pub(crate) const MAX_UNMAP_BLOCKS: u32 = 1 << 20;
+pub(crate) const MAX_UNMAP_DESCRIPTORS: u32 = 256;
 
 pub(crate) fn device_type_code(t: DeviceType) -> u8 {
     match t {
@@ -127,7 +134,7 @@ fn name_string(s: &str) -> Vec<u8> {
 
 fn supported_pages(lu: &Lu) -> &'static [u8] {
     match lu.device_type {
-        DeviceType::Disk => &[0x00, 0x80, 0x83, 0x86, 0xb0, 0xb1, 0xb2],
+        DeviceType::Disk => &[0x00, 0x80, 0x83, 0x86, 0x8f, 0xb0, 0xb1, 0xb2],
         DeviceType::Controller => &[0x00, 0x80, 0x83],
     }
 }
@@ -184,21 +191,41 @@ fn vpd(lu: &Lu, target: &str, nexus: &ItNexus, page: u8) -> Outcome<Vec<u8>> {
             body[4..8].copy_from_slice(&max.to_be_bytes());
             body[8..12].copy_from_slice(&max.to_be_bytes());
             body[12..16].copy_from_slice(&max.to_be_bytes()); // MAXIMUM PREFETCH LENGTH
-                                                              // No UNMAP: MAXIMUM UNMAP LBA / BLOCK DESCRIPTOR COUNT stay zero.
+            if lu.thin() {
+                // UNMAP limits, and the file system block as OPTIMAL UNMAP GRANULARITY
+                // (a smaller hole is only zeroed), aligned at LBA 0 (UGAVALID).
+                body[16..20].copy_from_slice(&MAX_UNMAP_BLOCKS.to_be_bytes());
+                body[20..24].copy_from_slice(&MAX_UNMAP_DESCRIPTORS.to_be_bytes());
+                body[24..28].copy_from_slice(&u32::from(gran).to_be_bytes());
+                body[28] = 0x80;
+            }
             let ws = MAX_WRITE_SAME_BYTES / bs;
             body[32..40].copy_from_slice(&ws.to_be_bytes());
+            // MAXIMUM ATOMIC TRANSFER LENGTH; ATOMIC ALIGNMENT and ATOMIC TRANSFER
+            // LENGTH GRANULARITY zero: none required. No atomic boundaries.
+            let atomic = (MAX_ATOMIC_TRANSFER_BYTES / bs) as u32;
+            body[40..44].copy_from_slice(&atomic.to_be_bytes());
         }
         0xb1 => {
             // Block Device Characteristics (SBC-4 6.6.2): non-rotating medium, form
-            // factor not reported.
+            // factor not reported. WABEREQ / WACEREQ 01b: after a BLOCK ERASE (thin
+            // LUs only) or CRYPTO ERASE, reads succeed (and return zeroes).
             body.resize(0x3c, 0);
             body[0..2].copy_from_slice(&1u16.to_be_bytes());
+            body[3] = if lu.thin() { 0x50 } else { 0x10 };
         }
         0xb2 => {
-            // Logical Block Provisioning (SBC-4 6.6.7): fully provisioned, so LBPU,
-            // LBPWS, LBPWS10 are zero and PROVISIONING TYPE is 000b.
+            // Logical Block Provisioning (SBC-4 6.6.7). Thin: LBPU (UNMAP), LBPWS and
+            // LBPWS10 (WRITE SAME with UNMAP), LBPRZ when unmapped blocks read as
+            // zeroes, no anchored state, PROVISIONING TYPE 010b. Fully provisioned:
+            // all zero.
             body.resize(4, 0);
+            if lu.thin() {
+                body[1] = 0x80 | 0x40 | 0x20 | (u8::from(crate::sbc::lbprz(lu)) << 2);
+                body[2] = 0x02;
+            }
         }
+        0x8f => body = crate::xcopy::third_party_copy_vpd(),
         _ => return Err(invalid_cdb()),
     }
     let mut b = vec![device_type_code(lu.device_type), page];

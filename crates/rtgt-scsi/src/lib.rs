@@ -15,12 +15,14 @@ mod mode;
 mod opcodes;
 mod params;
 mod pr;
+mod range;
 mod reserve;
 mod sbc;
 pub mod sense;
 mod spc;
 pub mod target;
 mod ua;
+mod xcopy;
 
 #[cfg(test)]
 mod target_tests;
@@ -28,7 +30,7 @@ mod target_tests;
 #[cfg(test)]
 mod cache_tests;
 
-pub use target::{ScsiTarget, TmResponse};
+pub use target::{LuDirectory, ScsiTarget, TmResponse};
 
 /// SAM-5 status codes.
 pub mod status {

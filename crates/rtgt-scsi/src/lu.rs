@@ -2,6 +2,8 @@
 //! attentions and reservations. Each piece has its own lock so concurrent commands only
 //! meet where they must; no lock is held across backing-store I/O.
 
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use parking_lot::{Mutex, RwLock};
@@ -10,15 +12,24 @@ use rtgt_backstore::BackingStore;
 use crate::mode::ModeState;
 use crate::params::{LuParams, PhysicalBlock};
 use crate::pr::PrState;
+use crate::range::RangeLock;
 use crate::reserve::Spc2Reservation;
 use crate::ua::UaTable;
 use crate::DeviceType;
 
 /// Removable-medium state (SBC-4 5.25 START STOP UNIT, 5.15 PREVENT ALLOW).
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Default)]
 pub(crate) struct MediumState {
     pub present: bool,
-    pub prevent_removal: bool,
+    /// The I_T nexuses that sent PREVENT (SBC-4 5.15): removal is prevented while any
+    /// has; each one's prevention ends with its nexus.
+    pub preventing: std::collections::HashSet<u64>,
+}
+
+impl MediumState {
+    pub fn prevent_removal(&self) -> bool {
+        !self.preventing.is_empty()
+    }
 }
 
 pub(crate) struct Lu {
@@ -39,9 +50,19 @@ pub(crate) struct Lu {
     pub ua: UaTable,
     pub spc2: Spc2Reservation,
     pub pr: Mutex<PrState>,
-    /// Serialises read-modify-write commands (COMPARE AND WRITE, ORWRITE) so each is
-    /// atomic against the others (SBC-4 5.3).
-    pub rmw: tokio::sync::Mutex<()>,
+    /// LBA range locks: read-modify-write and atomic commands hold their blocks
+    /// exclusively, every other media access shares them (SBC-4 4.29, 5.3).
+    pub range: RangeLock,
+    /// A sanitize operation is running (SBC-4 4.11): most commands get NOT READY.
+    pub sanitizing: Arc<AtomicBool>,
+    /// The last sanitize failed: medium access gets SANITIZE COMMAND FAILED until a
+    /// SANITIZE succeeds or EXIT FAILURE MODE (SBC-4 4.11.4).
+    pub sanitize_failed: AtomicBool,
+    /// The size last reported, to notice a backing file that grew or shrank (SBC-4
+    /// 4.6: CAPACITY DATA HAS CHANGED).
+    pub reported_size: AtomicU64,
+    /// Held EXTENDED COPY results per (I_T nexus, LIST IDENTIFIER) (SPC-4 6.18.2).
+    pub copy_results: parking_lot::Mutex<HashMap<(u64, u8), crate::xcopy::CopyStatus>>,
 }
 
 impl Lu {
@@ -67,6 +88,7 @@ impl Lu {
             .as_ref()
             .map(|s| physical_block_size(&params, s.as_ref(), block_size))
             .unwrap_or(block_size);
+        let size = store.as_ref().map(|s| s.size()).unwrap_or(0);
         Self {
             lun,
             device_type,
@@ -80,13 +102,35 @@ impl Lu {
             default_mode,
             medium: Mutex::new(MediumState {
                 present: true,
-                prevent_removal: false,
+                preventing: Default::default(),
             }),
             ua: UaTable::default(),
             spc2: Spc2Reservation::default(),
             pr: Mutex::new(PrState::default()),
-            rmw: tokio::sync::Mutex::new(()),
+            range: RangeLock::default(),
+            sanitizing: Arc::new(AtomicBool::new(false)),
+            sanitize_failed: AtomicBool::new(false),
+            reported_size: AtomicU64::new(size),
+            copy_results: parking_lot::Mutex::new(HashMap::new()),
         }
+    }
+
+    pub fn thin(&self) -> bool {
+        self.params.read().thin_provisioning
+    }
+
+    pub fn is_sanitizing(&self) -> bool {
+        self.sanitizing.load(Ordering::Acquire)
+    }
+
+    /// Re-reads the store's size; true when it differs from what was last reported
+    /// (the caller raises CAPACITY DATA HAS CHANGED).
+    pub fn capacity_changed(&self) -> bool {
+        let Some(store) = &self.store else {
+            return false;
+        };
+        let now = store.refresh_size().unwrap_or_else(|_| store.size());
+        self.reported_size.swap(now, Ordering::AcqRel) != now
     }
 
     /// Number of logical blocks (READ CAPACITY reports this minus one).
@@ -140,7 +184,7 @@ impl Lu {
     /// parameters stay as they are, as nothing is saved and the LU is not power-cycled.
     pub fn reset(&self) {
         self.spc2.clear();
-        self.medium.lock().prevent_removal = false;
+        self.medium.lock().preventing.clear();
     }
 }
 

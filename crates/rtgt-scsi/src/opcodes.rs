@@ -2,7 +2,7 @@
 //! SUPPORTED OPERATION CODES (SPC-4 6.35) — and as the dispatch tables' source of truth
 //! (a test checks every listed opcode is dispatched and nothing else is).
 
-use crate::cdb::{byte, invalid_cdb, u16_at, Outcome};
+use crate::cdb::{byte, invalid_cdb_at, u16_at, Outcome};
 use crate::DeviceType;
 
 /// One supported command: operation code, service action (if the opcode has them) and
@@ -102,7 +102,11 @@ const DISK: &[OpInfo] = &[
         0x35,
         &[0x35, 0x02, 0xff, 0xff, 0xff, 0xff, 0, 0xff, 0xff, 0],
     ),
+    op(0x37, &[0x37, 0, 0x1f, 0, 0, 0, 0, 0xff, 0xff, 0]),
     op(0x41, &[0x41, 0, 0xff, 0xff, 0xff, 0xff, 0, 0xff, 0xff, 0]),
+    op_sa(0x48, 0x01, &[0x48, 0xa1, 0, 0, 0, 0, 0, 0xff, 0xff, 0]),
+    op_sa(0x48, 0x03, &[0x48, 0xa3, 0, 0, 0, 0, 0, 0xff, 0xff, 0]),
+    op_sa(0x48, 0x1f, &[0x48, 0xbf, 0, 0, 0, 0, 0, 0xff, 0xff, 0]),
     op(0x55, &[0x55, 0x11, 0, 0, 0, 0, 0, 0xff, 0xff, 0]),
     op(0x56, &[0x56, 0, 0, 0, 0, 0, 0, 0, 0, 0]),
     op(0x57, &[0x57, 0, 0, 0, 0, 0, 0, 0, 0, 0]),
@@ -145,6 +149,27 @@ const DISK: &[OpInfo] = &[
         0x5f,
         0x06,
         &[0x5f, 0x06, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0],
+    ),
+    op_sa(
+        0x83,
+        0x00,
+        &[
+            0x83, 0x00, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0, 0,
+        ],
+    ),
+    op_sa(
+        0x84,
+        0x00,
+        &[
+            0x84, 0x00, 0xff, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0, 0,
+        ],
+    ),
+    op_sa(
+        0x84,
+        0x03,
+        &[
+            0x84, 0x03, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0, 0,
+        ],
     ),
     op(0x88, &R16),
     op(
@@ -189,6 +214,12 @@ const DISK: &[OpInfo] = &[
             0x93, 0, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0, 0,
         ],
     ),
+    op(
+        0x9c,
+        &[
+            0x9c, 0x18, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0, 0, 0xff, 0xff, 0, 0,
+        ],
+    ),
     op_sa(
         0x9e,
         0x10,
@@ -207,6 +238,12 @@ const DISK: &[OpInfo] = &[
     op(0xa8, &R12),
     op(0xaa, &W12),
     op(
+        0xb7,
+        &[
+            0xb7, 0x1f, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0, 0,
+        ],
+    ),
+    op(
         0xae,
         &[
             0xae, 0x12, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0, 0,
@@ -220,38 +257,80 @@ const DISK: &[OpInfo] = &[
     ),
 ];
 
-/// All commands of a device type, sorted by opcode then service action.
-pub(crate) fn supported(t: DeviceType) -> Vec<&'static OpInfo> {
+/// Commands only a thin-provisioned disk has (SBC-4 4.7.3): UNMAP, SANITIZE BLOCK
+/// ERASE (which deallocates everything), and WRITE SAME with ANCHOR / UNMAP / NDOB.
+const THIN: &[OpInfo] = &[
+    op(
+        0x41,
+        &[0x41, 0x18, 0xff, 0xff, 0xff, 0xff, 0, 0xff, 0xff, 0],
+    ),
+    op(0x42, &[0x42, 0x01, 0, 0, 0, 0, 0, 0xff, 0xff, 0]),
+    op_sa(0x48, 0x02, &[0x48, 0xa2, 0, 0, 0, 0, 0, 0xff, 0xff, 0]),
+    op(
+        0x93,
+        &[
+            0x93, 0x19, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0,
+            0,
+        ],
+    ),
+];
+
+/// What a logical unit implements, besides its device type.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Features {
+    pub thin: bool,
+}
+
+/// All commands of a device type, sorted by opcode then service action. A thin LU's
+/// entries replace the thick ones of the same opcode and service action.
+pub(crate) fn supported(t: DeviceType, f: Features) -> Vec<&'static OpInfo> {
     let mut v: Vec<&'static OpInfo> = COMMON.iter().collect();
     if t == DeviceType::Disk {
         v.extend(DISK.iter());
+        if f.thin {
+            v.retain(|o| !THIN.iter().any(|t| t.opcode == o.opcode && t.sa == o.sa));
+            v.extend(THIN.iter());
+        }
     }
     v.sort_by_key(|o| (o.opcode, o.sa));
     v
 }
 
-pub(crate) fn is_supported(t: DeviceType, opcode: u8, sa: Option<u16>) -> bool {
-    supported(t)
+pub(crate) fn is_supported(t: DeviceType, f: Features, opcode: u8, sa: Option<u16>) -> bool {
+    supported(t, f)
         .iter()
         .any(|o| o.opcode == opcode && (o.sa.is_none() || o.sa == sa))
 }
 
+/// Opcodes whose CDB byte 1 carries a SERVICE ACTION (SPC-4 4.2.5.1 and the commands
+/// rtgt implements).
+pub(crate) fn has_service_action(opcode: u8) -> bool {
+    matches!(opcode, 0x48 | 0x5e | 0x5f | 0x83 | 0x84 | 0x9e | 0xa3)
+}
+
 /// Command timeouts descriptor (SPC-4 6.35.4): nominal and recommended, in seconds.
-fn timeouts() -> [u8; 12] {
+/// Commands that touch the whole medium (SANITIZE, EXTENDED COPY, WRITE SAME, UNMAP)
+/// may take long; everything else completes well within a second.
+fn timeouts(opcode: u8) -> [u8; 12] {
+    let (nominal, recommended) = match opcode {
+        0x48 => (600, 3600),
+        0x83 | 0x41 | 0x93 | 0x42 | 0x35 | 0x91 => (10, 120),
+        _ => (1, 30),
+    };
     let mut t = [0u8; 12];
     t[0..2].copy_from_slice(&0x0au16.to_be_bytes());
-    t[4..8].copy_from_slice(&1u32.to_be_bytes());
-    t[8..12].copy_from_slice(&30u32.to_be_bytes());
+    t[4..8].copy_from_slice(&(nominal as u32).to_be_bytes());
+    t[8..12].copy_from_slice(&(recommended as u32).to_be_bytes());
     t
 }
 
 /// REPORT SUPPORTED OPERATION CODES (MAINTENANCE IN, service action 0Ch).
-pub(crate) fn report(t: DeviceType, cdb: &[u8]) -> Outcome<Vec<u8>> {
+pub(crate) fn report(t: DeviceType, f: Features, cdb: &[u8]) -> Outcome<Vec<u8>> {
     let rctd = cdb[2] & 0x80 != 0;
     let options = cdb[2] & 0x07;
     let req_op = byte(cdb, 3);
     let req_sa = u16_at(cdb, 4);
-    let all = supported(t);
+    let all = supported(t, f);
     let mut out = Vec::new();
     match options {
         0 => {
@@ -264,7 +343,7 @@ pub(crate) fn report(t: DeviceType, cdb: &[u8]) -> Outcome<Vec<u8>> {
                 descs.push((u8::from(rctd) << 1) | u8::from(o.sa.is_some()));
                 descs.extend_from_slice(&(o.usage.len() as u16).to_be_bytes());
                 if rctd {
-                    descs.extend_from_slice(&timeouts());
+                    descs.extend_from_slice(&timeouts(o.opcode));
                 }
             }
             out.extend_from_slice(&(descs.len() as u32).to_be_bytes());
@@ -276,7 +355,7 @@ pub(crate) fn report(t: DeviceType, cdb: &[u8]) -> Outcome<Vec<u8>> {
             // SPC-4 6.35.2: 001b for an opcode with service actions, and 010b for one
             // without, are errors.
             if known_op && ((options == 1 && has_sa) || (options == 2 && !has_sa)) {
-                return Err(invalid_cdb());
+                return Err(invalid_cdb_at(2, Some(2)));
             }
             let found = all
                 .iter()
@@ -288,7 +367,7 @@ pub(crate) fn report(t: DeviceType, cdb: &[u8]) -> Outcome<Vec<u8>> {
                     out.extend_from_slice(&(o.usage.len() as u16).to_be_bytes());
                     out.extend_from_slice(o.usage);
                     if rctd {
-                        out.extend_from_slice(&timeouts());
+                        out.extend_from_slice(&timeouts(o.opcode));
                     }
                 }
                 None => {
@@ -296,18 +375,19 @@ pub(crate) fn report(t: DeviceType, cdb: &[u8]) -> Outcome<Vec<u8>> {
                 }
             }
         }
-        _ => return Err(invalid_cdb()),
+        _ => return Err(invalid_cdb_at(2, Some(2))),
     }
     Ok(out)
 }
 
-/// REPORT SUPPORTED TASK MANAGEMENT FUNCTIONS (SPC-4 6.36): ABORT TASK, ABORT TASK SET,
-/// CLEAR TASK SET, LOGICAL UNIT RESET, I_T NEXUS RESET (the transport's session
-/// reinstatement) and TARGET RESET (warm/cold).
+/// REPORT SUPPORTED TASK MANAGEMENT FUNCTIONS (SPC-4 6.36): what `ScsiTarget::
+/// task_management` carries out — ABORT TASK, ABORT TASK SET, CLEAR TASK SET, LOGICAL
+/// UNIT RESET and TARGET RESET (iSCSI's warm and cold). CLEAR ACA is rejected (no NACA),
+/// QUERY TASK and I_T NEXUS RESET have no iSCSI function code (RFC 7143 §11.5.1).
 pub(crate) fn report_tmf(cdb: &[u8]) -> Vec<u8> {
     let repd = cdb[2] & 0x80 != 0;
-    // ATS, ATSS, CACAS=0, CTSS, LURS, QTS=0, TRS
-    let mut out = vec![0x80 | 0x40 | 0x10 | 0x08 | 0x01, 0, 0, 0];
+    // Byte 0: ATS(7) ATSS(6) CACAS(5)=0 CTSS(4) LURS(3) QTS(2)=0 TRS(1) WAKES(0)=0.
+    let mut out = vec![0x80 | 0x40 | 0x10 | 0x08 | 0x02, 0, 0, 0];
     if repd {
         out[3] = 0x0c; // ADDITIONAL DATA LENGTH of the extended format
         out.extend_from_slice(&[0; 12]);
@@ -321,7 +401,7 @@ mod tests {
 
     #[test]
     fn table_is_sorted_unique_and_usage_starts_with_opcode() {
-        let all = supported(DeviceType::Disk);
+        let all = supported(DeviceType::Disk, Features::default());
         for w in all.windows(2) {
             assert!((w[0].opcode, w[0].sa) < (w[1].opcode, w[1].sa));
         }
@@ -338,13 +418,15 @@ mod tests {
     fn all_and_one() {
         let d = report(
             DeviceType::Disk,
+            Features::default(),
             &[0xa3, 0x0c, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0, 0],
         )
         .unwrap();
-        let n = supported(DeviceType::Disk).len();
+        let n = supported(DeviceType::Disk, Features::default()).len();
         assert_eq!(d.len(), 4 + 8 * n);
         let d = report(
             DeviceType::Disk,
+            Features::default(),
             &[0xa3, 0x0c, 0x80, 0, 0, 0, 0, 0, 0xff, 0xff, 0, 0],
         )
         .unwrap();
@@ -353,6 +435,7 @@ mod tests {
         // One command, READ(10).
         let d = report(
             DeviceType::Disk,
+            Features::default(),
             &[0xa3, 0x0c, 0x01, 0x28, 0, 0, 0, 0, 0xff, 0xff, 0, 0],
         )
         .unwrap();
@@ -362,16 +445,19 @@ mod tests {
         // 001b on an opcode with service actions, 010b on one without: errors.
         assert!(report(
             DeviceType::Disk,
+            Features::default(),
             &[0xa3, 0x0c, 0x01, 0x9e, 0, 0x10, 0, 0, 0xff, 0xff, 0, 0]
         )
         .is_err());
         assert!(report(
             DeviceType::Disk,
+            Features::default(),
             &[0xa3, 0x0c, 0x02, 0x28, 0, 0, 0, 0, 0xff, 0xff, 0, 0]
         )
         .is_err());
         let d = report(
             DeviceType::Disk,
+            Features::default(),
             &[0xa3, 0x0c, 0x02, 0x9e, 0, 0x10, 0, 0, 0xff, 0xff, 0, 0],
         )
         .unwrap();
@@ -379,9 +465,26 @@ mod tests {
         // Unsupported opcode: SUPPORT 001b.
         let d = report(
             DeviceType::Disk,
-            &[0xa3, 0x0c, 0x01, 0x83, 0, 0, 0, 0, 0xff, 0xff, 0, 0],
+            Features::default(),
+            &[0xa3, 0x0c, 0x01, 0x82, 0, 0, 0, 0, 0xff, 0xff, 0, 0],
         )
         .unwrap();
         assert_eq!(d[1] & 0x07, 1);
+        // UNMAP only on a thin LU; the option errors point at REPORTING OPTIONS.
+        let one = [0xa3, 0x0c, 0x01, 0x42, 0, 0, 0, 0, 0xff, 0xff, 0, 0];
+        let d = report(DeviceType::Disk, Features::default(), &one).unwrap();
+        assert_eq!(d[1] & 0x07, 1);
+        let d = report(DeviceType::Disk, Features { thin: true }, &one).unwrap();
+        assert_eq!(d[1] & 0x07, 3);
+        let e = report(
+            DeviceType::Disk,
+            Features::default(),
+            &[0xa3, 0x0c, 0x02, 0x28, 0, 0, 0, 0, 0xff, 0xff, 0, 0],
+        )
+        .unwrap_err();
+        match e {
+            crate::cdb::Fail::Check(s) => assert_eq!(s.sks, Some([0xca, 0, 2])),
+            other => panic!("{other:?}"),
+        }
     }
 }

@@ -27,6 +27,9 @@ pub(crate) struct LuParams {
     /// `physical_blocksize=N` (or tgt-style `lbppbe=E`, N = logical << E): the physical
     /// block READ CAPACITY (16) reports; None derives it from the store.
     pub physical_block_size: Option<PhysicalBlock>,
+    /// SANITIZE OVERWRITE pace in MiB/s (0: as fast as the store goes), so a sanitize
+    /// of one LU leaves the others their bandwidth.
+    pub sanitize_rate: u32,
 }
 
 /// How the physical block size was given: in bytes or as an exponent of the logical one.
@@ -52,6 +55,7 @@ impl Default for LuParams {
             write_cache: true,
             nv_cache: false,
             physical_block_size: None,
+            sanitize_rate: 0,
         }
     }
 }
@@ -106,11 +110,11 @@ impl LuParams {
                 "readonly" => p.readonly = flag(k, v)?,
                 "online" => p.online = flag(k, v)?,
                 "sense_format" => p.descriptor_sense = flag(k, v)?,
-                "thin_provisioning" => {
-                    if flag(k, v)? {
-                        return Err(bad(k, v, "thin provisioning is not supported yet"));
-                    }
-                    p.thin_provisioning = false;
+                "thin_provisioning" => p.thin_provisioning = flag(k, v)?,
+                "sanitize_rate" => {
+                    p.sanitize_rate = v
+                        .parse()
+                        .map_err(|_| bad(k, v, "use MiB/s, 0 for unlimited"))?
                 }
                 "write_cache" => p.write_cache = on_off(k, v)?,
                 "nv_cache" => p.nv_cache = on_off(k, v)?,
@@ -190,9 +194,12 @@ mod tests {
         assert!(LuParams::default()
             .apply(&kv("vendor_id", "TOO-LONG-VENDOR"))
             .is_err());
-        assert!(LuParams::default()
-            .apply(&kv("thin_provisioning", "1"))
-            .is_err());
+        assert!(
+            LuParams::default()
+                .apply(&kv("thin_provisioning", "1"))
+                .unwrap()
+                .thin_provisioning
+        );
         assert!(LuParams::default()
             .apply(&kv("thin_provisioning", "0"))
             .is_ok());

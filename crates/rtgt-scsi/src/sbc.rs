@@ -3,10 +3,16 @@
 
 use std::sync::Arc;
 
+use std::sync::atomic::Ordering;
+
 use crate::cdb::{
-    byte, invalid_cdb, lba_out_of_range, u16_at, u24_at, u32_at, u64_at, Fail, Outcome,
+    byte, invalid_cdb, invalid_cdb_at, invalid_param_at, lba_out_of_range, param_len_error, u16_at,
+    u24_at, u32_at, u64_at, Fail, Outcome,
 };
-use crate::inquiry::{MAX_TRANSFER_BYTES, MAX_WRITE_SAME_BYTES};
+use crate::inquiry::{
+    MAX_ATOMIC_TRANSFER_BYTES, MAX_TRANSFER_BYTES, MAX_UNMAP_BLOCKS, MAX_UNMAP_DESCRIPTORS,
+    MAX_WRITE_SAME_BYTES,
+};
 use crate::lu::Lu;
 use crate::sense::{asc, key, Sense};
 use crate::{status, ScsiResult};
@@ -164,30 +170,105 @@ pub(crate) fn read_capacity10(lu: &Lu, cdb: &[u8]) -> Outcome<Vec<u8>> {
     Ok(b)
 }
 
-/// READ CAPACITY (16) (SBC-4 5.17): no protection, not thin (LBPME = 0).
+/// Unmapped blocks read as zeroes (SBC-4 4.7.4.5 LBPRZ): a thin LU whose store
+/// guarantees it.
+pub(crate) fn lbprz(lu: &Lu) -> bool {
+    lu.thin() && store(lu).capabilities().unmap_zeroes
+}
+
+/// READ CAPACITY (16) (SBC-4 5.17): no protection; LBPME for a thin LU, LBPRZ when
+/// unmapped blocks really read as zeroes; LOGICAL BLOCKS PER PHYSICAL BLOCK EXPONENT
+/// from the physical block size.
 pub(crate) fn read_capacity16(lu: &Lu) -> Vec<u8> {
     let mut b = vec![0u8; 32];
     b[0..8].copy_from_slice(&(lu.num_blocks() - 1).to_be_bytes());
     b[8..12].copy_from_slice(&lu.block_size.to_be_bytes());
     // LOGICAL BLOCKS PER PHYSICAL BLOCK EXPONENT (SBC-4 table 69); LBA 0 is aligned.
     b[13] = ((lu.physical_block_size / lu.block_size).trailing_zeros() as u8) & 0x0f;
+    if lu.thin() {
+        b[14] = 0x80 | (u8::from(lbprz(lu)) << 6);
+    }
     b
 }
 
-/// GET LBA STATUS (SBC-4 5.7): a fully provisioned LU has every block mapped.
-pub(crate) fn get_lba_status(lu: &Lu, cdb: &[u8]) -> Outcome<Vec<u8>> {
+/// PROVISIONING STATUS values (SBC-4 table 43).
+const MAPPED: u8 = 0;
+const DEALLOCATED: u8 = 1;
+
+/// GET LBA STATUS (SBC-4 5.8): from STARTING LBA, the runs of mapped and deallocated
+/// blocks as the backing file holds them (SEEK_DATA / SEEK_HOLE). A fully
+/// provisioned LU has every block mapped. A block only partly backed counts as mapped.
+pub(crate) async fn get_lba_status(lu: &Lu, cdb: &[u8]) -> Outcome<Vec<u8>> {
     let lba = u64_at(cdb, 2);
+    let alloc = u32_at(cdb, 10) as usize;
     let n = lu.num_blocks();
     if lba >= n {
         return Err(lba_out_of_range());
     }
-    let mut b = vec![0u8; 8];
-    b[0..4].copy_from_slice(&20u32.to_be_bytes());
-    b.extend_from_slice(&lba.to_be_bytes());
-    let count = u32::try_from(n - lba).unwrap_or(u32::MAX);
-    b.extend_from_slice(&count.to_be_bytes());
-    b.push(0); // PROVISIONING STATUS: mapped
-    b.extend_from_slice(&[0; 3]);
+    let bs = u64::from(lu.block_size);
+    // As many descriptors as the allocation length holds (at least one), and a window
+    // bounded so a huge fragmented file is not walked to its end.
+    let max_desc = (alloc.saturating_sub(8) / 16).clamp(1, 1024);
+    let window = (n - lba).min(u64::from(u32::MAX));
+    let mut runs: Vec<(u64, u64, u8)> = Vec::new();
+    if lu.thin() {
+        let ext = store(lu)
+            .allocation(lba * bs, window * bs)
+            .await
+            .map_err(|_| io_error(false))?;
+        for e in ext {
+            // Whole blocks: a partly allocated block is mapped, so data rounds outward
+            // and holes inward.
+            let (start, end) = if e.allocated {
+                (e.offset / bs, (e.offset + e.len).div_ceil(bs))
+            } else {
+                (e.offset.div_ceil(bs), (e.offset + e.len) / bs)
+            };
+            let start = start.max(runs.last().map_or(lba, |r| r.0 + r.1));
+            if end <= start {
+                continue;
+            }
+            let status = if e.allocated { MAPPED } else { DEALLOCATED };
+            match runs.last_mut() {
+                Some(r) if r.2 == status => r.1 = end - r.0,
+                _ => runs.push((start, end - start, status)),
+            }
+        }
+        // Blocks a rounded hole left uncovered are mapped.
+        let mut filled: Vec<(u64, u64, u8)> = Vec::new();
+        let mut at = lba;
+        for r in runs
+            .into_iter()
+            .chain(std::iter::once((lba + window, 0, MAPPED)))
+        {
+            if r.0 > at {
+                match filled.last_mut() {
+                    Some(f) if f.2 == MAPPED => f.1 += r.0 - at,
+                    _ => filled.push((at, r.0 - at, MAPPED)),
+                }
+            }
+            if r.1 > 0 {
+                match filled.last_mut() {
+                    Some(f) if f.2 == r.2 => f.1 += r.1,
+                    _ => filled.push(r),
+                }
+            }
+            at = r.0 + r.1;
+        }
+        runs = filled;
+    } else {
+        runs.push((lba, window, MAPPED));
+    }
+    let mut body = Vec::new();
+    for (start, len, status) in runs.into_iter().take(max_desc) {
+        body.extend_from_slice(&start.to_be_bytes());
+        body.extend_from_slice(&(len.min(u64::from(u32::MAX)) as u32).to_be_bytes());
+        body.push(status);
+        body.extend_from_slice(&[0; 3]);
+    }
+    let mut b = ((body.len() + 4) as u32).to_be_bytes().to_vec();
+    b.extend_from_slice(&[0; 4]);
+    b.extend(body);
     Ok(b)
 }
 
@@ -197,6 +278,7 @@ pub(crate) async fn read_cmd(lu: &Lu, cdb: &[u8]) -> Outcome<ScsiResult> {
     let s = span(cdb);
     check_range(lu, s)?;
     check_transfer(lu, s)?;
+    let _g = lu.range.lock(s.lba, s.blocks, false).await;
     Ok(ScsiResult::with_data(read(lu, s).await?))
 }
 
@@ -209,6 +291,7 @@ pub(crate) async fn write_cmd(lu: &Lu, cdb: &[u8], data: &[u8]) -> Outcome<ScsiR
     check_writable(lu)?;
     let fua = cdb.len() > 6 && cdb[1] & 0x08 != 0;
     let (off, len) = byte_range(lu, s);
+    let _g = lu.range.lock(s.lba, s.blocks, false).await;
     write(lu, off, whole_blocks(lu, data, len).to_vec(), fua).await?;
     Ok(ScsiResult::good())
 }
@@ -240,6 +323,7 @@ pub(crate) async fn verify_cmd(lu: &Lu, cdb: &[u8], data: &[u8]) -> Outcome<Scsi
     let s = span(cdb);
     check_range(lu, s)?;
     check_transfer(lu, s)?;
+    let _g = lu.range.lock(s.lba, s.blocks, false).await;
     let have = read(lu, s).await?;
     match chk {
         1 => compare(&have, data_out(data, have.len())?)?,
@@ -273,8 +357,10 @@ pub(crate) async fn write_verify_cmd(lu: &Lu, cdb: &[u8], data: &[u8]) -> Outcom
     check_transfer(lu, s)?;
     check_writable(lu)?;
     let (off, len) = byte_range(lu, s);
-    // Verification means the medium: always write through.
+    // Verification means the medium: always write through. The range is held
+    // exclusively so the read-back sees this command's data.
     let data = whole_blocks(lu, data, len);
+    let _g = lu.range.lock(s.lba, s.blocks, true).await;
     write(lu, off, data.to_vec(), true).await?;
     if chk == 1 && !data.is_empty() {
         let span = Span {
@@ -288,8 +374,7 @@ pub(crate) async fn write_verify_cmd(lu: &Lu, cdb: &[u8], data: &[u8]) -> Outcom
 }
 
 /// ORWRITE (16) (SBC-4 5.9), the simple (non-XDWRITE) form: each block becomes the
-/// OR of its old contents and the Data-Out. Not atomic against concurrent writes to
-/// the same blocks.
+/// OR of its old contents and the Data-Out, atomically (the range is held exclusively).
 pub(crate) async fn orwrite_cmd(lu: &Lu, cdb: &[u8], data: &[u8]) -> Outcome<ScsiResult> {
     check_protect(cdb)?;
     let s = span(cdb);
@@ -298,7 +383,7 @@ pub(crate) async fn orwrite_cmd(lu: &Lu, cdb: &[u8], data: &[u8]) -> Outcome<Scs
     check_writable(lu)?;
     let fua = cdb[1] & 0x08 != 0;
     let data = data_out(data, byte_range(lu, s).1)?;
-    let _rmw = lu.rmw.lock().await;
+    let _g = lu.range.lock(s.lba, s.blocks, true).await;
     let mut old = read(lu, s).await?;
     for (o, d) in old.iter_mut().zip(data) {
         *o |= *d;
@@ -314,7 +399,8 @@ pub(crate) const MAX_COMPARE_AND_WRITE_BLOCKS: u8 = 255;
 
 /// COMPARE AND WRITE (SBC-4 5.3): the Data-Out holds the compare blocks then the write
 /// blocks; the write happens only if the medium equals the compare data, atomically
-/// with respect to other read-modify-write commands of this LU.
+/// with respect to every other command touching those blocks: the range is held
+/// exclusively while plain reads and writes hold theirs shared.
 pub(crate) async fn compare_and_write_cmd(lu: &Lu, cdb: &[u8], data: &[u8]) -> Outcome<ScsiResult> {
     check_protect(cdb)?;
     let s = Span {
@@ -336,20 +422,34 @@ pub(crate) async fn compare_and_write_cmd(lu: &Lu, cdb: &[u8], data: &[u8]) -> O
     let both = data;
     let (want, new) = both.split_at(len);
     let fua = cdb[1] & 0x08 != 0;
-    let _rmw = lu.rmw.lock().await;
+    let _g = lu.range.lock(s.lba, s.blocks, true).await;
     let have = read(lu, s).await?;
     compare(&have, want)?;
     write(lu, off, new.to_vec(), fua).await?;
     Ok(ScsiResult::good())
 }
 
-/// WRITE SAME (10/16) (SBC-4 5.44, 5.45).
+/// WRITE SAME (10/16) (SBC-4 5.49, 5.50). On a thin LU with LBPRZ, UNMAP deallocates
+/// the range, which then reads as zeroes whatever the Data-Out held (SBC-3 5.42: UNMAP
+/// asks for the blocks to be unmapped; initiators such as libiscsi's tests rely on
+/// it); NDOB (16 only) means a block of zeroes without Data-Out. ANCHOR is refused
+/// (ANC_SUP is zero).
 pub(crate) async fn write_same_cmd(lu: &Lu, cdb: &[u8], data: &[u8]) -> Outcome<ScsiResult> {
     check_protect(cdb)?;
-    // ANCHOR (bit 4) and UNMAP (bit 3) need thin provisioning, PBDATA / LBDATA are
-    // obsolete and NDOB (bit 0 of the 16-byte form) is not supported.
-    if cdb[1] & 0x1f != 0 {
-        return Err(invalid_cdb());
+    let thin = lu.thin();
+    let sixteen = cdb[0] == 0x93;
+    let unmap = cdb[1] & 0x08 != 0;
+    let ndob = sixteen && cdb[1] & 0x01 != 0;
+    // ANCHOR (bit 4): anchored state is not supported; PBDATA / LBDATA (bits 2, 1) are
+    // obsolete; UNMAP and NDOB need a thin LU (the opcode table says the same).
+    if cdb[1] & 0x10 != 0 {
+        return Err(invalid_cdb_at(1, Some(4)));
+    }
+    if cdb[1] & 0x06 != 0 || (!sixteen && cdb[1] & 0x01 != 0) {
+        return Err(invalid_cdb_at(1, Some(2)));
+    }
+    if !thin && (unmap || ndob) {
+        return Err(invalid_cdb_at(1, Some(3)));
     }
     let mut s = span(cdb);
     let n = lu.num_blocks();
@@ -365,21 +465,39 @@ pub(crate) async fn write_same_cmd(lu: &Lu, cdb: &[u8], data: &[u8]) -> Outcome<
     }
     // MAXIMUM WRITE SAME LENGTH (SBC-4 6.6.4).
     if s.blocks * bs > MAX_WRITE_SAME_BYTES {
-        return Err(invalid_cdb());
+        return Err(invalid_cdb_at(if sixteen { 10 } else { 7 }, None));
     }
     check_writable(lu)?;
-    let block = data_out(data, bs as usize)?;
-    let chunk_blocks = (WRITE_SAME_CHUNK / bs).max(1);
-    let mut lba = s.lba;
-    let end = s.lba + s.blocks;
+    let zero_block;
+    let block = if ndob {
+        zero_block = vec![0u8; bs as usize];
+        &zero_block[..]
+    } else {
+        // Exactly one logical block of Data-Out: more or less is a transfer the CDB
+        // does not describe.
+        if data.len() > bs as usize {
+            return Err(Sense::illegal(asc::INVALID_FIELD_IN_INFORMATION_UNIT).into());
+        }
+        data_out(data, bs as usize)?
+    };
+    let _g = lu.range.lock(s.lba, s.blocks, false).await;
     let st = store(lu);
-    while lba < end {
-        let k = chunk_blocks.min(end - lba);
-        let buf = block.repeat(k as usize);
-        st.write_at(buf, lba * bs)
+    if unmap && lbprz(lu) {
+        st.unmap(s.lba * bs, s.blocks * bs)
             .await
             .map_err(|_| io_error(true))?;
-        lba += k;
+    } else {
+        let chunk_blocks = (WRITE_SAME_CHUNK / bs).max(1);
+        let mut lba = s.lba;
+        let end = s.lba + s.blocks;
+        while lba < end {
+            let k = chunk_blocks.min(end - lba);
+            let buf = block.repeat(k as usize);
+            st.write_at(buf, lba * bs)
+                .await
+                .map_err(|_| io_error(true))?;
+            lba += k;
+        }
     }
     if lu.durable_write(false) {
         st.flush_range(s.lba * bs, s.blocks * bs)
@@ -387,6 +505,250 @@ pub(crate) async fn write_same_cmd(lu: &Lu, cdb: &[u8], data: &[u8]) -> Outcome<
             .map_err(|_| io_error(true))?;
     }
     Ok(ScsiResult::good())
+}
+
+/// UNMAP (SBC-4 5.32): the parameter list is checked whole before anything is
+/// deallocated, so a bad descriptor unmaps nothing.
+pub(crate) async fn unmap_cmd(lu: &Lu, cdb: &[u8], data: &[u8]) -> Outcome<ScsiResult> {
+    // ANCHOR: anchored state is not supported (ANC_SUP zero).
+    if cdb[1] & 0x01 != 0 {
+        return Err(invalid_cdb_at(1, Some(0)));
+    }
+    check_writable(lu)?;
+    let len = usize::from(u16_at(cdb, 7));
+    // PARAMETER LIST LENGTH zero: nothing to do, not an error.
+    if len == 0 {
+        return Ok(ScsiResult::good());
+    }
+    let param = data_out(data, len)?;
+    // Shorter than the header: PARAMETER LIST LENGTH ERROR (SBC-4 5.32.2).
+    if len < 8 {
+        return Err(param_len_error());
+    }
+    // UNMAP DATA LENGTH and UNMAP BLOCK DESCRIPTOR DATA LENGTH must fit what was sent.
+    let data_len = usize::from(u16_at(param, 0));
+    let bd_len = usize::from(u16_at(param, 2));
+    if data_len + 2 > len || bd_len + 8 > len {
+        return Err(param_len_error());
+    }
+    // A trailing partial descriptor is ignored (SBC-4 5.32.2).
+    let descs: Vec<(u64, u64)> = param[8..8 + bd_len]
+        .chunks_exact(16)
+        .map(|d| (u64_at(d, 0), u64::from(u32_at(d, 8))))
+        .collect();
+    if descs.len() as u64 > u64::from(MAX_UNMAP_DESCRIPTORS) {
+        return Err(invalid_param_at(2, None));
+    }
+    let n = lu.num_blocks();
+    let mut total = 0u64;
+    for (i, &(lba, blocks)) in descs.iter().enumerate() {
+        // A zero-length descriptor is a no-op wherever it points at or below the end.
+        if !matches!(lba.checked_add(blocks), Some(end) if end <= n) {
+            return Err(lba_out_of_range());
+        }
+        total += blocks;
+        if blocks > u64::from(MAX_UNMAP_BLOCKS) || total > u64::from(MAX_UNMAP_BLOCKS) {
+            return Err(invalid_param_at((8 + 16 * i + 8) as u16, None));
+        }
+    }
+    let bs = u64::from(lu.block_size);
+    let st = store(lu);
+    for (lba, blocks) in descs {
+        if blocks == 0 {
+            continue;
+        }
+        let _g = lu.range.lock(lba, blocks, false).await;
+        st.unmap(lba * bs, blocks * bs)
+            .await
+            .map_err(|_| io_error(true))?;
+    }
+    Ok(ScsiResult::good())
+}
+
+/// WRITE ATOMIC (16) (SBC-4 5.48): one write that no other command sees half done, as
+/// the range is held exclusively and readers hold theirs shared. Atomicity across a
+/// power loss is what the backing file system gives a single pwrite.
+pub(crate) async fn write_atomic_cmd(lu: &Lu, cdb: &[u8], data: &[u8]) -> Outcome<ScsiResult> {
+    check_protect(cdb)?;
+    let s = Span {
+        lba: u64_at(cdb, 2),
+        blocks: u64::from(u16_at(cdb, 12)),
+    };
+    check_range(lu, s)?;
+    let bs = u64::from(lu.block_size);
+    // MAXIMUM ATOMIC TRANSFER LENGTH (SBC-4 6.6.4); alignment and granularity are 1.
+    if s.blocks * bs > MAX_ATOMIC_TRANSFER_BYTES {
+        return Err(invalid_cdb_at(12, None));
+    }
+    check_writable(lu)?;
+    let fua = cdb[1] & 0x08 != 0;
+    let (off, len) = byte_range(lu, s);
+    let data = data_out(data, len)?;
+    let _g = lu.range.lock(s.lba, s.blocks, true).await;
+    write(lu, off, data.to_vec(), fua).await?;
+    Ok(ScsiResult::good())
+}
+
+/// READ DEFECT DATA (10) / (12) (SBC-4 5.19, 5.20): a file has no defect lists, so the
+/// lists asked for are returned empty in the format asked for.
+pub(crate) fn read_defect_data_cmd(cdb: &[u8]) -> Outcome<ScsiResult> {
+    let (flags_byte, twelve) = if cdb[0] == 0x37 {
+        (cdb[2], false)
+    } else {
+        (cdb[1], true)
+    };
+    let flags = flags_byte & 0x1f; // REQ_PLIST, REQ_GLIST, DEFECT LIST FORMAT
+    let mut b = vec![0u8, flags];
+    if twelve {
+        b.extend_from_slice(&[0, 0]); // GENERATION CODE
+        b.extend_from_slice(&0u32.to_be_bytes());
+    } else {
+        b.extend_from_slice(&0u16.to_be_bytes());
+    }
+    Ok(ScsiResult::with_data(b))
+}
+
+/// SANITIZE service actions (SBC-4 5.27).
+const SANITIZE_OVERWRITE: u8 = 0x01;
+const SANITIZE_BLOCK_ERASE: u8 = 0x02;
+const SANITIZE_CRYPTO_ERASE: u8 = 0x03;
+const SANITIZE_EXIT_FAILURE_MODE: u8 = 0x1f;
+
+/// SANITIZE (SBC-4 5.27, 4.11). OVERWRITE writes the pattern over every block;
+/// BLOCK ERASE (thin LUs) deallocates every block; CRYPTO ERASE — a file LU has no
+/// media key to change — makes every block unreadable the only way it can, by
+/// deallocating (thin) or zeroing (thick) it. The operation runs on its own task: it
+/// outlives an abort, a reset or the loss of the I_T nexus (SBC-4 4.11.2), and until
+/// it ends the LU answers NOT READY / SANITIZE IN PROGRESS.
+pub(crate) async fn sanitize_cmd(lu: &Arc<Lu>, cdb: &[u8], data: &[u8]) -> Outcome<ScsiResult> {
+    let immed = cdb[1] & 0x80 != 0;
+    let sa = cdb[1] & 0x1f;
+    // Byte 1 bit 6 and bytes 2-6 are reserved.
+    if cdb[1] & 0x40 != 0 {
+        return Err(invalid_cdb_at(1, Some(6)));
+    }
+    if let Some(i) = (2..=6).find(|&i| cdb[i] != 0) {
+        return Err(invalid_cdb_at(i as u16, None));
+    }
+    let plen = usize::from(u16_at(cdb, 7));
+    let bs = lu.block_size as usize;
+    if sa == SANITIZE_OVERWRITE {
+        // The parameter list is a header and a pattern of 1..=block size bytes.
+        if plen < 5 || plen > bs + 4 {
+            return Err(invalid_cdb_at(7, None));
+        }
+    } else if plen != 0 {
+        // The other service actions take no parameter list.
+        return Err(invalid_cdb_at(7, None));
+    }
+    check_writable(lu)?;
+    if sa == SANITIZE_EXIT_FAILURE_MODE {
+        lu.sanitize_failed.store(false, Ordering::Release);
+        return Ok(ScsiResult::good());
+    }
+    let job = match sa {
+        SANITIZE_OVERWRITE => {
+            let p = data_out(data, plen)?;
+            let count = p[0] & 0x1f;
+            let invert = p[0] & 0x80 != 0;
+            let pat_len = usize::from(u16_at(p, 2));
+            if count == 0 {
+                return Err(invalid_param_at(0, Some(4)));
+            }
+            if pat_len == 0 || pat_len > bs || pat_len + 4 != plen {
+                return Err(invalid_param_at(2, None));
+            }
+            let block: Vec<u8> = p[4..4 + pat_len].iter().copied().cycle().take(bs).collect();
+            SanitizeJob::Overwrite {
+                block,
+                count,
+                invert,
+            }
+        }
+        SANITIZE_BLOCK_ERASE => SanitizeJob::Deallocate,
+        SANITIZE_CRYPTO_ERASE if lu.thin() => SanitizeJob::Deallocate,
+        SANITIZE_CRYPTO_ERASE => SanitizeJob::Zero,
+        _ => return Err(invalid_cdb_at(1, Some(4))),
+    };
+    if lu
+        .sanitizing
+        .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+        .is_err()
+    {
+        return Err(Sense::of(key::NOT_READY, asc::SANITIZE_IN_PROGRESS).into());
+    }
+    let lu2 = lu.clone();
+    let task = tokio::spawn(async move {
+        let ok = run_sanitize(&lu2, job).await.is_ok();
+        lu2.sanitize_failed.store(!ok, Ordering::Release);
+        lu2.sanitizing.store(false, Ordering::Release);
+        ok
+    });
+    if immed {
+        return Ok(ScsiResult::good());
+    }
+    match task.await {
+        Ok(true) => Ok(ScsiResult::good()),
+        _ => Err(Sense::of(key::MEDIUM_ERROR, asc::SANITIZE_COMMAND_FAILED).into()),
+    }
+}
+
+/// An overwrite pass is flushed every this many bytes.
+const SANITIZE_FLUSH_BYTES: u64 = 8 << 20;
+
+enum SanitizeJob {
+    Overwrite {
+        block: Vec<u8>,
+        count: u8,
+        invert: bool,
+    },
+    Deallocate,
+    Zero,
+}
+
+async fn run_sanitize(lu: &Lu, job: SanitizeJob) -> std::io::Result<()> {
+    let st = store(lu);
+    let rate = u64::from(lu.params.read().sanitize_rate) << 20;
+    let started = tokio::time::Instant::now();
+    let mut written = 0u64;
+    let size = lu.num_blocks() * u64::from(lu.block_size);
+    match job {
+        SanitizeJob::Deallocate => st.unmap(0, size).await?,
+        SanitizeJob::Zero => st.write_zeroes(0, size).await?,
+        SanitizeJob::Overwrite {
+            mut block,
+            count,
+            invert,
+        } => {
+            let bs = block.len() as u64;
+            for pass in 0..count {
+                // INVERT: the pattern is inverted between consecutive passes (SBC-4
+                // 5.27.3).
+                if invert && pass > 0 {
+                    block.iter_mut().for_each(|b| *b = !*b);
+                }
+                let chunk = block.repeat((WRITE_SAME_CHUNK / bs).max(1) as usize);
+                let mut off = 0;
+                while off < size {
+                    let n = (chunk.len() as u64).min(size - off) as usize;
+                    st.write_at(chunk[..n].to_vec(), off).await?;
+                    off += n as u64;
+                    // Overwritten means on the medium, not in the page cache with the
+                    // old data still on disk: flush as the pass goes, which also keeps
+                    // the dirty page cache small.
+                    if off % SANITIZE_FLUSH_BYTES == 0 {
+                        st.flush().await?;
+                    }
+                    written += n as u64;
+                    if rate > 0 {
+                        let due = std::time::Duration::from_secs_f64(written as f64 / rate as f64);
+                        tokio::time::sleep_until(started + due).await;
+                    }
+                }
+            }
+        }
+    }
+    st.flush().await
 }
 
 /// SYNCHRONIZE CACHE (10/16) (SBC-4 5.26, 5.27): the range is checked, then flushed
@@ -443,24 +805,26 @@ pub(crate) async fn start_stop_cmd(lu: &Lu, cdb: &[u8]) -> Outcome<ScsiResult> {
         return Ok(ScsiResult::good());
     }
     let mut m = lu.medium.lock();
-    if start {
-        m.present = true;
-    } else {
-        if m.prevent_removal {
-            return Err(Sense::illegal(asc::MEDIUM_REMOVAL_PREVENTED).into());
-        }
-        m.present = false;
+    // SBC-4 5.25: while removal is prevented, LOEJ neither ejects nor loads.
+    if m.prevent_removal() {
+        return Err(Sense::illegal(asc::MEDIUM_REMOVAL_PREVENTED).into());
     }
+    m.present = start;
     Ok(ScsiResult::good())
 }
 
 /// PREVENT ALLOW MEDIUM REMOVAL (SBC-4 5.15).
-pub(crate) fn prevent_allow_cmd(lu: &Lu, cdb: &[u8]) -> Outcome<ScsiResult> {
+pub(crate) fn prevent_allow_cmd(lu: &Lu, nexus: u64, cdb: &[u8]) -> Outcome<ScsiResult> {
     let prevent = cdb[4] & 0x03;
     if prevent > 1 {
         return Err(invalid_cdb());
     }
-    lu.medium.lock().prevent_removal = prevent == 1;
+    let mut m = lu.medium.lock();
+    if prevent == 1 {
+        m.preventing.insert(nexus);
+    } else {
+        m.preventing.remove(&nexus);
+    }
     Ok(ScsiResult::good())
 }
 
@@ -476,7 +840,13 @@ pub(crate) fn data_out_len(cdb: &[u8], block_size: u32) -> Option<u64> {
             3 => Some(bs),
             _ => None,
         },
-        0x41 | 0x93 => Some(bs),
+        0x41 => Some(bs),
+        // NDOB: no Data-Out buffer.
+        0x93 if byte(cdb, 1) & 0x01 != 0 => Some(0),
+        0x93 => Some(bs),
+        0x9c => Some(u64::from(u16_at(cdb, 12)) * bs),
+        0x42 | 0x48 => Some(u64::from(u16_at(cdb, 7))),
+        0x83 => Some(u64::from(u32_at(cdb, 10))),
         0x89 => Some(2 * u64::from(byte(cdb, 13)) * bs),
         0x15 => Some(u64::from(byte(cdb, 4))),
         0x55 => Some(u64::from(u16_at(cdb, 7))),

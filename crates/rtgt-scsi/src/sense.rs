@@ -11,6 +11,7 @@ pub mod key {
     pub const UNIT_ATTENTION: u8 = 0x6;
     pub const DATA_PROTECT: u8 = 0x7;
     pub const BLANK_CHECK: u8 = 0x8;
+    pub const COPY_ABORTED: u8 = 0xa;
     pub const ABORTED_COMMAND: u8 = 0xb;
     pub const MISCOMPARE: u8 = 0xe;
 }
@@ -23,6 +24,9 @@ pub struct Sense {
     pub asc: u8,
     pub ascq: u8,
     pub information: Option<u64>,
+    /// SENSE KEY SPECIFIC bytes with SKSV set (SPC-4 4.5.2.4): a field pointer for
+    /// ILLEGAL REQUEST, a progress indication for NOT READY.
+    pub sks: Option<[u8; 3]>,
 }
 
 impl Sense {
@@ -32,6 +36,7 @@ impl Sense {
             asc,
             ascq,
             information: None,
+            sks: None,
         }
     }
 
@@ -47,6 +52,9 @@ impl Sense {
         b[7] = 10;
         b[12] = self.asc;
         b[13] = self.ascq;
+        if let Some(sks) = self.sks {
+            b[15..18].copy_from_slice(&sks);
+        }
         b
     }
 
@@ -62,6 +70,12 @@ impl Sense {
             b.extend_from_slice(&[0x00, 0x0a, 0x80, 0x00]);
             b.extend_from_slice(&info.to_be_bytes());
         }
+        if let Some(sks) = self.sks {
+            // Sense key specific sense data descriptor (SPC-4 4.5.2.4).
+            b.extend_from_slice(&[0x02, 0x06, 0x00, 0x00]);
+            b.extend_from_slice(&sks);
+            b.push(0);
+        }
         b[7] = (b.len() - 8) as u8;
         b
     }
@@ -76,6 +90,14 @@ pub mod asc {
     pub const LU_NOT_READY_MANUAL_INTERVENTION: Code = (0x04, 0x03);
     pub const INVALID_FIELD_IN_INFORMATION_UNIT: Code = (0x0e, 0x03);
     pub const WRITE_ERROR: Code = (0x0c, 0x00);
+    pub const SANITIZE_IN_PROGRESS: Code = (0x04, 0x1b);
+    pub const UNREACHABLE_COPY_TARGET: Code = (0x08, 0x04);
+    pub const COPY_TARGET_DEVICE_NOT_REACHABLE: Code = (0x0d, 0x02);
+    pub const TOO_MANY_TARGET_DESCRIPTORS: Code = (0x26, 0x06);
+    pub const UNSUPPORTED_TARGET_DESCRIPTOR_TYPE_CODE: Code = (0x26, 0x07);
+    pub const TOO_MANY_SEGMENT_DESCRIPTORS: Code = (0x26, 0x08);
+    pub const UNSUPPORTED_SEGMENT_DESCRIPTOR_TYPE_CODE: Code = (0x26, 0x09);
+    pub const SANITIZE_COMMAND_FAILED: Code = (0x31, 0x03);
     pub const UNRECOVERED_READ_ERROR: Code = (0x11, 0x00);
     pub const MISCOMPARE_DURING_VERIFY: Code = (0x1d, 0x00);
     pub const PARAMETER_LIST_LENGTH_ERROR: Code = (0x1a, 0x00);
@@ -115,6 +137,19 @@ impl Sense {
 
     pub const fn with_information(mut self, info: u64) -> Self {
         self.information = Some(info);
+        self
+    }
+
+    /// Points at the offending field (SPC-4 4.5.2.4.2): `cdb` says a CDB field (C/D=1)
+    /// rather than a parameter-list one, `byte` is its first byte, `bit` its most
+    /// significant bit when the field does not start on a byte boundary.
+    pub const fn with_field(mut self, cdb: bool, byte: u16, bit: Option<u8>) -> Self {
+        let mut b0 = 0x80 | if cdb { 0x40 } else { 0 };
+        if let Some(bit) = bit {
+            b0 |= 0x08 | (bit & 0x07);
+        }
+        let p = byte.to_be_bytes();
+        self.sks = Some([b0, p[0], p[1]]);
         self
     }
 

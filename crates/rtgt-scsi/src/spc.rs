@@ -75,6 +75,9 @@ pub(crate) fn pr_access(cdb: &[u8]) -> Access {
         | 0x34
         | 0x90
         | 0x9e
+        | 0x37
+        | 0xb7
+        | 0x84
         | op::MODE_SENSE_6
         | op::MODE_SENSE_10 => Access::Read,
         _ => Access::Write,
@@ -139,11 +142,19 @@ pub(crate) fn report_luns(luns: &[u64], cdb: &[u8]) -> Outcome<ScsiResult> {
 
 /// MAINTENANCE IN: REPORT SUPPORTED OPERATION CODES and REPORT SUPPORTED TASK
 /// MANAGEMENT FUNCTIONS.
-pub(crate) fn maintenance_in(lu: &Lu, cdb: &[u8]) -> Outcome<ScsiResult> {
+pub(crate) fn maintenance_in(
+    lu: &Lu,
+    features: opcodes::Features,
+    cdb: &[u8],
+) -> Outcome<ScsiResult> {
     match cdb[1] & 0x1f {
-        0x0c => Ok(ScsiResult::with_data(opcodes::report(lu.device_type, cdb)?)),
+        0x0c => Ok(ScsiResult::with_data(opcodes::report(
+            lu.device_type,
+            features,
+            cdb,
+        )?)),
         0x0d => Ok(ScsiResult::with_data(opcodes::report_tmf(cdb))),
-        _ => Err(invalid_cdb()),
+        _ => Err(crate::cdb::invalid_cdb_at(1, Some(4))),
     }
 }
 

@@ -7,14 +7,16 @@ use std::sync::Arc;
 
 use parking_lot::RwLock;
 
-use crate::cdb::{self, invalid_cdb, invalid_opcode, Fail, Outcome};
+use crate::cdb::{self, invalid_cdb, invalid_cdb_at, invalid_opcode, Fail, Outcome};
 use crate::controller;
 use crate::inquiry;
 use crate::lu::Lu;
+use crate::opcodes::Features;
 use crate::params::LuParams;
 use crate::sbc;
 use crate::sense::{asc, key, Sense};
 use crate::spc::{self, op};
+use crate::xcopy;
 use crate::{
     opcodes, status, DeviceType, ItNexus, LuConfig, LuInfo, ScsiCommand, ScsiError, ScsiResult,
     TmFunction,
@@ -29,8 +31,38 @@ pub enum TmResponse {
     TaskDoesNotExist,
 }
 
+/// Every logical unit of the daemon, found by its NAA designator: the copy manager's
+/// view for EXTENDED COPY between any two LUs (SPC-4 5.17.4), across targets. One is
+/// shared by all the [`ScsiTarget`]s of a daemon; entries die with their LU.
+#[derive(Default)]
+pub struct LuDirectory {
+    lus: RwLock<Vec<(String, std::sync::Weak<Lu>)>>,
+}
+
+impl LuDirectory {
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self::default())
+    }
+
+    fn insert(&self, target: &str, lu: &Arc<Lu>) {
+        let mut v = self.lus.write();
+        v.retain(|(_, w)| w.strong_count() > 0);
+        v.push((target.to_string(), Arc::downgrade(lu)));
+    }
+
+    /// The LU whose NAA designator (VPD page 83h) is `naa`. The designator follows
+    /// `scsi_id` changes, so it is computed at lookup.
+    pub(crate) fn find_naa(&self, naa: u64) -> Option<Arc<Lu>> {
+        self.lus.read().iter().find_map(|(t, w)| {
+            let lu = w.upgrade()?;
+            (inquiry::naa(&lu, t) == naa).then_some(lu)
+        })
+    }
+}
+
 pub struct ScsiTarget {
     name: String,
+    directory: Arc<LuDirectory>,
     /// LUN 0: always present (SPC-4 says LUN 0 shall answer INQUIRY and REPORT LUNS).
     controller: Arc<Lu>,
     luns: RwLock<BTreeMap<u64, Arc<Lu>>>,
@@ -40,10 +72,18 @@ pub struct ScsiTarget {
 }
 
 impl ScsiTarget {
-    /// A target device named `name` (its iSCSI name), with LUN 0 as its controller.
+    /// A target device named `name` (its iSCSI name), with LUN 0 as its controller,
+    /// with a directory of its own (EXTENDED COPY reaches only its own LUs).
     pub fn new(name: &str) -> Self {
+        Self::with_directory(name, LuDirectory::new())
+    }
+
+    /// A target whose LUs join the daemon-wide `directory`, so EXTENDED COPY can reach
+    /// the LUs of every target sharing it.
+    pub fn with_directory(name: &str, directory: Arc<LuDirectory>) -> Self {
         Self {
             name: name.to_string(),
+            directory,
             controller: Arc::new(controller::new_lu()),
             luns: RwLock::new(BTreeMap::new()),
             nexuses: RwLock::new(HashMap::new()),
@@ -91,6 +131,12 @@ impl ScsiTarget {
         let params = LuParams::default().apply(&cfg.params)?;
         let physical = crate::lu::physical_block_size(&params, cfg.store.as_ref(), cfg.block_size);
         crate::lu::check_physical(physical, cfg.block_size).map_err(ScsiError::BadParam)?;
+        if params.thin_provisioning && !cfg.store.capabilities().unmap {
+            return Err(ScsiError::BadParam(format!(
+                "thin_provisioning=1: the {} backing store cannot release space",
+                cfg.store.kind()
+            )));
+        }
         let lu = Arc::new(Lu::new(
             lun,
             cfg.device_type,
@@ -105,8 +151,9 @@ impl ScsiTarget {
             if luns.contains_key(&lun) {
                 return Err(ScsiError::LunExists(lun));
             }
-            luns.insert(lun, lu);
+            luns.insert(lun, lu.clone());
         }
+        self.directory.insert(&self.name, &lu);
         // Outside the write lock (luns_changed reads the map). The new LU has no
         // history with any nexus; the others tell of it.
         self.luns_changed(Some(lun));
@@ -125,18 +172,68 @@ impl ScsiTarget {
         Ok(())
     }
 
-    /// Applies `--params` changes to an existing LU (`--op update --mode logicalunit`).
-    pub fn update_lu(&self, lun: u64, params: &[(String, String)]) -> Result<(), ScsiError> {
+    fn lu(&self, lun: u64) -> Result<Arc<Lu>, ScsiError> {
         if lun == 0 {
             return Err(ScsiError::Lun0Reserved);
         }
-        let lu = self
-            .luns
+        self.luns
             .read()
             .get(&lun)
             .cloned()
-            .ok_or(ScsiError::NoSuchLun(lun))?;
+            .ok_or(ScsiError::NoSuchLun(lun))
+    }
+
+    /// Online resize: the backing store becomes `bytes` long (whole blocks), and every
+    /// I_T nexus gets CAPACITY DATA HAS CHANGED (SBC-4 4.6, SPC-4 table F.1).
+    pub fn resize_lu(&self, lun: u64, bytes: u64) -> Result<(), ScsiError> {
+        let lu = self.lu(lun)?;
+        let bs = u64::from(lu.block_size);
+        if bytes < bs || !bytes.is_multiple_of(bs) {
+            return Err(ScsiError::BadParam(format!(
+                "size={bytes}: use a multiple of the {bs}-byte block size"
+            )));
+        }
+        let store = lu.store.as_ref().expect("disk LU has a store");
+        store
+            .resize(bytes)
+            .map_err(|e| ScsiError::BadParam(format!("size={bytes}: cannot resize: {e}")))?;
+        self.check_capacity(&lu, None);
+        Ok(())
+    }
+
+    /// Raises CAPACITY DATA HAS CHANGED on every nexus but `except` (which is being told
+    /// the new capacity right now) when the store's size moved.
+    fn check_capacity(&self, lu: &Lu, except: Option<u64>) {
+        if lu.capacity_changed() {
+            let ids = self
+                .nexus_ids()
+                .into_iter()
+                .filter(|id| Some(*id) != except);
+            lu.ua.establish(ids, asc::CAPACITY_DATA_HAS_CHANGED);
+        }
+    }
+
+    /// Applies `--params` changes to an existing LU (`--op update --mode logicalunit`).
+    /// `size=BYTES[K|M|G|T]` resizes it online.
+    pub fn update_lu(&self, lun: u64, params: &[(String, String)]) -> Result<(), ScsiError> {
+        let lu = self.lu(lun)?;
+        let (size, params): (Vec<_>, Vec<_>) = params
+            .iter()
+            .cloned()
+            .partition(|(k, _)| k.trim() == "size");
+        let size = match size.last() {
+            Some((_, v)) => Some(parse_size(v.trim()).ok_or_else(|| {
+                ScsiError::BadParam(format!("size={v}: use bytes with an optional K, M, G or T"))
+            })?),
+            None => None,
+        };
+        let params = &params[..];
         let next = lu.params.read().apply(params)?;
+        if next.thin_provisioning && !lu.store.as_ref().is_some_and(|s| s.capabilities().unmap) {
+            return Err(ScsiError::BadParam(
+                "thin_provisioning=1: the backing store cannot release space".into(),
+            ));
+        }
         let given = |key: &str| params.iter().any(|(k, _)| k.trim() == key);
         let caps = lu
             .store
@@ -178,6 +275,9 @@ impl ScsiTarget {
             lu.ua
                 .establish(self.nexus_ids(), asc::MODE_PARAMETERS_CHANGED);
         }
+        if let Some(bytes) = size {
+            self.resize_lu(lun, bytes)?;
+        }
         Ok(())
     }
 
@@ -187,7 +287,7 @@ impl ScsiTarget {
             .map(|lu| {
                 let p = lu.params.read().clone();
                 let mode = *lu.mode.lock();
-                let medium = *lu.medium.lock();
+                let medium = lu.medium.lock().clone();
                 let controller = lu.lun == 0;
                 LuInfo {
                     lun: lu.lun,
@@ -201,7 +301,7 @@ impl ScsiTarget {
                     block_size: lu.block_size,
                     online: p.online && medium.present,
                     removable: p.removable,
-                    prevent_removal: medium.prevent_removal,
+                    prevent_removal: medium.prevent_removal(),
                     readonly: lu.hard_readonly(),
                     swp: mode.swp,
                     thin_provisioning: p.thin_provisioning,
@@ -288,12 +388,9 @@ impl ScsiTarget {
         }
         let cdb = &cmd.cdb[..need];
         let nexus = &*cmd.nexus;
-        let sa = matches!(
-            opcode,
-            0x9e | op::MAINTENANCE_IN | op::PERSISTENT_RESERVE_IN | op::PERSISTENT_RESERVE_OUT
-        )
-        .then(|| u16::from(cdb[1] & 0x1f));
-        let known_opcode = opcodes::supported(lu.device_type)
+        let sa = opcodes::has_service_action(opcode).then(|| u16::from(cdb[1] & 0x1f));
+        let features = Features { thin: lu.thin() };
+        let known_opcode = opcodes::supported(lu.device_type, features)
             .iter()
             .any(|o| o.opcode == opcode);
         if !known_opcode {
@@ -305,9 +402,10 @@ impl ScsiTarget {
                 return Err(s.into());
             }
         }
-        // An unknown service action of a known opcode (SPC-4 4.2.5.1).
-        if !opcodes::is_supported(lu.device_type, opcode, sa) {
-            return Err(invalid_cdb());
+        // An unknown service action of a known opcode (SPC-4 4.2.5.1): the field
+        // pointer names the SERVICE ACTION field.
+        if !opcodes::is_supported(lu.device_type, features, opcode, sa) {
+            return Err(invalid_cdb_at(1, Some(4)));
         }
         cdb::check_control(cdb)?;
         // SPC-2 reservations, then persistent ones (SPC-4 5.13.1).
@@ -345,6 +443,17 @@ impl ScsiTarget {
     ) -> Outcome<ScsiResult> {
         let nexus = &*cmd.nexus;
         let data = &cmd.data_out[..];
+        // SBC-4 4.11.3: while a sanitize operation runs, only these are processed.
+        if lu.is_sanitizing()
+            && !matches!(cdb[0], op::INQUIRY | op::REPORT_LUNS | op::REQUEST_SENSE)
+        {
+            return Err(Sense::of(key::NOT_READY, asc::SANITIZE_IN_PROGRESS).into());
+        }
+        let not_ready = if lu.is_sanitizing() {
+            Some(Sense::of(key::NOT_READY, asc::SANITIZE_IN_PROGRESS))
+        } else {
+            not_ready
+        };
         let medium_cmd = !matches!(
             cdb[0],
             op::INQUIRY
@@ -363,20 +472,36 @@ impl ScsiTarget {
                 | op::MAINTENANCE_IN
                 | op::START_STOP_UNIT
                 | op::PREVENT_ALLOW
+                | 0x84
         );
         if medium_cmd {
             if let Some(s) = not_ready {
                 return Err(s.into());
             }
+            // SBC-4 4.11.4: after a failed sanitize only SANITIZE reaches the medium.
+            if cdb[0] != 0x48
+                && lu
+                    .sanitize_failed
+                    .load(std::sync::atomic::Ordering::Acquire)
+            {
+                return Err(Sense::of(key::MEDIUM_ERROR, asc::SANITIZE_COMMAND_FAILED).into());
+            }
         }
         match cdb[0] {
-            op::TEST_UNIT_READY => Ok(spc::test_unit_ready()),
+            op::TEST_UNIT_READY => {
+                // A backing file grown or shrunk behind our back (SBC-4 4.6).
+                self.check_capacity(lu, None);
+                if let Some(s) = lu.ua.take(nexus.id) {
+                    return Err(s.into());
+                }
+                Ok(spc::test_unit_ready())
+            }
             op::REQUEST_SENSE => spc::request_sense(Some(lu), nexus, cdb, not_ready),
             op::INQUIRY => Ok(ScsiResult::with_data(inquiry::inquiry(
                 lu, &self.name, nexus, cdb,
             )?)),
             op::REPORT_LUNS => spc::report_luns(&self.lun_list(), cdb),
-            op::MAINTENANCE_IN => spc::maintenance_in(lu, cdb),
+            op::MAINTENANCE_IN => spc::maintenance_in(lu, Features { thin: lu.thin() }, cdb),
             op::MODE_SENSE_6 | op::MODE_SENSE_10 => spc::mode_sense(lu, cdb),
             op::MODE_SELECT_6 | op::MODE_SELECT_10 => {
                 let len = if cdb[0] == op::MODE_SELECT_6 {
@@ -409,12 +534,24 @@ impl ScsiTarget {
                 Ok(ScsiResult::good())
             }
             op::START_STOP_UNIT => sbc::start_stop_cmd(lu, cdb).await,
-            op::PREVENT_ALLOW => sbc::prevent_allow_cmd(lu, cdb),
-            0x25 => Ok(ScsiResult::with_data(sbc::read_capacity10(lu, cdb)?)),
+            op::PREVENT_ALLOW => sbc::prevent_allow_cmd(lu, nexus.id, cdb),
+            0x25 => {
+                self.check_capacity(lu, Some(nexus.id));
+                Ok(ScsiResult::with_data(sbc::read_capacity10(lu, cdb)?))
+            }
             0x9e => match cdb[1] & 0x1f {
-                0x10 => Ok(ScsiResult::with_data(sbc::read_capacity16(lu))),
-                _ => Ok(ScsiResult::with_data(sbc::get_lba_status(lu, cdb)?)),
+                0x10 => {
+                    self.check_capacity(lu, Some(nexus.id));
+                    Ok(ScsiResult::with_data(sbc::read_capacity16(lu)))
+                }
+                _ => Ok(ScsiResult::with_data(sbc::get_lba_status(lu, cdb).await?)),
             },
+            0x37 | 0xb7 => sbc::read_defect_data_cmd(cdb),
+            0x42 => sbc::unmap_cmd(lu, cdb, data).await,
+            0x48 => sbc::sanitize_cmd(lu, cdb, data).await,
+            0x83 => xcopy::extended_copy(&self.directory, lu, nexus, cdb, data).await,
+            0x84 => xcopy::receive_copy_results(lu, nexus, cdb),
+            0x9c => sbc::write_atomic_cmd(lu, cdb, data).await,
             0x08 | 0x28 | 0xa8 | 0x88 => sbc::read_cmd(lu, cdb).await,
             0x0a | 0x2a | 0xaa | 0x8a => sbc::write_cmd(lu, cdb, data).await,
             0x2f | 0xaf | 0x8f => sbc::verify_cmd(lu, cdb, data).await,
@@ -481,8 +618,22 @@ impl ScsiTarget {
         for lu in self.all_lus() {
             lu.ua.forget(nexus.id);
             lu.spc2.release(nexus.id);
+            // SBC-4 5.15: a prevention ends with the I_T nexus that made it.
+            lu.medium.lock().preventing.remove(&nexus.id);
         }
     }
+}
+
+/// `1048576`, `512K`, `100M`, `2G`, `1T` (binary multiples, as tgtadm's sizes).
+fn parse_size(v: &str) -> Option<u64> {
+    let (num, mult) = match v.char_indices().last()? {
+        (i, 'k' | 'K') => (&v[..i], 1u64 << 10),
+        (i, 'm' | 'M') => (&v[..i], 1 << 20),
+        (i, 'g' | 'G') => (&v[..i], 1 << 30),
+        (i, 't' | 'T') => (&v[..i], 1 << 40),
+        _ => (v, 1),
+    };
+    num.parse::<u64>().ok()?.checked_mul(mult)
 }
 
 /// Turns a handler's outcome into the transport's result, with sense in the format

@@ -45,8 +45,15 @@ impl BackingStore for MemStore {
     fn capabilities(&self) -> Capabilities {
         Capabilities {
             read_only: self.read_only,
+            unmap: true,
+            unmap_zeroes: true,
             ..Capabilities::default()
         }
+    }
+    async fn unmap(&self, offset: u64, len: u64) -> io::Result<()> {
+        let mut d = self.data.lock();
+        d[offset as usize..(offset + len) as usize].fill(0);
+        Ok(())
     }
     async fn read_at(&self, mut buf: Vec<u8>, offset: u64) -> io::Result<Vec<u8>> {
         let d = self.data.lock();
@@ -212,15 +219,22 @@ mod addressing {
 
     #[tokio::test]
     async fn every_listed_opcode_is_dispatched_and_nothing_else() {
-        let (t, _) = target_with(&[]);
-        let listed = crate::opcodes::supported(DeviceType::Disk);
+        for thin in [false, true] {
+            let (t, _) = target_with(&[("thin_provisioning", if thin { "1" } else { "0" })]);
+            let listed =
+                crate::opcodes::supported(DeviceType::Disk, crate::opcodes::Features { thin });
+            every_listed_opcode(&t, &listed).await;
+        }
+    }
+
+    async fn every_listed_opcode(t: &ScsiTarget, listed: &[&crate::opcodes::OpInfo]) {
         for op in 0..=255u8 {
             let mut cdb = vec![0u8; 16];
             cdb[0] = op;
             if let Some(o) = listed.iter().find(|o| o.opcode == op) {
                 cdb[1] = o.sa.unwrap_or(0) as u8;
             }
-            let r = exec(&t, 1, 1, &cdb, &vec![0; 4096]).await;
+            let r = exec(t, 1, 1, &cdb, &vec![0; 4096]).await;
             let invalid_opcode = r.status == status::CHECK_CONDITION && {
                 let (k, a, q) = sense_of(&r);
                 (k, a, q) == (ILLEGAL, 0x20, 0x00)
@@ -612,8 +626,11 @@ mod inquiry_data {
         let r = exec(&t, 1, 1, &[0x12, 1, 0xc0, 0, 255, 0], &[]).await;
         assert_eq!(sense_of(&r), (ILLEGAL, 0x24, 0x00));
         let r = exec(&t, 1, 1, &[0x12, 1, 0, 0, 255, 0], &[]).await;
-        assert_eq!(&r.data_in[4..], &[0x00, 0x80, 0x83, 0x86, 0xb0, 0xb1, 0xb2]);
-        for page in [0x80u8, 0x83, 0x86, 0xb0, 0xb1, 0xb2] {
+        assert_eq!(
+            &r.data_in[4..],
+            &[0x00, 0x80, 0x83, 0x86, 0x8f, 0xb0, 0xb1, 0xb2]
+        );
+        for page in [0x80u8, 0x83, 0x86, 0x8f, 0xb0, 0xb1, 0xb2] {
             let r = exec(&t, 1, 1, &[0x12, 1, page, 0, 255, 0], &[]).await;
             good(&r);
             assert_eq!(r.data_in[1], page);
@@ -840,5 +857,107 @@ mod compare_and_write {
         assert_eq!(&r.sense[3..7], &[0, 0, 0, 0]);
         let r = exec(&t, 1, 1, &rw10(0x28, 7, 1), &[]).await;
         assert_eq!(r.data_in, vec![0x22; 512]);
+    }
+}
+
+mod caw_atomicity {
+    use super::*;
+    use std::time::Duration;
+
+    /// A store whose reads wait at a gate while it is closed, so a COMPARE AND WRITE
+    /// can be held between its read and its write.
+    struct GateStore {
+        inner: Arc<MemStore>,
+        closed: std::sync::atomic::AtomicBool,
+        open: tokio::sync::Notify,
+    }
+
+    #[async_trait]
+    impl BackingStore for GateStore {
+        fn kind(&self) -> &'static str {
+            "gate"
+        }
+        fn size(&self) -> u64 {
+            self.inner.size()
+        }
+        fn capabilities(&self) -> Capabilities {
+            self.inner.capabilities()
+        }
+        async fn read_at(&self, buf: Vec<u8>, offset: u64) -> io::Result<Vec<u8>> {
+            while self.closed.load(Ordering::SeqCst) {
+                let n = self.open.notified();
+                if !self.closed.load(Ordering::SeqCst) {
+                    break;
+                }
+                n.await;
+            }
+            self.inner.read_at(buf, offset).await
+        }
+        async fn write_at(&self, buf: Vec<u8>, offset: u64) -> io::Result<Vec<u8>> {
+            self.inner.write_at(buf, offset).await
+        }
+        async fn flush(&self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// Two initiators: one's COMPARE AND WRITE on block 7 is held after it starts; the
+    /// other's plain WRITE to block 7 must wait for it (and land after it), while its
+    /// WRITE to block 8 goes through at once — atomic per range, no global lock.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn plain_write_waits_for_compare_and_write_on_the_same_block() {
+        let inner = MemStore::new((BLOCKS * 512) as usize);
+        let gate = Arc::new(GateStore {
+            inner: inner.clone(),
+            closed: std::sync::atomic::AtomicBool::new(false),
+            open: tokio::sync::Notify::new(),
+        });
+        let t = Arc::new(ScsiTarget::new("iqn.2026-01.test:tgt"));
+        t.add_lu(
+            1,
+            LuConfig {
+                device_type: DeviceType::Disk,
+                store: gate.clone(),
+                block_size: 512,
+                path: "gate".into(),
+                bsoflags: String::new(),
+                params: vec![],
+            },
+        )
+        .unwrap();
+        good(&exec(&t, 1, 1, &rw10(0x2a, 7, 1), &[0xaa; 512]).await);
+        good(&exec(&t, 2, 1, &rw10(0x00, 0, 0)[..6], &[]).await);
+
+        gate.closed.store(true, Ordering::SeqCst);
+        let t1 = t.clone();
+        let caw = tokio::spawn(async move {
+            let mut d = vec![0xaa; 512];
+            d.extend_from_slice(&[0xbb; 512]);
+            exec(&t1, 1, 1, &rw16(0x89, 7, 1), &d).await
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let t2 = t.clone();
+        let write =
+            tokio::spawn(async move { exec(&t2, 2, 1, &rw10(0x2a, 7, 1), &[0xcc; 512]).await });
+        // Another block is not held up.
+        let other = tokio::time::timeout(
+            Duration::from_secs(2),
+            exec(&t, 2, 1, &rw10(0x2a, 8, 1), &[0xdd; 512]),
+        )
+        .await
+        .expect("a write to another block must not wait");
+        good(&other);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(
+            !write.is_finished(),
+            "the WRITE to block 7 ran inside the COMPARE AND WRITE"
+        );
+        gate.closed.store(false, Ordering::SeqCst);
+        gate.open.notify_waiters();
+        good(&caw.await.unwrap());
+        good(&write.await.unwrap());
+        // The compare matched 0xaa, wrote 0xbb; the plain write came after it.
+        let r = exec(&t, 1, 1, &rw10(0x28, 7, 1), &[]).await;
+        assert_eq!(r.data_in, vec![0xcc; 512]);
     }
 }

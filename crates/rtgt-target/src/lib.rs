@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use parking_lot::RwLock;
-use rtgt_scsi::ScsiTarget;
+use rtgt_scsi::{LuDirectory, ScsiTarget};
 
 pub mod acl;
 pub mod control;
@@ -94,14 +94,26 @@ impl Target {
     /// A target with no LUNs but LUN 0, no ACL rules (nobody may log in until one is bound),
     /// state ready.
     pub fn new(tid: u32, name: &str) -> Self {
-        Self::with_system_state(tid, name, Arc::new(AtomicBool::new(true)))
+        Self::with_system_state(
+            tid,
+            name,
+            Arc::new(AtomicBool::new(true)),
+            LuDirectory::new(),
+        )
     }
 
-    fn with_system_state(tid: u32, name: &str, system_ready: Arc<AtomicBool>) -> Self {
+    /// `lus` is the daemon-wide directory its LUs join, so EXTENDED COPY reaches the LUs
+    /// of every target.
+    fn with_system_state(
+        tid: u32,
+        name: &str,
+        system_ready: Arc<AtomicBool>,
+        lus: Arc<LuDirectory>,
+    ) -> Self {
         Self {
             tid,
             name: name.to_string(),
-            scsi: Arc::new(ScsiTarget::new(name)),
+            scsi: Arc::new(ScsiTarget::with_directory(name, lus)),
             sessions: RwLock::new(Vec::new()),
             acl: RwLock::new(Acl::default()),
             params: RwLock::new(Vec::new()),
@@ -214,6 +226,8 @@ pub struct Registry {
     targets: RwLock<Vec<Arc<Target>>>,
     portals: RwLock<Vec<SocketAddr>>,
     system_ready: Arc<AtomicBool>,
+    /// Every LU of every target, by designator (the copy manager's view).
+    lu_directory: Arc<LuDirectory>,
     debug: AtomicBool,
     shutdown_requested: AtomicBool,
     shutdown_hook: RwLock<Option<Hook>>,
@@ -226,6 +240,7 @@ impl Default for Registry {
             targets: RwLock::new(Vec::new()),
             portals: RwLock::new(Vec::new()),
             system_ready: Arc::new(AtomicBool::new(true)),
+            lu_directory: LuDirectory::new(),
             debug: AtomicBool::new(false),
             shutdown_requested: AtomicBool::new(false),
             shutdown_hook: RwLock::new(None),

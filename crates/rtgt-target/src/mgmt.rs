@@ -118,6 +118,7 @@ fn target(reg: &Registry, op: &str, req: &Request) -> Result<String> {
                 tid,
                 name,
                 reg.system_ready.clone(),
+                reg.lu_directory.clone(),
             ));
             let pos = targets.partition_point(|t| t.tid < tid);
             targets.insert(pos, t);

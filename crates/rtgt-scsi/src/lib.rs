@@ -7,6 +7,7 @@
 
 use std::sync::Arc;
 
+mod alua;
 mod cdb;
 mod controller;
 mod inquiry;
@@ -20,12 +21,15 @@ mod sbc;
 pub mod sense;
 mod spc;
 pub mod target;
+pub mod tasks;
 mod ua;
 
 #[cfg(test)]
 mod target_tests;
 
-pub use target::{ScsiTarget, TmResponse};
+pub use alua::AluaState;
+pub use target::{ScsiTarget, TmOutcome, TmResponse};
+pub use tasks::{AbortHook, TaskGuard, TransportAbort};
 
 /// SAM-5 status codes.
 pub mod status {
@@ -92,6 +96,9 @@ pub struct ScsiResult {
     /// For commands that carry Data-Out: how many bytes the CDB asks to transfer, so the
     /// transport can report residuals against its expected length (RFC 7143 §11.4.5).
     pub data_out_len: Option<u32>,
+    /// The task was aborted (task management, PREEMPT AND ABORT): the transport must
+    /// not answer it (SAM-5 5.6 with TAS=0).
+    pub aborted: bool,
 }
 
 impl ScsiResult {
@@ -190,6 +197,10 @@ pub enum ScsiError {
     BadBlockSize(u32),
     #[error("bad parameter {0}")]
     BadParam(String),
+    #[error("no target port group {0}: the daemon's portal groups are set with --iscsi portal=IP:PORT,tpgt=N")]
+    NoSuchPortGroup(u16),
+    #[error("persistent reservation state: {0}")]
+    PrState(String),
     #[error("backing store size {size} is smaller than one {block_size}-byte block")]
     TooSmall { size: u64, block_size: u32 },
 }

@@ -268,7 +268,8 @@ mod unit_attention {
         let r = exec(&t, 2, 1, &[0x00, 0, 0, 0, 0, 0], &[]).await;
         assert_eq!(r.status, status::RESERVATION_CONFLICT);
         assert_eq!(
-            t.task_management(&nexus(1), TmFunction::LogicalUnitReset, 1),
+            t.task_management(&nexus(1), TmFunction::LogicalUnitReset, 1, None)
+                .response,
             TmResponse::FunctionComplete
         );
         for n in [1, 2] {
@@ -277,10 +278,12 @@ mod unit_attention {
         }
         // The reservation is gone.
         good(&exec(&t, 2, 1, &[0x16, 0, 0, 0, 0, 0], &[]).await);
-        t.task_management(&nexus(1), TmFunction::TargetColdReset, 0);
+        t.task_management(&nexus(1), TmFunction::TargetColdReset, 0, None)
+            .response;
         let r = exec(&t, 1, 1, &[0, 0, 0, 0, 0, 0], &[]).await;
         assert_eq!(sense_of(&r), (key::UNIT_ATTENTION, 0x29, 0x01));
-        t.task_management(&nexus(1), TmFunction::TargetWarmReset, 0);
+        t.task_management(&nexus(1), TmFunction::TargetWarmReset, 0, None)
+            .response;
         // LUN 0 still holds the cold reset's condition, then the warm reset's.
         let r = exec(&t, 1, 0, &[0, 0, 0, 0, 0, 0], &[]).await;
         assert_eq!(sense_of(&r), (key::UNIT_ATTENTION, 0x29, 0x01));
@@ -288,11 +291,13 @@ mod unit_attention {
         assert_eq!(sense_of(&r), (key::UNIT_ATTENTION, 0x29, 0x00));
         good(&exec(&t, 1, 0, &[0, 0, 0, 0, 0, 0], &[]).await);
         assert_eq!(
-            t.task_management(&nexus(1), TmFunction::LogicalUnitReset, 5),
+            t.task_management(&nexus(1), TmFunction::LogicalUnitReset, 5, None)
+                .response,
             TmResponse::IncorrectLun
         );
         assert_eq!(
-            t.task_management(&nexus(1), TmFunction::AbortTaskSet, 1),
+            t.task_management(&nexus(1), TmFunction::AbortTaskSet, 1, None)
+                .response,
             TmResponse::FunctionComplete
         );
     }

@@ -7,7 +7,8 @@
 //!
 //! Scope: one connection per session (MaxConnections=1) at ErrorRecoveryLevel 0.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::time::Instant;
 
 use crate::pdu::{op, reject, Pdu, RESERVED_TAG};
 use crate::serial;
@@ -99,6 +100,8 @@ pub struct TmfRequest {
     /// ITTs of the tasks this function aborted on this connection; the driver must make
     /// sure they never complete to the initiator (their results are dropped here anyway).
     pub aborted: Vec<u32>,
+    /// ABORT TASK: the Referenced Task Tag.
+    pub referenced: Option<u32>,
 }
 
 #[derive(Debug)]
@@ -147,7 +150,13 @@ struct Task {
     /// (RFC 7143 §7.8, §7.12).
     failed: Option<Vec<u8>>,
     state: TaskState,
+    /// When the command arrived: an abort from another I_T nexus covers only tasks that
+    /// were there before it (SAM-5 7.x acts on the task set as it is).
+    arrived: Instant,
 }
+
+/// How many aborted ITTs whose late Data-Out is dropped silently are remembered.
+const ABORTED_MEMORY: usize = 256;
 
 pub struct Session {
     cfg: SessionConfig,
@@ -163,6 +172,10 @@ pub struct Session {
     ping_ttt: Option<u32>,
     /// Logout answered: everything after is ignored.
     logged_out: bool,
+    /// Recently aborted tasks that were still receiving Data-Out: the initiator may keep
+    /// sending it for a while (RFC 7143 §11.5.1 lets it answer outstanding R2Ts), and
+    /// it is dropped without a Reject.
+    aborted: VecDeque<u32>,
 }
 
 /// SCSI status CHECK CONDITION with ABORTED COMMAND / PROTOCOL SERVICE CRC ERROR
@@ -197,6 +210,7 @@ impl Session {
             next_ttt: 1,
             ping_ttt: None,
             logged_out: false,
+            aborted: VecDeque::new(),
         }
     }
 
@@ -484,7 +498,10 @@ impl Session {
             r2t_sn: 0,
             failed: None,
             state: TaskState::Receiving,
+            arrived: Instant::now(),
         };
+        // A reused tag is a new task: its Data-Out is no longer a dead task's.
+        self.aborted.retain(|&a| a != itt);
         self.tasks.insert(itt, task);
         if write && received < edtl {
             let t = self.tasks.get_mut(&itt).unwrap();
@@ -548,6 +565,10 @@ impl Session {
             if self.held_data.len() < 4 * CMD_WINDOW as usize {
                 self.held_data.push(pdu);
             }
+            return;
+        }
+        if !self.tasks.contains_key(&itt) && self.aborted.contains(&itt) {
+            // Data-Out of an aborted task: dropped silently.
             return;
         }
         let ttt = pdu.ttt();
@@ -661,6 +682,44 @@ impl Session {
             expected_data_in: t.expected_data_in,
             attr: t.attr,
         }));
+    }
+
+    /// Forgets a task without answering it; a task still receiving Data-Out is
+    /// remembered so its late Data-Out is dropped silently.
+    fn forget_task(&mut self, itt: u32) -> bool {
+        let Some(t) = self.tasks.remove(&itt) else {
+            return false;
+        };
+        if t.state == TaskState::Receiving && t.write {
+            if self.aborted.len() >= ABORTED_MEMORY {
+                self.aborted.pop_front();
+            }
+            self.aborted.push_back(itt);
+        }
+        true
+    }
+
+    /// Tasks were aborted from another I_T nexus (a LUN reset, CLEAR TASK SET, hard
+    /// reset or PREEMPT AND ABORT received elsewhere): drops, without answering them, the
+    /// tasks `covered(lun)` selects that arrived before `before`, whatever state they
+    /// are in. Returns their ITTs.
+    pub fn abort_tasks(&mut self, before: Instant, covered: impl Fn(&[u8; 8]) -> bool) -> Vec<u32> {
+        let itts: Vec<u32> = self
+            .tasks
+            .iter()
+            .filter(|(_, t)| t.arrived < before && covered(&t.lun))
+            .map(|(&i, _)| i)
+            .collect();
+        for &i in &itts {
+            self.forget_task(i);
+        }
+        itts
+    }
+
+    /// The SCSI layer says `itt` was aborted: it ends without a response (SAM-5 5.6,
+    /// TAS=0).
+    pub fn on_scsi_aborted(&mut self, itt: u32) {
+        self.tasks.remove(&itt);
     }
 
     /// The SCSI layer finished `itt`. Results of aborted tasks are dropped.
@@ -789,12 +848,14 @@ impl Session {
         let lun = pdu.lun_raw();
         let tmf_cmd_sn = pdu.cmd_sn();
         let mut aborted = Vec::new();
+        let mut referenced = None;
         match function {
             TmfFunction::AbortTask => {
                 let rtt = pdu.u32_at(20);
                 let ref_cmd_sn = pdu.u32_at(32);
+                referenced = Some(rtt);
                 if self.tasks.contains_key(&rtt) {
-                    self.tasks.remove(&rtt);
+                    self.forget_task(rtt);
                     aborted.push(rtt);
                 } else if let Some((&sn, _)) = self.held.iter().find(|(_, p)| p.itt() == rtt) {
                     // Not yet delivered: it will never run (RFC 7143 §11.5.1 b).
@@ -820,13 +881,15 @@ impl Session {
                     })
                     .map(|(&i, _)| i)
                     .collect();
-                for i in &aborted {
-                    self.tasks.remove(i);
+                for &i in &aborted {
+                    self.forget_task(i);
                 }
             }
             TmfFunction::TargetWarmReset | TmfFunction::TargetColdReset => {
                 aborted = self.tasks.keys().copied().collect();
-                self.tasks.clear();
+                for &i in &aborted {
+                    self.forget_task(i);
+                }
             }
             TmfFunction::ClearAca => {}
             TmfFunction::TaskReassign => {
@@ -840,6 +903,7 @@ impl Session {
             function,
             lun,
             aborted,
+            referenced,
         }));
     }
 

@@ -189,7 +189,7 @@ impl PortGroups {
         if len == 0 {
             return Ok(false);
         }
-        if len < 4 || (len - 4) % 4 != 0 || param.len() < len {
+        if len < 4 || !(len - 4).is_multiple_of(4) || param.len() < len {
             return Err(param_len_error());
         }
         let mut set = Vec::new();

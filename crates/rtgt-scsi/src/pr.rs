@@ -860,7 +860,7 @@ fn parse_transport_ids(mut list: &[u8]) -> Outcome<Vec<String>> {
         let fmt = list[0] >> 6;
         let proto = list[0] & 0x0f;
         let len = usize::from(u16_at(list, 2));
-        if proto != 5 || fmt > 1 || len < 20 || len % 4 != 0 || list.len() < 4 + len {
+        if proto != 5 || fmt > 1 || len < 20 || !len.is_multiple_of(4) || list.len() < 4 + len {
             return Err(invalid_param());
         }
         let body = &list[4..4 + len];

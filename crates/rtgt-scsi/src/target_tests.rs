@@ -278,12 +278,10 @@ mod unit_attention {
         }
         // The reservation is gone.
         good(&exec(&t, 2, 1, &[0x16, 0, 0, 0, 0, 0], &[]).await);
-        t.task_management(&nexus(1), TmFunction::TargetColdReset, 0, None)
-            .response;
+        t.task_management(&nexus(1), TmFunction::TargetColdReset, 0, None);
         let r = exec(&t, 1, 1, &[0, 0, 0, 0, 0, 0], &[]).await;
         assert_eq!(sense_of(&r), (key::UNIT_ATTENTION, 0x29, 0x01));
-        t.task_management(&nexus(1), TmFunction::TargetWarmReset, 0, None)
-            .response;
+        t.task_management(&nexus(1), TmFunction::TargetWarmReset, 0, None);
         // LUN 0 still holds the cold reset's condition, then the warm reset's.
         let r = exec(&t, 1, 0, &[0, 0, 0, 0, 0, 0], &[]).await;
         assert_eq!(sense_of(&r), (key::UNIT_ATTENTION, 0x29, 0x01));

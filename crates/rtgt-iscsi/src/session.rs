@@ -166,6 +166,9 @@ pub struct Session {
     held: BTreeMap<u32, Pdu>,
     /// Unsolicited Data-Out of held commands, replayed when the command is delivered.
     held_data: Vec<Pdu>,
+    /// CmdSNs of aborted commands that never ran (held, or not received yet): they
+    /// count as received, so the window moves past them (RFC 7143 §11.5.1 b).
+    consumed: std::collections::BTreeSet<u32>,
     tasks: HashMap<u32, Task>,
     next_ttt: u32,
     /// Outstanding target NOP-In ping TTT.
@@ -206,6 +209,7 @@ impl Session {
             cfg,
             held: BTreeMap::new(),
             held_data: Vec::new(),
+            consumed: std::collections::BTreeSet::new(),
             tasks: HashMap::new(),
             next_ttt: 1,
             ping_ttt: None,
@@ -365,6 +369,14 @@ impl Session {
             );
             return;
         }
+        if self.consumed.remove(&cmd_sn) {
+            // Its ABORT TASK came first: the command counts as received, and is dropped.
+            if cmd_sn == self.exp_cmd_sn {
+                self.exp_cmd_sn = self.exp_cmd_sn.wrapping_add(1);
+                self.deliver_held(out);
+            }
+            return;
+        }
         if cmd_sn != self.exp_cmd_sn {
             // Hold until the gap fills (commands are delivered in CmdSN order).
             self.held.entry(cmd_sn).or_insert(pdu);
@@ -372,9 +384,20 @@ impl Session {
         }
         self.exp_cmd_sn = self.exp_cmd_sn.wrapping_add(1);
         self.dispatch(pdu, out);
-        while let Some(next) = self.held.remove(&self.exp_cmd_sn) {
-            self.exp_cmd_sn = self.exp_cmd_sn.wrapping_add(1);
-            self.dispatch(next, out);
+        self.deliver_held(out);
+    }
+
+    /// Delivers held commands whose turn has come, stepping over aborted CmdSNs.
+    fn deliver_held(&mut self, out: &mut Vec<Action>) {
+        loop {
+            if let Some(next) = self.held.remove(&self.exp_cmd_sn) {
+                self.exp_cmd_sn = self.exp_cmd_sn.wrapping_add(1);
+                self.dispatch(next, out);
+            } else if self.consumed.remove(&self.exp_cmd_sn) {
+                self.exp_cmd_sn = self.exp_cmd_sn.wrapping_add(1);
+            } else {
+                break;
+            }
         }
     }
 
@@ -858,12 +881,18 @@ impl Session {
                     self.forget_task(rtt);
                     aborted.push(rtt);
                 } else if let Some((&sn, _)) = self.held.iter().find(|(_, p)| p.itt() == rtt) {
-                    // Not yet delivered: it will never run (RFC 7143 §11.5.1 b).
+                    // Not yet delivered: it will never run, and its CmdSN counts as
+                    // received (RFC 7143 §11.5.1 b).
                     self.held.remove(&sn);
+                    self.held_data.retain(|d| d.itt() != rtt);
+                    self.consumed.insert(sn);
+                    self.deliver_held(out);
                 } else if serial::lt(ref_cmd_sn, tmf_cmd_sn)
                     && serial::le(self.exp_cmd_sn, ref_cmd_sn)
                 {
                     // Within the window but not received: consider it received.
+                    self.consumed.insert(ref_cmd_sn);
+                    self.deliver_held(out);
                 } else {
                     self.tmf_respond(itt, tmf_response::TASK_DOES_NOT_EXIST, out);
                     return;

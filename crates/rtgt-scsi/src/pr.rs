@@ -758,11 +758,12 @@ impl PrState {
                 // (SPC-4 5.13.3). SIP_C=1 and ATP_C=1: SPEC_I_PT and ALL_TG_PT are
                 // honoured. PTPL_C=1 when there is a state directory to persist into.
                 b.push(0x08 | 0x04 | u8::from(self.file.is_some()));
-                // TMV=1; ALLOW COMMANDS 010b: TEST UNIT READY passes WE and EA
-                // reservations, and MODE SENSE, READ BUFFER, RECEIVE COPY RESULTS,
-                // RECEIVE DIAGNOSTIC RESULTS, REPORT SUPPORTED OPERATION CODES / TASK
-                // MANAGEMENT FUNCTIONS pass WE ones (spc::pr_access); PTPL_A.
-                b.push(0x80 | (0b010 << 4) | u8::from(self.aptpl));
+                // TMV=1; ALLOW COMMANDS 011b: TEST UNIT READY passes WE and EA
+                // reservations; MODE SENSE, READ ATTRIBUTE, READ BUFFER, RECEIVE COPY
+                // RESULTS, RECEIVE DIAGNOSTIC RESULTS, REPORT SUPPORTED OPERATION CODES /
+                // TASK MANAGEMENT FUNCTIONS and READ DEFECT DATA pass WE ones
+                // (spc::pr_access); PTPL_A.
+                b.push(0x80 | (0b011 << 4) | u8::from(self.aptpl));
                 // PERSISTENT RESERVATION TYPE MASK: WR_EX_AR, EX_AC_RO, WR_EX_RO, EX_AC,
                 // WR_EX; EX_AC_AR.
                 b.push(0x80 | 0x40 | 0x20 | 0x08 | 0x02);
@@ -1059,8 +1060,8 @@ mod tests {
         let caps = s.input(2).unwrap();
         assert_eq!(caps.len(), 8);
         assert_eq!(&caps[4..6], &[0xea, 0x01]);
-        // SIP_C, ATP_C; no state file: PTPL_C=0. TMV, ALLOW COMMANDS 010b.
-        assert_eq!(&caps[2..4], &[0x0c, 0xa0]);
+        // SIP_C, ATP_C; no state file: PTPL_C=0. TMV, ALLOW COMMANDS 011b.
+        assert_eq!(&caps[2..4], &[0x0c, 0xb0]);
         let fs = s.input(3).unwrap();
         assert_eq!(u64_at(&fs, 8), 0x1122);
         assert_eq!(fs[8 + 24], 0x45);

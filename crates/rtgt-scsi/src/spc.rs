@@ -78,11 +78,16 @@ pub(crate) fn pr_access(cdb: &[u8]) -> Access {
         | 0x9e
         | op::MODE_SENSE_6
         | op::MODE_SENSE_10
-        // READ BUFFER, RECEIVE DIAGNOSTIC RESULTS, RECEIVE COPY RESULTS read too: REPORT
-        // CAPABILITIES' ALLOW COMMANDS 010b promises they pass Write Exclusive.
+        // READ BUFFER, RECEIVE DIAGNOSTIC RESULTS, RECEIVE COPY RESULTS, LOG SENSE, READ
+        // ATTRIBUTE and READ DEFECT DATA read too (SPC-4 table 57, SBC-4 table 13):
+        // REPORT CAPABILITIES' ALLOW COMMANDS 011b promises they pass Write Exclusive.
         | 0x3c
         | 0x1c
-        | 0x84 => Access::Read,
+        | 0x84
+        | 0x4d
+        | 0x8c
+        | 0x37
+        | 0xb7 => Access::Read,
         _ => Access::Write,
     }
 }

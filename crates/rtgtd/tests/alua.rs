@@ -56,7 +56,10 @@ const NOT_READY: u8 = 0x02;
 
 #[test]
 fn two_portal_groups_two_paths_one_lun() {
-    let (p1, p2) = (free_port(), free_port());
+    let p1 = free_port();
+    let p2 = std::iter::repeat_with(free_port)
+        .find(|p| *p != p1)
+        .unwrap();
     let (a1, a2) = (
         format!("portal=127.0.0.1:{p1},tpgt=1"),
         format!("portal=127.0.0.1:{p2},tpgt=2"),

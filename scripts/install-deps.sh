@@ -9,6 +9,8 @@
 #                     so the module matches qemu-img exactly (QEMU refuses mismatched modules)
 #   tgt               Debian's tgtd, the peer the benches and conformance baseline compare against
 #   python3           the conformance runner
+#   strace            the backing-store tests watch rtgtd's flush system calls with it
+#   mount (losetup)   loop devices for the block-device backing-store tests
 # Works as root without a terminal (CI=true, no stdin); uses sudo otherwise.
 set -euo pipefail
 SUDO=""
@@ -22,6 +24,8 @@ need=()
 command -v iscsi-test-cu >/dev/null 2>&1 || need+=(libiscsi-bin)
 command -v tgtd >/dev/null 2>&1 || need+=(tgt)
 command -v python3 >/dev/null 2>&1 || need+=(python3)
+command -v strace >/dev/null 2>&1 || need+=(strace)
+command -v losetup >/dev/null 2>&1 || need+=(mount)
 command -v cc >/dev/null 2>&1 || need+=(build-essential)
 command -v curl >/dev/null 2>&1 || need+=(curl ca-certificates)
 

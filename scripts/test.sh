@@ -9,6 +9,8 @@
 # Environment:
 #   SKIP_DEPS=1         don't run scripts/install-deps.sh
 #   SKIP_CONFORMANCE=1  don't run the iscsi-test-cu conformance suite
+#   SKIP_STORE_CONFORMANCE=1  run it on the default LUN only, not also on io_uring,
+#                       O_DIRECT and loop-device LUNs (about 2 minutes each)
 #   CONFORMANCE_ARGS    extra arguments for tests/conformance/run.sh
 set -uo pipefail
 
@@ -59,6 +61,12 @@ if step build cargo build --workspace; then
   if [ "${SKIP_CONFORMANCE:-0}" != 1 ]; then
     # shellcheck disable=SC2086
     step conformance bash tests/conformance/run.sh --no-build ${CONFORMANCE_ARGS:-}
+    # The other backing stores must pass everything the default rdwr LUN passes.
+    if [ "${SKIP_STORE_CONFORMANCE:-0}" != 1 ]; then
+      for cfg in io-uring-lun direct-lun loop-lun; do
+        step "conformance-$cfg" bash tests/conformance/run.sh --no-build --config "$cfg" --expect default-lun
+      done
+    fi
   fi
 else
   skipped cargo-test "build failed"

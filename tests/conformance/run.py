@@ -39,12 +39,19 @@ import classify  # noqa: E402
 IQN = "iqn.2026-11.org.rtgt:conformance"
 PEER = "tgtd-1.0.85-pass.txt"
 
-# name -> (rtgtadm logicalunit options, LUN size in bytes)
+# name -> (rtgtadm logicalunit options, LUN size in bytes). The LUN's backing store is a
+# sparse file of that size; "loop" configs put a loop device (losetup) over the file, and
+# "mem"/"null" ones have no file at all.
 CONFIGS = {
     "default-lun": ([], 1 << 30),
     "4k-lun": (["--blocksize", "4096"], 1 << 30),
     "direct-lun": (["--bsoflags", "direct"], 1 << 30),
     "sync-lun": (["--bsoflags", "sync"], 1 << 30),
+    "io-uring-lun": (["--bstype", "io_uring"], 1 << 30),
+    "io-uring-direct-lun": (["--bstype", "io_uring", "--bsoflags", "direct"], 1 << 30),
+    "mem-lun": (["--bstype", "mem", "--bsopts", "size=1G"], None),
+    "loop-lun": (["--loop"], 1 << 30),
+    "loop-io-uring-direct-lun": (["--loop", "--bstype", "io_uring", "--bsoflags", "direct"], 1 << 30),
 }
 
 
@@ -201,6 +208,9 @@ def compare(results, expected):
 def main(argv):
     ap = argparse.ArgumentParser(description="Run libiscsi's iscsi-test-cu against rtgtd and compare with the expected results.")
     ap.add_argument("--config", default="default-lun", choices=sorted(CONFIGS), help="LUN configuration (default: default-lun)")
+    ap.add_argument("--expect", metavar="CONFIG",
+                    help="compare with expected/CONFIG.txt instead of the config's own file "
+                         "(e.g. --config io-uring-lun --expect default-lun: no regression against rdwr)")
     ap.add_argument("--update", action="store_true", help="rewrite expected/<config>.txt from this run")
     ap.add_argument("--no-build", action="store_true", help="don't run cargo build first")
     ap.add_argument("--timeout", type=int, default=int(os.environ.get("RTGT_CU_TIMEOUT", "900")),
@@ -214,7 +224,9 @@ def main(argv):
     os.makedirs(args.results, exist_ok=True)
     logpath = os.path.join(args.results, f"{args.config}.log")
     outpath = os.path.join(args.results, f"{args.config}.txt")
-    expected_path = os.path.join(HERE, "expected", f"{args.config}.txt")
+    expected_path = os.path.join(HERE, "expected", f"{args.expect or args.config}.txt")
+    if args.update and args.expect:
+        raise SystemExit("conformance: --update writes the config's own expectations; drop --expect")
     problems = []
 
     if args.log:
@@ -222,18 +234,39 @@ def main(argv):
     else:
         if shutil.which("iscsi-test-cu") is None:
             raise SystemExit("conformance: iscsi-test-cu not found; run scripts/install-deps.sh (package libiscsi-bin)")
-        rtgtd, rtgtadm = find_bins(args)
         lun_opts, size = CONFIGS[args.config]
+        loop = "--loop" in lun_opts
+        if loop and (not os.path.exists("/dev/loop-control") or shutil.which("losetup") is None):
+            # Loop devices absent (a container without them): nothing to run. Present but
+            # failing is an error below.
+            say(f"SKIPPED {args.config}: loop devices are unavailable here (no /dev/loop-control or losetup)")
+            return 0
+        rtgtd, rtgtadm = find_bins(args)
+        lun_opts = [o for o in lun_opts if o != "--loop"]
         work = tempfile.mkdtemp(prefix="rtgt-conformance-")
         daemon = None
+        loopdev = None
         try:
             daemon = Daemon(rtgtd, rtgtadm, work, os.path.join(args.results, f"{args.config}.rtgtd.log"))
             daemon.wait_ready()
-            img = os.path.join(work, "lun1.img")
-            with open(img, "wb") as f:
-                f.truncate(size)
+            backing = []
+            if size is not None:
+                img = os.path.join(work, "lun1.img")
+                with open(img, "wb") as f:
+                    f.truncate(size)
+                backing = ["-b", img]
+                if loop:
+                    r = subprocess.run(["losetup", "-f", "--show", img], capture_output=True, text=True)
+                    if r.returncode != 0:
+                        raise SystemExit(f"conformance: losetup -f --show {img} failed: {r.stderr.strip()} "
+                                         "(loop devices need root and /dev/loop-control)")
+                    loopdev = r.stdout.strip()
+                    say(f"backing store: loop device {loopdev} over {img}")
+                    backing = ["-b", loopdev]
             daemon.adm(["--op", "new", "--mode", "target", "--tid", "1", "-T", IQN])
-            daemon.adm(["--op", "new", "--mode", "logicalunit", "--tid", "1", "--lun", "1", "-b", img] + lun_opts)
+            daemon.adm(["--op", "new", "--mode", "logicalunit", "--tid", "1", "--lun", "1"] + backing + lun_opts)
+            say("LUN: " + " ".join(line.strip() for line in daemon.adm(["--op", "show", "--mode", "target"]).stdout.splitlines()
+                                   if line.strip().startswith(("Backing store type", "Backing store flags", "Block size", "Size"))))
             daemon.adm(["--op", "bind", "--mode", "target", "--tid", "1", "-I", "ALL"])
             url = f"iscsi://127.0.0.1:{daemon.port}/{IQN}/1"
             secs, problem = run_cu(url, logpath, args.timeout, args.stall)
@@ -247,6 +280,8 @@ def main(argv):
         finally:
             if daemon is not None:
                 daemon.stop()
+            if loopdev:
+                subprocess.run(["losetup", "-d", loopdev], capture_output=True)
             shutil.rmtree(work, ignore_errors=True)
 
     with open(logpath, errors="replace") as f:

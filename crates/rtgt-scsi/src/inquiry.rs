@@ -132,7 +132,7 @@ fn name_string(s: &str) -> Vec<u8> {
 
 fn supported_pages(lu: &Lu) -> &'static [u8] {
     match lu.device_type {
-        DeviceType::Disk => &[0x00, 0x80, 0x83, 0xb0, 0xb1, 0xb2],
+        DeviceType::Disk => &[0x00, 0x80, 0x83, 0x86, 0xb0, 0xb1, 0xb2],
         DeviceType::Controller => &[0x00, 0x80, 0x83],
     }
 }
@@ -165,12 +165,25 @@ fn vpd(lu: &Lu, target: &str, nexus: &ItNexus, page: u8) -> Outcome<Vec<u8>> {
             designator(&mut body, proto, 1, 1, 5, &tpg);
             designator(&mut body, proto, 3, 2, 8, &name_string(target));
         }
+        0x86 => {
+            // Extended INQUIRY Data (SPC-4 7.8.7): SIMPSUP (simple task attribute);
+            // NV_SUP when `nv_cache=1` says the cache is non-volatile, else V_SUP when
+            // there is a volatile cache (not on an O_DSYNC store); LUICLR, as unit
+            // attentions are cleared per logical unit.
+            body.resize(0x3c, 0);
+            body[1] = 0x01;
+            let nv = lu.params.read().nv_cache;
+            let sync = lu.store.as_ref().is_some_and(|s| s.capabilities().sync);
+            body[2] = if nv { 0x02 } else { u8::from(!sync) };
+            body[3] = 0x01;
+        }
         0xb0 => {
             // Block Limits (SBC-4 6.6.4).
             body.resize(0x3c, 0);
             let bs = u64::from(lu.block_size);
             body[1] = crate::sbc::MAX_COMPARE_AND_WRITE_BLOCKS;
-            let gran = (4096 / lu.block_size).max(1) as u16;
+            // OPTIMAL TRANSFER LENGTH GRANULARITY: a physical block, at least a page.
+            let gran = (lu.physical_block_size.max(4096) / lu.block_size).max(1) as u16;
             body[2..4].copy_from_slice(&gran.to_be_bytes());
             let max = (MAX_TRANSFER_BYTES / bs) as u32;
             body[4..8].copy_from_slice(&max.to_be_bytes());

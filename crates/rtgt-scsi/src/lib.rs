@@ -27,6 +27,9 @@ mod ua;
 #[cfg(test)]
 mod target_tests;
 
+#[cfg(test)]
+mod cache_tests;
+
 pub use alua::AluaState;
 pub use target::{ScsiTarget, TmOutcome, TmResponse};
 pub use tasks::{AbortHook, TaskGuard, TransportAbort};
@@ -183,6 +186,11 @@ pub struct LuInfo {
     pub backing_store_path: String,
     pub backing_store_flags: String,
     pub write_cache: bool,
+    /// `nv_cache=1`: flushes are skipped.
+    pub nv_cache: bool,
+    pub physical_block_size: u32,
+    /// What the backing store has done (reads, writes, durable writes, flushes).
+    pub io_stats: rtgt_backstore::IoStats,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

@@ -8,7 +8,7 @@ use parking_lot::{Mutex, RwLock};
 use rtgt_backstore::BackingStore;
 
 use crate::mode::ModeState;
-use crate::params::LuParams;
+use crate::params::{LuParams, PhysicalBlock};
 use crate::pr::PrState;
 use crate::reserve::Spc2Reservation;
 use crate::ua::UaTable;
@@ -27,6 +27,9 @@ pub(crate) struct Lu {
     /// None for the controller at LUN 0.
     pub store: Option<Arc<dyn BackingStore>>,
     pub block_size: u32,
+    /// Physical block size (a power-of-two multiple of `block_size`), for LOGICAL
+    /// BLOCKS PER PHYSICAL BLOCK EXPONENT (SBC-4 5.20.2).
+    pub physical_block_size: u32,
     pub path: String,
     pub bsoflags: String,
     pub params: RwLock<LuParams>,
@@ -51,18 +54,25 @@ impl Lu {
         bsoflags: String,
         params: LuParams,
     ) -> Self {
-        // An O_SYNC store has no volatile cache to report (SBC-4 6.5.5 WCE).
+        // An O_DSYNC store has no volatile cache to report (SBC-4 6.5.5 WCE), and as
+        // the open flag can't change, WCE can't either.
         let sync = store.as_ref().is_some_and(|s| s.capabilities().sync);
         let default_mode = ModeState {
-            wce: !sync,
+            wce: !sync && params.write_cache,
+            wce_fixed: sync,
             d_sense: params.descriptor_sense,
             swp: false,
         };
+        let physical_block_size = store
+            .as_ref()
+            .map(|s| physical_block_size(&params, s.as_ref(), block_size))
+            .unwrap_or(block_size);
         Self {
             lun,
             device_type,
             store,
             block_size,
+            physical_block_size,
             path,
             bsoflags,
             params: RwLock::new(params),
@@ -101,6 +111,26 @@ impl Lu {
         self.hard_readonly() || self.mode.lock().swp
     }
 
+    /// Whether writes must be durable before GOOD: FUA asks, or the write cache is off;
+    /// never with `nv_cache=1`, and never needed extra on an O_DSYNC store, where every
+    /// write already is.
+    pub fn durable_write(&self, fua: bool) -> bool {
+        if self.params.read().nv_cache || self.store_sync() {
+            return false;
+        }
+        fua || !self.mode.lock().wce
+    }
+
+    /// Whether a flush (SYNCHRONIZE CACHE, START STOP UNIT) must reach the store:
+    /// not with `nv_cache=1`, which trusts the store's cache to survive power loss.
+    pub fn flush_needed(&self) -> bool {
+        !self.params.read().nv_cache
+    }
+
+    fn store_sync(&self) -> bool {
+        self.store.as_ref().is_some_and(|s| s.capabilities().sync)
+    }
+
     pub fn descriptor_sense(&self) -> bool {
         self.mode.lock().d_sense
     }
@@ -112,4 +142,43 @@ impl Lu {
         self.spc2.clear();
         self.medium.lock().prevent_removal = false;
     }
+}
+
+/// The physical block size: the `physical_blocksize` / `lbppbe` parameter, else the
+/// block device's own (BLKPBSZGET), else 4096 for an O_DIRECT store (smaller writes
+/// cost a read-modify-write there, which initiators avoid when told), else the logical
+/// block size.
+pub(crate) fn physical_block_size(
+    params: &LuParams,
+    store: &dyn BackingStore,
+    block_size: u32,
+) -> u32 {
+    let caps = store.capabilities();
+    let derived = if caps.physical_block_size > 0 {
+        caps.physical_block_size
+    } else if caps.direct {
+        4096
+    } else {
+        block_size
+    };
+    match params.physical_block_size {
+        Some(PhysicalBlock::Bytes(n)) => n,
+        Some(PhysicalBlock::Exponent(e)) => block_size << e,
+        None => derived.max(block_size),
+    }
+}
+
+/// Checks a physical block size against the logical one: a power-of-two multiple of it,
+/// at most 2^15 logical blocks (the exponent field is four bits).
+pub(crate) fn check_physical(physical: u32, block_size: u32) -> Result<(), String> {
+    if physical < block_size
+        || !physical.is_multiple_of(block_size)
+        || !(physical / block_size).is_power_of_two()
+        || (physical / block_size).trailing_zeros() > 15
+    {
+        return Err(format!(
+            "physical block size {physical} must be the logical block size {block_size} times a power of two (at most 2^15)"
+        ));
+    }
+    Ok(())
 }

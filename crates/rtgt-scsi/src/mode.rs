@@ -16,6 +16,8 @@ pub(crate) const ALL_PAGES: u8 = 0x3f;
 pub(crate) struct ModeState {
     /// Caching page WCE (SBC-4 6.5.5).
     pub wce: bool,
+    /// WCE cannot change: the store is opened O_DSYNC (`--bsoflags sync`).
+    pub wce_fixed: bool,
     /// Control page D_SENSE: descriptor-format sense (SPC-4 7.5.8).
     pub d_sense: bool,
     /// Control page SWP: software write protect (SPC-4 7.5.8, SBC-4 4.13).
@@ -59,6 +61,7 @@ fn page_bytes(code: u8, pc: Pc, cur: &ModeState, dflt: &ModeState) -> Vec<u8> {
             p[1] = 18;
             p[2] = match state {
                 Some(s) => u8::from(s.wce) << 2,
+                None if cur.wce_fixed => 0,
                 None => 0x04, // WCE changeable
             };
             p
@@ -260,6 +263,7 @@ mod tests {
 
     const CUR: ModeState = ModeState {
         wce: true,
+        wce_fixed: false,
         d_sense: false,
         swp: false,
     };
@@ -361,5 +365,21 @@ mod tests {
         )
         .unwrap();
         assert!(!n.wce);
+        // A store opened O_DSYNC: WCE is not changeable and stays 0.
+        let sync = ModeState {
+            wce: false,
+            wce_fixed: true,
+            ..CUR
+        };
+        let d = sense(&[0x1a, 0, 0x48, 0, 255, 0], &sync, &sync, &medium()).unwrap();
+        assert_eq!(d[4 + 8 + 2] & 0x04, 0, "WCE not changeable");
+        let mut on = page_bytes(CACHING, Pc::Current, &sync, &sync);
+        on[2] |= 0x04;
+        let mut p6 = vec![0u8; 4];
+        p6.extend(&on);
+        assert_eq!(
+            select(&[0x15, 0x10, 0, 0, p6.len() as u8, 0], &p6, &sync, 512),
+            Err(invalid_param())
+        );
     }
 }

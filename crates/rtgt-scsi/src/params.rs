@@ -18,6 +18,22 @@ pub(crate) struct LuParams {
     /// Descriptor-format sense by default (sets D_SENSE's initial value).
     pub descriptor_sense: bool,
     pub thin_provisioning: bool,
+    /// `write_cache=on|off`: the caching mode page's WCE to start with (SBC-4 6.5.5);
+    /// off makes every write durable before GOOD.
+    pub write_cache: bool,
+    /// `nv_cache=1`: the store is trusted to be non-volatile (a battery-backed array, a
+    /// RAM disk): flushes and FUA are skipped and VPD 86h says NV_SUP (fileio_tgt -c).
+    pub nv_cache: bool,
+    /// `physical_blocksize=N` (or tgt-style `lbppbe=E`, N = logical << E): the physical
+    /// block READ CAPACITY (16) reports; None derives it from the store.
+    pub physical_block_size: Option<PhysicalBlock>,
+}
+
+/// How the physical block size was given: in bytes or as an exponent of the logical one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PhysicalBlock {
+    Bytes(u32),
+    Exponent(u8),
 }
 
 impl Default for LuParams {
@@ -33,6 +49,9 @@ impl Default for LuParams {
             online: true,
             descriptor_sense: false,
             thin_provisioning: false,
+            write_cache: true,
+            nv_cache: false,
+            physical_block_size: None,
         }
     }
 }
@@ -46,6 +65,15 @@ fn flag(k: &str, v: &str) -> Result<bool, ScsiError> {
         "0" => Ok(false),
         "1" => Ok(true),
         _ => Err(bad(k, v, "use 0 or 1")),
+    }
+}
+
+/// tgt's flags are 0/1; on/off reads better for a cache.
+fn on_off(k: &str, v: &str) -> Result<bool, ScsiError> {
+    match v.to_ascii_lowercase().as_str() {
+        "1" | "on" | "yes" => Ok(true),
+        "0" | "off" | "no" => Ok(false),
+        _ => Err(bad(k, v, "use on or off (1 or 0)")),
     }
 }
 
@@ -84,6 +112,24 @@ impl LuParams {
                     }
                     p.thin_provisioning = false;
                 }
+                "write_cache" => p.write_cache = on_off(k, v)?,
+                "nv_cache" => p.nv_cache = on_off(k, v)?,
+                "physical_blocksize" | "physical_block_size" => {
+                    let n: u32 = v
+                        .parse()
+                        .ok()
+                        .filter(|n: &u32| n.is_power_of_two() && (512..=1 << 24).contains(n))
+                        .ok_or_else(|| bad(k, v, "use a power of two from 512, e.g. 4096"))?;
+                    p.physical_block_size = Some(PhysicalBlock::Bytes(n));
+                }
+                "lbppbe" => {
+                    let e: u8 = v
+                        .parse()
+                        .ok()
+                        .filter(|e| *e <= 15)
+                        .ok_or_else(|| bad(k, v, "use an exponent from 0 to 15"))?;
+                    p.physical_block_size = Some(PhysicalBlock::Exponent(e));
+                }
                 _ => return Err(bad(k, v, "unknown parameter")),
             }
         }
@@ -111,6 +157,26 @@ mod tests {
         assert_eq!(p.vendor_id, "ACME");
         assert!(p.readonly);
         assert!(p.descriptor_sense);
+    }
+
+    #[test]
+    fn cache_and_physical_block_params() {
+        let p = LuParams::default();
+        assert!(p.write_cache && !p.nv_cache && p.physical_block_size.is_none());
+        let p = p
+            .apply(&[
+                ("write_cache".into(), "off".into()),
+                ("nv_cache".into(), "1".into()),
+                ("physical_blocksize".into(), "4096".into()),
+            ])
+            .unwrap();
+        assert!(!p.write_cache && p.nv_cache);
+        assert_eq!(p.physical_block_size, Some(PhysicalBlock::Bytes(4096)));
+        let p = p.apply(&kv("lbppbe", "3")).unwrap();
+        assert_eq!(p.physical_block_size, Some(PhysicalBlock::Exponent(3)));
+        assert!(p.apply(&kv("write_cache", "maybe")).is_err());
+        assert!(p.apply(&kv("physical_blocksize", "3000")).is_err());
+        assert!(p.apply(&kv("lbppbe", "16")).is_err());
     }
 
     #[test]

@@ -133,17 +133,20 @@ async fn read(lu: &Lu, s: Span) -> Outcome<Vec<u8>> {
         .map_err(|_| io_error(false))
 }
 
-/// Writes, then makes it durable when FUA asks or the write cache is off (SBC-4 5.40,
-/// 6.5.5: WCE=0 means GOOD only once the data is on the medium).
+/// Writes, durably when FUA asks or the write cache is off (SBC-4 5.40, 6.5.5: WCE=0
+/// means GOOD only once the data is on the medium). A durable write is made durable on
+/// its own (RWF_DSYNC), without flushing everything else the file holds.
 async fn write(lu: &Lu, off: u64, data: Vec<u8>, fua: bool) -> Outcome<()> {
     if data.is_empty() {
         return Ok(());
     }
     let st = store(lu);
-    st.write_at(data, off).await.map_err(|_| io_error(true))?;
-    if fua || !lu.mode.lock().wce {
-        st.flush().await.map_err(|_| io_error(true))?;
+    if lu.durable_write(fua) {
+        st.write_at_durable(data, off).await
+    } else {
+        st.write_at(data, off).await
     }
+    .map_err(|_| io_error(true))?;
     Ok(())
 }
 
@@ -166,6 +169,8 @@ pub(crate) fn read_capacity16(lu: &Lu) -> Vec<u8> {
     let mut b = vec![0u8; 32];
     b[0..8].copy_from_slice(&(lu.num_blocks() - 1).to_be_bytes());
     b[8..12].copy_from_slice(&lu.block_size.to_be_bytes());
+    // LOGICAL BLOCKS PER PHYSICAL BLOCK EXPONENT (SBC-4 table 69); LBA 0 is aligned.
+    b[13] = ((lu.physical_block_size / lu.block_size).trailing_zeros() as u8) & 0x0f;
     b
 }
 
@@ -376,17 +381,36 @@ pub(crate) async fn write_same_cmd(lu: &Lu, cdb: &[u8], data: &[u8]) -> Outcome<
             .map_err(|_| io_error(true))?;
         lba += k;
     }
-    if !lu.mode.lock().wce {
-        st.flush().await.map_err(|_| io_error(true))?;
+    if lu.durable_write(false) {
+        st.flush_range(s.lba * bs, s.blocks * bs)
+            .await
+            .map_err(|_| io_error(true))?;
     }
     Ok(ScsiResult::good())
 }
 
-/// SYNCHRONIZE CACHE (10/16) (SBC-4 5.26, 5.27): the range is checked, then everything
-/// is flushed (the store has no finer flush).
+/// SYNCHRONIZE CACHE (10/16) (SBC-4 5.26, 5.27): the range is checked, then flushed
+/// (NUMBER OF LOGICAL BLOCKS zero: through the last LBA). With `nv_cache=1` the cache
+/// is trusted to be non-volatile and there is nothing to do.
 pub(crate) async fn sync_cache_cmd(lu: &Lu, cdb: &[u8]) -> Outcome<ScsiResult> {
-    check_range(lu, span(cdb))?;
-    store(lu).flush().await.map_err(|_| io_error(true))?;
+    let s = span(cdb);
+    check_range(lu, s)?;
+    if !lu.flush_needed() {
+        return Ok(ScsiResult::good());
+    }
+    let st = store(lu);
+    let bs = u64::from(lu.block_size);
+    if s.blocks == 0 && s.lba == 0 {
+        st.flush().await
+    } else {
+        let blocks = if s.blocks == 0 {
+            lu.num_blocks() - s.lba
+        } else {
+            s.blocks
+        };
+        st.flush_range(s.lba * bs, blocks * bs).await
+    }
+    .map_err(|_| io_error(true))?;
     Ok(ScsiResult::good())
 }
 
@@ -411,7 +435,7 @@ pub(crate) async fn start_stop_cmd(lu: &Lu, cdb: &[u8]) -> Outcome<ScsiResult> {
         return Err(invalid_cdb());
     }
     // Stopping makes the cache durable first unless NO_FLUSH says not to.
-    if !start && !no_flush {
+    if !start && !no_flush && lu.flush_needed() {
         store(lu).flush().await.map_err(|_| io_error(true))?;
     }
     // With a POWER CONDITION other than START_VALID, START and LOEJ are ignored.

@@ -182,6 +182,8 @@ impl ScsiTarget {
             });
         }
         let params = LuParams::default().apply(&cfg.params)?;
+        let physical = crate::lu::physical_block_size(&params, cfg.store.as_ref(), cfg.block_size);
+        crate::lu::check_physical(physical, cfg.block_size).map_err(ScsiError::BadParam)?;
         let lu = Arc::new(Lu::new(
             lun,
             cfg.device_type,
@@ -235,10 +237,47 @@ impl ScsiTarget {
             .cloned()
             .ok_or(ScsiError::NoSuchLun(lun))?;
         let next = lu.params.read().apply(params)?;
-        if params.iter().any(|(k, _)| k.trim() == "sense_format") {
-            lu.mode.lock().d_sense = next.descriptor_sense;
+        let given = |key: &str| params.iter().any(|(k, _)| k.trim() == key);
+        let caps = lu
+            .store
+            .as_ref()
+            .map(|s| s.capabilities())
+            .unwrap_or_default();
+        if given("physical_blocksize") || given("physical_block_size") || given("lbppbe") {
+            return Err(ScsiError::BadParam(
+                "the physical block size is set when the logical unit is created".into(),
+            ));
+        }
+        // A store opened O_RDONLY can't take writes; reopening it under a running LU
+        // is not supported.
+        if given("readonly") && !next.readonly && caps.read_only {
+            return Err(ScsiError::BadParam(
+                "readonly=0: the backing store was opened read-only (O_RDONLY); delete the logical unit and create it again without readonly=1".into(),
+            ));
+        }
+        if given("write_cache") && next.write_cache && caps.sync {
+            return Err(ScsiError::BadParam(
+                "write_cache=on: the backing store is opened O_DSYNC (--bsoflags sync), so every write is written through".into(),
+            ));
+        }
+        let mut mode_changed = false;
+        {
+            let mut mode = lu.mode.lock();
+            if given("sense_format") {
+                mode.d_sense = next.descriptor_sense;
+            }
+            if given("write_cache") && mode.wce != next.write_cache {
+                mode.wce = next.write_cache;
+                mode_changed = true;
+            }
         }
         *lu.params.write() = next;
+        if mode_changed {
+            // SPC-4 7.5.3: the mode parameters changed other than by this nexus's MODE
+            // SELECT; every I_T nexus hears of it.
+            lu.ua
+                .establish(self.nexus_ids(), asc::MODE_PARAMETERS_CHANGED);
+        }
         Ok(())
     }
 
@@ -278,6 +317,9 @@ impl ScsiTarget {
                     },
                     backing_store_flags: lu.bsoflags.clone(),
                     write_cache: !controller && mode.wce,
+                    nv_cache: p.nv_cache,
+                    physical_block_size: lu.physical_block_size,
+                    io_stats: lu.store.as_ref().map(|s| s.stats()).unwrap_or_default(),
                 }
             })
             .collect()

@@ -615,8 +615,8 @@ mod inquiry_data {
         let r = exec(&t, 1, 1, &[0x12, 1, 0xc0, 0, 255, 0], &[]).await;
         assert_eq!(sense_of(&r), (ILLEGAL, 0x24, 0x00));
         let r = exec(&t, 1, 1, &[0x12, 1, 0, 0, 255, 0], &[]).await;
-        assert_eq!(&r.data_in[4..], &[0x00, 0x80, 0x83, 0xb0, 0xb1, 0xb2]);
-        for page in [0x80u8, 0x83, 0xb0, 0xb1, 0xb2] {
+        assert_eq!(&r.data_in[4..], &[0x00, 0x80, 0x83, 0x86, 0xb0, 0xb1, 0xb2]);
+        for page in [0x80u8, 0x83, 0x86, 0xb0, 0xb1, 0xb2] {
             let r = exec(&t, 1, 1, &[0x12, 1, page, 0, 255, 0], &[]).await;
             good(&r);
             assert_eq!(r.data_in[1], page);

@@ -347,7 +347,8 @@ fn io_text(e: &std::io::Error) -> String {
 fn open_err(e: OpenError, direct: bool) -> AdmError {
     match e {
         OpenError::UnknownType(t) => AdmError::invalid(format!(
-            "unknown backing store type '{t}' (use rdwr or null)"
+            "unknown backing store type '{t}' (use {})",
+            rtgt_backstore::KNOWN_TYPES
         )),
         OpenError::Io { path, source } => {
             let hint = if direct && source.raw_os_error() == Some(22) {
@@ -400,36 +401,66 @@ fn logicalunit(reg: &Registry, op: &str, req: &Request) -> Result<String> {
             if block_size != 512 && block_size != 4096 {
                 return Err(scsi_err(tid, ScsiError::BadBlockSize(block_size)));
             }
-            let bstype = req.bstype.as_deref().unwrap_or("rdwr");
-            let bstype = if bstype.is_empty() { "rdwr" } else { bstype };
-            if bstype != "rdwr" && bstype != "null" {
-                return Err(open_err(OpenError::UnknownType(bstype.into()), false));
-            }
+            let bstype_given = req.bstype.as_deref().unwrap_or("rdwr");
+            let bstype = rtgt_backstore::canonical_type(bstype_given)
+                .ok_or_else(|| open_err(OpenError::UnknownType(bstype_given.into()), false))?;
             let (sync, direct, flags) = parse_bsoflags(req.bsoflags.as_deref().unwrap_or(""))?;
+            let fileless = matches!(bstype, "null" | "mem");
+            if fileless && (sync || direct) {
+                return Err(AdmError::invalid(format!(
+                    "--bsoflags {flags} needs a file or block device; bstype {bstype} has none"
+                )));
+            }
             let mut params = match req.params.as_deref() {
                 Some(p) => parse_kv_list(p).map_err(AdmError::Invalid)?,
                 None => Vec::new(),
             };
+            // `size=` sizes the stores that have no file, from --bsopts (tgt's place for
+            // store options) or --params; it is not a SCSI parameter, so it goes no further.
             let mut size = None;
+            let mut sizes: Vec<String> = params
+                .iter()
+                .filter(|(k, _)| k == "size")
+                .map(|(_, v)| v.clone())
+                .collect();
+            params.retain(|(k, _)| k != "size");
             if let Some(opts) = req.bsopts.as_deref() {
                 for (k, v) in parse_kv_list(opts).map_err(AdmError::Invalid)? {
-                    match (bstype, k.as_str()) {
-                        ("null", "size") => size = Some(parse_size(&v).map_err(AdmError::Invalid)?),
-                        _ => {
-                            return Err(AdmError::invalid(format!(
-                                "unknown --bsopts '{k}' for bstype {bstype}{}",
-                                if bstype == "null" {
-                                    " (known: size)"
-                                } else {
-                                    " (it takes none)"
-                                }
-                            )))
-                        }
+                    if k == "size" && fileless {
+                        sizes.push(v);
+                    } else {
+                        return Err(AdmError::invalid(format!(
+                            "unknown --bsopts '{k}' for bstype {bstype}{}",
+                            if fileless {
+                                " (known: size)"
+                            } else {
+                                " (it takes none)"
+                            }
+                        )));
                     }
                 }
             }
+            for v in sizes {
+                if !fileless {
+                    return Err(AdmError::invalid(format!(
+                        "size={v}: bstype {bstype} takes its size from the backing file or device"
+                    )));
+                }
+                let n = parse_size(&v).map_err(AdmError::Invalid)?;
+                if n == 0 {
+                    return Err(AdmError::invalid(
+                        "size=0: a logical unit needs at least one block",
+                    ));
+                }
+                size = Some(n);
+            }
+            if bstype == "mem" && size.is_none() {
+                return Err(AdmError::invalid(
+                    "bstype mem needs a size: add --bsopts size=N or --params size=N (K, M, G, T suffixes)",
+                ));
+            }
             let path = req.backing_store.clone().unwrap_or_default();
-            if path.is_empty() && bstype != "null" {
+            if path.is_empty() && !fileless {
                 return Err(AdmError::invalid(format!(
                     "--backing-store (-b) is required for {what} with bstype {bstype}"
                 )));
@@ -437,34 +468,42 @@ fn logicalunit(reg: &Registry, op: &str, req: &Request) -> Result<String> {
             let readonly = params
                 .iter()
                 .any(|(k, v)| k.eq_ignore_ascii_case("readonly") && truthy(v));
-            // Open read-write even for readonly=1: the SCSI layer enforces write protection,
-            // and `--op update --params readonly=0` must be able to lift it later.
+            // readonly=1 opens the file O_RDONLY, so nothing in this process can write it;
+            // lifting it later means re-creating the LU.
             let mut opts = OpenOptions {
                 path: PathBuf::from(&path),
                 direct,
                 sync,
-                read_only: false,
+                read_only: readonly,
                 size,
             };
             let store = match rtgt_backstore::open(bstype, &opts) {
                 Ok(s) => s,
                 // A file we may only read (EACCES, EROFS) is exported read-only, as tgt does.
                 Err(OpenError::Io { source, .. })
-                    if source.kind() == std::io::ErrorKind::PermissionDenied
-                        || source.raw_os_error() == Some(30) =>
+                    if !readonly
+                        && (source.kind() == std::io::ErrorKind::PermissionDenied
+                            || source.raw_os_error() == Some(30)) =>
                 {
                     opts.read_only = true;
                     let store =
                         rtgt_backstore::open(bstype, &opts).map_err(|e| open_err(e, direct))?;
-                    if !readonly {
-                        tracing::info!(path, "backing file is read-only: exporting it read-only");
-                        params.retain(|(k, _)| !k.eq_ignore_ascii_case("readonly"));
-                        params.push(("readonly".into(), "1".into()));
-                    }
+                    tracing::info!(path, "backing file is read-only: exporting it read-only");
+                    params.retain(|(k, _)| !k.eq_ignore_ascii_case("readonly"));
+                    params.push(("readonly".into(), "1".into()));
                     store
                 }
                 Err(e) => return Err(open_err(e, direct)),
             };
+            // A block device's own logical block size, unless --blocksize says otherwise.
+            let caps = store.capabilities();
+            let block_size = match req.blocksize {
+                Some(_) => block_size,
+                None if matches!(caps.logical_block_size, 512 | 4096) => caps.logical_block_size,
+                None => block_size,
+            };
+            let kind = store.kind();
+            let flags_shown = flags.clone();
             let cfg = LuConfig {
                 device_type,
                 store,
@@ -478,7 +517,15 @@ fn logicalunit(reg: &Registry, op: &str, req: &Request) -> Result<String> {
                 params,
             };
             t.scsi.add_lu(lun, cfg).map_err(|e| scsi_err(tid, e))?;
-            tracing::info!(tid, lun, path, bstype, "logical unit created");
+            tracing::info!(
+                tid,
+                lun,
+                path,
+                bstype = kind,
+                bsoflags = flags_shown,
+                block_size,
+                "logical unit created"
+            );
             Ok(String::new())
         }
         "delete" => {

@@ -95,6 +95,27 @@ pub fn target(t: &Target, out: &mut String) {
             "            Backing store flags: {}",
             lu.backing_store_flags
         );
+        if lu.lun != 0 {
+            // rtgt's additions to tgtadm's list: the cache modes and geometry, and what
+            // the store has done (so a flush that happened can be seen to have).
+            let _ = writeln!(
+                out,
+                "            Write cache: {}",
+                if lu.write_cache { "on" } else { "off" }
+            );
+            let _ = writeln!(out, "            NV cache: {}", yes_no(lu.nv_cache));
+            let _ = writeln!(
+                out,
+                "            Physical block size: {}",
+                lu.physical_block_size
+            );
+            let io = lu.io_stats;
+            let _ = writeln!(
+                out,
+                "            Backing store I/O: reads {}, writes {}, durable writes {}, flushes {}",
+                io.reads, io.writes, io.durable_writes, io.flushes
+            );
+        }
     }
     out.push_str("    Account information:\n");
     out.push_str("    ACL information:\n");
@@ -145,7 +166,22 @@ pub fn system(reg: &Registry) -> String {
     );
     let _ = writeln!(out, "    debug: {}", if reg.debug() { "on" } else { "off" });
     out.push_str("LLDs:\n    iscsi: ready\n");
-    out.push_str("Backing stores:\n    rdwr (bsoflags sync:direct)\n    null\n");
+    out.push_str("Backing stores:\n    rdwr (bsoflags sync:direct)\n");
+    match rtgt_backstore::uring::available() {
+        Ok(()) => out.push_str("    io_uring, alias aio (bsoflags sync:direct)\n"),
+        Err(why) => {
+            let _ = writeln!(
+                out,
+                "    io_uring, alias aio: unavailable ({why}), served by rdwr"
+            );
+        }
+    }
+    out.push_str("    mem\n    null\n");
+    let _ = writeln!(
+        out,
+        "I/O threads: {}",
+        rtgt_backstore::pool::pool().threads()
+    );
     out.push_str("Device types:\n    disk\n    controller\n");
     out.push_str("Portals:\n");
     for (p, tpgt) in reg.portal_groups() {

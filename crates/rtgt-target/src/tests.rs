@@ -924,7 +924,8 @@ fn concurrent_lookups_while_changing() {
             let stop = stop.clone();
             std::thread::spawn(move || {
                 let mut n = 0u64;
-                while !stop.load(Ordering::Relaxed) {
+                // At least one lookup each, even if the writer finishes first (2 cores).
+                while n == 0 || !stop.load(Ordering::Relaxed) {
                     let t = reg.target_by_name(T1).unwrap();
                     assert!(t.allows(ip("127.0.0.1"), "iqn.x"));
                     n += 1;
@@ -950,4 +951,181 @@ fn concurrent_lookups_while_changing() {
     for r in readers {
         assert!(r.join().unwrap() > 0);
     }
+}
+
+fn show_lun(reg: &Registry, tid: u32, lun: u64) -> String {
+    let out = ok(reg.handle(Request {
+        tid: Some(tid),
+        ..req("target", "show")
+    }));
+    let start = out
+        .find(&format!("        LUN: {lun}\n"))
+        .unwrap_or_else(|| panic!("no LUN {lun} in\n{out}"));
+    let rest = &out[start + 1..];
+    let end = rest
+        .find("        LUN: ")
+        .or_else(|| rest.find("    Account information:"))
+        .unwrap();
+    rest[..end].to_string()
+}
+
+#[test]
+fn backing_store_types_and_modes() {
+    let reg = Registry::new();
+    ok(new_target(&reg, 1, T1));
+    let f = TempFile::new(1 << 20);
+    // aio is io_uring's alias; show says what serves the LUN (rdwr where io_uring is
+    // unavailable).
+    ok(reg.handle(Request {
+        bstype: Some("aio".into()),
+        bsoflags: Some("direct".into()),
+        ..new_lu(&reg, 1, 1, &f.path())
+    }));
+    let s = show_lun(&reg, 1, 1);
+    let want = if rtgt_backstore::uring::available().is_ok() {
+        "io_uring"
+    } else {
+        "rdwr"
+    };
+    assert!(s.contains(&format!("Backing store type: {want}\n")), "{s}");
+    assert!(s.contains("Backing store flags: direct\n"), "{s}");
+    assert!(s.contains("Physical block size: 4096\n"), "{s}");
+    assert!(s.contains("Write cache: on\n"), "{s}");
+    // mem: the size from --bsopts or --params; it is required.
+    ok(reg.handle(Request {
+        bstype: Some("mem".into()),
+        bsopts: Some("size=64M".into()),
+        backing_store: None,
+        ..new_lu(&reg, 1, 2, "")
+    }));
+    ok(reg.handle(Request {
+        bstype: Some("mem".into()),
+        params: Some("size=1G,nv_cache=1,write_cache=off".into()),
+        backing_store: None,
+        ..new_lu(&reg, 1, 3, "")
+    }));
+    let s = show_lun(&reg, 1, 3);
+    assert!(s.contains("Size: 1074 MB"), "{s}");
+    assert!(s.contains("Backing store type: mem\n"), "{s}");
+    assert!(
+        s.contains("NV cache: Yes\n") && s.contains("Write cache: off\n"),
+        "{s}"
+    );
+    assert!(s.contains("Backing store path: None\n"), "{s}");
+    err(
+        reg.handle(Request {
+            bstype: Some("mem".into()),
+            backing_store: None,
+            ..new_lu(&reg, 1, 4, "")
+        }),
+        errno::EINVAL,
+        "bstype mem needs a size",
+    );
+    err(
+        reg.handle(Request {
+            bstype: Some("mem".into()),
+            bsoflags: Some("direct".into()),
+            bsopts: Some("size=1M".into()),
+            ..new_lu(&reg, 1, 4, "")
+        }),
+        errno::EINVAL,
+        "needs a file or block device",
+    );
+    // null sized by --params too.
+    ok(reg.handle(Request {
+        bstype: Some("null".into()),
+        params: Some("size=2G".into()),
+        backing_store: None,
+        ..new_lu(&reg, 1, 4, "")
+    }));
+    assert!(show_lun(&reg, 1, 4).contains("Size: 2147 MB"));
+    // A file's size comes from the file.
+    err(
+        reg.handle(Request {
+            params: Some("size=2G".into()),
+            ..new_lu(&reg, 1, 5, &f.path())
+        }),
+        errno::EINVAL,
+        "takes its size from the backing file",
+    );
+    err(
+        reg.handle(Request {
+            bstype: Some("libaio".into()),
+            ..new_lu(&reg, 1, 5, &f.path())
+        }),
+        errno::EINVAL,
+        "unknown backing store type 'libaio' (use rdwr, io_uring (alias aio), mem, null)",
+    );
+    // 512 logical over 4096 physical.
+    ok(reg.handle(Request {
+        params: Some("physical_blocksize=4096".into()),
+        ..new_lu(&reg, 1, 5, &f.path())
+    }));
+    let s = show_lun(&reg, 1, 5);
+    assert!(
+        s.contains("Block size: 512\n") && s.contains("Physical block size: 4096\n"),
+        "{s}"
+    );
+    err(
+        reg.handle(Request {
+            blocksize: Some(4096),
+            params: Some("physical_blocksize=512".into()),
+            ..new_lu(&reg, 1, 6, &f.path())
+        }),
+        errno::EINVAL,
+        "physical block size 512",
+    );
+}
+
+#[test]
+fn readonly_opens_o_rdonly_and_write_cache_updates() {
+    let reg = Registry::new();
+    ok(new_target(&reg, 1, T1));
+    let f = TempFile::new(1 << 20);
+    ok(reg.handle(Request {
+        params: Some("readonly=1".into()),
+        ..new_lu(&reg, 1, 1, &f.path())
+    }));
+    let t = reg.target_by_tid(1).unwrap();
+    assert!(t.scsi.lu_info()[1].readonly);
+    err(
+        reg.handle(Request {
+            tid: Some(1),
+            lun: Some(1),
+            params: Some("readonly=0".into()),
+            ..req("logicalunit", "update")
+        }),
+        errno::EINVAL,
+        "opened read-only (O_RDONLY)",
+    );
+    // write_cache toggles live; a sync LUN can't turn it on.
+    ok(reg.handle(new_lu(&reg, 1, 2, &f.path())));
+    ok(reg.handle(Request {
+        tid: Some(1),
+        lun: Some(2),
+        params: Some("write_cache=off".into()),
+        ..req("logicalunit", "update")
+    }));
+    assert!(show_lun(&reg, 1, 2).contains("Write cache: off\n"));
+    ok(reg.handle(Request {
+        bsoflags: Some("sync".into()),
+        ..new_lu(&reg, 1, 3, &f.path())
+    }));
+    assert!(show_lun(&reg, 1, 3).contains("Write cache: off\n"));
+    err(
+        reg.handle(Request {
+            tid: Some(1),
+            lun: Some(3),
+            params: Some("write_cache=on".into()),
+            ..req("logicalunit", "update")
+        }),
+        errno::EINVAL,
+        "O_DSYNC",
+    );
+    let sys = ok(reg.handle(req("system", "show")));
+    assert!(
+        sys.contains("    mem\n") && sys.contains("io_uring, alias aio"),
+        "{sys}"
+    );
+    assert!(sys.contains("I/O threads: "), "{sys}");
 }

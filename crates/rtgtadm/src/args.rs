@@ -357,7 +357,7 @@ pub fn parse_args(args: &[String]) -> Result<Command, String> {
             need('l')?;
             match op {
                 "new" => {
-                    if req.bstype.as_deref() != Some("null") {
+                    if !matches!(req.bstype.as_deref(), Some("null" | "mem")) {
                         need('b')?;
                     }
                     if let Some(t) = req.device_type.as_deref() {
@@ -427,8 +427,8 @@ Targets:
 
 Logical units:
   --mode logicalunit --op new --tid N --lun L --backing-store PATH
-        [--bstype rdwr|null] [--bsoflags sync,direct] [--blocksize 512|4096]
-        [--device-type disk] [--params key=value,...] [--bsopts size=1G (null)]
+        [--bstype rdwr|io_uring|aio|mem|null] [--bsoflags sync,direct] [--blocksize 512|4096]
+        [--device-type disk] [--params key=value,...] [--bsopts size=1G (mem, null)]
   --mode logicalunit --op delete --tid N --lun L
   --mode logicalunit --op update --tid N --lun L --params key=value,...
 
@@ -451,12 +451,14 @@ Options:
   -l, --lun L                 logical unit number (LUN 0 is the controller)
   -T, --targetname NAME       iSCSI name (iqn., eui. or naa.; RFC 7143 4.2.7)
   -b, --backing-store PATH    file or block device
-  -E, --bstype TYPE           rdwr (default) or null
+  -E, --bstype TYPE           rdwr (default), io_uring (alias aio), mem or null
   -f, --bsoflags FLAGS        sync, direct, or both (sync,direct or sync:direct)
-  -S, --bsopts OPTS           backing-store options
+  -S, --bsopts OPTS           backing-store options: size=N for mem and null
   -y, --blocksize N           logical block size: 512 (default) or 4096
   -Y, --device-type TYPE      disk (default)
-  -P, --params K=V,...        logical unit parameters
+  -P, --params K=V,...        logical unit parameters: readonly=0|1, write_cache=on|off,
+                              nv_cache=0|1, physical_blocksize=N, vendor_id=, product_id=,
+                              scsi_id=, scsi_sn=, removable=, online=, sense_format=, size=
   -I, --initiator-address A   ALL, an IPv4/IPv6 address, or a CIDR prefix
   -Q, --initiator-name NAME   initiator iSCSI name
   -n, --name NAME / -v, --value VALUE    parameter to update

@@ -44,6 +44,12 @@ pub struct Options {
     /// $XDG_STATE_HOME/rtgt (or ~/.local/state/rtgt) otherwise.
     #[arg(long = "state-dir", value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
+    /// Threads doing blocking backing-store I/O (rdwr's pread/pwrite/fdatasync), shared
+    /// by every LUN (tgtd's option of the same name; default 16).
+    #[arg(short = 't', long = "nr_iothreads", value_name = "N",
+          default_value_t = rtgt_backstore::pool::DEFAULT_IO_THREADS,
+          value_parser = parse_io_threads)]
+    pub nr_iothreads: usize,
     /// Append logs to this file (when detached, logs otherwise go nowhere).
     #[arg(long = "log-file", value_name = "PATH")]
     pub log_file: Option<PathBuf>,
@@ -59,6 +65,13 @@ pub struct IscsiOptions {
     pub nop_interval: Option<Duration>,
     /// Unanswered pings before the connection is declared dead.
     pub nop_count: u32,
+}
+
+fn parse_io_threads(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if (1..=1024).contains(&n) => Ok(n),
+        _ => Err(format!("'{s}' is not a thread count from 1 to 1024")),
+    }
 }
 
 pub fn parse_portal(s: &str) -> Result<SocketAddr> {
@@ -201,6 +214,17 @@ mod tests {
             .iscsi_options()
             .unwrap();
         assert!(i.nop_interval.is_none());
+    }
+
+    #[test]
+    fn nr_iothreads() {
+        assert_eq!(opts(&[]).nr_iothreads, 16);
+        assert_eq!(opts(&["-t", "4"]).nr_iothreads, 4);
+        assert_eq!(opts(&["--nr_iothreads", "32"]).nr_iothreads, 32);
+        let bad = |a: &[&str]| {
+            Options::try_parse_from(std::iter::once("rtgtd").chain(a.iter().copied())).is_err()
+        };
+        assert!(bad(&["-t", "0"]) && bad(&["-t", "x"]));
     }
 
     #[test]

@@ -293,7 +293,16 @@ async fn full_feature(
             close: Arc::new(move || c.notify_one()),
         });
         live.target = Some(t.clone());
-        tracing::info!(%peer, initiator = %params.initiator_name, target = %t.name, "session logged in");
+        tracing::info!(
+            %peer,
+            initiator = %params.initiator_name,
+            target = %t.name,
+            header_digest = params.header_digest,
+            data_digest = params.data_digest,
+            mrdsl = params.max_recv_data_segment_length,
+            mxdsl = params.max_xmit_data_segment_length,
+            "session logged in"
+        );
     } else {
         tracing::debug!(%peer, initiator = %params.initiator_name, "discovery session logged in");
     }

@@ -6,11 +6,12 @@ use std::sync::Arc;
 use rtgt_target::Registry;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixListener;
+use tokio::sync::Notify;
 
 /// Largest request line accepted; anything longer is refused, not buffered.
 const MAX_REQUEST: usize = 1 << 20;
 
-pub async fn serve(listener: UnixListener, registry: Arc<Registry>) {
+pub async fn serve(listener: UnixListener, registry: Arc<Registry>, shutdown: Arc<Notify>) {
     loop {
         let (stream, _) = match listener.accept().await {
             Ok(s) => s,
@@ -20,6 +21,7 @@ pub async fn serve(listener: UnixListener, registry: Arc<Registry>) {
             }
         };
         let registry = registry.clone();
+        let shutdown = shutdown.clone();
         tokio::spawn(async move {
             let (rd, mut wr) = stream.into_split();
             let mut rd = BufReader::new(rd).take(MAX_REQUEST as u64);
@@ -43,9 +45,13 @@ pub async fn serve(listener: UnixListener, registry: Arc<Registry>) {
                         .unwrap_or_else(|e| {
                             format!("{{\"code\":5,\"message\":\"internal error: {e}\"}}")
                         });
-                if wr.write_all(resp.as_bytes()).await.is_err()
-                    || wr.write_all(b"\n").await.is_err()
-                {
+                let sent = wr.write_all(resp.as_bytes()).await.is_ok()
+                    && wr.write_all(b"\n").await.is_ok()
+                    && wr.flush().await.is_ok();
+                if registry.shutdown_requested() {
+                    shutdown.notify_one();
+                }
+                if !sent {
                     break;
                 }
             }

@@ -134,6 +134,9 @@ pub fn run(opts: Options) -> Result<()> {
         detach()?;
     }
     init_logging(&opts)?;
+    // After detaching (threads don't survive fork) and before any LUN does I/O.
+    rtgt_backstore::pool::init(opts.nr_iothreads);
+    rtgt_backstore::uring::warn_if_unavailable();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("rtgtd")
@@ -152,11 +155,9 @@ async fn serve(
     portals: Vec<std::net::TcpListener>,
     control: std::os::unix::net::UnixListener,
 ) -> Result<()> {
+    // `--op delete --mode sys` asks for shutdown; the control server signals it only
+    // after the reply has reached rtgtadm (tgtadm reports success here).
     let shutdown = Arc::new(Notify::new());
-    {
-        let s = shutdown.clone();
-        registry.set_shutdown_hook(Box::new(move || s.notify_one()));
-    }
     let daemon = Arc::new(Daemon {
         registry: registry.clone(),
         iscsi,
@@ -186,7 +187,7 @@ async fn serve(
         });
     }
     let control = tokio::net::UnixListener::from_std(control)?;
-    tokio::spawn(control::serve(control, registry));
+    tokio::spawn(control::serve(control, registry, shutdown.clone()));
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
         _ = tokio::signal::ctrl_c() => tracing::info!("interrupted, exiting"),

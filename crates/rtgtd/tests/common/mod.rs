@@ -255,6 +255,21 @@ impl Daemon {
     /// Starts rtgtd with exactly `args` (the caller supplies `-f` and portals), waiting
     /// until `port` accepts and the control socket answers.
     pub fn spawn(dir: TempDir, port: u16, args: &[&str]) -> Daemon {
+        Self::spawn_env(dir, port, args, &[])
+    }
+
+    /// As [`start_args`](Self::start_args), with extra environment variables for rtgtd.
+    pub fn start_env(extra: &[&str], env: &[(&str, &str)]) -> Daemon {
+        let dir = TempDir::new("rtgtd");
+        let port = free_port();
+        let portal = format!("portal=127.0.0.1:{port}");
+        let mut args = vec!["-f", "-C", "1", "--iscsi", &portal];
+        args.extend_from_slice(extra);
+        Self::spawn_env(dir, port, &args, env)
+    }
+
+    /// As [`spawn`](Self::spawn), with extra environment variables for rtgtd.
+    pub fn spawn_env(dir: TempDir, port: u16, args: &[&str], env: &[(&str, &str)]) -> Daemon {
         let run_dir = dir.join("run");
         std::fs::create_dir_all(&run_dir).unwrap();
         let log_path = dir.join("rtgtd.log");
@@ -262,6 +277,7 @@ impl Daemon {
         let child = Command::new(rtgtd_bin())
             .args(args)
             .env("RTGT_RUN_DIR", &run_dir)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
@@ -304,6 +320,11 @@ impl Daemon {
 
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// The daemon's process id (for /proc and strace).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("daemon running").id()
     }
 
     /// Whether the daemon is still running.

@@ -7,7 +7,8 @@
 //!
 //! Scope: one connection per session (MaxConnections=1) at ErrorRecoveryLevel 0.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::time::Instant;
 
 use crate::pdu::{op, reject, Pdu, RESERVED_TAG};
 use crate::serial;
@@ -99,6 +100,8 @@ pub struct TmfRequest {
     /// ITTs of the tasks this function aborted on this connection; the driver must make
     /// sure they never complete to the initiator (their results are dropped here anyway).
     pub aborted: Vec<u32>,
+    /// ABORT TASK: the Referenced Task Tag.
+    pub referenced: Option<u32>,
 }
 
 #[derive(Debug)]
@@ -147,7 +150,13 @@ struct Task {
     /// (RFC 7143 §7.8, §7.12).
     failed: Option<Vec<u8>>,
     state: TaskState,
+    /// When the command arrived: an abort from another I_T nexus covers only tasks that
+    /// were there before it (SAM-5 7.x acts on the task set as it is).
+    arrived: Instant,
 }
+
+/// How many aborted ITTs whose late Data-Out is dropped silently are remembered.
+const ABORTED_MEMORY: usize = 256;
 
 pub struct Session {
     cfg: SessionConfig,
@@ -157,12 +166,19 @@ pub struct Session {
     held: BTreeMap<u32, Pdu>,
     /// Unsolicited Data-Out of held commands, replayed when the command is delivered.
     held_data: Vec<Pdu>,
+    /// CmdSNs of aborted commands that never ran (held, or not received yet): they
+    /// count as received, so the window moves past them (RFC 7143 §11.5.1 b).
+    consumed: std::collections::BTreeSet<u32>,
     tasks: HashMap<u32, Task>,
     next_ttt: u32,
     /// Outstanding target NOP-In ping TTT.
     ping_ttt: Option<u32>,
     /// Logout answered: everything after is ignored.
     logged_out: bool,
+    /// Recently aborted tasks that were still receiving Data-Out: the initiator may keep
+    /// sending it for a while (RFC 7143 §11.5.1 lets it answer outstanding R2Ts), and
+    /// it is dropped without a Reject.
+    aborted: VecDeque<u32>,
 }
 
 /// SCSI status CHECK CONDITION with ABORTED COMMAND / PROTOCOL SERVICE CRC ERROR
@@ -193,10 +209,12 @@ impl Session {
             cfg,
             held: BTreeMap::new(),
             held_data: Vec::new(),
+            consumed: std::collections::BTreeSet::new(),
             tasks: HashMap::new(),
             next_ttt: 1,
             ping_ttt: None,
             logged_out: false,
+            aborted: VecDeque::new(),
         }
     }
 
@@ -351,6 +369,14 @@ impl Session {
             );
             return;
         }
+        if self.consumed.remove(&cmd_sn) {
+            // Its ABORT TASK came first: the command counts as received, and is dropped.
+            if cmd_sn == self.exp_cmd_sn {
+                self.exp_cmd_sn = self.exp_cmd_sn.wrapping_add(1);
+                self.deliver_held(out);
+            }
+            return;
+        }
         if cmd_sn != self.exp_cmd_sn {
             // Hold until the gap fills (commands are delivered in CmdSN order).
             self.held.entry(cmd_sn).or_insert(pdu);
@@ -358,9 +384,20 @@ impl Session {
         }
         self.exp_cmd_sn = self.exp_cmd_sn.wrapping_add(1);
         self.dispatch(pdu, out);
-        while let Some(next) = self.held.remove(&self.exp_cmd_sn) {
-            self.exp_cmd_sn = self.exp_cmd_sn.wrapping_add(1);
-            self.dispatch(next, out);
+        self.deliver_held(out);
+    }
+
+    /// Delivers held commands whose turn has come, stepping over aborted CmdSNs.
+    fn deliver_held(&mut self, out: &mut Vec<Action>) {
+        loop {
+            if let Some(next) = self.held.remove(&self.exp_cmd_sn) {
+                self.exp_cmd_sn = self.exp_cmd_sn.wrapping_add(1);
+                self.dispatch(next, out);
+            } else if self.consumed.remove(&self.exp_cmd_sn) {
+                self.exp_cmd_sn = self.exp_cmd_sn.wrapping_add(1);
+            } else {
+                break;
+            }
         }
     }
 
@@ -484,7 +521,10 @@ impl Session {
             r2t_sn: 0,
             failed: None,
             state: TaskState::Receiving,
+            arrived: Instant::now(),
         };
+        // A reused tag is a new task: its Data-Out is no longer a dead task's.
+        self.aborted.retain(|&a| a != itt);
         self.tasks.insert(itt, task);
         if write && received < edtl {
             let t = self.tasks.get_mut(&itt).unwrap();
@@ -548,6 +588,10 @@ impl Session {
             if self.held_data.len() < 4 * CMD_WINDOW as usize {
                 self.held_data.push(pdu);
             }
+            return;
+        }
+        if !self.tasks.contains_key(&itt) && self.aborted.contains(&itt) {
+            // Data-Out of an aborted task: dropped silently.
             return;
         }
         let ttt = pdu.ttt();
@@ -661,6 +705,44 @@ impl Session {
             expected_data_in: t.expected_data_in,
             attr: t.attr,
         }));
+    }
+
+    /// Forgets a task without answering it; a task still receiving Data-Out is
+    /// remembered so its late Data-Out is dropped silently.
+    fn forget_task(&mut self, itt: u32) -> bool {
+        let Some(t) = self.tasks.remove(&itt) else {
+            return false;
+        };
+        if t.state == TaskState::Receiving && t.write {
+            if self.aborted.len() >= ABORTED_MEMORY {
+                self.aborted.pop_front();
+            }
+            self.aborted.push_back(itt);
+        }
+        true
+    }
+
+    /// Tasks were aborted from another I_T nexus (a LUN reset, CLEAR TASK SET, hard
+    /// reset or PREEMPT AND ABORT received elsewhere): drops, without answering them, the
+    /// tasks `covered(lun)` selects that arrived before `before`, whatever state they
+    /// are in. Returns their ITTs.
+    pub fn abort_tasks(&mut self, before: Instant, covered: impl Fn(&[u8; 8]) -> bool) -> Vec<u32> {
+        let itts: Vec<u32> = self
+            .tasks
+            .iter()
+            .filter(|(_, t)| t.arrived < before && covered(&t.lun))
+            .map(|(&i, _)| i)
+            .collect();
+        for &i in &itts {
+            self.forget_task(i);
+        }
+        itts
+    }
+
+    /// The SCSI layer says `itt` was aborted: it ends without a response (SAM-5 5.6,
+    /// TAS=0).
+    pub fn on_scsi_aborted(&mut self, itt: u32) {
+        self.tasks.remove(&itt);
     }
 
     /// The SCSI layer finished `itt`. Results of aborted tasks are dropped.
@@ -789,20 +871,28 @@ impl Session {
         let lun = pdu.lun_raw();
         let tmf_cmd_sn = pdu.cmd_sn();
         let mut aborted = Vec::new();
+        let mut referenced = None;
         match function {
             TmfFunction::AbortTask => {
                 let rtt = pdu.u32_at(20);
                 let ref_cmd_sn = pdu.u32_at(32);
+                referenced = Some(rtt);
                 if self.tasks.contains_key(&rtt) {
-                    self.tasks.remove(&rtt);
+                    self.forget_task(rtt);
                     aborted.push(rtt);
                 } else if let Some((&sn, _)) = self.held.iter().find(|(_, p)| p.itt() == rtt) {
-                    // Not yet delivered: it will never run (RFC 7143 §11.5.1 b).
+                    // Not yet delivered: it will never run, and its CmdSN counts as
+                    // received (RFC 7143 §11.5.1 b).
                     self.held.remove(&sn);
+                    self.held_data.retain(|d| d.itt() != rtt);
+                    self.consumed.insert(sn);
+                    self.deliver_held(out);
                 } else if serial::lt(ref_cmd_sn, tmf_cmd_sn)
                     && serial::le(self.exp_cmd_sn, ref_cmd_sn)
                 {
                     // Within the window but not received: consider it received.
+                    self.consumed.insert(ref_cmd_sn);
+                    self.deliver_held(out);
                 } else {
                     self.tmf_respond(itt, tmf_response::TASK_DOES_NOT_EXIST, out);
                     return;
@@ -820,13 +910,15 @@ impl Session {
                     })
                     .map(|(&i, _)| i)
                     .collect();
-                for i in &aborted {
-                    self.tasks.remove(i);
+                for &i in &aborted {
+                    self.forget_task(i);
                 }
             }
             TmfFunction::TargetWarmReset | TmfFunction::TargetColdReset => {
                 aborted = self.tasks.keys().copied().collect();
-                self.tasks.clear();
+                for &i in &aborted {
+                    self.forget_task(i);
+                }
             }
             TmfFunction::ClearAca => {}
             TmfFunction::TaskReassign => {
@@ -840,6 +932,7 @@ impl Session {
             function,
             lun,
             aborted,
+            referenced,
         }));
     }
 

@@ -72,6 +72,11 @@ fn standard(lu: &Lu) -> Vec<u8> {
     b[2] = 0x06; // VERSION: SPC-4
     b[3] = 0x12; // HISUP, RESPONSE DATA FORMAT 2
     b[4] = 91; // ADDITIONAL LENGTH
+    if lu.device_type == DeviceType::Disk {
+        // TPGS 11b: implicit (rtgtadm) and explicit (SET TARGET PORT GROUPS) ALUA
+        // (SPC-4 6.6.2, 5.16).
+        b[5] |= 0x30;
+    }
     b[7] = 0x02; // CMDQUE: commands are queued and run concurrently
     b[8..16].copy_from_slice(&pad(&p.vendor_id, 8));
     let product = if lu.device_type == DeviceType::Controller {

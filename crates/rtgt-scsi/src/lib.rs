@@ -7,6 +7,7 @@
 
 use std::sync::Arc;
 
+mod alua;
 mod cdb;
 mod controller;
 mod inquiry;
@@ -21,6 +22,7 @@ mod sbc;
 pub mod sense;
 mod spc;
 pub mod target;
+pub mod tasks;
 mod ua;
 mod xcopy;
 
@@ -30,7 +32,9 @@ mod target_tests;
 #[cfg(test)]
 mod cache_tests;
 
-pub use target::{LuDirectory, ScsiTarget, TmResponse};
+pub use alua::AluaState;
+pub use target::{LuDirectory, ScsiTarget, TmOutcome, TmResponse};
+pub use tasks::{AbortHook, TaskGuard, TransportAbort};
 
 /// SAM-5 status codes.
 pub mod status {
@@ -97,6 +101,9 @@ pub struct ScsiResult {
     /// For commands that carry Data-Out: how many bytes the CDB asks to transfer, so the
     /// transport can report residuals against its expected length (RFC 7143 §11.4.5).
     pub data_out_len: Option<u32>,
+    /// The task was aborted (task management, PREEMPT AND ABORT): the transport must
+    /// not answer it (SAM-5 5.6 with TAS=0).
+    pub aborted: bool,
 }
 
 impl ScsiResult {
@@ -200,6 +207,10 @@ pub enum ScsiError {
     BadBlockSize(u32),
     #[error("bad parameter {0}")]
     BadParam(String),
+    #[error("no target port group {0}: the daemon's portal groups are set with --iscsi portal=IP:PORT,tpgt=N")]
+    NoSuchPortGroup(u16),
+    #[error("persistent reservation state: {0}")]
+    PrState(String),
     #[error("backing store size {size} is smaller than one {block_size}-byte block")]
     TooSmall { size: u64, block_size: u32 },
 }

@@ -151,6 +151,11 @@ const DISK: &[OpInfo] = &[
         &[0x5f, 0x06, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0],
     ),
     op_sa(
+        0x5f,
+        0x07,
+        &[0x5f, 0x07, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0],
+    ),
+    op_sa(
         0x83,
         0x00,
         &[
@@ -255,6 +260,17 @@ const DISK: &[OpInfo] = &[
             0xaf, 0x16, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0, 0,
         ],
     ),
+    // REPORT / SET TARGET PORT GROUPS (SPC-4 6.36, 6.44): ALUA.
+    op_sa(
+        0xa3,
+        0x0a,
+        &[0xa3, 0xea, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0, 0],
+    ),
+    op_sa(
+        0xa4,
+        0x0a,
+        &[0xa4, 0x0a, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0, 0],
+    ),
 ];
 
 /// Commands only a thin-provisioned disk has (SBC-4 4.7.3): UNMAP, SANITIZE BLOCK
@@ -305,7 +321,10 @@ pub(crate) fn is_supported(t: DeviceType, f: Features, opcode: u8, sa: Option<u1
 /// Opcodes whose CDB byte 1 carries a SERVICE ACTION (SPC-4 4.2.5.1 and the commands
 /// rtgt implements).
 pub(crate) fn has_service_action(opcode: u8) -> bool {
-    matches!(opcode, 0x48 | 0x5e | 0x5f | 0x83 | 0x84 | 0x9e | 0xa3)
+    matches!(
+        opcode,
+        0x48 | 0x5e | 0x5f | 0x83 | 0x84 | 0x9e | 0xa3 | 0xa4
+    )
 }
 
 /// Command timeouts descriptor (SPC-4 6.35.4): nominal and recommended, in seconds.

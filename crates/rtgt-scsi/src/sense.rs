@@ -88,6 +88,12 @@ pub mod asc {
     pub type Code = (u8, u8);
     pub const NO_ADDITIONAL_SENSE: Code = (0x00, 0x00);
     pub const LU_NOT_READY_MANUAL_INTERVENTION: Code = (0x04, 0x03);
+    /// LOGICAL UNIT NOT ACCESSIBLE, ASYMMETRIC ACCESS STATE TRANSITION (SPC-4 5.16.2.6).
+    pub const LU_NOT_ACCESSIBLE_TRANSITION: Code = (0x04, 0x0a);
+    /// LOGICAL UNIT NOT ACCESSIBLE, TARGET PORT IN STANDBY STATE (SPC-4 5.16.2.4.4).
+    pub const LU_NOT_ACCESSIBLE_STANDBY: Code = (0x04, 0x0b);
+    /// LOGICAL UNIT NOT ACCESSIBLE, TARGET PORT IN UNAVAILABLE STATE (SPC-4 5.16.2.4.5).
+    pub const LU_NOT_ACCESSIBLE_UNAVAILABLE: Code = (0x04, 0x0c);
     pub const INVALID_FIELD_IN_INFORMATION_UNIT: Code = (0x0e, 0x03);
     pub const WRITE_ERROR: Code = (0x0c, 0x00);
     pub const SANITIZE_IN_PROGRESS: Code = (0x04, 0x1b);
@@ -112,10 +118,12 @@ pub mod asc {
     pub const POWER_ON_OCCURRED: Code = (0x29, 0x01);
     pub const BUS_DEVICE_RESET_FUNCTION_OCCURRED: Code = (0x29, 0x03);
     pub const I_T_NEXUS_LOSS_OCCURRED: Code = (0x29, 0x07);
+    pub const COMMANDS_CLEARED_BY_ANOTHER_INITIATOR: Code = (0x2f, 0x00);
     pub const MODE_PARAMETERS_CHANGED: Code = (0x2a, 0x01);
     pub const RESERVATIONS_PREEMPTED: Code = (0x2a, 0x03);
     pub const RESERVATIONS_RELEASED: Code = (0x2a, 0x04);
     pub const REGISTRATIONS_PREEMPTED: Code = (0x2a, 0x05);
+    pub const ASYMMETRIC_ACCESS_STATE_CHANGED: Code = (0x2a, 0x06);
     pub const CAPACITY_DATA_HAS_CHANGED: Code = (0x2a, 0x09);
     pub const SAVING_PARAMETERS_NOT_SUPPORTED: Code = (0x39, 0x00);
     pub const MEDIUM_NOT_PRESENT: Code = (0x3a, 0x00);

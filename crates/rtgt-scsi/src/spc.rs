@@ -4,7 +4,7 @@
 use crate::cdb::{invalid_cdb, u16_at, u32_at, Fail, Outcome};
 use crate::lu::Lu;
 use crate::mode::{self, Medium};
-use crate::pr::{Access, PortPair, PrUas};
+use crate::pr::{Access, PortPair, PortResolver, PrEffects};
 use crate::reserve::ReserveResult;
 use crate::sense::{asc, key, Sense};
 use crate::{lun_to_sam, opcodes, ItNexus, ScsiResult};
@@ -28,6 +28,7 @@ pub(crate) mod op {
     pub const PERSISTENT_RESERVE_OUT: u8 = 0x5f;
     pub const REPORT_LUNS: u8 = 0xa0;
     pub const MAINTENANCE_IN: u8 = 0xa3;
+    pub const MAINTENANCE_OUT: u8 = 0xa4;
 }
 
 /// Commands that neither report nor clear a unit attention (SAM-5 5.14).
@@ -75,20 +76,24 @@ pub(crate) fn pr_access(cdb: &[u8]) -> Access {
         | 0x34
         | 0x90
         | 0x9e
-        | 0x37
-        | 0xb7
-        | 0x84
         | op::MODE_SENSE_6
-        | op::MODE_SENSE_10 => Access::Read,
+        | op::MODE_SENSE_10
+        // READ BUFFER, RECEIVE DIAGNOSTIC RESULTS, RECEIVE COPY RESULTS, LOG SENSE, READ
+        // ATTRIBUTE and READ DEFECT DATA read too (SPC-4 table 57, SBC-4 table 13):
+        // REPORT CAPABILITIES' ALLOW COMMANDS 011b promises they pass Write Exclusive.
+        | 0x3c
+        | 0x1c
+        | 0x84
+        | 0x4d
+        | 0x8c
+        | 0x37
+        | 0xb7 => Access::Read,
         _ => Access::Write,
     }
 }
 
 pub(crate) fn port_pair(n: &ItNexus) -> PortPair {
-    PortPair {
-        initiator_port: n.initiator_port.clone(),
-        target_port: n.target_port.clone(),
-    }
+    PortPair::of(n)
 }
 
 /// TEST UNIT READY (SPC-4 6.37): readiness is checked before dispatch.
@@ -221,10 +226,31 @@ pub(crate) fn pr_in(lu: &Lu, cdb: &[u8]) -> Outcome<ScsiResult> {
     Ok(ScsiResult::with_data(data))
 }
 
-/// PERSISTENT RESERVE OUT (SPC-4 6.17); returns the unit attentions to establish.
-pub(crate) fn pr_out(lu: &Lu, nexus: &ItNexus, cdb: &[u8], data: &[u8]) -> Outcome<PrUas> {
+/// PERSISTENT RESERVE OUT (SPC-4 6.17); returns what the caller must do about other
+/// I_T nexuses. With APTPL in force the new state is on disk before the command
+/// completes; if it cannot be written the command fails and the state is unchanged.
+pub(crate) fn pr_out(
+    lu: &Lu,
+    nexus: &ItNexus,
+    cdb: &[u8],
+    data: &[u8],
+    target: &str,
+    ports: PortResolver,
+) -> Outcome<PrEffects> {
     let param = crate::sbc::data_out(data, u32_at(cdb, 5) as usize)?;
-    lu.pr
-        .lock()
-        .out(&port_pair(nexus), nexus.relative_port_id, cdb, param)
+    let mut pr = lu.pr.lock();
+    let before = pr.clone();
+    let fx = pr.out(&port_pair(nexus), nexus.relative_port_id, cdb, param, ports)?;
+    if *pr != before {
+        if let Err(e) = pr.persist(target, lu.lun) {
+            tracing::error!(
+                target,
+                lun = lu.lun,
+                "cannot save persistent reservations: {e}"
+            );
+            *pr = before;
+            return Err(Sense::of(key::HARDWARE_ERROR, asc::INTERNAL_TARGET_FAILURE).into());
+        }
+    }
+    Ok(fx)
 }

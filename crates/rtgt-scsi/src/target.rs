@@ -3,19 +3,24 @@
 //! server runs it (unit attentions, reservations, readiness).
 
 use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Instant;
 
 use parking_lot::RwLock;
 
+use crate::alua::{self, AluaState, PortGroups};
 use crate::cdb::{self, invalid_cdb, invalid_cdb_at, invalid_opcode, Fail, Outcome};
 use crate::controller;
 use crate::inquiry;
 use crate::lu::Lu;
 use crate::opcodes::Features;
 use crate::params::LuParams;
+use crate::pr::{NexusSet, PortPair, PrState};
 use crate::sbc;
 use crate::sense::{asc, key, Sense};
 use crate::spc::{self, op};
+use crate::tasks::{AbortHook, TaskGuard, TaskSet, TaskWait, TransportAbort};
 use crate::xcopy;
 use crate::{
     opcodes, status, DeviceType, ItNexus, LuConfig, LuInfo, ScsiCommand, ScsiError, ScsiResult,
@@ -60,6 +65,25 @@ impl LuDirectory {
     }
 }
 
+/// What a task management function did: its response, the aborted tasks to wait for
+/// before the response may be sent (SAM-5 7.1), and whether the issuing connection must
+/// close after sending it (TARGET COLD RESET, RFC 7143 §11.5.1).
+pub struct TmOutcome {
+    pub response: TmResponse,
+    pub wait: TaskWait,
+    pub close: bool,
+}
+
+impl TmOutcome {
+    fn now(response: TmResponse) -> Self {
+        Self {
+            response,
+            wait: TaskWait::default(),
+            close: false,
+        }
+    }
+}
+
 pub struct ScsiTarget {
     name: String,
     directory: Arc<LuDirectory>,
@@ -69,25 +93,99 @@ pub struct ScsiTarget {
     /// The I_T nexuses that have sent a command and not been lost: the set unit
     /// attentions are established for.
     nexuses: RwLock<HashMap<u64, Arc<ItNexus>>>,
+    /// How to reach each nexus's transport when its tasks are aborted from elsewhere.
+    hooks: RwLock<HashMap<u64, AbortHook>>,
+    /// Every task handed to the core and not yet given back, across nexuses.
+    tasks: TaskSet,
+    /// Target port groups and their asymmetric access states (SPC-4 5.16).
+    alua: RwLock<PortGroups>,
+    /// Where state that outlives the daemon is kept (APTPL persistent reservations).
+    state_dir: Option<PathBuf>,
 }
 
 impl ScsiTarget {
     /// A target device named `name` (its iSCSI name), with LUN 0 as its controller,
     /// with a directory of its own (EXTENDED COPY reaches only its own LUs).
     pub fn new(name: &str) -> Self {
-        Self::with_directory(name, LuDirectory::new())
+        Self::build(name, LuDirectory::new(), None)
     }
 
     /// A target whose LUs join the daemon-wide `directory`, so EXTENDED COPY can reach
     /// the LUs of every target sharing it.
     pub fn with_directory(name: &str, directory: Arc<LuDirectory>) -> Self {
+        Self::build(name, directory, None)
+    }
+
+    /// A target device that keeps persistent reservations with APTPL under
+    /// `state_dir/pr/` (without one, REPORT CAPABILITIES says PTPL_C=0).
+    pub fn with_state_dir(name: &str, state_dir: Option<PathBuf>) -> Self {
+        Self::build(name, LuDirectory::new(), state_dir)
+    }
+
+    /// A target device with the daemon-wide LU directory and a state directory.
+    pub fn build(name: &str, directory: Arc<LuDirectory>, state_dir: Option<PathBuf>) -> Self {
         Self {
             name: name.to_string(),
             directory,
             controller: Arc::new(controller::new_lu()),
             luns: RwLock::new(BTreeMap::new()),
             nexuses: RwLock::new(HashMap::new()),
+            hooks: RwLock::new(HashMap::new()),
+            tasks: TaskSet::default(),
+            alua: RwLock::new(PortGroups::default()),
+            state_dir,
         }
+    }
+
+    /// The target port groups: one per iSCSI portal group tag the daemon serves.
+    pub fn set_port_groups(&self, tpgts: &[u16]) {
+        self.alua.write().set_ids(tpgts);
+    }
+
+    /// The target port groups and their asymmetric access states.
+    pub fn alua_states(&self) -> Vec<(u16, AluaState)> {
+        self.alua.read().states()
+    }
+
+    /// Sets a target port group's asymmetric access state from the administrator: an
+    /// implicit transition, which every I_T nexus learns of through ASYMMETRIC ACCESS
+    /// STATE CHANGED (SPC-4 5.16.2.2).
+    pub fn set_alua_state(&self, tpg: u16, state: AluaState) -> Result<(), ScsiError> {
+        let changed = self
+            .alua
+            .write()
+            .set_implicit(tpg, state)
+            .ok_or(ScsiError::NoSuchPortGroup(tpg))?;
+        if changed {
+            tracing::info!(target = %self.name, tpg, state = state.name(), "ALUA state changed");
+            let ids = self.nexus_ids();
+            for lu in self.all_lus() {
+                lu.ua
+                    .establish(ids.iter().copied(), asc::ASYMMETRIC_ACCESS_STATE_CHANGED);
+            }
+        }
+        Ok(())
+    }
+
+    /// The target port name of a relative target port identifier (= the TPGT).
+    fn target_port_name(&self, rel: u16) -> Option<String> {
+        self.alua
+            .read()
+            .contains(rel)
+            .then(|| format!("{},t,0x{rel:04x}", self.name))
+    }
+
+    /// Registers an I_T nexus of a logged-in session with the hook its transport takes
+    /// aborts through (tasks aborted from another nexus, SAM-5 7).
+    pub fn attach_nexus(&self, nexus: Arc<ItNexus>, hook: AbortHook) {
+        self.hooks.write().insert(nexus.id, hook);
+        self.nexuses.write().entry(nexus.id).or_insert(nexus);
+    }
+
+    /// Registers a task before it executes; the transport drops the guard after it has
+    /// queued the task's outcome (see [`crate::tasks`]).
+    pub fn begin_task(&self, nexus: &ItNexus, tag: u64, lun: u64) -> TaskGuard {
+        self.tasks.begin(nexus.id, tag, lun)
     }
 
     pub fn name(&self) -> &str {
@@ -146,6 +244,13 @@ impl ScsiTarget {
             cfg.bsoflags,
             params,
         ));
+        // Persistent reservations kept with APTPL by an earlier run, keyed by the LU's
+        // NAA designator: the identity initiators know it by (SPC-4 5.13.5).
+        if let Some(dir) = &self.state_dir {
+            let naa = inquiry::naa(&lu, &self.name);
+            let file = dir.join("pr").join(format!("naa.{naa:016x}.json"));
+            *lu.pr.lock() = PrState::load(file, &self.name, lun).map_err(ScsiError::PrState)?;
+        }
         {
             let mut luns = self.luns.write();
             if luns.contains_key(&lun) {
@@ -326,6 +431,22 @@ impl ScsiTarget {
     }
 
     pub async fn execute(&self, cmd: ScsiCommand) -> ScsiResult {
+        let task = self.begin_task(&cmd.nexus, cmd.tag, cmd.lun);
+        let mut r = self.execute_task(cmd, &task).await;
+        r.aborted |= task.aborted();
+        r
+    }
+
+    /// Runs a command registered with [`begin_task`](Self::begin_task). A task aborted
+    /// before it starts does not run; one aborted while it runs finishes what it does
+    /// to the medium, and either way the result says `aborted` so the transport drops it.
+    pub async fn execute_task(&self, cmd: ScsiCommand, task: &TaskGuard) -> ScsiResult {
+        if task.aborted() {
+            return ScsiResult {
+                aborted: true,
+                ..ScsiResult::default()
+            };
+        }
         let nexus = cmd.nexus.clone();
         if !self.nexuses.read().contains_key(&nexus.id) {
             // A nexus's first command gets no unit attention: nothing has happened to
@@ -353,6 +474,7 @@ impl ScsiTarget {
         if let Some(n) = cdb::allocation_length(&cmd.cdb) {
             res.data_in.truncate(n);
         }
+        res.aborted = task.aborted();
         res
     }
 
@@ -408,6 +530,13 @@ impl ScsiTarget {
             return Err(invalid_cdb_at(1, Some(4)));
         }
         cdb::check_control(cdb)?;
+        // A target port group in standby or unavailable state refuses most commands
+        // (SPC-4 5.16.2.4), before reservations are looked at.
+        if lu.device_type == DeviceType::Disk {
+            if let Some(s) = alua::refuse(self.alua.read().state(nexus.target_port_group), cdb) {
+                return Err(s.into());
+            }
+        }
         // SPC-2 reservations, then persistent ones (SPC-4 5.13.1).
         if lu.spc2.conflicts(nexus.id) && !spc::spc2_allowed(opcode) {
             return Err(Fail::Conflict);
@@ -496,12 +625,34 @@ impl ScsiTarget {
                 }
                 Ok(spc::test_unit_ready())
             }
-            op::REQUEST_SENSE => spc::request_sense(Some(lu), nexus, cdb, not_ready),
+            op::REQUEST_SENSE => {
+                // In standby / unavailable the sense data says why (SPC-4 5.16.2.4).
+                let state = self.alua.read().state(nexus.target_port_group);
+                let alua = alua::refuse(state, &[op::TEST_UNIT_READY, 0, 0, 0, 0, 0]);
+                spc::request_sense(Some(lu), nexus, cdb, alua.or(not_ready))
+            }
             op::INQUIRY => Ok(ScsiResult::with_data(inquiry::inquiry(
                 lu, &self.name, nexus, cdb,
             )?)),
             op::REPORT_LUNS => spc::report_luns(&self.lun_list(), cdb),
+            op::MAINTENANCE_IN if cdb[1] & 0x1f == 0x0a => {
+                Ok(ScsiResult::with_data(self.alua.read().report(cdb)?))
+            }
             op::MAINTENANCE_IN => spc::maintenance_in(lu, Features { thin: lu.thin() }, cdb),
+            op::MAINTENANCE_OUT => {
+                let len = cdb::u32_at(cdb, 6) as usize;
+                let param = sbc::data_out(data, len)?;
+                if self.alua.write().set_explicit(cdb, param)? {
+                    // SPC-4 5.16.2.3: the other I_T nexuses learn of an explicit change.
+                    let ids = self.nexus_ids().into_iter().filter(|id| *id != nexus.id);
+                    let ids: Vec<u64> = ids.collect();
+                    for lu in self.all_lus() {
+                        lu.ua
+                            .establish(ids.iter().copied(), asc::ASYMMETRIC_ACCESS_STATE_CHANGED);
+                    }
+                }
+                Ok(ScsiResult::good())
+            }
             op::MODE_SENSE_6 | op::MODE_SENSE_10 => spc::mode_sense(lu, cdb),
             op::MODE_SELECT_6 | op::MODE_SELECT_10 => {
                 let len = if cdb[0] == op::MODE_SELECT_6 {
@@ -519,17 +670,25 @@ impl ScsiTarget {
             op::RELEASE_6 | op::RELEASE_10 => spc::release(lu, nexus, cdb),
             op::PERSISTENT_RESERVE_IN => spc::pr_in(lu, cdb),
             op::PERSISTENT_RESERVE_OUT => {
-                let uas = spc::pr_out(lu, nexus, cdb, data)?;
-                let table = self.nexuses.read();
-                for (who, code) in uas {
-                    let ids = table
-                        .values()
-                        .filter(|n| {
-                            n.initiator_port == who.initiator_port
-                                && n.target_port == who.target_port
-                        })
-                        .map(|n| n.id);
+                let ports = |rel: u16| self.target_port_name(rel);
+                let fx = spc::pr_out(lu, nexus, cdb, data, &self.name, &ports)?;
+                for (who, code) in fx.uas {
+                    let ids = self.nexuses_in(&who);
                     lu.ua.establish(ids, code);
+                }
+                if !fx.abort.is_empty() {
+                    // PREEMPT AND ABORT ends the preempted nexuses' tasks on this LU
+                    // (SPC-4 5.13.11.4.5); with TAS=0 they end without a response.
+                    let victims: Vec<u64> = fx
+                        .abort
+                        .iter()
+                        .flat_map(|set| self.nexuses_in(set))
+                        .filter(|id| *id != nexus.id)
+                        .collect();
+                    let lun = lu.lun;
+                    let wait = self.abort_tasks(&victims, Some(lun), None);
+                    // The command completes after the aborted tasks have (SAM-5 5.6).
+                    wait.wait().await;
                 }
                 Ok(ScsiResult::good())
             }
@@ -565,15 +724,57 @@ impl ScsiTarget {
         }
     }
 
-    /// The side effects of a task management function on SCSI state (unit attentions,
-    /// reservations). Aborting in-flight tasks is the transport's part.
-    pub fn task_management(&self, nexus: &ItNexus, func: TmFunction, lun: u64) -> TmResponse {
+    /// The I_T nexuses a persistent reservation registration stands for.
+    fn nexuses_in(&self, set: &NexusSet) -> Vec<u64> {
+        self.nexuses
+            .read()
+            .values()
+            .filter(|n| set.matches(&PortPair::of(n)))
+            .map(|n| n.id)
+            .collect()
+    }
+
+    /// Aborts the tasks of `victims` (on `lun`, or every LUN) in the core, and tells
+    /// their transports to drop what they hold of them; `close` also drops their
+    /// connections. Returns what to wait for.
+    fn abort_tasks(&self, victims: &[u64], lun: Option<u64>, close: Option<bool>) -> TaskWait {
+        let before = Instant::now();
+        let wait = self
+            .tasks
+            .abort(|n, _, l| victims.contains(&n) && lun.is_none_or(|x| x == l));
+        let hooks: Vec<AbortHook> = {
+            let h = self.hooks.read();
+            victims.iter().filter_map(|id| h.get(id).cloned()).collect()
+        };
+        for hook in hooks {
+            hook(TransportAbort {
+                lun,
+                before,
+                close: close.unwrap_or(false),
+            });
+        }
+        wait
+    }
+
+    /// A task management function (SAM-5 7) received on `nexus`: aborts the tasks it
+    /// covers, on every I_T nexus it covers, and establishes the unit attentions it
+    /// prescribes. `tag` is the referenced task of ABORT TASK. The issuing transport has
+    /// already dropped its own tasks the function covers; the others are told through
+    /// their hooks.
+    pub fn task_management(
+        &self,
+        nexus: &ItNexus,
+        func: TmFunction,
+        lun: u64,
+        tag: Option<u64>,
+    ) -> TmOutcome {
         // A task management request is a use of the target by this nexus.
         self.nexuses
             .write()
             .entry(nexus.id)
             .or_insert_with(|| Arc::new(nexus.clone()));
         let ids = self.nexus_ids();
+        let others: Vec<u64> = ids.iter().copied().filter(|id| *id != nexus.id).collect();
         let lu = if lun == 0 {
             Some(self.controller.clone())
         } else {
@@ -581,9 +782,13 @@ impl ScsiTarget {
         };
         match func {
             TmFunction::TargetWarmReset | TmFunction::TargetColdReset => {
-                // SAM-5 6.3.2 hard reset / power on: every LU resets; the unit attention
-                // says which (POWER ON OCCURRED for a cold reset).
-                let code = if func == TmFunction::TargetColdReset {
+                // SAM-5 6.3.2 hard reset / power on: every task of every nexus ends, every
+                // LU resets, and the unit attention says which (POWER ON OCCURRED for a
+                // cold reset). A cold reset also ends every session (RFC 7143 §11.5.1).
+                let cold = func == TmFunction::TargetColdReset;
+                let mine = self.tasks.abort(|n, _, _| n == nexus.id);
+                let theirs = self.abort_tasks(&others, None, Some(cold));
+                let code = if cold {
                     asc::POWER_ON_OCCURRED
                 } else {
                     asc::POWER_ON_RESET_OR_BUS_DEVICE_RESET
@@ -592,22 +797,69 @@ impl ScsiTarget {
                     lu.reset();
                     lu.ua.establish(ids.iter().copied(), code);
                 }
-                TmResponse::FunctionComplete
+                TmOutcome {
+                    response: TmResponse::FunctionComplete,
+                    wait: mine.join(theirs),
+                    close: cold,
+                }
             }
-            _ if lu.is_none() => TmResponse::IncorrectLun,
+            _ if lu.is_none() => TmOutcome::now(TmResponse::IncorrectLun),
             TmFunction::LogicalUnitReset => {
-                // SAM-5 6.3.3: BUS DEVICE RESET FUNCTION OCCURRED for every I_T nexus.
+                // SAM-5 6.3.3: every task on the LU, from every nexus, ends; BUS DEVICE
+                // RESET FUNCTION OCCURRED for every I_T nexus.
                 let lu = lu.expect("checked above");
+                let mine = self.tasks.abort(|n, _, l| n == nexus.id && l == lun);
+                let theirs = self.abort_tasks(&others, Some(lun), None);
                 lu.reset();
                 lu.ua
                     .establish(ids.iter().copied(), asc::BUS_DEVICE_RESET_FUNCTION_OCCURRED);
-                TmResponse::FunctionComplete
+                TmOutcome {
+                    response: TmResponse::FunctionComplete,
+                    wait: mine.join(theirs),
+                    close: false,
+                }
             }
-            TmFunction::AbortTask | TmFunction::AbortTaskSet | TmFunction::ClearTaskSet => {
-                TmResponse::FunctionComplete
+            TmFunction::AbortTask => {
+                let wait = match tag {
+                    Some(tag) => self
+                        .tasks
+                        .abort(|n, t, l| n == nexus.id && t == tag && l == lun),
+                    None => TaskWait::default(),
+                };
+                TmOutcome {
+                    response: TmResponse::FunctionComplete,
+                    wait,
+                    close: false,
+                }
+            }
+            // SAM-5 7.3: this nexus's tasks on the LU.
+            TmFunction::AbortTaskSet => TmOutcome {
+                response: TmResponse::FunctionComplete,
+                wait: self.tasks.abort(|n, _, l| n == nexus.id && l == lun),
+                close: false,
+            },
+            TmFunction::ClearTaskSet => {
+                // SAM-5 7.4: the LU's whole task set, every nexus's (one shared task set);
+                // with TAS=0 the other nexuses that lost tasks get COMMANDS CLEARED BY
+                // ANOTHER INITIATOR.
+                let lu = lu.expect("checked above");
+                let mine = self.tasks.abort(|n, _, l| n == nexus.id && l == lun);
+                let hit: Vec<u64> = others
+                    .iter()
+                    .copied()
+                    .filter(|id| self.tasks.has(|n, _, l| n == *id && l == lun))
+                    .collect();
+                let theirs = self.abort_tasks(&others, Some(lun), None);
+                lu.ua
+                    .establish(hit, asc::COMMANDS_CLEARED_BY_ANOTHER_INITIATOR);
+                TmOutcome {
+                    response: TmResponse::FunctionComplete,
+                    wait: mine.join(theirs),
+                    close: false,
+                }
             }
             // NACA is not supported, so there is never an ACA to clear.
-            TmFunction::ClearAca => TmResponse::FunctionRejected,
+            TmFunction::ClearAca => TmOutcome::now(TmResponse::FunctionRejected),
         }
     }
 
@@ -615,6 +867,9 @@ impl ScsiTarget {
     /// and forget its pending unit attentions. Persistent reservations stay (SPC-4 5.13).
     pub fn nexus_loss(&self, nexus: &ItNexus) {
         self.nexuses.write().remove(&nexus.id);
+        self.hooks.write().remove(&nexus.id);
+        // SAM-5 6.3.4: the nexus's tasks end with it.
+        let _ = self.tasks.abort(|n, _, _| n == nexus.id);
         for lu in self.all_lus() {
             lu.ua.forget(nexus.id);
             lu.spc2.release(nexus.id);

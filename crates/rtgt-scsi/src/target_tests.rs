@@ -282,7 +282,8 @@ mod unit_attention {
         let r = exec(&t, 2, 1, &[0x00, 0, 0, 0, 0, 0], &[]).await;
         assert_eq!(r.status, status::RESERVATION_CONFLICT);
         assert_eq!(
-            t.task_management(&nexus(1), TmFunction::LogicalUnitReset, 1),
+            t.task_management(&nexus(1), TmFunction::LogicalUnitReset, 1, None)
+                .response,
             TmResponse::FunctionComplete
         );
         for n in [1, 2] {
@@ -291,10 +292,10 @@ mod unit_attention {
         }
         // The reservation is gone.
         good(&exec(&t, 2, 1, &[0x16, 0, 0, 0, 0, 0], &[]).await);
-        t.task_management(&nexus(1), TmFunction::TargetColdReset, 0);
+        t.task_management(&nexus(1), TmFunction::TargetColdReset, 0, None);
         let r = exec(&t, 1, 1, &[0, 0, 0, 0, 0, 0], &[]).await;
         assert_eq!(sense_of(&r), (key::UNIT_ATTENTION, 0x29, 0x01));
-        t.task_management(&nexus(1), TmFunction::TargetWarmReset, 0);
+        t.task_management(&nexus(1), TmFunction::TargetWarmReset, 0, None);
         // LUN 0 still holds the cold reset's condition, then the warm reset's.
         let r = exec(&t, 1, 0, &[0, 0, 0, 0, 0, 0], &[]).await;
         assert_eq!(sense_of(&r), (key::UNIT_ATTENTION, 0x29, 0x01));
@@ -302,11 +303,13 @@ mod unit_attention {
         assert_eq!(sense_of(&r), (key::UNIT_ATTENTION, 0x29, 0x00));
         good(&exec(&t, 1, 0, &[0, 0, 0, 0, 0, 0], &[]).await);
         assert_eq!(
-            t.task_management(&nexus(1), TmFunction::LogicalUnitReset, 5),
+            t.task_management(&nexus(1), TmFunction::LogicalUnitReset, 5, None)
+                .response,
             TmResponse::IncorrectLun
         );
         assert_eq!(
-            t.task_management(&nexus(1), TmFunction::AbortTaskSet, 1),
+            t.task_management(&nexus(1), TmFunction::AbortTaskSet, 1, None)
+                .response,
             TmResponse::FunctionComplete
         );
     }
@@ -959,5 +962,118 @@ mod caw_atomicity {
         // The compare matched 0xaa, wrote 0xbb; the plain write came after it.
         let r = exec(&t, 1, 1, &rw10(0x28, 7, 1), &[]).await;
         assert_eq!(r.data_in, vec![0xcc; 512]);
+    }
+}
+
+mod task_set {
+    use super::*;
+    use crate::TransportAbort;
+
+    fn prout(sa: u8, rtype: u8, key: u64, sa_key: u64) -> (Vec<u8>, Vec<u8>) {
+        let mut p = vec![0u8; 24];
+        p[..8].copy_from_slice(&key.to_be_bytes());
+        p[8..16].copy_from_slice(&sa_key.to_be_bytes());
+        (vec![0x5f, sa, rtype, 0, 0, 0, 0, 0, 24, 0], p)
+    }
+
+    fn hook(log: &Arc<Mutex<Vec<TransportAbort>>>) -> crate::AbortHook {
+        let log = log.clone();
+        Arc::new(move |a| log.lock().push(a))
+    }
+
+    #[tokio::test]
+    async fn a_task_aborted_before_it_runs_never_runs() {
+        let (t, store) = target_with(&[]);
+        let n = nexus(1);
+        let task = t.begin_task(&n, 7, 1);
+        let out = t.task_management(&n, TmFunction::AbortTask, 1, Some(7));
+        assert_eq!(out.response, TmResponse::FunctionComplete);
+        assert_eq!(out.wait.len(), 1);
+        let mut cdb = vec![0x2a, 0, 0, 0, 0, 0, 0, 0, 1, 0];
+        cdb.resize(16, 0);
+        let r = t
+            .execute_task(
+                ScsiCommand {
+                    nexus: n.clone(),
+                    lun: 1,
+                    cdb,
+                    data_out: vec![0xab; 512],
+                    expected_data_in: 0,
+                    attr: TaskAttr::Simple,
+                    tag: 7,
+                },
+                &task,
+            )
+            .await;
+        assert!(r.aborted);
+        assert!(store.data.lock()[..512].iter().all(|&b| b == 0));
+        drop(task);
+        out.wait.wait().await;
+    }
+
+    #[tokio::test]
+    async fn preempt_and_abort_ends_the_preempted_nexus_tasks_first() {
+        let (t, _) = target_with(&[]);
+        let t = Arc::new(t);
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        t.attach_nexus(nexus(2), hook(&seen));
+        for (n, k) in [(1, 0x11), (2, 0x22)] {
+            let (c, p) = prout(6, 0, 0, k);
+            good(&exec(&t, n, 1, &c, &p).await);
+        }
+        let (c, p) = prout(1, 1, 0x22, 0);
+        good(&exec(&t, 2, 1, &c, &p).await);
+        // Nexus 2 has a task in flight on the LU.
+        let task = t.begin_task(&nexus(2), 9, 1);
+        let t2 = t.clone();
+        let preempt = tokio::spawn(async move {
+            let (c, p) = prout(5, 3, 0x11, 0x22);
+            exec(&t2, 1, 1, &c, &p).await
+        });
+        for _ in 0..100 {
+            if task.aborted() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        assert!(
+            task.aborted(),
+            "PREEMPT AND ABORT aborts the preempted nexus's task"
+        );
+        assert_eq!(seen.lock().len(), 1);
+        assert_eq!(seen.lock()[0].lun, Some(1));
+        // The command completes only after the aborted task is over.
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        assert!(!preempt.is_finished());
+        drop(task);
+        good(&preempt.await.unwrap());
+        let r = exec(&t, 2, 1, &[0, 0, 0, 0, 0, 0], &[]).await;
+        assert_eq!(sense_of(&r), (key::UNIT_ATTENTION, 0x2a, 0x05));
+        // Now nexus 1 holds an EXCLUSIVE ACCESS reservation.
+        let r = exec(&t, 2, 1, &[0x28, 0, 0, 0, 0, 0, 0, 0, 1, 0], &[]).await;
+        assert_eq!(r.status, status::RESERVATION_CONFLICT);
+    }
+
+    #[tokio::test]
+    async fn lun_reset_and_clear_task_set_reach_other_nexuses() {
+        let (t, _) = target_with(&[]);
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        t.attach_nexus(nexus(2), hook(&seen));
+        t.attach_nexus(nexus(1), hook(&seen));
+        let other = t.begin_task(&nexus(2), 3, 1);
+        let out = t.task_management(&nexus(1), TmFunction::ClearTaskSet, 1, None);
+        assert!(other.aborted());
+        assert_eq!(out.wait.len(), 1);
+        // Only the other nexus's transport is told; the issuer dropped its own tasks.
+        assert_eq!(seen.lock().len(), 1);
+        drop(other);
+        out.wait.wait().await;
+        let r = exec(&t, 2, 1, &[0, 0, 0, 0, 0, 0], &[]).await;
+        assert_eq!(sense_of(&r), (key::UNIT_ATTENTION, 0x2f, 0x00));
+        good(&exec(&t, 1, 1, &[0, 0, 0, 0, 0, 0], &[]).await);
+
+        let out = t.task_management(&nexus(1), TmFunction::TargetColdReset, 0, None);
+        assert!(out.close, "a cold reset ends the sessions");
+        assert!(seen.lock().last().unwrap().close);
     }
 }

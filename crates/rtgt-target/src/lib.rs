@@ -6,6 +6,7 @@
 //! [`Target::allows`], [`Target::online`]) take read locks or read atomics only.
 
 use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -94,26 +95,31 @@ impl Target {
     /// A target with no LUNs but LUN 0, no ACL rules (nobody may log in until one is bound),
     /// state ready.
     pub fn new(tid: u32, name: &str) -> Self {
-        Self::with_system_state(
-            tid,
-            name,
-            Arc::new(AtomicBool::new(true)),
-            LuDirectory::new(),
-        )
+        Self::with_system_state(tid, name, Arc::new(AtomicBool::new(true)))
     }
 
-    /// `lus` is the daemon-wide directory its LUs join, so EXTENDED COPY reaches the LUs
-    /// of every target.
-    fn with_system_state(
+    fn with_system_state(tid: u32, name: &str, system_ready: Arc<AtomicBool>) -> Self {
+        Self::in_registry(tid, name, system_ready, LuDirectory::new(), None, &[1])
+    }
+
+    /// A target of a registry: its LUs join the daemon-wide `lus` directory (so EXTENDED
+    /// COPY reaches the LUs of every target), persistent reservations with APTPL go under
+    /// `state_dir`, and each of the daemon's portal group tags is one of its target port
+    /// groups.
+    fn in_registry(
         tid: u32,
         name: &str,
         system_ready: Arc<AtomicBool>,
         lus: Arc<LuDirectory>,
+        state_dir: Option<PathBuf>,
+        tpgts: &[u16],
     ) -> Self {
+        let scsi = ScsiTarget::build(name, lus, state_dir);
+        scsi.set_port_groups(tpgts);
         Self {
             tid,
             name: name.to_string(),
-            scsi: Arc::new(ScsiTarget::with_directory(name, lus)),
+            scsi: Arc::new(scsi),
             sessions: RwLock::new(Vec::new()),
             acl: RwLock::new(Acl::default()),
             params: RwLock::new(Vec::new()),
@@ -224,7 +230,10 @@ type DebugHook = Box<dyn Fn(bool) + Send + Sync>;
 pub struct Registry {
     /// Sorted by tid.
     targets: RwLock<Vec<Arc<Target>>>,
-    portals: RwLock<Vec<SocketAddr>>,
+    /// Listening portals with their target portal group tags.
+    portals: RwLock<Vec<(SocketAddr, u16)>>,
+    /// rtgtd's state directory (`--state-dir`): where LUs keep APTPL reservations.
+    state_dir: RwLock<Option<PathBuf>>,
     system_ready: Arc<AtomicBool>,
     /// Every LU of every target, by designator (the copy manager's view).
     lu_directory: Arc<LuDirectory>,
@@ -239,6 +248,7 @@ impl Default for Registry {
         Self {
             targets: RwLock::new(Vec::new()),
             portals: RwLock::new(Vec::new()),
+            state_dir: RwLock::new(None),
             system_ready: Arc::new(AtomicBool::new(true)),
             lu_directory: LuDirectory::new(),
             debug: AtomicBool::new(false),
@@ -254,13 +264,44 @@ impl Registry {
         Arc::new(Self::default())
     }
 
-    /// The listening portals, for SendTargets and `show`.
+    /// The listening portals, all in portal group 1.
     pub fn set_portals(&self, portals: Vec<SocketAddr>) {
+        self.set_portal_groups(portals.into_iter().map(|a| (a, 1)).collect());
+    }
+
+    /// The listening portals with their target portal group tags, for SendTargets,
+    /// `show` and ALUA: each tag is a target port group of every target.
+    pub fn set_portal_groups(&self, portals: Vec<(SocketAddr, u16)>) {
         *self.portals.write() = portals;
+        let tpgts = self.tpgts();
+        for t in self.targets() {
+            t.scsi.set_port_groups(&tpgts);
+        }
     }
 
     pub fn portals(&self) -> Vec<SocketAddr> {
+        self.portals.read().iter().map(|p| p.0).collect()
+    }
+
+    pub fn portal_groups(&self) -> Vec<(SocketAddr, u16)> {
         self.portals.read().clone()
+    }
+
+    /// The distinct portal group tags, ascending (1 when no portal is set).
+    pub fn tpgts(&self) -> Vec<u16> {
+        let mut v: Vec<u16> = self.portals.read().iter().map(|p| p.1).collect();
+        if v.is_empty() {
+            v.push(1);
+        }
+        v.sort_unstable();
+        v.dedup();
+        v
+    }
+
+    /// Where targets created from now on keep state that outlives the daemon
+    /// (persistent reservations with APTPL).
+    pub fn set_state_dir(&self, dir: Option<PathBuf>) {
+        *self.state_dir.write() = dir;
     }
 
     pub fn target_by_name(&self, name: &str) -> Option<Arc<Target>> {

@@ -5,7 +5,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use rtgt_backstore::{OpenError, OpenOptions};
-use rtgt_scsi::{DeviceType, LuConfig, ScsiError};
+use rtgt_scsi::{AluaState, DeviceType, LuConfig, ScsiError};
 
 use crate::acl::AddressRule;
 use crate::control::{self, Request};
@@ -114,11 +114,13 @@ fn target(reg: &Registry, op: &str, req: &Request) -> Result<String> {
                     t.tid
                 )));
             }
-            let t = Arc::new(Target::with_system_state(
+            let t = Arc::new(Target::in_registry(
                 tid,
                 name,
                 reg.system_ready.clone(),
                 reg.lu_directory.clone(),
+                reg.state_dir.read().clone(),
+                &reg.tpgts(),
             ));
             let pos = targets.partition_point(|t| t.tid < tid);
             targets.insert(pos, t);
@@ -246,6 +248,31 @@ fn target(reg: &Registry, op: &str, req: &Request) -> Result<String> {
                 };
                 t.ready.store(ready, Ordering::Release);
                 return Ok(String::new());
+            }
+            // `--name alua_state.<TPGT> --value standby`: the asymmetric access state of
+            // the target port group of portal group TPGT (SPC-4 5.16).
+            if let Some(tpgt) = name
+                .strip_prefix("alua_state.")
+                .or_else(|| name.strip_prefix("ALUA_state."))
+            {
+                let tpg: u16 = tpgt.parse().map_err(|_| {
+                    AdmError::invalid(format!(
+                        "bad portal group tag '{tpgt}' in {name}: use alua_state.<tpgt>"
+                    ))
+                })?;
+                let state = AluaState::parse(value).ok_or_else(|| {
+                    AdmError::invalid(format!(
+                        "invalid ALUA state '{value}': use active (active/optimized), \
+                         nonoptimized, standby or unavailable"
+                    ))
+                })?;
+                return t
+                    .scsi
+                    .set_alua_state(tpg, state)
+                    .map_err(|e| {
+                        AdmError::NotFound(format!("{e} (tid {tid} has groups {:?})", reg.tpgts()))
+                    })
+                    .map(|()| String::new());
             }
             let (key, value) = check_iscsi_param(name, value).map_err(AdmError::Invalid)?;
             let mut params = t.params.write();

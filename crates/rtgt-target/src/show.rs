@@ -36,6 +36,10 @@ pub fn target(t: &Target, out: &mut String) {
     for (k, v) in t.iscsi_params() {
         let _ = writeln!(out, "        {k}: {v}");
     }
+    // ALUA (SPC-4 5.16): one target port group per portal group tag.
+    for (tpg, state) in t.scsi.alua_states() {
+        let _ = writeln!(out, "        Target port group {tpg}: {}", state.name());
+    }
     out.push_str("    I_T nexus information:\n");
     for s in t.sessions() {
         let _ = writeln!(out, "        I_T nexus: {}", s.sid);
@@ -134,17 +138,17 @@ pub fn session_connections(s: &SessionInfo, out: &mut String) {
     }
 }
 
-fn portal(a: &SocketAddr) -> String {
+fn portal(a: &SocketAddr, tpgt: u16) -> String {
     match a {
-        SocketAddr::V4(v4) => format!("{}:{},1", v4.ip(), v4.port()),
-        SocketAddr::V6(v6) => format!("[{}]:{},1", v6.ip(), v6.port()),
+        SocketAddr::V4(v4) => format!("{}:{},{tpgt}", v4.ip(), v4.port()),
+        SocketAddr::V6(v6) => format!("[{}]:{},{tpgt}", v6.ip(), v6.port()),
     }
 }
 
 pub fn portals(reg: &Registry) -> String {
     let mut out = String::new();
-    for p in reg.portals() {
-        let _ = writeln!(out, "Portal: {}", portal(&p));
+    for (p, tpgt) in reg.portal_groups() {
+        let _ = writeln!(out, "Portal: {}", portal(&p, tpgt));
     }
     out
 }
@@ -180,8 +184,8 @@ pub fn system(reg: &Registry) -> String {
     );
     out.push_str("Device types:\n    disk\n    controller\n");
     out.push_str("Portals:\n");
-    for p in reg.portals() {
-        let _ = writeln!(out, "    {}", portal(&p));
+    for (p, tpgt) in reg.portal_groups() {
+        let _ = writeln!(out, "    {}", portal(&p, tpgt));
     }
     out
 }

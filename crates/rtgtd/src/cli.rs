@@ -1,4 +1,4 @@
-//! tgtd's command line: `-f`, `--iscsi portal=IP:PORT[,nop_interval=N,nop_count=M]`,
+//! tgtd's command line: `-f`, `--iscsi portal=IP:PORT[,tpgt=N][,nop_interval=N,nop_count=M]`,
 //! `-C N`, `-d`, plus `--control-socket`, `--demo` and `--state-dir`.
 
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
@@ -21,7 +21,9 @@ pub struct Options {
     #[arg(short = 'f', long)]
     pub foreground: bool,
     /// iSCSI driver options, comma separated: portal=IP:PORT (repeatable; IPv6 as
-    /// [ADDR]:PORT), nop_interval=SECONDS (0 disables pings), nop_count=N.
+    /// [ADDR]:PORT), tpgt=N (the portal group tag of the portal before it, default 1;
+    /// each portal group is an ALUA target port group), nop_interval=SECONDS (0 disables
+    /// pings), nop_count=N.
     #[arg(long = "iscsi", value_name = "OPTIONS")]
     pub iscsi: Vec<String>,
     /// Control port: a private control socket per instance (`socket.N`).
@@ -37,7 +39,8 @@ pub struct Options {
     /// iqn.2026-11.org.rtgt:demo LUN 1 on 127.0.0.1:3260 (unless --iscsi portal= says otherwise).
     #[arg(long)]
     pub demo: bool,
-    /// Where rtgtd keeps its files (the demo image). Default /var/lib/rtgt for root,
+    /// Where rtgtd keeps its files (the demo image, persistent reservations made with
+    /// APTPL under pr/). Default /var/lib/rtgt for root,
     /// $XDG_STATE_HOME/rtgt (or ~/.local/state/rtgt) otherwise.
     #[arg(long = "state-dir", value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
@@ -56,6 +59,8 @@ pub struct Options {
 #[derive(Debug, Clone)]
 pub struct IscsiOptions {
     pub portals: Vec<SocketAddr>,
+    /// The target portal group tag of each portal (RFC 7143 §10.1.1.1), same order.
+    pub tpgts: Vec<u16>,
     /// Interval between target NOP-In pings on an idle connection; None disables them.
     pub nop_interval: Option<Duration>,
     /// Unanswered pings before the connection is declared dead.
@@ -84,6 +89,7 @@ pub fn parse_portal(s: &str) -> Result<SocketAddr> {
 impl Options {
     pub fn iscsi_options(&self) -> Result<IscsiOptions> {
         let mut portals = Vec::new();
+        let mut tpgts: Vec<u16> = Vec::new();
         let mut nop_interval = Some(Duration::from_secs(10));
         let mut nop_count = 3;
         for group in &self.iscsi {
@@ -92,7 +98,21 @@ impl Options {
                     .split_once('=')
                     .with_context(|| format!("bad --iscsi option '{item}': expected KEY=VALUE"))?;
                 match k {
-                    "portal" => portals.push(parse_portal(v)?),
+                    "portal" => {
+                        portals.push(parse_portal(v)?);
+                        tpgts.push(1);
+                    }
+                    "tpgt" => {
+                        // Relative target port identifiers and target port group ids
+                        // are the TPGT, and 0 is reserved for those (SPC-4 7.8.6.5).
+                        let n: u16 = v.parse().ok().filter(|&n| n > 0).with_context(|| {
+                            format!("bad tpgt '{v}': a portal group tag from 1 to 65535")
+                        })?;
+                        let last = tpgts.last_mut().with_context(|| {
+                            format!("tpgt={v} must follow the portal it applies to: portal=IP:PORT,tpgt={v}")
+                        })?;
+                        *last = n;
+                    }
                     "nop_interval" => {
                         let n: u64 = v
                             .parse()
@@ -105,7 +125,7 @@ impl Options {
                         })?;
                     }
                     other => bail!(
-                        "unknown --iscsi option '{other}' (known: portal, nop_interval, nop_count)"
+                        "unknown --iscsi option '{other}' (known: portal, tpgt, nop_interval, nop_count)"
                     ),
                 }
             }
@@ -117,9 +137,11 @@ impl Options {
                 // All addresses, like tgtd: a dual-stack IPv6 wildcard.
                 SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), ISCSI_PORT)
             });
+            tpgts.push(1);
         }
         Ok(IscsiOptions {
             portals,
+            tpgts,
             nop_interval,
             nop_count,
         })
@@ -163,6 +185,23 @@ mod tests {
         let i = opts(&[]).iscsi_options().unwrap();
         assert_eq!(i.portals[0].port(), 3260);
         assert!(i.portals[0].ip().is_unspecified());
+    }
+
+    #[test]
+    fn portal_group_tags() {
+        let i = opts(&[
+            "--iscsi",
+            "portal=127.0.0.1:3261,tpgt=2",
+            "--iscsi",
+            "portal=127.0.0.1:3262",
+        ])
+        .iscsi_options()
+        .unwrap();
+        assert_eq!(i.tpgts, vec![2, 1]);
+        assert!(opts(&["--iscsi", "tpgt=2"]).iscsi_options().is_err());
+        assert!(opts(&["--iscsi", "portal=127.0.0.1:1,tpgt=0"])
+            .iscsi_options()
+            .is_err());
     }
 
     #[test]

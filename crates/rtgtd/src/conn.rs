@@ -14,7 +14,7 @@ use rtgt_iscsi::session::{
 };
 use rtgt_iscsi::text::{DiscoveredTarget, TextExchange};
 use rtgt_scsi::target::TmResponse;
-use rtgt_scsi::{ItNexus, ScsiCommand, TaskAttr, TmFunction};
+use rtgt_scsi::{ItNexus, ScsiCommand, TaskAttr, TmFunction, TransportAbort};
 use rtgt_target::{ConnInfo, SessionInfo, Target};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
@@ -56,6 +56,8 @@ struct Ctx<'a> {
     daemon: &'a Daemon,
     peer: SocketAddr,
     target: Option<Arc<Target>>,
+    /// The portal group the connection came in through (RFC 7143 §10.1.1.1).
+    tpgt: u16,
 }
 
 impl LoginContext for Ctx<'_> {
@@ -79,18 +81,18 @@ impl LoginContext for Ctx<'_> {
         self.target = Some(t);
         Ok(TargetLogin {
             overrides,
-            portal_group_tag: 1,
+            portal_group_tag: self.tpgt,
         })
     }
     fn new_tsih(&mut self) -> u16 {
         self.daemon.next_tsih()
     }
     fn portal_group_tag(&self) -> u16 {
-        1
+        self.tpgt
     }
 }
 
-pub async fn serve(daemon: Arc<Daemon>, stream: TcpStream, peer: SocketAddr) {
+pub async fn serve(daemon: Arc<Daemon>, stream: TcpStream, peer: SocketAddr, tpgt: u16) {
     let _ = stream.set_nodelay(true);
     let local = stream.local_addr().unwrap_or(peer);
     let (mut rd, mut wr) = stream.into_split();
@@ -98,6 +100,7 @@ pub async fn serve(daemon: Arc<Daemon>, stream: TcpStream, peer: SocketAddr) {
         daemon: &daemon,
         peer,
         target: None,
+        tpgt,
     };
     let framer = Framer {
         header_digest: false,
@@ -145,7 +148,25 @@ pub async fn serve(daemon: Arc<Daemon>, stream: TcpStream, peer: SocketAddr) {
         }
     };
     let target = ctx.target.take();
-    full_feature(daemon, rd, wr, params, target, peer, local).await;
+    full_feature(daemon, rd, wr, params, target, peer, local, tpgt).await;
+}
+
+/// What comes back to a connection's loop from elsewhere. SCSI completions and task
+/// management responses share one queue, so a TMF response can never overtake the
+/// completion of a task it waited for (which is then dropped, not sent).
+enum Done {
+    Scsi {
+        itt: u32,
+        outcome: ScsiOutcome,
+        aborted: bool,
+    },
+    Tmf {
+        itt: u32,
+        response: u8,
+        close: bool,
+    },
+    /// Tasks aborted from another I_T nexus.
+    Abort(TransportAbort),
 }
 
 struct Live {
@@ -197,6 +218,7 @@ fn to_tm(f: TmfFunction) -> Option<TmFunction> {
     })
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn full_feature(
     daemon: Arc<Daemon>,
     mut rd: OwnedReadHalf,
@@ -205,9 +227,11 @@ async fn full_feature(
     target: Option<Arc<Target>>,
     peer: SocketAddr,
     local: SocketAddr,
+    tpgt: u16,
 ) {
     let discovery = params.session_type == SessionType::Discovery;
     let id = daemon.next_id();
+    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Done>();
     let close = Arc::new(Notify::new());
     let (closed_tx, closed_rx) = watch::channel(false);
     let mut live = Live {
@@ -241,10 +265,19 @@ async fn full_feature(
             id,
             initiator_name: params.initiator_name.clone(),
             initiator_port: format!("{},i,0x{isid_hex}", params.initiator_name),
-            target_port: format!("{},t,0x{:04x}", t.name, params.target_portal_group_tag),
-            relative_port_id: 1,
-            target_port_group: params.target_portal_group_tag,
+            target_port: format!("{},t,0x{tpgt:04x}", t.name),
+            // Each portal group is one target port and one target port group (ALUA):
+            // both are identified by the TPGT.
+            relative_port_id: tpgt,
+            target_port_group: tpgt,
         }));
+        let tx = done_tx.clone();
+        t.scsi.attach_nexus(
+            live.nexus.clone().expect("just set"),
+            Arc::new(move |a| {
+                let _ = tx.send(Done::Abort(a));
+            }),
+        );
         let c = close.clone();
         t.add_session(SessionInfo {
             sid: id,
@@ -304,7 +337,6 @@ async fn full_feature(
             }
         }
     });
-    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(u32, ScsiOutcome)>();
     let nop_interval = daemon.iscsi.nop_interval;
     let nop_count = daemon.iscsi.nop_count.max(1);
     let mut last_rx = Instant::now();
@@ -332,7 +364,29 @@ async fn full_feature(
                     session.on_data_digest_error(p, &mut actions);
                 }
             },
-            Some((itt, outcome)) = done_rx.recv() => session.on_scsi_done(itt, outcome, &mut actions),
+            Some(done) = done_rx.recv() => match done {
+                Done::Scsi { itt, aborted: true, .. } => session.on_scsi_aborted(itt),
+                Done::Scsi { itt, outcome, .. } => session.on_scsi_done(itt, outcome, &mut actions),
+                Done::Tmf { itt, response, close } => {
+                    session.on_tmf_done(itt, response, &mut actions);
+                    if close {
+                        // TARGET COLD RESET: the response goes out, then the connection
+                        // ends (RFC 7143 §11.5.1).
+                        actions.push(Action::Close("target cold reset"));
+                    }
+                }
+                Done::Abort(a) => {
+                    let dropped = session.abort_tasks(a.before, |lun| {
+                        a.lun.is_none_or(|l| rtgt_scsi::lun_from_sam(*lun) == l)
+                    });
+                    if !dropped.is_empty() {
+                        tracing::debug!(%peer, ?dropped, "tasks aborted from another I_T nexus");
+                    }
+                    if a.close {
+                        break "target cold reset";
+                    }
+                }
+            },
             _ = ticker.tick(), if nop_interval.is_some() => {
                 let interval = nop_interval.unwrap();
                 if last_rx.elapsed() >= interval * nop_count && session.ping_outstanding() {
@@ -357,9 +411,12 @@ async fn full_feature(
                         continue;
                     };
                     let scsi = t.scsi.clone();
+                    let lun = rtgt_scsi::lun_from_sam(req.lun);
+                    // In the task set before it runs, so an abort can never miss it.
+                    let task = scsi.begin_task(n, u64::from(req.itt), lun);
                     let cmd = ScsiCommand {
                         nexus: n.clone(),
-                        lun: rtgt_scsi::lun_from_sam(req.lun),
+                        lun,
                         cdb: req.cdb,
                         data_out: req.data_out,
                         expected_data_in: req.expected_data_in,
@@ -369,32 +426,56 @@ async fn full_feature(
                     let tx = done_tx.clone();
                     let itt = req.itt;
                     tokio::spawn(async move {
-                        let r = scsi.execute(cmd).await;
-                        let _ = tx.send((
+                        let r = scsi.execute_task(cmd, &task).await;
+                        let _ = tx.send(Done::Scsi {
                             itt,
-                            ScsiOutcome {
+                            aborted: r.aborted || task.aborted(),
+                            outcome: ScsiOutcome {
                                 status: r.status,
                                 data_in: r.data_in,
                                 sense: r.sense,
                                 data_out_len: r.data_out_len,
                             },
-                        ));
+                        });
+                        // Only now is the task over for a TMF waiting on it.
+                        drop(task);
                     });
                 }
                 Action::TaskManagement(tmf) => {
-                    let resp = match (&live.target, &live.nexus, to_tm(tmf.function)) {
-                        (Some(t), Some(n), Some(f)) => {
-                            let lun = rtgt_scsi::lun_from_sam(tmf.lun);
-                            match t.scsi.task_management(n, f, lun) {
-                                TmResponse::FunctionComplete => tmf_response::FUNCTION_COMPLETE,
-                                TmResponse::FunctionRejected => tmf_response::FUNCTION_REJECTED,
-                                TmResponse::IncorrectLun => tmf_response::LUN_DOES_NOT_EXIST,
-                                TmResponse::TaskDoesNotExist => tmf_response::TASK_DOES_NOT_EXIST,
-                            }
-                        }
-                        _ => tmf_response::NOT_SUPPORTED,
+                    let (Some(t), Some(n), Some(f)) =
+                        (&live.target, &live.nexus, to_tm(tmf.function))
+                    else {
+                        session.on_tmf_done(tmf.itt, tmf_response::NOT_SUPPORTED, &mut actions);
+                        i += 1;
+                        continue;
                     };
-                    session.on_tmf_done(tmf.itt, resp, &mut actions);
+                    let lun = rtgt_scsi::lun_from_sam(tmf.lun);
+                    let tag = tmf.referenced.map(u64::from);
+                    let out = t.scsi.task_management(n, f, lun, tag);
+                    let response = match out.response {
+                        TmResponse::FunctionComplete => tmf_response::FUNCTION_COMPLETE,
+                        TmResponse::FunctionRejected => tmf_response::FUNCTION_REJECTED,
+                        TmResponse::IncorrectLun => tmf_response::LUN_DOES_NOT_EXIST,
+                        TmResponse::TaskDoesNotExist => tmf_response::TASK_DOES_NOT_EXIST,
+                    };
+                    if out.wait.is_empty() && !out.close {
+                        session.on_tmf_done(tmf.itt, response, &mut actions);
+                    } else {
+                        // SAM-5 7.1: the response follows the end of every task the
+                        // function aborted, here and on other nexuses.
+                        let tx = done_tx.clone();
+                        let itt = tmf.itt;
+                        let close = out.close;
+                        let wait = out.wait;
+                        tokio::spawn(async move {
+                            wait.wait().await;
+                            let _ = tx.send(Done::Tmf {
+                                itt,
+                                response,
+                                close,
+                            });
+                        });
+                    }
                 }
                 Action::Text(req) => {
                     let targets = discovered(&daemon, &params, peer, local, live.target.as_deref());
@@ -444,14 +525,14 @@ fn discovered(
 ) -> Vec<DiscoveredTarget> {
     let addresses: Vec<(SocketAddr, u16)> = daemon
         .registry
-        .portals()
+        .portal_groups()
         .into_iter()
         // A wildcard portal is reached at the address this connection came in on.
-        .map(|p| {
+        .map(|(p, tpgt)| {
             if p.ip().is_unspecified() {
-                (local, 1)
+                (SocketAddr::new(local.ip(), p.port()), tpgt)
             } else {
-                (p, 1)
+                (p, tpgt)
             }
         })
         .collect();

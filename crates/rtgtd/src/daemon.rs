@@ -114,7 +114,14 @@ pub fn run(opts: Options) -> Result<()> {
     let control = listen::bind_control(&socket_path)?;
     control.set_nonblocking(true)?;
     let registry = Registry::new();
-    registry.set_portals(portals.iter().filter_map(|l| l.local_addr().ok()).collect());
+    registry.set_portal_groups(
+        portals
+            .iter()
+            .zip(&iscsi.tpgts)
+            .filter_map(|(l, &tpgt)| Some((l.local_addr().ok()?, tpgt)))
+            .collect(),
+    );
+    registry.set_state_dir(Some(opts.state_dir()));
     if opts.demo {
         let dir = opts.state_dir();
         let r = demo::setup(&registry, &dir);
@@ -158,16 +165,17 @@ async fn serve(
         next_id: AtomicU64::new(1),
         next_tsih: AtomicU16::new(1),
     });
-    for l in portals {
+    let tpgts = daemon.iscsi.tpgts.clone();
+    for (l, tpgt) in portals.into_iter().zip(tpgts) {
         let l = tokio::net::TcpListener::from_std(l)?;
-        tracing::info!("iSCSI portal {}", l.local_addr()?);
+        tracing::info!("iSCSI portal {}, portal group {tpgt}", l.local_addr()?);
         let d = daemon.clone();
         tokio::spawn(async move {
             loop {
                 match l.accept().await {
                     Ok((stream, peer)) => {
                         let d = d.clone();
-                        tokio::spawn(async move { conn::serve(d, stream, peer).await });
+                        tokio::spawn(async move { conn::serve(d, stream, peer, tpgt).await });
                     }
                     Err(e) => {
                         // EMFILE and friends: back off instead of spinning.

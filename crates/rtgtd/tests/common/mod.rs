@@ -7,6 +7,7 @@
 #![allow(dead_code)]
 
 pub mod raw;
+pub mod scsi;
 
 use std::io::Read;
 use std::net::{TcpListener, TcpStream};
@@ -383,6 +384,15 @@ impl Daemon {
 
     pub fn portal_url(&self) -> String {
         format!("iscsi://127.0.0.1:{}", self.port)
+    }
+
+    /// Kills the daemon with SIGKILL, as a crash or power loss would end it: nothing
+    /// gets a chance to be written on the way out.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
     }
 
     /// Stops the daemon (SIGTERM, then SIGKILL) and returns how it exited.

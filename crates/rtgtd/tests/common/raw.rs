@@ -31,6 +31,8 @@ pub struct RawConn {
     pub itt: u32,
     pub cmd_sn: u32,
     pub exp_stat_sn: u32,
+    /// PDUs for other tasks met while waiting for one (see `common::scsi`).
+    pub stray: Vec<Pdu>,
 }
 
 /// Login Request flags byte (RFC 7143 §11.12): T, C, CSG, NSG.
@@ -87,6 +89,7 @@ impl RawConn {
             itt: 0x100,
             cmd_sn: 1,
             exp_stat_sn: 0,
+            stray: Vec::new(),
         }
     }
 

@@ -1,0 +1,171 @@
+//! The task set (SAM-5 4.6.8, 8): every command the SCSI core has been handed and not
+//! yet given back, across all I_T nexuses, so a task management function or PREEMPT AND
+//! ABORT received on one nexus can abort tasks of another and wait until they are over.
+//!
+//! A task is registered by the transport *before* it starts executing ([`TaskSet::begin`]
+//! returns a [`TaskGuard`]) and ends when the transport drops the guard, which it does
+//! only after it has handed the outcome to its own queue. So once every aborted task's
+//! guard is gone, none of them can touch the medium any more and none can race a task
+//! management response out of the same connection (SAM-5 7.1: the function completes
+//! after the tasks it aborts have been terminated).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use parking_lot::Mutex;
+use tokio::sync::watch;
+
+/// What the transport of one I_T nexus must drop of its own state when tasks are aborted
+/// from elsewhere (a LUN reset, CLEAR TASK SET, hard reset or PREEMPT AND ABORT received
+/// on another nexus): tasks still gathering Data-Out exist only in the transport.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TransportAbort {
+    /// The LUN whose tasks end; None for every LUN.
+    pub lun: Option<u64>,
+    /// Tasks that arrived at or after this instant are not affected.
+    pub before: Instant,
+    /// Drop the connection as well (TARGET COLD RESET, RFC 7143 §11.5.1).
+    pub close: bool,
+}
+
+/// Called by the SCSI core with a [`TransportAbort`] for a nexus; must only queue the
+/// request (it runs with no SCSI lock held, on whatever thread did the aborting).
+pub type AbortHook = Arc<dyn Fn(TransportAbort) + Send + Sync>;
+
+struct Slot {
+    nexus: u64,
+    tag: u64,
+    lun: u64,
+    aborted: AtomicBool,
+    finished: watch::Sender<bool>,
+}
+
+/// A registered task; dropping it ends the task.
+pub struct TaskGuard {
+    slot: Arc<Slot>,
+    id: u64,
+    set: Arc<TaskSetInner>,
+}
+
+impl TaskGuard {
+    /// Whether a task management function (or PREEMPT AND ABORT) has aborted this task:
+    /// its outcome must not reach the initiator (SAM-5 5.6, TAS=0).
+    pub fn aborted(&self) -> bool {
+        self.slot.aborted.load(Ordering::Acquire)
+    }
+}
+
+impl Drop for TaskGuard {
+    fn drop(&mut self) {
+        self.set.tasks.lock().remove(&self.id);
+        let _ = self.slot.finished.send(true);
+    }
+}
+
+/// Waits for aborted tasks to be over.
+#[derive(Default)]
+pub struct TaskWait(Vec<watch::Receiver<bool>>);
+
+impl TaskWait {
+    /// Number of tasks waited for.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+    /// Both sets of tasks.
+    pub fn join(mut self, other: TaskWait) -> TaskWait {
+        self.0.extend(other.0);
+        self
+    }
+    pub async fn wait(self) {
+        for mut rx in self.0 {
+            // An error means the guard (and its sender) is gone: the task is over.
+            let _ = rx.wait_for(|done| *done).await;
+        }
+    }
+}
+
+#[derive(Default)]
+struct TaskSetInner {
+    next: AtomicU64,
+    tasks: Mutex<HashMap<u64, Arc<Slot>>>,
+}
+
+#[derive(Default, Clone)]
+pub(crate) struct TaskSet(Arc<TaskSetInner>);
+
+impl TaskSet {
+    pub fn begin(&self, nexus: u64, tag: u64, lun: u64) -> TaskGuard {
+        let id = self.0.next.fetch_add(1, Ordering::Relaxed);
+        let (finished, _) = watch::channel(false);
+        let slot = Arc::new(Slot {
+            nexus,
+            tag,
+            lun,
+            aborted: AtomicBool::new(false),
+            finished,
+        });
+        self.0.tasks.lock().insert(id, slot.clone());
+        TaskGuard {
+            slot,
+            id,
+            set: self.0.clone(),
+        }
+    }
+
+    /// Aborts the tasks `pred(nexus, tag, lun)` selects; returns what to wait for.
+    pub fn abort(&self, pred: impl Fn(u64, u64, u64) -> bool) -> TaskWait {
+        let tasks = self.0.tasks.lock();
+        let mut wait = Vec::new();
+        for s in tasks.values() {
+            if pred(s.nexus, s.tag, s.lun) {
+                s.aborted.store(true, Ordering::Release);
+                wait.push(s.finished.subscribe());
+            }
+        }
+        TaskWait(wait)
+    }
+
+    /// Whether some task matches `pred(nexus, tag, lun)`.
+    pub fn has(&self, pred: impl Fn(u64, u64, u64) -> bool) -> bool {
+        self.0
+            .tasks
+            .lock()
+            .values()
+            .any(|s| pred(s.nexus, s.tag, s.lun))
+    }
+
+    /// Number of tasks in the set (for tests).
+    #[cfg(test)]
+    pub fn len(&self) -> usize {
+        self.0.tasks.lock().len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn abort_marks_and_waits_for_the_guard() {
+        let set = TaskSet::default();
+        let a = set.begin(1, 10, 1);
+        let b = set.begin(2, 10, 2);
+        let w = set.abort(|_, _, lun| lun == 1);
+        assert_eq!(w.len(), 1);
+        assert!(a.aborted());
+        assert!(!b.aborted());
+        let waiter = tokio::spawn(w.wait());
+        tokio::task::yield_now().await;
+        assert!(!waiter.is_finished());
+        drop(a);
+        waiter.await.unwrap();
+        assert_eq!(set.len(), 1);
+        drop(b);
+        assert_eq!(set.len(), 0);
+    }
+}

@@ -59,14 +59,45 @@ step clippy cargo clippy --workspace --all-targets -- -D warnings
 if step build cargo build --workspace; then
   step cargo-test cargo test --workspace
   if [ "${SKIP_CONFORMANCE:-0}" != 1 ]; then
-    # shellcheck disable=SC2086
-    step conformance bash tests/conformance/run.sh --no-build ${CONFORMANCE_ARGS:-}
-    # The other backing stores must pass everything the default rdwr LUN passes.
+    # Each LUN configuration against its expectations: the four disk configurations of
+    # issue 3, then the other backing stores, which must pass everything the default
+    # rdwr LUN passes. The runs are independent (own daemon, port, LUN, results file)
+    # and mostly wait on the initiator, so they run CONFORMANCE_JOBS at a time.
+    runs=("default-lun" "thin-lun" "removable-lun" "readonly-lun")
     if [ "${SKIP_STORE_CONFORMANCE:-0}" != 1 ]; then
-      for cfg in io-uring-lun direct-lun loop-lun; do
-        step "conformance-$cfg" bash tests/conformance/run.sh --no-build --config "$cfg" --expect default-lun
-      done
+      runs+=("io-uring-lun:default-lun" "direct-lun:default-lun" "loop-lun:default-lun")
     fi
+    jobs_max=${CONFORMANCE_JOBS:-4}
+    mkdir -p tests/conformance/results
+    pids=()
+    names=()
+    t0=$(date +%s)
+    for r in "${runs[@]}"; do
+      cfg=${r%%:*}
+      exp=""
+      [ "$r" != "$cfg" ] && exp="--expect ${r#*:}"
+      while [ "$(jobs -rp | wc -l)" -ge "$jobs_max" ]; do sleep 1; done
+      # shellcheck disable=SC2086
+      bash tests/conformance/run.sh --no-build --config "$cfg" $exp ${CONFORMANCE_ARGS:-} \
+        >"tests/conformance/results/$cfg.out" 2>&1 &
+      pids+=($!)
+      names+=("$cfg")
+    done
+    for i in "${!pids[@]}"; do
+      wait "${pids[$i]}"
+      rc=$?
+      cfg=${names[$i]}
+      printf '\n==> [conformance-%s]\n' "$cfg"
+      cat "tests/conformance/results/$cfg.out"
+      if [ $rc -eq 0 ]; then
+        passed=$((passed + 1))
+        results+=("PASS  conformance-$cfg")
+      else
+        failed=$((failed + 1))
+        results+=("FAIL  conformance-$cfg (exit $rc)")
+      fi
+    done
+    results+=("      (conformance wall time $(($(date +%s) - t0))s)")
   fi
 else
   skipped cargo-test "build failed"

@@ -78,6 +78,17 @@ def say(msg):
 
 
 def free_port():
+    # Below the kernel's ephemeral range (32768 and up), so no client socket takes the
+    # port between this probe and rtgtd's bind; a slice per process (by pid) keeps
+    # parallel runs apart.
+    base = 10000 + (os.getpid() % 500) * 20
+    for i in range(20):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind(("127.0.0.1", base + i))
+            except OSError:
+                continue
+            return base + i
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]

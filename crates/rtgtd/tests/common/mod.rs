@@ -51,8 +51,20 @@ pub fn rtgtadm_bin() -> PathBuf {
     p
 }
 
-/// A loopback port nobody listens on right now.
+/// A loopback port nobody listens on right now. Taken below the kernel's ephemeral range
+/// (32768 and up), so no client socket of a parallel test can grab it between this probe
+/// and rtgtd's bind; each test process gets its own slice of ports (by pid) and walks it.
 pub fn free_port() -> u16 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    const SLICE: u32 = 40;
+    let base = 20_000 + (std::process::id() % 300) * SLICE;
+    for _ in 0..4 * SLICE {
+        let port = (base + NEXT.fetch_add(1, Ordering::Relaxed) % SLICE) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
     TcpListener::bind("127.0.0.1:0")
         .expect("bind 127.0.0.1:0")
         .local_addr()

@@ -171,28 +171,13 @@ impl BackingStore for RdwrStore {
         .await
     }
     async fn allocation(&self, offset: u64, len: u64) -> io::Result<Vec<Extent>> {
-        if self.caps.block_device || len == 0 {
-            return Ok(vec![Extent {
-                offset,
-                len,
-                allocated: true,
-            }]);
-        }
-        let file = self.file.clone();
-        pool::run(move || sys::extents(&file, offset, len)).await
+        sys::allocation(&self.file, self.caps.block_device, offset, len).await
     }
     fn resize(&self, size: u64) -> io::Result<()> {
-        if self.caps.block_device || self.caps.read_only {
-            return Err(io::Error::from(io::ErrorKind::Unsupported));
-        }
-        self.file.set_len(size)?;
-        self.size.store(size, Ordering::Relaxed);
-        Ok(())
+        sys::resize(&self.file, &self.caps, &self.size, size)
     }
     fn refresh_size(&self) -> io::Result<u64> {
-        let size = sys::current_size(&self.file, self.caps.block_device)?;
-        self.size.store(size, Ordering::Relaxed);
-        Ok(size)
+        sys::refresh_size(&self.file, self.caps.block_device, &self.size)
     }
     async fn write_zeroes(&self, offset: u64, len: u64) -> io::Result<()> {
         if self.caps.read_only {

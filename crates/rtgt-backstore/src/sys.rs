@@ -261,3 +261,48 @@ pub fn current_size(file: &File, block_device: bool) -> io::Result<u64> {
         Ok(file.metadata()?.len())
     }
 }
+
+/// Allocation of a file-backed store's byte range (see [`crate::BackingStore::allocation`]):
+/// SEEK_DATA / SEEK_HOLE on the I/O pool for a file; a block device counts as allocated.
+pub async fn allocation(
+    file: &std::sync::Arc<File>,
+    block_device: bool,
+    offset: u64,
+    len: u64,
+) -> io::Result<Vec<crate::Extent>> {
+    if block_device || len == 0 {
+        return Ok(vec![crate::Extent {
+            offset,
+            len,
+            allocated: true,
+        }]);
+    }
+    let file = file.clone();
+    crate::pool::run(move || extents(&file, offset, len)).await
+}
+
+/// Online resize of a file-backed store: the file's length and the cached `size`.
+pub fn resize(
+    file: &File,
+    caps: &Capabilities,
+    size: &std::sync::atomic::AtomicU64,
+    new: u64,
+) -> io::Result<()> {
+    if caps.block_device || caps.read_only {
+        return Err(io::Error::from(io::ErrorKind::Unsupported));
+    }
+    file.set_len(new)?;
+    size.store(new, std::sync::atomic::Ordering::Relaxed);
+    Ok(())
+}
+
+/// Re-reads a file-backed store's size into the cached `size`.
+pub fn refresh_size(
+    file: &File,
+    block_device: bool,
+    size: &std::sync::atomic::AtomicU64,
+) -> io::Result<u64> {
+    let now = current_size(file, block_device)?;
+    size.store(now, std::sync::atomic::Ordering::Relaxed);
+    Ok(now)
+}

@@ -982,6 +982,46 @@ mod task_set {
     }
 
     #[tokio::test]
+    async fn an_aborted_sanitize_ends_at_once_and_the_operation_goes_on() {
+        // 1 MiB at 1 MiB/s: the overwrite takes about a second.
+        let (t, _store) = target_with(&[("thin_provisioning", "1"), ("sanitize_rate", "1")]);
+        let t = Arc::new(t);
+        let n = nexus(1);
+        let task = t.begin_task(&n, 9, 1);
+        let mut cdb = vec![0x48, 0x01, 0, 0, 0, 0, 0, 0, 8, 0];
+        cdb.resize(16, 0);
+        let mut param = vec![0x01, 0, 0, 4];
+        param.extend_from_slice(&[0xa5; 4]);
+        let cmd = ScsiCommand {
+            nexus: n.clone(),
+            lun: 1,
+            cdb,
+            data_out: param,
+            expected_data_in: 0,
+            attr: TaskAttr::Simple,
+            tag: 9,
+        };
+        let t2 = t.clone();
+        let running = tokio::spawn(async move {
+            let r = t2.execute_task(cmd, &task).await;
+            drop(task);
+            r
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        let out = t.task_management(&n, TmFunction::AbortTask, 1, Some(9));
+        assert_eq!(out.wait.len(), 1);
+        // SAM-5 7.1: the abort completes once the task is over, which must not take
+        // the whole sanitize operation.
+        tokio::time::timeout(std::time::Duration::from_millis(300), out.wait.wait())
+            .await
+            .expect("ABORT TASK waited for the sanitize operation");
+        assert!(running.await.unwrap().aborted);
+        // SBC-4 4.11.2: the operation itself goes on.
+        let r = exec(&t, 2, 1, &[0, 0, 0, 0, 0, 0], &[]).await;
+        assert_eq!(sense_of(&r), (key::NOT_READY, 0x04, 0x1b));
+    }
+
+    #[tokio::test]
     async fn a_task_aborted_before_it_runs_never_runs() {
         let (t, store) = target_with(&[]);
         let n = nexus(1);

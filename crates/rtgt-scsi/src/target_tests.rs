@@ -276,6 +276,38 @@ mod unit_attention {
     }
 
     #[tokio::test]
+    async fn a_new_nexus_from_the_same_port_inherits_nothing() {
+        let (t, _) = target_with(&[]);
+        good(&exec(&t, 1, 1, &[0, 0, 0, 0, 0, 0], &[]).await);
+        good(&exec(&t, 2, 1, &[0, 0, 0, 0, 0, 0], &[]).await);
+        // Nexus 2 has two reset conditions pending when it ends.
+        t.task_management(&nexus(1), TmFunction::TargetWarmReset, 0, None);
+        t.task_management(&nexus(1), TmFunction::LogicalUnitReset, 1, None);
+        t.nexus_loss(&nexus(2));
+        // The same initiator port logs in again: a new I_T nexus (SAM-5 4.7), with no
+        // unit attention from before it existed.
+        let again = Arc::new(ItNexus {
+            id: 3,
+            ..(*nexus(2)).clone()
+        });
+        let r = t
+            .execute(ScsiCommand {
+                nexus: again,
+                lun: 1,
+                cdb: vec![0x1b, 0, 0, 0, 0x02, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+                data_out: vec![],
+                expected_data_in: 0,
+                attr: TaskAttr::Simple,
+                tag: 1,
+            })
+            .await;
+        good(&r);
+        // Nexus 1 still has its own.
+        let r = exec(&t, 1, 1, &[0, 0, 0, 0, 0, 0], &[]).await;
+        assert_eq!(sense_of(&r), (key::UNIT_ATTENTION, 0x29, 0x00));
+    }
+
+    #[tokio::test]
     async fn resets_raise_the_sam5_codes_and_drop_reservations() {
         let (t, _) = target_with(&[]);
         good(&exec(&t, 1, 1, &[0x16, 0, 0, 0, 0, 0], &[]).await);

@@ -15,6 +15,7 @@ use crate::inquiry::{
 };
 use crate::lu::Lu;
 use crate::sense::{asc, key, Sense};
+use crate::tasks::TaskGuard;
 use crate::{status, ScsiResult};
 
 /// WRITE SAME is written in chunks of at most this many bytes.
@@ -620,7 +621,12 @@ const SANITIZE_EXIT_FAILURE_MODE: u8 = 0x1f;
 /// deallocating (thin) or zeroing (thick) it. The operation runs on its own task: it
 /// outlives an abort, a reset or the loss of the I_T nexus (SBC-4 4.11.2), and until
 /// it ends the LU answers NOT READY / SANITIZE IN PROGRESS.
-pub(crate) async fn sanitize_cmd(lu: &Arc<Lu>, cdb: &[u8], data: &[u8]) -> Outcome<ScsiResult> {
+pub(crate) async fn sanitize_cmd(
+    lu: &Arc<Lu>,
+    cdb: &[u8],
+    data: &[u8],
+    task: &TaskGuard,
+) -> Outcome<ScsiResult> {
     let immed = cdb[1] & 0x80 != 0;
     let sa = cdb[1] & 0x1f;
     // Byte 1 bit 6 and bytes 2-6 are reserved.
@@ -678,7 +684,7 @@ pub(crate) async fn sanitize_cmd(lu: &Arc<Lu>, cdb: &[u8], data: &[u8]) -> Outco
         return Err(Sense::of(key::NOT_READY, asc::SANITIZE_IN_PROGRESS).into());
     }
     let lu2 = lu.clone();
-    let task = tokio::spawn(async move {
+    let job_task = tokio::spawn(async move {
         let ok = run_sanitize(&lu2, job).await.is_ok();
         lu2.sanitize_failed.store(!ok, Ordering::Release);
         lu2.sanitizing.store(false, Ordering::Release);
@@ -687,9 +693,15 @@ pub(crate) async fn sanitize_cmd(lu: &Arc<Lu>, cdb: &[u8], data: &[u8]) -> Outco
     if immed {
         return Ok(ScsiResult::good());
     }
-    match task.await {
-        Ok(true) => Ok(ScsiResult::good()),
-        _ => Err(Sense::of(key::MEDIUM_ERROR, asc::SANITIZE_COMMAND_FAILED).into()),
+    // An aborted SANITIZE (ABORT TASK, a reset, the loss of its I_T nexus) ends now, with
+    // no response; the operation goes on (SBC-4 4.11.2), and the task management
+    // function does not wait for it.
+    tokio::select! {
+        r = job_task => match r {
+            Ok(true) => Ok(ScsiResult::good()),
+            _ => Err(Sense::of(key::MEDIUM_ERROR, asc::SANITIZE_COMMAND_FAILED).into()),
+        },
+        () = task.until_aborted() => Ok(ScsiResult::good()),
     }
 }
 

@@ -469,7 +469,7 @@ impl ScsiTarget {
         } else {
             None
         };
-        let r = self.run(&lu, &cmd).await;
+        let r = self.run(&lu, &cmd, task).await;
         let mut res = finish(r, lu.descriptor_sense(), data_out_len);
         if let Some(n) = cdb::allocation_length(&cmd.cdb) {
             res.data_in.truncate(n);
@@ -502,7 +502,7 @@ impl ScsiTarget {
         v
     }
 
-    async fn run(&self, lu: &Arc<Lu>, cmd: &ScsiCommand) -> Outcome<ScsiResult> {
+    async fn run(&self, lu: &Arc<Lu>, cmd: &ScsiCommand, task: &TaskGuard) -> Outcome<ScsiResult> {
         let opcode = cmd.cdb[0];
         let need = cdb::cdb_len(opcode);
         if cmd.cdb.len() < need {
@@ -553,7 +553,7 @@ impl ScsiTarget {
             DeviceType::Controller => {
                 controller::execute(lu, nexus, cdb, &self.lun_list(), &self.name)
             }
-            DeviceType::Disk => self.disk(lu, cmd, cdb, not_ready).await,
+            DeviceType::Disk => self.disk(lu, cmd, cdb, not_ready, task).await,
         }
     }
 
@@ -569,6 +569,7 @@ impl ScsiTarget {
         cmd: &ScsiCommand,
         cdb: &[u8],
         not_ready: Option<Sense>,
+        task: &TaskGuard,
     ) -> Outcome<ScsiResult> {
         let nexus = &*cmd.nexus;
         let data = &cmd.data_out[..];
@@ -707,7 +708,7 @@ impl ScsiTarget {
             },
             0x37 | 0xb7 => sbc::read_defect_data_cmd(cdb),
             0x42 => sbc::unmap_cmd(lu, cdb, data).await,
-            0x48 => sbc::sanitize_cmd(lu, cdb, data).await,
+            0x48 => sbc::sanitize_cmd(lu, cdb, data, task).await,
             0x83 => xcopy::extended_copy(&self.directory, lu, nexus, cdb, data).await,
             0x84 => xcopy::receive_copy_results(lu, nexus, cdb),
             0x9c => sbc::write_atomic_cmd(lu, cdb, data).await,

@@ -276,6 +276,38 @@ mod unit_attention {
     }
 
     #[tokio::test]
+    async fn a_new_nexus_from_the_same_port_inherits_nothing() {
+        let (t, _) = target_with(&[]);
+        good(&exec(&t, 1, 1, &[0, 0, 0, 0, 0, 0], &[]).await);
+        good(&exec(&t, 2, 1, &[0, 0, 0, 0, 0, 0], &[]).await);
+        // Nexus 2 has two reset conditions pending when it ends.
+        t.task_management(&nexus(1), TmFunction::TargetWarmReset, 0, None);
+        t.task_management(&nexus(1), TmFunction::LogicalUnitReset, 1, None);
+        t.nexus_loss(&nexus(2));
+        // The same initiator port logs in again: a new I_T nexus (SAM-5 4.7), with no
+        // unit attention from before it existed.
+        let again = Arc::new(ItNexus {
+            id: 3,
+            ..(*nexus(2)).clone()
+        });
+        let r = t
+            .execute(ScsiCommand {
+                nexus: again,
+                lun: 1,
+                cdb: vec![0x1b, 0, 0, 0, 0x02, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+                data_out: vec![],
+                expected_data_in: 0,
+                attr: TaskAttr::Simple,
+                tag: 1,
+            })
+            .await;
+        good(&r);
+        // Nexus 1 still has its own.
+        let r = exec(&t, 1, 1, &[0, 0, 0, 0, 0, 0], &[]).await;
+        assert_eq!(sense_of(&r), (key::UNIT_ATTENTION, 0x29, 0x00));
+    }
+
+    #[tokio::test]
     async fn resets_raise_the_sam5_codes_and_drop_reservations() {
         let (t, _) = target_with(&[]);
         good(&exec(&t, 1, 1, &[0x16, 0, 0, 0, 0, 0], &[]).await);
@@ -979,6 +1011,46 @@ mod task_set {
     fn hook(log: &Arc<Mutex<Vec<TransportAbort>>>) -> crate::AbortHook {
         let log = log.clone();
         Arc::new(move |a| log.lock().push(a))
+    }
+
+    #[tokio::test]
+    async fn an_aborted_sanitize_ends_at_once_and_the_operation_goes_on() {
+        // 1 MiB at 1 MiB/s: the overwrite takes about a second.
+        let (t, _store) = target_with(&[("thin_provisioning", "1"), ("sanitize_rate", "1")]);
+        let t = Arc::new(t);
+        let n = nexus(1);
+        let task = t.begin_task(&n, 9, 1);
+        let mut cdb = vec![0x48, 0x01, 0, 0, 0, 0, 0, 0, 8, 0];
+        cdb.resize(16, 0);
+        let mut param = vec![0x01, 0, 0, 4];
+        param.extend_from_slice(&[0xa5; 4]);
+        let cmd = ScsiCommand {
+            nexus: n.clone(),
+            lun: 1,
+            cdb,
+            data_out: param,
+            expected_data_in: 0,
+            attr: TaskAttr::Simple,
+            tag: 9,
+        };
+        let t2 = t.clone();
+        let running = tokio::spawn(async move {
+            let r = t2.execute_task(cmd, &task).await;
+            drop(task);
+            r
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        let out = t.task_management(&n, TmFunction::AbortTask, 1, Some(9));
+        assert_eq!(out.wait.len(), 1);
+        // SAM-5 7.1: the abort completes once the task is over, which must not take
+        // the whole sanitize operation.
+        tokio::time::timeout(std::time::Duration::from_millis(300), out.wait.wait())
+            .await
+            .expect("ABORT TASK waited for the sanitize operation");
+        assert!(running.await.unwrap().aborted);
+        // SBC-4 4.11.2: the operation itself goes on.
+        let r = exec(&t, 2, 1, &[0, 0, 0, 0, 0, 0], &[]).await;
+        assert_eq!(sense_of(&r), (key::NOT_READY, 0x04, 0x1b));
     }
 
     #[tokio::test]

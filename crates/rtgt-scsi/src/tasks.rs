@@ -39,6 +39,9 @@ struct Slot {
     tag: u64,
     lun: u64,
     aborted: AtomicBool,
+    /// Says `true` once the task is aborted, for the rare command that waits on work
+    /// which outlives it (SANITIZE).
+    abort_signal: watch::Sender<bool>,
     finished: watch::Sender<bool>,
 }
 
@@ -54,6 +57,16 @@ impl TaskGuard {
     /// its outcome must not reach the initiator (SAM-5 5.6, TAS=0).
     pub fn aborted(&self) -> bool {
         self.slot.aborted.load(Ordering::Acquire)
+    }
+
+    /// Completes when the task is aborted. Only for a command whose work goes on
+    /// regardless (SBC-4 4.11.2: a sanitize operation outlives its SANITIZE command): it
+    /// stops waiting for that work, so the abort completes at once. Anything that still
+    /// touches the medium must not race this, or it would go on after the abort's
+    /// response.
+    pub async fn until_aborted(&self) {
+        let mut rx = self.slot.abort_signal.subscribe();
+        let _ = rx.wait_for(|a| *a).await;
     }
 }
 
@@ -102,11 +115,13 @@ impl TaskSet {
     pub fn begin(&self, nexus: u64, tag: u64, lun: u64) -> TaskGuard {
         let id = self.0.next.fetch_add(1, Ordering::Relaxed);
         let (finished, _) = watch::channel(false);
+        let (abort_signal, _) = watch::channel(false);
         let slot = Arc::new(Slot {
             nexus,
             tag,
             lun,
             aborted: AtomicBool::new(false),
+            abort_signal,
             finished,
         });
         self.0.tasks.lock().insert(id, slot.clone());
@@ -124,6 +139,7 @@ impl TaskSet {
         for s in tasks.values() {
             if pred(s.nexus, s.tag, s.lun) {
                 s.aborted.store(true, Ordering::Release);
+                s.abort_signal.send_replace(true);
                 wait.push(s.finished.subscribe());
             }
         }
@@ -167,5 +183,19 @@ mod tests {
         assert_eq!(set.len(), 1);
         drop(b);
         assert_eq!(set.len(), 0);
+    }
+
+    #[tokio::test]
+    async fn until_aborted_wakes_on_abort_only() {
+        let set = TaskSet::default();
+        let a = set.begin(1, 10, 1);
+        let timeout = std::time::Duration::from_millis(50);
+        assert!(tokio::time::timeout(timeout, a.until_aborted())
+            .await
+            .is_err());
+        let _ = set.abort(|_, _, _| true);
+        tokio::time::timeout(timeout, a.until_aborted())
+            .await
+            .expect("aborted");
     }
 }

@@ -178,14 +178,21 @@ struct Live {
     closed_tx: watch::Sender<bool>,
 }
 
+impl Live {
+    /// The session's I_T nexus is lost (once, here or at drop).
+    fn end_nexus(&mut self) {
+        if let (Some(t), Some(n)) = (&self.target, self.nexus.take()) {
+            t.scsi.nexus_loss(&n);
+        }
+    }
+}
+
 impl Drop for Live {
     fn drop(&mut self) {
         if let Some(t) = &self.target {
             t.remove_session(self.id);
-            if let Some(n) = &self.nexus {
-                t.scsi.nexus_loss(n);
-            }
         }
+        self.end_nexus();
         if let Some(k) = &self.key {
             let mut s = self.daemon.sessions.lock();
             if s.get(k).is_some_and(|h| h.id == self.id) {
@@ -496,6 +503,13 @@ async fn full_feature(
             i += 1;
         }
         actions.clear();
+        if closing.is_some() {
+            // The session ends with what is queued (a Logout Response, a TARGET COLD
+            // RESET answer): its I_T nexus ends first (SAM-5 6.3.4: reservations,
+            // prevention, unit attentions), so a command the initiator sends on another
+            // session once it has the response never meets what this nexus held.
+            live.end_nexus();
+        }
         if !wbuf.is_empty() {
             if let Err(e) = wr.write_all(&wbuf).await {
                 tracing::debug!(%peer, "write: {e}");

@@ -15,6 +15,11 @@ use crate::serial;
 
 /// The CmdSN window we grant (MaxCmdSN - ExpCmdSN + 1).
 pub const CMD_WINDOW: u32 = 128;
+/// Largest Expected Data Transfer Length accepted, so what one connection can make us hold
+/// stays bounded (at most CMD_WINDOW commands of this size, and only as much as the peer
+/// actually sends). Four times the MAXIMUM TRANSFER LENGTH the Block Limits VPD page
+/// reports (16 MiB), for initiators that ignore it; the SCSI layer refuses the rest.
+pub const MAX_EDTL: u32 = 64 << 20;
 
 /// Negotiated values the full feature phase needs.
 #[derive(Debug, Clone)]
@@ -460,6 +465,12 @@ impl Session {
             out.push(Action::Send(r));
             return;
         }
+        if edtl > MAX_EDTL {
+            tracing::info!(itt, edtl, "command with an oversized expected data transfer length");
+            let r = self.reject(&pdu, reject::INVALID_PDU_FIELD);
+            out.push(Action::Send(r));
+            return;
+        }
         if !write && !pdu.data.is_empty() {
             // Immediate data on a command that is not a write.
             let r = self.reject(&pdu, reject::PROTOCOL_ERROR);
@@ -501,7 +512,10 @@ impl Session {
         let lun = pdu.lun_raw();
         let mut data = pdu.data;
         if write {
-            data.reserve((edtl as usize).saturating_sub(data.len()));
+            // Room for the first burst only: the buffer grows as Data-Out arrives, so a
+            // peer that announces a large transfer and sends nothing costs nothing.
+            let first = edtl.min(self.cfg.first_burst_length.max(received)) as usize;
+            data.reserve(first.saturating_sub(data.len()));
         }
         let task = Task {
             lun,

@@ -101,6 +101,9 @@ pub struct ScsiTarget {
     alua: RwLock<PortGroups>,
     /// Where state that outlives the daemon is kept (APTPL persistent reservations).
     state_dir: Option<PathBuf>,
+    /// LUN masking: LUNs seen only by the initiators named here (by iSCSI name,
+    /// compared case-insensitively). A LUN not in the map is seen by every initiator.
+    masks: RwLock<HashMap<u64, Vec<String>>>,
 }
 
 impl ScsiTarget {
@@ -133,6 +136,7 @@ impl ScsiTarget {
             hooks: RwLock::new(HashMap::new()),
             tasks: TaskSet::default(),
             alua: RwLock::new(PortGroups::default()),
+            masks: RwLock::new(HashMap::new()),
             state_dir,
         }
     }
@@ -273,6 +277,7 @@ impl ScsiTarget {
             .write()
             .remove(&lun)
             .ok_or(ScsiError::NoSuchLun(lun))?;
+        self.masks.write().remove(&lun);
         self.luns_changed(None);
         Ok(())
     }
@@ -461,6 +466,8 @@ impl ScsiTarget {
         } else {
             self.luns.read().get(&cmd.lun).cloned()
         };
+        // A masked LUN is, to this initiator, a LUN nobody configured.
+        let lu = lu.filter(|_| self.visible(cmd.lun, &nexus.initiator_name));
         let Some(lu) = lu else {
             return finish(self.no_such_lu(&cmd), false, None);
         };
@@ -490,16 +497,56 @@ impl ScsiTarget {
                 }
                 Ok(ScsiResult::with_data(inquiry::not_present()))
             }
-            op::REPORT_LUNS if cdb.len() >= 12 => spc::report_luns(&self.lun_list(), cdb),
+            op::REPORT_LUNS if cdb.len() >= 12 => spc::report_luns(&self.lun_list(&cmd.nexus), cdb),
             op::REQUEST_SENSE if cdb.len() >= 6 => spc::request_sense(None, &cmd.nexus, cdb, None),
             _ => Err(Sense::illegal(asc::LOGICAL_UNIT_NOT_SUPPORTED).into()),
         }
     }
 
-    fn lun_list(&self) -> Vec<u64> {
+    /// The LUNs `nexus` may see: LUN 0 and every LU not masked from it.
+    fn lun_list(&self, nexus: &ItNexus) -> Vec<u64> {
         let mut v = vec![0];
-        v.extend(self.luns.read().keys().copied());
+        v.extend(
+            self.luns
+                .read()
+                .keys()
+                .copied()
+                .filter(|&l| self.visible(l, &nexus.initiator_name)),
+        );
         v
+    }
+
+    /// Whether LUN `lun` is visible to `initiator` (LUN masking; LUN 0 always is).
+    pub fn visible(&self, lun: u64, initiator: &str) -> bool {
+        lun == 0
+            || self
+                .masks
+                .read()
+                .get(&lun)
+                .is_none_or(|names| names.iter().any(|n| n.eq_ignore_ascii_case(initiator)))
+    }
+
+    /// The initiators a LUN is restricted to (empty: visible to all).
+    pub fn lun_initiators(&self, lun: u64) -> Vec<String> {
+        self.masks.read().get(&lun).cloned().unwrap_or_default()
+    }
+
+    /// Restricts LUN `lun` to `initiators` (empty: visible to all again). Every nexus is
+    /// told REPORTED LUNS DATA HAS CHANGED (SPC-4 6.33).
+    pub fn set_lun_initiators(&self, lun: u64, initiators: Vec<String>) -> Result<(), ScsiError> {
+        if lun == 0 {
+            return Err(ScsiError::Lun0Reserved);
+        }
+        if !self.luns.read().contains_key(&lun) {
+            return Err(ScsiError::NoSuchLun(lun));
+        }
+        if initiators.is_empty() {
+            self.masks.write().remove(&lun);
+        } else {
+            self.masks.write().insert(lun, initiators);
+        }
+        self.luns_changed(None);
+        Ok(())
     }
 
     async fn run(&self, lu: &Arc<Lu>, cmd: &ScsiCommand) -> Outcome<ScsiResult> {
@@ -551,7 +598,7 @@ impl ScsiTarget {
         let not_ready = self.not_ready(lu);
         match lu.device_type {
             DeviceType::Controller => {
-                controller::execute(lu, nexus, cdb, &self.lun_list(), &self.name)
+                controller::execute(lu, nexus, cdb, &self.lun_list(nexus), &self.name)
             }
             DeviceType::Disk => self.disk(lu, cmd, cdb, not_ready).await,
         }
@@ -634,7 +681,7 @@ impl ScsiTarget {
             op::INQUIRY => Ok(ScsiResult::with_data(inquiry::inquiry(
                 lu, &self.name, nexus, cdb,
             )?)),
-            op::REPORT_LUNS => spc::report_luns(&self.lun_list(), cdb),
+            op::REPORT_LUNS => spc::report_luns(&self.lun_list(&cmd.nexus), cdb),
             op::MAINTENANCE_IN if cdb[1] & 0x1f == 0x0a => {
                 Ok(ScsiResult::with_data(self.alua.read().report(cdb)?))
             }

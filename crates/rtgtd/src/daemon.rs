@@ -26,6 +26,8 @@ pub struct Daemon {
     pub registry: Arc<Registry>,
     pub iscsi: IscsiOptions,
     pub sessions: Mutex<HashMap<SessionKey, SessionHandle>>,
+    /// Logins in progress and failed-authentication rate limiting.
+    pub guard: crate::guard::Guard,
     next_id: AtomicU64,
     next_tsih: AtomicU16,
 }
@@ -134,6 +136,7 @@ pub fn run(opts: Options) -> Result<()> {
         detach()?;
     }
     init_logging(&opts)?;
+    crate::guard::raise_nofile();
     // After detaching (threads don't survive fork) and before any LUN does I/O.
     rtgt_backstore::pool::init(opts.nr_iothreads);
     rtgt_backstore::uring::warn_if_unavailable();
@@ -162,6 +165,7 @@ async fn serve(
         registry: registry.clone(),
         iscsi,
         sessions: Mutex::new(HashMap::new()),
+        guard: crate::guard::Guard::default(),
         next_id: AtomicU64::new(1),
         next_tsih: AtomicU16::new(1),
     });

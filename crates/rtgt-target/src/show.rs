@@ -186,20 +186,6 @@ pub fn system(reg: &Registry) -> String {
         }
     );
     let _ = writeln!(out, "    debug: {}", if reg.debug() { "on" } else { "off" });
-    let _ = writeln!(
-        out,
-        "    chap_algorithms: {}",
-        crate::auth::algorithm_names(&reg.chap_algorithms())
-    );
-    let limit = |n: u32| {
-        if n == 0 {
-            "unlimited".to_string()
-        } else {
-            n.to_string()
-        }
-    };
-    let _ = writeln!(out, "    max_sessions: {}", limit(reg.max_sessions()));
-    let _ = writeln!(out, "    auth_fail_limit: {}", limit(reg.auth_fail_limit()));
     out.push_str("LLDs:\n    iscsi: ready\n");
     out.push_str("Backing stores:\n    rdwr (bsoflags sync:direct)\n");
     match rtgt_backstore::uring::available() {
@@ -222,5 +208,20 @@ pub fn system(reg: &Registry) -> String {
     for (p, tpgt) in reg.portal_groups() {
         let _ = writeln!(out, "    {}", portal(&p, tpgt));
     }
+    out.push_str("Security:\n");
+    let _ = writeln!(
+        out,
+        "    chap_algorithms: {}",
+        crate::auth::algorithm_names(&reg.chap_algorithms())
+    );
+    let limit = |n: u32| {
+        if n == 0 {
+            "unlimited".to_string()
+        } else {
+            n.to_string()
+        }
+    };
+    let _ = writeln!(out, "    max_sessions: {}", limit(reg.max_sessions()));
+    let _ = writeln!(out, "    auth_fail_limit: {}", limit(reg.auth_fail_limit()));
     out
 }

@@ -50,6 +50,10 @@ pub struct Options {
           default_value_t = rtgt_backstore::pool::DEFAULT_IO_THREADS,
           value_parser = parse_io_threads)]
     pub nr_iothreads: usize,
+    /// Let members of this group (name or number) use the control socket too (mode 0660);
+    /// without it only root and rtgtd's own user may (mode 0600).
+    #[arg(long = "control-group", value_name = "GROUP")]
+    pub control_group: Option<String>,
     /// Append logs to this file (when detached, logs otherwise go nowhere).
     #[arg(long = "log-file", value_name = "PATH")]
     pub log_file: Option<PathBuf>,

@@ -26,8 +26,6 @@ use tokio::sync::{mpsc, watch, Notify};
 
 use crate::daemon::{Daemon, SessionHandle, SessionKey};
 
-/// A login must complete within this time, or the connection is dropped.
-const LOGIN_TIMEOUT: Duration = Duration::from_secs(30);
 /// Data segments during login are at most 8192 bytes (RFC 7143 §13.12 default).
 const LOGIN_MAX_DATA: usize = 8192;
 
@@ -151,7 +149,7 @@ pub async fn serve(daemon: Arc<Daemon>, stream: TcpStream, peer: SocketAddr, tpg
         data_digest: false,
         max_data: LOGIN_MAX_DATA,
     };
-    let deadline = Instant::now() + LOGIN_TIMEOUT;
+    let deadline = Instant::now() + daemon.iscsi.login_timeout;
     let mut login = Login::new(TargetDefaults::default());
     let params = loop {
         let left = deadline.saturating_duration_since(Instant::now());

@@ -130,7 +130,10 @@ fuzz_target!(|data: &[u8]| {
                     LoginStep::Continue(rsp) => {
                         let _ = rsp.encode(false, false);
                     }
-                    LoginStep::Complete { response, params: p } => {
+                    LoginStep::Complete {
+                        response,
+                        params: p,
+                    } => {
                         let _ = response.encode(false, false);
                         params = Some(p);
                     }

@@ -186,11 +186,14 @@ enum State {
     Failed,
 }
 
+/// A source of random bytes for challenges.
+pub type RandomSource = Box<dyn FnMut(&mut [u8]) + Send>;
+
 /// Target-side CHAP (one login).
 pub struct ChapAuthenticator {
     cfg: ChapConfig,
     state: State,
-    random: Box<dyn FnMut(&mut [u8]) + Send>,
+    random: RandomSource,
     /// The name the initiator authenticated as (after success).
     user: Option<String>,
     failure: Option<String>,
@@ -235,7 +238,7 @@ impl ChapAuthenticator {
     }
 
     /// With a chosen random source (tests and fuzzing use a deterministic one).
-    pub fn with_random(cfg: ChapConfig, random: Box<dyn FnMut(&mut [u8]) + Send>) -> Self {
+    pub fn with_random(cfg: ChapConfig, random: RandomSource) -> Self {
         Self {
             cfg,
             state: State::Start,
@@ -264,7 +267,11 @@ impl ChapAuthenticator {
         LoginStatus::AUTHENTICATION_FAILURE
     }
 
-    fn on_algorithms(&mut self, request: &TextPairs, reply: &mut TextPairs) -> Result<(), LoginStatus> {
+    fn on_algorithms(
+        &mut self,
+        request: &TextPairs,
+        reply: &mut TextPairs,
+    ) -> Result<(), LoginStatus> {
         let Some(list) = request.get("CHAP_A") else {
             return Err(self.fail("CHAP_A missing"));
         };

@@ -1213,4 +1213,6 @@ fn check_list(k: &str, v: &str) -> Result<(), Failure> {
 }
 
 #[cfg(test)]
+mod proptests;
+#[cfg(test)]
 mod tests;

@@ -466,7 +466,11 @@ impl Session {
             return;
         }
         if edtl > MAX_EDTL {
-            tracing::info!(itt, edtl, "command with an oversized expected data transfer length");
+            tracing::info!(
+                itt,
+                edtl,
+                "command with an oversized expected data transfer length"
+            );
             let r = self.reject(&pdu, reject::INVALID_PDU_FIELD);
             out.push(Action::Send(r));
             return;

@@ -78,7 +78,11 @@ impl AuthBinding {
         }
         Err(AdmError::NotFound(format!(
             "{user} is not bound{}",
-            if outgoing { " as the outgoing account" } else { "" }
+            if outgoing {
+                " as the outgoing account"
+            } else {
+                ""
+            }
         )))
     }
 
@@ -200,10 +204,7 @@ pub fn parse_algorithms(value: &str) -> Result<Vec<ChapAlgorithm>, AdmError> {
 }
 
 pub fn algorithm_names(algs: &[ChapAlgorithm]) -> String {
-    algs.iter()
-        .map(|a| a.name())
-        .collect::<Vec<_>>()
-        .join(",")
+    algs.iter().map(|a| a.name()).collect::<Vec<_>>().join(",")
 }
 
 #[cfg(test)]
@@ -235,7 +236,10 @@ mod tests {
         assert!(b.unbind("bob", true).is_err());
         b.forget("alice");
         assert!(b.is_empty());
-        assert!(!format!("{a:?}").contains("0123"), "Debug never shows secrets");
+        assert!(
+            !format!("{a:?}").contains("0123"),
+            "Debug never shows secrets"
+        );
     }
 
     #[test]

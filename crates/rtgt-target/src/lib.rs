@@ -24,9 +24,9 @@ mod show;
 
 pub use acl::{Acl, AddressRule};
 pub use auth::{Accounts, AuthBinding, DISCOVERY_TID};
-use rtgt_iscsi::chap::{ChapAlgorithm, ChapConfig};
 pub use error::{errno, AdmError};
 pub use name::validate_iscsi_name;
+use rtgt_iscsi::chap::{ChapAlgorithm, ChapConfig};
 
 /// A connection of a session, as `show` lists it.
 #[derive(Debug, Clone)]

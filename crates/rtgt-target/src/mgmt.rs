@@ -367,9 +367,11 @@ fn account(reg: &Registry, op: &str, req: &Request) -> Result<String> {
         "bind" | "unbind" => {
             let what = format!("--op {op} --mode account");
             let user = need_user(req, &what)?;
-            let tid = req
-                .tid
-                .ok_or_else(|| AdmError::invalid(format!("--tid is required for {what} (0: discovery sessions)")))?;
+            let tid = req.tid.ok_or_else(|| {
+                AdmError::invalid(format!(
+                    "--tid is required for {what} (0: discovery sessions)"
+                ))
+            })?;
             let accounts = reg.accounts.read();
             if op == "bind" && !accounts.exists(user) {
                 return Err(AdmError::NotFound(format!(
@@ -393,14 +395,21 @@ fn account(reg: &Registry, op: &str, req: &Request) -> Result<String> {
             let secret = accounts.secret(user).unwrap_or_default();
             // RFC 7143 §12.1.3 / §9.2.1: one secret per direction.
             let clash = if req.outgoing {
-                binding.incoming.iter().any(|u| accounts.secret(u) == Some(secret))
+                binding
+                    .incoming
+                    .iter()
+                    .any(|u| accounts.secret(u) == Some(secret))
             } else {
                 binding
                     .outgoing
                     .as_deref()
                     .is_some_and(|o| accounts.secret(o) == Some(secret))
             };
-            let where_ = if tid == 0 { "discovery".to_string() } else { format!("tid {tid}") };
+            let where_ = if tid == 0 {
+                "discovery".to_string()
+            } else {
+                format!("tid {tid}")
+            };
             tracing::info!(user, outgoing = req.outgoing, "account bound to {where_}");
             Ok(if clash {
                 let w = format!(
@@ -519,7 +528,11 @@ fn logicalunit(reg: &Registry, op: &str, req: &Request) -> Result<String> {
                     "--initiator-name (-Q) is required for {what} (LUN masking is by initiator name)"
                 )));
             };
-            if req.initiator_address.as_deref().is_some_and(|a| !a.is_empty()) {
+            if req
+                .initiator_address
+                .as_deref()
+                .is_some_and(|a| !a.is_empty())
+            {
                 return Err(AdmError::invalid(
                     "LUN masking is by initiator name (-Q) only; addresses belong on the target ACL",
                 ));

@@ -7,9 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rtgt_iscsi::chap::{ChapAuthenticator, ChapConfig};
-use rtgt_iscsi::login::{
-    Authenticator, Login, LoginContext, LoginStatus, LoginStep, TargetLogin,
-};
+use rtgt_iscsi::login::{Authenticator, Login, LoginContext, LoginStatus, LoginStep, TargetLogin};
 use rtgt_iscsi::params::{SessionParams, SessionType, TargetDefaults};
 use rtgt_iscsi::pdu::{op, FrameError, Framer, Pdu, BHS_LEN};
 use rtgt_iscsi::session::{
@@ -204,7 +202,9 @@ pub async fn serve(daemon: Arc<Daemon>, stream: TcpStream, peer: SocketAddr, tpg
 /// rate limit. True for an authentication failure, whose answer is held back a little.
 fn login_failed(daemon: &Daemon, login: &Login, peer: SocketAddr, locked_out: bool) -> bool {
     let p = login.params();
-    let status = login.failure_status().unwrap_or(LoginStatus::INITIATOR_ERROR);
+    let status = login
+        .failure_status()
+        .unwrap_or(LoginStatus::INITIATOR_ERROR);
     let reason = login.failure_reason().unwrap_or("");
     let target = p.target_name.as_deref().unwrap_or("");
     if status == LoginStatus::AUTHENTICATION_FAILURE {

@@ -38,8 +38,12 @@ pub fn resolve_group(g: &str) -> Result<u32> {
 }
 
 fn chown_group(path: &Path, gid: u32) -> Result<()> {
-    std::os::unix::fs::chown(path, None, Some(gid))
-        .map_err(|e| anyhow!("control socket {}: cannot give it to group {gid}: {e}", path.display()))
+    std::os::unix::fs::chown(path, None, Some(gid)).map_err(|e| {
+        anyhow!(
+            "control socket {}: cannot give it to group {gid}: {e}",
+            path.display()
+        )
+    })
 }
 
 /// Binds the control socket, replacing a stale socket file but never a live daemon's.

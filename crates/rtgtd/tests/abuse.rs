@@ -101,7 +101,15 @@ fn malformed_pdus_do_not_disturb_another_session() {
         throw(port, &prng_bytes(2, 5000));
         throw(port, &bhs(0x43, 0x87, 0, 16 << 20)); // a 16 MiB login data segment
         throw(port, &bhs(0x43, 0x87, 255, 0)); // 1020 bytes of AHS, never sent
-        throw(port, &[bhs(0x43, 0x87, 1, 8), vec![0xff; 4], b"x=y\0\0\0\0\0".to_vec()].concat());
+        throw(
+            port,
+            &[
+                bhs(0x43, 0x87, 1, 8),
+                vec![0xff; 4],
+                b"x=y\0\0\0\0\0".to_vec(),
+            ]
+            .concat(),
+        );
         throw(port, &bhs(0x01, 0x81, 0, 0)); // a SCSI command before login
         for seed in 0..20u64 {
             // Random BHS fields behind a Login Request opcode.
@@ -121,7 +129,7 @@ fn malformed_pdus_do_not_disturb_another_session() {
             b.extend_from_slice(&[0, 200, 1, 0, 0, 0, 0, 0]); // AHS claims 200 bytes
             b
         });
-        in_session(port, |c| {
+        in_session(port, |_| {
             let mut p = Pdu::new(op::DATA_OUT);
             p.set_flags(0x80);
             p.set_itt(0x4242);
@@ -197,11 +205,16 @@ fn hundreds_of_silent_connections_do_not_disturb_another_session() {
             closed += 1;
         }
     }
-    assert_eq!(closed, 80 - 64, "connections beyond the per-address cap are closed");
+    assert_eq!(
+        closed,
+        80 - 64,
+        "connections beyond the per-address cap are closed"
+    );
     // ...while another address still logs in at once.
     let t = Instant::now();
     let mut c = RawConn::connect_from("127.0.0.2", d.port);
-    c.try_login(&normal_keys(IQN, &[])).expect("login from a quiet address");
+    c.try_login(&normal_keys(IQN, &[]))
+        .expect("login from a quiet address");
     c.assert_works();
     assert!(t.elapsed() < Duration::from_secs(5));
     assert!(witness_io(&mut w, 20, &stop) == 20);
@@ -258,7 +271,10 @@ fn silent_and_drip_fed_logins_time_out() {
     let quiet = silent.join().expect("silent");
     watcher.join().unwrap();
     assert!(rounds >= 10, "witness made only {rounds} rounds");
-    assert!(quiet >= Duration::from_secs(2) && quiet < Duration::from_secs(8), "{quiet:?}");
+    assert!(
+        quiet >= Duration::from_secs(2) && quiet < Duration::from_secs(8),
+        "{quiet:?}"
+    );
     assert!(drip < Duration::from_secs(30), "{drip:?}");
     assert!(d.log().contains("login timed out"));
     w.assert_works();

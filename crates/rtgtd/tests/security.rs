@@ -22,14 +22,44 @@ const AUTH_FAILURE: u16 = 0x0201;
 fn chap_daemon(extra: &[&str]) -> Daemon {
     let d = Daemon::start_args(extra);
     d.add_disk(1, IQN, GIB, &[]);
-    d.adm_ok(&["--op", "new", "--mode", "account", "--user", USER, "--password", SECRET]);
-    d.adm_ok(&["--op", "bind", "--mode", "account", "--tid", "1", "--user", USER]);
+    d.adm_ok(&[
+        "--op",
+        "new",
+        "--mode",
+        "account",
+        "--user",
+        USER,
+        "--password",
+        SECRET,
+    ]);
+    d.adm_ok(&[
+        "--op", "bind", "--mode", "account", "--tid", "1", "--user", USER,
+    ]);
     d
 }
 
 fn bind_outgoing(d: &Daemon, tid: &str) {
-    d.adm_ok(&["--op", "new", "--mode", "account", "--user", TUSER, "--password", TSECRET]);
-    d.adm_ok(&["--op", "bind", "--mode", "account", "--tid", tid, "--user", TUSER, "--outgoing"]);
+    d.adm_ok(&[
+        "--op",
+        "new",
+        "--mode",
+        "account",
+        "--user",
+        TUSER,
+        "--password",
+        TSECRET,
+    ]);
+    d.adm_ok(&[
+        "--op",
+        "bind",
+        "--mode",
+        "account",
+        "--tid",
+        tid,
+        "--user",
+        TUSER,
+        "--outgoing",
+    ]);
 }
 
 fn chap<'a>(user: &'a str, secret: &'a str, algs: &'a str) -> Chap<'a> {
@@ -84,7 +114,10 @@ fn libiscsi_md5_chap_one_way_and_mutual() {
         log.contains("authentication failed") && log.contains("127.0.0.1"),
         "failed logins are logged with the address: {log}"
     );
-    assert!(log.contains("wrong CHAP response for user \"alice\""), "{log}");
+    assert!(
+        log.contains("wrong CHAP response for user \"alice\""),
+        "{log}"
+    );
     assert!(log.contains("unknown CHAP user \"mallory\""), "{log}");
 
     // Mutual: the target proves itself with its outgoing account.
@@ -117,7 +150,18 @@ fn raw_initiator_chap_every_algorithm_one_way_and_mutual() {
         s.close();
     }
     // A list: the first the target allows, in the initiator's order.
-    d.adm_ok(&["--op", "update", "--mode", "target", "--tid", "1", "--name", "chap_algorithms", "--value", "SHA3-256,SHA256"]);
+    d.adm_ok(&[
+        "--op",
+        "update",
+        "--mode",
+        "target",
+        "--tid",
+        "1",
+        "--name",
+        "chap_algorithms",
+        "--value",
+        "SHA3-256,SHA256",
+    ]);
     let mut s = chap_session(d.port, &chap(USER, SECRET, "5,6,8,7")).expect("list offer");
     s.assert_works();
 }
@@ -126,7 +170,16 @@ fn raw_initiator_chap_every_algorithm_one_way_and_mutual() {
 fn chap_negative_cases_get_02_01() {
     let d = chap_daemon(&[]);
     // Many failures from one address in a row: keep the rate limit out of this test.
-    d.adm_ok(&["--op", "update", "--mode", "sys", "--name", "auth_fail_limit", "--value", "0"]);
+    d.adm_ok(&[
+        "--op",
+        "update",
+        "--mode",
+        "sys",
+        "--name",
+        "auth_fail_limit",
+        "--value",
+        "0",
+    ]);
     let p = d.port;
     let cases: Vec<(&str, Chap)> = vec![
         ("wrong secret", chap(USER, "not-the-secret-1", "7")),
@@ -137,7 +190,11 @@ fn chap_negative_cases_get_02_01() {
     }
     // No CHAP when it is required: straight to the operational stage, or AuthMethod=None.
     let mut c = RawConn::connect(p);
-    assert_eq!(c.try_login(&normal_keys(IQN, &[])), Err(AUTH_FAILURE), "skipping security");
+    assert_eq!(
+        c.try_login(&normal_keys(IQN, &[])),
+        Err(AUTH_FAILURE),
+        "skipping security"
+    );
     let mut c = RawConn::connect(p);
     let r = c.login_step(
         common::raw::login_flags(true, 0, 1),
@@ -145,27 +202,72 @@ fn chap_negative_cases_get_02_01() {
     );
     assert_eq!(r.u16_at(36), AUTH_FAILURE, "AuthMethod=None");
     // MD5 turned off for the whole system: a CHAP_A=5-only initiator is refused.
-    d.adm_ok(&["--op", "update", "--mode", "sys", "--name", "chap_algorithms", "--value", "SHA256,SHA3-256"]);
-    assert_eq!(chap_session(p, &chap(USER, SECRET, "5")).err(), Some(AUTH_FAILURE), "MD5 off");
-    assert!(chap_session(p, &chap(USER, SECRET, "5,7")).is_ok(), "7 after 5");
+    d.adm_ok(&[
+        "--op",
+        "update",
+        "--mode",
+        "sys",
+        "--name",
+        "chap_algorithms",
+        "--value",
+        "SHA256,SHA3-256",
+    ]);
+    assert_eq!(
+        chap_session(p, &chap(USER, SECRET, "5")).err(),
+        Some(AUTH_FAILURE),
+        "MD5 off"
+    );
+    assert!(
+        chap_session(p, &chap(USER, SECRET, "5,7")).is_ok(),
+        "7 after 5"
+    );
     // ...and per target, which wins over the system setting.
-    d.adm_ok(&["--op", "update", "--mode", "target", "--tid", "1", "--name", "chap_algorithms", "--value", "SHA1"]);
-    assert_eq!(chap_session(p, &chap(USER, SECRET, "7")).err(), Some(AUTH_FAILURE));
+    d.adm_ok(&[
+        "--op",
+        "update",
+        "--mode",
+        "target",
+        "--tid",
+        "1",
+        "--name",
+        "chap_algorithms",
+        "--value",
+        "SHA1",
+    ]);
+    assert_eq!(
+        chap_session(p, &chap(USER, SECRET, "7")).err(),
+        Some(AUTH_FAILURE)
+    );
     assert!(chap_session(p, &chap(USER, SECRET, "6")).is_ok());
     let log = d.log();
     assert!(log.contains("no algorithm the target allows"), "{log}");
-    assert!(log.contains(INITIATOR), "failures are logged with the initiator name");
+    assert!(
+        log.contains(INITIATOR),
+        "failures are logged with the initiator name"
+    );
     // Mutual CHAP asked of a target without an outgoing account.
     let mut c = chap(USER, SECRET, "6");
     c.target = Some((TUSER, TSECRET.as_bytes()));
     let mut conn = RawConn::connect(p);
-    assert_eq!(conn.chap_login(&normal_keys(IQN, &[]), &c), Err(AUTH_FAILURE));
+    assert_eq!(
+        conn.chap_login(&normal_keys(IQN, &[]), &c),
+        Err(AUTH_FAILURE)
+    );
 }
 
 #[test]
 fn repeated_failures_from_one_address_are_rate_limited() {
     let d = chap_daemon(&[]);
-    d.adm_ok(&["--op", "update", "--mode", "sys", "--name", "auth_fail_limit", "--value", "3"]);
+    d.adm_ok(&[
+        "--op",
+        "update",
+        "--mode",
+        "sys",
+        "--name",
+        "auth_fail_limit",
+        "--value",
+        "3",
+    ]);
     for _ in 0..3 {
         assert_eq!(
             chap_session(d.port, &chap(USER, "not-the-secret-1", "7")).err(),
@@ -173,7 +275,10 @@ fn repeated_failures_from_one_address_are_rate_limited() {
         );
     }
     // Locked out: even the right secret fails now, from this address...
-    assert_eq!(chap_session(d.port, &chap(USER, SECRET, "7")).err(), Some(AUTH_FAILURE));
+    assert_eq!(
+        chap_session(d.port, &chap(USER, SECRET, "7")).err(),
+        Some(AUTH_FAILURE)
+    );
     assert!(d.log().contains("refusing its logins"), "{}", d.log());
     // ...but not from another one.
     let mut c = RawConn::connect_from("127.0.0.2", d.port);
@@ -190,10 +295,24 @@ fn discovery_chap_is_enforced_when_set() {
     c.try_login(&disc).expect("open discovery");
     assert!(c.send_targets().iter().any(|(_, v)| v == IQN));
     // Set (accounts bound to tid 0): required, separately from the target's.
-    d.adm_ok(&["--op", "new", "--mode", "account", "--user", "disco", "--password", "discovery-secret"]);
-    d.adm_ok(&["--op", "bind", "--mode", "account", "--tid", "0", "--user", "disco"]);
+    d.adm_ok(&[
+        "--op",
+        "new",
+        "--mode",
+        "account",
+        "--user",
+        "disco",
+        "--password",
+        "discovery-secret",
+    ]);
+    d.adm_ok(&[
+        "--op", "bind", "--mode", "account", "--tid", "0", "--user", "disco",
+    ]);
     let shown = d.adm_ok(&["--op", "show", "--mode", "account"]);
-    assert!(shown.contains("Discovery (tid 0):\n        disco"), "{shown}");
+    assert!(
+        shown.contains("Discovery (tid 0):\n        disco"),
+        "{shown}"
+    );
     let mut c = RawConn::connect(d.port);
     assert_eq!(c.try_login(&disc), Err(AUTH_FAILURE));
     let mut c = RawConn::connect(d.port);
@@ -211,7 +330,10 @@ fn discovery_chap_is_enforced_when_set() {
         assert!(!o.status.success(), "iscsi-ls without CHAP got in");
         let o = tool(
             "iscsi-ls",
-            &[&format!("iscsi://disco%discovery-secret@127.0.0.1:{}", d.port)],
+            &[&format!(
+                "iscsi://disco%discovery-secret@127.0.0.1:{}",
+                d.port
+            )],
         );
         assert!(o.status.success(), "{}", common::text(&o.stderr));
         assert!(common::text(&o.stdout).contains(IQN));
@@ -223,19 +345,48 @@ fn accounts_admin_syntax_and_warnings() {
     let d = Daemon::start();
     d.add_disk(1, IQN, GIB, &[]);
     // tgtadm's syntax; a short secret is accepted with a warning.
-    let out = d.adm_ok(&["--lld", "iscsi", "--op", "new", "--mode", "account", "--user", "bob", "--password", "short"]);
+    let out = d.adm_ok(&[
+        "--lld",
+        "iscsi",
+        "--op",
+        "new",
+        "--mode",
+        "account",
+        "--user",
+        "bob",
+        "--password",
+        "short",
+    ]);
     assert!(out.contains("warning") && out.contains("12"), "{out}");
     assert!(d.log().contains("warning"));
-    let o = d.adm(&["--op", "new", "--mode", "account", "--user", "bob", "--password", "x"]);
+    let o = d.adm(&[
+        "--op",
+        "new",
+        "--mode",
+        "account",
+        "--user",
+        "bob",
+        "--password",
+        "x",
+    ]);
     assert_eq!(o.status.code(), Some(17), "duplicate account");
-    let o = d.adm(&["--op", "bind", "--mode", "account", "--tid", "1", "--user", "nobody"]);
+    let o = d.adm(&[
+        "--op", "bind", "--mode", "account", "--tid", "1", "--user", "nobody",
+    ]);
     assert_eq!(o.status.code(), Some(2), "unknown account");
-    d.adm_ok(&["--op", "bind", "--mode", "account", "--tid", "1", "--user", "bob"]);
+    d.adm_ok(&[
+        "--op", "bind", "--mode", "account", "--tid", "1", "--user", "bob",
+    ]);
     let shown = d.adm_ok(&["--op", "show", "--mode", "target", "--tid", "1"]);
-    assert!(shown.contains("Account information:\n        bob\n"), "{shown}");
+    assert!(
+        shown.contains("Account information:\n        bob\n"),
+        "{shown}"
+    );
     // Secrets are never shown or logged.
     assert!(!shown.contains("short") && !d.log().contains("short\""));
-    d.adm_ok(&["--op", "unbind", "--mode", "account", "--tid", "1", "--user", "bob"]);
+    d.adm_ok(&[
+        "--op", "unbind", "--mode", "account", "--tid", "1", "--user", "bob",
+    ]);
     d.adm_ok(&["--op", "delete", "--mode", "account", "--user", "bob"]);
     let shown = d.adm_ok(&["--op", "show", "--mode", "account"]);
     assert_eq!(shown.trim_end(), "Account list:");
@@ -258,10 +409,46 @@ fn acl_by_address_and_name_and_sendtargets_follows_it() {
     mk("2", b);
     mk("3", c);
     mk("4", v6);
-    d.adm_ok(&["--op", "bind", "--mode", "target", "--tid", "1", "-I", "127.0.0.2"]);
-    d.adm_ok(&["--op", "bind", "--mode", "target", "--tid", "2", "-I", "127.0.0.0/8"]);
-    d.adm_ok(&["--op", "bind", "--mode", "target", "--tid", "3", "-Q", "iqn.2026-11.org.rtgt:friend"]);
-    d.adm_ok(&["--op", "bind", "--mode", "target", "--tid", "4", "-I", "2001:db8::/32"]);
+    d.adm_ok(&[
+        "--op",
+        "bind",
+        "--mode",
+        "target",
+        "--tid",
+        "1",
+        "-I",
+        "127.0.0.2",
+    ]);
+    d.adm_ok(&[
+        "--op",
+        "bind",
+        "--mode",
+        "target",
+        "--tid",
+        "2",
+        "-I",
+        "127.0.0.0/8",
+    ]);
+    d.adm_ok(&[
+        "--op",
+        "bind",
+        "--mode",
+        "target",
+        "--tid",
+        "3",
+        "-Q",
+        "iqn.2026-11.org.rtgt:friend",
+    ]);
+    d.adm_ok(&[
+        "--op",
+        "bind",
+        "--mode",
+        "target",
+        "--tid",
+        "4",
+        "-I",
+        "2001:db8::/32",
+    ]);
     let targets = |local: &str, name: &str| -> Vec<String> {
         let mut c = RawConn::connect_from(local, d.port);
         c.try_login(&[("InitiatorName", name), ("SessionType", "Discovery")])
@@ -273,7 +460,10 @@ fn acl_by_address_and_name_and_sendtargets_follows_it() {
             .collect()
     };
     assert_eq!(targets("127.0.0.1", INITIATOR), vec![b.to_string()]);
-    assert_eq!(targets("127.0.0.2", INITIATOR), vec![a.to_string(), b.to_string()]);
+    assert_eq!(
+        targets("127.0.0.2", INITIATOR),
+        vec![a.to_string(), b.to_string()]
+    );
     assert_eq!(
         targets("127.0.0.1", "iqn.2026-11.org.rtgt:friend"),
         vec![b.to_string(), c.to_string()]
@@ -300,16 +490,31 @@ fn ipv6_acl() {
     let port = common::free_port();
     let v4 = format!("portal=127.0.0.1:{port}");
     let v6 = format!("portal=[::1]:{port}");
-    let d = Daemon::spawn(dir, port, &["-f", "-C", "1", "--iscsi", &v4, "--iscsi", &v6]);
+    let d = Daemon::spawn(
+        dir,
+        port,
+        &["-f", "-C", "1", "--iscsi", &v4, "--iscsi", &v6],
+    );
     d.adm_ok(&["--op", "new", "--mode", "target", "--tid", "1", "-T", IQN]);
-    d.adm_ok(&["--op", "bind", "--mode", "target", "--tid", "1", "-I", "fe80::/10"]);
+    d.adm_ok(&[
+        "--op",
+        "bind",
+        "--mode",
+        "target",
+        "--tid",
+        "1",
+        "-I",
+        "fe80::/10",
+    ]);
     let login = || {
         let s = std::net::TcpStream::connect(("::1", port)).unwrap();
         let mut c = RawConn::from_stream(s);
         c.try_login(&normal_keys(IQN, &[]))
     };
     assert_eq!(login(), Err(0x0202), "::1 is not in fe80::/10");
-    d.adm_ok(&["--op", "bind", "--mode", "target", "--tid", "1", "-I", "::1/128"]);
+    d.adm_ok(&[
+        "--op", "bind", "--mode", "target", "--tid", "1", "-I", "::1/128",
+    ]);
     assert!(login().is_ok());
 }
 
@@ -326,9 +531,33 @@ fn report_luns(c: &mut RawConn) -> Vec<u64> {
 fn masked_lun_is_invisible_and_unusable() {
     let d = Daemon::start();
     d.add_disk(1, IQN, GIB, &[]);
-    d.adm_ok(&["--op", "new", "--mode", "logicalunit", "--tid", "1", "--lun", "2", "--bstype", "mem", "--bsopts", "size=16M"]);
+    d.adm_ok(&[
+        "--op",
+        "new",
+        "--mode",
+        "logicalunit",
+        "--tid",
+        "1",
+        "--lun",
+        "2",
+        "--bstype",
+        "mem",
+        "--bsopts",
+        "size=16M",
+    ]);
     let friend = "iqn.2026-11.org.rtgt:friend";
-    d.adm_ok(&["--op", "bind", "--mode", "logicalunit", "--tid", "1", "--lun", "2", "-Q", friend]);
+    d.adm_ok(&[
+        "--op",
+        "bind",
+        "--mode",
+        "logicalunit",
+        "--tid",
+        "1",
+        "--lun",
+        "2",
+        "-Q",
+        friend,
+    ]);
     let shown = d.adm_ok(&["--op", "show", "--mode", "target", "--tid", "1"]);
     assert!(shown.contains(&format!("Initiators: {friend}")), "{shown}");
 
@@ -349,12 +578,34 @@ fn masked_lun_is_invisible_and_unusable() {
     let (_, r) = s.exec_after_uas(2, &[0x25, 0, 0, 0, 0, 0, 0, 0, 0, 0], 8, &[]);
     assert_eq!(r.status, 0);
     // Unbinding the last name makes the LUN visible to all again.
-    d.adm_ok(&["--op", "unbind", "--mode", "logicalunit", "--tid", "1", "--lun", "2", "-Q", friend]);
+    d.adm_ok(&[
+        "--op",
+        "unbind",
+        "--mode",
+        "logicalunit",
+        "--tid",
+        "1",
+        "--lun",
+        "2",
+        "-Q",
+        friend,
+    ]);
     let mut other = RawConn::session(d.port, IQN);
     assert_eq!(report_luns(&mut other), vec![0, 1, 2]);
 
     if have_tool("iscsi-ls") {
-        d.adm_ok(&["--op", "bind", "--mode", "logicalunit", "--tid", "1", "--lun", "2", "-Q", friend]);
+        d.adm_ok(&[
+            "--op",
+            "bind",
+            "--mode",
+            "logicalunit",
+            "--tid",
+            "1",
+            "--lun",
+            "2",
+            "-Q",
+            friend,
+        ]);
         let o = tool("iscsi-ls", &["-s", &d.portal_url()]);
         let out = common::text(&o.stdout);
         assert!(out.contains("Lun:1") && !out.contains("Lun:2"), "{out}");
@@ -367,15 +618,112 @@ fn session_limits_per_target_and_in_total() {
     d.add_disk(1, IQN, GIB, &[]);
     let other = "iqn.2026-11.org.rtgt:second";
     d.add_disk(2, other, GIB, &[]);
-    d.adm_ok(&["--op", "update", "--mode", "target", "--tid", "1", "--name", "max_sessions", "--value", "1"]);
+    d.adm_ok(&[
+        "--op",
+        "update",
+        "--mode",
+        "target",
+        "--tid",
+        "1",
+        "--name",
+        "max_sessions",
+        "--value",
+        "1",
+    ]);
     let mut first = RawConn::session(d.port, IQN);
     let mut c = RawConn::connect(d.port);
-    assert_eq!(c.try_login(&normal_keys(IQN, &[])), Err(0x0302), "per-target limit");
-    d.adm_ok(&["--op", "update", "--mode", "sys", "--name", "max_sessions", "--value", "2"]);
+    assert_eq!(
+        c.try_login(&normal_keys(IQN, &[])),
+        Err(0x0302),
+        "per-target limit"
+    );
+    d.adm_ok(&[
+        "--op",
+        "update",
+        "--mode",
+        "sys",
+        "--name",
+        "max_sessions",
+        "--value",
+        "2",
+    ]);
     let mut second = RawConn::session(d.port, other);
     let mut c = RawConn::connect(d.port);
-    assert_eq!(c.try_login(&normal_keys(other, &[])), Err(0x0302), "total limit");
+    assert_eq!(
+        c.try_login(&normal_keys(other, &[])),
+        Err(0x0302),
+        "total limit"
+    );
     first.assert_works();
     second.assert_works();
     assert!(d.log().contains("session limit reached"));
+}
+
+fn control_exchange(path: &std::path::Path, bytes: &[u8]) -> String {
+    use std::io::{BufRead, BufReader, Write};
+    let mut s = std::os::unix::net::UnixStream::connect(path).expect("control socket");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(bytes).unwrap();
+    let mut line = String::new();
+    BufReader::new(s).read_line(&mut line).unwrap();
+    line
+}
+
+#[test]
+fn control_socket_permissions_and_malformed_requests() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let d = Daemon::start();
+    let sock = d.run_dir.join("socket.1");
+    let meta = std::fs::metadata(&sock).unwrap();
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600, "socket mode");
+    for (what, bytes) in [
+        ("not JSON", b"hello\n".to_vec()),
+        ("wrong types", b"{\"mode\":5,\"op\":[]}\n".to_vec()),
+        ("not UTF-8", b"{\"mode\":\"\xff\xfe\"}\n".to_vec()),
+        ("empty object", b"{}\n".to_vec()),
+        (
+            "huge",
+            [vec![b'x'; (1 << 20) + 10], b"\n".to_vec()].concat(),
+        ),
+    ] {
+        let line = control_exchange(&sock, &bytes);
+        let v: serde_json::Value = serde_json::from_str(&line)
+            .unwrap_or_else(|e| panic!("{what}: not a JSON answer ({e}): {line:?}"));
+        assert_ne!(v["code"], 0, "{what}: {line}");
+        assert!(!v["message"].as_str().unwrap().is_empty(), "{what}");
+    }
+    // Still serving.
+    d.adm_ok(&["--op", "show", "--mode", "sys"]);
+
+    // --control-group: group-accessible socket owned by that group.
+    let dir = common::TempDir::new("rtgtd");
+    let port = common::free_port();
+    let portal = format!("portal=127.0.0.1:{port}");
+    let d2 = Daemon::spawn(
+        dir,
+        port,
+        &["-f", "-C", "1", "--iscsi", &portal, "--control-group", "0"],
+    );
+    let meta = std::fs::metadata(d2.run_dir.join("socket.1")).unwrap();
+    assert_eq!(meta.permissions().mode() & 0o777, 0o660);
+    assert_eq!(meta.gid(), 0);
+    d2.adm_ok(&["--op", "show", "--mode", "sys"]);
+    let o = d2.adm(&["--op", "show", "--mode", "sys"]);
+    assert!(o.status.success());
+    let dir = common::TempDir::new("rtgtd");
+    let portal = format!("portal=127.0.0.1:{}", common::free_port());
+    let o = run_timeout(
+        std::process::Command::new(common::rtgtd_bin())
+            .args([
+                "-f",
+                "--iscsi",
+                &portal,
+                "--control-group",
+                "no-such-group-rtgt",
+            ])
+            .env("RTGT_RUN_DIR", dir.join("run")),
+        Duration::from_secs(30),
+    );
+    assert!(!o.status.success());
+    assert!(common::text(&o.stderr).contains("no such group"), "{o:?}");
 }

@@ -15,7 +15,10 @@ fn digests_match_reference_values() {
     let c: Vec<u8> = (0u8..16).collect();
     let cases = [
         (ChapAlgorithm::Md5, "bc51ec4cb4c50931b91f9d6167bf33f8"),
-        (ChapAlgorithm::Sha1, "4938307e83d1a92c871c661eaf7f8954da24c714"),
+        (
+            ChapAlgorithm::Sha1,
+            "4938307e83d1a92c871c661eaf7f8954da24c714",
+        ),
         (
             ChapAlgorithm::Sha256,
             "5424f8f983223c6cbec2633fc05baf38be8bc0bef8cfae01c4537d01140fb5dc",
@@ -38,7 +41,16 @@ fn chap_i_decimal_and_hex() {
     assert_eq!(parse_chap_i("255"), Some(255));
     assert_eq!(parse_chap_i("0x1f"), Some(31));
     assert_eq!(parse_chap_i("0XFF"), Some(255));
-    for bad in ["256", "-1", "0x", "0x100", "abc", "", "1 ", "99999999999999"] {
+    for bad in [
+        "256",
+        "-1",
+        "0x",
+        "0x100",
+        "abc",
+        "",
+        "1 ",
+        "99999999999999",
+    ] {
         assert_eq!(parse_chap_i(bad), None, "{bad}");
     }
 }
@@ -72,7 +84,7 @@ fn cfg(algs: &[ChapAlgorithm], outgoing: bool) -> ChapConfig {
     }
 }
 
-fn counter() -> Box<dyn FnMut(&mut [u8]) + Send> {
+fn counter() -> RandomSource {
     let mut n = 0u8;
     Box::new(move |b: &mut [u8]| {
         for x in b {
@@ -138,8 +150,7 @@ fn list_picks_first_allowed_in_initiator_order() {
 
 #[test]
 fn no_allowed_algorithm_is_02_01() {
-    let mut a =
-        ChapAuthenticator::with_random(cfg(&[ChapAlgorithm::Sha256], false), counter());
+    let mut a = ChapAuthenticator::with_random(cfg(&[ChapAlgorithm::Sha256], false), counter());
     assert_eq!(
         challenge(&mut a, "5").unwrap_err(),
         LoginStatus::AUTHENTICATION_FAILURE
@@ -185,7 +196,11 @@ fn truncated_or_garbage_response_fails() {
         challenge(&mut a, "5").unwrap();
         let mut reply = TextPairs::new();
         assert!(a
-            .step("CHAP", &pairs(&[("CHAP_N", "alice"), ("CHAP_R", r)]), &mut reply)
+            .step(
+                "CHAP",
+                &pairs(&[("CHAP_N", "alice"), ("CHAP_R", r)]),
+                &mut reply
+            )
             .is_err());
     }
 }
@@ -195,8 +210,13 @@ fn mutual() {
     let mut a = ChapAuthenticator::with_random(cfg(&ChapAlgorithm::ALL, true), counter());
     let c2 = [0xaa; 16];
     let c2h = encode_hex(&c2);
-    let reply = respond(&mut a, &[("CHAP_I", "0x2a"), ("CHAP_C", &c2h)], "alice", SECRET)
-        .unwrap();
+    let reply = respond(
+        &mut a,
+        &[("CHAP_I", "0x2a"), ("CHAP_C", &c2h)],
+        "alice",
+        SECRET,
+    )
+    .unwrap();
     assert_eq!(reply.get("CHAP_N"), Some("tgt"));
     let r2 = parse_binary(reply.get("CHAP_R").unwrap()).unwrap();
     assert_eq!(r2, ChapAlgorithm::Md5.response(42, OUT_SECRET, &c2));
@@ -207,7 +227,13 @@ fn mutual() {
 fn mutual_without_outgoing_account_fails() {
     let mut a = ChapAuthenticator::with_random(cfg(&ChapAlgorithm::ALL, false), counter());
     let c2h = encode_hex(&[0xaa; 16]);
-    assert!(respond(&mut a, &[("CHAP_I", "1"), ("CHAP_C", &c2h)], "alice", SECRET).is_err());
+    assert!(respond(
+        &mut a,
+        &[("CHAP_I", "1"), ("CHAP_C", &c2h)],
+        "alice",
+        SECRET
+    )
+    .is_err());
 }
 
 #[test]
@@ -219,7 +245,12 @@ fn reflected_challenge_is_refused() {
     let mut reply = TextPairs::new();
     let e = a.step(
         "CHAP",
-        &pairs(&[("CHAP_N", "alice"), ("CHAP_R", &r), ("CHAP_I", "3"), ("CHAP_C", &ch)]),
+        &pairs(&[
+            ("CHAP_N", "alice"),
+            ("CHAP_R", &r),
+            ("CHAP_I", "3"),
+            ("CHAP_C", &ch),
+        ]),
         &mut reply,
     );
     assert_eq!(e.unwrap_err(), LoginStatus::AUTHENTICATION_FAILURE);
@@ -232,7 +263,13 @@ fn same_secret_both_ways_refuses_mutual() {
     c.outgoing.as_mut().unwrap().secret = SECRET.to_vec();
     let mut a = ChapAuthenticator::with_random(c, counter());
     let c2h = encode_hex(&[0xaa; 16]);
-    assert!(respond(&mut a, &[("CHAP_I", "1"), ("CHAP_C", &c2h)], "alice", SECRET).is_err());
+    assert!(respond(
+        &mut a,
+        &[("CHAP_I", "1"), ("CHAP_C", &c2h)],
+        "alice",
+        SECRET
+    )
+    .is_err());
 }
 
 #[test]

@@ -433,7 +433,11 @@ impl RawConn {
         if let Some((tuser, tsecret)) = chap.target {
             assert_eq!(get(&r, "CHAP_N").as_deref(), Some(tuser));
             let r2 = parse_binary(&get(&r, "CHAP_R").expect("mutual CHAP_R")).unwrap();
-            assert_eq!(r2, alg.response(42, tsecret, &my_c), "the target's CHAP_R is wrong");
+            assert_eq!(
+                r2,
+                alg.response(42, tsecret, &my_c),
+                "the target's CHAP_R is wrong"
+            );
         }
         assert!(r.flags() & 0x80 != 0, "no transit after CHAP: {r:?}");
         // Operational stage.

@@ -280,3 +280,77 @@ fn silent_and_drip_fed_logins_time_out() {
     w.assert_works();
     assert!(d.alive());
 }
+
+/// The answers RFC 7143 prescribes: Reject "invalid PDU field" (09h, §11.17.1) for
+/// Data-Out outside the expected length or for an unknown transfer tag, and for an
+/// absurd expected data transfer length; a data segment beyond MaxRecvDataSegmentLength
+/// ends the connection (the PDU boundary is lost, §7.1.3).
+#[test]
+fn out_of_bounds_data_gets_the_rfc_answers() {
+    let (mut d, mut w) = setup(&[]);
+    let reject_reason = |c: &mut RawConn| -> u8 {
+        for _ in 0..8 {
+            let p = c.recv();
+            if p.opcode() == op::REJECT {
+                return p.bhs[2];
+            }
+        }
+        panic!("no Reject");
+    };
+    // InitialR2T=No, so unsolicited Data-Out is legal and only its extent is wrong.
+    let mut c = RawConn::session_with(d.port, IQN, &[("InitialR2T", "No")]);
+    // WRITE of one block, then unsolicited Data-Out reaching past its 512 bytes.
+    let mut p = Pdu::new(op::SCSI_CMD);
+    p.set_flags(0xa1);
+    p.set_lun_raw([0, 1, 0, 0, 0, 0, 0, 0]);
+    let itt = c.next_itt();
+    p.set_itt(itt);
+    p.set_u32(20, 512);
+    p.set_u32(24, c.cmd_sn);
+    p.bhs[32..42].copy_from_slice(&write10(0, 1));
+    c.send(&p);
+    let mut dout = Pdu::new(op::DATA_OUT);
+    dout.set_flags(0x80);
+    dout.set_itt(itt);
+    dout.set_ttt(0xffff_ffff);
+    dout.set_u32(40, 256);
+    dout.data = vec![0xee; 1024];
+    c.send(&dout);
+    assert_eq!(reject_reason(&mut c), 0x09, "Data-Out beyond the EDTL");
+    // Data-Out for a transfer tag nobody issued.
+    dout.set_ttt(0x0bad_cafe);
+    dout.set_u32(40, 0);
+    dout.data = vec![0; 512];
+    c.send(&dout);
+    assert_eq!(reject_reason(&mut c), 0x09, "unknown TTT");
+    // An expected length of 4 GiB.
+    let mut p = Pdu::new(op::SCSI_CMD);
+    p.set_flags(0xa1);
+    p.set_lun_raw([0, 1, 0, 0, 0, 0, 0, 0]);
+    p.set_itt(c.next_itt());
+    p.set_u32(20, 0xffff_fe00);
+    p.set_u32(24, c.cmd_sn.wrapping_add(1));
+    p.bhs[32..42].copy_from_slice(&write10(0, 0xffff));
+    c.send(&p);
+    assert_eq!(reject_reason(&mut c), 0x09, "EDTL over the limit");
+    // A data segment longer than our MaxRecvDataSegmentLength: the connection ends.
+    let mut big = Pdu::new(op::NOP_OUT);
+    big.set_immediate(true);
+    big.set_flags(0x80);
+    big.set_itt(c.next_itt());
+    big.set_u32(20, 0xffff_ffff);
+    big.data = vec![0; 2 << 20];
+    let _ = c.stream.write_all(&big.encode(false, false));
+    c.stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut buf = [0u8; 4096];
+    loop {
+        match c.stream.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {}
+        }
+    }
+    w.assert_works();
+    assert!(d.alive());
+}

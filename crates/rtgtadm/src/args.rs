@@ -633,8 +633,21 @@ mod tests {
         assert!(error("--op create --mode target").contains("unknown operation: create"));
         assert!(error("--mode target").contains("--op"));
         assert!(error("--op show").contains("--mode"));
-        assert!(error("--op bind --mode lu --tid 1 --lun 1")
+        assert!(error("--op show --mode lu --tid 1 --lun 1")
             .contains("not supported in logicalunit mode"));
+        // LUN masking: bind/unbind a LUN to initiator names.
+        assert!(error("--op bind --mode lu --tid 1 --lun 1").contains("--initiator-name"));
+        let r = request("--op bind --mode lu --tid 1 --lun 2 -Q iqn.2026-01.org.example:i");
+        assert_eq!(
+            r.initiator_name.as_deref(),
+            Some("iqn.2026-01.org.example:i")
+        );
+        // Accounts: tid 0 is discovery.
+        assert_eq!(
+            request("--op bind --mode account --tid 0 --user u").tid,
+            Some(0)
+        );
+        assert!(error("--op bind --mode account --user u").contains("--tid"));
     }
 
     #[test]

@@ -20,6 +20,11 @@ pub const CMD_WINDOW: u32 = 128;
 /// actually sends). Four times the MAXIMUM TRANSFER LENGTH the Block Limits VPD page
 /// reports (16 MiB), for initiators that ignore it; the SCSI layer refuses the rest.
 pub const MAX_EDTL: u32 = 64 << 20;
+/// Most SCSI tasks a session holds at once. Non-immediate commands are already bounded by
+/// the CmdSN window; immediate ones bypass it (RFC 7143 §3.2.2.1), so past this bound a
+/// new command is answered TASK SET FULL instead of being run (SAM-5 5.3.1).
+pub const MAX_TASKS: usize = 2 * CMD_WINDOW as usize;
+const TASK_SET_FULL: u8 = 0x28;
 
 /// Negotiated values the full feature phase needs.
 #[derive(Debug, Clone)]
@@ -544,6 +549,19 @@ impl Session {
         // A reused tag is a new task: its Data-Out is no longer a dead task's.
         self.aborted.retain(|&a| a != itt);
         self.tasks.insert(itt, task);
+        if self.tasks.len() > MAX_TASKS {
+            tracing::info!(itt, "task set full: {} tasks in this session", MAX_TASKS);
+            if let Some(t) = self.tasks.get_mut(&itt) {
+                t.state = TaskState::Executing;
+                t.data = Vec::new();
+            }
+            let outcome = ScsiOutcome {
+                status: TASK_SET_FULL,
+                ..Default::default()
+            };
+            self.on_scsi_done(itt, outcome, out);
+            return;
+        }
         if write && received < edtl {
             let t = self.tasks.get_mut(&itt).unwrap();
             // Unsolicited data may cover up to FirstBurstLength when InitialR2T=No

@@ -42,6 +42,12 @@ pub enum TmResponse {
 #[derive(Default)]
 pub struct LuDirectory {
     lus: RwLock<Vec<(String, std::sync::Weak<Lu>)>>,
+    /// Live I_T nexuses: id -> (target name, initiator name). EXTENDED COPY reaches an LU
+    /// of another target only for an initiator logged in to that target, so a copy can't
+    /// get past that target's ACL and CHAP.
+    nexuses: RwLock<HashMap<u64, (String, String)>>,
+    /// LUN masking: (target name, LUN) -> the initiators that may see it. Absent: all.
+    masks: RwLock<HashMap<(String, u64), Vec<String>>>,
 }
 
 impl LuDirectory {
@@ -55,13 +61,42 @@ impl LuDirectory {
         v.push((target.to_string(), Arc::downgrade(lu)));
     }
 
-    /// The LU whose NAA designator (VPD page 83h) is `naa`. The designator follows
-    /// `scsi_id` changes, so it is computed at lookup.
-    pub(crate) fn find_naa(&self, naa: u64) -> Option<Arc<Lu>> {
+    /// The LU whose NAA designator (VPD page 83h) is `naa`, if `initiator` may reach it:
+    /// it has an I_T nexus on the LU's target and the LU isn't masked from it. The
+    /// designator follows `scsi_id` changes, so it is computed at lookup.
+    pub(crate) fn find_naa(&self, naa: u64, initiator: &str) -> Option<Arc<Lu>> {
         self.lus.read().iter().find_map(|(t, w)| {
             let lu = w.upgrade()?;
-            (inquiry::naa(&lu, t) == naa).then_some(lu)
+            (inquiry::naa(&lu, t) == naa && self.may_reach(t, lu.lun, initiator)).then_some(lu)
         })
+    }
+
+    fn may_reach(&self, target: &str, lun: u64, initiator: &str) -> bool {
+        self.nexuses
+            .read()
+            .values()
+            .any(|(t, i)| t == target && i.eq_ignore_ascii_case(initiator))
+            && self.visible(target, lun, initiator)
+    }
+
+    fn nexus_up(&self, id: u64, target: &str, initiator: &str) {
+        self.nexuses
+            .write()
+            .entry(id)
+            .or_insert_with(|| (target.to_string(), initiator.to_string()));
+    }
+
+    fn nexus_down(&self, id: u64) {
+        self.nexuses.write().remove(&id);
+    }
+
+    fn visible(&self, target: &str, lun: u64, initiator: &str) -> bool {
+        lun == 0
+            || self
+                .masks
+                .read()
+                .get(&(target.to_string(), lun))
+                .is_none_or(|names| names.iter().any(|n| n.eq_ignore_ascii_case(initiator)))
     }
 }
 
@@ -101,9 +136,6 @@ pub struct ScsiTarget {
     alua: RwLock<PortGroups>,
     /// Where state that outlives the daemon is kept (APTPL persistent reservations).
     state_dir: Option<PathBuf>,
-    /// LUN masking: LUNs seen only by the initiators named here (by iSCSI name,
-    /// compared case-insensitively). A LUN not in the map is seen by every initiator.
-    masks: RwLock<HashMap<u64, Vec<String>>>,
 }
 
 impl ScsiTarget {
@@ -136,7 +168,6 @@ impl ScsiTarget {
             hooks: RwLock::new(HashMap::new()),
             tasks: TaskSet::default(),
             alua: RwLock::new(PortGroups::default()),
-            masks: RwLock::new(HashMap::new()),
             state_dir,
         }
     }
@@ -182,6 +213,8 @@ impl ScsiTarget {
     /// Registers an I_T nexus of a logged-in session with the hook its transport takes
     /// aborts through (tasks aborted from another nexus, SAM-5 7).
     pub fn attach_nexus(&self, nexus: Arc<ItNexus>, hook: AbortHook) {
+        self.directory
+            .nexus_up(nexus.id, &self.name, &nexus.initiator_name);
         self.hooks.write().insert(nexus.id, hook);
         self.nexuses.write().entry(nexus.id).or_insert(nexus);
     }
@@ -277,7 +310,10 @@ impl ScsiTarget {
             .write()
             .remove(&lun)
             .ok_or(ScsiError::NoSuchLun(lun))?;
-        self.masks.write().remove(&lun);
+        self.directory
+            .masks
+            .write()
+            .remove(&(self.name.clone(), lun));
         self.luns_changed(None);
         Ok(())
     }
@@ -457,6 +493,8 @@ impl ScsiTarget {
             // A nexus's first command gets no unit attention: nothing has happened to
             // it yet (and SAM-5 lets the power-on one be skipped for a new nexus).
             self.nexuses.write().insert(nexus.id, nexus.clone());
+            self.directory
+                .nexus_up(nexus.id, &self.name, &nexus.initiator_name);
         }
         if cmd.cdb.is_empty() {
             return finish(Err(invalid_opcode()), false, None);
@@ -517,18 +555,28 @@ impl ScsiTarget {
     }
 
     /// Whether LUN `lun` is visible to `initiator` (LUN masking; LUN 0 always is).
+    /// LUN masks live in the daemon-wide directory, where EXTENDED COPY checks them too.
     pub fn visible(&self, lun: u64, initiator: &str) -> bool {
-        lun == 0
-            || self
-                .masks
-                .read()
-                .get(&lun)
-                .is_none_or(|names| names.iter().any(|n| n.eq_ignore_ascii_case(initiator)))
+        self.directory.visible(&self.name, lun, initiator)
+    }
+
+    /// Drops this target's LUN masks (when the target is deleted, so a new target of the
+    /// same name starts unmasked).
+    pub fn forget_masks(&self) {
+        self.directory
+            .masks
+            .write()
+            .retain(|(t, _), _| *t != self.name);
     }
 
     /// The initiators a LUN is restricted to (empty: visible to all).
     pub fn lun_initiators(&self, lun: u64) -> Vec<String> {
-        self.masks.read().get(&lun).cloned().unwrap_or_default()
+        self.directory
+            .masks
+            .read()
+            .get(&(self.name.clone(), lun))
+            .cloned()
+            .unwrap_or_default()
     }
 
     /// Restricts LUN `lun` to `initiators` (empty: visible to all again). Every nexus is
@@ -540,10 +588,11 @@ impl ScsiTarget {
         if !self.luns.read().contains_key(&lun) {
             return Err(ScsiError::NoSuchLun(lun));
         }
+        let key = (self.name.clone(), lun);
         if initiators.is_empty() {
-            self.masks.write().remove(&lun);
+            self.directory.masks.write().remove(&key);
         } else {
-            self.masks.write().insert(lun, initiators);
+            self.directory.masks.write().insert(key, initiators);
         }
         self.luns_changed(None);
         Ok(())
@@ -913,6 +962,7 @@ impl ScsiTarget {
     /// The I_T nexus is gone (session closed): release what it held (SPC-2 reservations)
     /// and forget its pending unit attentions. Persistent reservations stay (SPC-4 5.13).
     pub fn nexus_loss(&self, nexus: &ItNexus) {
+        self.directory.nexus_down(nexus.id);
         self.nexuses.write().remove(&nexus.id);
         self.hooks.write().remove(&nexus.id);
         // SAM-5 6.3.4: the nexus's tasks end with it.

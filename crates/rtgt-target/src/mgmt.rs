@@ -138,6 +138,7 @@ fn target(reg: &Registry, op: &str, req: &Request) -> Result<String> {
                          log them out first or add --force to close them"
                     ))
                 })?;
+                targets[idx].scsi.forget_masks();
                 targets.remove(idx);
                 sessions
             };

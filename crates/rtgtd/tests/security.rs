@@ -727,3 +727,142 @@ fn control_socket_permissions_and_malformed_requests() {
     assert!(!o.status.success());
     assert!(common::text(&o.stderr).contains("no such group"), "{o:?}");
 }
+
+/// The NAA designator of `lun` (VPD page 83h, designator type 3, 8 bytes).
+fn naa_of(c: &mut RawConn, lun: u8) -> [u8; 8] {
+    let (_, r) = c.exec_after_uas(lun, &[0x12, 1, 0x83, 0, 255, 0], 255, &[]);
+    assert_eq!(r.status, 0);
+    let d = &r.data;
+    let mut at = 4;
+    while at + 4 <= d.len() {
+        let len = usize::from(d[at + 3]);
+        if d[at + 1] & 0x0f == 3 && len == 8 && (d[at + 1] >> 4) & 3 == 0 {
+            return d[at + 4..at + 12].try_into().unwrap();
+        }
+        at += 4 + len;
+    }
+    panic!("no NAA designator in {d:02x?}");
+}
+
+/// EXTENDED COPY (LID1) of `blocks` 512-byte blocks from LBA 0 of `src` to LBA 0 of `dst`.
+fn xcopy(c: &mut RawConn, lun: u8, src: [u8; 8], dst: [u8; 8], blocks: u16) -> u8 {
+    let cscd = |naa: [u8; 8]| {
+        let mut d = vec![0u8; 32];
+        d[0] = 0xe4;
+        d[4] = 1; // binary
+        d[5] = 3; // NAA, associated with the LU
+        d[7] = 8;
+        d[8..16].copy_from_slice(&naa);
+        d[29..32].copy_from_slice(&512u32.to_be_bytes()[1..]);
+        d
+    };
+    let mut seg = vec![0u8; 28];
+    seg[0] = 0x02; // block -> block
+    seg[2..4].copy_from_slice(&24u16.to_be_bytes());
+    seg[4..6].copy_from_slice(&0u16.to_be_bytes());
+    seg[6..8].copy_from_slice(&1u16.to_be_bytes());
+    seg[10..12].copy_from_slice(&blocks.to_be_bytes());
+    let mut p = vec![0u8; 16];
+    p[1] = 0x18; // LIST ID USAGE 11b: no list identifier
+    p[2..4].copy_from_slice(&64u16.to_be_bytes());
+    p[8..12].copy_from_slice(&28u32.to_be_bytes());
+    p.extend(cscd(src));
+    p.extend(cscd(dst));
+    p.extend(seg);
+    let len = (p.len() as u32).to_be_bytes();
+    let cdb = [
+        0x83, 0, 0, 0, 0, 0, 0, 0, 0, 0, len[0], len[1], len[2], len[3], 0, 0,
+    ];
+    let (_, r) = c.exec_after_uas(lun, &cdb, 0, &p);
+    r.status
+}
+
+#[test]
+fn extended_copy_is_no_way_around_acls_or_masking() {
+    let d = Daemon::start();
+    let open = "iqn.2026-11.org.rtgt:open";
+    let closed = "iqn.2026-11.org.rtgt:closed";
+    d.add_disk(1, open, GIB, &[]);
+    d.add_disk(2, closed, GIB, &[]);
+    // Target 2 admits only the "owner" initiator.
+    d.adm_ok(&[
+        "--op", "unbind", "--mode", "target", "--tid", "2", "-I", "ALL",
+    ]);
+    let owner = "iqn.2026-11.org.rtgt:owner";
+    d.adm_ok(&[
+        "--op", "bind", "--mode", "target", "--tid", "2", "-Q", owner,
+    ]);
+    let mut o = RawConn::session_with(d.port, closed, &[("InitiatorName", owner)]);
+    let secret_naa = naa_of(&mut o, 1);
+    let secret = common::prng_bytes(42, 512);
+    let (_, r) = o.exec_after_uas(1, &common::scsi::write10(0, 1), 0, &secret);
+    assert_eq!(r.status, 0);
+
+    // Another initiator, logged in to target 1 only, asks target 1's copy manager to
+    // read target 2's LU into its own: refused, and nothing is copied.
+    let mut x = RawConn::session(d.port, open);
+    let mine = naa_of(&mut x, 1);
+    assert_ne!(
+        xcopy(&mut x, 1, secret_naa, mine, 1),
+        0,
+        "copy from another target's LU"
+    );
+    let (_, r) = x.exec_after_uas(1, &common::scsi::read10(0, 1), 512, &[]);
+    assert_ne!(r.data, secret, "data leaked through EXTENDED COPY");
+    // Nor may it overwrite it.
+    assert_ne!(
+        xcopy(&mut x, 1, mine, secret_naa, 1),
+        0,
+        "copy onto another target's LU"
+    );
+    let (_, r) = o.exec_after_uas(1, &common::scsi::read10(0, 1), 512, &[]);
+    assert_eq!(r.data, secret);
+
+    // The owner, logged in to both targets, may copy between them.
+    d.adm_ok(&[
+        "--op", "bind", "--mode", "target", "--tid", "1", "-Q", owner,
+    ]);
+    let mut o1 = RawConn::session_with(d.port, open, &[("InitiatorName", owner)]);
+    assert_eq!(
+        xcopy(&mut o1, 1, secret_naa, mine, 1),
+        0,
+        "copy across targets the initiator may use"
+    );
+    let (_, r) = o1.exec_after_uas(1, &common::scsi::read10(0, 1), 512, &[]);
+    assert_eq!(r.data, secret);
+
+    // A LUN masked from an initiator is out of its copies' reach too, in its own target.
+    d.adm_ok(&[
+        "--op",
+        "new",
+        "--mode",
+        "logicalunit",
+        "--tid",
+        "1",
+        "--lun",
+        "2",
+        "--bstype",
+        "mem",
+        "--bsopts",
+        "size=16M",
+    ]);
+    let hidden = naa_of(&mut o1, 2);
+    d.adm_ok(&[
+        "--op",
+        "bind",
+        "--mode",
+        "logicalunit",
+        "--tid",
+        "1",
+        "--lun",
+        "2",
+        "-Q",
+        owner,
+    ]);
+    let mut x = RawConn::session(d.port, open);
+    assert_ne!(
+        xcopy(&mut x, 1, mine, hidden, 1),
+        0,
+        "copy onto a masked LU"
+    );
+}

@@ -354,3 +354,29 @@ fn out_of_bounds_data_gets_the_rfc_answers() {
     w.assert_works();
     assert!(d.alive());
 }
+
+/// A client that asks for a lot of data and never reads it stalls only itself.
+#[test]
+fn a_client_that_stops_reading_stalls_only_itself() {
+    let (mut d, mut w) = setup(&[]);
+    let mut slow = RawConn::session(d.port, IQN);
+    // 64 READs of 1 MiB each, never read: far more than the socket buffers hold.
+    for i in 0..64u32 {
+        let mut p = Pdu::new(op::SCSI_CMD);
+        p.set_flags(0xc1);
+        p.set_lun_raw([0, 1, 0, 0, 0, 0, 0, 0]);
+        p.set_itt(slow.next_itt());
+        p.set_u32(20, 1 << 20);
+        p.set_u32(24, slow.cmd_sn.wrapping_add(i));
+        p.bhs[32..42].copy_from_slice(&read10(0, 2048));
+        slow.send(&p);
+    }
+    let stop = AtomicBool::new(false);
+    let t = Instant::now();
+    assert_eq!(witness_io(&mut w, 30, &stop), 30);
+    assert!(t.elapsed() < Duration::from_secs(30), "{:?}", t.elapsed());
+    let mut fresh = RawConn::session(d.port, IQN);
+    fresh.assert_works();
+    drop(slow);
+    assert!(d.alive());
+}

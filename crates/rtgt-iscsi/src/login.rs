@@ -112,6 +112,16 @@ pub trait Authenticator: Send {
         request: &TextPairs,
         reply: &mut TextPairs,
     ) -> Result<AuthStep, LoginStatus>;
+
+    /// Why the exchange failed, for the log line (never a secret).
+    fn failure(&self) -> Option<String> {
+        None
+    }
+
+    /// The name the initiator authenticated as, once it has (CHAP_N).
+    fn peer_user(&self) -> Option<String> {
+        None
+    }
 }
 
 /// The login state machine's questions to the rest of the target.
@@ -296,6 +306,7 @@ pub struct Login {
     next_stat_sn: u32,
     pdus: u32,
     failure: Option<String>,
+    failure_status: Option<LoginStatus>,
 }
 
 impl fmt::Debug for Login {
@@ -333,6 +344,7 @@ impl Login {
             next_stat_sn: 0,
             pdus: 0,
             failure: None,
+            failure_status: None,
         }
     }
 
@@ -349,6 +361,16 @@ impl Login {
     /// Why the login failed, for the log line (names what was wrong).
     pub fn failure_reason(&self) -> Option<&str> {
         self.failure.as_deref()
+    }
+
+    /// The status the login failed with.
+    pub fn failure_status(&self) -> Option<LoginStatus> {
+        self.failure_status
+    }
+
+    /// The name the initiator authenticated as (CHAP_N), when it did.
+    pub fn auth_user(&self) -> Option<String> {
+        self.auth.as_ref().and_then(|a| a.peer_user())
     }
 
     /// The parameters negotiated so far (complete only after `LoginStep::Complete`).
@@ -368,6 +390,7 @@ impl Login {
             Err((status, why)) => {
                 tracing::debug!(%status, reason = %why, "login failed");
                 self.failure = Some(why);
+                self.failure_status = Some(status);
                 self.finished = true;
                 LoginStep::Fail(self.reject_pdu(req, status))
             }
@@ -764,9 +787,10 @@ impl Login {
             if let AuthState::InProgress(method) = &self.auth_state {
                 let method = method.clone();
                 let auth = self.auth.as_mut().expect("a method was chosen from it");
-                let r = auth
-                    .step(&method, &sec, reply)
-                    .map_err(|s| (s, format!("{method} authentication failed")))?;
+                let r = auth.step(&method, &sec, reply).map_err(|s| {
+                    let why = auth.failure().unwrap_or_default();
+                    (s, format!("{method} authentication failed: {why}"))
+                })?;
                 if r == AuthStep::Done {
                     self.auth_state = AuthState::Done(method);
                 }
@@ -1188,5 +1212,7 @@ fn check_list(k: &str, v: &str) -> Result<(), Failure> {
     Ok(())
 }
 
+#[cfg(test)]
+mod proptests;
 #[cfg(test)]
 mod tests;

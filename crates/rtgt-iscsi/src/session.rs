@@ -15,6 +15,16 @@ use crate::serial;
 
 /// The CmdSN window we grant (MaxCmdSN - ExpCmdSN + 1).
 pub const CMD_WINDOW: u32 = 128;
+/// Largest Expected Data Transfer Length accepted, so what one connection can make us hold
+/// stays bounded (at most CMD_WINDOW commands of this size, and only as much as the peer
+/// actually sends). Four times the MAXIMUM TRANSFER LENGTH the Block Limits VPD page
+/// reports (16 MiB), for initiators that ignore it; the SCSI layer refuses the rest.
+pub const MAX_EDTL: u32 = 64 << 20;
+/// Most SCSI tasks a session holds at once. Non-immediate commands are already bounded by
+/// the CmdSN window; immediate ones bypass it (RFC 7143 §3.2.2.1), so past this bound a
+/// new command is answered TASK SET FULL instead of being run (SAM-5 5.3.1).
+pub const MAX_TASKS: usize = 2 * CMD_WINDOW as usize;
+const TASK_SET_FULL: u8 = 0x28;
 
 /// Negotiated values the full feature phase needs.
 #[derive(Debug, Clone)]
@@ -460,6 +470,16 @@ impl Session {
             out.push(Action::Send(r));
             return;
         }
+        if edtl > MAX_EDTL {
+            tracing::info!(
+                itt,
+                edtl,
+                "command with an oversized expected data transfer length"
+            );
+            let r = self.reject(&pdu, reject::INVALID_PDU_FIELD);
+            out.push(Action::Send(r));
+            return;
+        }
         if !write && !pdu.data.is_empty() {
             // Immediate data on a command that is not a write.
             let r = self.reject(&pdu, reject::PROTOCOL_ERROR);
@@ -501,7 +521,10 @@ impl Session {
         let lun = pdu.lun_raw();
         let mut data = pdu.data;
         if write {
-            data.reserve((edtl as usize).saturating_sub(data.len()));
+            // Room for the first burst only: the buffer grows as Data-Out arrives, so a
+            // peer that announces a large transfer and sends nothing costs nothing.
+            let first = edtl.min(self.cfg.first_burst_length.max(received)) as usize;
+            data.reserve(first.saturating_sub(data.len()));
         }
         let task = Task {
             lun,
@@ -526,6 +549,19 @@ impl Session {
         // A reused tag is a new task: its Data-Out is no longer a dead task's.
         self.aborted.retain(|&a| a != itt);
         self.tasks.insert(itt, task);
+        if self.tasks.len() > MAX_TASKS {
+            tracing::info!(itt, "task set full: {} tasks in this session", MAX_TASKS);
+            if let Some(t) = self.tasks.get_mut(&itt) {
+                t.state = TaskState::Executing;
+                t.data = Vec::new();
+            }
+            let outcome = ScsiOutcome {
+                status: TASK_SET_FULL,
+                ..Default::default()
+            };
+            self.on_scsi_done(itt, outcome, out);
+            return;
+        }
         if write && received < edtl {
             let t = self.tasks.get_mut(&itt).unwrap();
             // Unsolicited data may cover up to FirstBurstLength when InitialR2T=No

@@ -843,6 +843,11 @@ pub(crate) fn prevent_allow_cmd(lu: &Lu, nexus: u64, cdb: &[u8]) -> Outcome<Scsi
 /// Bytes of Data-Out the CDB asks for (SBC-4 / SPC-4 per command), so the caller can
 /// check what arrived and the transport can compute residuals.
 pub(crate) fn data_out_len(cdb: &[u8], block_size: u32) -> Option<u64> {
+    // Called before the CDB's length is checked against its opcode: a short CDB (the
+    // cdb fuzz target found one) has no Data-Out length to speak of.
+    if cdb.is_empty() || cdb.len() < crate::cdb::cdb_len(cdb[0]) {
+        return None;
+    }
     let bs = u64::from(block_size);
     let blocks = || span(trim(cdb)).blocks * bs;
     match cdb[0] {

@@ -42,6 +42,12 @@ pub enum TmResponse {
 #[derive(Default)]
 pub struct LuDirectory {
     lus: RwLock<Vec<(String, std::sync::Weak<Lu>)>>,
+    /// Live I_T nexuses: id -> (target name, initiator name). EXTENDED COPY reaches an LU
+    /// of another target only for an initiator logged in to that target, so a copy can't
+    /// get past that target's ACL and CHAP.
+    nexuses: RwLock<HashMap<u64, (String, String)>>,
+    /// LUN masking: (target name, LUN) -> the initiators that may see it. Absent: all.
+    masks: RwLock<HashMap<(String, u64), Vec<String>>>,
 }
 
 impl LuDirectory {
@@ -55,13 +61,42 @@ impl LuDirectory {
         v.push((target.to_string(), Arc::downgrade(lu)));
     }
 
-    /// The LU whose NAA designator (VPD page 83h) is `naa`. The designator follows
-    /// `scsi_id` changes, so it is computed at lookup.
-    pub(crate) fn find_naa(&self, naa: u64) -> Option<Arc<Lu>> {
+    /// The LU whose NAA designator (VPD page 83h) is `naa`, if `initiator` may reach it:
+    /// it has an I_T nexus on the LU's target and the LU isn't masked from it. The
+    /// designator follows `scsi_id` changes, so it is computed at lookup.
+    pub(crate) fn find_naa(&self, naa: u64, initiator: &str) -> Option<Arc<Lu>> {
         self.lus.read().iter().find_map(|(t, w)| {
             let lu = w.upgrade()?;
-            (inquiry::naa(&lu, t) == naa).then_some(lu)
+            (inquiry::naa(&lu, t) == naa && self.may_reach(t, lu.lun, initiator)).then_some(lu)
         })
+    }
+
+    fn may_reach(&self, target: &str, lun: u64, initiator: &str) -> bool {
+        self.nexuses
+            .read()
+            .values()
+            .any(|(t, i)| t == target && i.eq_ignore_ascii_case(initiator))
+            && self.visible(target, lun, initiator)
+    }
+
+    fn nexus_up(&self, id: u64, target: &str, initiator: &str) {
+        self.nexuses
+            .write()
+            .entry(id)
+            .or_insert_with(|| (target.to_string(), initiator.to_string()));
+    }
+
+    fn nexus_down(&self, id: u64) {
+        self.nexuses.write().remove(&id);
+    }
+
+    fn visible(&self, target: &str, lun: u64, initiator: &str) -> bool {
+        lun == 0
+            || self
+                .masks
+                .read()
+                .get(&(target.to_string(), lun))
+                .is_none_or(|names| names.iter().any(|n| n.eq_ignore_ascii_case(initiator)))
     }
 }
 
@@ -178,6 +213,8 @@ impl ScsiTarget {
     /// Registers an I_T nexus of a logged-in session with the hook its transport takes
     /// aborts through (tasks aborted from another nexus, SAM-5 7).
     pub fn attach_nexus(&self, nexus: Arc<ItNexus>, hook: AbortHook) {
+        self.directory
+            .nexus_up(nexus.id, &self.name, &nexus.initiator_name);
         self.hooks.write().insert(nexus.id, hook);
         self.nexuses.write().entry(nexus.id).or_insert(nexus);
     }
@@ -273,6 +310,10 @@ impl ScsiTarget {
             .write()
             .remove(&lun)
             .ok_or(ScsiError::NoSuchLun(lun))?;
+        self.directory
+            .masks
+            .write()
+            .remove(&(self.name.clone(), lun));
         self.luns_changed(None);
         Ok(())
     }
@@ -452,6 +493,8 @@ impl ScsiTarget {
             // A nexus's first command gets no unit attention: nothing has happened to
             // it yet (and SAM-5 lets the power-on one be skipped for a new nexus).
             self.nexuses.write().insert(nexus.id, nexus.clone());
+            self.directory
+                .nexus_up(nexus.id, &self.name, &nexus.initiator_name);
         }
         if cmd.cdb.is_empty() {
             return finish(Err(invalid_opcode()), false, None);
@@ -461,6 +504,8 @@ impl ScsiTarget {
         } else {
             self.luns.read().get(&cmd.lun).cloned()
         };
+        // A masked LUN is, to this initiator, a LUN nobody configured.
+        let lu = lu.filter(|_| self.visible(cmd.lun, &nexus.initiator_name));
         let Some(lu) = lu else {
             return finish(self.no_such_lu(&cmd), false, None);
         };
@@ -490,16 +535,67 @@ impl ScsiTarget {
                 }
                 Ok(ScsiResult::with_data(inquiry::not_present()))
             }
-            op::REPORT_LUNS if cdb.len() >= 12 => spc::report_luns(&self.lun_list(), cdb),
+            op::REPORT_LUNS if cdb.len() >= 12 => spc::report_luns(&self.lun_list(&cmd.nexus), cdb),
             op::REQUEST_SENSE if cdb.len() >= 6 => spc::request_sense(None, &cmd.nexus, cdb, None),
             _ => Err(Sense::illegal(asc::LOGICAL_UNIT_NOT_SUPPORTED).into()),
         }
     }
 
-    fn lun_list(&self) -> Vec<u64> {
+    /// The LUNs `nexus` may see: LUN 0 and every LU not masked from it.
+    fn lun_list(&self, nexus: &ItNexus) -> Vec<u64> {
         let mut v = vec![0];
-        v.extend(self.luns.read().keys().copied());
+        v.extend(
+            self.luns
+                .read()
+                .keys()
+                .copied()
+                .filter(|&l| self.visible(l, &nexus.initiator_name)),
+        );
         v
+    }
+
+    /// Whether LUN `lun` is visible to `initiator` (LUN masking; LUN 0 always is).
+    /// LUN masks live in the daemon-wide directory, where EXTENDED COPY checks them too.
+    pub fn visible(&self, lun: u64, initiator: &str) -> bool {
+        self.directory.visible(&self.name, lun, initiator)
+    }
+
+    /// Drops this target's LUN masks (when the target is deleted, so a new target of the
+    /// same name starts unmasked).
+    pub fn forget_masks(&self) {
+        self.directory
+            .masks
+            .write()
+            .retain(|(t, _), _| *t != self.name);
+    }
+
+    /// The initiators a LUN is restricted to (empty: visible to all).
+    pub fn lun_initiators(&self, lun: u64) -> Vec<String> {
+        self.directory
+            .masks
+            .read()
+            .get(&(self.name.clone(), lun))
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Restricts LUN `lun` to `initiators` (empty: visible to all again). Every nexus is
+    /// told REPORTED LUNS DATA HAS CHANGED (SPC-4 6.33).
+    pub fn set_lun_initiators(&self, lun: u64, initiators: Vec<String>) -> Result<(), ScsiError> {
+        if lun == 0 {
+            return Err(ScsiError::Lun0Reserved);
+        }
+        if !self.luns.read().contains_key(&lun) {
+            return Err(ScsiError::NoSuchLun(lun));
+        }
+        let key = (self.name.clone(), lun);
+        if initiators.is_empty() {
+            self.directory.masks.write().remove(&key);
+        } else {
+            self.directory.masks.write().insert(key, initiators);
+        }
+        self.luns_changed(None);
+        Ok(())
     }
 
     async fn run(&self, lu: &Arc<Lu>, cmd: &ScsiCommand, task: &TaskGuard) -> Outcome<ScsiResult> {
@@ -551,7 +647,7 @@ impl ScsiTarget {
         let not_ready = self.not_ready(lu);
         match lu.device_type {
             DeviceType::Controller => {
-                controller::execute(lu, nexus, cdb, &self.lun_list(), &self.name)
+                controller::execute(lu, nexus, cdb, &self.lun_list(nexus), &self.name)
             }
             DeviceType::Disk => self.disk(lu, cmd, cdb, not_ready, task).await,
         }
@@ -635,7 +731,7 @@ impl ScsiTarget {
             op::INQUIRY => Ok(ScsiResult::with_data(inquiry::inquiry(
                 lu, &self.name, nexus, cdb,
             )?)),
-            op::REPORT_LUNS => spc::report_luns(&self.lun_list(), cdb),
+            op::REPORT_LUNS => spc::report_luns(&self.lun_list(&cmd.nexus), cdb),
             op::MAINTENANCE_IN if cdb[1] & 0x1f == 0x0a => {
                 Ok(ScsiResult::with_data(self.alua.read().report(cdb)?))
             }
@@ -867,6 +963,7 @@ impl ScsiTarget {
     /// The I_T nexus is gone (session closed): release what it held (SPC-2 reservations)
     /// and forget its pending unit attentions. Persistent reservations stay (SPC-4 5.13).
     pub fn nexus_loss(&self, nexus: &ItNexus) {
+        self.directory.nexus_down(nexus.id);
         self.nexuses.write().remove(&nexus.id);
         self.hooks.write().remove(&nexus.id);
         // SAM-5 6.3.4: the nexus's tasks end with it.

@@ -110,7 +110,7 @@ pub(crate) async fn extended_copy(
                 .with_field(false, at as u16, None)
                 .into());
         }
-        cscds.push(resolve(dir, &p[at..at + len]));
+        cscds.push(resolve(dir, &p[at..at + len], &nexus.initiator_name));
         at += len;
     }
     if cscds.len() > usize::from(MAX_CSCD_DESCRIPTORS) {
@@ -180,7 +180,7 @@ pub(crate) async fn extended_copy(
 
 /// An identification descriptor CSCD (SPC-4 6.4.5.2 / 7.8.6): its designator is looked
 /// up among the daemon's LUs; a block device's DISK BLOCK LENGTH must match.
-fn resolve(dir: &LuDirectory, d: &[u8]) -> Cscd {
+fn resolve(dir: &LuDirectory, d: &[u8], initiator: &str) -> Cscd {
     let device_type = d[1] & 0x1f;
     let code_set = d[4] & 0x0f;
     let assoc = (d[5] >> 4) & 0x03;
@@ -188,7 +188,10 @@ fn resolve(dir: &LuDirectory, d: &[u8]) -> Cscd {
     let dlen = usize::from(d[7]);
     // NAA (type 3), binary, naming a logical unit, 8 bytes: what VPD 83h reports.
     let lu = if device_type == 0 && code_set == 1 && assoc == 0 && dtype == 3 && dlen == 8 {
-        dir.find_naa(u64_at(d, 8))
+        // Only LUs the initiator could reach directly (SPC-4 leaves access control of
+        // the copy manager to the device server): a copy is no way around an ACL, CHAP
+        // or LUN masking.
+        dir.find_naa(u64_at(d, 8), initiator)
     } else {
         None
     };

@@ -3,6 +3,7 @@
 
 /// errno values used as rtgtadm exit statuses, so scripts can tell failures apart.
 pub mod errno {
+    pub const EPERM: i32 = 1;
     pub const ENOENT: i32 = 2;
     pub const EBUSY: i32 = 16;
     pub const EEXIST: i32 = 17;

@@ -7,13 +7,14 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 
 use parking_lot::RwLock;
 use rtgt_scsi::{LuDirectory, ScsiTarget};
 
 pub mod acl;
+pub mod auth;
 pub mod control;
 pub mod error;
 mod mgmt;
@@ -22,8 +23,10 @@ pub mod params;
 mod show;
 
 pub use acl::{Acl, AddressRule};
+pub use auth::{Accounts, AuthBinding, DISCOVERY_TID};
 pub use error::{errno, AdmError};
 pub use name::validate_iscsi_name;
+use rtgt_iscsi::chap::{ChapAlgorithm, ChapConfig};
 
 /// A connection of a session, as `show` lists it.
 #[derive(Debug, Clone)]
@@ -89,6 +92,12 @@ pub struct Target {
     deleted: AtomicBool,
     /// The system state (`--mode sys --op update --name State`), shared with the registry.
     system_ready: Arc<AtomicBool>,
+    /// CHAP accounts bound to this target (`--op bind --mode account`).
+    auth: RwLock<AuthBinding>,
+    /// CHAP algorithms this target allows; `None` follows the system setting.
+    chap_algorithms: RwLock<Option<Vec<ChapAlgorithm>>>,
+    /// Most sessions at once (`--name max_sessions`); 0 = no limit.
+    max_sessions: AtomicU32,
 }
 
 impl Target {
@@ -126,7 +135,25 @@ impl Target {
             ready: AtomicBool::new(true),
             deleted: AtomicBool::new(false),
             system_ready,
+            auth: RwLock::new(AuthBinding::default()),
+            chap_algorithms: RwLock::new(None),
+            max_sessions: AtomicU32::new(0),
         }
+    }
+
+    /// The CHAP accounts bound to this target.
+    pub fn auth(&self) -> AuthBinding {
+        self.auth.read().clone()
+    }
+
+    /// The CHAP algorithms this target allows, if set for it (else the system's apply).
+    pub fn chap_algorithms(&self) -> Option<Vec<ChapAlgorithm>> {
+        self.chap_algorithms.read().clone()
+    }
+
+    /// Most sessions at once; 0 = no limit.
+    pub fn max_sessions(&self) -> u32 {
+        self.max_sessions.load(Ordering::Acquire)
     }
 
     /// Whether an initiator at `addr` named `initiator_name` may log in: its address matches
@@ -223,6 +250,9 @@ impl Target {
     }
 }
 
+/// Default for `auth_fail_limit`.
+pub const DEFAULT_AUTH_FAIL_LIMIT: u32 = 5;
+
 type Hook = Box<dyn Fn() + Send + Sync>;
 type DebugHook = Box<dyn Fn(bool) + Send + Sync>;
 
@@ -238,6 +268,17 @@ pub struct Registry {
     /// Every LU of every target, by designator (the copy manager's view).
     lu_directory: Arc<LuDirectory>,
     debug: AtomicBool,
+    /// CHAP accounts (`--mode account`).
+    accounts: RwLock<Accounts>,
+    /// Accounts bound to discovery sessions (`--op bind --mode account --tid 0`).
+    discovery_auth: RwLock<AuthBinding>,
+    /// CHAP algorithms allowed where a target sets none (`--mode sys --name chap_algorithms`).
+    chap_algorithms: RwLock<Vec<ChapAlgorithm>>,
+    /// Most normal sessions at once over all targets; 0 = no limit.
+    max_sessions: AtomicU32,
+    /// Failed authentications from one address within a minute before further logins from
+    /// it are refused for a while; 0 = no limit.
+    auth_fail_limit: AtomicU32,
     shutdown_requested: AtomicBool,
     shutdown_hook: RwLock<Option<Hook>>,
     debug_hook: RwLock<Option<DebugHook>>,
@@ -252,6 +293,11 @@ impl Default for Registry {
             system_ready: Arc::new(AtomicBool::new(true)),
             lu_directory: LuDirectory::new(),
             debug: AtomicBool::new(false),
+            accounts: RwLock::new(Accounts::default()),
+            discovery_auth: RwLock::new(AuthBinding::default()),
+            chap_algorithms: RwLock::new(ChapAlgorithm::ALL.to_vec()),
+            max_sessions: AtomicU32::new(0),
+            auth_fail_limit: AtomicU32::new(DEFAULT_AUTH_FAIL_LIMIT),
             shutdown_requested: AtomicBool::new(false),
             shutdown_hook: RwLock::new(None),
             debug_hook: RwLock::new(None),
@@ -354,6 +400,44 @@ impl Registry {
     /// Whether `--op delete --mode system` has been accepted.
     pub fn shutdown_requested(&self) -> bool {
         self.shutdown_requested.load(Ordering::Acquire)
+    }
+
+    /// The CHAP settings for a login to `t`: `None` when no incoming account is bound to
+    /// it (no authentication required).
+    pub fn chap_for_target(&self, t: &Target) -> Option<ChapConfig> {
+        let algs = t
+            .chap_algorithms()
+            .unwrap_or_else(|| self.chap_algorithms.read().clone());
+        t.auth.read().chap_config(&self.accounts.read(), &algs)
+    }
+
+    /// The CHAP settings for a discovery session (accounts bound to tid 0).
+    pub fn chap_for_discovery(&self) -> Option<ChapConfig> {
+        let algs = self.chap_algorithms.read().clone();
+        self.discovery_auth
+            .read()
+            .chap_config(&self.accounts.read(), &algs)
+    }
+
+    /// The CHAP algorithms allowed where a target sets none.
+    pub fn chap_algorithms(&self) -> Vec<ChapAlgorithm> {
+        self.chap_algorithms.read().clone()
+    }
+
+    /// Most normal sessions at once over all targets; 0 = no limit.
+    pub fn max_sessions(&self) -> u32 {
+        self.max_sessions.load(Ordering::Acquire)
+    }
+
+    /// Normal sessions logged in now, over all targets.
+    pub fn session_total(&self) -> usize {
+        self.targets.read().iter().map(|t| t.session_count()).sum()
+    }
+
+    /// Failed authentications per address and minute before that address is refused for a
+    /// while; 0 = unlimited.
+    pub fn auth_fail_limit(&self) -> u32 {
+        self.auth_fail_limit.load(Ordering::Acquire)
     }
 
     /// Executes one control request.

@@ -54,9 +54,7 @@ pub fn dispatch(reg: &Registry, req: &Request) -> Result<String> {
         "system" => system(reg, op, req),
         "connection" => connection(reg, op, req),
         "portal" => portal(reg, op),
-        "account" => Err(AdmError::Unsupported(
-            "account mode (CHAP) is not supported yet".into(),
-        )),
+        "account" => account(reg, op, req),
         "session" => Err(AdmError::Unsupported(
             "session mode is not supported; use --mode conn --op show --tid N".into(),
         )),
@@ -140,6 +138,7 @@ fn target(reg: &Registry, op: &str, req: &Request) -> Result<String> {
                          log them out first or add --force to close them"
                     ))
                 })?;
+                targets[idx].scsi.forget_masks();
                 targets.remove(idx);
                 sessions
             };
@@ -274,6 +273,21 @@ fn target(reg: &Registry, op: &str, req: &Request) -> Result<String> {
                     })
                     .map(|()| String::new());
             }
+            if name.eq_ignore_ascii_case("chap_algorithms") {
+                // `default` follows the system setting again.
+                let algs = if value.eq_ignore_ascii_case("default") {
+                    None
+                } else {
+                    Some(crate::auth::parse_algorithms(value)?)
+                };
+                *t.chap_algorithms.write() = algs;
+                return Ok(String::new());
+            }
+            if name.eq_ignore_ascii_case("max_sessions") {
+                t.max_sessions
+                    .store(parse_limit(name, value)?, Ordering::Release);
+                return Ok(String::new());
+            }
             let (key, value) = check_iscsi_param(name, value).map_err(AdmError::Invalid)?;
             let mut params = t.params.write();
             match params.iter_mut().find(|(k, _)| *k == key) {
@@ -283,6 +297,133 @@ fn target(reg: &Registry, op: &str, req: &Request) -> Result<String> {
             Ok(String::new())
         }
         _ => Err(unsupported(op, "target")),
+    }
+}
+
+/// A count limit: a number, 0 (or `unlimited`) for none.
+fn parse_limit(name: &str, value: &str) -> Result<u32> {
+    if value.eq_ignore_ascii_case("unlimited") {
+        return Ok(0);
+    }
+    value.trim().parse::<u32>().map_err(|_| {
+        AdmError::invalid(format!(
+            "invalid value '{value}' for {name}: use a number (0 or unlimited for no limit)"
+        ))
+    })
+}
+
+// ---- account ---------------------------------------------------------------------------
+
+fn need_user<'a>(req: &'a Request, what: &str) -> Result<&'a str> {
+    req.user
+        .as_deref()
+        .filter(|u| !u.is_empty())
+        .ok_or_else(|| AdmError::invalid(format!("--user (-u) is required for {what}")))
+}
+
+fn account(reg: &Registry, op: &str, req: &Request) -> Result<String> {
+    match op {
+        "new" => {
+            let user = need_user(req, "--op new --mode account")?;
+            let password = req.password.as_deref().unwrap_or("");
+            if password.is_empty() {
+                return Err(AdmError::invalid(
+                    "--password (-p) is required for --op new --mode account",
+                ));
+            }
+            let warning = reg.accounts.write().add(user, password)?;
+            tracing::info!(user, "account created");
+            Ok(match warning {
+                Some(w) => {
+                    tracing::warn!("{w}");
+                    format!("{w}\n")
+                }
+                None => String::new(),
+            })
+        }
+        "delete" => {
+            let user = need_user(req, "--op delete --mode account")?;
+            let mut accounts = reg.accounts.write();
+            accounts.remove(user)?;
+            // Its bindings go with it.
+            reg.discovery_auth.write().forget(user);
+            for t in reg.targets() {
+                t.auth.write().forget(user);
+            }
+            tracing::info!(user, "account deleted");
+            Ok(String::new())
+        }
+        "show" => {
+            let mut out = String::from("Account list:\n");
+            for u in reg.accounts.read().names() {
+                out.push_str(&format!("    {u}\n"));
+            }
+            let d = reg.discovery_auth.read();
+            if !d.is_empty() {
+                out.push_str("Discovery (tid 0):\n");
+                d.show(&mut out);
+            }
+            Ok(out)
+        }
+        "bind" | "unbind" => {
+            let what = format!("--op {op} --mode account");
+            let user = need_user(req, &what)?;
+            let tid = req.tid.ok_or_else(|| {
+                AdmError::invalid(format!(
+                    "--tid is required for {what} (0: discovery sessions)"
+                ))
+            })?;
+            let accounts = reg.accounts.read();
+            if op == "bind" && !accounts.exists(user) {
+                return Err(AdmError::NotFound(format!(
+                    "can't find the account {user}: create it with --op new --mode account"
+                )));
+            }
+            let target = if tid == crate::auth::DISCOVERY_TID {
+                None
+            } else {
+                Some(find_target(reg, tid)?)
+            };
+            let mut binding = match &target {
+                None => reg.discovery_auth.write(),
+                Some(t) => t.auth.write(),
+            };
+            if op == "unbind" {
+                binding.unbind(user, req.outgoing)?;
+                return Ok(String::new());
+            }
+            binding.bind(user, req.outgoing)?;
+            let secret = accounts.secret(user).unwrap_or_default();
+            // RFC 7143 §12.1.3 / §9.2.1: one secret per direction.
+            let clash = if req.outgoing {
+                binding
+                    .incoming
+                    .iter()
+                    .any(|u| accounts.secret(u) == Some(secret))
+            } else {
+                binding
+                    .outgoing
+                    .as_deref()
+                    .is_some_and(|o| accounts.secret(o) == Some(secret))
+            };
+            let where_ = if tid == 0 {
+                "discovery".to_string()
+            } else {
+                format!("tid {tid}")
+            };
+            tracing::info!(user, outgoing = req.outgoing, "account bound to {where_}");
+            Ok(if clash {
+                let w = format!(
+                    "warning: {user} has the same secret as an account bound the other way on \
+                     {where_}; mutual CHAP will be refused until the secrets differ\n"
+                );
+                tracing::warn!("{}", w.trim_end());
+                w
+            } else {
+                String::new()
+            })
+        }
+        _ => Err(unsupported(op, "account")),
     }
 }
 
@@ -380,6 +521,51 @@ fn logicalunit(reg: &Registry, op: &str, req: &Request) -> Result<String> {
         .ok_or_else(|| AdmError::invalid(format!("--lun is required for {what}")))?;
     let t = find_target(reg, tid)?;
     match op {
+        // LUN masking (rtgt's addition): `--op bind --mode logicalunit --tid N --lun L -Q
+        // NAME` makes LUN L visible only to the initiators bound to it.
+        "bind" | "unbind" => {
+            let Some(name) = req.initiator_name.as_deref().filter(|n| !n.is_empty()) else {
+                return Err(AdmError::invalid(format!(
+                    "--initiator-name (-Q) is required for {what} (LUN masking is by initiator name)"
+                )));
+            };
+            if req
+                .initiator_address
+                .as_deref()
+                .is_some_and(|a| !a.is_empty())
+            {
+                return Err(AdmError::invalid(
+                    "LUN masking is by initiator name (-Q) only; addresses belong on the target ACL",
+                ));
+            }
+            if name.chars().any(|c| c.is_whitespace() || c == ',') {
+                return Err(AdmError::invalid(format!(
+                    "invalid initiator name '{name}': it must not contain spaces or commas"
+                )));
+            }
+            let mut names = t.scsi.lun_initiators(lun);
+            let pos = names.iter().position(|n| n.eq_ignore_ascii_case(name));
+            match (op, pos) {
+                ("bind", Some(_)) => {
+                    return Err(AdmError::Exists(format!(
+                        "{name} is already bound to LUN {lun}"
+                    )))
+                }
+                ("bind", None) => names.push(name.to_string()),
+                (_, Some(i)) => {
+                    names.remove(i);
+                }
+                (_, None) => {
+                    return Err(AdmError::NotFound(format!(
+                        "{name} is not bound to LUN {lun}"
+                    )))
+                }
+            }
+            t.scsi
+                .set_lun_initiators(lun, names)
+                .map_err(|e| scsi_err(tid, e))?;
+            Ok(String::new())
+        }
         "new" => {
             if lun == 0 {
                 return Err(AdmError::invalid(
@@ -624,8 +810,23 @@ fn system(reg: &Registry, op: &str, req: &Request) -> Result<String> {
                     }
                     Ok(String::new())
                 }
+                "chap_algorithms" => {
+                    *reg.chap_algorithms.write() = crate::auth::parse_algorithms(value)?;
+                    Ok(String::new())
+                }
+                "max_sessions" => {
+                    reg.max_sessions
+                        .store(parse_limit(name, value)?, Ordering::Release);
+                    Ok(String::new())
+                }
+                "auth_fail_limit" => {
+                    reg.auth_fail_limit
+                        .store(parse_limit(name, value)?, Ordering::Release);
+                    Ok(String::new())
+                }
                 _ => Err(AdmError::invalid(format!(
-                    "unknown system parameter '{name}' (use State or debug)"
+                    "unknown system parameter '{name}' (use State, debug, chap_algorithms, \
+                     max_sessions or auth_fail_limit)"
                 ))),
             }
         }

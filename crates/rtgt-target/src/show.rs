@@ -36,6 +36,16 @@ pub fn target(t: &Target, out: &mut String) {
     for (k, v) in t.iscsi_params() {
         let _ = writeln!(out, "        {k}: {v}");
     }
+    if let Some(algs) = t.chap_algorithms() {
+        let _ = writeln!(
+            out,
+            "        chap_algorithms: {}",
+            crate::auth::algorithm_names(&algs)
+        );
+    }
+    if t.max_sessions() != 0 {
+        let _ = writeln!(out, "        max_sessions: {}", t.max_sessions());
+    }
     // ALUA (SPC-4 5.16): one target port group per portal group tag.
     for (tpg, state) in t.scsi.alua_states() {
         let _ = writeln!(out, "        Target port group {tpg}: {}", state.name());
@@ -96,6 +106,16 @@ pub fn target(t: &Target, out: &mut String) {
             lu.backing_store_flags
         );
         if lu.lun != 0 {
+            let masked = t.scsi.lun_initiators(lu.lun);
+            let _ = writeln!(
+                out,
+                "            Initiators: {}",
+                if masked.is_empty() {
+                    "ALL".to_string()
+                } else {
+                    masked.join(", ")
+                }
+            );
             // rtgt's additions to tgtadm's list: the cache modes and geometry, and what
             // the store has done (so a flush that happened can be seen to have).
             let _ = writeln!(
@@ -118,6 +138,7 @@ pub fn target(t: &Target, out: &mut String) {
         }
     }
     out.push_str("    Account information:\n");
+    t.auth().show(out);
     out.push_str("    ACL information:\n");
     let acl = t.acl();
     for a in &acl.addresses {
@@ -187,5 +208,20 @@ pub fn system(reg: &Registry) -> String {
     for (p, tpgt) in reg.portal_groups() {
         let _ = writeln!(out, "    {}", portal(&p, tpgt));
     }
+    out.push_str("Security:\n");
+    let _ = writeln!(
+        out,
+        "    chap_algorithms: {}",
+        crate::auth::algorithm_names(&reg.chap_algorithms())
+    );
+    let limit = |n: u32| {
+        if n == 0 {
+            "unlimited".to_string()
+        } else {
+            n.to_string()
+        }
+    };
+    let _ = writeln!(out, "    max_sessions: {}", limit(reg.max_sessions()));
+    let _ = writeln!(out, "    auth_fail_limit: {}", limit(reg.auth_fail_limit()));
     out
 }

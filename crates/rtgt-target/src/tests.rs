@@ -184,9 +184,9 @@ fn mode_op_and_driver_errors() {
         "can't find the driver 'iser'",
     );
     err(
-        reg.handle(req("account", "show")),
+        reg.handle(req("account", "update")),
         errno::EOPNOTSUPP,
-        "not supported yet",
+        "not supported in account mode",
     );
     err(
         reg.handle(req("target", "start")),

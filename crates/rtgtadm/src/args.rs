@@ -238,6 +238,7 @@ fn allowed(mode: &str, op: &str) -> Option<&'static str> {
         ("logicalunit", "new") => "tlbEfSyYP",
         ("logicalunit", "delete") => "tl",
         ("logicalunit", "update") => "tlPnv",
+        ("logicalunit", "bind" | "unbind") => "tlQ",
         ("account", "new") => "up",
         ("account", "delete") => "u",
         ("account", "show") => "",
@@ -371,6 +372,7 @@ pub fn parse_args(args: &[String]) -> Result<Command, String> {
                 "update" if g.get('P').is_none() && g.get('n').is_none() => {
                     return Err(format!("--params (-P) is required for {what}"))
                 }
+                "bind" | "unbind" => need('Q')?,
                 _ => {}
             }
         }
@@ -382,7 +384,12 @@ pub fn parse_args(args: &[String]) -> Result<Command, String> {
             need('u')?;
             need('p')?;
         }
-        ("account", "delete" | "bind" | "unbind") => need('u')?,
+        ("account", "delete") => need('u')?,
+        ("account", "bind" | "unbind") => {
+            need('u')?;
+            // Tid 0 is allowed here: it stands for discovery sessions.
+            need('t')?;
+        }
         ("connection", _) => {
             need_tid(&req)?;
             if op == "delete" {
@@ -424,6 +431,8 @@ Targets:
   --mode target --op update --tid N --name state --value ready|offline
   --mode target --op update --tid N --name ISCSI-KEY --value V
         e.g. MaxRecvDataSegmentLength, FirstBurstLength, ImmediateData, HeaderDigest
+  --mode target --op update --tid N --name chap_algorithms --value SHA256,SHA3-256|default
+  --mode target --op update --tid N --name max_sessions --value N   (0: no limit)
 
 Logical units:
   --mode logicalunit --op new --tid N --lun L --backing-store PATH
@@ -431,11 +440,23 @@ Logical units:
         [--device-type disk] [--params key=value,...] [--bsopts size=1G (mem, null)]
   --mode logicalunit --op delete --tid N --lun L
   --mode logicalunit --op update --tid N --lun L --params key=value,...
+  --mode logicalunit --op bind|unbind --tid N --lun L --initiator-name NAME
+        LUN masking: a LUN with names bound is seen only by those initiators
+
+Accounts (CHAP):
+  --mode account --op new --user U --password P
+  --mode account --op delete --user U
+  --mode account --op show
+  --mode account --op bind|unbind --tid N --user U [--outgoing]
+        incoming accounts make CHAP required; --outgoing is the target's own account
+        for mutual CHAP; --tid 0 binds to discovery sessions
 
 System and drivers:
   --mode system --op show
   --mode system --op update --name State --value ready|offline
   --mode system --op update --name debug --value on|off
+  --mode system --op update --name chap_algorithms --value MD5,SHA1,SHA256,SHA3-256
+  --mode system --op update --name max_sessions|auth_fail_limit --value N
   --mode system --op delete [--force]      stop rtgtd
   --mode lld --op show|start|stop
   --mode conn --op show --tid N [--sid S]
@@ -447,7 +468,7 @@ Options:
   -m, --mode MODE             target (tgt), logicalunit (lu), system (sys), lld,
                               connection (conn), portal (pt), account
   -o, --op OP                 new, delete, show, bind, unbind, update, start, stop
-  -t, --tid N                 target id (not 0)
+  -t, --tid N                 target id (not 0; 0 in account bind means discovery)
   -l, --lun L                 logical unit number (LUN 0 is the controller)
   -T, --targetname NAME       iSCSI name (iqn., eui. or naa.; RFC 7143 4.2.7)
   -b, --backing-store PATH    file or block device
@@ -462,7 +483,7 @@ Options:
   -I, --initiator-address A   ALL, an IPv4/IPv6 address, or a CIDR prefix
   -Q, --initiator-name NAME   initiator iSCSI name
   -n, --name NAME / -v, --value VALUE    parameter to update
-  -u, --user / -p, --password / -O, --outgoing   accounts (CHAP; not yet supported)
+  -u, --user / -p, --password / -O, --outgoing   CHAP accounts
   -s, --sid S / -c, --cid C   session and connection ids
   -F, --force                 see target and system delete
   -C, --control-port N        talk to the rtgtd started with -C N (default 0)
@@ -612,8 +633,21 @@ mod tests {
         assert!(error("--op create --mode target").contains("unknown operation: create"));
         assert!(error("--mode target").contains("--op"));
         assert!(error("--op show").contains("--mode"));
-        assert!(error("--op bind --mode lu --tid 1 --lun 1")
+        assert!(error("--op show --mode lu --tid 1 --lun 1")
             .contains("not supported in logicalunit mode"));
+        // LUN masking: bind/unbind a LUN to initiator names.
+        assert!(error("--op bind --mode lu --tid 1 --lun 1").contains("--initiator-name"));
+        let r = request("--op bind --mode lu --tid 1 --lun 2 -Q iqn.2026-01.org.example:i");
+        assert_eq!(
+            r.initiator_name.as_deref(),
+            Some("iqn.2026-01.org.example:i")
+        );
+        // Accounts: tid 0 is discovery.
+        assert_eq!(
+            request("--op bind --mode account --tid 0 --user u").tid,
+            Some(0)
+        );
+        assert!(error("--op bind --mode account --user u").contains("--tid"));
     }
 
     #[test]

@@ -23,7 +23,8 @@ pub struct Options {
     /// iSCSI driver options, comma separated: portal=IP:PORT (repeatable; IPv6 as
     /// [ADDR]:PORT), tpgt=N (the portal group tag of the portal before it, default 1;
     /// each portal group is an ALUA target port group), nop_interval=SECONDS (0 disables
-    /// pings), nop_count=N.
+    /// pings), nop_count=N, login_timeout=SECONDS (a login must be complete within this
+    /// time of connecting, default 30).
     #[arg(long = "iscsi", value_name = "OPTIONS")]
     pub iscsi: Vec<String>,
     /// Control port: a private control socket per instance (`socket.N`).
@@ -50,6 +51,10 @@ pub struct Options {
           default_value_t = rtgt_backstore::pool::DEFAULT_IO_THREADS,
           value_parser = parse_io_threads)]
     pub nr_iothreads: usize,
+    /// Let members of this group (name or number) use the control socket too (mode 0660);
+    /// without it only root and rtgtd's own user may (mode 0600).
+    #[arg(long = "control-group", value_name = "GROUP")]
+    pub control_group: Option<String>,
     /// Append logs to this file (when detached, logs otherwise go nowhere).
     #[arg(long = "log-file", value_name = "PATH")]
     pub log_file: Option<PathBuf>,
@@ -65,6 +70,8 @@ pub struct IscsiOptions {
     pub nop_interval: Option<Duration>,
     /// Unanswered pings before the connection is declared dead.
     pub nop_count: u32,
+    /// A connection must finish its login within this time of connecting.
+    pub login_timeout: Duration,
 }
 
 fn parse_io_threads(s: &str) -> Result<usize, String> {
@@ -92,6 +99,7 @@ impl Options {
         let mut tpgts: Vec<u16> = Vec::new();
         let mut nop_interval = Some(Duration::from_secs(10));
         let mut nop_count = 3;
+        let mut login_timeout = Duration::from_secs(30);
         for group in &self.iscsi {
             for item in group.split(',').filter(|s| !s.is_empty()) {
                 let (k, v) = item
@@ -119,13 +127,19 @@ impl Options {
                             .with_context(|| format!("bad nop_interval '{v}': seconds expected"))?;
                         nop_interval = (n > 0).then(|| Duration::from_secs(n));
                     }
+                    "login_timeout" => {
+                        let n: u64 = v.parse().ok().filter(|n| (1..=3600).contains(n)).with_context(|| {
+                            format!("bad login_timeout '{v}': seconds from 1 to 3600 expected")
+                        })?;
+                        login_timeout = Duration::from_secs(n);
+                    }
                     "nop_count" => {
                         nop_count = v.parse().ok().filter(|&n| n > 0).with_context(|| {
                             format!("bad nop_count '{v}': a positive count expected")
                         })?;
                     }
                     other => bail!(
-                        "unknown --iscsi option '{other}' (known: portal, tpgt, nop_interval, nop_count)"
+                        "unknown --iscsi option '{other}' (known: portal, tpgt, nop_interval, nop_count, login_timeout)"
                     ),
                 }
             }
@@ -144,6 +158,7 @@ impl Options {
             tpgts,
             nop_interval,
             nop_count,
+            login_timeout,
         })
     }
 

@@ -6,7 +6,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rtgt_iscsi::login::{Login, LoginContext, LoginStatus, LoginStep, TargetLogin};
+use rtgt_iscsi::chap::{ChapAuthenticator, ChapConfig};
+use rtgt_iscsi::login::{Authenticator, Login, LoginContext, LoginStatus, LoginStep, TargetLogin};
 use rtgt_iscsi::params::{SessionParams, SessionType, TargetDefaults};
 use rtgt_iscsi::pdu::{op, FrameError, Framer, Pdu, BHS_LEN};
 use rtgt_iscsi::session::{
@@ -23,8 +24,6 @@ use tokio::sync::{mpsc, watch, Notify};
 
 use crate::daemon::{Daemon, SessionHandle, SessionKey};
 
-/// A login must complete within this time, or the connection is dropped.
-const LOGIN_TIMEOUT: Duration = Duration::from_secs(30);
 /// Data segments during login are at most 8192 bytes (RFC 7143 §13.12 default).
 const LOGIN_MAX_DATA: usize = 8192;
 
@@ -58,6 +57,9 @@ struct Ctx<'a> {
     target: Option<Arc<Target>>,
     /// The portal group the connection came in through (RFC 7143 §10.1.1.1).
     tpgt: u16,
+    /// The peer is locked out after failed authentications: CHAP runs as usual but
+    /// no answer is accepted, so the lockout is no oracle.
+    locked_out: bool,
 }
 
 impl LoginContext for Ctx<'_> {
@@ -77,6 +79,17 @@ impl LoginContext for Ctx<'_> {
         if !t.online() {
             return Err(LoginStatus::SERVICE_UNAVAILABLE);
         }
+        // Session limits (RFC 7143 §11.13.5: 03/02 out of resources).
+        let max = t.max_sessions() as usize;
+        if max != 0 && t.session_count() >= max {
+            tracing::warn!(peer = %self.peer, initiator_name, target_name, max, "login refused: target session limit reached");
+            return Err(LoginStatus::OUT_OF_RESOURCES);
+        }
+        let max = self.daemon.registry.max_sessions() as usize;
+        if max != 0 && self.daemon.registry.session_total() >= max {
+            tracing::warn!(peer = %self.peer, initiator_name, target_name, max, "login refused: daemon session limit reached");
+            return Err(LoginStatus::OUT_OF_RESOURCES);
+        }
         let overrides = t.iscsi_params();
         self.target = Some(t);
         Ok(TargetLogin {
@@ -90,10 +103,36 @@ impl LoginContext for Ctx<'_> {
     fn portal_group_tag(&self) -> u16 {
         self.tpgt
     }
+    fn authenticator(
+        &mut self,
+        session_type: SessionType,
+        _target_name: Option<&str>,
+        _initiator_name: &str,
+    ) -> Option<Box<dyn Authenticator>> {
+        let reg = &self.daemon.registry;
+        // Discovery CHAP is configured apart from the targets' (accounts bound to tid 0).
+        let mut cfg: ChapConfig = match (session_type, &self.target) {
+            (SessionType::Discovery, _) => reg.chap_for_discovery()?,
+            (SessionType::Normal, Some(t)) => reg.chap_for_target(t)?,
+            (SessionType::Normal, None) => return None,
+        };
+        if self.locked_out {
+            cfg.incoming.clear();
+        }
+        Some(Box::new(ChapAuthenticator::new(cfg)))
+    }
 }
 
 pub async fn serve(daemon: Arc<Daemon>, stream: TcpStream, peer: SocketAddr, tpgt: u16) {
     let _ = stream.set_nodelay(true);
+    crate::guard::tune_socket(&stream);
+    // Bounded logins in progress, per address and in total: silent or slow connections
+    // cost at most that many sockets until the login timeout reaps them.
+    let Some(slot) = daemon.guard.login_slot(peer.ip()) else {
+        tracing::info!(%peer, "too many connections logging in; closing this one");
+        return;
+    };
+    let locked_out = daemon.guard.locked_out(peer.ip());
     let local = stream.local_addr().unwrap_or(peer);
     let (mut rd, mut wr) = stream.into_split();
     let mut ctx = Ctx {
@@ -101,13 +140,14 @@ pub async fn serve(daemon: Arc<Daemon>, stream: TcpStream, peer: SocketAddr, tpg
         peer,
         target: None,
         tpgt,
+        locked_out,
     };
     let framer = Framer {
         header_digest: false,
         data_digest: false,
         max_data: LOGIN_MAX_DATA,
     };
-    let deadline = Instant::now() + LOGIN_TIMEOUT;
+    let deadline = Instant::now() + daemon.iscsi.login_timeout;
     let mut login = Login::new(TargetDefaults::default());
     let params = loop {
         let left = deadline.saturating_duration_since(Instant::now());
@@ -141,14 +181,58 @@ pub async fn serve(daemon: Arc<Daemon>, stream: TcpStream, peer: SocketAddr, tpg
                 break params;
             }
             LoginStep::Fail(rsp) => {
+                if login_failed(&daemon, &login, peer, locked_out) {
+                    tokio::time::sleep(crate::guard::FAIL_DELAY).await;
+                }
                 let _ = wr.write_all(&rsp.encode(false, false)).await;
                 let _ = wr.shutdown().await;
                 return;
             }
         }
     };
+    drop(slot);
+    if let Some(user) = login.auth_user() {
+        tracing::info!(%peer, initiator = %params.initiator_name, user, "CHAP authentication succeeded");
+    }
     let target = ctx.target.take();
     full_feature(daemon, rd, wr, params, target, peer, local, tpgt).await;
+}
+
+/// Logs a failed login with who and from where, counts authentication failures for the
+/// rate limit. True for an authentication failure, whose answer is held back a little.
+fn login_failed(daemon: &Daemon, login: &Login, peer: SocketAddr, locked_out: bool) -> bool {
+    let p = login.params();
+    let status = login
+        .failure_status()
+        .unwrap_or(LoginStatus::INITIATOR_ERROR);
+    let reason = login.failure_reason().unwrap_or("");
+    let target = p.target_name.as_deref().unwrap_or("");
+    if status == LoginStatus::AUTHENTICATION_FAILURE {
+        tracing::warn!(
+            %peer,
+            initiator = %p.initiator_name,
+            target,
+            %status,
+            "authentication failed: {}",
+            if locked_out { "address locked out after repeated failures" } else { reason }
+        );
+        let limit = daemon.registry.auth_fail_limit();
+        if daemon.guard.auth_failed(peer.ip(), limit) {
+            tracing::warn!(
+                %peer,
+                limit,
+                "{} failed authentications from {} within {}s: refusing its logins for {}s",
+                limit,
+                peer.ip(),
+                crate::guard::FAIL_WINDOW.as_secs(),
+                crate::guard::LOCKOUT.as_secs()
+            );
+        }
+        true
+    } else {
+        tracing::info!(%peer, initiator = %p.initiator_name, target, %status, "login failed: {reason}");
+        false
+    }
 }
 
 /// What comes back to a connection's loop from elsewhere. SCSI completions and task

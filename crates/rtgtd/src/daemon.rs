@@ -26,6 +26,8 @@ pub struct Daemon {
     pub registry: Arc<Registry>,
     pub iscsi: IscsiOptions,
     pub sessions: Mutex<HashMap<SessionKey, SessionHandle>>,
+    /// Logins in progress and failed-authentication rate limiting.
+    pub guard: crate::guard::Guard,
     next_id: AtomicU64,
     next_tsih: AtomicU16,
 }
@@ -111,7 +113,12 @@ pub fn run(opts: Options) -> Result<()> {
         l.set_nonblocking(true)?;
         portals.push(l);
     }
-    let control = listen::bind_control(&socket_path)?;
+    let control_group = opts
+        .control_group
+        .as_deref()
+        .map(listen::resolve_group)
+        .transpose()?;
+    let control = listen::bind_control(&socket_path, control_group)?;
     control.set_nonblocking(true)?;
     let registry = Registry::new();
     registry.set_portal_groups(
@@ -134,6 +141,7 @@ pub fn run(opts: Options) -> Result<()> {
         detach()?;
     }
     init_logging(&opts)?;
+    crate::guard::raise_nofile();
     // After detaching (threads don't survive fork) and before any LUN does I/O.
     rtgt_backstore::pool::init(opts.nr_iothreads);
     rtgt_backstore::uring::warn_if_unavailable();
@@ -142,7 +150,7 @@ pub fn run(opts: Options) -> Result<()> {
         .thread_name("rtgtd")
         .build()
         .context("starting the runtime")?;
-    let result = rt.block_on(serve(registry, iscsi, portals, control));
+    let result = rt.block_on(serve(registry, iscsi, portals, control, control_group));
     let _ = std::fs::remove_file(&socket_path);
     // Don't wait for blocked I/O threads of dead connections.
     rt.shutdown_timeout(std::time::Duration::from_secs(2));
@@ -154,6 +162,7 @@ async fn serve(
     iscsi: IscsiOptions,
     portals: Vec<std::net::TcpListener>,
     control: std::os::unix::net::UnixListener,
+    control_group: Option<u32>,
 ) -> Result<()> {
     // `--op delete --mode sys` asks for shutdown; the control server signals it only
     // after the reply has reached rtgtadm (tgtadm reports success here).
@@ -162,6 +171,7 @@ async fn serve(
         registry: registry.clone(),
         iscsi,
         sessions: Mutex::new(HashMap::new()),
+        guard: crate::guard::Guard::default(),
         next_id: AtomicU64::new(1),
         next_tsih: AtomicU16::new(1),
     });
@@ -187,7 +197,12 @@ async fn serve(
         });
     }
     let control = tokio::net::UnixListener::from_std(control)?;
-    tokio::spawn(control::serve(control, registry, shutdown.clone()));
+    tokio::spawn(control::serve(
+        control,
+        registry,
+        shutdown.clone(),
+        control_group,
+    ));
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
         _ = tokio::signal::ctrl_c() => tracing::info!("interrupted, exiting"),

@@ -22,8 +22,34 @@ pub fn bind_portal(addr: SocketAddr) -> Result<TcpListener> {
     }
 }
 
+/// Resolves `--control-group` (a group name or number) to a gid.
+pub fn resolve_group(g: &str) -> Result<u32> {
+    if let Ok(n) = g.parse::<u32>() {
+        return Ok(n);
+    }
+    let c = std::ffi::CString::new(g).map_err(|_| anyhow!("control group {g:?}: bad name"))?;
+    // SAFETY: getgrnam with a valid C string; the result is read before any other call.
+    let gr = unsafe { libc::getgrnam(c.as_ptr()) };
+    if gr.is_null() {
+        bail!("control group {g}: no such group");
+    }
+    // SAFETY: non-null result of getgrnam.
+    Ok(unsafe { (*gr).gr_gid })
+}
+
+fn chown_group(path: &Path, gid: u32) -> Result<()> {
+    std::os::unix::fs::chown(path, None, Some(gid)).map_err(|e| {
+        anyhow!(
+            "control socket {}: cannot give it to group {gid}: {e}",
+            path.display()
+        )
+    })
+}
+
 /// Binds the control socket, replacing a stale socket file but never a live daemon's.
-pub fn bind_control(path: &Path) -> Result<UnixListener> {
+/// The socket is 0600 (root, or rtgtd's own user), or 0660 owned by `group` when one is
+/// configured; the file mode is set before anyone can connect (umask at bind time).
+pub fn bind_control(path: &Path, group: Option<u32>) -> Result<UnixListener> {
     if let Some(dir) = path.parent() {
         if !dir.as_os_str().is_empty() && !dir.exists() {
             std::fs::create_dir_all(dir).map_err(|e| {
@@ -33,8 +59,12 @@ pub fn bind_control(path: &Path) -> Result<UnixListener> {
                     dir.display()
                 )
             })?;
-            // The directory holds only control sockets: owner only.
-            let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
+            // The directory holds only control sockets: owner only (and the group).
+            let mode = if group.is_some() { 0o750 } else { 0o700 };
+            let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode));
+            if let Some(gid) = group {
+                chown_group(dir, gid)?;
+            }
         }
     }
     if path.exists() {
@@ -51,10 +81,21 @@ pub fn bind_control(path: &Path) -> Result<UnixListener> {
             )
         })?;
     }
-    let l =
-        UnixListener::bind(path).map_err(|e| anyhow!("control socket {}: {e}", path.display()))?;
-    // Only the owner (root) may configure the daemon.
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+    // No window in which the socket exists with looser permissions than intended.
+    // SAFETY: umask only changes this process's file creation mask.
+    let old = unsafe { libc::umask(0o177) };
+    let l = UnixListener::bind(path);
+    // SAFETY: as above.
+    unsafe { libc::umask(old) };
+    let l = l.map_err(|e| anyhow!("control socket {}: {e}", path.display()))?;
+    let mode = match group {
+        Some(gid) => {
+            chown_group(path, gid)?;
+            0o660
+        }
+        None => 0o600,
+    };
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
         .map_err(|e| anyhow!("control socket {}: {e}", path.display()))?;
     Ok(l)
 }

@@ -5,6 +5,7 @@ mod conn;
 mod control;
 mod daemon;
 mod demo;
+mod guard;
 mod listen;
 
 use std::process::ExitCode;

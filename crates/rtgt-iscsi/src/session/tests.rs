@@ -286,3 +286,36 @@ fn unsolicited_data_of_a_held_command_waits_for_it() {
     assert_eq!(execs[1].itt, 2);
     assert_eq!(execs[1].data_out, vec![9; 512]);
 }
+
+#[test]
+fn immediate_commands_past_the_task_bound_get_task_set_full() {
+    // Immediate commands bypass the CmdSN window; writes waiting for data stay in the
+    // session, so without a bound a peer could make it hold any number of them.
+    let mut s = Session::new(SessionConfig {
+        initial_r2t: true,
+        ..cfg()
+    });
+    let mut full = 0;
+    for itt in 0..(MAX_TASKS as u32 + 50) {
+        let mut p = scsi_cmd(itt, 10, 0x80 | 0x20 | 1, 4096, vec![]);
+        p.bhs[32] = 0x2a;
+        p.set_immediate(true);
+        let mut out = Vec::new();
+        s.on_pdu(p, &mut out);
+        if sent(&out)
+            .iter()
+            .any(|r| r.opcode() == op::SCSI_RSP && r.bhs[3] == 0x28)
+        {
+            full += 1;
+        }
+    }
+    assert_eq!(full, 50);
+    assert_eq!(s.tasks_in_flight(), MAX_TASKS);
+    // A huge expected length is refused outright.
+    let mut out = Vec::new();
+    s.on_pdu(
+        scsi_cmd(9999, 10, 0x80 | 0x20 | 1, MAX_EDTL + 1, vec![]),
+        &mut out,
+    );
+    assert!(sent(&out).iter().any(|r| r.opcode() == op::REJECT));
+}

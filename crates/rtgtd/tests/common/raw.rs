@@ -373,3 +373,172 @@ pub fn normal_keys<'a>(target: &'a str, extra: &[(&'a str, &'a str)]) -> Vec<(&'
     }
     keys
 }
+
+/// The initiator's side of a CHAP login (RFC 7143 §12.1.3).
+pub struct Chap<'a> {
+    pub user: &'a str,
+    pub secret: &'a [u8],
+    /// CHAP_A offer, e.g. "7" or "8,7,5".
+    pub algorithms: &'a str,
+    /// Mutual CHAP: the target's expected name and secret.
+    pub target: Option<(&'a str, &'a [u8])>,
+}
+
+impl RawConn {
+    /// Logs in through the security stage with CHAP, then the operational stage with
+    /// `keys` (which must hold InitiatorName, and TargetName or SessionType=Discovery).
+    /// `Err(status)` when a Login Response carries a non-zero status; panics if the
+    /// target's mutual answer is wrong.
+    pub fn chap_login(&mut self, keys: &[(&str, &str)], chap: &Chap) -> Result<(), u16> {
+        use rtgt_iscsi::chap::{parse_chap_i, ChapAlgorithm};
+        use rtgt_iscsi::keys::{encode_hex, parse_binary};
+        let sec = |t: bool| login_flags(t, 0, 1);
+        let get = |r: &Pdu, k: &str| {
+            parse_keys(&r.data)
+                .into_iter()
+                .find(|(kk, _)| kk == k)
+                .map(|(_, v)| v)
+        };
+        let mut first: Vec<(&str, &str)> = keys
+            .iter()
+            .copied()
+            .filter(|(k, _)| matches!(*k, "InitiatorName" | "TargetName" | "SessionType"))
+            .collect();
+        first.push(("AuthMethod", "CHAP"));
+        let r = self.login_step(sec(false), keys_data(&first));
+        if r.u16_at(36) != 0 {
+            return Err(r.u16_at(36));
+        }
+        assert_eq!(get(&r, "AuthMethod").as_deref(), Some("CHAP"), "{r:?}");
+        let r = self.login_step(sec(false), keys_data(&[("CHAP_A", chap.algorithms)]));
+        if r.u16_at(36) != 0 {
+            return Err(r.u16_at(36));
+        }
+        let alg: u32 = get(&r, "CHAP_A").expect("CHAP_A").parse().unwrap();
+        let alg = ChapAlgorithm::from_code(alg).expect("known CHAP_A");
+        let id = parse_chap_i(&get(&r, "CHAP_I").expect("CHAP_I")).unwrap();
+        let c = parse_binary(&get(&r, "CHAP_C").expect("CHAP_C")).unwrap();
+        let resp = encode_hex(&alg.response(id, chap.secret, &c));
+        let my_c: Vec<u8> = (0..alg.digest_len() as u8).map(|i| i ^ 0x5c).collect();
+        let my_c_hex = encode_hex(&my_c);
+        let mut ans = vec![("CHAP_N", chap.user), ("CHAP_R", resp.as_str())];
+        if chap.target.is_some() {
+            ans.push(("CHAP_I", "0x2a"));
+            ans.push(("CHAP_C", my_c_hex.as_str()));
+        }
+        let r = self.login_step(sec(true), keys_data(&ans));
+        if r.u16_at(36) != 0 {
+            return Err(r.u16_at(36));
+        }
+        if let Some((tuser, tsecret)) = chap.target {
+            assert_eq!(get(&r, "CHAP_N").as_deref(), Some(tuser));
+            let r2 = parse_binary(&get(&r, "CHAP_R").expect("mutual CHAP_R")).unwrap();
+            assert_eq!(
+                r2,
+                alg.response(42, tsecret, &my_c),
+                "the target's CHAP_R is wrong"
+            );
+        }
+        assert!(r.flags() & 0x80 != 0, "no transit after CHAP: {r:?}");
+        // Operational stage.
+        let mut data = keys_data(keys);
+        for _ in 0..8 {
+            let r = self.login_step(login_flags(true, 1, 3), std::mem::take(&mut data));
+            if r.u16_at(36) != 0 {
+                return Err(r.u16_at(36));
+            }
+            if r.flags() & 0x80 != 0 && r.flags() & 3 == 3 {
+                self.cmd_sn = r.exp_cmd_sn();
+                return Ok(());
+            }
+        }
+        panic!("the target never moved to full feature phase");
+    }
+
+    /// Like [`login`](Self::login) but returns the status instead of panicking.
+    pub fn try_login(&mut self, keys: &[(&str, &str)]) -> Result<(), u16> {
+        let mut data = keys_data(keys);
+        for _ in 0..8 {
+            let r = self.login_step(login_flags(true, 1, 3), std::mem::take(&mut data));
+            if r.u16_at(36) != 0 {
+                return Err(r.u16_at(36));
+            }
+            if r.flags() & 0x80 != 0 && r.flags() & 3 == 3 {
+                self.cmd_sn = r.exp_cmd_sn();
+                return Ok(());
+            }
+        }
+        panic!("the target never moved to full feature phase");
+    }
+
+    /// Connects from a chosen local address (e.g. 127.0.0.2, to test address ACLs).
+    pub fn connect_from(local: &str, port: u16) -> RawConn {
+        let sock = socket2_connect(local, port);
+        RawConn::from_stream(sock)
+    }
+
+    /// A raw initiator on an already connected stream.
+    pub fn from_stream(stream: TcpStream) -> RawConn {
+        stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+        stream.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
+        stream.set_nodelay(true).unwrap();
+        RawConn {
+            stream,
+            header_digest: false,
+            data_digest: false,
+            isid: next_isid(),
+            tsih: 0,
+            itt: 0x100,
+            cmd_sn: 1,
+            exp_stat_sn: 0,
+            stray: Vec::new(),
+        }
+    }
+
+    /// A text exchange: SendTargets=All on a discovery session; returns the keys.
+    pub fn send_targets(&mut self) -> Vec<(String, String)> {
+        let mut p = Pdu::new(op::TEXT_REQ);
+        p.set_immediate(true);
+        p.set_flags(0x80);
+        let itt = self.next_itt();
+        p.set_itt(itt);
+        p.set_u32(20, 0xffff_ffff);
+        p.set_u32(24, self.cmd_sn);
+        p.set_u32(28, self.exp_stat_sn);
+        p.data = keys_data(&[("SendTargets", "All")]);
+        self.send(&p);
+        let r = self.recv();
+        assert_eq!(r.opcode(), op::TEXT_RSP, "{r:?}");
+        self.exp_stat_sn = r.stat_sn().wrapping_add(1);
+        parse_keys(&r.data)
+    }
+}
+
+/// A TCP connection to 127.0.0.1:`port` from local address `local` (port 0).
+fn socket2_connect(local: &str, port: u16) -> TcpStream {
+    use std::os::fd::FromRawFd;
+    let local: std::net::Ipv4Addr = local.parse().unwrap();
+    // SAFETY: plain socket/bind/connect on a fresh fd that the TcpStream then owns.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        assert!(fd >= 0);
+        let mut sa: libc::sockaddr_in = std::mem::zeroed();
+        sa.sin_family = libc::AF_INET as libc::sa_family_t;
+        sa.sin_addr.s_addr = u32::from(local).to_be();
+        let r = libc::bind(
+            fd,
+            (&sa as *const libc::sockaddr_in).cast(),
+            std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+        );
+        assert_eq!(r, 0, "bind {local}: {}", std::io::Error::last_os_error());
+        sa.sin_addr.s_addr = u32::from(std::net::Ipv4Addr::LOCALHOST).to_be();
+        sa.sin_port = port.to_be();
+        let r = libc::connect(
+            fd,
+            (&sa as *const libc::sockaddr_in).cast(),
+            std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+        );
+        assert_eq!(r, 0, "connect: {}", std::io::Error::last_os_error());
+        TcpStream::from_raw_fd(fd)
+    }
+}

@@ -316,7 +316,11 @@ impl Daemon {
                     self.log()
                 );
             }
-            if port_accepts(self.port) {
+            // Our own control socket must exist too: a port that accepts could belong to
+            // another daemon (a parallel test's), while the socket in our private run
+            // directory can only be this daemon's, bound after its portals.
+            let sock = self.run_dir.join(format!("socket.{}", self.ctl));
+            if sock.exists() && port_accepts(self.port) {
                 return;
             }
             if Instant::now() > deadline {

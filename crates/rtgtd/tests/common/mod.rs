@@ -363,6 +363,10 @@ impl Daemon {
     /// As [`adm`](Self::adm), failing the test unless it succeeds; returns stdout.
     pub fn adm_ok(&self, args: &[&str]) -> String {
         let o = self.adm(args);
+        if !o.status.success() {
+            // The daemon's side of the story, for a failure that only shows under load.
+            eprintln!("rtgtd log:\n{}", self.log());
+        }
         check(&format!("rtgtadm {}", args.join(" ")), &o)
     }
 

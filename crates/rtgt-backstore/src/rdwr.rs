@@ -14,7 +14,22 @@ use crate::{
     pool, sys, BackingStore, Capabilities, Counters, Extent, IoStats, OpenError, OpenOptions,
 };
 
+/// Buffered writes waiting for the store's writer (see [`RdwrStore::write_buffered`]).
+#[derive(Default)]
+struct WriteQueue {
+    jobs: Vec<WriteJob>,
+    /// A pool thread is draining the queue (or about to).
+    draining: bool,
+}
+
+struct WriteJob {
+    buf: Vec<u8>,
+    offset: u64,
+    done: tokio::sync::oneshot::Sender<io::Result<Vec<u8>>>,
+}
+
 pub struct RdwrStore {
+    queue: Arc<parking_lot::Mutex<WriteQueue>>,
     file: Arc<File>,
     /// Changes with online resize or a file grown behind our back.
     size: AtomicU64,
@@ -28,6 +43,7 @@ impl RdwrStore {
     pub fn open(opts: &OpenOptions) -> Result<Self, OpenError> {
         let o = sys::open_backing(opts)?;
         Ok(Self {
+            queue: Arc::default(),
             file: Arc::new(o.file),
             size: AtomicU64::new(o.size),
             caps: o.caps,
@@ -39,6 +55,9 @@ impl RdwrStore {
     async fn write_inner(&self, buf: Vec<u8>, offset: u64, durable: bool) -> io::Result<Vec<u8>> {
         if self.caps.read_only {
             return Err(io::Error::from(io::ErrorKind::PermissionDenied));
+        }
+        if !self.caps.direct && !durable {
+            return self.write_buffered(buf, offset).await;
         }
         let file = self.file.clone();
         let direct = self.caps.direct;
@@ -64,6 +83,53 @@ impl RdwrStore {
         .await?;
         self.counters.write(durable);
         Ok(buf)
+    }
+}
+
+impl RdwrStore {
+    /// A write into the page cache is a memory copy of a few microseconds, far less than
+    /// waking an I/O thread for it. Writes queue up here and one pool thread at a time
+    /// drains the queue, so a burst of N writes costs one wake-up instead of N; writes
+    /// that arrive while it runs join the same pass.
+    async fn write_buffered(&self, buf: Vec<u8>, offset: u64) -> io::Result<Vec<u8>> {
+        let (done, result) = tokio::sync::oneshot::channel();
+        let start = {
+            let mut q = self.queue.lock();
+            q.jobs.push(WriteJob { buf, offset, done });
+            !std::mem::replace(&mut q.draining, true)
+        };
+        if start {
+            let queue = self.queue.clone();
+            let file = self.file.clone();
+            let counters = self.counters.clone();
+            let r = pool::spawn(move || {
+                let mut jobs = Vec::new();
+                loop {
+                    {
+                        let mut q = queue.lock();
+                        if q.jobs.is_empty() {
+                            q.draining = false;
+                            return;
+                        }
+                        std::mem::swap(&mut jobs, &mut q.jobs);
+                    }
+                    for j in jobs.drain(..) {
+                        let r = file.write_all_at(&j.buf, j.offset).map(|()| j.buf);
+                        if r.is_ok() {
+                            counters.write(false);
+                        }
+                        let _ = j.done.send(r);
+                    }
+                }
+            });
+            if let Err(e) = r {
+                self.queue.lock().draining = false;
+                return Err(e);
+            }
+        }
+        result
+            .await
+            .map_err(|_| io::Error::other("I/O thread panicked"))?
     }
 }
 

@@ -50,6 +50,11 @@ pub struct Options {
           default_value_t = rtgt_backstore::pool::DEFAULT_IO_THREADS,
           value_parser = parse_io_threads)]
     pub nr_iothreads: usize,
+    /// Reactor threads serving iSCSI connections, each with its own event loop; new
+    /// connections are dealt to them in turn. Default: one per CPU. 0 puts every
+    /// connection on one work-stealing pool instead (tokio's multi-thread scheduler).
+    #[arg(long = "reactors", value_name = "N")]
+    pub reactors: Option<usize>,
     /// Append logs to this file (when detached, logs otherwise go nowhere).
     #[arg(long = "log-file", value_name = "PATH")]
     pub log_file: Option<PathBuf>,

@@ -28,8 +28,25 @@ struct WriteJob {
     done: tokio::sync::oneshot::Sender<io::Result<Vec<u8>>>,
 }
 
+/// An inline write slower than this means the page cache is pushing back (dirty page
+/// throttling, a journal commit): writes then go through the pool for [`SLOW_BACKOFF`].
+const SLOW_WRITE: std::time::Duration = std::time::Duration::from_micros(500);
+const SLOW_BACKOFF: std::time::Duration = std::time::Duration::from_secs(1);
+/// Larger buffered writes always go through the pool.
+const INLINE_WRITE_MAX: usize = 128 * 1024;
+
+fn clock() -> u64 {
+    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    START
+        .get_or_init(std::time::Instant::now)
+        .elapsed()
+        .as_micros() as u64
+}
+
 pub struct RdwrStore {
     queue: Arc<parking_lot::Mutex<WriteQueue>>,
+    /// Until this time (µs of [`clock`]) buffered writes are not done inline.
+    inline_after: AtomicU64,
     file: Arc<File>,
     /// Changes with online resize or a file grown behind our back.
     size: AtomicU64,
@@ -44,6 +61,7 @@ impl RdwrStore {
         let o = sys::open_backing(opts)?;
         Ok(Self {
             queue: Arc::default(),
+            inline_after: AtomicU64::new(0),
             file: Arc::new(o.file),
             size: AtomicU64::new(o.size),
             caps: o.caps,
@@ -92,6 +110,21 @@ impl RdwrStore {
     /// drains the queue, so a burst of N writes costs one wake-up instead of N; writes
     /// that arrive while it runs join the same pass.
     async fn write_buffered(&self, buf: Vec<u8>, offset: u64) -> io::Result<Vec<u8>> {
+        // Small writes into the page cache are done right here while they stay fast:
+        // the copy costs less than any hand-off. The first slow one (the kernel
+        // throttling dirty pages) sends writes back to the pool for a while, so a
+        // congested disk never holds the connection's thread for long.
+        if buf.len() <= INLINE_WRITE_MAX && clock() >= self.inline_after.load(Ordering::Relaxed) {
+            let t = std::time::Instant::now();
+            let r = self.file.write_all_at(&buf, offset);
+            if t.elapsed() > SLOW_WRITE {
+                self.inline_after
+                    .store(clock() + SLOW_BACKOFF.as_micros() as u64, Ordering::Relaxed);
+            }
+            r?;
+            self.counters.write(false);
+            return Ok(buf);
+        }
         let (done, result) = tokio::sync::oneshot::channel();
         let start = {
             let mut q = self.queue.lock();

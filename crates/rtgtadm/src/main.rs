@@ -116,7 +116,9 @@ fn exchange(
         }
     }
     serde_json::from_str(answer.trim_end()).map_err(|e| {
-        eprintln!("rtgtadm: malformed answer from rtgtd ({e}); are rtgtadm and rtgtd the same version?");
+        eprintln!(
+            "rtgtadm: malformed answer from rtgtd ({e}); are rtgtadm and rtgtd the same version?"
+        );
         EIO
     })
 }
@@ -183,7 +185,10 @@ fn batch(argv: &[String]) -> Option<i32> {
                 return Some(EINVAL);
             }
         };
-        let words = if words.first().is_some_and(|w| w == "rtgtadm" || w == "tgtadm") {
+        let words = if words
+            .first()
+            .is_some_and(|w| w == "rtgtadm" || w == "tgtadm")
+        {
             &words[1..]
         } else {
             &words[..]

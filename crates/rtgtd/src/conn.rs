@@ -564,7 +564,7 @@ struct InputBuffer {
     end: usize,
 }
 
-const INPUT_MIN: usize = 16 * 1024;
+const INPUT_MIN: usize = 4 * 1024;
 const INPUT_GROW_LIMIT: usize = 256 * 1024;
 
 impl InputBuffer {

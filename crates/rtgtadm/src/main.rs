@@ -252,20 +252,6 @@ fn split_words(line: &str) -> Result<Vec<String>, String> {
     Ok(words)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::split_words;
-
-    #[test]
-    fn words_split_at_spaces_and_group_in_quotes() {
-        assert_eq!(
-            split_words(r#"--op new  -T 'a b' --params "x=1,y=2"c"#).unwrap(),
-            ["--op", "new", "-T", "a b", "--params", "x=1,y=2c"]
-        );
-        assert!(split_words("'open").is_err());
-    }
-}
-
 /// After `--op delete --mode system`, wait (as tgtadm does) until the daemon has stopped
 /// accepting control connections, so a script's next step sees it gone.
 fn wait_until_gone(socket: &Path) {
@@ -280,4 +266,18 @@ fn wait_until_gone(socket: &Path) {
         "rtgtadm: rtgtd accepted the shutdown request but is still listening on {}",
         socket.display()
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split_words;
+
+    #[test]
+    fn words_split_at_spaces_and_group_in_quotes() {
+        assert_eq!(
+            split_words(r#"--op new  -T 'a b' --params "x=1,y=2"c"#).unwrap(),
+            ["--op", "new", "-T", "a b", "--params", "x=1,y=2c"]
+        );
+        assert!(split_words("'open").is_err());
+    }
 }

@@ -32,7 +32,7 @@ struct WriteJob {
 /// throttling, a journal commit): writes then go through the pool for [`SLOW_BACKOFF`].
 const SLOW_WRITE: std::time::Duration = std::time::Duration::from_micros(500);
 const SLOW_BACKOFF: std::time::Duration = std::time::Duration::from_secs(1);
-/// Larger buffered writes always go through the pool.
+/// Larger buffered reads and writes always go through the pool.
 const INLINE_WRITE_MAX: usize = 128 * 1024;
 
 fn clock() -> u64 {
@@ -232,7 +232,9 @@ impl BackingStore for RdwrStore {
         // than the round trip through an I/O thread (two context switches and wake-ups).
         // Only what is not cached goes to the pool, so the caller's thread never waits
         // for the disk.
-        let cached = if direct {
+        // Large reads go to the pool whole: there the copy overlaps with sending the
+        // previous one instead of holding the connection's thread.
+        let cached = if direct || buf.len() > INLINE_WRITE_MAX {
             0
         } else {
             sys::pread_cached(&self.file, &mut buf, offset)

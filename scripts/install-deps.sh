@@ -11,6 +11,7 @@
 #   python3           the conformance runner
 #   strace            the backing-store tests watch rtgtd's flush system calls with it
 #   mount (losetup)   loop devices for the block-device backing-store tests
+#   iperf3            bench/: the loopback TCP ceiling the sequential read is held against
 # Works as root without a terminal (CI=true, no stdin); uses sudo otherwise.
 set -euo pipefail
 SUDO=""
@@ -26,6 +27,7 @@ command -v tgtd >/dev/null 2>&1 || need+=(tgt)
 command -v python3 >/dev/null 2>&1 || need+=(python3)
 command -v strace >/dev/null 2>&1 || need+=(strace)
 command -v losetup >/dev/null 2>&1 || need+=(mount)
+command -v iperf3 >/dev/null 2>&1 || need+=(iperf3)
 command -v cc >/dev/null 2>&1 || need+=(build-essential)
 command -v curl >/dev/null 2>&1 || need+=(curl ca-certificates)
 

@@ -83,6 +83,14 @@ where
         .map_err(|_| std::io::Error::other("I/O thread panicked"))?
 }
 
+/// Runs `f` on a pool thread without waiting for it.
+pub fn spawn(f: impl FnOnce() + Send + 'static) -> std::io::Result<()> {
+    pool()
+        .tx
+        .send(Box::new(f))
+        .map_err(|_| std::io::Error::other("I/O pool stopped"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -14,7 +14,39 @@ use crate::{
     pool, sys, BackingStore, Capabilities, Counters, Extent, IoStats, OpenError, OpenOptions,
 };
 
+/// Buffered writes waiting for the store's writer (see [`RdwrStore::write_buffered`]).
+#[derive(Default)]
+struct WriteQueue {
+    jobs: Vec<WriteJob>,
+    /// A pool thread is draining the queue (or about to).
+    draining: bool,
+}
+
+struct WriteJob {
+    buf: Vec<u8>,
+    offset: u64,
+    done: tokio::sync::oneshot::Sender<io::Result<Vec<u8>>>,
+}
+
+/// An inline write slower than this means the page cache is pushing back (dirty page
+/// throttling, a journal commit): writes then go through the pool for [`SLOW_BACKOFF`].
+const SLOW_WRITE: std::time::Duration = std::time::Duration::from_micros(500);
+const SLOW_BACKOFF: std::time::Duration = std::time::Duration::from_secs(1);
+/// Larger buffered reads and writes always go through the pool.
+const INLINE_WRITE_MAX: usize = 128 * 1024;
+
+fn clock() -> u64 {
+    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    START
+        .get_or_init(std::time::Instant::now)
+        .elapsed()
+        .as_micros() as u64
+}
+
 pub struct RdwrStore {
+    queue: Arc<parking_lot::Mutex<WriteQueue>>,
+    /// Until this time (µs of [`clock`]) buffered writes are not done inline.
+    inline_after: AtomicU64,
     file: Arc<File>,
     /// Changes with online resize or a file grown behind our back.
     size: AtomicU64,
@@ -28,6 +60,8 @@ impl RdwrStore {
     pub fn open(opts: &OpenOptions) -> Result<Self, OpenError> {
         let o = sys::open_backing(opts)?;
         Ok(Self {
+            queue: Arc::default(),
+            inline_after: AtomicU64::new(0),
             file: Arc::new(o.file),
             size: AtomicU64::new(o.size),
             caps: o.caps,
@@ -39,6 +73,9 @@ impl RdwrStore {
     async fn write_inner(&self, buf: Vec<u8>, offset: u64, durable: bool) -> io::Result<Vec<u8>> {
         if self.caps.read_only {
             return Err(io::Error::from(io::ErrorKind::PermissionDenied));
+        }
+        if !self.caps.direct && !durable {
+            return self.write_buffered(buf, offset).await;
         }
         let file = self.file.clone();
         let direct = self.caps.direct;
@@ -64,6 +101,68 @@ impl RdwrStore {
         .await?;
         self.counters.write(durable);
         Ok(buf)
+    }
+}
+
+impl RdwrStore {
+    /// A write into the page cache is a memory copy of a few microseconds, far less than
+    /// waking an I/O thread for it. Writes queue up here and one pool thread at a time
+    /// drains the queue, so a burst of N writes costs one wake-up instead of N; writes
+    /// that arrive while it runs join the same pass.
+    async fn write_buffered(&self, buf: Vec<u8>, offset: u64) -> io::Result<Vec<u8>> {
+        // Small writes into the page cache are done right here while they stay fast:
+        // the copy costs less than any hand-off. The first slow one (the kernel
+        // throttling dirty pages) sends writes back to the pool for a while, so a
+        // congested disk never holds the connection's thread for long.
+        if buf.len() <= INLINE_WRITE_MAX && clock() >= self.inline_after.load(Ordering::Relaxed) {
+            let t = std::time::Instant::now();
+            let r = self.file.write_all_at(&buf, offset);
+            if t.elapsed() > SLOW_WRITE {
+                self.inline_after
+                    .store(clock() + SLOW_BACKOFF.as_micros() as u64, Ordering::Relaxed);
+            }
+            r?;
+            self.counters.write(false);
+            return Ok(buf);
+        }
+        let (done, result) = tokio::sync::oneshot::channel();
+        let start = {
+            let mut q = self.queue.lock();
+            q.jobs.push(WriteJob { buf, offset, done });
+            !std::mem::replace(&mut q.draining, true)
+        };
+        if start {
+            let queue = self.queue.clone();
+            let file = self.file.clone();
+            let counters = self.counters.clone();
+            let r = pool::spawn(move || {
+                let mut jobs = Vec::new();
+                loop {
+                    {
+                        let mut q = queue.lock();
+                        if q.jobs.is_empty() {
+                            q.draining = false;
+                            return;
+                        }
+                        std::mem::swap(&mut jobs, &mut q.jobs);
+                    }
+                    for j in jobs.drain(..) {
+                        let r = file.write_all_at(&j.buf, j.offset).map(|()| j.buf);
+                        if r.is_ok() {
+                            counters.write(false);
+                        }
+                        let _ = j.done.send(r);
+                    }
+                }
+            });
+            if let Err(e) = r {
+                self.queue.lock().draining = false;
+                return Err(e);
+            }
+        }
+        result
+            .await
+            .map_err(|_| io::Error::other("I/O thread panicked"))?
     }
 }
 
@@ -128,13 +227,28 @@ impl BackingStore for RdwrStore {
         self.counters.snapshot()
     }
     async fn read_at(&self, mut buf: Vec<u8>, offset: u64) -> io::Result<Vec<u8>> {
-        let file = self.file.clone();
         let direct = self.caps.direct;
+        // Page-cache hits are read right here: a copy of a few microseconds costs less
+        // than the round trip through an I/O thread (two context switches and wake-ups).
+        // Only what is not cached goes to the pool, so the caller's thread never waits
+        // for the disk.
+        // Large reads go to the pool whole: there the copy overlaps with sending the
+        // previous one instead of holding the connection's thread.
+        let cached = if direct || buf.len() > INLINE_WRITE_MAX {
+            0
+        } else {
+            sys::pread_cached(&self.file, &mut buf, offset)
+        };
+        if cached == buf.len() {
+            self.counters.read();
+            return Ok(buf);
+        }
+        let file = self.file.clone();
         let buf = pool::run(move || {
             if direct {
                 read_direct(&file, &mut buf, offset)?;
             } else {
-                read_full(&file, &mut buf, offset)?;
+                read_full(&file, &mut buf[cached..], offset + cached as u64)?;
             }
             Ok(buf)
         })

@@ -170,6 +170,27 @@ pub fn unsupported(e: &io::Error) -> bool {
     )
 }
 
+/// preadv2 with RWF_NOWAIT: reads only what the page cache holds, without waiting for
+/// the disk. Returns how many bytes it read from the start of `buf` (0 when the first
+/// page is not cached, the kernel cannot tell, or `offset` is at the end of the file).
+pub fn pread_cached(file: &File, buf: &mut [u8], offset: u64) -> usize {
+    let iov = libc::iovec {
+        iov_base: buf.as_mut_ptr() as *mut libc::c_void,
+        iov_len: buf.len(),
+    };
+    // SAFETY: iov points into `buf`, valid and writable for the call.
+    let n = unsafe {
+        libc::preadv2(
+            file.as_raw_fd(),
+            &iov,
+            1,
+            offset as libc::off_t,
+            libc::RWF_NOWAIT,
+        )
+    };
+    n.max(0) as usize
+}
+
 /// pwritev2 with RWF_DSYNC: the per-write equivalent of O_DSYNC, so a FUA write is
 /// durable without flushing the rest of the file. Writes all of `buf`.
 pub fn pwrite_dsync(file: &File, mut buf: &[u8], mut offset: u64) -> io::Result<()> {

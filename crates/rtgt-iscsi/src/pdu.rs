@@ -219,16 +219,7 @@ impl Pdu {
 
     /// Appends the PDU's wire form to `out`; lengths are taken from the segments.
     pub fn encode_into(&self, out: &mut Vec<u8>, header_digest: bool, data_digest: bool) {
-        let start = out.len();
-        out.extend_from_slice(&self.bhs);
-        out[start + 4] = (self.ahs.len() / 4) as u8;
-        let n = self.data.len() as u32;
-        out[start + 5..start + 8].copy_from_slice(&n.to_be_bytes()[1..]);
-        out.extend_from_slice(&self.ahs);
-        if header_digest {
-            let d = crc32c::crc32c(&out[start..]);
-            out.extend_from_slice(&d.to_le_bytes());
-        }
+        self.encode_header_into(out, self.data.len(), header_digest);
         if !self.data.is_empty() {
             let ds = out.len();
             out.extend_from_slice(&self.data);
@@ -240,10 +231,37 @@ impl Pdu {
         }
     }
 
+    /// Appends the BHS (with TotalAHSLength and a DataSegmentLength of `data_len`), the
+    /// AHS and the header digest: everything before the data segment, which the caller
+    /// sends from wherever it is (followed by [`segment_trailer`]).
+    pub fn encode_header_into(&self, out: &mut Vec<u8>, data_len: usize, header_digest: bool) {
+        let start = out.len();
+        out.extend_from_slice(&self.bhs);
+        out[start + 4] = (self.ahs.len() / 4) as u8;
+        let n = data_len as u32;
+        out[start + 5..start + 8].copy_from_slice(&n.to_be_bytes()[1..]);
+        out.extend_from_slice(&self.ahs);
+        if header_digest {
+            let d = crc32c::crc32c(&out[start..]);
+            out.extend_from_slice(&d.to_le_bytes());
+        }
+    }
+
     pub fn encode(&self, header_digest: bool, data_digest: bool) -> Vec<u8> {
         let mut v = Vec::with_capacity(self.wire_len(header_digest, data_digest));
         self.encode_into(&mut v, header_digest, data_digest);
         v
+    }
+}
+
+/// Appends what follows a data segment sent on its own: the padding to a multiple of 4
+/// and, with data digests, the CRC32C of segment and padding (RFC 7143 §11.1).
+pub fn segment_trailer(out: &mut Vec<u8>, data: &[u8], data_digest: bool) {
+    let pad = pad4(data.len()) - data.len();
+    out.extend_from_slice(&[0u8; 3][..pad]);
+    if data_digest {
+        let d = crc32c::crc32c_append(crc32c::crc32c(data), &[0u8; 3][..pad]);
+        out.extend_from_slice(&d.to_le_bytes());
     }
 }
 
@@ -356,6 +374,26 @@ mod tests {
         let q = f.parse(bhs, &wire[48..]).unwrap();
         assert_eq!(q.itt(), 0x1234);
         assert_eq!(q.data, vec![1, 2, 3, 4, 5]);
+    }
+
+    #[test]
+    fn header_and_trailer_around_a_segment_equal_encode() {
+        for len in [0usize, 1, 2, 3, 4, 4096, 4097] {
+            for (hd, dd) in [(false, false), (true, true), (true, false), (false, true)] {
+                let mut p = Pdu::new(op::DATA_IN);
+                p.set_itt(9);
+                p.data = (0..len).map(|i| i as u8).collect();
+                let want = p.encode(hd, dd);
+                let data = std::mem::take(&mut p.data);
+                let mut got = Vec::new();
+                p.encode_header_into(&mut got, data.len(), hd);
+                if !data.is_empty() {
+                    got.extend_from_slice(&data);
+                    segment_trailer(&mut got, &data, dd);
+                }
+                assert_eq!(got, want, "len {len} hd {hd} dd {dd}");
+            }
+        }
     }
 
     #[test]

@@ -114,9 +114,29 @@ pub struct TmfRequest {
     pub referenced: Option<u32>,
 }
 
+/// Data-In PDUs that carry slices of one read buffer (RFC 7143 §11.7). Each header's
+/// DataSegmentLength and BufferOffset name its slice of `data`; the driver sends the
+/// buffer as it is, so the data is never copied into per-PDU segments.
+#[derive(Debug)]
+pub struct DataIn {
+    /// Headers only: their `data` is empty, DataSegmentLength is set in the BHS.
+    pub pdus: Vec<Pdu>,
+    pub data: Vec<u8>,
+}
+
+impl DataIn {
+    /// The data segment that follows `pdu` (one of [`DataIn::pdus`]).
+    pub fn segment(&self, pdu: &Pdu) -> &[u8] {
+        let off = pdu.buffer_offset() as usize;
+        &self.data[off..off + pdu.data_segment_len()]
+    }
+}
+
 #[derive(Debug)]
 pub enum Action {
     Send(Pdu),
+    /// Send these Data-In PDUs with their data from the read buffer.
+    SendDataIn(DataIn),
     Execute(ScsiRequest),
     /// Carry out the SCSI side of a TMF, then call [`Session::on_tmf_done`].
     TaskManagement(TmfRequest),
@@ -826,6 +846,7 @@ impl Session {
         let total = data_in.len();
         let mut offset = 0usize;
         let mut data_sn = 0u32;
+        let mut pdus = Vec::with_capacity(total.div_ceil(mss));
         while offset < total {
             let in_burst = burst - (offset % burst);
             let n = mss.min(total - offset).min(in_burst);
@@ -840,7 +861,6 @@ impl Session {
             p.set_ttt(RESERVED_TAG);
             p.set_u32(36, data_sn);
             p.set_u32(40, offset as u32);
-            p.data = data_in[offset..offset + n].to_vec();
             let with_status = last && good;
             if with_status {
                 // Status in the last Data-In (RFC 7143 §11.7.4, S bit).
@@ -856,9 +876,17 @@ impl Session {
             }
             p.set_flags(flags);
             self.seal(&mut p, with_status);
-            out.push(Action::Send(p));
+            // The data stays in `data_in`; the header says how much of it follows.
+            p.bhs[5..8].copy_from_slice(&(n as u32).to_be_bytes()[1..]);
+            pdus.push(p);
             data_sn += 1;
             offset += n;
+        }
+        if !pdus.is_empty() {
+            out.push(Action::SendDataIn(DataIn {
+                pdus,
+                data: data_in,
+            }));
         }
         if total > 0 && good {
             return;

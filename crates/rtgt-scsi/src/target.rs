@@ -608,10 +608,7 @@ impl ScsiTarget {
         let nexus = &*cmd.nexus;
         let sa = opcodes::has_service_action(opcode).then(|| u16::from(cdb[1] & 0x1f));
         let features = Features { thin: lu.thin() };
-        let known_opcode = opcodes::supported(lu.device_type, features)
-            .iter()
-            .any(|o| o.opcode == opcode);
-        if !known_opcode {
+        if !opcodes::is_known(lu.device_type, features, opcode) {
             return Err(invalid_opcode());
         }
         // SAM-5 5.14: a pending unit attention ends any other command.

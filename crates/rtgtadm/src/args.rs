@@ -418,6 +418,8 @@ pub const USAGE: &str = "\
 rtgtadm: administer a running rtgtd (tgtadm's command line)
 
 Usage: rtgtadm [-C N] --lld iscsi --mode MODE --op OP [OPTIONS]
+       rtgtadm [-C N] --batch FILE   (one command line per line of FILE, - for stdin,
+                                      over one connection; stops at the first failure)
 
 Targets:
   --mode target --op new --tid N --targetname IQN

@@ -1,11 +1,12 @@
 //! rtgtadm: tgtadm's command line for a running rtgtd. Sends one JSON request line over
-//! the daemon's control socket and prints the answer.
+//! the daemon's control socket and prints the answer; `--batch FILE` sends many over one
+//! connection.
 
 mod args;
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use args::{parse_args, Command, USAGE};
@@ -23,6 +24,9 @@ fn run() -> i32 {
         .skip(1)
         .map(|a| a.to_string_lossy().into_owned())
         .collect();
+    if let Some(code) = batch(&argv) {
+        return code;
+    }
     match parse_args(&argv) {
         Err(msg) => {
             eprintln!("rtgtadm: {msg}");
@@ -52,51 +56,75 @@ fn exit_code(e: &std::io::Error) -> i32 {
 }
 
 fn send(socket: &Path, control_port: u16, req: &Request) -> i32 {
-    let mut stream = match UnixStream::connect(socket) {
-        Ok(s) => s,
-        Err(e) => {
+    let mut conn = None;
+    match exchange(&mut conn, socket, control_port, req) {
+        Ok(resp) => report(socket, req, &resp),
+        Err(code) => code,
+    }
+}
+
+/// One control connection, kept open across the requests of a batch.
+struct Conn {
+    socket: PathBuf,
+    stream: BufReader<UnixStream>,
+}
+
+/// Sends one request line and reads the answer, connecting first if `conn` is not open
+/// to `socket`. Errors are reported on stderr and returned as the exit status.
+fn exchange(
+    conn: &mut Option<Conn>,
+    socket: &Path,
+    control_port: u16,
+    req: &Request,
+) -> Result<Response, i32> {
+    if conn.as_ref().is_none_or(|c| c.socket != socket) {
+        let stream = UnixStream::connect(socket).map_err(|e| {
             eprintln!(
                 "rtgtadm: can't connect to rtgtd at {}: {e} (is rtgtd running with -C {control_port}?)",
                 socket.display()
             );
-            return exit_code(&e);
-        }
-    };
-    let mut line = match serde_json::to_string(req) {
-        Ok(l) => l,
-        Err(e) => {
-            eprintln!("rtgtadm: can't encode the request: {e}");
-            return EIO;
-        }
-    };
+            exit_code(&e)
+        })?;
+        *conn = Some(Conn {
+            socket: socket.to_path_buf(),
+            stream: BufReader::new(stream),
+        });
+    }
+    let c = conn.as_mut().expect("connected above");
+    let mut line = serde_json::to_string(req).map_err(|e| {
+        eprintln!("rtgtadm: can't encode the request: {e}");
+        EIO
+    })?;
     line.push('\n');
-    if let Err(e) = stream.write_all(line.as_bytes()) {
+    if let Err(e) = c.stream.get_mut().write_all(line.as_bytes()) {
         eprintln!(
             "rtgtadm: can't send the request to rtgtd at {}: {e}",
             socket.display()
         );
-        return exit_code(&e);
+        return Err(exit_code(&e));
     }
-    let mut reader = BufReader::new(stream);
     let mut answer = String::new();
-    match reader.read_line(&mut answer) {
+    match c.stream.read_line(&mut answer) {
         Ok(0) => {
             eprintln!("rtgtadm: rtgtd closed the control connection without answering");
-            return EIO;
+            return Err(EIO);
         }
         Ok(_) => {}
         Err(e) => {
             eprintln!("rtgtadm: can't read rtgtd's answer: {e}");
-            return exit_code(&e);
+            return Err(exit_code(&e));
         }
     }
-    let resp: Response = match serde_json::from_str(answer.trim_end()) {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("rtgtadm: malformed answer from rtgtd ({e}); are rtgtadm and rtgtd the same version?");
-            return EIO;
-        }
-    };
+    serde_json::from_str(answer.trim_end()).map_err(|e| {
+        eprintln!(
+            "rtgtadm: malformed answer from rtgtd ({e}); are rtgtadm and rtgtd the same version?"
+        );
+        EIO
+    })
+}
+
+/// Prints an answer as tgtadm would; returns the exit status.
+fn report(socket: &Path, req: &Request, resp: &Response) -> i32 {
     if resp.code != 0 {
         eprintln!("rtgtadm: {}", resp.message.trim_end());
         return if (1..=255).contains(&resp.code) {
@@ -119,6 +147,111 @@ fn send(socket: &Path, control_port: u16, req: &Request) -> i32 {
     0
 }
 
+/// `rtgtadm [-C N | --control-socket PATH] --batch FILE`: runs one rtgtadm command line
+/// per line of FILE (`-` is standard input; blank lines and `#` comments are skipped;
+/// words split at white space, '…' and "…" quote) over one control connection, so a
+/// thousand LUNs cost a thousand request lines instead of a thousand processes. Stops
+/// at the first failing line and exits with its status.
+fn batch(argv: &[String]) -> Option<i32> {
+    let i = argv.iter().position(|a| a == "--batch")?;
+    let Some(path) = argv.get(i + 1) else {
+        eprintln!("rtgtadm: --batch needs a file (or - for standard input)");
+        return Some(EINVAL);
+    };
+    let global: Vec<String> = argv[..i].iter().chain(&argv[i + 2..]).cloned().collect();
+    let text = if path == "-" {
+        let mut t = String::new();
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut t).map(|_| t)
+    } else {
+        std::fs::read_to_string(path)
+    };
+    let text = match text {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("rtgtadm: --batch {path}: {e}");
+            return Some(exit_code(&e));
+        }
+    };
+    let mut conn = None;
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let words = match split_words(line) {
+            Ok(w) => w,
+            Err(e) => {
+                eprintln!("rtgtadm: {path}:{}: {e}", n + 1);
+                return Some(EINVAL);
+            }
+        };
+        let words = if words
+            .first()
+            .is_some_and(|w| w == "rtgtadm" || w == "tgtadm")
+        {
+            &words[1..]
+        } else {
+            &words[..]
+        };
+        let args: Vec<String> = global.iter().chain(words).cloned().collect();
+        let code = match parse_args(&args) {
+            Err(msg) => {
+                eprintln!("rtgtadm: {path}:{}: {msg}", n + 1);
+                EINVAL
+            }
+            Ok(Command::Help) | Ok(Command::Version) => 0,
+            Ok(Command::Send {
+                socket,
+                control_port,
+                request,
+            }) => match exchange(&mut conn, &socket, control_port, &request) {
+                Ok(resp) => report(&socket, &request, &resp),
+                Err(code) => code,
+            },
+        };
+        if code != 0 {
+            eprintln!("rtgtadm: {path}:{}: stopped here", n + 1);
+            return Some(code);
+        }
+    }
+    Some(0)
+}
+
+/// Splits a command line at white space; single and double quotes group words.
+fn split_words(line: &str) -> Result<Vec<String>, String> {
+    let mut words = Vec::new();
+    let mut cur = String::new();
+    let mut in_word = false;
+    let mut quote = None;
+    for ch in line.chars() {
+        match (quote, ch) {
+            (Some(q), c) if c == q => quote = None,
+            (Some(_), c) => cur.push(c),
+            (None, '\'' | '"') => {
+                quote = Some(ch);
+                in_word = true;
+            }
+            (None, c) if c.is_whitespace() => {
+                if in_word {
+                    words.push(std::mem::take(&mut cur));
+                    in_word = false;
+                }
+            }
+            (None, c) => {
+                cur.push(c);
+                in_word = true;
+            }
+        }
+    }
+    if quote.is_some() {
+        return Err("unterminated quote".into());
+    }
+    if in_word {
+        words.push(cur);
+    }
+    Ok(words)
+}
+
 /// After `--op delete --mode system`, wait (as tgtadm does) until the daemon has stopped
 /// accepting control connections, so a script's next step sees it gone.
 fn wait_until_gone(socket: &Path) {
@@ -133,4 +266,18 @@ fn wait_until_gone(socket: &Path) {
         "rtgtadm: rtgtd accepted the shutdown request but is still listening on {}",
         socket.display()
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split_words;
+
+    #[test]
+    fn words_split_at_spaces_and_group_in_quotes() {
+        assert_eq!(
+            split_words(r#"--op new  -T 'a b' --params "x=1,y=2"c"#).unwrap(),
+            ["--op", "new", "-T", "a b", "--params", "x=1,y=2c"]
+        );
+        assert!(split_words("'open").is_err());
+    }
 }

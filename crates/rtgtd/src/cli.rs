@@ -55,6 +55,11 @@ pub struct Options {
     /// without it only root and rtgtd's own user may (mode 0600).
     #[arg(long = "control-group", value_name = "GROUP")]
     pub control_group: Option<String>,
+    /// Reactor threads serving iSCSI connections, each with its own event loop; new
+    /// connections are dealt to them in turn. Default: one per CPU. 0 puts every
+    /// connection on one work-stealing pool instead (tokio's multi-thread scheduler).
+    #[arg(long = "reactors", value_name = "N")]
+    pub reactors: Option<usize>,
     /// Append logs to this file (when detached, logs otherwise go nowhere).
     #[arg(long = "log-file", value_name = "PATH")]
     pub log_file: Option<PathBuf>,

@@ -9,9 +9,9 @@ use std::time::{Duration, Instant};
 use rtgt_iscsi::chap::{ChapAuthenticator, ChapConfig};
 use rtgt_iscsi::login::{Authenticator, Login, LoginContext, LoginStatus, LoginStep, TargetLogin};
 use rtgt_iscsi::params::{SessionParams, SessionType, TargetDefaults};
-use rtgt_iscsi::pdu::{op, FrameError, Framer, Pdu, BHS_LEN};
+use rtgt_iscsi::pdu::{op, segment_trailer, FrameError, Framer, Pdu, BHS_LEN};
 use rtgt_iscsi::session::{
-    tmf_response, Action, Attr, ScsiOutcome, Session, SessionConfig, TmfFunction,
+    tmf_response, Action, Attr, DataIn, ScsiOutcome, Session, SessionConfig, TmfFunction,
 };
 use rtgt_iscsi::text::{DiscoveredTarget, TextExchange};
 use rtgt_scsi::target::TmResponse;
@@ -312,7 +312,7 @@ fn to_tm(f: TmfFunction) -> Option<TmFunction> {
 #[allow(clippy::too_many_arguments)]
 async fn full_feature(
     daemon: Arc<Daemon>,
-    mut rd: OwnedReadHalf,
+    rd: OwnedReadHalf,
     mut wr: OwnedWriteHalf,
     params: SessionParams,
     target: Option<Arc<Target>>,
@@ -418,16 +418,10 @@ async fn full_feature(
     });
     let mut text = TextExchange::default();
 
-    // The reader runs on its own task so a half-read PDU is never lost to select!.
-    let (pdu_tx, mut pdu_rx) = mpsc::channel::<Result<ReadEvent, String>>(64);
-    let reader = tokio::spawn(async move {
-        while let Ok(ev) = read_pdu(&mut rd, &framer).await {
-            let fatal = ev.is_err();
-            if pdu_tx.send(ev).await.is_err() || fatal {
-                break;
-            }
-        }
-    });
+    // Bytes are read straight into a per-connection buffer when the socket is readable
+    // (readiness, not a read future, is what select! waits on, so nothing is lost when
+    // another branch wins), and every whole PDU in it is handled before replying.
+    let mut input = InputBuffer::new();
     let nop_interval = daemon.iscsi.nop_interval;
     let nop_count = daemon.iscsi.nop_count.max(1);
     let mut last_rx = Instant::now();
@@ -435,47 +429,46 @@ async fn full_feature(
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     ticker.tick().await;
     let mut actions = Vec::new();
-    let mut wbuf = Vec::with_capacity(64 * 1024);
+    let mut output = Output::default();
     let mut closing: Option<&'static str> = None;
     let reason = loop {
         tokio::select! {
-            ev = pdu_rx.recv() => match ev {
-                None => break "connection closed",
-                Some(Err(e)) => {
+            r = rd.readable() => {
+                if let Err(e) = r {
+                    tracing::debug!(%peer, "read: {e}");
+                    break "connection closed";
+                }
+                match input.fill(&rd) {
+                    Ok(true) => {}
+                    Ok(false) => break "connection closed",
+                    Err(e) => {
+                        tracing::debug!(%peer, "read: {e}");
+                        break "connection closed";
+                    }
+                }
+                let mut failed = None;
+                while let Some(ev) = input.next_pdu(&framer) {
+                    match ev {
+                        Err(e) => {
+                            failed = Some(e);
+                            break;
+                        }
+                        Ok(ReadEvent::Pdu(p)) => session.on_pdu(p, &mut actions),
+                        Ok(ReadEvent::DataDigestError(p)) => {
+                            tracing::info!(%peer, "data digest error");
+                            session.on_data_digest_error(p, &mut actions);
+                        }
+                    }
+                }
+                last_rx = Instant::now();
+                if let Some(e) = failed {
                     tracing::info!(%peer, "dropping connection: {e}");
                     break "framing error";
                 }
-                Some(Ok(ReadEvent::Pdu(p))) => {
-                    last_rx = Instant::now();
-                    session.on_pdu(p, &mut actions);
-                }
-                Some(Ok(ReadEvent::DataDigestError(p))) => {
-                    last_rx = Instant::now();
-                    tracing::info!(%peer, "data digest error");
-                    session.on_data_digest_error(p, &mut actions);
-                }
             },
-            Some(done) = done_rx.recv() => match done {
-                Done::Scsi { itt, aborted: true, .. } => session.on_scsi_aborted(itt),
-                Done::Scsi { itt, outcome, .. } => session.on_scsi_done(itt, outcome, &mut actions),
-                Done::Tmf { itt, response, close } => {
-                    session.on_tmf_done(itt, response, &mut actions);
-                    if close {
-                        // TARGET COLD RESET: the response goes out, then the connection
-                        // ends (RFC 7143 §11.5.1).
-                        actions.push(Action::Close("target cold reset"));
-                    }
-                }
-                Done::Abort(a) => {
-                    let dropped = session.abort_tasks(a.before, |lun| {
-                        a.lun.is_none_or(|l| rtgt_scsi::lun_from_sam(*lun) == l)
-                    });
-                    if !dropped.is_empty() {
-                        tracing::debug!(%peer, ?dropped, "tasks aborted from another I_T nexus");
-                    }
-                    if a.close {
-                        break "target cold reset";
-                    }
+            Some(done) = done_rx.recv() => {
+                if let Some(why) = on_done(done, &mut session, &mut actions, peer) {
+                    break why;
                 }
             },
             _ = ticker.tick(), if nop_interval.is_some() => {
@@ -492,13 +485,26 @@ async fn full_feature(
             }
             _ = close.notified() => break "closed by the target",
         }
+        // Whatever else has completed meanwhile goes out in the same write.
+        let mut stop = None;
+        while let Ok(done) = done_rx.try_recv() {
+            if let Some(why) = on_done(done, &mut session, &mut actions, peer) {
+                stop = Some(why);
+                break;
+            }
+        }
+        if let Some(why) = stop {
+            break why;
+        }
         // Carry out what the state machine asked for; batch the PDUs into one write.
         let mut i = 0;
         while i < actions.len() {
             match std::mem::replace(&mut actions[i], Action::Close("")) {
-                Action::Send(p) => p.encode_into(&mut wbuf, hd, dd),
+                Action::Send(p) => output.pdu(&p, hd, dd),
+                Action::SendDataIn(d) => output.data_in(d, hd, dd),
                 Action::Execute(req) => {
                     let (Some(t), Some(n)) = (&live.target, &live.nexus) else {
+                        i += 1;
                         continue;
                     };
                     let scsi = t.scsi.clone();
@@ -574,7 +580,7 @@ async fn full_feature(
                         Ok(rsp) => session.send_text_response(rsp, &mut actions),
                         Err(reason) => {
                             let r = session.reject(&req, reason.reason());
-                            r.encode_into(&mut wbuf, hd, dd);
+                            output.pdu(&r, hd, dd);
                         }
                     }
                 }
@@ -594,23 +600,245 @@ async fn full_feature(
             // session once it has the response never meets what this nexus held.
             live.end_nexus();
         }
-        if !wbuf.is_empty() {
-            if let Err(e) = wr.write_all(&wbuf).await {
-                tracing::debug!(%peer, "write: {e}");
-                break "write error";
-            }
-            wbuf.clear();
+        if let Err(e) = output.flush(&mut wr).await {
+            tracing::debug!(%peer, "write: {e}");
+            break "write error";
         }
         if let Some(why) = closing {
             break why;
         }
     };
-    reader.abort();
     let _ = wr.shutdown().await;
     if live.target.is_some() {
         tracing::info!(%peer, initiator = %params.initiator_name, "session ended: {reason}");
     }
     drop(live);
+}
+
+/// Applies a completion to the session; returns why the connection must end, if it must.
+fn on_done(
+    done: Done,
+    session: &mut Session,
+    actions: &mut Vec<Action>,
+    peer: SocketAddr,
+) -> Option<&'static str> {
+    match done {
+        Done::Scsi {
+            itt, aborted: true, ..
+        } => session.on_scsi_aborted(itt),
+        Done::Scsi { itt, outcome, .. } => session.on_scsi_done(itt, outcome, actions),
+        Done::Tmf {
+            itt,
+            response,
+            close,
+        } => {
+            session.on_tmf_done(itt, response, actions);
+            if close {
+                // TARGET COLD RESET: the response goes out, then the connection ends
+                // (RFC 7143 §11.5.1).
+                actions.push(Action::Close("target cold reset"));
+            }
+        }
+        Done::Abort(a) => {
+            let dropped = session.abort_tasks(a.before, |lun| {
+                a.lun.is_none_or(|l| rtgt_scsi::lun_from_sam(*lun) == l)
+            });
+            if !dropped.is_empty() {
+                tracing::debug!(%peer, ?dropped, "tasks aborted from another I_T nexus");
+            }
+            if a.close {
+                return Some("target cold reset");
+            }
+        }
+    }
+    None
+}
+
+/// Received bytes not yet framed into PDUs. It starts small (idle sessions are cheap)
+/// and grows while reads fill it, up to what the largest PDU needs.
+struct InputBuffer {
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+}
+
+const INPUT_MIN: usize = 4 * 1024;
+const INPUT_GROW_LIMIT: usize = 256 * 1024;
+
+impl InputBuffer {
+    fn new() -> Self {
+        Self {
+            buf: vec![0; INPUT_MIN],
+            start: 0,
+            end: 0,
+        }
+    }
+
+    /// Reads what the socket has without waiting. Ok(false) at end of stream.
+    fn fill(&mut self, rd: &OwnedReadHalf) -> std::io::Result<bool> {
+        loop {
+            if self.start == self.end {
+                self.start = 0;
+                self.end = 0;
+            } else if self.end == self.buf.len() && self.start > 0 {
+                self.buf.copy_within(self.start..self.end, 0);
+                self.end -= self.start;
+                self.start = 0;
+            }
+            if self.end == self.buf.len() {
+                // Full of unframed bytes: make room (next_pdu sizes it for a big PDU).
+                if self.buf.len() >= INPUT_GROW_LIMIT {
+                    return Ok(true);
+                }
+                self.buf.resize(self.buf.len() * 2, 0);
+            }
+            match rd.try_read(&mut self.buf[self.end..]) {
+                Ok(0) => return Ok(false),
+                Ok(n) => {
+                    self.end += n;
+                    if self.end < self.buf.len() {
+                        return Ok(true);
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(true),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// The next whole PDU, or None until more bytes arrive.
+    fn next_pdu(&mut self, framer: &Framer) -> Option<Result<ReadEvent, String>> {
+        let have = self.end - self.start;
+        if have < BHS_LEN {
+            return None;
+        }
+        let bhs: [u8; BHS_LEN] = self.buf[self.start..self.start + BHS_LEN]
+            .try_into()
+            .expect("BHS_LEN bytes");
+        let rest = match framer.rest_len(&bhs) {
+            Ok(n) => n,
+            Err(e) => return Some(Err(e.to_string())),
+        };
+        let total = BHS_LEN + rest;
+        if have < total {
+            if self.buf.len() - self.start < total {
+                // Make the whole PDU fit from the start of the buffer.
+                self.buf.copy_within(self.start..self.end, 0);
+                self.end = have;
+                self.start = 0;
+                if self.buf.len() < total {
+                    self.buf.resize(total, 0);
+                }
+            }
+            return None;
+        }
+        let body = &self.buf[self.start + BHS_LEN..self.start + total];
+        let ev = match framer.parse(bhs, body) {
+            Ok(p) => Ok(ReadEvent::Pdu(p)),
+            Err((FrameError::DataDigest, pdu)) => Ok(ReadEvent::DataDigestError(*pdu)),
+            Err((e, _)) => Err(e.to_string()),
+        };
+        self.start += total;
+        Some(ev)
+    }
+}
+
+/// PDUs to send in this loop turn: headers and small PDUs are encoded into one buffer,
+/// Data-In data stays in its read buffers, and everything goes out in vectored writes.
+#[derive(Default)]
+struct Output {
+    wbuf: Vec<u8>,
+    segs: Vec<Seg>,
+    bufs: Vec<Vec<u8>>,
+}
+
+/// A piece of the output: a range of `wbuf`, or a range of one of `bufs`.
+enum Seg {
+    Encoded(usize, usize),
+    Data(usize, usize, usize),
+}
+
+/// Largest number of buffers handed to one writev (Linux's IOV_MAX is 1024).
+const MAX_IOV: usize = 256;
+
+impl Output {
+    fn encoded(&mut self, from: usize) {
+        let to = self.wbuf.len();
+        if to == from {
+            return;
+        }
+        if let Some(Seg::Encoded(_, end)) = self.segs.last_mut() {
+            if *end == from {
+                *end = to;
+                return;
+            }
+        }
+        self.segs.push(Seg::Encoded(from, to));
+    }
+
+    fn pdu(&mut self, p: &Pdu, hd: bool, dd: bool) {
+        let from = self.wbuf.len();
+        p.encode_into(&mut self.wbuf, hd, dd);
+        self.encoded(from);
+    }
+
+    fn data_in(&mut self, d: DataIn, hd: bool, dd: bool) {
+        let idx = self.bufs.len();
+        for p in &d.pdus {
+            let seg = d.segment(p);
+            let from = self.wbuf.len();
+            p.encode_header_into(&mut self.wbuf, seg.len(), hd);
+            self.encoded(from);
+            if !seg.is_empty() {
+                let off = p.buffer_offset() as usize;
+                self.segs.push(Seg::Data(idx, off, off + seg.len()));
+                let from = self.wbuf.len();
+                segment_trailer(&mut self.wbuf, seg, dd);
+                self.encoded(from);
+            }
+        }
+        self.bufs.push(d.data);
+    }
+
+    /// Writes everything out, then forgets it (keeping the allocations).
+    async fn flush(&mut self, wr: &mut OwnedWriteHalf) -> std::io::Result<()> {
+        let mut seg = 0;
+        let mut skip = 0; // bytes of segs[seg] already written
+        while seg < self.segs.len() {
+            let mut iov = [std::io::IoSlice::new(&[]); MAX_IOV];
+            let mut n = 0;
+            for (k, s) in self.segs[seg..].iter().take(MAX_IOV).enumerate() {
+                let b = match *s {
+                    Seg::Encoded(a, z) => &self.wbuf[a..z],
+                    Seg::Data(i, a, z) => &self.bufs[i][a..z],
+                };
+                iov[k] = std::io::IoSlice::new(if k == 0 { &b[skip..] } else { b });
+                n = k + 1;
+            }
+            let mut wrote = wr.write_vectored(&iov[..n]).await?;
+            if wrote == 0 {
+                return Err(std::io::ErrorKind::WriteZero.into());
+            }
+            while wrote > 0 {
+                let len = match self.segs[seg] {
+                    Seg::Encoded(a, z) | Seg::Data(_, a, z) => z - a,
+                } - skip;
+                if wrote >= len {
+                    wrote -= len;
+                    seg += 1;
+                    skip = 0;
+                } else {
+                    skip += wrote;
+                    wrote = 0;
+                }
+            }
+        }
+        self.wbuf.clear();
+        self.segs.clear();
+        self.bufs.clear();
+        Ok(())
+    }
 }
 
 /// The targets this initiator may see in SendTargets, with the addresses to reach them.

@@ -1,7 +1,8 @@
 //! Wiring: bind, detach, start the runtime, accept connections, serve the control socket.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU16, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
@@ -145,16 +146,113 @@ pub fn run(opts: Options) -> Result<()> {
     // After detaching (threads don't survive fork) and before any LUN does I/O.
     rtgt_backstore::pool::init(opts.nr_iothreads);
     rtgt_backstore::uring::warn_if_unavailable();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .thread_name("rtgtd")
-        .build()
-        .context("starting the runtime")?;
-    let result = rt.block_on(serve(registry, iscsi, portals, control, control_group));
+    let n = opts.reactors.unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    });
+    let (rt, reactors) = if n == 0 {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .thread_name("rtgtd")
+            .build()
+            .context("starting the runtime")?;
+        (rt, Reactors::default())
+    } else {
+        // The main thread is reactor 0 and also runs the listeners and control socket.
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("starting the runtime")?;
+        let mut handles = vec![rt.handle().clone()];
+        for i in 1..n {
+            handles.push(start_reactor(i)?);
+        }
+        (
+            rt,
+            Reactors {
+                handles,
+                next: AtomicUsize::new(0),
+            },
+        )
+    };
+    let result = rt.block_on(serve(
+        registry,
+        iscsi,
+        portals,
+        control,
+        control_group,
+        reactors,
+    ));
     let _ = std::fs::remove_file(&socket_path);
     // Don't wait for blocked I/O threads of dead connections.
     rt.shutdown_timeout(std::time::Duration::from_secs(2));
     result
+}
+
+/// Event loops that own connections: each connection lives on one reactor thread with
+/// the tasks of its commands, so a command's completion wakes the thread that sends its
+/// response and nothing migrates between CPUs. Empty: one work-stealing runtime.
+#[derive(Default)]
+struct Reactors {
+    handles: Vec<tokio::runtime::Handle>,
+    next: AtomicUsize,
+}
+
+impl Reactors {
+    /// Hands an accepted connection to the next reactor in turn.
+    fn serve(
+        &self,
+        daemon: Arc<Daemon>,
+        stream: tokio::net::TcpStream,
+        peer: SocketAddr,
+        tpgt: u16,
+    ) {
+        if self.handles.is_empty() {
+            tokio::spawn(async move { conn::serve(daemon, stream, peer, tpgt).await });
+            return;
+        }
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.handles.len();
+        let std = match stream.into_std() {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(%peer, "accept: {e}");
+                return;
+            }
+        };
+        self.handles[i].spawn(async move {
+            // Registered with this reactor's event loop, inside it.
+            match tokio::net::TcpStream::from_std(std) {
+                Ok(stream) => conn::serve(daemon, stream, peer, tpgt).await,
+                Err(e) => tracing::warn!(%peer, "accept: {e}"),
+            }
+        });
+    }
+}
+
+/// A reactor thread: a single-threaded runtime that runs until the process exits.
+fn start_reactor(i: usize) -> Result<tokio::runtime::Handle> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::Builder::new()
+        .name(format!("rtgtd-r{i}"))
+        .spawn(move || {
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    let _ = tx.send(Err(e));
+                    return;
+                }
+            };
+            let _ = tx.send(Ok(rt.handle().clone()));
+            rt.block_on(std::future::pending::<()>());
+        })
+        .context("starting a reactor thread")?;
+    rx.recv()
+        .context("starting a reactor thread")?
+        .context("starting a reactor runtime")
 }
 
 async fn serve(
@@ -163,7 +261,9 @@ async fn serve(
     portals: Vec<std::net::TcpListener>,
     control: std::os::unix::net::UnixListener,
     control_group: Option<u32>,
+    reactors: Reactors,
 ) -> Result<()> {
+    let reactors = Arc::new(reactors);
     // `--op delete --mode sys` asks for shutdown; the control server signals it only
     // after the reply has reached rtgtadm (tgtadm reports success here).
     let shutdown = Arc::new(Notify::new());
@@ -180,13 +280,11 @@ async fn serve(
         let l = tokio::net::TcpListener::from_std(l)?;
         tracing::info!("iSCSI portal {}, portal group {tpgt}", l.local_addr()?);
         let d = daemon.clone();
+        let reactors = reactors.clone();
         tokio::spawn(async move {
             loop {
                 match l.accept().await {
-                    Ok((stream, peer)) => {
-                        let d = d.clone();
-                        tokio::spawn(async move { conn::serve(d, stream, peer, tpgt).await });
-                    }
+                    Ok((stream, peer)) => reactors.serve(d.clone(), stream, peer, tpgt),
                     Err(e) => {
                         // EMFILE and friends: back off instead of spinning.
                         tracing::warn!("accept: {e}");

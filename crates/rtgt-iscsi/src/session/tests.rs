@@ -30,11 +30,41 @@ fn scsi_cmd(itt: u32, cmd_sn: u32, flags: u8, edtl: u32, data: Vec<u8>) -> Pdu {
 fn sent(actions: &[Action]) -> Vec<&Pdu> {
     actions
         .iter()
-        .filter_map(|a| match a {
-            Action::Send(p) => Some(p),
-            _ => None,
+        .flat_map(|a| match a {
+            Action::Send(p) => std::slice::from_ref(p),
+            Action::SendDataIn(d) => &d.pdus[..],
+            _ => &[],
         })
         .collect()
+}
+
+#[test]
+fn data_in_segments_are_slices_of_the_read_buffer() {
+    let mut s = Session::new(cfg());
+    let mut out = Vec::new();
+    s.on_pdu(scsi_cmd(7, 10, 0x80 | 0x40 | 1, 20000, vec![]), &mut out);
+    let mut out = Vec::new();
+    let data: Vec<u8> = (0..20000u32).map(|i| i as u8).collect();
+    s.on_scsi_done(
+        7,
+        ScsiOutcome {
+            data_in: data.clone(),
+            ..Default::default()
+        },
+        &mut out,
+    );
+    let [Action::SendDataIn(d)] = &out[..] else {
+        panic!("{out:?}")
+    };
+    let joined: Vec<u8> = d.pdus.iter().flat_map(|p| d.segment(p).to_vec()).collect();
+    assert_eq!(joined, data);
+    assert_eq!(
+        d.pdus
+            .iter()
+            .map(|p| p.data_segment_len())
+            .collect::<Vec<_>>(),
+        [8192, 8192, 3616]
+    );
 }
 
 #[test]

@@ -14,6 +14,7 @@ use parking_lot::RwLock;
 use rtgt_scsi::{LuDirectory, ScsiTarget};
 
 pub mod acl;
+pub mod config;
 pub mod control;
 pub mod error;
 mod mgmt;
@@ -358,6 +359,9 @@ impl Registry {
 
     /// Executes one control request.
     pub fn handle(&self, req: control::Request) -> control::Response {
+        if req.mode == "config" {
+            return config::handle(self, &req);
+        }
         match mgmt::dispatch(self, &req) {
             Ok(message) => control::Response::ok(message),
             Err(e) => e.into(),

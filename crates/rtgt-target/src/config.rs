@@ -454,7 +454,7 @@ pub fn running(reg: &Registry) -> Config {
                         .then(|| l.backing_store_flags.clone()),
                     blocksize: Some(l.block_size),
                     device_type: (l.device_type != "disk").then(|| l.device_type.clone()),
-                    size: fileless(&bstype).then(|| Value::Int(l.size_bytes as i64)),
+                    size: fileless(&bstype).then_some(Value::Int(l.size_bytes as i64)),
                     params: l
                         .params
                         .iter()

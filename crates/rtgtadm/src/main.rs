@@ -2,6 +2,7 @@
 //! the daemon's control socket and prints the answer.
 
 mod args;
+mod config_cmd;
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
@@ -23,6 +24,9 @@ fn run() -> i32 {
         .skip(1)
         .map(|a| a.to_string_lossy().into_owned())
         .collect();
+    if config_cmd::is_config(&argv) {
+        return config_cmd::run(&argv);
+    }
     match parse_args(&argv) {
         Err(msg) => {
             eprintln!("rtgtadm: {msg}");
@@ -31,6 +35,7 @@ fn run() -> i32 {
         }
         Ok(Command::Help) => {
             print!("{USAGE}");
+            print!("\n{}", config_cmd::USAGE);
             0
         }
         Ok(Command::Version) => {

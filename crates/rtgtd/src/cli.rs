@@ -50,6 +50,11 @@ pub struct Options {
           default_value_t = rtgt_backstore::pool::DEFAULT_IO_THREADS,
           value_parser = parse_io_threads)]
     pub nr_iothreads: usize,
+    /// Load this configuration file (TOML) at start, through the same requests rtgtadm
+    /// sends; SIGHUP applies it again (`rtgtadm config apply`). Its portals and
+    /// state_dir apply when --iscsi portal= / --state-dir are not given.
+    #[arg(long = "config", value_name = "FILE")]
+    pub config: Option<PathBuf>,
     /// Append logs to this file (when detached, logs otherwise go nowhere).
     #[arg(long = "log-file", value_name = "PATH")]
     pub log_file: Option<PathBuf>,

@@ -99,7 +99,33 @@ fn detach() -> Result<()> {
     Ok(())
 }
 
-pub fn run(opts: Options) -> Result<()> {
+/// Reads and parses `--config FILE`, and takes its daemon settings where the command
+/// line gives none.
+fn read_config(opts: &mut Options) -> Result<Option<(String, String)>> {
+    let Some(path) = opts.config.clone() else {
+        return Ok(None);
+    };
+    let file = path.display().to_string();
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("config file {file}: can't read it"))?;
+    let cfg = rtgt_target::config::parse(&file, &text)?;
+    let has_portal = opts
+        .iscsi
+        .iter()
+        .any(|g| g.split(',').any(|i| i.starts_with("portal=")));
+    if !has_portal {
+        for p in &cfg.daemon.portals {
+            opts.iscsi.push(format!("portal={p}"));
+        }
+    }
+    if opts.state_dir.is_none() {
+        opts.state_dir = cfg.daemon.state_dir.as_ref().map(Into::into);
+    }
+    Ok(Some((file, text)))
+}
+
+pub fn run(mut opts: Options) -> Result<()> {
+    let config = read_config(&mut opts)?;
     let iscsi = opts.iscsi_options()?;
     let socket_path = opts
         .control_socket
@@ -130,6 +156,18 @@ pub fn run(opts: Options) -> Result<()> {
         }
         r?;
     }
+    // Loaded before detaching, so a bad file is reported on stderr and rtgtd exits
+    // non-zero instead of guessing.
+    let mut loaded = None;
+    if let Some((file, text)) = &config {
+        let start = std::time::Instant::now();
+        let r = rtgt_target::config::load(&registry, file, text);
+        if r.is_err() {
+            let _ = std::fs::remove_file(&socket_path);
+        }
+        let steps = r?;
+        loaded = Some((file.clone(), steps, start.elapsed()));
+    }
     if !opts.foreground {
         detach()?;
     }
@@ -137,12 +175,30 @@ pub fn run(opts: Options) -> Result<()> {
     // After detaching (threads don't survive fork) and before any LUN does I/O.
     rtgt_backstore::pool::init(opts.nr_iothreads);
     rtgt_backstore::uring::warn_if_unavailable();
+    if let Some((file, steps, took)) = loaded {
+        let luns: usize = registry
+            .targets()
+            .iter()
+            .map(|t| t.scsi.lu_info().len() - 1)
+            .sum();
+        tracing::info!(
+            "configuration {file} loaded: {} targets, {luns} LUNs ({steps} requests) in {:.1} ms",
+            registry.targets().len(),
+            took.as_secs_f64() * 1e3
+        );
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("rtgtd")
         .build()
         .context("starting the runtime")?;
-    let result = rt.block_on(serve(registry, iscsi, portals, control));
+    let result = rt.block_on(serve(
+        registry,
+        iscsi,
+        portals,
+        control,
+        opts.config.clone(),
+    ));
     let _ = std::fs::remove_file(&socket_path);
     // Don't wait for blocked I/O threads of dead connections.
     rt.shutdown_timeout(std::time::Duration::from_secs(2));
@@ -154,6 +210,7 @@ async fn serve(
     iscsi: IscsiOptions,
     portals: Vec<std::net::TcpListener>,
     control: std::os::unix::net::UnixListener,
+    config: Option<std::path::PathBuf>,
 ) -> Result<()> {
     // `--op delete --mode sys` asks for shutdown; the control server signals it only
     // after the reply has reached rtgtadm (tgtadm reports success here).
@@ -187,12 +244,52 @@ async fn serve(
         });
     }
     let control = tokio::net::UnixListener::from_std(control)?;
-    tokio::spawn(control::serve(control, registry, shutdown.clone()));
+    tokio::spawn(control::serve(control, registry.clone(), shutdown.clone()));
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => tracing::info!("interrupted, exiting"),
-        _ = term.recv() => tracing::info!("SIGTERM, exiting"),
-        _ = shutdown.notified() => tracing::info!("shutdown requested by rtgtadm"),
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => tracing::info!("interrupted, exiting"),
+            _ = term.recv() => tracing::info!("SIGTERM, exiting"),
+            _ = shutdown.notified() => tracing::info!("shutdown requested by rtgtadm"),
+            _ = hup.recv() => {
+                reload(&registry, config.as_deref()).await;
+                continue;
+            }
+        }
+        break;
     }
     Ok(())
+}
+
+/// SIGHUP: applies the `--config` file again, as `rtgtadm config apply` would (without
+/// --force: a change that would cut sessions off is refused and logged).
+async fn reload(registry: &Arc<Registry>, config: Option<&std::path::Path>) {
+    let Some(path) = config else {
+        tracing::info!("SIGHUP without --config: nothing to reload");
+        return;
+    };
+    let file = path.display().to_string();
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::error!("SIGHUP: config file {file}: {e}; nothing changed");
+            return;
+        }
+    };
+    let reg = registry.clone();
+    let f = file.clone();
+    let r = tokio::task::spawn_blocking(move || {
+        rtgt_target::config::apply(&reg, &f, &text, false, false)
+    })
+    .await;
+    match r {
+        Ok(Ok(plan)) => {
+            for line in plan.lines() {
+                tracing::info!("SIGHUP: {file}: {line}");
+            }
+        }
+        Ok(Err((_, msg))) => tracing::error!("SIGHUP: {msg}"),
+        Err(e) => tracing::error!("SIGHUP: applying {file} failed: {e}"),
+    }
 }

@@ -730,10 +730,20 @@ pub fn apply(
     force: bool,
 ) -> Result<String, (i32, String)> {
     let _one = APPLY.lock();
+    let t0 = std::time::Instant::now();
     let desired = parse(file, text).map_err(|e| (errno::EINVAL, e.0))?;
+    let t1 = std::time::Instant::now();
     let current = with_file_sizes(reg, running(reg));
+    let t2 = std::time::Instant::now();
     let (steps, notes) =
         plan(&current, &desired).map_err(|e| (errno::EINVAL, format!("{file}: {e}")))?;
+    tracing::info!(
+        "config {file}: parsed in {:?}, running configuration read in {:?}, planned in {:?}: {} changes",
+        t1 - t0,
+        t2 - t1,
+        t2.elapsed(),
+        steps.len()
+    );
     let mut out = String::new();
     if steps.is_empty() {
         out.push_str("no changes\n");

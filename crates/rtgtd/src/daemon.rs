@@ -247,18 +247,23 @@ async fn serve(
     tokio::spawn(control::serve(control, registry.clone(), shutdown.clone()));
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+    // Portals listen, the control socket answers, the configuration is loaded.
+    crate::notify::notify("READY=1");
     loop {
         tokio::select! {
             _ = tokio::signal::ctrl_c() => tracing::info!("interrupted, exiting"),
             _ = term.recv() => tracing::info!("SIGTERM, exiting"),
             _ = shutdown.notified() => tracing::info!("shutdown requested by rtgtadm"),
             _ = hup.recv() => {
+                crate::notify::notify("RELOADING=1");
                 reload(&registry, config.as_deref()).await;
+                crate::notify::notify("READY=1");
                 continue;
             }
         }
         break;
     }
+    crate::notify::notify("STOPPING=1");
     Ok(())
 }
 

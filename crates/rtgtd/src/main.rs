@@ -6,6 +6,7 @@ mod control;
 mod daemon;
 mod demo;
 mod listen;
+mod notify;
 
 use std::process::ExitCode;
 

@@ -259,3 +259,22 @@ extern "C" {
     #[link_name = "kill"]
     fn libc_kill(pid: i32, sig: i32) -> i32;
 }
+
+#[test]
+fn readiness_is_notified_over_notify_socket() {
+    let dir = TempDir::new("cfgnotify");
+    let sock_path = dir.join("notify");
+    let sock = std::os::unix::net::UnixDatagram::bind(&sock_path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let d = Daemon::start_env(&[], &[("NOTIFY_SOCKET", sock_path.to_str().unwrap())]);
+    let mut buf = [0u8; 256];
+    let n = sock.recv(&mut buf).expect("no READY=1 from rtgtd");
+    assert_eq!(&buf[..n], b"READY=1");
+    // SAFETY: signalling our own child.
+    unsafe { libc_kill(d.pid() as i32, 1) };
+    let n = sock.recv(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"RELOADING=1");
+    let n = sock.recv(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"READY=1");
+}

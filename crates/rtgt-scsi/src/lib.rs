@@ -33,6 +33,7 @@ mod target_tests;
 mod cache_tests;
 
 pub use alua::AluaState;
+pub use params::{canonical_lu_params, default_lu_param};
 pub use target::{LuDirectory, ScsiTarget, TmOutcome, TmResponse};
 pub use tasks::{AbortHook, TaskGuard, TransportAbort};
 
@@ -191,6 +192,9 @@ pub struct LuInfo {
     /// `nv_cache=1`: flushes are skipped.
     pub nv_cache: bool,
     pub physical_block_size: u32,
+    /// The LU's parameters that differ from the defaults, canonical `key=value` pairs
+    /// (what a saved configuration needs to create it again).
+    pub params: Vec<(String, String)>,
     /// What the backing store has done (reads, writes, durable writes, flushes).
     pub io_stats: rtgt_backstore::IoStats,
 }

@@ -139,6 +139,91 @@ impl LuParams {
         }
         Ok(p)
     }
+
+    /// The parameters that differ from the defaults, as `key=value` pairs in canonical
+    /// spelling: applied to the defaults they give back `self` (the saved configuration
+    /// of a running LU).
+    pub fn to_pairs(&self) -> Vec<(String, String)> {
+        let d = Self::default();
+        let mut v: Vec<(String, String)> = Vec::new();
+        let mut put = |k: &str, val: String| v.push((k.to_string(), val));
+        let b = |x: bool| if x { "1" } else { "0" }.to_string();
+        if self.vendor_id != d.vendor_id {
+            put("vendor_id", self.vendor_id.clone());
+        }
+        if self.product_id != d.product_id {
+            put("product_id", self.product_id.clone());
+        }
+        if self.product_rev != d.product_rev {
+            put("product_rev", self.product_rev.clone());
+        }
+        if let Some(id) = &self.scsi_id {
+            put("scsi_id", id.clone());
+        }
+        if let Some(sn) = &self.scsi_sn {
+            put("scsi_sn", sn.clone());
+        }
+        if self.removable != d.removable {
+            put("removable", b(self.removable));
+        }
+        if self.readonly != d.readonly {
+            put("readonly", b(self.readonly));
+        }
+        if self.online != d.online {
+            put("online", b(self.online));
+        }
+        if self.descriptor_sense != d.descriptor_sense {
+            put("sense_format", b(self.descriptor_sense));
+        }
+        if self.thin_provisioning != d.thin_provisioning {
+            put("thin_provisioning", b(self.thin_provisioning));
+        }
+        if self.write_cache != d.write_cache {
+            put(
+                "write_cache",
+                if self.write_cache { "on" } else { "off" }.into(),
+            );
+        }
+        if self.nv_cache != d.nv_cache {
+            put("nv_cache", if self.nv_cache { "on" } else { "off" }.into());
+        }
+        match self.physical_block_size {
+            Some(PhysicalBlock::Bytes(n)) => put("physical_blocksize", n.to_string()),
+            Some(PhysicalBlock::Exponent(e)) => put("lbppbe", e.to_string()),
+            None => {}
+        }
+        if self.sanitize_rate != d.sanitize_rate {
+            put("sanitize_rate", self.sanitize_rate.to_string());
+        }
+        v
+    }
+}
+
+/// The value that gives parameter `key` its default back, for the keys that have one
+/// (`scsi_id`, `scsi_sn` and the physical block size have none: they are derived).
+pub fn default_lu_param(key: &str) -> Option<String> {
+    let d = LuParams::default();
+    let b = |x: bool| if x { "1" } else { "0" }.to_string();
+    Some(match key {
+        "vendor_id" => d.vendor_id,
+        "product_id" => d.product_id,
+        "product_rev" => d.product_rev,
+        "removable" => b(d.removable),
+        "readonly" => b(d.readonly),
+        "online" => b(d.online),
+        "sense_format" => b(d.descriptor_sense),
+        "thin_provisioning" => b(d.thin_provisioning),
+        "write_cache" => if d.write_cache { "on" } else { "off" }.into(),
+        "nv_cache" => if d.nv_cache { "on" } else { "off" }.into(),
+        "sanitize_rate" => d.sanitize_rate.to_string(),
+        _ => return None,
+    })
+}
+
+/// `pairs` validated and in the canonical form [`LuInfo::params`](crate::LuInfo) reports
+/// (defaults left out), so a configuration can be compared with a running LU.
+pub fn canonical_lu_params(pairs: &[(String, String)]) -> Result<Vec<(String, String)>, ScsiError> {
+    Ok(LuParams::default().apply(pairs)?.to_pairs())
 }
 
 #[cfg(test)]
@@ -147,6 +232,30 @@ mod tests {
 
     fn kv(k: &str, v: &str) -> Vec<(String, String)> {
         vec![(k.to_string(), v.to_string())]
+    }
+
+    #[test]
+    fn pairs_round_trip() {
+        let given: Vec<(String, String)> = [
+            ("vendor_id", "ACME"),
+            ("scsi_id", "my-id"),
+            ("scsi_sn", "SN1"),
+            ("readonly", "1"),
+            ("sense_format", "1"),
+            ("write_cache", "0"),
+            ("nv_cache", "1"),
+            ("lbppbe", "3"),
+            ("sanitize_rate", "10"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let p = LuParams::default().apply(&given).unwrap();
+        let pairs = p.to_pairs();
+        assert_eq!(LuParams::default().apply(&pairs).unwrap(), p);
+        assert!(pairs.contains(&("write_cache".into(), "off".into())));
+        assert!(LuParams::default().to_pairs().is_empty());
+        assert_eq!(canonical_lu_params(&kv("readonly", "0")).unwrap(), vec![]);
     }
 
     #[test]

@@ -465,6 +465,7 @@ impl ScsiTarget {
                     write_cache: !controller && mode.wce,
                     nv_cache: p.nv_cache,
                     physical_block_size: lu.physical_block_size,
+                    params: p.to_pairs(),
                     io_stats: lu.store.as_ref().map(|s| s.stats()).unwrap_or_default(),
                 }
             })

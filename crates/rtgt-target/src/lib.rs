@@ -15,6 +15,7 @@ use rtgt_scsi::{LuDirectory, ScsiTarget};
 
 pub mod acl;
 pub mod auth;
+pub mod config;
 pub mod control;
 pub mod error;
 mod mgmt;
@@ -442,6 +443,9 @@ impl Registry {
 
     /// Executes one control request.
     pub fn handle(&self, req: control::Request) -> control::Response {
+        if req.mode == "config" {
+            return config::handle(self, &req);
+        }
         match mgmt::dispatch(self, &req) {
             Ok(message) => control::Response::ok(message),
             Err(e) => e.into(),

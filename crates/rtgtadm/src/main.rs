@@ -3,6 +3,7 @@
 //! connection.
 
 mod args;
+mod config_cmd;
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
@@ -24,6 +25,9 @@ fn run() -> i32 {
         .skip(1)
         .map(|a| a.to_string_lossy().into_owned())
         .collect();
+    if config_cmd::is_config(&argv) {
+        return config_cmd::run(&argv);
+    }
     if let Some(code) = batch(&argv) {
         return code;
     }
@@ -35,6 +39,7 @@ fn run() -> i32 {
         }
         Ok(Command::Help) => {
             print!("{USAGE}");
+            print!("\n{}", config_cmd::USAGE);
             0
         }
         Ok(Command::Version) => {

@@ -60,6 +60,11 @@ pub struct Options {
     /// connection on one work-stealing pool instead (tokio's multi-thread scheduler).
     #[arg(long = "reactors", value_name = "N")]
     pub reactors: Option<usize>,
+    /// Load this configuration file (TOML) at start, through the same requests rtgtadm
+    /// sends; SIGHUP applies it again (`rtgtadm config apply`). Its portals and
+    /// state_dir apply when --iscsi portal= / --state-dir are not given.
+    #[arg(long = "config", value_name = "FILE")]
+    pub config: Option<PathBuf>,
     /// Append logs to this file (when detached, logs otherwise go nowhere).
     #[arg(long = "log-file", value_name = "PATH")]
     pub log_file: Option<PathBuf>,

@@ -149,7 +149,7 @@ pub async fn serve(daemon: Arc<Daemon>, stream: TcpStream, peer: SocketAddr, tpg
     };
     let deadline = Instant::now() + daemon.iscsi.login_timeout;
     let mut login = Login::new(TargetDefaults::default());
-    let params = loop {
+    let (params, login_response) = loop {
         let left = deadline.saturating_duration_since(Instant::now());
         let pdu = match tokio::time::timeout(left, read_pdu(&mut rd, &framer)).await {
             Err(_) => {
@@ -174,12 +174,9 @@ pub async fn serve(daemon: Arc<Daemon>, stream: TcpStream, peer: SocketAddr, tpg
                     return;
                 }
             }
-            LoginStep::Complete { response, params } => {
-                if wr.write_all(&response.encode(false, false)).await.is_err() {
-                    return;
-                }
-                break params;
-            }
+            // The final Login Response goes out once the session is registered (see
+            // full_feature), so limits and `show` count it before the initiator can act.
+            LoginStep::Complete { response, params } => break (params, response),
             LoginStep::Fail(rsp) => {
                 if login_failed(&daemon, &login, peer, locked_out) {
                     tokio::time::sleep(crate::guard::FAIL_DELAY).await;
@@ -195,7 +192,18 @@ pub async fn serve(daemon: Arc<Daemon>, stream: TcpStream, peer: SocketAddr, tpg
         tracing::info!(%peer, initiator = %params.initiator_name, user, "CHAP authentication succeeded");
     }
     let target = ctx.target.take();
-    full_feature(daemon, rd, wr, params, target, peer, local, tpgt).await;
+    full_feature(
+        daemon,
+        rd,
+        wr,
+        params,
+        login_response,
+        target,
+        peer,
+        local,
+        tpgt,
+    )
+    .await;
 }
 
 /// Logs a failed login with who and from where, counts authentication failures for the
@@ -315,6 +323,7 @@ async fn full_feature(
     rd: OwnedReadHalf,
     mut wr: OwnedWriteHalf,
     params: SessionParams,
+    login_response: Pdu,
     target: Option<Arc<Target>>,
     peer: SocketAddr,
     local: SocketAddr,
@@ -396,6 +405,13 @@ async fn full_feature(
         );
     } else {
         tracing::debug!(%peer, initiator = %params.initiator_name, "discovery session logged in");
+    }
+    if wr
+        .write_all(&login_response.encode(false, false))
+        .await
+        .is_err()
+    {
+        return;
     }
 
     let framer = Framer {

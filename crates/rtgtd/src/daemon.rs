@@ -102,7 +102,33 @@ fn detach() -> Result<()> {
     Ok(())
 }
 
-pub fn run(opts: Options) -> Result<()> {
+/// Reads and parses `--config FILE`, and takes its daemon settings where the command
+/// line gives none.
+fn read_config(opts: &mut Options) -> Result<Option<(String, String)>> {
+    let Some(path) = opts.config.clone() else {
+        return Ok(None);
+    };
+    let file = path.display().to_string();
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("config file {file}: can't read it"))?;
+    let cfg = rtgt_target::config::parse(&file, &text)?;
+    let has_portal = opts
+        .iscsi
+        .iter()
+        .any(|g| g.split(',').any(|i| i.starts_with("portal=")));
+    if !has_portal {
+        for p in &cfg.daemon.portals {
+            opts.iscsi.push(format!("portal={p}"));
+        }
+    }
+    if opts.state_dir.is_none() {
+        opts.state_dir = cfg.daemon.state_dir.as_ref().map(Into::into);
+    }
+    Ok(Some((file, text)))
+}
+
+pub fn run(mut opts: Options) -> Result<()> {
+    let config = read_config(&mut opts)?;
     let iscsi = opts.iscsi_options()?;
     let socket_path = opts
         .control_socket
@@ -138,6 +164,18 @@ pub fn run(opts: Options) -> Result<()> {
         }
         r?;
     }
+    // Loaded before detaching, so a bad file is reported on stderr and rtgtd exits
+    // non-zero instead of guessing.
+    let mut loaded = None;
+    if let Some((file, text)) = &config {
+        let start = std::time::Instant::now();
+        let r = rtgt_target::config::load(&registry, file, text);
+        if r.is_err() {
+            let _ = std::fs::remove_file(&socket_path);
+        }
+        let steps = r?;
+        loaded = Some((file.clone(), steps, start.elapsed()));
+    }
     if !opts.foreground {
         detach()?;
     }
@@ -146,6 +184,18 @@ pub fn run(opts: Options) -> Result<()> {
     // After detaching (threads don't survive fork) and before any LUN does I/O.
     rtgt_backstore::pool::init(opts.nr_iothreads);
     rtgt_backstore::uring::warn_if_unavailable();
+    if let Some((file, steps, took)) = loaded {
+        let luns: usize = registry
+            .targets()
+            .iter()
+            .map(|t| t.scsi.lu_info().len() - 1)
+            .sum();
+        tracing::info!(
+            "configuration {file} loaded: {} targets, {luns} LUNs ({steps} requests) in {:.1} ms",
+            registry.targets().len(),
+            took.as_secs_f64() * 1e3
+        );
+    }
     let n = opts.reactors.unwrap_or_else(|| {
         std::thread::available_parallelism()
             .map(|n| n.get())
@@ -183,6 +233,7 @@ pub fn run(opts: Options) -> Result<()> {
         control,
         control_group,
         reactors,
+        opts.config.clone(),
     ));
     let _ = std::fs::remove_file(&socket_path);
     // Don't wait for blocked I/O threads of dead connections.
@@ -262,6 +313,7 @@ async fn serve(
     control: std::os::unix::net::UnixListener,
     control_group: Option<u32>,
     reactors: Reactors,
+    config: Option<std::path::PathBuf>,
 ) -> Result<()> {
     let reactors = Arc::new(reactors);
     // `--op delete --mode sys` asks for shutdown; the control server signals it only
@@ -297,15 +349,60 @@ async fn serve(
     let control = tokio::net::UnixListener::from_std(control)?;
     tokio::spawn(control::serve(
         control,
-        registry,
+        registry.clone(),
         shutdown.clone(),
         control_group,
     ));
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => tracing::info!("interrupted, exiting"),
-        _ = term.recv() => tracing::info!("SIGTERM, exiting"),
-        _ = shutdown.notified() => tracing::info!("shutdown requested by rtgtadm"),
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+    // Portals listen, the control socket answers, the configuration is loaded.
+    crate::notify::notify("READY=1");
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => tracing::info!("interrupted, exiting"),
+            _ = term.recv() => tracing::info!("SIGTERM, exiting"),
+            _ = shutdown.notified() => tracing::info!("shutdown requested by rtgtadm"),
+            _ = hup.recv() => {
+                crate::notify::notify("RELOADING=1");
+                reload(&registry, config.as_deref()).await;
+                crate::notify::notify("READY=1");
+                continue;
+            }
+        }
+        break;
     }
+    crate::notify::notify("STOPPING=1");
     Ok(())
+}
+
+/// SIGHUP: applies the `--config` file again, as `rtgtadm config apply` would (without
+/// --force: a change that would cut sessions off is refused and logged).
+async fn reload(registry: &Arc<Registry>, config: Option<&std::path::Path>) {
+    let Some(path) = config else {
+        tracing::info!("SIGHUP without --config: nothing to reload");
+        return;
+    };
+    let file = path.display().to_string();
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::error!("SIGHUP: config file {file}: {e}; nothing changed");
+            return;
+        }
+    };
+    let reg = registry.clone();
+    let f = file.clone();
+    let r = tokio::task::spawn_blocking(move || {
+        rtgt_target::config::apply(&reg, &f, &text, false, false)
+    })
+    .await;
+    match r {
+        Ok(Ok(plan)) => {
+            for line in plan.lines() {
+                tracing::info!("SIGHUP: {file}: {line}");
+            }
+        }
+        Ok(Err((_, msg))) => tracing::error!("SIGHUP: {msg}"),
+        Err(e) => tracing::error!("SIGHUP: applying {file} failed: {e}"),
+    }
 }

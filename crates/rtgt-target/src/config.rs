@@ -1,0 +1,817 @@
+//! The configuration file (TOML): what rtgtd loads with `--config FILE`, what
+//! `rtgtadm config dump` writes and what `rtgtadm config apply` makes the running
+//! configuration.
+//!
+//! One truth: a configuration becomes the same control [`Request`]s rtgtadm sends, run
+//! through [`Registry::handle`]; a dump is read back from the registry; `apply` is the
+//! difference between the two, as requests.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::ops::Range;
+
+use serde::{Deserialize, Serialize};
+use toml::Spanned;
+
+use crate::acl::AddressRule;
+use crate::control::{Request, Response};
+use crate::error::errno;
+use crate::mgmt::parse_bsoflags;
+use crate::params::{check_iscsi_param, parse_size};
+use crate::Registry;
+
+/// The whole file.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Daemon settings; command-line options take precedence.
+    #[serde(default, skip_serializing_if = "DaemonConfig::is_empty")]
+    pub daemon: DaemonConfig,
+    #[serde(default, rename = "target", skip_serializing_if = "Vec::is_empty")]
+    pub targets: Vec<TargetConfig>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct DaemonConfig {
+    /// Portals as `--iscsi portal=` takes them: `IP:PORT`, `[IPv6]:PORT`, with an
+    /// optional `,tpgt=N`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub portals: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state_dir: Option<String>,
+}
+
+impl DaemonConfig {
+    fn is_empty(&self) -> bool {
+        self.portals.is_empty() && self.state_dir.is_none()
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TargetConfig {
+    pub tid: Spanned<u32>,
+    pub name: String,
+    /// `ready` (default) or `offline`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<String>,
+    /// `--op bind -I`: `ALL`, an address or a CIDR.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub initiator_address: Vec<String>,
+    /// `--op bind -Q`: initiator names.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub initiator_name: Vec<String>,
+    /// Per-target iSCSI keys (`--op update --mode target --name KEY --value V`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub params: BTreeMap<String, Value>,
+    #[serde(default, rename = "lun", skip_serializing_if = "Vec::is_empty")]
+    pub luns: Vec<LunConfig>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct LunConfig {
+    pub lun: Spanned<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backing_store: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bstype: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bsoflags: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blocksize: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_type: Option<String>,
+    /// The size of a `null` / `mem` LU; for a file, a size to resize it to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<Value>,
+    /// LU parameters (`--params`), tgt's names.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub params: BTreeMap<String, Value>,
+}
+
+/// A parameter value: TOML strings, integers and booleans are all accepted.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(untagged)]
+pub enum Value {
+    Bool(bool),
+    Int(i64),
+    Str(String),
+}
+
+impl Value {
+    /// As the control protocol carries it (booleans as tgt's 1 / 0).
+    pub fn text(&self) -> String {
+        match self {
+            Self::Bool(b) => if *b { "1" } else { "0" }.into(),
+            Self::Int(i) => i.to_string(),
+            Self::Str(s) => s.clone(),
+        }
+    }
+
+    /// What a dump writes: numbers as TOML integers.
+    fn from_text(s: &str) -> Self {
+        match s.parse::<i64>() {
+            Ok(i) if i.to_string() == s => Self::Int(i),
+            _ => Self::Str(s.to_string()),
+        }
+    }
+}
+
+/// A configuration error with its place in the file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError(pub String);
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// 1-based line and column of byte `offset` in `text`.
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let col = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+    (line, col)
+}
+
+/// `FILE:LINE` of a span.
+fn at(file: &str, text: &str, span: Range<usize>) -> String {
+    format!("{file}:{}", line_col(text, span.start).0)
+}
+
+/// Parses a configuration; errors read `FILE:LINE:COL: key `K`: what is wrong`.
+pub fn parse(file: &str, text: &str) -> Result<Config, ConfigError> {
+    let cfg: Config = toml::from_str(text).map_err(|e| {
+        let msg = e.message().trim().to_string();
+        match e.span() {
+            Some(span) => {
+                let (line, col) = line_col(text, span.start);
+                // The key on that line, when the error is about a value.
+                let src = text.lines().nth(line - 1).unwrap_or("");
+                let key = src
+                    .split_once('=')
+                    .map(|(k, _)| k.trim())
+                    .filter(|k| !k.is_empty() && !k.starts_with('['));
+                match key {
+                    Some(k) if !msg.contains(&format!("`{k}`")) => {
+                        ConfigError(format!("{file}:{line}:{col}: key `{k}`: {msg}"))
+                    }
+                    _ => ConfigError(format!("{file}:{line}:{col}: {msg}")),
+                }
+            }
+            None => ConfigError(format!("{file}: {msg}")),
+        }
+    })?;
+    cfg.check(file, text)?;
+    Ok(cfg)
+}
+
+impl Config {
+    /// What the registry would refuse later, found before anything is changed.
+    fn check(&self, file: &str, text: &str) -> Result<(), ConfigError> {
+        let mut tids = std::collections::HashSet::new();
+        let mut names = std::collections::HashSet::new();
+        for t in &self.targets {
+            let here = at(file, text, t.tid.span());
+            if *t.tid.get_ref() == 0 {
+                return Err(ConfigError(format!("{here}: key `tid`: must not be 0")));
+            }
+            if !tids.insert(*t.tid.get_ref()) {
+                return Err(ConfigError(format!(
+                    "{here}: key `tid`: tid {} is used by two targets",
+                    t.tid.get_ref()
+                )));
+            }
+            if !names.insert(t.name.to_ascii_lowercase()) {
+                return Err(ConfigError(format!(
+                    "{here}: key `name`: target {} appears twice",
+                    t.name
+                )));
+            }
+            crate::name::validate_iscsi_name(&t.name)
+                .map_err(|e| ConfigError(format!("{here}: key `name`: {e}")))?;
+            let mut luns = std::collections::HashSet::new();
+            for l in &t.luns {
+                let here = at(file, text, l.lun.span());
+                if *l.lun.get_ref() == 0 {
+                    return Err(ConfigError(format!(
+                        "{here}: key `lun`: LUN 0 is the target's controller: use a LUN from 1"
+                    )));
+                }
+                if !luns.insert(*l.lun.get_ref()) {
+                    return Err(ConfigError(format!(
+                        "{here}: key `lun`: LUN {} appears twice in tid {}",
+                        l.lun.get_ref(),
+                        t.tid.get_ref()
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub fn to_toml(&self) -> String {
+        let body = toml::to_string_pretty(self).unwrap_or_default();
+        format!(
+            "# rtgt configuration, written by `rtgtadm config dump`.\n\
+             # Load it with `rtgtd --config FILE`; change a running daemon with\n\
+             # `rtgtadm config apply FILE`.\n\n{body}"
+        )
+    }
+}
+
+fn target_request(op: &str, tid: u32) -> Request {
+    Request {
+        lld: "iscsi".into(),
+        mode: "target".into(),
+        op: op.into(),
+        tid: Some(tid),
+        ..Request::default()
+    }
+}
+
+fn lun_request(op: &str, tid: u32, lun: u64) -> Request {
+    Request {
+        lld: "iscsi".into(),
+        mode: "logicalunit".into(),
+        op: op.into(),
+        tid: Some(tid),
+        lun: Some(lun),
+        ..Request::default()
+    }
+}
+
+fn kv_list(params: &BTreeMap<String, Value>) -> Option<String> {
+    (!params.is_empty()).then(|| {
+        params
+            .iter()
+            .map(|(k, v)| format!("{k}={}", v.text()))
+            .collect::<Vec<_>>()
+            .join(",")
+    })
+}
+
+fn fileless(bstype: &str) -> bool {
+    matches!(bstype, "null" | "mem")
+}
+
+/// One change to the running configuration: the request and what it does, in words.
+#[derive(Debug, Clone)]
+pub struct Step {
+    pub what: String,
+    pub request: Request,
+    /// The tid whose sessions this step disturbs (removing a target or LUN).
+    pub disrupts: Option<u32>,
+}
+
+fn lun_new_steps(tid: u32, l: &LunConfig) -> Vec<Step> {
+    let lun = *l.lun.get_ref();
+    let mut r = lun_request("new", tid, lun);
+    r.backing_store = l.backing_store.clone();
+    r.bstype = l.bstype.clone();
+    r.bsoflags = l.bsoflags.clone();
+    r.blocksize = l.blocksize;
+    r.device_type = l.device_type.clone();
+    let mut params = l.params.clone();
+    let bstype = rtgt_backstore::canonical_type(l.bstype.as_deref().unwrap_or("rdwr"));
+    let mut steps = Vec::new();
+    if let Some(size) = &l.size {
+        if bstype.is_some_and(fileless) {
+            params.insert("size".into(), size.clone());
+        }
+    }
+    r.params = kv_list(&params);
+    steps.push(Step {
+        what: format!(
+            "add tid {tid} lun {lun} ({})",
+            l.backing_store.as_deref().unwrap_or("no backing store")
+        ),
+        request: r,
+        disrupts: None,
+    });
+    if let Some(size) = &l.size {
+        if !bstype.is_some_and(fileless) {
+            let mut u = lun_request("update", tid, lun);
+            u.params = Some(format!("size={}", size.text()));
+            steps.push(Step {
+                what: format!("resize tid {tid} lun {lun} to {}", size.text()),
+                request: u,
+                disrupts: None,
+            });
+        }
+    }
+    steps
+}
+
+fn target_new_steps(t: &TargetConfig) -> Vec<Step> {
+    let tid = *t.tid.get_ref();
+    let mut steps = Vec::new();
+    let mut r = target_request("new", tid);
+    r.targetname = Some(t.name.clone());
+    steps.push(Step {
+        what: format!("add target tid {tid} {}", t.name),
+        request: r,
+        disrupts: None,
+    });
+    for (k, v) in &t.params {
+        steps.push(param_step(tid, k, &v.text()));
+    }
+    if let Some(s) = &t.state {
+        steps.push(state_step(tid, s));
+    }
+    for a in &t.initiator_address {
+        steps.push(acl_step("bind", tid, Some(a), None));
+    }
+    for n in &t.initiator_name {
+        steps.push(acl_step("bind", tid, None, Some(n)));
+    }
+    for l in &t.luns {
+        steps.extend(lun_new_steps(tid, l));
+    }
+    steps
+}
+
+fn param_step(tid: u32, k: &str, v: &str) -> Step {
+    let mut r = target_request("update", tid);
+    r.name = Some(k.into());
+    r.value = Some(v.into());
+    Step {
+        what: format!("set tid {tid} {k}={v}"),
+        request: r,
+        disrupts: None,
+    }
+}
+
+fn state_step(tid: u32, s: &str) -> Step {
+    let mut r = target_request("update", tid);
+    r.name = Some("State".into());
+    r.value = Some(s.into());
+    Step {
+        what: format!("set tid {tid} state {s}"),
+        request: r,
+        disrupts: None,
+    }
+}
+
+fn acl_step(op: &str, tid: u32, addr: Option<&str>, name: Option<&str>) -> Step {
+    let mut r = target_request(op, tid);
+    r.initiator_address = addr.map(str::to_string);
+    r.initiator_name = name.map(str::to_string);
+    Step {
+        what: format!("{op} tid {tid} {}", addr.or(name).unwrap_or("")),
+        request: r,
+        disrupts: None,
+    }
+}
+
+impl Config {
+    /// The requests that create this configuration in an empty registry, each with the
+    /// `FILE:LINE` of the target or LUN it comes from.
+    pub fn requests(&self) -> Vec<(Range<usize>, Step)> {
+        let mut v = Vec::new();
+        for t in &self.targets {
+            let steps = target_new_steps(t);
+            // Each LUN's steps point at its own `lun =` line.
+            for s in steps {
+                let span = match s.request.lun {
+                    Some(lun) => t
+                        .luns
+                        .iter()
+                        .find(|l| *l.lun.get_ref() == lun)
+                        .map(|l| l.lun.span())
+                        .unwrap_or(t.tid.span()),
+                    None => t.tid.span(),
+                };
+                v.push((span, s));
+            }
+        }
+        v
+    }
+}
+
+/// Loads a configuration into a registry (rtgtd `--config` at start), stopping at the
+/// first request the registry refuses, named by file and line.
+pub fn load(reg: &Registry, file: &str, text: &str) -> Result<usize, ConfigError> {
+    let cfg = parse(file, text)?;
+    let steps = cfg.requests();
+    let n = steps.len();
+    for (span, step) in steps {
+        let r = reg.handle(step.request);
+        if r.code != 0 {
+            return Err(ConfigError(format!(
+                "{}: {}: {}",
+                at(file, text, span),
+                step.what,
+                r.message
+            )));
+        }
+    }
+    Ok(n)
+}
+
+fn span0<T>(v: T) -> Spanned<T> {
+    Spanned::new(0..0, v)
+}
+
+/// The running configuration, as a file would state it.
+pub fn running(reg: &Registry) -> Config {
+    let portals = reg
+        .portal_groups()
+        .into_iter()
+        .map(|(a, tpgt)| {
+            if tpgt == 1 {
+                a.to_string()
+            } else {
+                format!("{a},tpgt={tpgt}")
+            }
+        })
+        .collect();
+    let state_dir = reg
+        .state_dir
+        .read()
+        .as_ref()
+        .map(|d| d.display().to_string());
+    let mut targets = Vec::new();
+    for t in reg.targets() {
+        let acl = t.acl();
+        let luns = t
+            .scsi
+            .lu_info()
+            .into_iter()
+            .filter(|l| l.lun != 0)
+            .map(|l| {
+                let bstype = l.backing_store_type.clone();
+                LunConfig {
+                    lun: span0(l.lun),
+                    backing_store: (l.backing_store_path != "None")
+                        .then(|| l.backing_store_path.clone()),
+                    bsoflags: (!l.backing_store_flags.is_empty())
+                        .then(|| l.backing_store_flags.clone()),
+                    blocksize: Some(l.block_size),
+                    device_type: (l.device_type != "disk").then(|| l.device_type.clone()),
+                    size: fileless(&bstype).then_some(Value::Int(l.size_bytes as i64)),
+                    params: l
+                        .params
+                        .iter()
+                        .map(|(k, v)| (k.clone(), Value::from_text(v)))
+                        .collect(),
+                    bstype: Some(bstype),
+                }
+            })
+            .collect();
+        targets.push(TargetConfig {
+            tid: span0(t.tid),
+            name: t.name.clone(),
+            state: (t.state() != crate::TargetState::Ready).then(|| t.state().name().into()),
+            initiator_address: acl.addresses.iter().map(|a| a.to_string()).collect(),
+            initiator_name: acl.names.clone(),
+            params: t
+                .iscsi_params()
+                .into_iter()
+                .map(|(k, v)| (k, Value::from_text(&v)))
+                .collect(),
+            luns,
+        });
+    }
+    Config {
+        daemon: DaemonConfig { portals, state_dir },
+        targets,
+    }
+}
+
+// ---- apply: the difference as steps ----------------------------------------------------
+
+/// A LUN reduced to what identifies its backing (a change there means a new LU).
+fn lun_identity(l: &LunConfig) -> (String, String, String, String) {
+    let mut bstype = rtgt_backstore::canonical_type(l.bstype.as_deref().unwrap_or("rdwr"))
+        .unwrap_or("?")
+        .to_string();
+    // io_uring is served by rdwr where the kernel refuses it.
+    if bstype == "io_uring" && rtgt_backstore::uring::available().is_err() {
+        bstype = "rdwr".into();
+    }
+    let flags = parse_bsoflags(l.bsoflags.as_deref().unwrap_or(""))
+        .map(|f| f.2)
+        .unwrap_or_else(|_| l.bsoflags.clone().unwrap_or_default());
+    let path = l.backing_store.clone().unwrap_or_default();
+    let dt = l.device_type.clone().unwrap_or_else(|| "disk".into());
+    (bstype, flags, path, dt)
+}
+
+fn canon_lu_params(l: &LunConfig) -> Result<Vec<(String, String)>, String> {
+    let pairs: Vec<(String, String)> = l
+        .params
+        .iter()
+        .map(|(k, v)| (k.clone(), v.text()))
+        .collect();
+    rtgt_scsi::canonical_lu_params(&pairs).map_err(|e| {
+        format!(
+            "lun {}: {}",
+            l.lun.get_ref(),
+            e.to_string().trim_start_matches("bad parameter ")
+        )
+    })
+}
+
+fn canon_iscsi(params: &BTreeMap<String, Value>) -> Result<BTreeMap<String, String>, String> {
+    params
+        .iter()
+        .map(|(k, v)| check_iscsi_param(k, &v.text()))
+        .collect()
+}
+
+fn canon_addrs(v: &[String]) -> Result<Vec<String>, String> {
+    v.iter()
+        .map(|a| AddressRule::parse(a).map(|r| r.to_string()))
+        .collect()
+}
+
+/// The steps that turn `current` into `desired`. Daemon settings (portals, state
+/// directory) are reported in `notes`: they change only with a restart.
+pub fn plan(current: &Config, desired: &Config) -> Result<(Vec<Step>, Vec<String>), String> {
+    let mut steps = Vec::new();
+    let mut notes = Vec::new();
+    if !desired.daemon.portals.is_empty() && desired.daemon.portals != current.daemon.portals {
+        notes.push(format!(
+            "portals {:?} differ from the running {:?}: they change on restart",
+            desired.daemon.portals, current.daemon.portals
+        ));
+    }
+    if desired.daemon.state_dir.is_some() && desired.daemon.state_dir != current.daemon.state_dir {
+        notes.push("state_dir differs: it changes on restart".into());
+    }
+    let find = |tid: u32| desired.targets.iter().find(|t| *t.tid.get_ref() == tid);
+    // Removals first, so a tid or name can move.
+    for c in &current.targets {
+        let tid = *c.tid.get_ref();
+        let gone = match find(tid) {
+            None => true,
+            Some(d) => !d.name.eq_ignore_ascii_case(&c.name),
+        };
+        if gone {
+            let mut r = target_request("delete", tid);
+            r.force = true;
+            steps.push(Step {
+                what: format!("remove target tid {tid} {}", c.name),
+                request: r,
+                disrupts: Some(tid),
+            });
+        }
+    }
+    for d in &desired.targets {
+        let tid = *d.tid.get_ref();
+        let c = current
+            .targets
+            .iter()
+            .find(|c| *c.tid.get_ref() == tid && c.name.eq_ignore_ascii_case(&d.name));
+        let Some(c) = c else {
+            steps.extend(target_new_steps(d));
+            continue;
+        };
+        // iSCSI keys: there is no "unset", so a key that is dropped keeps its value.
+        let want = canon_iscsi(&d.params).map_err(|e| format!("tid {tid}: {e}"))?;
+        let have = canon_iscsi(&c.params).unwrap_or_default();
+        for (k, v) in &want {
+            if have.get(k) != Some(v) {
+                steps.push(param_step(tid, k, v));
+            }
+        }
+        for k in have.keys().filter(|k| !want.contains_key(*k)) {
+            notes.push(format!(
+                "tid {tid}: {k} is no longer in the file but keeps its value until restart"
+            ));
+        }
+        let want_state = d.state.clone().unwrap_or_else(|| "ready".into());
+        let have_state = c.state.clone().unwrap_or_else(|| "ready".into());
+        if !want_state.eq_ignore_ascii_case(&have_state) {
+            steps.push(state_step(tid, &want_state));
+        }
+        let want_a = canon_addrs(&d.initiator_address).map_err(|e| format!("tid {tid}: {e}"))?;
+        let have_a = canon_addrs(&c.initiator_address).unwrap_or_default();
+        for a in have_a.iter().filter(|a| !want_a.contains(a)) {
+            steps.push(acl_step("unbind", tid, Some(a), None));
+        }
+        for a in want_a.iter().filter(|a| !have_a.contains(a)) {
+            steps.push(acl_step("bind", tid, Some(a), None));
+        }
+        let has = |v: &[String], n: &str| v.iter().any(|x| x.eq_ignore_ascii_case(n));
+        for n in c
+            .initiator_name
+            .iter()
+            .filter(|n| !has(&d.initiator_name, n))
+        {
+            steps.push(acl_step("unbind", tid, None, Some(n)));
+        }
+        for n in d
+            .initiator_name
+            .iter()
+            .filter(|n| !has(&c.initiator_name, n))
+        {
+            steps.push(acl_step("bind", tid, None, Some(n)));
+        }
+        // LUNs.
+        let remove = |lun: u64, why: &str| {
+            let r = lun_request("delete", tid, lun);
+            Step {
+                what: format!("remove tid {tid} lun {lun}{why}"),
+                request: r,
+                disrupts: Some(tid),
+            }
+        };
+        for cl in &c.luns {
+            let lun = *cl.lun.get_ref();
+            if !d.luns.iter().any(|l| *l.lun.get_ref() == lun) {
+                steps.push(remove(lun, ""));
+            }
+        }
+        for dl in &d.luns {
+            let lun = *dl.lun.get_ref();
+            let Some(cl) = c.luns.iter().find(|l| *l.lun.get_ref() == lun) else {
+                steps.extend(lun_new_steps(tid, dl));
+                continue;
+            };
+            let want_p = canon_lu_params(dl).map_err(|e| format!("tid {tid}: {e}"))?;
+            let have_p = canon_lu_params(cl).unwrap_or_default();
+            let blocksize_changed = dl.blocksize.is_some_and(|b| Some(b) != cl.blocksize);
+            // Parameters that can't change live, or that are dropped (no "unset"):
+            // the LU is created again.
+            let fixed = ["physical_blocksize", "lbppbe", "readonly"];
+            let p_fixed = fixed
+                .iter()
+                .any(|k| want_p.iter().find(|p| p.0 == *k) != have_p.iter().find(|p| p.0 == *k));
+            // A key that is dropped goes back to its default; one without a default
+            // (a set scsi_id, scsi_sn) means a new LU.
+            let mut changed: Vec<(String, String)> = want_p
+                .iter()
+                .filter(|p| !have_p.contains(p))
+                .cloned()
+                .collect();
+            let mut p_dropped = false;
+            for (k, _) in have_p
+                .iter()
+                .filter(|(k, _)| !want_p.iter().any(|(w, _)| w == k))
+            {
+                match rtgt_scsi::default_lu_param(k) {
+                    Some(v) => changed.push((k.clone(), v)),
+                    None => p_dropped = true,
+                }
+            }
+            let (bstype, ..) = lun_identity(dl);
+            let ident = lun_identity(dl) != lun_identity(cl);
+            let size_of = |l: &LunConfig| l.size.as_ref().and_then(|s| parse_size(&s.text()).ok());
+            // mem can't be resized in place; null and files can.
+            let mem_resized = bstype == "mem" && size_of(dl) != size_of(cl);
+            if ident || blocksize_changed || p_fixed || p_dropped || mem_resized {
+                steps.push(remove(lun, " (to create it again with the new settings)"));
+                steps.extend(lun_new_steps(tid, dl));
+                continue;
+            }
+            if !changed.is_empty() {
+                let kv: Vec<String> = changed.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                let mut r = lun_request("update", tid, lun);
+                r.params = Some(kv.join(","));
+                steps.push(Step {
+                    what: format!("update tid {tid} lun {lun} {}", kv.join(",")),
+                    request: r,
+                    disrupts: None,
+                });
+            }
+            // A size in the file that differs from the LU's: an online resize.
+            if let Some(want) = size_of(dl) {
+                if Some(want) != cl.size.as_ref().and_then(|s| parse_size(&s.text()).ok()) {
+                    let mut r = lun_request("update", tid, lun);
+                    r.params = Some(format!("size={want}"));
+                    steps.push(Step {
+                        what: format!("resize tid {tid} lun {lun} to {want} bytes"),
+                        request: r,
+                        disrupts: None,
+                    });
+                }
+            }
+        }
+    }
+    Ok((steps, notes))
+}
+
+/// `current` with each file-backed LUN's size filled in, so a `size` in the file can be
+/// compared with what runs.
+fn with_file_sizes(reg: &Registry, mut cfg: Config) -> Config {
+    for t in &mut cfg.targets {
+        let Some(rt) = reg.target_by_tid(*t.tid.get_ref()) else {
+            continue;
+        };
+        let info = rt.scsi.lu_info();
+        for l in &mut t.luns {
+            if l.size.is_none() {
+                if let Some(i) = info.iter().find(|i| i.lun == *l.lun.get_ref()) {
+                    l.size = Some(Value::Int(i.size_bytes as i64));
+                }
+            }
+        }
+    }
+    cfg
+}
+
+/// Serializes `config apply` against itself (one plan at a time).
+static APPLY: parking_lot::Mutex<()> = parking_lot::Mutex::new(());
+
+/// Plans and (unless `dry_run`) applies `text` to the running configuration. Returns
+/// the plan as text, or an error naming the first refused step.
+pub fn apply(
+    reg: &Registry,
+    file: &str,
+    text: &str,
+    dry_run: bool,
+    force: bool,
+) -> Result<String, (i32, String)> {
+    let _one = APPLY.lock();
+    let t0 = std::time::Instant::now();
+    let desired = parse(file, text).map_err(|e| (errno::EINVAL, e.0))?;
+    let t1 = std::time::Instant::now();
+    let current = with_file_sizes(reg, running(reg));
+    let t2 = std::time::Instant::now();
+    let (steps, notes) =
+        plan(&current, &desired).map_err(|e| (errno::EINVAL, format!("{file}: {e}")))?;
+    tracing::info!(
+        "config {file}: parsed in {:?}, running configuration read in {:?}, planned in {:?}: {} changes",
+        t1 - t0,
+        t2 - t1,
+        t2.elapsed(),
+        steps.len()
+    );
+    let mut out = String::new();
+    if steps.is_empty() {
+        out.push_str("no changes\n");
+    }
+    for s in &steps {
+        let _ = writeln!(out, "{}{}", if dry_run { "would " } else { "" }, s.what);
+    }
+    for n in &notes {
+        let _ = writeln!(out, "note: {n}");
+    }
+    if dry_run {
+        return Ok(out);
+    }
+    // Refuse the whole plan before changing anything when it would cut sessions off.
+    if !force {
+        for s in &steps {
+            if let Some(tid) = s.disrupts {
+                let n = reg.target_by_tid(tid).map_or(0, |t| t.session_count());
+                if n > 0 {
+                    return Err((
+                        errno::EBUSY,
+                        format!(
+                            "refusing to {}: {n} session(s) logged in to tid {tid}; \
+                             nothing was changed (add --force to apply anyway)",
+                            s.what
+                        ),
+                    ));
+                }
+            }
+        }
+    }
+    for (i, s) in steps.iter().enumerate() {
+        let r = reg.handle(s.request.clone());
+        if r.code != 0 {
+            return Err((
+                r.code,
+                format!(
+                    "{file}: {}: {} ({i} of {} changes applied before it)",
+                    s.what,
+                    r.message,
+                    steps.len()
+                ),
+            ));
+        }
+    }
+    Ok(out)
+}
+
+/// The control requests of `--mode config`: `--op show` (dump), `--op update` (apply),
+/// with `name` the file name for messages and `value` the file's text; `--op stat`
+/// is the dry run.
+pub fn handle(reg: &Registry, req: &Request) -> Response {
+    let file = req.name.as_deref().unwrap_or("config");
+    match req.op.as_str() {
+        "show" => Response::ok(running(reg).to_toml()),
+        "update" | "stat" => {
+            let text = req.value.as_deref().unwrap_or("");
+            match apply(reg, file, text, req.op == "stat", req.force) {
+                Ok(out) => Response::ok(out),
+                Err((code, msg)) => Response::error(code, msg),
+            }
+        }
+        op => Response::error(
+            errno::EINVAL,
+            format!("unknown config operation '{op}' (use dump or apply)"),
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,188 @@
+use super::*;
+use crate::control::Request;
+
+const SAMPLE: &str = r#"
+[daemon]
+portals = ["127.0.0.1:3260"]
+
+[[target]]
+tid = 1
+name = "iqn.2026-11.org.example:one"
+initiator_address = ["ALL"]
+initiator_name = ["iqn.1994-05.com.example:host1"]
+params = { MaxRecvDataSegmentLength = 65536 }
+
+[[target.lun]]
+lun = 1
+bstype = "null"
+size = "1G"
+params = { thin_provisioning = 0, scsi_sn = "SN-1", write_cache = "off" }
+
+[[target.lun]]
+lun = 2
+bstype = "mem"
+size = 1048576
+blocksize = 4096
+
+[[target]]
+tid = 2
+name = "iqn.2026-11.org.example:two"
+state = "offline"
+initiator_address = ["127.0.0.1", "10.0.0.0/8"]
+"#;
+
+fn show(reg: &Registry) -> String {
+    reg.handle(Request {
+        mode: "target".into(),
+        op: "show".into(),
+        ..Request::default()
+    })
+    .message
+}
+
+/// Registry's `show` without the I/O counters (which differ between two runs).
+fn show_stable(reg: &Registry) -> String {
+    show(reg)
+        .lines()
+        .filter(|l| !l.contains("Backing store I/O"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+fn loads_through_the_registry() {
+    let reg = Registry::new();
+    load(&reg, "rtgt.toml", SAMPLE).unwrap();
+    let out = show(&reg);
+    assert!(
+        out.contains("Target 1: iqn.2026-11.org.example:one"),
+        "{out}"
+    );
+    assert!(out.contains("MaxRecvDataSegmentLength: 65536"), "{out}");
+    assert!(out.contains("SCSI SN: SN-1"), "{out}");
+    assert!(out.contains("Block size: 4096"), "{out}");
+    assert!(
+        out.contains("Target 2: iqn.2026-11.org.example:two"),
+        "{out}"
+    );
+    assert!(out.contains("State: offline"), "{out}");
+    assert!(out.contains("10.0.0.0/8"), "{out}");
+    assert!(out.contains("iqn.1994-05.com.example:host1"), "{out}");
+}
+
+#[test]
+fn dump_loads_back_to_the_same_show() {
+    let reg = Registry::new();
+    load(&reg, "rtgt.toml", SAMPLE).unwrap();
+    let dump = running(&reg).to_toml();
+    let again = Registry::new();
+    load(&again, "dump.toml", &dump).unwrap();
+    assert_eq!(show_stable(&reg), show_stable(&again), "{dump}");
+    // And the dump of the copy is the dump.
+    assert_eq!(running(&again).to_toml(), dump);
+    // Nothing to do when applying the dump to what runs.
+    let plan = apply(&reg, "dump.toml", &dump, true, false).unwrap();
+    assert_eq!(plan, "no changes\n");
+}
+
+#[test]
+fn parse_errors_name_file_line_and_key() {
+    let e = parse(
+        "a.toml",
+        "[[target]]\ntid = \"x\"\nname = \"iqn.2026-11.a:b\"\n",
+    )
+    .unwrap_err();
+    assert!(e.0.starts_with("a.toml:2:"), "{e}");
+    assert!(e.0.contains("tid"), "{e}");
+    let e = parse(
+        "a.toml",
+        "[[target]]\ntid = 1\nname = \"iqn.2026-11.a:b\"\ncolour = 3\n",
+    )
+    .unwrap_err();
+    assert!(e.0.starts_with("a.toml:4:"), "{e}");
+    assert!(e.0.contains("colour"), "{e}");
+    let e = parse("a.toml", "[[target]]\ntid = 1\n").unwrap_err();
+    assert!(e.0.contains("name"), "{e}");
+    let two = "[[target]]\ntid = 1\nname = \"iqn.2026-11.a:b\"\n[[target]]\ntid = 1\nname = \"iqn.2026-11.a:c\"\n";
+    let e = parse("a.toml", two).unwrap_err();
+    assert!(e.0.starts_with("a.toml:5: key `tid`"), "{e}");
+    let e = parse("a.toml", "x = [").unwrap_err();
+    assert!(e.0.starts_with("a.toml:1:"), "{e}");
+}
+
+#[test]
+fn registry_errors_name_the_line() {
+    let text = "[[target]]\ntid = 1\nname = \"iqn.2026-11.a:b\"\n\n[[target.lun]]\nlun = 3\nbacking_store = \"/nonexistent/x.img\"\n";
+    let e = load(&Registry::new(), "a.toml", text).unwrap_err();
+    assert!(e.0.starts_with("a.toml:6: add tid 1 lun 3"), "{e}");
+    assert!(e.0.contains("No such file"), "{e}");
+    let text = "[[target]]\ntid = 1\nname = \"iqn.2026-11.a:b\"\n[[target.lun]]\nlun = 1\nbstype = \"null\"\nparams = { colour = \"red\" }\n";
+    let e = load(&Registry::new(), "a.toml", text).unwrap_err();
+    assert!(
+        e.0.starts_with("a.toml:5:") && e.0.contains("colour"),
+        "{e}"
+    );
+}
+
+#[test]
+fn apply_adds_changes_and_removes() {
+    let reg = Registry::new();
+    load(&reg, "rtgt.toml", SAMPLE).unwrap();
+    let next = SAMPLE
+        .replace(
+            "initiator_address = [\"127.0.0.1\", \"10.0.0.0/8\"]",
+            "initiator_address = [\"127.0.0.1\"]",
+        )
+        .replace("write_cache = \"off\"", "write_cache = \"on\"")
+        .replace("size = 1048576", "size = 2097152")
+        + "\n[[target.lun]]\nlun = 5\nbstype = \"null\"\nsize = \"10M\"\n";
+    let plan = apply(&reg, "next.toml", &next, true, false).unwrap();
+    assert!(plan.contains("would unbind tid 2 10.0.0.0/8"), "{plan}");
+    assert!(plan.contains("would update tid 1 lun 1"), "{plan}");
+    assert!(plan.contains("would add tid 2 lun 5"), "{plan}");
+    assert!(
+        plan.contains("would remove tid 1 lun 2 (to create it again"),
+        "{plan}"
+    );
+    // The dry run changed nothing.
+    assert!(show(&reg).contains("10.0.0.0/8"));
+    apply(&reg, "next.toml", &next, false, false).unwrap();
+    let out = show(&reg);
+    assert!(!out.contains("10.0.0.0/8"), "{out}");
+    assert!(apply(&reg, "next.toml", &next, true, false)
+        .unwrap()
+        .starts_with("no changes"));
+    // Remove target 2 entirely.
+    let cut = next
+        .split("[[target]]\ntid = 2")
+        .next()
+        .unwrap()
+        .to_string();
+    apply(&reg, "cut.toml", &cut, false, false).unwrap();
+    assert!(!show(&reg).contains("Target 2"));
+}
+
+#[test]
+fn example_file_loads() {
+    let text = include_str!("../../../../examples/rtgt.toml");
+    let cfg = parse("examples/rtgt.toml", text).unwrap();
+    assert!(!cfg.targets.is_empty());
+    // Its file-backed LUNs point at /var/lib; everything else goes in.
+    let reg = Registry::new();
+    let null_only = Config {
+        targets: cfg
+            .targets
+            .iter()
+            .cloned()
+            .map(|mut t| {
+                t.luns.retain(|l| l.bstype.as_deref() == Some("null"));
+                t
+            })
+            .collect(),
+        ..cfg.clone()
+    };
+    for (_, s) in null_only.requests() {
+        let r = reg.handle(s.request);
+        assert_eq!(r.code, 0, "{}: {}", s.what, r.message);
+    }
+}

@@ -1,0 +1,258 @@
+//! `rtgtadm config dump [FILE]` and `rtgtadm config apply FILE [--dry-run] [--force]`:
+//! the running configuration as a TOML file, and a file made the running configuration.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+
+use rtgt_target::control::{default_socket_path, Request, Response};
+
+const EINVAL: i32 = 22;
+const EIO: i32 = 5;
+
+pub const USAGE: &str = "\
+rtgtadm [-C N | --control-socket PATH] config dump [FILE]
+    Write the running configuration as TOML to FILE (atomically; the previous FILE is
+    kept as FILE.bak) or to standard output. `rtgtd --config FILE` brings it back.
+rtgtadm [-C N | --control-socket PATH] config apply FILE [--dry-run] [--force]
+    Make FILE the running configuration: targets, LUNs, ACLs and iSCSI keys are added,
+    removed and changed live, LUNs resized. --dry-run prints the plan only. Removing a
+    target or LUN of a target with sessions is refused unless --force.
+";
+
+/// Whether the command line is a `config` command (the first word that is not an
+/// option or an option's value).
+pub fn is_config(argv: &[String]) -> bool {
+    let mut i = 0;
+    while i < argv.len() {
+        let a = &argv[i];
+        if ["-C", "--control-port", "--control-socket", "-L", "--lld"].contains(&a.as_str()) {
+            i += 2;
+            continue;
+        }
+        if a.starts_with('-') {
+            i += 1;
+            continue;
+        }
+        return a == "config";
+    }
+    false
+}
+
+struct Args {
+    socket: PathBuf,
+    sub: String,
+    file: Option<PathBuf>,
+    dry_run: bool,
+    force: bool,
+}
+
+fn parse(argv: &[String]) -> Result<Args, String> {
+    let mut control_port = 0u16;
+    let mut socket = None;
+    let mut words = Vec::new();
+    let (mut dry_run, mut force) = (false, false);
+    let mut it = argv.iter();
+    while let Some(a) = it.next() {
+        let mut value = |name: &str| {
+            it.next()
+                .cloned()
+                .ok_or_else(|| format!("{name} needs a value"))
+        };
+        match a.as_str() {
+            "-C" | "--control-port" => {
+                let v = value(a)?;
+                control_port = v.parse().map_err(|_| format!("bad control port '{v}'"))?;
+            }
+            "--control-socket" => socket = Some(PathBuf::from(value(a)?)),
+            // tgtadm's habit; rtgt has one driver.
+            "-L" | "--lld" => {
+                value(a)?;
+            }
+            "--dry-run" | "-n" => dry_run = true,
+            "--force" | "-F" => force = true,
+            s if s.starts_with("--control-socket=") => {
+                socket = Some(PathBuf::from(&s["--control-socket=".len()..]))
+            }
+            s if s.starts_with("-C") && s.len() > 2 => {
+                control_port = s[2..]
+                    .parse()
+                    .map_err(|_| format!("bad control port '{}'", &s[2..]))?
+            }
+            s if s.starts_with('-') => return Err(format!("unknown option {s} for config")),
+            s => words.push(s.to_string()),
+        }
+    }
+    // words[0] is "config".
+    let sub = words.get(1).cloned().ok_or("config needs dump or apply")?;
+    if words.len() > 3 {
+        return Err(format!("config {sub}: unexpected argument {}", words[3]));
+    }
+    Ok(Args {
+        socket: socket.unwrap_or_else(|| default_socket_path(control_port)),
+        sub,
+        file: words.get(2).map(PathBuf::from),
+        dry_run,
+        force,
+    })
+}
+
+fn exchange(socket: &Path, req: &Request) -> Result<Response, (i32, String)> {
+    let io = |what: &str, e: std::io::Error| {
+        (
+            e.raw_os_error()
+                .filter(|c| (1..=255).contains(c))
+                .unwrap_or(EIO),
+            format!("{what} rtgtd at {}: {e}", socket.display()),
+        )
+    };
+    let mut stream = UnixStream::connect(socket).map_err(|e| io("can't connect to", e))?;
+    let mut line = serde_json::to_string(req).map_err(|e| (EIO, e.to_string()))?;
+    line.push('\n');
+    stream
+        .write_all(line.as_bytes())
+        .map_err(|e| io("can't send to", e))?;
+    let mut answer = String::new();
+    BufReader::new(stream)
+        .read_line(&mut answer)
+        .map_err(|e| io("can't read from", e))?;
+    serde_json::from_str(answer.trim_end())
+        .map_err(|e| (EIO, format!("malformed answer from rtgtd ({e})")))
+}
+
+/// Replaces `path` with `data` so that a crash leaves either the old or the new file:
+/// a temporary file in the same directory, fsync, the old file kept as `path.bak`,
+/// rename, fsync of the directory.
+pub fn write_atomically(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let name = path
+        .file_name()
+        .ok_or_else(|| std::io::Error::other("not a file name"))?
+        .to_string_lossy()
+        .into_owned();
+    let tmp = dir.join(format!(".{name}.tmp.{}", std::process::id()));
+    let r = (|| {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(data)?;
+        f.sync_all()?;
+        drop(f);
+        if path.exists() {
+            let bak = dir.join(format!("{name}.bak"));
+            let _ = std::fs::remove_file(&bak);
+            // A hard link keeps the old file in place until the rename replaces it.
+            if std::fs::hard_link(path, &bak).is_err() {
+                std::fs::copy(path, &bak)?;
+            }
+        }
+        std::fs::rename(&tmp, path)?;
+        std::fs::File::open(&dir)?.sync_all()
+    })();
+    if r.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    r
+}
+
+pub fn run(argv: &[String]) -> i32 {
+    let args = match parse(argv) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("rtgtadm: {e}");
+            eprint!("{USAGE}");
+            return EINVAL;
+        }
+    };
+    let mut req = Request {
+        mode: "config".into(),
+        force: args.force,
+        ..Request::default()
+    };
+    match args.sub.as_str() {
+        "dump" => req.op = "show".into(),
+        "apply" => {
+            let Some(file) = &args.file else {
+                eprintln!("rtgtadm: config apply needs a FILE");
+                return EINVAL;
+            };
+            match std::fs::read_to_string(file) {
+                Ok(t) => req.value = Some(t),
+                Err(e) => {
+                    eprintln!("rtgtadm: {}: {e}", file.display());
+                    return e.raw_os_error().unwrap_or(EIO);
+                }
+            }
+            req.name = Some(file.display().to_string());
+            req.op = if args.dry_run { "stat" } else { "update" }.into();
+        }
+        other => {
+            eprintln!("rtgtadm: unknown config command '{other}' (use dump or apply)");
+            return EINVAL;
+        }
+    }
+    let resp = match exchange(&args.socket, &req) {
+        Ok(r) => r,
+        Err((code, msg)) => {
+            eprintln!("rtgtadm: {msg}");
+            return code;
+        }
+    };
+    if resp.code != 0 {
+        eprintln!("rtgtadm: {}", resp.message.trim_end());
+        return if (1..=255).contains(&resp.code) {
+            resp.code
+        } else {
+            1
+        };
+    }
+    match (&args.sub[..], &args.file) {
+        ("dump", Some(file)) => {
+            if let Err(e) = write_atomically(file, resp.message.as_bytes()) {
+                eprintln!("rtgtadm: writing {}: {e}", file.display());
+                return e.raw_os_error().unwrap_or(EIO);
+            }
+        }
+        _ => print!("{}", resp.message),
+    }
+    0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v(s: &str) -> Vec<String> {
+        s.split_whitespace().map(str::to_string).collect()
+    }
+
+    #[test]
+    fn recognizes_config_commands() {
+        assert!(is_config(&v("config dump")));
+        assert!(is_config(&v("-C 3 config apply x.toml --dry-run")));
+        assert!(is_config(&v("--control-socket /x config dump")));
+        assert!(is_config(&v("-C 1 --lld iscsi config dump")));
+        assert!(!is_config(&v("--lld iscsi --op show --mode target")));
+        let a = parse(&v("-C3 config apply x.toml -n")).unwrap();
+        assert!(a.dry_run && !a.force && a.sub == "apply");
+        assert_eq!(a.file, Some(PathBuf::from("x.toml")));
+        assert!(a.socket.ends_with("socket.3"));
+        assert!(parse(&v("config")).is_err());
+        assert!(parse(&v("config dump a b")).is_err());
+    }
+
+    #[test]
+    fn atomic_write_keeps_a_backup() {
+        let dir = std::env::temp_dir().join(format!("rtgtadm-aw-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("rtgt.toml");
+        write_atomically(&f, b"one").unwrap();
+        assert!(!dir.join("rtgt.toml.bak").exists());
+        write_atomically(&f, b"two").unwrap();
+        assert_eq!(std::fs::read(&f).unwrap(), b"two");
+        assert_eq!(std::fs::read(dir.join("rtgt.toml.bak")).unwrap(), b"one");
+        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 2);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -319,10 +319,15 @@ impl Daemon {
             // Our own control socket must exist too: a port that accepts could belong to
             // another daemon (a parallel test's), while the socket in our private run
             // directory can only be this daemon's, bound after its portals.
-            let has_socket = std::fs::read_dir(&self.run_dir).is_ok_and(|mut d| {
-                d.any(|e| e.is_ok_and(|e| e.file_name().to_string_lossy().starts_with("socket.")))
+            // Connecting (not just seeing the file) proves the socket listens: between
+            // bind(2) and listen(2) a connect is refused.
+            let control_up = std::fs::read_dir(&self.run_dir).is_ok_and(|d| {
+                d.flatten().any(|e| {
+                    e.file_name().to_string_lossy().starts_with("socket.")
+                        && std::os::unix::net::UnixStream::connect(e.path()).is_ok()
+                })
             });
-            if has_socket && port_accepts(self.port) {
+            if control_up && port_accepts(self.port) {
                 return;
             }
             if Instant::now() > deadline {

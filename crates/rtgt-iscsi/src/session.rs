@@ -780,13 +780,19 @@ impl Session {
 
     /// Tasks were aborted from another I_T nexus (a LUN reset, CLEAR TASK SET, hard
     /// reset or PREEMPT AND ABORT received elsewhere): drops, without answering them, the
-    /// tasks `covered(lun)` selects that arrived before `before`, whatever state they
-    /// are in. Returns their ITTs.
+    /// tasks `covered(lun)` selects that arrived before `before` and are still gathering
+    /// Data-Out. Tasks already with the SCSI layer are its to end: it aborted those that
+    /// were in its task set, and reports them through [`Session::on_scsi_aborted`];
+    /// one whose Data-Out completed while the abort was on its way started after it
+    /// and runs to completion (dropping it here would lose its response, and the unit
+    /// attention it consumed). Returns the ITTs dropped.
     pub fn abort_tasks(&mut self, before: Instant, covered: impl Fn(&[u8; 8]) -> bool) -> Vec<u32> {
         let itts: Vec<u32> = self
             .tasks
             .iter()
-            .filter(|(_, t)| t.arrived < before && covered(&t.lun))
+            .filter(|(_, t)| {
+                t.state == TaskState::Receiving && t.arrived < before && covered(&t.lun)
+            })
             .map(|(&i, _)| i)
             .collect();
         for &i in &itts {

@@ -35,7 +35,7 @@ mod cache_tests;
 pub use alua::AluaState;
 pub use params::{canonical_lu_params, default_lu_param};
 pub use target::{LuDirectory, ScsiTarget, TmOutcome, TmResponse};
-pub use tasks::{AbortHook, TaskGuard, TransportAbort};
+pub use tasks::{AbortAck, AbortHook, TaskGuard, TransportAbort};
 
 /// SAM-5 status codes.
 pub mod status {

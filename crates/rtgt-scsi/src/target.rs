@@ -20,7 +20,7 @@ use crate::pr::{NexusSet, PortPair, PrState};
 use crate::sbc;
 use crate::sense::{asc, key, Sense};
 use crate::spc::{self, op};
-use crate::tasks::{AbortHook, TaskGuard, TaskSet, TaskWait, TransportAbort};
+use crate::tasks::{AbortAck, AbortHook, TaskGuard, TaskSet, TaskWait, TransportAbort};
 use crate::xcopy;
 use crate::{
     opcodes, status, DeviceType, ItNexus, LuConfig, LuInfo, ScsiCommand, ScsiError, ScsiResult,
@@ -834,7 +834,7 @@ impl ScsiTarget {
     /// connections. Returns what to wait for.
     fn abort_tasks(&self, victims: &[u64], lun: Option<u64>, close: Option<bool>) -> TaskWait {
         let before = Instant::now();
-        let wait = self
+        let mut wait = self
             .tasks
             .abort(|n, _, l| victims.contains(&n) && lun.is_none_or(|x| x == l));
         let hooks: Vec<AbortHook> = {
@@ -842,11 +842,14 @@ impl ScsiTarget {
             victims.iter().filter_map(|id| h.get(id).cloned()).collect()
         };
         for hook in hooks {
+            let (ack, acked) = AbortAck::new();
             hook(TransportAbort {
                 lun,
                 before,
                 close: close.unwrap_or(false),
+                ack,
             });
+            wait = wait.with_ack(acked);
         }
         wait
     }

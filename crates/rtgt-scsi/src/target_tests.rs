@@ -1008,9 +1008,11 @@ mod task_set {
         (vec![0x5f, sa, rtype, 0, 0, 0, 0, 0, 24, 0], p)
     }
 
-    fn hook(log: &Arc<Mutex<Vec<TransportAbort>>>) -> crate::AbortHook {
+    /// What a transport was told: (lun, close). The acknowledgment is dropped at once,
+    /// as a transport does once it has dropped its tasks.
+    fn hook(log: &Arc<Mutex<Vec<(Option<u64>, bool)>>>) -> crate::AbortHook {
         let log = log.clone();
-        Arc::new(move |a| log.lock().push(a))
+        Arc::new(move |a: TransportAbort| log.lock().push((a.lun, a.close)))
     }
 
     #[tokio::test]
@@ -1113,7 +1115,7 @@ mod task_set {
             "PREEMPT AND ABORT aborts the preempted nexus's task"
         );
         assert_eq!(seen.lock().len(), 1);
-        assert_eq!(seen.lock()[0].lun, Some(1));
+        assert_eq!(seen.lock()[0].0, Some(1));
         // The command completes only after the aborted task is over.
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         assert!(!preempt.is_finished());
@@ -1124,6 +1126,26 @@ mod task_set {
         // Now nexus 1 holds an EXCLUSIVE ACCESS reservation.
         let r = exec(&t, 2, 1, &[0x28, 0, 0, 0, 0, 0, 0, 0, 1, 0], &[]).await;
         assert_eq!(r.status, status::RESERVATION_CONFLICT);
+    }
+
+    #[tokio::test]
+    async fn a_reset_completes_only_once_the_other_transports_dropped_their_tasks() {
+        let (t, _) = target_with(&[]);
+        let held = Arc::new(Mutex::new(Vec::<TransportAbort>::new()));
+        let h = held.clone();
+        t.attach_nexus(nexus(2), Arc::new(move |a| h.lock().push(a)));
+        let out = t.task_management(&nexus(1), TmFunction::LogicalUnitReset, 1, None);
+        assert_eq!(out.wait.len(), 0, "no task of the core to wait for");
+        let mut wait = Box::pin(out.wait.wait());
+        let pending = tokio::time::timeout(std::time::Duration::from_millis(50), &mut wait).await;
+        assert!(
+            pending.is_err(),
+            "completed before the transport acknowledged"
+        );
+        held.lock().clear();
+        tokio::time::timeout(std::time::Duration::from_millis(500), wait)
+            .await
+            .expect("the acknowledgment ends the wait");
     }
 
     #[tokio::test]
@@ -1146,6 +1168,6 @@ mod task_set {
 
         let out = t.task_management(&nexus(1), TmFunction::TargetColdReset, 0, None);
         assert!(out.close, "a cold reset ends the sessions");
-        assert!(seen.lock().last().unwrap().close);
+        assert!(seen.lock().last().unwrap().1);
     }
 }

@@ -20,7 +20,7 @@ use tokio::sync::watch;
 /// What the transport of one I_T nexus must drop of its own state when tasks are aborted
 /// from elsewhere (a LUN reset, CLEAR TASK SET, hard reset or PREEMPT AND ABORT received
 /// on another nexus): tasks still gathering Data-Out exist only in the transport.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug)]
 pub struct TransportAbort {
     /// The LUN whose tasks end; None for every LUN.
     pub lun: Option<u64>,
@@ -28,6 +28,22 @@ pub struct TransportAbort {
     pub before: Instant,
     /// Drop the connection as well (TARGET COLD RESET, RFC 7143 §11.5.1).
     pub close: bool,
+    /// Dropped by the transport once it has dropped the tasks: the function that
+    /// aborted them completes only then (SAM-5 7.1), so a Data-Out that reaches the
+    /// other connection after the response can never revive one of them.
+    pub ack: AbortAck,
+}
+
+/// See [`TransportAbort::ack`]. A transport that is gone drops it with the request.
+#[derive(Debug)]
+pub struct AbortAck(#[allow(dead_code)] watch::Sender<bool>);
+
+impl AbortAck {
+    /// An acknowledgment and what waits for it.
+    pub(crate) fn new() -> (AbortAck, watch::Receiver<bool>) {
+        let (tx, rx) = watch::channel(false);
+        (AbortAck(tx), rx)
+    }
 }
 
 /// Called by the SCSI core with a [`TransportAbort`] for a nexus; must only queue the
@@ -77,25 +93,36 @@ impl Drop for TaskGuard {
     }
 }
 
-/// Waits for aborted tasks to be over.
+/// Waits for aborted tasks to be over, and for the transports told of them to have
+/// dropped theirs.
 #[derive(Default)]
-pub struct TaskWait(Vec<watch::Receiver<bool>>);
+pub struct TaskWait {
+    tasks: Vec<watch::Receiver<bool>>,
+    acks: Vec<watch::Receiver<bool>>,
+}
 
 impl TaskWait {
     /// Number of tasks waited for.
     pub fn len(&self) -> usize {
-        self.0.len()
+        self.tasks.len()
     }
+    /// Whether there is nothing at all to wait for (no task, no acknowledgment).
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.tasks.is_empty() && self.acks.is_empty()
     }
     /// Both sets of tasks.
     pub fn join(mut self, other: TaskWait) -> TaskWait {
-        self.0.extend(other.0);
+        self.tasks.extend(other.tasks);
+        self.acks.extend(other.acks);
+        self
+    }
+    /// Also waits for a transport to acknowledge a [`TransportAbort`].
+    pub(crate) fn with_ack(mut self, rx: watch::Receiver<bool>) -> TaskWait {
+        self.acks.push(rx);
         self
     }
     pub async fn wait(self) {
-        for mut rx in self.0 {
+        for mut rx in self.tasks.into_iter().chain(self.acks) {
             // An error means the guard (and its sender) is gone: the task is over.
             let _ = rx.wait_for(|done| *done).await;
         }
@@ -143,7 +170,10 @@ impl TaskSet {
                 wait.push(s.finished.subscribe());
             }
         }
-        TaskWait(wait)
+        TaskWait {
+            tasks: wait,
+            acks: Vec::new(),
+        }
     }
 
     /// Whether some task matches `pred(nexus, tag, lun)`.

@@ -349,3 +349,41 @@ fn immediate_commands_past_the_task_bound_get_task_set_full() {
     );
     assert!(sent(&out).iter().any(|r| r.opcode() == op::REJECT));
 }
+
+#[test]
+fn an_abort_from_another_nexus_drops_only_tasks_still_gathering_data_out() {
+    let mut s = Session::new(cfg());
+    let mut out = Vec::new();
+    // ITT 1: a READ, with the SCSI layer. ITT 2: a WRITE (flags W|F, ATTR simple)
+    // waiting for its Data-Out (InitialR2T=No but no immediate data sent: an R2T).
+    s.on_pdu(scsi_cmd(1, 10, 0x80 | 0x40 | 1, 512, vec![]), &mut out);
+    let mut w = scsi_cmd(2, 11, 0x80 | 0x20 | 1, 4096, vec![]);
+    w.bhs[32] = 0x2a;
+    s.on_pdu(w, &mut out);
+    assert!(sent(&out).iter().any(|p| p.opcode() == op::R2T));
+    out.clear();
+    let dropped = s.abort_tasks(Instant::now(), |_| true);
+    assert_eq!(
+        dropped,
+        vec![2],
+        "the executing READ is the SCSI layer's to end"
+    );
+    // The READ still answers; a late Data-Out for the WRITE is dropped without a Reject.
+    s.on_scsi_done(
+        1,
+        ScsiOutcome {
+            data_in: vec![0; 512],
+            ..ScsiOutcome::default()
+        },
+        &mut out,
+    );
+    assert!(sent(&out).iter().any(|p| p.itt() == 1));
+    out.clear();
+    let mut d = Pdu::new(op::DATA_OUT);
+    d.set_flags(0x80);
+    d.set_itt(2);
+    d.data = vec![0; 4096];
+    d.fix_lengths();
+    s.on_pdu(d, &mut out);
+    assert!(out.is_empty(), "late Data-Out answered: {out:?}");
+}

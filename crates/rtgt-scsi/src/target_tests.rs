@@ -1008,9 +1008,12 @@ mod task_set {
         (vec![0x5f, sa, rtype, 0, 0, 0, 0, 0, 24, 0], p)
     }
 
-    /// What a transport was told: (lun, close). The acknowledgment is dropped at once,
-    /// as a transport does once it has dropped its tasks.
-    fn hook(log: &Arc<Mutex<Vec<(Option<u64>, bool)>>>) -> crate::AbortHook {
+    /// What a transport was told: (lun, close).
+    type Seen = Arc<Mutex<Vec<(Option<u64>, bool)>>>;
+
+    /// Logs what the transport is told; the acknowledgment is dropped at once, as a
+    /// transport does once it has dropped its tasks.
+    fn hook(log: &Seen) -> crate::AbortHook {
         let log = log.clone();
         Arc::new(move |a: TransportAbort| log.lock().push((a.lun, a.close)))
     }

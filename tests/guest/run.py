@@ -79,7 +79,8 @@ class Daemon:
         self.flavor = flavor
         self.daemon, self.adm_bin, self.img_bin = bins
         self.port = free_port()
-        self.ctl = str(random.randint(1000, 60000))
+        # tgtd keeps the control port in a 16-bit signed field: -C above 32767 is refused.
+        self.ctl = str(random.randint(1000, 32000))
         rundir = os.path.join(work, "run")
         os.makedirs(rundir, exist_ok=True)
         self.env = dict(os.environ, RTGT_RUN_DIR=rundir)

@@ -19,8 +19,17 @@ struct Held {
 }
 
 #[derive(Default)]
+struct State {
+    next: u64,
+    held: Vec<Held>,
+    /// Commands waiting for a range: a release wakes them only when there are some, so
+    /// the common case (nothing ever conflicts) never touches the notifier.
+    waiting: usize,
+}
+
+#[derive(Default)]
 pub(crate) struct RangeLock {
-    held: Mutex<(u64, Vec<Held>)>,
+    state: Mutex<State>,
     released: Notify,
 }
 
@@ -30,43 +39,80 @@ pub(crate) struct RangeGuard<'a> {
     id: u64,
 }
 
+/// Counts a waiting command for as long as it waits (also if its future is dropped).
+struct Waiting<'a>(&'a RangeLock);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.state.lock().waiting -= 1;
+    }
+}
+
 impl RangeLock {
     /// Waits until `[lba, lba + blocks)` can be held (`exclusive` or shared), then holds
     /// it. A zero-length range still counts as one block so it is ordered too.
     pub async fn lock(&self, lba: u64, blocks: u64, exclusive: bool) -> RangeGuard<'_> {
         let (start, end) = (lba, lba.saturating_add(blocks.max(1)));
+        if let Some(g) = self.try_hold(start, end, exclusive, true) {
+            return g;
+        }
+        // Counted as waiting (by try_hold, under the lock) before registering for the
+        // wake-up and looking again: a release in between either sees the count and
+        // wakes us, or happened before the second look, which then succeeds.
+        let _waiting = Waiting(self);
         loop {
-            // Register for the wake-up before looking, so a release between the look
-            // and the wait is not lost.
             let notified = self.released.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            {
-                let mut g = self.held.lock();
-                let conflict =
-                    g.1.iter()
-                        .any(|h| h.start < end && start < h.end && (h.exclusive || exclusive));
-                if !conflict {
-                    g.0 += 1;
-                    let id = g.0;
-                    g.1.push(Held {
-                        id,
-                        start,
-                        end,
-                        exclusive,
-                    });
-                    return RangeGuard { lock: self, id };
-                }
+            if let Some(g) = self.try_hold(start, end, exclusive, false) {
+                return g;
             }
             notified.await;
         }
+    }
+
+    /// Holds the range if nothing conflicts; otherwise, when `first`, counts the caller
+    /// as waiting.
+    fn try_hold(
+        &self,
+        start: u64,
+        end: u64,
+        exclusive: bool,
+        first: bool,
+    ) -> Option<RangeGuard<'_>> {
+        let mut g = self.state.lock();
+        let conflict = g
+            .held
+            .iter()
+            .any(|h| h.start < end && start < h.end && (h.exclusive || exclusive));
+        if conflict {
+            if first {
+                g.waiting += 1;
+            }
+            return None;
+        }
+        g.next += 1;
+        let id = g.next;
+        g.held.push(Held {
+            id,
+            start,
+            end,
+            exclusive,
+        });
+        Some(RangeGuard { lock: self, id })
     }
 }
 
 impl Drop for RangeGuard<'_> {
     fn drop(&mut self) {
-        self.lock.held.lock().1.retain(|h| h.id != self.id);
-        self.lock.released.notify_waiters();
+        let wake = {
+            let mut g = self.lock.state.lock();
+            g.held.retain(|h| h.id != self.id);
+            g.waiting > 0
+        };
+        if wake {
+            self.lock.released.notify_waiters();
+        }
     }
 }
 
@@ -96,5 +142,43 @@ mod tests {
             .await
             .unwrap()
             .unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn no_wake_up_is_lost_and_a_dropped_waiter_stops_counting() {
+        let l = Arc::new(RangeLock::default());
+        let counter = Arc::new(parking_lot::Mutex::new(0u64));
+        let mut tasks = Vec::new();
+        for i in 0..8u64 {
+            let (l, counter) = (l.clone(), counter.clone());
+            tasks.push(tokio::spawn(async move {
+                for _ in 0..500 {
+                    let _g = l.lock(i % 3, 2, i % 2 == 0).await;
+                    *counter.lock() += 1;
+                    tokio::task::yield_now().await;
+                }
+            }));
+        }
+        for t in tasks {
+            tokio::time::timeout(Duration::from_secs(20), t)
+                .await
+                .expect("a waiter was never woken")
+                .unwrap();
+        }
+        assert_eq!(*counter.lock(), 4000);
+        assert_eq!(l.state.lock().waiting, 0);
+        // A waiter whose command is dropped while it waits is no longer counted.
+        let g = l.lock(0, 1, true).await;
+        let l2 = l.clone();
+        let w = tokio::spawn(async move {
+            let _ = l2.lock(0, 1, true).await;
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert_eq!(l.state.lock().waiting, 1);
+        w.abort();
+        let _ = w.await;
+        assert_eq!(l.state.lock().waiting, 0);
+        drop(g);
+        assert!(l.state.lock().held.is_empty());
     }
 }

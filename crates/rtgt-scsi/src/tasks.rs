@@ -11,7 +11,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use parking_lot::Mutex;
@@ -56,9 +56,12 @@ struct Slot {
     lun: u64,
     aborted: AtomicBool,
     /// Says `true` once the task is aborted, for the rare command that waits on work
-    /// which outlives it (SANITIZE).
-    abort_signal: watch::Sender<bool>,
-    finished: watch::Sender<bool>,
+    /// which outlives it (SANITIZE). Both channels are made only when needed, under the
+    /// task set's lock: nearly every task ends without anyone waiting on it, and two
+    /// channels per command were a measurable share of the I/O path.
+    abort_signal: OnceLock<watch::Sender<bool>>,
+    /// Says `true` when the task is over; made by the first abort that waits for it.
+    finished: OnceLock<watch::Sender<bool>>,
 }
 
 /// A registered task; dropping it ends the task.
@@ -81,7 +84,18 @@ impl TaskGuard {
     /// touches the medium must not race this, or it would go on after the abort's
     /// response.
     pub async fn until_aborted(&self) {
-        let mut rx = self.slot.abort_signal.subscribe();
+        let mut rx = {
+            // Under the lock an abort takes to set the flag, so it is either seen here
+            // or sent on the channel made here.
+            let _set = self.set.tasks.lock();
+            if self.aborted() {
+                return;
+            }
+            self.slot
+                .abort_signal
+                .get_or_init(|| watch::channel(false).0)
+                .subscribe()
+        };
         let _ = rx.wait_for(|a| *a).await;
     }
 }
@@ -89,7 +103,11 @@ impl TaskGuard {
 impl Drop for TaskGuard {
     fn drop(&mut self) {
         self.set.tasks.lock().remove(&self.id);
-        let _ = self.slot.finished.send(true);
+        // An abort that waits made the channel while the slot was still in the set,
+        // under the lock just taken, so it is visible here.
+        if let Some(finished) = self.slot.finished.get() {
+            let _ = finished.send(true);
+        }
     }
 }
 
@@ -141,15 +159,13 @@ pub(crate) struct TaskSet(Arc<TaskSetInner>);
 impl TaskSet {
     pub fn begin(&self, nexus: u64, tag: u64, lun: u64) -> TaskGuard {
         let id = self.0.next.fetch_add(1, Ordering::Relaxed);
-        let (finished, _) = watch::channel(false);
-        let (abort_signal, _) = watch::channel(false);
         let slot = Arc::new(Slot {
             nexus,
             tag,
             lun,
             aborted: AtomicBool::new(false),
-            abort_signal,
-            finished,
+            abort_signal: OnceLock::new(),
+            finished: OnceLock::new(),
         });
         self.0.tasks.lock().insert(id, slot.clone());
         TaskGuard {
@@ -166,8 +182,14 @@ impl TaskSet {
         for s in tasks.values() {
             if pred(s.nexus, s.tag, s.lun) {
                 s.aborted.store(true, Ordering::Release);
-                s.abort_signal.send_replace(true);
-                wait.push(s.finished.subscribe());
+                if let Some(signal) = s.abort_signal.get() {
+                    signal.send_replace(true);
+                }
+                wait.push(
+                    s.finished
+                        .get_or_init(|| watch::channel(false).0)
+                        .subscribe(),
+                );
             }
         }
         TaskWait {

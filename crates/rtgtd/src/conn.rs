@@ -2,6 +2,7 @@
 //! and session state machines, runs SCSI commands on the target, and writes out what the
 //! state machines produce.
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -536,11 +537,10 @@ async fn full_feature(
                         attr: to_attr(req.attr),
                         tag: u64::from(req.itt),
                     };
-                    let tx = done_tx.clone();
                     let itt = req.itt;
-                    tokio::spawn(async move {
+                    let mut run = Box::pin(async move {
                         let r = scsi.execute_task(cmd, &task).await;
-                        let _ = tx.send(Done::Scsi {
+                        let done = Done::Scsi {
                             itt,
                             aborted: r.aborted || task.aborted(),
                             outcome: ScsiOutcome {
@@ -549,10 +549,32 @@ async fn full_feature(
                                 sense: r.sense,
                                 data_out_len: r.data_out_len,
                             },
-                        });
-                        // Only now is the task over for a TMF waiting on it.
-                        drop(task);
+                        };
+                        (done, task)
                     });
+                    // Most commands finish on their first poll (null, page-cache reads,
+                    // small buffered writes, everything without I/O): finish those right
+                    // here, saving a task spawn, a channel send and a wake-up per
+                    // command. The rest go on as their own task, which polls them again
+                    // with a real waker (a future registers the waker of its latest poll).
+                    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+                    match run.as_mut().poll(&mut cx) {
+                        std::task::Poll::Ready((done, task)) => {
+                            if let Some(why) = on_done(done, &mut session, &mut actions, peer) {
+                                closing = Some(why);
+                            }
+                            // Only now is the task over for a TMF waiting on it.
+                            drop(task);
+                        }
+                        std::task::Poll::Pending => {
+                            let tx = done_tx.clone();
+                            tokio::spawn(async move {
+                                let (done, task) = run.await;
+                                let _ = tx.send(done);
+                                drop(task);
+                            });
+                        }
+                    }
                 }
                 Action::TaskManagement(tmf) => {
                     let (Some(t), Some(n), Some(f)) =

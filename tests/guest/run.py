@@ -135,7 +135,7 @@ class Daemon:
         if self.proc.poll() is None:
             os.killpg(self.proc.pid, signal.SIGTERM)
             try:
-                self.proc.wait(timeout=10)
+                self.proc.wait(timeout=3)  # tgtd ignores SIGTERM
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait()
@@ -296,7 +296,7 @@ def run_one(flavor, bins, scenario, route, verbose):
                 log.write(line + "\n")
                 print("    | " + line, flush=True)
             status, out, secs = boot.boot(os.path.join(HERE, "scenarios", scenario + ".sh"), s.args,
-                                          files=s.files, hooks=s.hooks, verbose=verbose, timeout=600,
+                                          files=s.files, hooks=s.hooks, verbose=verbose, timeout=240,
                                           echo=echo, **where)
         if daemon.proc.poll() is not None:
             return "FAIL", time.time() - t0, f"the daemon died (status {daemon.proc.returncode})"

@@ -227,28 +227,44 @@ def iso(work, name, files):
     return img, manifest
 
 
-# How each daemon is told to put another medium in a CD/DVD drive: tgt's `path=` LU
-# parameter, rtgt's `media=` (issue 7 item 3).
-LOAD_PARAM = {"tgtd": "path", "rtgtd": "media"}
+# How each daemon is told to put a medium in a CD/DVD drive and to take it out: tgt takes
+# the drive offline (`online=0`, no medium) and only then accepts another `path=`; rtgt's
+# `media=` swaps in one step and `eject=1` ejects (issue 7 item 3).
+LOAD_PARAMS = {"tgtd": ["online=0", "path={}"], "rtgtd": ["media={}"]}
+EJECT_PARAMS = {"tgtd": ["online=0"], "rtgtd": ["eject=1"]}
 
 
 def setup_cd(d, work):
+    """A DVD-ROM drive (LUN 1) with disc 1; the guest asks the host to load disc 1 or 2
+    (host-step load-disc N) and to eject (host-step eject-disc), as an operator would."""
     iqn = "iqn.2026-11.org.rtgt:guest-cd"
     rnd = random.Random(7)
-    first = {"README.TXT": b"disc one\n", "data/random.bin": rnd.randbytes(3 << 20),
-             "data/odd-size.bin": rnd.randbytes(2048 * 5 + 7), "data/deep/er/tiny": b"x",
-             "empty": b""}
-    second = {"DISC2.TXT": b"disc two\n", "more/random.bin": rnd.randbytes(1 << 20)}
-    iso1, m1 = iso(work, "disc1", first)
-    iso2, m2 = iso(work, "disc2", second)
+    discs = {
+        1: {"README.TXT": b"disc one\n", "data/random.bin": rnd.randbytes(3 << 20),
+            "data/odd-size.bin": rnd.randbytes(2048 * 5 + 7), "data/deep/er/tiny": b"x", "empty": b""},
+        2: {"DISC2.TXT": b"disc two\n", "more/random.bin": rnd.randbytes(1 << 20)},
+    }
+    made = {n: iso(work, f"disc{n}", files) for n, files in discs.items()}
     d.target(1, iqn)
-    d.lu(1, 1, "cd", "-b", iso1)
+    d.lu(1, 1, "cd", "-b", made[1][0])
 
-    def load_second(_args):
-        d.lu_update(1, 1, f"{LOAD_PARAM[d.flavor]}={iso2}", gate="cd")
-        return True, f"loaded {os.path.basename(iso2)}"
-    return Setup(iqn, [1], files=[m1, m2], args=["disc1.sha256", "disc2.sha256"],
-                 hooks={"load-second-disc": load_second})
+    def load(args):
+        img = made[int(args[0])][0]
+        for p in LOAD_PARAMS[d.flavor]:
+            d.lu_update(1, 1, p.format(img), gate="cd")
+        return True, f"loaded {os.path.basename(img)}"
+
+    def eject(_args):
+        for p in EJECT_PARAMS[d.flavor]:
+            d.lu_update(1, 1, p, gate="cd")
+        return True, "ejected"
+    # tgtd 1.0.85 tells the initiator nothing when `path=` swaps the disc of a drive it
+    # has taken offline and back (no unit attention, no media event), so Linux keeps the
+    # old disc's capacity and fails reads past it; the swap behind the guest's back is
+    # checked against rtgtd only.
+    swap = "swap" if d.flavor == "rtgtd" else "no-swap"
+    return Setup(iqn, [1], files=[m for _, m in made.values()], args=["disc1.sha256", "disc2.sha256", swap],
+                 hooks={"load-disc": load, "eject-disc": eject})
 
 
 SETUPS = {"disk": setup_disk, "tape": setup_tape, "changer": setup_changer, "cd": setup_cd}

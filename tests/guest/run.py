@@ -310,7 +310,10 @@ def run_one(flavor, bins, scenario, route, verbose):
         with open(guest_log, "w") as log:
             def echo(line):
                 log.write(line + "\n")
-                print("    | " + line, flush=True)
+                log.flush()
+                # The scenario's steps and verdicts as they happen; all of it with -v.
+                if verbose or line.startswith(("== ", "   ok: ", "FAIL")):
+                    print("    | " + line, flush=True)
             status, out, secs = boot.boot(os.path.join(HERE, "scenarios", scenario + ".sh"), s.args,
                                           files=s.files, hooks=s.hooks, verbose=verbose, timeout=240,
                                           echo=echo, **where)
@@ -318,6 +321,10 @@ def run_one(flavor, bins, scenario, route, verbose):
             return "FAIL", time.time() - t0, f"the daemon died (status {daemon.proc.returncode})"
         if status == 0:
             return "PASS", time.time() - t0, f"guest {secs:.1f}s"
+        if not verbose:
+            print(f"    | (the last 60 lines of the guest's output; all of it in {guest_log})")
+            for line in out.splitlines()[-60:]:
+                print("    | " + line)
         tail = [ln for ln in out.splitlines() if ln.startswith("FAIL")] or out.splitlines()[-3:]
         return "FAIL", time.time() - t0, f"guest exit {status}: " + " / ".join(tail)
     except NotAvailable as e:
@@ -336,7 +343,7 @@ def main(argv):
     ap.add_argument("--scenario", default=",".join(SCENARIOS), help="comma-separated (default: all)")
     ap.add_argument("--route", default=",".join(ROUTES), help="A, B or A,B (default)")
     ap.add_argument("--no-build", action="store_true", help="don't run cargo build first")
-    ap.add_argument("-v", "--verbose", action="store_true", help="print each guest's console log")
+    ap.add_argument("-v", "--verbose", action="store_true", help="print all the guests' output and console logs")
     a = ap.parse_args(argv)
     scenarios = a.scenario.split(",")
     routes = a.route.upper().split(",")

@@ -15,7 +15,7 @@ that shows a scenario itself is right. Binaries: target/debug/{rtgtd,rtgtadm,rtg
 first unless --no-build), or RTGT_BIN_DIR, or RTGTD / RTGTADM / RTGTIMG.
 
 Device types rtgtd does not have yet are not failures: a scenario whose device type rtgtadm
-(or rtgtimg) refuses is reported as NOT AVAILABLE with the tool's message (see GATED).
+(or rtgtimg) refuses is reported as N/A with the tool's message (see GATED).
 Exits non-zero if any scenario fails. Logs: target/guest-results/.
 """
 
@@ -36,11 +36,13 @@ ROOT = os.path.abspath(os.path.join(HERE, "..", ".."))
 sys.path.insert(0, HERE)
 import boot  # noqa: E402
 
-# Device types rtgtd may not implement yet. Creating such an LU (or its image) being refused
-# makes the scenario "not available" rather than failed; remove a type from here once it is
-# in main, so a refusal becomes a failure.
+# Device types rtgtd may not implement yet. Before such a scenario runs against rtgtd, a
+# scratch LU of each of its types is created (Daemon.supports); if rtgtadm or rtgtimg
+# refuses, the scenario is "not available" rather than failed. Remove a type from here once
+# it is in main, so a refusal becomes a failure. Anything refused after that probe fails.
 GATED = {"tape", "changer", "cd"}
 SCENARIOS = ["disk", "tape", "changer", "cd"]
+DEVICE_TYPES = {"disk": ["disk"], "tape": ["tape"], "changer": ["tape", "changer"], "cd": ["cd"]}
 ROUTES = ["A", "B"]
 RESULTS = os.path.join(ROOT, "target", "guest-results")
 
@@ -50,7 +52,7 @@ def say(msg):
 
 
 class NotAvailable(Exception):
-    """The daemon (or its image tool) refused a device type listed in GATED."""
+    """rtgtd (or rtgtimg) refused a device type listed in GATED."""
 
 
 class Failed(Exception):
@@ -102,20 +104,18 @@ class Daemon:
                 raise Failed(f"{self.daemon} did not come up within 30s (log {log})")
             time.sleep(0.1)
 
-    def adm(self, args, check=True, gate=None):
+    def adm(self, args, check=True):
         cmd = [self.adm_bin, "-C", self.ctl, "--lld", "iscsi"] + [str(a) for a in args]
-        return self._run(cmd, check, gate)
+        return self._run(cmd, check)
 
-    def img(self, args, gate):
-        return self._run([self.img_bin] + [str(a) for a in args], True, gate)
+    def img(self, args):
+        return self._run([self.img_bin] + [str(a) for a in args], True)
 
-    def _run(self, cmd, check, gate):
+    def _run(self, cmd, check):
         r = subprocess.run(cmd, env=self.env, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60)
         if r.returncode != 0 and check:
             msg = f"`{' '.join(os.path.basename(c) if i == 0 else c for i, c in enumerate(cmd))}` " \
                   f"exited {r.returncode}: {(r.stderr or r.stdout).strip()}"
-            if gate in GATED and self.flavor == "rtgtd":
-                raise NotAvailable(msg)
             raise Failed(msg)
         return r
 
@@ -125,11 +125,30 @@ class Daemon:
 
     def lu(self, tid, lun, device_type, *opts):
         self.adm(["--op", "new", "--mode", "logicalunit", "--tid", tid, "--lun", lun,
-                  "--device-type", device_type, *opts], gate=device_type)
+                  "--device-type", device_type, *opts])
 
-    def lu_update(self, tid, lun, params, gate):
-        self.adm(["--op", "update", "--mode", "logicalunit", "--tid", tid, "--lun", lun, "--params", params],
-                 gate=gate)
+    def lu_update(self, tid, lun, params):
+        self.adm(["--op", "update", "--mode", "logicalunit", "--tid", tid, "--lun", lun, "--params", params])
+
+    def supports(self, device_type, work):
+        """Raises NotAvailable if this daemon refuses the simplest LU of device_type (on a
+        scratch target, deleted again), or its image tool refuses to make the medium."""
+        probe = os.path.join(work, f"probe-{device_type}")
+        try:
+            if device_type == "tape":
+                tape_image(self, probe, "PROBE001", 1)
+                opts = ["--bstype", "ssc", "-b", probe]
+            else:
+                # A changer's backing file is tgt's 1 KiB placeholder; a disc, any image.
+                with open(probe, "wb") as f:
+                    f.write(bytes(1024 if device_type == "changer" else 1 << 20))
+                opts = ["-b", probe]
+            self.adm(["--op", "new", "--mode", "target", "--tid", 99, "-T", "iqn.2026-11.org.rtgt:probe"])
+            self.lu(99, 1, device_type, *opts)
+        except Failed as e:
+            raise NotAvailable(str(e)) from None
+        finally:
+            self.adm(["--op", "delete", "--mode", "target", "--tid", 99, "--force"], check=False)
 
     def stop(self):
         if self.proc.poll() is None:
@@ -164,7 +183,7 @@ def setup_disk(d, work):
 
 def tape_image(d, path, barcode, size_mb):
     d.img(["--op", "new", "--device-type", "tape", "--barcode", barcode, "--size", size_mb,
-           "--type", "data", "--file", path], gate="tape")
+           "--type", "data", "--file", path])
 
 
 def setup_tape(d, work):
@@ -201,7 +220,7 @@ def setup_changer(d, work):
               "element_type=2,start_address=1000,quantity=6",
               *[f"element_type=2,address={1000 + i},barcode={b},sides=1" for i, b in enumerate(BARCODES)],
               "element_type=3,start_address=10,quantity=2"]:
-        d.lu_update(1, 2, p, gate="changer")
+        d.lu_update(1, 2, p)
     return Setup(iqn, [1, 2], args=BARCODES)
 
 
@@ -251,12 +270,12 @@ def setup_cd(d, work):
     def load(args):
         img = made[int(args[0])][0]
         for p in LOAD_PARAMS[d.flavor]:
-            d.lu_update(1, 1, p.format(img), gate="cd")
+            d.lu_update(1, 1, p.format(img))
         return True, f"loaded {os.path.basename(img)}"
 
     def eject(_args):
         for p in EJECT_PARAMS[d.flavor]:
-            d.lu_update(1, 1, p, gate="cd")
+            d.lu_update(1, 1, p)
         return True, "ejected"
     # tgtd 1.0.85 tells the initiator nothing when `path=` swaps the disc of a drive it
     # has taken offline and back (no unit attention, no media event), so Linux keeps the
@@ -300,6 +319,10 @@ def run_one(flavor, bins, scenario, route, verbose):
     guest_log = os.path.join(RESULTS, name + ".guest.log")
     try:
         daemon = Daemon(flavor, bins, work, os.path.join(RESULTS, name + ".daemon.log"))
+        if flavor == "rtgtd":
+            for t in DEVICE_TYPES[scenario]:
+                if t in GATED:
+                    daemon.supports(t, work)
         s = SETUPS[scenario](daemon, work)
         portal = f"127.0.0.1:{daemon.port}"
         if route == "A":

@@ -8,6 +8,7 @@ use crate::{DeviceType, ItNexus};
 /// Peripheral device types (SPC-4 table 140).
 pub(crate) const TYPE_DISK: u8 = 0x00;
 pub(crate) const TYPE_CONTROLLER: u8 = 0x0c;
+pub(crate) const TYPE_TAPE: u8 = 0x01;
 pub(crate) const TYPE_UNKNOWN: u8 = 0x1f;
 
 /// MAXIMUM TRANSFER LENGTH in bytes: commands carry all their data in memory.
@@ -27,6 +28,7 @@ pub(crate) fn device_type_code(t: DeviceType) -> u8 {
     match t {
         DeviceType::Disk => TYPE_DISK,
         DeviceType::Controller => TYPE_CONTROLLER,
+        DeviceType::Tape => TYPE_TAPE,
     }
 }
 
@@ -66,8 +68,8 @@ fn standard(lu: &Lu) -> Vec<u8> {
     let p = lu.params.read();
     let mut b = vec![0u8; 96];
     b[0] = device_type_code(lu.device_type);
-    if p.removable && lu.device_type == DeviceType::Disk {
-        b[1] = 0x80; // RMB
+    if (p.removable && lu.device_type == DeviceType::Disk) || lu.device_type == DeviceType::Tape {
+        b[1] = 0x80; // RMB: a tape cartridge is always removable
     }
     b[2] = 0x06; // VERSION: SPC-4
     b[3] = 0x12; // HISUP, RESPONSE DATA FORMAT 2
@@ -88,8 +90,10 @@ fn standard(lu: &Lu) -> Vec<u8> {
     b[32..36].copy_from_slice(&pad(&p.product_rev, 4));
     // VERSION DESCRIPTORS (SPC-4 table 143): SAM-5, iSCSI, SPC-4, then the command set.
     let mut v: Vec<u16> = vec![0x00a0, 0x0960, 0x0460];
-    if lu.device_type == DeviceType::Disk {
-        v.push(0x04c0); // SBC-3
+    match lu.device_type {
+        DeviceType::Disk => v.push(0x04c0), // SBC-3
+        DeviceType::Tape => v.push(0x0400), // SSC-3
+        _ => {}
     }
     for (i, d) in v.iter().enumerate() {
         b[58 + 2 * i..60 + 2 * i].copy_from_slice(&d.to_be_bytes());
@@ -140,7 +144,7 @@ fn name_string(s: &str) -> Vec<u8> {
 fn supported_pages(lu: &Lu) -> &'static [u8] {
     match lu.device_type {
         DeviceType::Disk => &[0x00, 0x80, 0x83, 0x86, 0x8f, 0xb0, 0xb1, 0xb2],
-        DeviceType::Controller => &[0x00, 0x80, 0x83],
+        DeviceType::Controller | DeviceType::Tape => &[0x00, 0x80, 0x83],
     }
 }
 

@@ -21,6 +21,7 @@ mod reserve;
 mod sbc;
 pub mod sense;
 mod spc;
+pub mod ssc;
 pub mod target;
 pub mod tasks;
 mod ua;
@@ -34,7 +35,7 @@ mod cache_tests;
 
 pub use alua::AluaState;
 pub use params::{canonical_lu_params, default_lu_param};
-pub use target::{LuDirectory, ScsiTarget, TmOutcome, TmResponse};
+pub use target::{LuDirectory, MediaLuConfig, ScsiTarget, TapeHandle, TmOutcome, TmResponse};
 pub use tasks::{AbortAck, AbortHook, TaskGuard, TransportAbort};
 
 /// SAM-5 status codes.
@@ -136,6 +137,8 @@ pub enum TmFunction {
 pub enum DeviceType {
     Disk,
     Controller,
+    /// Sequential-access device (SSC-3): a tape drive.
+    Tape,
 }
 
 impl DeviceType {
@@ -143,6 +146,7 @@ impl DeviceType {
         match s {
             "disk" => Some(Self::Disk),
             "controller" => Some(Self::Controller),
+            "tape" => Some(Self::Tape),
             _ => None,
         }
     }
@@ -150,6 +154,7 @@ impl DeviceType {
         match self {
             Self::Disk => "disk",
             Self::Controller => "controller",
+            Self::Tape => "tape",
         }
     }
 }
@@ -197,6 +202,9 @@ pub struct LuInfo {
     pub params: Vec<(String, String)>,
     /// What the backing store has done (reads, writes, durable writes, flushes).
     pub io_stats: rtgt_backstore::IoStats,
+    /// Device-specific lines for `show` (a tape drive's cartridge, a changer's
+    /// elements).
+    pub media: Vec<String>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

@@ -63,6 +63,8 @@ pub(crate) struct Lu {
     pub reported_size: AtomicU64,
     /// Held EXTENDED COPY results per (I_T nexus, LIST IDENTIFIER) (SPC-4 6.18.2).
     pub copy_results: parking_lot::Mutex<HashMap<(u64, u8), crate::xcopy::CopyStatus>>,
+    /// A tape drive's state (SSC-3); None for other device types.
+    pub tape: Option<Arc<crate::ssc::TapeDrive>>,
 }
 
 impl Lu {
@@ -112,6 +114,7 @@ impl Lu {
             sanitize_failed: AtomicBool::new(false),
             reported_size: AtomicU64::new(size),
             copy_results: parking_lot::Mutex::new(HashMap::new()),
+            tape: None,
         }
     }
 

@@ -27,6 +27,12 @@ use crate::{
     TmFunction,
 };
 
+// Tape drives and media changers: creating them, their dispatch, and the handle a
+// changer moves cartridges through. A child module, so it shares ScsiTarget's fields.
+#[path = "target_media.rs"]
+mod media;
+pub use media::{MediaLuConfig, TapeHandle};
+
 /// Answer to a task management request (SAM-5 7.x service responses).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TmResponse {
@@ -467,7 +473,9 @@ impl ScsiTarget {
                     physical_block_size: lu.physical_block_size,
                     params: p.to_pairs(),
                     io_stats: lu.store.as_ref().map(|s| s.stats()).unwrap_or_default(),
+                    media: Vec::new(),
                 }
+                .with_media(lu)
             })
             .collect()
     }
@@ -510,10 +518,10 @@ impl ScsiTarget {
         let Some(lu) = lu else {
             return finish(self.no_such_lu(&cmd), false, None);
         };
-        let data_out_len = if lu.device_type == DeviceType::Disk {
-            sbc::data_out_len(&cmd.cdb, lu.block_size)
-        } else {
-            None
+        let data_out_len = match (lu.device_type, &lu.tape) {
+            (DeviceType::Disk, _) => sbc::data_out_len(&cmd.cdb, lu.block_size),
+            (DeviceType::Tape, Some(drive)) => crate::ssc::data_out_len(drive, &cmd.cdb),
+            _ => None,
         };
         let r = self.run(&lu, &cmd, task).await;
         let mut res = finish(r, lu.descriptor_sense(), data_out_len);
@@ -648,6 +656,7 @@ impl ScsiTarget {
                 controller::execute(lu, nexus, cdb, &self.lun_list(nexus), &self.name)
             }
             DeviceType::Disk => self.disk(lu, cmd, cdb, not_ready, task).await,
+            DeviceType::Tape => self.tape(lu, cmd, cdb).await,
         }
     }
 

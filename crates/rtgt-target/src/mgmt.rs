@@ -438,7 +438,7 @@ fn need_name_value<'a>(req: &'a Request, what: &str) -> Result<(&'a str, &'a str
 
 // ---- logicalunit ----------------------------------------------------------------------
 
-fn scsi_err(tid: u32, e: ScsiError) -> AdmError {
+pub(crate) fn scsi_err(tid: u32, e: ScsiError) -> AdmError {
     match e {
         ScsiError::LunExists(lun) => AdmError::Exists(format!(
             "this logical unit number already exists (tid {tid}, lun {lun})"
@@ -579,11 +579,14 @@ fn logicalunit(reg: &Registry, op: &str, req: &Request) -> Result<String> {
             let device_type = match DeviceType::parse(dt_name) {
                 Some(DeviceType::Controller) | None => {
                     return Err(AdmError::Unsupported(format!(
-                        "device type '{dt_name}' is not supported (supported: disk)"
+                        "device type '{dt_name}' is not supported (supported: disk, tape)"
                     )))
                 }
                 Some(d) => d,
             };
+            if device_type != DeviceType::Disk {
+                return crate::media::new_lu(&t, tid, lun, device_type, req);
+            }
             let block_size = req.blocksize.unwrap_or(512);
             if block_size != 512 && block_size != 4096 {
                 return Err(scsi_err(tid, ScsiError::BadBlockSize(block_size)));

@@ -264,11 +264,11 @@ fn logicalunit_new_delete_and_errors() {
     );
     err(
         reg.handle(Request {
-            device_type: Some("tape".into()),
+            device_type: Some("osd".into()),
             ..new_lu(&reg, 1, 2, &f.path())
         }),
         errno::EOPNOTSUPP,
-        "device type 'tape'",
+        "device type 'osd'",
     );
     err(
         reg.handle(Request {

@@ -8,6 +8,7 @@ use crate::{DeviceType, ItNexus};
 /// Peripheral device types (SPC-4 table 140).
 pub(crate) const TYPE_DISK: u8 = 0x00;
 pub(crate) const TYPE_CONTROLLER: u8 = 0x0c;
+pub(crate) const TYPE_MMC: u8 = 0x05;
 pub(crate) const TYPE_UNKNOWN: u8 = 0x1f;
 
 /// MAXIMUM TRANSFER LENGTH in bytes: commands carry all their data in memory.
@@ -27,6 +28,7 @@ pub(crate) fn device_type_code(t: DeviceType) -> u8 {
     match t {
         DeviceType::Disk => TYPE_DISK,
         DeviceType::Controller => TYPE_CONTROLLER,
+        DeviceType::Cd => TYPE_MMC,
     }
 }
 
@@ -66,7 +68,8 @@ fn standard(lu: &Lu) -> Vec<u8> {
     let p = lu.params.read();
     let mut b = vec![0u8; 96];
     b[0] = device_type_code(lu.device_type);
-    if p.removable && lu.device_type == DeviceType::Disk {
+    // A CD/DVD drive's medium is always removable (MMC-6 4.1).
+    if (p.removable && lu.device_type == DeviceType::Disk) || lu.device_type == DeviceType::Cd {
         b[1] = 0x80; // RMB
     }
     b[2] = 0x06; // VERSION: SPC-4
@@ -90,6 +93,9 @@ fn standard(lu: &Lu) -> Vec<u8> {
     let mut v: Vec<u16> = vec![0x00a0, 0x0960, 0x0460];
     if lu.device_type == DeviceType::Disk {
         v.push(0x04c0); // SBC-3
+    }
+    if lu.device_type == DeviceType::Cd {
+        v.push(0x04e0); // MMC-6
     }
     for (i, d) in v.iter().enumerate() {
         b[58 + 2 * i..60 + 2 * i].copy_from_slice(&d.to_be_bytes());
@@ -140,7 +146,7 @@ fn name_string(s: &str) -> Vec<u8> {
 fn supported_pages(lu: &Lu) -> &'static [u8] {
     match lu.device_type {
         DeviceType::Disk => &[0x00, 0x80, 0x83, 0x86, 0x8f, 0xb0, 0xb1, 0xb2],
-        DeviceType::Controller => &[0x00, 0x80, 0x83],
+        DeviceType::Controller | DeviceType::Cd => &[0x00, 0x80, 0x83],
     }
 }
 

@@ -12,6 +12,7 @@ mod cdb;
 mod controller;
 mod inquiry;
 mod lu;
+mod mmc;
 mod mode;
 mod opcodes;
 mod params;
@@ -136,6 +137,8 @@ pub enum TmFunction {
 pub enum DeviceType {
     Disk,
     Controller,
+    /// A CD/DVD drive (MMC-6): `--device-type cd`.
+    Cd,
 }
 
 impl DeviceType {
@@ -143,6 +146,7 @@ impl DeviceType {
         match s {
             "disk" => Some(Self::Disk),
             "controller" => Some(Self::Controller),
+            "cd" => Some(Self::Cd),
             _ => None,
         }
     }
@@ -150,6 +154,7 @@ impl DeviceType {
         match self {
             Self::Disk => "disk",
             Self::Controller => "controller",
+            Self::Cd => "cd",
         }
     }
 }
@@ -215,6 +220,8 @@ pub enum ScsiError {
     NoSuchPortGroup(u16),
     #[error("persistent reservation state: {0}")]
     PrState(String),
+    #[error("logical unit {0}: an initiator prevents medium removal (PREVENT ALLOW MEDIUM REMOVAL) and was sent an eject request; unmount the disc on the initiator, or add force=1")]
+    MediumRemovalPrevented(u64),
     #[error("backing store size {size} is smaller than one {block_size}-byte block")]
     TooSmall { size: u64, block_size: u32 },
 }

@@ -14,7 +14,7 @@ pub(crate) struct OpInfo {
     pub usage: &'static [u8],
 }
 
-const fn op(opcode: u8, usage: &'static [u8]) -> OpInfo {
+pub(crate) const fn op(opcode: u8, usage: &'static [u8]) -> OpInfo {
     OpInfo {
         opcode,
         sa: None,
@@ -306,12 +306,13 @@ pub(crate) fn supported(t: DeviceType, f: Features) -> Vec<&'static OpInfo> {
 /// [`supported`], built once per (device type, features): every command consults it,
 /// and building and sorting it each time cost ~10% of a 4K read's CPU.
 fn table(t: DeviceType, f: Features) -> &'static [&'static OpInfo] {
-    static TABLES: [std::sync::OnceLock<Vec<&'static OpInfo>>; 3] =
-        [const { std::sync::OnceLock::new() }; 3];
+    static TABLES: [std::sync::OnceLock<Vec<&'static OpInfo>>; 4] =
+        [const { std::sync::OnceLock::new() }; 4];
     let i = match (t, f.thin) {
         (DeviceType::Controller, _) => 0,
         (DeviceType::Disk, false) => 1,
         (DeviceType::Disk, true) => 2,
+        (DeviceType::Cd, _) => 3,
     };
     TABLES[i].get_or_init(|| {
         let mut v: Vec<&'static OpInfo> = COMMON.iter().collect();
@@ -321,6 +322,9 @@ fn table(t: DeviceType, f: Features) -> &'static [&'static OpInfo] {
                 v.retain(|o| !THIN.iter().any(|t| t.opcode == o.opcode && t.sa == o.sa));
                 v.extend(THIN.iter());
             }
+        }
+        if t == DeviceType::Cd {
+            v.extend(crate::mmc::opcodes::CD.iter());
         }
         v.sort_by_key(|o| (o.opcode, o.sa));
         v

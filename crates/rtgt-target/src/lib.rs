@@ -18,6 +18,7 @@ pub mod auth;
 pub mod config;
 pub mod control;
 pub mod error;
+mod media;
 mod mgmt;
 pub mod name;
 pub mod params;

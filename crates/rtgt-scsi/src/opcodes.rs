@@ -446,7 +446,13 @@ mod tests {
 
     #[test]
     fn table_is_sorted_unique_and_usage_starts_with_opcode() {
-        let all = supported(DeviceType::Disk, Features::default());
+        for t in [DeviceType::Disk, DeviceType::Cd] {
+            check_table(t);
+        }
+    }
+
+    fn check_table(t: DeviceType) {
+        let all = supported(t, Features::default());
         for w in all.windows(2) {
             assert!((w[0].opcode, w[0].sa) < (w[1].opcode, w[1].sa));
         }

@@ -30,6 +30,8 @@ command -v losetup >/dev/null 2>&1 || need+=(mount)
 command -v iperf3 >/dev/null 2>&1 || need+=(iperf3)
 command -v cc >/dev/null 2>&1 || need+=(build-essential)
 command -v curl >/dev/null 2>&1 || need+=(curl ca-certificates)
+# ISO 9660 images for the CD/DVD tests (crates/rtgtd/tests/cd.rs).
+command -v genisoimage >/dev/null 2>&1 || need+=(genisoimage)
 
 pkg_version() { dpkg-query -W -f='${Version}' "$1" 2>/dev/null || true; }
 qemu_iscsi_ok() {

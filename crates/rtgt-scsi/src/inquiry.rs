@@ -9,6 +9,7 @@ use crate::{DeviceType, ItNexus};
 pub(crate) const TYPE_DISK: u8 = 0x00;
 pub(crate) const TYPE_CONTROLLER: u8 = 0x0c;
 pub(crate) const TYPE_TAPE: u8 = 0x01;
+pub(crate) const TYPE_MMC: u8 = 0x05;
 pub(crate) const TYPE_UNKNOWN: u8 = 0x1f;
 
 /// MAXIMUM TRANSFER LENGTH in bytes: commands carry all their data in memory.
@@ -29,6 +30,7 @@ pub(crate) fn device_type_code(t: DeviceType) -> u8 {
         DeviceType::Disk => TYPE_DISK,
         DeviceType::Controller => TYPE_CONTROLLER,
         DeviceType::Tape => TYPE_TAPE,
+        DeviceType::Cd => TYPE_MMC,
     }
 }
 
@@ -68,8 +70,11 @@ fn standard(lu: &Lu) -> Vec<u8> {
     let p = lu.params.read();
     let mut b = vec![0u8; 96];
     b[0] = device_type_code(lu.device_type);
-    if (p.removable && lu.device_type == DeviceType::Disk) || lu.device_type == DeviceType::Tape {
-        b[1] = 0x80; // RMB: a tape cartridge is always removable
+    // A tape cartridge and a CD/DVD drive's medium are always removable (MMC-6 4.1).
+    if (p.removable && lu.device_type == DeviceType::Disk)
+        || matches!(lu.device_type, DeviceType::Tape | DeviceType::Cd)
+    {
+        b[1] = 0x80; // RMB
     }
     b[2] = 0x06; // VERSION: SPC-4
     b[3] = 0x12; // HISUP, RESPONSE DATA FORMAT 2
@@ -93,7 +98,8 @@ fn standard(lu: &Lu) -> Vec<u8> {
     match lu.device_type {
         DeviceType::Disk => v.push(0x04c0), // SBC-3
         DeviceType::Tape => v.push(0x0400), // SSC-3
-        _ => {}
+        DeviceType::Cd => v.push(0x04e0),   // MMC-6
+        DeviceType::Controller => {}
     }
     for (i, d) in v.iter().enumerate() {
         b[58 + 2 * i..60 + 2 * i].copy_from_slice(&d.to_be_bytes());
@@ -144,7 +150,7 @@ fn name_string(s: &str) -> Vec<u8> {
 fn supported_pages(lu: &Lu) -> &'static [u8] {
     match lu.device_type {
         DeviceType::Disk => &[0x00, 0x80, 0x83, 0x86, 0x8f, 0xb0, 0xb1, 0xb2],
-        DeviceType::Controller | DeviceType::Tape => &[0x00, 0x80, 0x83],
+        DeviceType::Controller | DeviceType::Tape | DeviceType::Cd => &[0x00, 0x80, 0x83],
     }
 }
 

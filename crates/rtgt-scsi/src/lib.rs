@@ -12,6 +12,7 @@ mod cdb;
 mod controller;
 mod inquiry;
 mod lu;
+mod mmc;
 mod mode;
 mod opcodes;
 mod params;
@@ -139,6 +140,8 @@ pub enum DeviceType {
     Controller,
     /// Sequential-access device (SSC-3): a tape drive.
     Tape,
+    /// A CD/DVD drive (MMC-6): `--device-type cd`.
+    Cd,
 }
 
 impl DeviceType {
@@ -147,6 +150,7 @@ impl DeviceType {
             "disk" => Some(Self::Disk),
             "controller" => Some(Self::Controller),
             "tape" => Some(Self::Tape),
+            "cd" => Some(Self::Cd),
             _ => None,
         }
     }
@@ -155,6 +159,7 @@ impl DeviceType {
             Self::Disk => "disk",
             Self::Controller => "controller",
             Self::Tape => "tape",
+            Self::Cd => "cd",
         }
     }
 }
@@ -223,6 +228,8 @@ pub enum ScsiError {
     NoSuchPortGroup(u16),
     #[error("persistent reservation state: {0}")]
     PrState(String),
+    #[error("logical unit {0}: an initiator prevents medium removal (PREVENT ALLOW MEDIUM REMOVAL) and was sent an eject request; unmount the disc on the initiator, or add force=1")]
+    MediumRemovalPrevented(u64),
     #[error("backing store size {size} is smaller than one {block_size}-byte block")]
     TooSmall { size: u64, block_size: u32 },
 }

@@ -65,6 +65,8 @@ pub(crate) struct Lu {
     pub copy_results: parking_lot::Mutex<HashMap<(u64, u8), crate::xcopy::CopyStatus>>,
     /// A tape drive's state (SSC-3); None for other device types.
     pub tape: Option<Arc<crate::ssc::TapeDrive>>,
+    /// A cd LU's drive: tray and disc (the disc's image is its store, not `store`).
+    pub mmc: Option<crate::mmc::Drive>,
 }
 
 impl Lu {
@@ -115,6 +117,7 @@ impl Lu {
             reported_size: AtomicU64::new(size),
             copy_results: parking_lot::Mutex::new(HashMap::new()),
             tape: None,
+            mmc: None,
         }
     }
 

@@ -14,7 +14,7 @@ pub(crate) struct OpInfo {
     pub usage: &'static [u8],
 }
 
-const fn op(opcode: u8, usage: &'static [u8]) -> OpInfo {
+pub(crate) const fn op(opcode: u8, usage: &'static [u8]) -> OpInfo {
     OpInfo {
         opcode,
         sa: None,
@@ -338,13 +338,14 @@ pub(crate) fn supported(t: DeviceType, f: Features) -> Vec<&'static OpInfo> {
 /// [`supported`], built once per (device type, features): every command consults it,
 /// and building and sorting it each time cost ~10% of a 4K read's CPU.
 fn table(t: DeviceType, f: Features) -> &'static [&'static OpInfo] {
-    static TABLES: [std::sync::OnceLock<Vec<&'static OpInfo>>; 4] =
-        [const { std::sync::OnceLock::new() }; 4];
+    static TABLES: [std::sync::OnceLock<Vec<&'static OpInfo>>; 5] =
+        [const { std::sync::OnceLock::new() }; 5];
     let i = match (t, f.thin) {
         (DeviceType::Controller, _) => 0,
         (DeviceType::Disk, false) => 1,
         (DeviceType::Disk, true) => 2,
         (DeviceType::Tape, _) => 3,
+        (DeviceType::Cd, _) => 4,
     };
     TABLES[i].get_or_init(|| {
         let mut v: Vec<&'static OpInfo> = COMMON.iter().collect();
@@ -357,6 +358,9 @@ fn table(t: DeviceType, f: Features) -> &'static [&'static OpInfo] {
                 v.retain(|o| !THIN.iter().any(|t| t.opcode == o.opcode && t.sa == o.sa));
                 v.extend(THIN.iter());
             }
+        }
+        if t == DeviceType::Cd {
+            v.extend(crate::mmc::opcodes::CD.iter());
         }
         v.sort_by_key(|o| (o.opcode, o.sa));
         v
@@ -478,12 +482,17 @@ mod tests {
 
     #[test]
     fn table_is_sorted_unique_and_usage_starts_with_opcode() {
-        for t in [DeviceType::Controller, DeviceType::Disk, DeviceType::Tape] {
-            sorted_unique(t);
+        for t in [
+            DeviceType::Controller,
+            DeviceType::Disk,
+            DeviceType::Tape,
+            DeviceType::Cd,
+        ] {
+            check_table(t);
         }
     }
 
-    fn sorted_unique(t: DeviceType) {
+    fn check_table(t: DeviceType) {
         let all = supported(t, Features::default());
         for w in all.windows(2) {
             assert!((w[0].opcode, w[0].sa) < (w[1].opcode, w[1].sa));

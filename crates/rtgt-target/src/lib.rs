@@ -17,6 +17,7 @@ pub mod acl;
 pub mod auth;
 pub mod config;
 pub mod control;
+mod disc;
 pub mod error;
 mod media;
 mod mgmt;

@@ -67,7 +67,12 @@ pub fn target(t: &Target, out: &mut String) {
     out.push_str("    LUN information:\n");
     for lu in t.scsi.lu_info() {
         let _ = writeln!(out, "        LUN: {}", lu.lun);
-        let _ = writeln!(out, "            Type: {}", lu.device_type);
+        // tgt's name for an MMC device.
+        let dtype = match lu.device_type.as_str() {
+            "cd" => "cd/dvd",
+            t => t,
+        };
+        let _ = writeln!(out, "            Type: {dtype}");
         let _ = writeln!(out, "            SCSI ID: {}", lu.scsi_id);
         let _ = writeln!(out, "            SCSI SN: {}", lu.scsi_sn);
         let _ = writeln!(

@@ -186,3 +186,42 @@ fn example_file_loads() {
         assert_eq!(r.code, 0, "{}: {}", s.what, r.message);
     }
 }
+
+#[test]
+fn apply_sees_changes_made_by_requests_since_the_last_apply() {
+    let reg = Registry::new();
+    load(&reg, "rtgt.toml", SAMPLE).unwrap();
+    // In step after the load: nothing to do.
+    let plan = apply(&reg, "rtgt.toml", SAMPLE, false, false).unwrap();
+    assert_eq!(plan, "no changes\nnote: portals [\"127.0.0.1:3260\"] differ from the running []: they change on restart\n");
+    // A LUN removed behind the file's back comes back with the same file.
+    let r = reg.handle(Request {
+        mode: "logicalunit".into(),
+        op: "delete".into(),
+        tid: Some(1),
+        lun: Some(2),
+        ..Request::default()
+    });
+    assert_eq!(r.code, 0, "{}", r.message);
+    let plan = apply(&reg, "rtgt.toml", SAMPLE, false, false).unwrap();
+    assert!(plan.starts_with("add tid 1 lun 2"), "{plan}");
+    // So does an ACL rule unbound from tid 2.
+    let r = reg.handle(Request {
+        mode: "target".into(),
+        op: "unbind".into(),
+        tid: Some(2),
+        initiator_address: Some("127.0.0.1".into()),
+        ..Request::default()
+    });
+    assert_eq!(r.code, 0, "{}", r.message);
+    let plan = apply(&reg, "rtgt.toml", SAMPLE, true, false).unwrap();
+    assert!(plan.starts_with("would bind tid 2"), "{plan}");
+    // A changed section is compared; the unchanged one is not read back but stays.
+    let next = SAMPLE.replace("size = \"1G\"", "size = \"2G\"");
+    let plan = apply(&reg, "rtgt.toml", &next, false, false).unwrap();
+    assert!(
+        plan.contains("resize tid 1 lun 1") && plan.contains("bind tid 2"),
+        "{plan}"
+    );
+    assert!(show(&reg).contains("Size: 2147 MB"), "{}", show(&reg));
+}

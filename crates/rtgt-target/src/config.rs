@@ -28,6 +28,12 @@ pub struct Config {
     /// Daemon settings; command-line options take precedence.
     #[serde(default, skip_serializing_if = "DaemonConfig::is_empty")]
     pub daemon: DaemonConfig,
+    /// CHAP accounts (`--mode account --op new`).
+    #[serde(default, rename = "account", skip_serializing_if = "Vec::is_empty")]
+    pub accounts: Vec<AccountConfig>,
+    /// Accounts discovery sessions authenticate with (`--op bind --mode account --tid 0`).
+    #[serde(default, skip_serializing_if = "AuthConfig::is_empty")]
+    pub discovery: AuthConfig,
     #[serde(default, rename = "target", skip_serializing_if = "Vec::is_empty")]
     pub targets: Vec<TargetConfig>,
 }
@@ -63,6 +69,13 @@ pub struct TargetConfig {
     /// `--op bind -Q`: initiator names.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub initiator_name: Vec<String>,
+    /// Accounts initiators may authenticate as (`--op bind --mode account`); any makes
+    /// CHAP required.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub incoming_user: Vec<String>,
+    /// The account the target answers mutual CHAP with (`--outgoing`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outgoing_user: Option<String>,
     /// Per-target iSCSI keys (`--op update --mode target --name KEY --value V`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub params: BTreeMap<String, Value>,
@@ -342,6 +355,12 @@ fn target_new_steps(t: &TargetConfig) -> Vec<Step> {
     for n in &t.initiator_name {
         steps.push(acl_step("bind", tid, None, Some(n)));
     }
+    accounts::binding_steps(
+        tid,
+        (&[], None),
+        (&t.incoming_user, t.outgoing_user.as_deref()),
+        &mut steps,
+    );
     for l in &t.luns {
         steps.extend(lun_new_steps(tid, l));
     }
@@ -385,7 +404,11 @@ impl Config {
     /// The requests that create this configuration in an empty registry, each with the
     /// `FILE:LINE` of the target or LUN it comes from.
     pub fn requests(&self) -> Vec<(Range<usize>, Step)> {
-        let mut v = Vec::new();
+        let mut v: Vec<(Range<usize>, Step)> = self
+            .accounts
+            .iter()
+            .map(|a| (0..0, accounts::new_step(a)))
+            .collect();
         for t in &self.targets {
             let steps = target_new_steps(t);
             // Each LUN's steps point at its own `lun =` line.
@@ -402,6 +425,15 @@ impl Config {
                 v.push((span, s));
             }
         }
+        let mut d = Vec::new();
+        let disc = &self.discovery;
+        accounts::binding_steps(
+            crate::auth::DISCOVERY_TID,
+            (&[], None),
+            (&disc.incoming_user, disc.outgoing_user.as_deref()),
+            &mut d,
+        );
+        v.extend(d.into_iter().map(|s| (0..0, s)));
         v
     }
 }
@@ -437,6 +469,8 @@ fn span0<T>(v: T) -> Spanned<T> {
 pub fn running(reg: &Registry) -> Config {
     Config {
         daemon: running_daemon(reg),
+        accounts: accounts::running_accounts(reg),
+        discovery: accounts::running_discovery(reg),
         targets: reg.targets().iter().map(|t| running_target(t)).collect(),
     }
 }
@@ -497,6 +531,8 @@ fn running_target(t: &crate::Target) -> TargetConfig {
             state: (t.state() != crate::TargetState::Ready).then(|| t.state().name().into()),
             initiator_address: acl.addresses.iter().map(|a| a.to_string()).collect(),
             initiator_name: acl.names.clone(),
+            incoming_user: t.auth().incoming,
+            outgoing_user: t.auth().outgoing,
             params: t
                 .iscsi_params()
                 .into_iter()
@@ -554,31 +590,6 @@ fn canon_addrs(v: &[String]) -> Result<Vec<String>, String> {
         .collect()
 }
 
-/// The steps that turn `current` into `desired`. Daemon settings (portals, state
-/// directory) are reported in `notes`: they change only with a restart.
-pub fn plan(current: &Config, desired: &Config) -> Result<(Vec<Step>, Vec<String>), String> {
-    let mut notes = daemon_notes(&current.daemon, &desired.daemon);
-    let mut steps = removal_steps(
-        current
-            .targets
-            .iter()
-            .map(|c| (*c.tid.get_ref(), c.name.as_str())),
-        &desired.targets,
-    );
-    for d in &desired.targets {
-        let tid = *d.tid.get_ref();
-        let c = current
-            .targets
-            .iter()
-            .find(|c| *c.tid.get_ref() == tid && c.name.eq_ignore_ascii_case(&d.name));
-        match c {
-            None => steps.extend(target_new_steps(d)),
-            Some(c) => plan_target(c, d, &mut steps, &mut notes)?,
-        }
-    }
-    Ok((steps, notes))
-}
-
 /// Notes on daemon settings that differ: they change only with a restart.
 fn daemon_notes(current: &DaemonConfig, desired: &DaemonConfig) -> Vec<String> {
     let mut notes = Vec::new();
@@ -630,6 +641,12 @@ fn plan_target(
     notes: &mut Vec<String>,
 ) -> Result<(), String> {
     let tid = *d.tid.get_ref();
+    accounts::binding_steps(
+        tid,
+        (&c.incoming_user, c.outgoing_user.as_deref()),
+        (&d.incoming_user, d.outgoing_user.as_deref()),
+        steps,
+    );
     {
         // iSCSI keys: there is no "unset", so a key that is dropped keeps its value.
         let want = canon_iscsi(&d.params).map_err(|e| format!("tid {tid}: {e}"))?;
@@ -791,10 +808,12 @@ pub fn apply(
     let t1 = std::time::Instant::now();
     let running_targets = reg.targets();
     let mut notes = daemon_notes(&running_daemon(reg), &desired.daemon);
-    let mut steps = removal_steps(
+    let (mut steps, after) =
+        accounts::plan(reg, &desired.accounts, &desired.discovery, &desired.targets);
+    steps.extend(removal_steps(
         running_targets.iter().map(|t| (t.tid, t.name.as_str())),
         &desired.targets,
-    );
+    ));
     let by_tid: std::collections::HashMap<u32, &Arc<crate::Target>> =
         running_targets.iter().map(|t| (t.tid, t)).collect();
     let mut compared = 0;
@@ -814,6 +833,7 @@ pub fn apply(
             }
         }
     }
+    steps.extend(after);
     tracing::info!(
         "config {file}: parsed in {:?}, planned in {:?} ({compared} of {} targets read back): {} changes",
         t1 - t0,
@@ -892,7 +912,9 @@ pub fn handle(reg: &Registry, req: &Request) -> Response {
     }
 }
 
+mod accounts;
 mod sections;
+pub use accounts::{AccountConfig, AuthConfig};
 pub use sections::ApplyCache;
 
 #[cfg(test)]

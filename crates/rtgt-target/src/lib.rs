@@ -14,6 +14,7 @@ use parking_lot::RwLock;
 use rtgt_scsi::{LuDirectory, ScsiTarget};
 
 pub mod acl;
+pub mod atomic_file;
 pub mod auth;
 pub mod config;
 pub mod control;

@@ -30,6 +30,8 @@ pub struct ApplyCache {
 /// A file parsed for `apply`: the daemon settings and the targets.
 pub struct Parsed {
     pub daemon: DaemonConfig,
+    pub accounts: Vec<super::AccountConfig>,
+    pub discovery: super::AuthConfig,
     pub targets: Vec<Arc<TargetConfig>>,
 }
 
@@ -85,6 +87,8 @@ pub fn parse_cached(cache: &mut ApplyCache, file: &str, text: &str) -> Result<Pa
     cache.sections.clear();
     Ok(Parsed {
         daemon: cfg.daemon,
+        accounts: cfg.accounts,
+        discovery: cfg.discovery,
         targets: cfg.targets.into_iter().map(Arc::new).collect(),
     })
 }
@@ -103,7 +107,11 @@ fn try_sections(cache: &mut ApplyCache, file: &str, text: &str) -> Option<Parsed
             Some(kt) => kt,
             None => {
                 let mut c: Config = toml::from_str(s).ok()?;
-                if c.targets.len() != 1 || c.daemon != DaemonConfig::default() {
+                if c.targets.len() != 1
+                    || c.daemon != DaemonConfig::default()
+                    || !c.accounts.is_empty()
+                    || !c.discovery.is_empty()
+                {
                     return None;
                 }
                 (s.to_string(), Arc::new(c.targets.pop()?))
@@ -117,6 +125,8 @@ fn try_sections(cache: &mut ApplyCache, file: &str, text: &str) -> Option<Parsed
     cache.sections = fresh;
     Some(Parsed {
         daemon: outside.daemon,
+        accounts: outside.accounts,
+        discovery: outside.discovery,
         targets,
     })
 }

@@ -380,17 +380,24 @@ impl RbdStore {
         bufs: Vec<Vec<u8>>,
         submit: impl FnOnce(ffi::rbd_image_t, &mut [Vec<u8>], *mut u64, ffi::rbd_completion_t) -> isize,
     ) -> io::Result<Done> {
-        let rx = self.submit(bufs, submit)?;
-        let done = rx
-            .await
-            .map_err(|_| io::Error::other("rbd completion lost"))?;
-        // EILSEQ is COMPARE AND WRITE's miscompare, an answer rather than a failure.
-        if done.rv < 0 && done.rv != -(libc::EILSEQ as isize) {
+        let done = self.aio_raw(bufs, submit).await?;
+        if done.rv < 0 {
             let e = io::Error::from_raw_os_error(-done.rv as i32);
             tracing::warn!(image = spec_name(&self.spec), "rbd I/O failed: {e}");
             return Err(e);
         }
         Ok(done)
+    }
+
+    /// As [`aio`](Self::aio), returning librbd's result whatever it is.
+    async fn aio_raw(
+        &self,
+        bufs: Vec<Vec<u8>>,
+        submit: impl FnOnce(ffi::rbd_image_t, &mut [Vec<u8>], *mut u64, ffi::rbd_completion_t) -> isize,
+    ) -> io::Result<Done> {
+        let rx = self.submit(bufs, submit)?;
+        rx.await
+            .map_err(|_| io::Error::other("rbd completion lost"))
     }
 
     /// Leaks a [`Pending`] into a new completion and submits the request; the
@@ -580,7 +587,7 @@ impl BackingStore for RbdStore {
     ) -> io::Result<Option<u64>> {
         let len = data.len();
         let d = self
-            .aio(vec![compare, data], |img, b, mm, c| unsafe {
+            .aio_raw(vec![compare, data], |img, b, mm, c| unsafe {
                 ffi::rbd_aio_compare_and_write(
                     img,
                     offset,
@@ -593,8 +600,29 @@ impl BackingStore for RbdStore {
                 )
             })
             .await?;
-        if d.rv < 0 {
+        // EILSEQ: the miscompare, an answer rather than a failure.
+        if d.rv == -(libc::EILSEQ as isize) {
             return Ok(Some(mismatch_at(d.mismatch, offset)));
+        }
+        // EINVAL: the OSD's compare extent refuses a range an object does not (yet)
+        // cover (blocks never written). The caller compares and writes under its own
+        // range lock instead: atomic among this gateway's commands only, until those
+        // blocks have been written once.
+        if d.rv == -(libc::EINVAL as isize) {
+            tracing::debug!(
+                offset,
+                len,
+                "rbd compare-and-write on unwritten blocks: done locally"
+            );
+            return Err(io::Error::from(io::ErrorKind::Unsupported));
+        }
+        if d.rv < 0 {
+            let e = io::Error::from_raw_os_error(-d.rv as i32);
+            tracing::warn!(
+                image = spec_name(&self.spec),
+                "rbd compare-and-write failed: {e}"
+            );
+            return Err(e);
         }
         self.counters.write(false);
         Ok(None)

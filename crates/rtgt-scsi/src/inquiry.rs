@@ -111,6 +111,12 @@ fn standard(lu: &Lu) -> Vec<u8> {
 pub(crate) fn serial(lu: &Lu, target: &str) -> String {
     match &lu.params.read().scsi_sn {
         Some(s) => s.clone(),
+        // A medium other targets export too (an RBD image): the serial of the medium,
+        // so every gateway presents the same LU.
+        None if store_identity(lu).is_some() => format!(
+            "{:016x}",
+            fnv1a(&[store_identity(lu).unwrap_or_default().as_bytes()])
+        ),
         None => format!(
             "{:08x}{:04x}",
             fnv1a(&[target.as_bytes()]) as u32,
@@ -125,9 +131,17 @@ pub(crate) fn serial(lu: &Lu, target: &str) -> String {
 pub(crate) fn naa(lu: &Lu, target: &str) -> u64 {
     let h = match &lu.params.read().scsi_id {
         Some(id) => fnv1a(&[id.as_bytes()]),
-        None => fnv1a(&[target.as_bytes(), &lu.lun.to_be_bytes()]),
+        None => match store_identity(lu) {
+            Some(id) => fnv1a(&[b"lu", id.as_bytes()]),
+            None => fnv1a(&[target.as_bytes(), &lu.lun.to_be_bytes()]),
+        },
     };
     (0x3u64 << 60) | (h & 0x0fff_ffff_ffff_ffff)
+}
+
+/// The identity of a medium shared with other targets (BackingStore::identity).
+fn store_identity(lu: &Lu) -> Option<String> {
+    lu.store.as_ref().and_then(|s| s.identity())
 }
 
 /// A designation descriptor (SPC-4 7.8.6.1). `proto` is set for target-port ones.

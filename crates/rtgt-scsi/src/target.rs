@@ -711,7 +711,9 @@ impl ScsiTarget {
                 return Err(s.into());
             }
         }
-        // SPC-2 reservations, then persistent ones (SPC-4 5.13.1).
+        // SPC-2 reservations, then persistent ones (SPC-4 5.13.1), as the newest state
+        // any target sharing the medium has published.
+        crate::shared_pr::refresh(lu);
         if lu.spc2.conflicts(nexus.id) && !spc::spc2_allowed(opcode) {
             return Err(Fail::Conflict);
         }
@@ -870,7 +872,13 @@ impl ScsiTarget {
             op::PERSISTENT_RESERVE_IN => spc::pr_in(lu, cdb),
             op::PERSISTENT_RESERVE_OUT => {
                 let ports = |rel: u16| self.target_port_name(rel);
-                let fx = spc::pr_out(lu, nexus, cdb, data, &self.name, &ports)?;
+                // On a medium shared with other targets, under their common lock.
+                let update = crate::shared_pr::begin(lu).await?;
+                let fx = spc::pr_out(lu, nexus, cdb, data, &self.name, &ports);
+                let fx = match (fx, crate::shared_pr::finish(lu, update).await) {
+                    (Ok(fx), Ok(())) => fx,
+                    (Err(e), _) | (Ok(_), Err(e)) => return Err(e),
+                };
                 for (who, code) in fx.uas {
                     let ids = self.nexuses_in(&who);
                     lu.ua.establish(ids, code);

@@ -31,6 +31,7 @@ pub(crate) fn open_image(
         sync,
         read_only: meta.len() > 0,
         size: None,
+        bsopts: Vec::new(),
     };
     rtgt_backstore::open(bstype, &opts)
 }

@@ -621,7 +621,12 @@ fn logicalunit(reg: &Registry, op: &str, req: &Request) -> Result<String> {
                 .map(|(_, v)| v.clone())
                 .collect();
             params.retain(|(k, _)| k != "size");
-            if let Some(opts) = req.bsopts.as_deref() {
+            // bstype rbd takes tgt bs_rbd's options (conf=, id=, cluster=; `;`-separated)
+            // and checks them itself.
+            let mut store_opts = Vec::new();
+            if let (Some(opts), "rbd") = (req.bsopts.as_deref(), bstype) {
+                store_opts = rtgt_backstore::parse_bsopts(opts).map_err(AdmError::Invalid)?;
+            } else if let Some(opts) = req.bsopts.as_deref() {
                 for (k, v) in parse_kv_list(opts).map_err(AdmError::Invalid)? {
                     if k == "size" && fileless {
                         sizes.push(v);
@@ -697,6 +702,7 @@ fn logicalunit(reg: &Registry, op: &str, req: &Request) -> Result<String> {
                 sync,
                 read_only: readonly,
                 size,
+                bsopts: store_opts,
             };
             let store = match rtgt_backstore::open(bstype, &opts) {
                 Ok(s) => s,

@@ -7,6 +7,9 @@
 #   qemu-utils + qemu-block-extra
 #                     qemu-img and QEMU's iSCSI block driver, both from bookworm-backports
 #                     so the module matches qemu-img exactly (QEMU refuses mismatched modules)
+#   qemu-system-x86   tests/guest: boots a Linux guest as the initiator (route A passes LUNs
+#                     through QEMU's iSCSI driver, so it comes from bookworm-backports too)
+#   genisoimage       tests/guest: the ISO images the CD/DVD scenario mounts
 #   tgt               Debian's tgtd, the peer the benches and conformance baseline compare against
 #   python3           the conformance runner
 #   strace            the backing-store tests watch rtgtd's flush system calls with it
@@ -42,7 +45,7 @@ command -v rbd >/dev/null 2>&1 || need+=(ceph-common)
   || need+=(tgt-rbd)
 command -v cc >/dev/null 2>&1 || need+=(build-essential)
 command -v curl >/dev/null 2>&1 || need+=(curl ca-certificates)
-# ISO 9660 images for the CD/DVD tests (crates/rtgtd/tests/cd.rs).
+# ISO 9660 images for the CD/DVD tests (crates/rtgtd/tests/cd.rs, tests/guest).
 command -v genisoimage >/dev/null 2>&1 || need+=(genisoimage)
 
 pkg_version() { dpkg-query -W -f='${Version}' "$1" 2>/dev/null || true; }
@@ -53,8 +56,11 @@ qemu_iscsi_ok() {
   local u b
   u=$(pkg_version qemu-utils)
   b=$(pkg_version qemu-block-extra)
-  [ -n "$u" ] && [ "$u" = "$b" ]
+  [ -n "$u" ] && [ "$u" = "$b" ] && [ "$(pkg_version qemu-system-x86)" = "$u" ]
 }
+# tests/guest/build.sh fetches the guest's kernel and tools with apt-get download, which
+# needs the package lists (a fresh container may have none).
+apt_lists_ok() { apt-cache show linux-image-cloud-amd64 >/dev/null 2>&1; }
 
 if ! qemu_iscsi_ok; then
   # Same mirror as the machine's own Debian sources, bookworm-backports suite.
@@ -68,7 +74,7 @@ if ! qemu_iscsi_ok; then
   fi
 fi
 
-if [ ${#need[@]} -gt 0 ] || ! qemu_iscsi_ok; then
+if [ ${#need[@]} -gt 0 ] || ! qemu_iscsi_ok || ! apt_lists_ok; then
   log "apt-get update"
   $SUDO apt-get update -qq
   if [ ${#need[@]} -gt 0 ]; then
@@ -76,11 +82,12 @@ if [ ${#need[@]} -gt 0 ] || ! qemu_iscsi_ok; then
     $SUDO apt-get install "${APT_OPTS[@]}" "${need[@]}" </dev/null
   fi
   if ! qemu_iscsi_ok; then
-    log "installing qemu-utils and qemu-block-extra from bookworm-backports"
-    $SUDO apt-get install "${APT_OPTS[@]}" -t bookworm-backports qemu-utils qemu-block-extra </dev/null
+    log "installing qemu-utils, qemu-block-extra and qemu-system-x86 from bookworm-backports"
+    $SUDO apt-get install "${APT_OPTS[@]}" -t bookworm-backports qemu-utils qemu-block-extra \
+      qemu-system-x86 </dev/null
   fi
 fi
-qemu_iscsi_ok || { log "qemu-img's iSCSI driver is still missing or mismatched"; exit 1; }
+qemu_iscsi_ok || { log "qemu-img's iSCSI driver or qemu-system-x86 is still missing or mismatched"; exit 1; }
 
 # Rust: keep whatever toolchain is installed; install stable through rustup only if no
 # cargo is found at all. rustfmt and clippy are needed by scripts/test.sh.

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # rtgt's one test command (what the README documents and .ci/run executes):
-#   install dependencies, fmt check, clippy -D warnings, build, cargo test, conformance.
+#   install dependencies, fmt check, clippy -D warnings, build, cargo test, the guest-kernel
+#   interop suite, conformance.
 # Idempotent; runs unattended as root on Debian bookworm (CI=true, no stdin).
 # Every step runs even if an earlier one failed (except those that need a build), so one
 # run shows every problem; the exit status is non-zero if any step failed.
@@ -12,6 +13,7 @@
 #   SKIP_STORE_CONFORMANCE=1  run it on the default LUN only, not also on io_uring,
 #                       O_DIRECT and loop-device LUNs (about 2 minutes each)
 #   CONFORMANCE_ARGS    extra arguments for tests/conformance/run.sh
+#   SKIP_GUEST=1        don't run tests/guest (a Linux guest under QEMU as the initiator)
 set -uo pipefail
 # Cargo features the suite builds and tests with: rbd (Ceph RBD store; its tests start a
 # throw-away Ceph cluster). A build without them must work too: `cargo build`.
@@ -63,6 +65,11 @@ step clippy cargo clippy --workspace --all-targets "${FEATURES[@]}" -- -D warnin
 step clippy-default cargo clippy --workspace --all-targets -- -D warnings
 if step build cargo build --workspace "${FEATURES[@]}"; then
   step cargo-test cargo test --workspace "${FEATURES[@]}"
+  if [ "${SKIP_GUEST:-0}" != 1 ]; then
+    # Linux's own sd, st, ch and sr drivers against rtgtd, through QEMU's libiscsi and
+    # through the guest's open-iscsi (about 3-5 minutes, the guest's build included).
+    step guest-interop bash tests/guest/run.sh --no-build
+  fi
   if [ "${SKIP_CONFORMANCE:-0}" != 1 ]; then
     # Each LUN configuration against its expectations: the four disk configurations of
     # issue 3, then the other backing stores, which must pass everything the default

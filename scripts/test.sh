@@ -78,6 +78,8 @@ if step build cargo build --workspace "${FEATURES[@]}"; then
     runs=("default-lun" "thin-lun" "removable-lun" "readonly-lun")
     if [ "${SKIP_STORE_CONFORMANCE:-0}" != 1 ]; then
       runs+=("io-uring-lun:default-lun" "direct-lun:default-lun" "loop-lun:default-lun")
+      # An RBD image on a throw-away Ceph cluster (scripts/ceph-cluster.sh).
+      runs+=("rbd-lun:default-lun")
     fi
     jobs_max=${CONFORMANCE_JOBS:-4}
     mkdir -p tests/conformance/results

@@ -3,11 +3,18 @@
 #   bash bench/run.sh            quick mode (3 rounds x 3 s), for development
 #   bash bench/run.sh --full     5 rounds x 10 s, the README table
 #   bash bench/run.sh --only QD32 --rounds 5   a subset (substring of workload names)
+#   bash bench/run.sh --rbd      rbd store vs tgtd's bs_rbd on a throw-away Ceph cluster
 #   bash bench/run.sh --scale    1000 LUNs / 100 targets through rtgtadm --batch; 500 idle sessions
 # Needs root (tgtd), libiscsi-bin, qemu-img with iSCSI, tgt and iperf3:
 # scripts/install-deps.sh installs them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+if [ "${1:-}" = "--rbd" ]; then
+  # rbd store vs tgtd's bs_rbd on one image of a throw-away Ceph cluster (bench/rbd.py).
+  shift
+  cargo build --release -q -p rtgtd -p rtgtadm --features rtgtd/rbd
+  exec python3 bench/rbd.py "$@"
+fi
 cargo build --release -q -p rtgtd -p rtgtadm
 if [ "${1:-}" = "--scale" ]; then exec python3 bench/scale.py; fi
 exec python3 bench/bench.py "$@"

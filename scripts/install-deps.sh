@@ -15,6 +15,11 @@
 #   strace            the backing-store tests watch rtgtd's flush system calls with it
 #   mount (losetup)   loop devices for the block-device backing-store tests
 #   iperf3            bench/: the loopback TCP ceiling the sequential read is held against
+#   ceph-mon ceph-osd ceph-common
+#                     a throw-away Ceph cluster for the rbd store's tests (scripts/ceph-cluster.sh)
+#   librbd-dev librados-dev
+#                     the rbd store links librbd and librados (cargo feature rbd)
+#   tgt-rbd           tgtd's bs_rbd, the peer of the rbd bench
 # Works as root without a terminal (CI=true, no stdin); uses sudo otherwise.
 set -euo pipefail
 SUDO=""
@@ -31,8 +36,16 @@ command -v python3 >/dev/null 2>&1 || need+=(python3)
 command -v strace >/dev/null 2>&1 || need+=(strace)
 command -v losetup >/dev/null 2>&1 || need+=(mount)
 command -v iperf3 >/dev/null 2>&1 || need+=(iperf3)
+command -v ceph-mon >/dev/null 2>&1 || need+=(ceph-mon)
+command -v ceph-osd >/dev/null 2>&1 || need+=(ceph-osd)
+command -v rbd >/dev/null 2>&1 || need+=(ceph-common)
+[ -e /usr/include/rbd/librbd.h ] || need+=(librbd-dev)
+[ -e /usr/include/rados/librados.h ] || need+=(librados-dev)
+[ -n "$(ls /usr/lib/tgt/backing-store/bs_rbd.so /usr/lib/*/tgt/backing-store/bs_rbd.so 2>/dev/null)" ] \
+  || need+=(tgt-rbd)
 command -v cc >/dev/null 2>&1 || need+=(build-essential)
 command -v curl >/dev/null 2>&1 || need+=(curl ca-certificates)
+# ISO 9660 images for the CD/DVD tests (crates/rtgtd/tests/cd.rs, tests/guest).
 command -v genisoimage >/dev/null 2>&1 || need+=(genisoimage)
 
 pkg_version() { dpkg-query -W -f='${Version}' "$1" 2>/dev/null || true; }

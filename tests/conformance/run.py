@@ -117,6 +117,9 @@ CONFIGS = {
     "io-uring-direct-lun": (["--bstype", "io_uring", "--bsoflags", "direct"], 1 << 30, DESTRUCTIVE, {}),
     "mem-lun": (["--bstype", "mem", "--bsopts", "size=1G"], None, DESTRUCTIVE, {}),
     "loop-lun": (["--loop"], 1 << 30, DESTRUCTIVE, {}),
+    # A 1 GiB RBD image (layering only) on a throw-away single-node Ceph cluster
+    # (scripts/ceph-cluster.sh), librbd's client cache on as the file LUN's page cache.
+    "rbd-lun": (["--rbd"], 1 << 30, DESTRUCTIVE, {}),
     "loop-io-uring-direct-lun": (["--loop", "--bstype", "io_uring", "--bsoflags", "direct"], 1 << 30, DESTRUCTIVE, {}),
 }
 # What `--config all` runs (and CI): the configurations issue 3 asks for.
@@ -402,16 +405,31 @@ def main(argv):
             # failing is an error below.
             say(f"SKIPPED {args.config}: loop devices are unavailable here (no /dev/loop-control or losetup)")
             return 0
+        rbd = "--rbd" in lun_opts
+        if rbd and shutil.which("ceph-mon") is None:
+            raise SystemExit("conformance: rbd-lun needs ceph-mon, ceph-osd and rbd; run scripts/install-deps.sh")
         rtgtd, rtgtadm = find_bins(args)
-        lun_opts = [o for o in lun_opts if o != "--loop"]
+        lun_opts = [o for o in lun_opts if o not in ("--loop", "--rbd")]
         work = tempfile.mkdtemp(prefix="rtgt-conformance-")
         daemon = None
         loopdev = None
+        ceph_dir = os.path.join(work, "ceph")
+        cluster = os.path.join(ROOT, "scripts", "ceph-cluster.sh")
         try:
             daemon = Daemon(rtgtd, rtgtadm, work, os.path.join(args.results, f"{args.config}.rtgtd.log"))
             daemon.wait_ready()
             backing = []
-            if size is not None:
+            if rbd:
+                t0 = time.time()
+                r = subprocess.run(["bash", cluster, "up", ceph_dir], capture_output=True, text=True, timeout=120)
+                if r.returncode != 0:
+                    raise SystemExit(f"conformance: starting the Ceph cluster failed: {r.stderr.strip()}")
+                conf = os.path.join(ceph_dir, "ceph.conf")
+                subprocess.run(["rbd", "-c", conf, "create", "--size", str(size >> 20), "--image-feature",
+                                "layering", "rbd/lun1"], check=True, timeout=60)
+                say(f"backing store: rbd/lun1 on a throw-away Ceph cluster (up in {time.time() - t0:.1f}s)")
+                backing = ["--bstype", "rbd", "-b", "rbd/lun1", "--bsopts", f"conf={conf}"]
+            elif size is not None:
                 img = os.path.join(work, "lun1.img")
                 with open(img, "wb") as f:
                     f.truncate(size)
@@ -459,6 +477,8 @@ def main(argv):
                 daemon.stop()
             if loopdev:
                 subprocess.run(["losetup", "-d", loopdev], capture_output=True)
+            if rbd:
+                subprocess.run(["bash", cluster, "down", ceph_dir], capture_output=True)
             shutil.rmtree(work, ignore_errors=True)
 
     runs = [not_run]

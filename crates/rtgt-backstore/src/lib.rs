@@ -19,6 +19,8 @@ pub mod aligned;
 pub mod mem;
 pub mod null;
 pub mod pool;
+#[cfg(feature = "rbd")]
+pub mod rbd;
 pub mod rdwr;
 pub mod sys;
 pub mod uring;
@@ -161,6 +163,53 @@ pub trait BackingStore: Send + Sync + 'static {
     fn refresh_size(&self) -> io::Result<u64> {
         Ok(self.size())
     }
+    /// Writes `block` repeatedly over `len` bytes at `offset` (WRITE SAME) in one
+    /// request. The default says the store has no such request; the caller writes the
+    /// pattern itself.
+    async fn write_same(&self, _block: Vec<u8>, _offset: u64, _len: u64) -> io::Result<()> {
+        Err(io::Error::from(io::ErrorKind::Unsupported))
+    }
+    /// Compares `compare` with what the medium holds at `offset` and, if equal, writes
+    /// `data` there, as one operation the store makes atomic for all its clients
+    /// (COMPARE AND WRITE across gateways). Returns None when written, or the offset of
+    /// the first differing byte. The default says the store cannot; the caller then
+    /// compares and writes under its own range lock.
+    async fn compare_and_write(
+        &self,
+        _compare: Vec<u8>,
+        _data: Vec<u8>,
+        _offset: u64,
+    ) -> io::Result<Option<u64>> {
+        Err(io::Error::from(io::ErrorKind::Unsupported))
+    }
+    /// A name for the medium that is the same in every process exporting it (an RBD
+    /// image's pool and id), from which LU designators and serial numbers are derived
+    /// so that several gateways present one logical unit. None: the medium is this
+    /// process's alone.
+    fn identity(&self) -> Option<String> {
+        None
+    }
+    /// State kept with the medium and shared by every process exporting it
+    /// (persistent reservations across gateways). None: nothing is shared.
+    fn shared_state(&self) -> Option<Arc<dyn SharedState>> {
+        None
+    }
+}
+
+/// A small blob kept with a shared medium, changed by one process at a time and seen
+/// by all of them (persistent reservations of a LU exported by several gateways).
+#[async_trait]
+pub trait SharedState: Send + Sync {
+    /// The latest state any process published, and a number that changes whenever it
+    /// does. No I/O: cheap enough to ask before every command.
+    fn latest(&self) -> (u64, Option<Vec<u8>>);
+    /// Takes the update lock (for every process) and reads the state fresh.
+    async fn lock(&self) -> io::Result<Option<Vec<u8>>>;
+    /// Stores `state`, tells every process, and releases the lock; returns once every
+    /// live process has the new state.
+    async fn publish_unlock(&self, state: Vec<u8>) -> io::Result<()>;
+    /// Releases the lock without a change.
+    async fn unlock(&self);
 }
 
 /// How to open a store, from rtgtadm's `--bstype`, `-b`, `--bsoflags` and params.
@@ -174,6 +223,8 @@ pub struct OpenOptions {
     pub read_only: bool,
     /// Size for stores that have no file (`null`, `mem`).
     pub size: Option<u64>,
+    /// `--bsopts` key=value pairs for stores that take them (`rbd`).
+    pub bsopts: Vec<(String, String)>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -188,6 +239,12 @@ pub enum OpenError {
     },
     #[error("backing file {0} is not a regular file or block device")]
     NotAFile(PathBuf),
+    #[error("rbd: {0}")]
+    Rbd(#[source] io::Error),
+    #[error(
+        "bstype rbd: this rtgtd was built without RBD support (cargo feature 'rbd', needs librbd)"
+    )]
+    NoRbd,
     #[error(
         "bstype {0} needs a size: use --bsopts size=N or --params size=N (K, M, G, T suffixes)"
     )]
@@ -195,7 +252,7 @@ pub enum OpenError {
 }
 
 /// The bstype names [`open`] accepts, for error messages.
-pub const KNOWN_TYPES: &str = "rdwr, io_uring (alias aio), mem, null";
+pub const KNOWN_TYPES: &str = "rdwr, io_uring (alias aio), mem, null, rbd";
 
 /// The canonical name of a bstype (`aio` is io_uring's alias, as tgt scripts say aio),
 /// or None when it is unknown.
@@ -205,6 +262,7 @@ pub fn canonical_type(bstype: &str) -> Option<&'static str> {
         "io_uring" | "aio" => Some("io_uring"),
         "mem" => Some("mem"),
         "null" => Some("null"),
+        "rbd" => Some("rbd"),
         _ => None,
     }
 }
@@ -221,6 +279,29 @@ pub fn open(bstype: &str, opts: &OpenOptions) -> Result<Arc<dyn BackingStore>, O
         Some("null") => Ok(Arc::new(null::NullStore::new(
             opts.size.unwrap_or(null::DEFAULT_SIZE),
         ))),
+        #[cfg(feature = "rbd")]
+        Some("rbd") => Ok(Arc::new(rbd::RbdStore::open(opts)?)),
+        #[cfg(not(feature = "rbd"))]
+        Some("rbd") => Err(OpenError::NoRbd),
         _ => Err(OpenError::UnknownType(bstype.to_string())),
     }
 }
+
+/// Splits `--bsopts` for stores that take options: `key=value` pairs separated by `;`
+/// (tgt's bs_rbd separator, as a path may hold commas) or, without any `;`, by `,`.
+pub fn parse_bsopts(s: &str) -> Result<Vec<(String, String)>, String> {
+    let sep = if s.contains(';') { ';' } else { ',' };
+    s.split(sep)
+        .map(str::trim)
+        .filter(|i| !i.is_empty())
+        .map(|i| match i.split_once('=') {
+            Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().into(), v.trim().into())),
+            _ => Err(format!(
+                "invalid --bsopts item '{i}': use key=value[;key=value...]"
+            )),
+        })
+        .collect()
+}
+
+/// Whether this build has the `rbd` store.
+pub const RBD: bool = cfg!(feature = "rbd");

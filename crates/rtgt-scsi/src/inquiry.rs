@@ -8,6 +8,8 @@ use crate::{DeviceType, ItNexus};
 /// Peripheral device types (SPC-4 table 140).
 pub(crate) const TYPE_DISK: u8 = 0x00;
 pub(crate) const TYPE_CONTROLLER: u8 = 0x0c;
+pub(crate) const TYPE_TAPE: u8 = 0x01;
+pub(crate) const TYPE_MMC: u8 = 0x05;
 pub(crate) const TYPE_UNKNOWN: u8 = 0x1f;
 
 /// MAXIMUM TRANSFER LENGTH in bytes: commands carry all their data in memory.
@@ -27,6 +29,8 @@ pub(crate) fn device_type_code(t: DeviceType) -> u8 {
     match t {
         DeviceType::Disk => TYPE_DISK,
         DeviceType::Controller => TYPE_CONTROLLER,
+        DeviceType::Tape => TYPE_TAPE,
+        DeviceType::Cd => TYPE_MMC,
     }
 }
 
@@ -66,7 +70,10 @@ fn standard(lu: &Lu) -> Vec<u8> {
     let p = lu.params.read();
     let mut b = vec![0u8; 96];
     b[0] = device_type_code(lu.device_type);
-    if p.removable && lu.device_type == DeviceType::Disk {
+    // A tape cartridge and a CD/DVD drive's medium are always removable (MMC-6 4.1).
+    if (p.removable && lu.device_type == DeviceType::Disk)
+        || matches!(lu.device_type, DeviceType::Tape | DeviceType::Cd)
+    {
         b[1] = 0x80; // RMB
     }
     b[2] = 0x06; // VERSION: SPC-4
@@ -88,8 +95,11 @@ fn standard(lu: &Lu) -> Vec<u8> {
     b[32..36].copy_from_slice(&pad(&p.product_rev, 4));
     // VERSION DESCRIPTORS (SPC-4 table 143): SAM-5, iSCSI, SPC-4, then the command set.
     let mut v: Vec<u16> = vec![0x00a0, 0x0960, 0x0460];
-    if lu.device_type == DeviceType::Disk {
-        v.push(0x04c0); // SBC-3
+    match lu.device_type {
+        DeviceType::Disk => v.push(0x04c0), // SBC-3
+        DeviceType::Tape => v.push(0x0400), // SSC-3
+        DeviceType::Cd => v.push(0x04e0),   // MMC-6
+        DeviceType::Controller => {}
     }
     for (i, d) in v.iter().enumerate() {
         b[58 + 2 * i..60 + 2 * i].copy_from_slice(&d.to_be_bytes());
@@ -101,6 +111,12 @@ fn standard(lu: &Lu) -> Vec<u8> {
 pub(crate) fn serial(lu: &Lu, target: &str) -> String {
     match &lu.params.read().scsi_sn {
         Some(s) => s.clone(),
+        // A medium other targets export too (an RBD image): the serial of the medium,
+        // so every gateway presents the same LU.
+        None if store_identity(lu).is_some() => format!(
+            "{:016x}",
+            fnv1a(&[store_identity(lu).unwrap_or_default().as_bytes()])
+        ),
         None => format!(
             "{:08x}{:04x}",
             fnv1a(&[target.as_bytes()]) as u32,
@@ -115,9 +131,17 @@ pub(crate) fn serial(lu: &Lu, target: &str) -> String {
 pub(crate) fn naa(lu: &Lu, target: &str) -> u64 {
     let h = match &lu.params.read().scsi_id {
         Some(id) => fnv1a(&[id.as_bytes()]),
-        None => fnv1a(&[target.as_bytes(), &lu.lun.to_be_bytes()]),
+        None => match store_identity(lu) {
+            Some(id) => fnv1a(&[b"lu", id.as_bytes()]),
+            None => fnv1a(&[target.as_bytes(), &lu.lun.to_be_bytes()]),
+        },
     };
     (0x3u64 << 60) | (h & 0x0fff_ffff_ffff_ffff)
+}
+
+/// The identity of a medium shared with other targets (BackingStore::identity).
+fn store_identity(lu: &Lu) -> Option<String> {
+    lu.store.as_ref().and_then(|s| s.identity())
 }
 
 /// A designation descriptor (SPC-4 7.8.6.1). `proto` is set for target-port ones.
@@ -140,7 +164,7 @@ fn name_string(s: &str) -> Vec<u8> {
 fn supported_pages(lu: &Lu) -> &'static [u8] {
     match lu.device_type {
         DeviceType::Disk => &[0x00, 0x80, 0x83, 0x86, 0x8f, 0xb0, 0xb1, 0xb2],
-        DeviceType::Controller => &[0x00, 0x80, 0x83],
+        DeviceType::Controller | DeviceType::Tape | DeviceType::Cd => &[0x00, 0x80, 0x83],
     }
 }
 

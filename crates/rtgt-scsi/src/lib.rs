@@ -12,6 +12,7 @@ mod cdb;
 mod controller;
 mod inquiry;
 mod lu;
+mod mmc;
 mod mode;
 mod opcodes;
 mod params;
@@ -20,7 +21,10 @@ mod range;
 mod reserve;
 mod sbc;
 pub mod sense;
+mod shared_pr;
 mod spc;
+pub mod ssc;
+mod store_error;
 pub mod target;
 pub mod tasks;
 mod ua;
@@ -34,7 +38,7 @@ mod cache_tests;
 
 pub use alua::AluaState;
 pub use params::{canonical_lu_params, default_lu_param};
-pub use target::{LuDirectory, ScsiTarget, TmOutcome, TmResponse};
+pub use target::{LuDirectory, MediaLuConfig, ScsiTarget, TapeHandle, TmOutcome, TmResponse};
 pub use tasks::{AbortAck, AbortHook, TaskGuard, TransportAbort};
 
 /// SAM-5 status codes.
@@ -136,6 +140,10 @@ pub enum TmFunction {
 pub enum DeviceType {
     Disk,
     Controller,
+    /// Sequential-access device (SSC-3): a tape drive.
+    Tape,
+    /// A CD/DVD drive (MMC-6): `--device-type cd`.
+    Cd,
 }
 
 impl DeviceType {
@@ -143,6 +151,8 @@ impl DeviceType {
         match s {
             "disk" => Some(Self::Disk),
             "controller" => Some(Self::Controller),
+            "tape" => Some(Self::Tape),
+            "cd" => Some(Self::Cd),
             _ => None,
         }
     }
@@ -150,6 +160,8 @@ impl DeviceType {
         match self {
             Self::Disk => "disk",
             Self::Controller => "controller",
+            Self::Tape => "tape",
+            Self::Cd => "cd",
         }
     }
 }
@@ -197,6 +209,9 @@ pub struct LuInfo {
     pub params: Vec<(String, String)>,
     /// What the backing store has done (reads, writes, durable writes, flushes).
     pub io_stats: rtgt_backstore::IoStats,
+    /// Device-specific lines for `show` (a tape drive's cartridge, a changer's
+    /// elements).
+    pub media: Vec<String>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -215,6 +230,8 @@ pub enum ScsiError {
     NoSuchPortGroup(u16),
     #[error("persistent reservation state: {0}")]
     PrState(String),
+    #[error("logical unit {0}: an initiator prevents medium removal (PREVENT ALLOW MEDIUM REMOVAL) and was sent an eject request; unmount the disc on the initiator, or add force=1")]
+    MediumRemovalPrevented(u64),
     #[error("backing store size {size} is smaller than one {block_size}-byte block")]
     TooSmall { size: u64, block_size: u32 },
 }

@@ -50,6 +50,10 @@ pub(crate) struct Lu {
     pub ua: UaTable,
     pub spc2: Spc2Reservation,
     pub pr: Mutex<PrState>,
+    /// Where the store shares the reservation state with other targets exporting the
+    /// same medium (gateways of one RBD image), and the version of it `pr` holds.
+    pub shared: Option<Arc<dyn rtgt_backstore::SharedState>>,
+    pub pr_version: AtomicU64,
     /// LBA range locks: read-modify-write and atomic commands hold their blocks
     /// exclusively, every other media access shares them (SBC-4 4.29, 5.3).
     pub range: RangeLock,
@@ -63,6 +67,10 @@ pub(crate) struct Lu {
     pub reported_size: AtomicU64,
     /// Held EXTENDED COPY results per (I_T nexus, LIST IDENTIFIER) (SPC-4 6.18.2).
     pub copy_results: parking_lot::Mutex<HashMap<(u64, u8), crate::xcopy::CopyStatus>>,
+    /// A tape drive's state (SSC-3); None for other device types.
+    pub tape: Option<Arc<crate::ssc::TapeDrive>>,
+    /// A cd LU's drive: tray and disc (the disc's image is its store, not `store`).
+    pub mmc: Option<crate::mmc::Drive>,
 }
 
 impl Lu {
@@ -89,6 +97,7 @@ impl Lu {
             .map(|s| physical_block_size(&params, s.as_ref(), block_size))
             .unwrap_or(block_size);
         let size = store.as_ref().map(|s| s.size()).unwrap_or(0);
+        let shared = store.as_ref().and_then(|s| s.shared_state());
         Self {
             lun,
             device_type,
@@ -107,11 +116,15 @@ impl Lu {
             ua: UaTable::default(),
             spc2: Spc2Reservation::default(),
             pr: Mutex::new(PrState::default()),
+            shared,
+            pr_version: AtomicU64::new(0),
             range: RangeLock::default(),
             sanitizing: Arc::new(AtomicBool::new(false)),
             sanitize_failed: AtomicBool::new(false),
             reported_size: AtomicU64::new(size),
             copy_results: parking_lot::Mutex::new(HashMap::new()),
+            tape: None,
+            mmc: None,
         }
     }
 

@@ -14,7 +14,7 @@ pub(crate) struct OpInfo {
     pub usage: &'static [u8],
 }
 
-const fn op(opcode: u8, usage: &'static [u8]) -> OpInfo {
+pub(crate) const fn op(opcode: u8, usage: &'static [u8]) -> OpInfo {
     OpInfo {
         opcode,
         sa: None,
@@ -273,6 +273,38 @@ const DISK: &[OpInfo] = &[
     ),
 ];
 
+/// SSC-3 commands of a tape drive, with the SPC-4 ones it shares with a disk
+/// (reservations, mode parameters, PREVENT ALLOW).
+const TAPE: &[OpInfo] = &[
+    op(0x01, &[0x01, 0x01, 0, 0, 0, 0]),
+    op(0x05, &[0x05, 0, 0, 0, 0, 0]),
+    op(0x08, &[0x08, 0x03, 0xff, 0xff, 0xff, 0]),
+    op(0x0a, &[0x0a, 0x01, 0xff, 0xff, 0xff, 0]),
+    op(0x10, &[0x10, 0x03, 0xff, 0xff, 0xff, 0]),
+    op(0x11, &[0x11, 0x0f, 0xff, 0xff, 0xff, 0]),
+    op(0x15, &[0x15, 0x11, 0, 0, 0xff, 0]),
+    op(0x16, &[0x16, 0, 0, 0, 0, 0]),
+    op(0x17, &[0x17, 0, 0, 0, 0, 0]),
+    op(0x19, &[0x19, 0x03, 0, 0, 0, 0]),
+    op(0x1a, &[0x1a, 0x08, 0xff, 0xff, 0xff, 0]),
+    op(0x1b, &[0x1b, 0x01, 0, 0, 0x05, 0]),
+    op(0x1e, &[0x1e, 0, 0, 0, 0x03, 0]),
+    op(0x2b, &[0x2b, 0x07, 0, 0xff, 0xff, 0xff, 0xff, 0, 0xff, 0]),
+    op(0x34, &[0x34, 0x1f, 0, 0, 0, 0, 0, 0, 0, 0]),
+    op(0x44, &[0x44, 0x03, 0, 0, 0, 0, 0, 0xff, 0xff, 0]),
+    op(0x4d, &[0x4d, 0x01, 0xff, 0xff, 0, 0, 0, 0xff, 0xff, 0]),
+    op(0x55, &[0x55, 0x11, 0, 0, 0, 0, 0, 0xff, 0xff, 0]),
+    op(0x56, &[0x56, 0, 0, 0, 0, 0, 0, 0, 0, 0]),
+    op(0x57, &[0x57, 0, 0, 0, 0, 0, 0, 0, 0, 0]),
+    op(0x5a, &[0x5a, 0x08, 0xff, 0xff, 0, 0, 0, 0xff, 0xff, 0]),
+    op(
+        0x92,
+        &[
+            0x92, 0x1b, 0, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0,
+        ],
+    ),
+];
+
 /// Commands only a thin-provisioned disk has (SBC-4 4.7.3): UNMAP, SANITIZE BLOCK
 /// ERASE (which deallocates everything), and WRITE SAME with ANCHOR / UNMAP / NDOB.
 const THIN: &[OpInfo] = &[
@@ -306,21 +338,29 @@ pub(crate) fn supported(t: DeviceType, f: Features) -> Vec<&'static OpInfo> {
 /// [`supported`], built once per (device type, features): every command consults it,
 /// and building and sorting it each time cost ~10% of a 4K read's CPU.
 fn table(t: DeviceType, f: Features) -> &'static [&'static OpInfo] {
-    static TABLES: [std::sync::OnceLock<Vec<&'static OpInfo>>; 3] =
-        [const { std::sync::OnceLock::new() }; 3];
+    static TABLES: [std::sync::OnceLock<Vec<&'static OpInfo>>; 5] =
+        [const { std::sync::OnceLock::new() }; 5];
     let i = match (t, f.thin) {
         (DeviceType::Controller, _) => 0,
         (DeviceType::Disk, false) => 1,
         (DeviceType::Disk, true) => 2,
+        (DeviceType::Tape, _) => 3,
+        (DeviceType::Cd, _) => 4,
     };
     TABLES[i].get_or_init(|| {
         let mut v: Vec<&'static OpInfo> = COMMON.iter().collect();
+        if t == DeviceType::Tape {
+            v.extend(TAPE.iter());
+        }
         if t == DeviceType::Disk {
             v.extend(DISK.iter());
             if f.thin {
                 v.retain(|o| !THIN.iter().any(|t| t.opcode == o.opcode && t.sa == o.sa));
                 v.extend(THIN.iter());
             }
+        }
+        if t == DeviceType::Cd {
+            v.extend(crate::mmc::opcodes::CD.iter());
         }
         v.sort_by_key(|o| (o.opcode, o.sa));
         v
@@ -442,7 +482,18 @@ mod tests {
 
     #[test]
     fn table_is_sorted_unique_and_usage_starts_with_opcode() {
-        let all = supported(DeviceType::Disk, Features::default());
+        for t in [
+            DeviceType::Controller,
+            DeviceType::Disk,
+            DeviceType::Tape,
+            DeviceType::Cd,
+        ] {
+            check_table(t);
+        }
+    }
+
+    fn check_table(t: DeviceType) {
+        let all = supported(t, Features::default());
         for w in all.windows(2) {
             assert!((w[0].opcode, w[0].sa) < (w[1].opcode, w[1].sa));
         }

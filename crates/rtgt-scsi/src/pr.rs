@@ -266,6 +266,13 @@ impl PrState {
         write_atomically(path, text.as_bytes())
     }
 
+    /// Takes another target's view of the state (shared_pr), keeping this process's
+    /// APTPL file.
+    pub fn replace_shared(&mut self, new: PrState) {
+        let file = self.file.take();
+        *self = Self { file, ..new };
+    }
+
     fn reg(&self, who: &PortPair) -> Option<&Registration> {
         self.regs.iter().find(|r| r.who.matches(who))
     }

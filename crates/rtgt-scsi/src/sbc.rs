@@ -15,19 +15,12 @@ use crate::inquiry::{
 };
 use crate::lu::Lu;
 use crate::sense::{asc, key, Sense};
+use crate::store_error::io_fail;
 use crate::tasks::TaskGuard;
 use crate::{status, ScsiResult};
 
 /// WRITE SAME is written in chunks of at most this many bytes.
 const WRITE_SAME_CHUNK: u64 = 1 << 20;
-
-fn io_error(write: bool) -> Fail {
-    if write {
-        Fail::Check(Sense::of(key::MEDIUM_ERROR, asc::WRITE_ERROR))
-    } else {
-        Fail::Check(Sense::of(key::MEDIUM_ERROR, asc::UNRECOVERED_READ_ERROR))
-    }
-}
 
 /// Where a media-access CDB points: LBA, number of blocks, and flag byte 1.
 #[derive(Debug, Clone, Copy)]
@@ -137,7 +130,7 @@ async fn read(lu: &Lu, s: Span) -> Outcome<Vec<u8>> {
     store(lu)
         .read_at(vec![0u8; len], off)
         .await
-        .map_err(|_| io_error(false))
+        .map_err(|e| io_fail(false, &e))
 }
 
 /// Writes, durably when FUA asks or the write cache is off (SBC-4 5.40, 6.5.5: WCE=0
@@ -153,7 +146,7 @@ async fn write(lu: &Lu, off: u64, data: Vec<u8>, fua: bool) -> Outcome<()> {
     } else {
         st.write_at(data, off).await
     }
-    .map_err(|_| io_error(true))?;
+    .map_err(|e| io_fail(true, &e))?;
     Ok(())
 }
 
@@ -216,7 +209,7 @@ pub(crate) async fn get_lba_status(lu: &Lu, cdb: &[u8]) -> Outcome<Vec<u8>> {
         let ext = store(lu)
             .allocation(lba * bs, window * bs)
             .await
-            .map_err(|_| io_error(false))?;
+            .map_err(|e| io_fail(false, &e))?;
         for e in ext {
             // Whole blocks: a partly allocated block is mapped, so data rounds outward
             // and holes inward.
@@ -424,6 +417,30 @@ pub(crate) async fn compare_and_write_cmd(lu: &Lu, cdb: &[u8], data: &[u8]) -> O
     let (want, new) = both.split_at(len);
     let fua = cdb[1] & 0x08 != 0;
     let _g = lu.range.lock(s.lba, s.blocks, true).await;
+    // A store that compares and writes as one operation of its own (rbd: in the OSD)
+    // makes it atomic for every target exporting the medium, not only this one.
+    match store(lu)
+        .compare_and_write(want.to_vec(), new.to_vec(), off)
+        .await
+    {
+        Ok(None) => {
+            if lu.durable_write(fua) {
+                store(lu)
+                    .flush_range(off, len as u64)
+                    .await
+                    .map_err(|e| io_fail(true, &e))?;
+            }
+            return Ok(ScsiResult::good());
+        }
+        // SBC-4 5.3: MISCOMPARE with the offset of the first differing byte.
+        Ok(Some(at)) => {
+            return Err(Sense::of(key::MISCOMPARE, asc::MISCOMPARE_DURING_VERIFY)
+                .with_information(at)
+                .into())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::Unsupported => {}
+        Err(e) => return Err(io_fail(true, &e)),
+    }
     let have = read(lu, s).await?;
     compare(&have, want)?;
     write(lu, off, new.to_vec(), fua).await?;
@@ -486,7 +503,16 @@ pub(crate) async fn write_same_cmd(lu: &Lu, cdb: &[u8], data: &[u8]) -> Outcome<
     if unmap && lbprz(lu) {
         st.unmap(s.lba * bs, s.blocks * bs)
             .await
-            .map_err(|_| io_error(true))?;
+            .map_err(|e| io_fail(true, &e))?;
+    } else if unmap && block.iter().all(|&b| b == 0) {
+        // Deallocation asked for, blocks of zeroes promised, and unmapped blocks that
+        // need not read as zeroes (LBPRZ=0): the store's own zeroing, which
+        // deallocates what it can (rbd_write_zeroes; a small discard would not zero).
+        st.write_zeroes(s.lba * bs, s.blocks * bs)
+            .await
+            .map_err(|e| io_fail(true, &e))?;
+    } else if let Some(r) = write_same_native(st, block, s.lba * bs, s.blocks * bs).await {
+        r.map_err(|e| io_fail(true, &e))?;
     } else {
         let chunk_blocks = (WRITE_SAME_CHUNK / bs).max(1);
         let mut lba = s.lba;
@@ -496,16 +522,30 @@ pub(crate) async fn write_same_cmd(lu: &Lu, cdb: &[u8], data: &[u8]) -> Outcome<
             let buf = block.repeat(k as usize);
             st.write_at(buf, lba * bs)
                 .await
-                .map_err(|_| io_error(true))?;
+                .map_err(|e| io_fail(true, &e))?;
             lba += k;
         }
     }
     if lu.durable_write(false) {
         st.flush_range(s.lba * bs, s.blocks * bs)
             .await
-            .map_err(|_| io_error(true))?;
+            .map_err(|e| io_fail(true, &e))?;
     }
     Ok(ScsiResult::good())
+}
+
+/// WRITE SAME in one store request where the store has one (rbd_writesame); None
+/// when it has not and the caller writes the pattern itself.
+async fn write_same_native(
+    st: &Arc<dyn rtgt_backstore::BackingStore>,
+    block: &[u8],
+    off: u64,
+    len: u64,
+) -> Option<std::io::Result<()>> {
+    match st.write_same(block.to_vec(), off, len).await {
+        Err(e) if e.kind() == std::io::ErrorKind::Unsupported => None,
+        r => Some(r),
+    }
 }
 
 /// UNMAP (SBC-4 5.32): the parameter list is checked whole before anything is
@@ -561,7 +601,7 @@ pub(crate) async fn unmap_cmd(lu: &Lu, cdb: &[u8], data: &[u8]) -> Outcome<ScsiR
         let _g = lu.range.lock(lba, blocks, false).await;
         st.unmap(lba * bs, blocks * bs)
             .await
-            .map_err(|_| io_error(true))?;
+            .map_err(|e| io_fail(true, &e))?;
     }
     Ok(ScsiResult::good())
 }
@@ -784,7 +824,7 @@ pub(crate) async fn sync_cache_cmd(lu: &Lu, cdb: &[u8]) -> Outcome<ScsiResult> {
         };
         st.flush_range(s.lba * bs, blocks * bs).await
     }
-    .map_err(|_| io_error(true))?;
+    .map_err(|e| io_fail(true, &e))?;
     Ok(ScsiResult::good())
 }
 
@@ -810,7 +850,7 @@ pub(crate) async fn start_stop_cmd(lu: &Lu, cdb: &[u8]) -> Outcome<ScsiResult> {
     }
     // Stopping makes the cache durable first unless NO_FLUSH says not to.
     if !start && !no_flush && lu.flush_needed() {
-        store(lu).flush().await.map_err(|_| io_error(true))?;
+        store(lu).flush().await.map_err(|e| io_fail(true, &e))?;
     }
     // With a POWER CONDITION other than START_VALID, START and LOEJ are ignored.
     if power_condition != 0 || !loej || !lu.params.read().removable {

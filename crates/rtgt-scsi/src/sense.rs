@@ -11,6 +11,7 @@ pub mod key {
     pub const UNIT_ATTENTION: u8 = 0x6;
     pub const DATA_PROTECT: u8 = 0x7;
     pub const BLANK_CHECK: u8 = 0x8;
+    pub const VOLUME_OVERFLOW: u8 = 0xd;
     pub const COPY_ABORTED: u8 = 0xa;
     pub const ABORTED_COMMAND: u8 = 0xb;
     pub const MISCOMPARE: u8 = 0xe;
@@ -27,6 +28,9 @@ pub struct Sense {
     /// SENSE KEY SPECIFIC bytes with SKSV set (SPC-4 4.5.2.4): a field pointer for
     /// ILLEGAL REQUEST, a progress indication for NOT READY.
     pub sks: Option<[u8; 3]>,
+    /// FILEMARK (80h), EOM (40h) and ILI (20h) of sequential-access devices (SSC-3 4.2,
+    /// SPC-4 4.5.3 byte 2; 4.5.2.5 stream commands descriptor).
+    pub stream: u8,
 }
 
 impl Sense {
@@ -37,6 +41,7 @@ impl Sense {
             ascq,
             information: None,
             sks: None,
+            stream: 0,
         }
     }
 
@@ -44,7 +49,7 @@ impl Sense {
     pub fn to_fixed(&self) -> Vec<u8> {
         let mut b = vec![0u8; 18];
         b[0] = 0x70;
-        b[2] = self.key & 0x0f;
+        b[2] = (self.key & 0x0f) | (self.stream & 0xe0);
         if let Some(info) = self.information {
             b[0] |= 0x80; // VALID
             b[3..7].copy_from_slice(&(info as u32).to_be_bytes());
@@ -69,6 +74,10 @@ impl Sense {
             // Information descriptor (SPC-4 4.5.2.2).
             b.extend_from_slice(&[0x00, 0x0a, 0x80, 0x00]);
             b.extend_from_slice(&info.to_be_bytes());
+        }
+        if self.stream != 0 {
+            // Stream commands sense data descriptor (SPC-4 4.5.2.5).
+            b.extend_from_slice(&[0x04, 0x02, 0x00, self.stream & 0xe0]);
         }
         if let Some(sks) = self.sks {
             // Sense key specific sense data descriptor (SPC-4 4.5.2.4).
@@ -130,6 +139,22 @@ pub mod asc {
     pub const REPORTED_LUNS_DATA_HAS_CHANGED: Code = (0x3f, 0x0e);
     pub const INTERNAL_TARGET_FAILURE: Code = (0x44, 0x00);
     pub const MEDIUM_REMOVAL_PREVENTED: Code = (0x53, 0x02);
+    // Sequential-access and medium-changer conditions (SSC-3 4.2, SMC-3 table 3).
+    pub const FILEMARK_DETECTED: Code = (0x00, 0x01);
+    pub const END_OF_PARTITION_MEDIUM_DETECTED: Code = (0x00, 0x02);
+    pub const BEGINNING_OF_PARTITION_MEDIUM_DETECTED: Code = (0x00, 0x04);
+    pub const END_OF_DATA_DETECTED: Code = (0x00, 0x05);
+    pub const LU_NOT_READY_INITIALIZING_COMMAND_REQUIRED: Code = (0x04, 0x02);
+    pub const INVALID_ELEMENT_ADDRESS: Code = (0x21, 0x01);
+    pub const NOT_READY_TO_READY_CHANGE: Code = (0x28, 0x00);
+    pub const IMPORT_OR_EXPORT_ELEMENT_ACCESSED: Code = (0x28, 0x01);
+    pub const CLEANING_CARTRIDGE_INSTALLED: Code = (0x30, 0x03);
+    pub const CANNOT_WRITE_MEDIUM_INCOMPATIBLE_FORMAT: Code = (0x30, 0x05);
+    pub const MEDIUM_FORMAT_CORRUPTED: Code = (0x31, 0x00);
+    pub const SEQUENTIAL_POSITIONING_ERROR: Code = (0x3b, 0x08);
+    pub const MEDIUM_DESTINATION_ELEMENT_FULL: Code = (0x3b, 0x0d);
+    pub const MEDIUM_SOURCE_ELEMENT_EMPTY: Code = (0x3b, 0x0e);
+    pub const MEDIUM_MAGAZINE_NOT_ACCESSIBLE: Code = (0x3b, 0x11);
 }
 
 impl Sense {
@@ -145,6 +170,12 @@ impl Sense {
 
     pub const fn with_information(mut self, info: u64) -> Self {
         self.information = Some(info);
+        self
+    }
+
+    /// Sets the FILEMARK / EOM / ILI bits (SSC-3 4.2).
+    pub const fn with_stream(mut self, bits: u8) -> Self {
+        self.stream = bits;
         self
     }
 

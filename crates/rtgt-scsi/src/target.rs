@@ -27,6 +27,12 @@ use crate::{
     TmFunction,
 };
 
+// Tape drives and media changers: creating them, their dispatch, and the handle a
+// changer moves cartridges through. A child module, so it shares ScsiTarget's fields.
+#[path = "target_media.rs"]
+mod media;
+pub use media::{MediaLuConfig, TapeHandle};
+
 /// Answer to a task management request (SAM-5 7.x service responses).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TmResponse {
@@ -253,6 +259,9 @@ impl ScsiTarget {
         if lun == 0 {
             return Err(ScsiError::Lun0Reserved);
         }
+        if cfg.device_type == DeviceType::Cd {
+            return self.add_cd(lun, cfg);
+        }
         if cfg.block_size != 512 && cfg.block_size != 4096 {
             return Err(ScsiError::BadBlockSize(cfg.block_size));
         }
@@ -272,7 +281,7 @@ impl ScsiTarget {
                 cfg.store.kind()
             )));
         }
-        let lu = Arc::new(Lu::new(
+        let lu = Lu::new(
             lun,
             cfg.device_type,
             Some(cfg.store),
@@ -280,7 +289,62 @@ impl ScsiTarget {
             cfg.path,
             cfg.bsoflags,
             params,
-        ));
+        );
+        self.insert_lu(lun, lu)
+    }
+
+    /// A CD/DVD drive (MMC-6). Its disc is `cfg.store` unless `cfg.path` is empty or
+    /// "None": a drive created without `-b` starts empty.
+    fn add_cd(&self, lun: u64, cfg: LuConfig) -> Result<(), ScsiError> {
+        if cfg.block_size != crate::mmc::BLOCK as u32 {
+            return Err(ScsiError::BadParam(format!(
+                "block size {}: a cd/dvd drive has 2048-byte blocks",
+                cfg.block_size
+            )));
+        }
+        let params = LuParams::default().apply(&cfg.params)?;
+        let medium = (!cfg.path.is_empty() && cfg.path != "None")
+            .then(|| crate::mmc::Medium::from_image(cfg.store, cfg.path.clone()));
+        let present = medium.is_some();
+        let mut lu = Lu::new(
+            lun,
+            DeviceType::Cd,
+            None,
+            cfg.block_size,
+            cfg.path,
+            cfg.bsoflags,
+            params,
+        );
+        lu.mmc = Some(crate::mmc::Drive::new(medium));
+        lu.medium.get_mut().present = present;
+        self.insert_lu(lun, lu)
+    }
+
+    /// Loads a disc into a cd LU's drive (`Some((image, path))`) or takes it out
+    /// (`None`): what `rtgtadm --op update --params media=PATH` does. Every I_T nexus
+    /// hears of it (GET EVENT STATUS NOTIFICATION, NOT READY TO READY CHANGE). While an
+    /// initiator prevents medium removal a loaded disc stays unless `force`; the
+    /// initiator is sent an eject request.
+    pub fn change_medium(
+        &self,
+        lun: u64,
+        image: Option<(Arc<dyn rtgt_backstore::BackingStore>, String)>,
+        force: bool,
+    ) -> Result<(), ScsiError> {
+        let lu = self.lu(lun)?;
+        if lu.device_type != DeviceType::Cd {
+            return Err(ScsiError::BadParam(format!(
+                "LUN {lun} is a {} and has no removable disc (media= is for --device-type cd)",
+                lu.device_type.name()
+            )));
+        }
+        let medium = image.map(|(store, path)| crate::mmc::Medium::from_image(store, path));
+        crate::mmc::change_medium(&lu, medium, force, &self.nexus_ids())
+            .map_err(|_| ScsiError::MediumRemovalPrevented(lun))
+    }
+
+    fn insert_lu(&self, lun: u64, lu: Lu) -> Result<(), ScsiError> {
+        let lu = Arc::new(lu);
         // Persistent reservations kept with APTPL by an earlier run, keyed by the LU's
         // NAA designator: the identity initiators know it by (SPC-4 5.13.5).
         if let Some(dir) = &self.state_dir {
@@ -333,6 +397,12 @@ impl ScsiTarget {
     /// I_T nexus gets CAPACITY DATA HAS CHANGED (SBC-4 4.6, SPC-4 table F.1).
     pub fn resize_lu(&self, lun: u64, bytes: u64) -> Result<(), ScsiError> {
         let lu = self.lu(lun)?;
+        if lu.store.is_none() {
+            return Err(ScsiError::BadParam(format!(
+                "size=: LUN {lun} is a {}; its size is its disc's",
+                lu.device_type.name()
+            )));
+        }
         let bs = u64::from(lu.block_size);
         if bytes < bs || !bytes.is_multiple_of(bs) {
             return Err(ScsiError::BadParam(format!(
@@ -435,7 +505,8 @@ impl ScsiTarget {
                 let mode = *lu.mode.lock();
                 let medium = lu.medium.lock().clone();
                 let controller = lu.lun == 0;
-                LuInfo {
+                let disc = crate::mmc::info(lu);
+                let mut info = LuInfo {
                     lun: lu.lun,
                     device_type: lu.device_type.name().into(),
                     scsi_id: p
@@ -467,7 +538,13 @@ impl ScsiTarget {
                     physical_block_size: lu.physical_block_size,
                     params: p.to_pairs(),
                     io_stats: lu.store.as_ref().map(|s| s.stats()).unwrap_or_default(),
+                    media: Vec::new(),
                 }
+                .with_media(lu);
+                if let Some(d) = disc {
+                    d.fill(&mut info);
+                }
+                info
             })
             .collect()
     }
@@ -510,10 +587,11 @@ impl ScsiTarget {
         let Some(lu) = lu else {
             return finish(self.no_such_lu(&cmd), false, None);
         };
-        let data_out_len = if lu.device_type == DeviceType::Disk {
-            sbc::data_out_len(&cmd.cdb, lu.block_size)
-        } else {
-            None
+        let data_out_len = match (lu.device_type, &lu.tape) {
+            (DeviceType::Disk, _) => sbc::data_out_len(&cmd.cdb, lu.block_size),
+            (DeviceType::Tape, Some(drive)) => crate::ssc::data_out_len(drive, &cmd.cdb),
+            (DeviceType::Cd, _) => crate::mmc::data_out_len(&cmd.cdb),
+            _ => None,
         };
         let r = self.run(&lu, &cmd, task).await;
         let mut res = finish(r, lu.descriptor_sense(), data_out_len);
@@ -613,7 +691,9 @@ impl ScsiTarget {
             return Err(invalid_opcode());
         }
         // SAM-5 5.14: a pending unit attention ends any other command.
-        if !spc::ua_exempt(opcode) {
+        let ua_exempt = spc::ua_exempt(opcode)
+            || (lu.device_type == DeviceType::Cd && crate::mmc::ua_exempt(opcode));
+        if !ua_exempt {
             if let Some(s) = lu.ua.take(nexus.id) {
                 return Err(s.into());
             }
@@ -631,7 +711,9 @@ impl ScsiTarget {
                 return Err(s.into());
             }
         }
-        // SPC-2 reservations, then persistent ones (SPC-4 5.13.1).
+        // SPC-2 reservations, then persistent ones (SPC-4 5.13.1), as the newest state
+        // any target sharing the medium has published.
+        crate::shared_pr::refresh(lu);
         if lu.spc2.conflicts(nexus.id) && !spc::spc2_allowed(opcode) {
             return Err(Fail::Conflict);
         }
@@ -648,6 +730,30 @@ impl ScsiTarget {
                 controller::execute(lu, nexus, cdb, &self.lun_list(nexus), &self.name)
             }
             DeviceType::Disk => self.disk(lu, cmd, cdb, not_ready, task).await,
+            DeviceType::Tape => self.tape(lu, cmd, cdb).await,
+            DeviceType::Cd => self.cd(lu, cmd, cdb).await,
+        }
+    }
+
+    /// A CD/DVD drive's commands: SPC's own here, MMC's in [`crate::mmc`].
+    async fn cd(&self, lu: &Arc<Lu>, cmd: &ScsiCommand, cdb: &[u8]) -> Outcome<ScsiResult> {
+        let nexus = &*cmd.nexus;
+        match cdb[0] {
+            op::INQUIRY => Ok(ScsiResult::with_data(inquiry::inquiry(
+                lu, &self.name, nexus, cdb,
+            )?)),
+            op::REPORT_LUNS => spc::report_luns(&self.lun_list(nexus), cdb),
+            op::REQUEST_SENSE => {
+                spc::request_sense(Some(lu), nexus, cdb, crate::mmc::not_ready(lu))
+            }
+            op::MAINTENANCE_IN => spc::maintenance_in(lu, Features::default(), cdb),
+            _ => {
+                let nx = crate::mmc::Nexuses {
+                    this: nexus,
+                    all: self.nexus_ids(),
+                };
+                crate::mmc::execute(lu, nx, cdb, &cmd.data_out).await
+            }
         }
     }
 
@@ -766,7 +872,13 @@ impl ScsiTarget {
             op::PERSISTENT_RESERVE_IN => spc::pr_in(lu, cdb),
             op::PERSISTENT_RESERVE_OUT => {
                 let ports = |rel: u16| self.target_port_name(rel);
-                let fx = spc::pr_out(lu, nexus, cdb, data, &self.name, &ports)?;
+                // On a medium shared with other targets, under their common lock.
+                let update = crate::shared_pr::begin(lu).await?;
+                let fx = spc::pr_out(lu, nexus, cdb, data, &self.name, &ports);
+                let fx = match (fx, crate::shared_pr::finish(lu, update).await) {
+                    (Ok(fx), Ok(())) => fx,
+                    (Err(e), _) | (Ok(_), Err(e)) => return Err(e),
+                };
                 for (who, code) in fx.uas {
                     let ids = self.nexuses_in(&who);
                     lu.ua.establish(ids, code);
@@ -974,6 +1086,9 @@ impl ScsiTarget {
             lu.spc2.release(nexus.id);
             // SBC-4 5.15: a prevention ends with the I_T nexus that made it.
             lu.medium.lock().preventing.remove(&nexus.id);
+            if let Some(d) = &lu.mmc {
+                d.state.lock().forget(nexus.id);
+            }
         }
     }
 }

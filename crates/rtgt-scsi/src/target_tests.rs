@@ -227,6 +227,33 @@ mod addressing {
         }
     }
 
+    #[tokio::test]
+    async fn a_tape_drive_lists_exactly_what_it_executes() {
+        let img = std::env::temp_dir().join(format!("rtgt-ops-tape-{}", std::process::id()));
+        let _ = std::fs::remove_file(&img);
+        let label = crate::ssc::medium::Label {
+            barcode: "OPS001".into(),
+            capacity: 1 << 20,
+            kind: crate::ssc::medium::CartridgeType::Data,
+            serial: "OPS001_1".into(),
+        };
+        crate::ssc::medium::Medium::create(&img, crate::ssc::medium::Format::Rtgt, &label, false)
+            .unwrap();
+        let t = ScsiTarget::new("iqn.2026-01.test:tgt");
+        t.add_media_lu(
+            1,
+            crate::MediaLuConfig {
+                device_type: DeviceType::Tape,
+                path: img.display().to_string(),
+                params: Vec::new(),
+            },
+        )
+        .unwrap();
+        let listed = crate::opcodes::supported(DeviceType::Tape, Default::default());
+        every_listed_opcode(&t, &listed).await;
+        std::fs::remove_file(&img).unwrap();
+    }
+
     async fn every_listed_opcode(t: &ScsiTarget, listed: &[&crate::opcodes::OpInfo]) {
         for op in 0..=255u8 {
             let mut cdb = vec![0u8; 16];

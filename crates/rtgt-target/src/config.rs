@@ -9,6 +9,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::ops::Range;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use toml::Spanned;
@@ -27,6 +28,12 @@ pub struct Config {
     /// Daemon settings; command-line options take precedence.
     #[serde(default, skip_serializing_if = "DaemonConfig::is_empty")]
     pub daemon: DaemonConfig,
+    /// CHAP accounts (`--mode account --op new`).
+    #[serde(default, rename = "account", skip_serializing_if = "Vec::is_empty")]
+    pub accounts: Vec<AccountConfig>,
+    /// Accounts discovery sessions authenticate with (`--op bind --mode account --tid 0`).
+    #[serde(default, skip_serializing_if = "AuthConfig::is_empty")]
+    pub discovery: AuthConfig,
     #[serde(default, rename = "target", skip_serializing_if = "Vec::is_empty")]
     pub targets: Vec<TargetConfig>,
 }
@@ -62,6 +69,13 @@ pub struct TargetConfig {
     /// `--op bind -Q`: initiator names.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub initiator_name: Vec<String>,
+    /// Accounts initiators may authenticate as (`--op bind --mode account`); any makes
+    /// CHAP required.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub incoming_user: Vec<String>,
+    /// The account the target answers mutual CHAP with (`--outgoing`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outgoing_user: Option<String>,
     /// Per-target iSCSI keys (`--op update --mode target --name KEY --value V`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub params: BTreeMap<String, Value>,
@@ -167,45 +181,54 @@ pub fn parse(file: &str, text: &str) -> Result<Config, ConfigError> {
             None => ConfigError(format!("{file}: {msg}")),
         }
     })?;
-    cfg.check(file, text)?;
+    check_targets(cfg.targets.iter(), file, text)?;
     Ok(cfg)
 }
 
-impl Config {
-    /// What the registry would refuse later, found before anything is changed.
-    fn check(&self, file: &str, text: &str) -> Result<(), ConfigError> {
+/// What the registry would refuse later, found before anything is changed.
+fn check_targets<'a>(
+    targets: impl Iterator<Item = &'a TargetConfig>,
+    file: &str,
+    text: &str,
+) -> Result<(), ConfigError> {
+    {
         let mut tids = std::collections::HashSet::new();
         let mut names = std::collections::HashSet::new();
-        for t in &self.targets {
-            let here = at(file, text, t.tid.span());
+        for t in targets {
+            // Placed only on error: `at` scans the text from its start.
+            let here = || at(file, text, t.tid.span());
             if *t.tid.get_ref() == 0 {
-                return Err(ConfigError(format!("{here}: key `tid`: must not be 0")));
+                return Err(ConfigError(format!("{}: key `tid`: must not be 0", here())));
             }
             if !tids.insert(*t.tid.get_ref()) {
                 return Err(ConfigError(format!(
-                    "{here}: key `tid`: tid {} is used by two targets",
+                    "{}: key `tid`: tid {} is used by two targets",
+                    here(),
                     t.tid.get_ref()
                 )));
             }
             if !names.insert(t.name.to_ascii_lowercase()) {
                 return Err(ConfigError(format!(
-                    "{here}: key `name`: target {} appears twice",
+                    "{}: key `name`: target {} appears twice",
+                    here(),
                     t.name
                 )));
             }
             crate::name::validate_iscsi_name(&t.name)
-                .map_err(|e| ConfigError(format!("{here}: key `name`: {e}")))?;
+                .map_err(|e| ConfigError(format!("{}: key `name`: {e}", here())))?;
             let mut luns = std::collections::HashSet::new();
             for l in &t.luns {
-                let here = at(file, text, l.lun.span());
+                let here = || at(file, text, l.lun.span());
                 if *l.lun.get_ref() == 0 {
                     return Err(ConfigError(format!(
-                        "{here}: key `lun`: LUN 0 is the target's controller: use a LUN from 1"
+                        "{}: key `lun`: LUN 0 is the target's controller: use a LUN from 1",
+                        here()
                     )));
                 }
                 if !luns.insert(*l.lun.get_ref()) {
                     return Err(ConfigError(format!(
-                        "{here}: key `lun`: LUN {} appears twice in tid {}",
+                        "{}: key `lun`: LUN {} appears twice in tid {}",
+                        here(),
                         l.lun.get_ref(),
                         t.tid.get_ref()
                     )));
@@ -214,7 +237,9 @@ impl Config {
         }
         Ok(())
     }
+}
 
+impl Config {
     pub fn to_toml(&self) -> String {
         let body = toml::to_string_pretty(self).unwrap_or_default();
         format!(
@@ -330,6 +355,12 @@ fn target_new_steps(t: &TargetConfig) -> Vec<Step> {
     for n in &t.initiator_name {
         steps.push(acl_step("bind", tid, None, Some(n)));
     }
+    accounts::binding_steps(
+        tid,
+        (&[], None),
+        (&t.incoming_user, t.outgoing_user.as_deref()),
+        &mut steps,
+    );
     for l in &t.luns {
         steps.extend(lun_new_steps(tid, l));
     }
@@ -373,7 +404,11 @@ impl Config {
     /// The requests that create this configuration in an empty registry, each with the
     /// `FILE:LINE` of the target or LUN it comes from.
     pub fn requests(&self) -> Vec<(Range<usize>, Step)> {
-        let mut v = Vec::new();
+        let mut v: Vec<(Range<usize>, Step)> = self
+            .accounts
+            .iter()
+            .map(|a| (0..0, accounts::new_step(a)))
+            .collect();
         for t in &self.targets {
             let steps = target_new_steps(t);
             // Each LUN's steps point at its own `lun =` line.
@@ -390,6 +425,15 @@ impl Config {
                 v.push((span, s));
             }
         }
+        let mut d = Vec::new();
+        let disc = &self.discovery;
+        accounts::binding_steps(
+            crate::auth::DISCOVERY_TID,
+            (&[], None),
+            (&disc.incoming_user, disc.outgoing_user.as_deref()),
+            &mut d,
+        );
+        v.extend(d.into_iter().map(|s| (0..0, s)));
         v
     }
 }
@@ -397,6 +441,8 @@ impl Config {
 /// Loads a configuration into a registry (rtgtd `--config` at start), stopping at the
 /// first request the registry refuses, named by file and line.
 pub fn load(reg: &Registry, file: &str, text: &str) -> Result<usize, ConfigError> {
+    let mut cache = reg.config_cache.lock();
+    cache.forget_in_step();
     let cfg = parse(file, text)?;
     let steps = cfg.requests();
     let n = steps.len();
@@ -411,6 +457,7 @@ pub fn load(reg: &Registry, file: &str, text: &str) -> Result<usize, ConfigError
             )));
         }
     }
+    sections::remember_load(&mut cache, reg, text, &cfg);
     Ok(n)
 }
 
@@ -420,6 +467,16 @@ fn span0<T>(v: T) -> Spanned<T> {
 
 /// The running configuration, as a file would state it.
 pub fn running(reg: &Registry) -> Config {
+    Config {
+        daemon: running_daemon(reg),
+        accounts: accounts::running_accounts(reg),
+        discovery: accounts::running_discovery(reg),
+        targets: reg.targets().iter().map(|t| running_target(t)).collect(),
+    }
+}
+
+/// The running daemon settings.
+fn running_daemon(reg: &Registry) -> DaemonConfig {
     let portals = reg
         .portal_groups()
         .into_iter()
@@ -436,8 +493,12 @@ pub fn running(reg: &Registry) -> Config {
         .read()
         .as_ref()
         .map(|d| d.display().to_string());
-    let mut targets = Vec::new();
-    for t in reg.targets() {
+    DaemonConfig { portals, state_dir }
+}
+
+/// One running target, as a file would state it.
+fn running_target(t: &crate::Target) -> TargetConfig {
+    {
         let acl = t.acl();
         let luns = t
             .scsi
@@ -464,23 +525,21 @@ pub fn running(reg: &Registry) -> Config {
                 }
             })
             .collect();
-        targets.push(TargetConfig {
+        TargetConfig {
             tid: span0(t.tid),
             name: t.name.clone(),
             state: (t.state() != crate::TargetState::Ready).then(|| t.state().name().into()),
             initiator_address: acl.addresses.iter().map(|a| a.to_string()).collect(),
             initiator_name: acl.names.clone(),
+            incoming_user: t.auth().incoming,
+            outgoing_user: t.auth().outgoing,
             params: t
                 .iscsi_params()
                 .into_iter()
                 .map(|(k, v)| (k, Value::from_text(&v)))
                 .collect(),
             luns,
-        });
-    }
-    Config {
-        daemon: DaemonConfig { portals, state_dir },
-        targets,
+        }
     }
 }
 
@@ -531,48 +590,64 @@ fn canon_addrs(v: &[String]) -> Result<Vec<String>, String> {
         .collect()
 }
 
-/// The steps that turn `current` into `desired`. Daemon settings (portals, state
-/// directory) are reported in `notes`: they change only with a restart.
-pub fn plan(current: &Config, desired: &Config) -> Result<(Vec<Step>, Vec<String>), String> {
-    let mut steps = Vec::new();
+/// Notes on daemon settings that differ: they change only with a restart.
+fn daemon_notes(current: &DaemonConfig, desired: &DaemonConfig) -> Vec<String> {
     let mut notes = Vec::new();
-    if !desired.daemon.portals.is_empty() && desired.daemon.portals != current.daemon.portals {
+    if !desired.portals.is_empty() && desired.portals != current.portals {
         notes.push(format!(
             "portals {:?} differ from the running {:?}: they change on restart",
-            desired.daemon.portals, current.daemon.portals
+            desired.portals, current.portals
         ));
     }
-    if desired.daemon.state_dir.is_some() && desired.daemon.state_dir != current.daemon.state_dir {
+    if desired.state_dir.is_some() && desired.state_dir != current.state_dir {
         notes.push("state_dir differs: it changes on restart".into());
     }
-    let find = |tid: u32| desired.targets.iter().find(|t| *t.tid.get_ref() == tid);
-    // Removals first, so a tid or name can move.
-    for c in &current.targets {
-        let tid = *c.tid.get_ref();
-        let gone = match find(tid) {
-            None => true,
-            Some(d) => !d.name.eq_ignore_ascii_case(&c.name),
-        };
+    notes
+}
+
+/// Removals of running targets (`tid`, `name`) that `desired` drops or renames; they come
+/// first, so a tid or name can move.
+fn removal_steps<'a, T: std::borrow::Borrow<TargetConfig>>(
+    current: impl Iterator<Item = (u32, &'a str)>,
+    desired: &[T],
+) -> Vec<Step> {
+    let wanted: std::collections::HashMap<u32, &str> = desired
+        .iter()
+        .map(|d| (*d.borrow().tid.get_ref(), d.borrow().name.as_str()))
+        .collect();
+    let mut steps = Vec::new();
+    for (tid, name) in current {
+        let gone = wanted
+            .get(&tid)
+            .is_none_or(|d| !d.eq_ignore_ascii_case(name));
         if gone {
             let mut r = target_request("delete", tid);
             r.force = true;
             steps.push(Step {
-                what: format!("remove target tid {tid} {}", c.name),
+                what: format!("remove target tid {tid} {name}"),
                 request: r,
                 disrupts: Some(tid),
             });
         }
     }
-    for d in &desired.targets {
-        let tid = *d.tid.get_ref();
-        let c = current
-            .targets
-            .iter()
-            .find(|c| *c.tid.get_ref() == tid && c.name.eq_ignore_ascii_case(&d.name));
-        let Some(c) = c else {
-            steps.extend(target_new_steps(d));
-            continue;
-        };
+    steps
+}
+
+/// The steps that turn running target `c` into `d` (same tid and name).
+fn plan_target(
+    c: &TargetConfig,
+    d: &TargetConfig,
+    steps: &mut Vec<Step>,
+    notes: &mut Vec<String>,
+) -> Result<(), String> {
+    let tid = *d.tid.get_ref();
+    accounts::binding_steps(
+        tid,
+        (&c.incoming_user, c.outgoing_user.as_deref()),
+        (&d.incoming_user, d.outgoing_user.as_deref()),
+        steps,
+    );
+    {
         // iSCSI keys: there is no "unset", so a key that is dropped keeps its value.
         let want = canon_iscsi(&d.params).map_err(|e| format!("tid {tid}: {e}"))?;
         let have = canon_iscsi(&c.params).unwrap_or_default();
@@ -695,33 +770,30 @@ pub fn plan(current: &Config, desired: &Config) -> Result<(Vec<Step>, Vec<String
             }
         }
     }
-    Ok((steps, notes))
+    Ok(())
 }
 
-/// `current` with each file-backed LUN's size filled in, so a `size` in the file can be
+/// `t` with each file-backed LUN's size filled in, so a `size` in the file can be
 /// compared with what runs.
-fn with_file_sizes(reg: &Registry, mut cfg: Config) -> Config {
-    for t in &mut cfg.targets {
-        let Some(rt) = reg.target_by_tid(*t.tid.get_ref()) else {
-            continue;
-        };
-        let info = rt.scsi.lu_info();
-        for l in &mut t.luns {
-            if l.size.is_none() {
-                if let Some(i) = info.iter().find(|i| i.lun == *l.lun.get_ref()) {
-                    l.size = Some(Value::Int(i.size_bytes as i64));
-                }
+fn with_file_sizes(rt: &crate::Target, mut t: TargetConfig) -> TargetConfig {
+    let info = rt.scsi.lu_info();
+    for l in &mut t.luns {
+        if l.size.is_none() {
+            if let Some(i) = info.iter().find(|i| i.lun == *l.lun.get_ref()) {
+                l.size = Some(Value::Int(i.size_bytes as i64));
             }
         }
     }
-    cfg
+    t
 }
 
-/// Serializes `config apply` against itself (one plan at a time).
-static APPLY: parking_lot::Mutex<()> = parking_lot::Mutex::new(());
-
 /// Plans and (unless `dry_run`) applies `text` to the running configuration. Returns
-/// the plan as text, or an error naming the first refused step.
+/// the plan as text, or an error naming the first refused step. Applies run one at a
+/// time (they hold the registry's config cache).
+///
+/// Only what differs costs: sections of the file unchanged since the last run are not
+/// parsed again, and targets no request has changed since they were last put in step
+/// with an unchanged section are not read back (see [`sections`]).
 pub fn apply(
     reg: &Registry,
     file: &str,
@@ -729,19 +801,44 @@ pub fn apply(
     dry_run: bool,
     force: bool,
 ) -> Result<String, (i32, String)> {
-    let _one = APPLY.lock();
+    let mut cache = reg.config_cache.lock();
     let t0 = std::time::Instant::now();
-    let desired = parse(file, text).map_err(|e| (errno::EINVAL, e.0))?;
+    let desired =
+        sections::parse_cached(&mut cache, file, text).map_err(|e| (errno::EINVAL, e.0))?;
     let t1 = std::time::Instant::now();
-    let current = with_file_sizes(reg, running(reg));
-    let t2 = std::time::Instant::now();
-    let (steps, notes) =
-        plan(&current, &desired).map_err(|e| (errno::EINVAL, format!("{file}: {e}")))?;
+    let running_targets = reg.targets();
+    let mut notes = daemon_notes(&running_daemon(reg), &desired.daemon);
+    let (mut steps, after) =
+        accounts::plan(reg, &desired.accounts, &desired.discovery, &desired.targets);
+    steps.extend(removal_steps(
+        running_targets.iter().map(|t| (t.tid, t.name.as_str())),
+        &desired.targets,
+    ));
+    let by_tid: std::collections::HashMap<u32, &Arc<crate::Target>> =
+        running_targets.iter().map(|t| (t.tid, t)).collect();
+    let mut compared = 0;
+    for d in &desired.targets {
+        let tid = *d.tid.get_ref();
+        match by_tid
+            .get(&tid)
+            .filter(|t| t.name.eq_ignore_ascii_case(&d.name))
+        {
+            None => steps.extend(target_new_steps(d)),
+            Some(rt) if cache.in_step(reg, rt, d) => {}
+            Some(rt) => {
+                compared += 1;
+                let c = with_file_sizes(rt, running_target(rt));
+                plan_target(&c, d, &mut steps, &mut notes)
+                    .map_err(|e| (errno::EINVAL, format!("{file}: {e}")))?;
+            }
+        }
+    }
+    steps.extend(after);
     tracing::info!(
-        "config {file}: parsed in {:?}, running configuration read in {:?}, planned in {:?}: {} changes",
+        "config {file}: parsed in {:?}, planned in {:?} ({compared} of {} targets read back): {} changes",
         t1 - t0,
-        t2 - t1,
-        t2.elapsed(),
+        t1.elapsed(),
+        desired.targets.len(),
         steps.len()
     );
     let mut out = String::new();
@@ -778,6 +875,7 @@ pub fn apply(
     for (i, s) in steps.iter().enumerate() {
         let r = reg.handle(s.request.clone());
         if r.code != 0 {
+            cache.forget_in_step();
             return Err((
                 r.code,
                 format!(
@@ -789,6 +887,7 @@ pub fn apply(
             ));
         }
     }
+    sections::note_in_step(&mut cache, reg, &desired.targets);
     Ok(out)
 }
 
@@ -812,6 +911,11 @@ pub fn handle(reg: &Registry, req: &Request) -> Response {
         ),
     }
 }
+
+mod accounts;
+mod sections;
+pub use accounts::{AccountConfig, AuthConfig};
+pub use sections::ApplyCache;
 
 #[cfg(test)]
 mod tests;

@@ -7,17 +7,20 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use parking_lot::RwLock;
 use rtgt_scsi::{LuDirectory, ScsiTarget};
 
 pub mod acl;
+pub mod atomic_file;
 pub mod auth;
 pub mod config;
 pub mod control;
+mod disc;
 pub mod error;
+mod media;
 mod mgmt;
 pub mod name;
 pub mod params;
@@ -99,6 +102,9 @@ pub struct Target {
     chap_algorithms: RwLock<Option<Vec<ChapAlgorithm>>>,
     /// Most sessions at once (`--name max_sessions`); 0 = no limit.
     max_sessions: AtomicU32,
+    /// The registry's change count when a request last changed this target (see
+    /// [`Registry::changes`]).
+    changed: AtomicU64,
 }
 
 impl Target {
@@ -139,7 +145,13 @@ impl Target {
             auth: RwLock::new(AuthBinding::default()),
             chap_algorithms: RwLock::new(None),
             max_sessions: AtomicU32::new(0),
+            changed: AtomicU64::new(0),
         }
+    }
+
+    /// The registry's change count when a control request last changed this target.
+    pub fn changed(&self) -> u64 {
+        self.changed.load(Ordering::Acquire)
     }
 
     /// The CHAP accounts bound to this target.
@@ -283,6 +295,15 @@ pub struct Registry {
     shutdown_requested: AtomicBool,
     shutdown_hook: RwLock<Option<Hook>>,
     debug_hook: RwLock<Option<DebugHook>>,
+    /// Control requests that changed something, counted; see [`Registry::changes`].
+    changes: AtomicU64,
+    /// The change count of the last change not confined to one target (accounts,
+    /// system settings, portals).
+    global_changed: AtomicU64,
+    /// What `config apply` remembers between runs (parsed sections, targets in step).
+    config_cache: parking_lot::Mutex<config::ApplyCache>,
+    /// Called after every successful change (rtgtd `--save-config`).
+    change_hook: RwLock<Option<Hook>>,
 }
 
 impl Default for Registry {
@@ -302,6 +323,10 @@ impl Default for Registry {
             shutdown_requested: AtomicBool::new(false),
             shutdown_hook: RwLock::new(None),
             debug_hook: RwLock::new(None),
+            changes: AtomicU64::new(0),
+            global_changed: AtomicU64::new(0),
+            config_cache: parking_lot::Mutex::new(config::ApplyCache::default()),
+            change_hook: RwLock::new(None),
         }
     }
 }
@@ -446,11 +471,59 @@ impl Registry {
         if req.mode == "config" {
             return config::handle(self, &req);
         }
-        match mgmt::dispatch(self, &req) {
+        let resp = match mgmt::dispatch(self, &req) {
             Ok(message) => control::Response::ok(message),
             Err(e) => e.into(),
+        };
+        if resp.code == 0 && changes_something(&req) {
+            self.note_change(&req);
+        }
+        resp
+    }
+
+    /// How many control requests have changed the configuration so far. A target
+    /// remembers the count of its last change ([`Target::changed`]), so `config apply`
+    /// can tell that a target is as it left it without reading it back.
+    pub fn changes(&self) -> u64 {
+        self.changes.load(Ordering::Acquire)
+    }
+
+    /// The change count of the last change that may concern every target.
+    pub fn global_changed(&self) -> u64 {
+        self.global_changed.load(Ordering::Acquire)
+    }
+
+    fn note_change(&self, req: &control::Request) {
+        let n = self.changes.fetch_add(1, Ordering::AcqRel) + 1;
+        let mode = control::canonical_mode(&req.mode).unwrap_or("");
+        let target = match (mode, req.tid) {
+            ("target" | "logicalunit" | "account" | "connection", Some(tid)) if tid != 0 => {
+                self.target_by_tid(tid)
+            }
+            _ => None,
+        };
+        match target {
+            Some(t) => t.changed.store(n, Ordering::Release),
+            // A deleted target leaves nothing behind to be out of step.
+            None if mode == "target" && req.tid.is_some() => {}
+            None => self.global_changed.store(n, Ordering::Release),
+        }
+        if let Some(hook) = self.change_hook.read().as_ref() {
+            hook();
         }
     }
+
+    /// Called (from the thread that made it) after every successful change to the
+    /// configuration, so the daemon can save it (`rtgtd --save-config`). The hook
+    /// should only signal.
+    pub fn set_change_hook(&self, hook: Box<dyn Fn() + Send + Sync>) {
+        *self.change_hook.write() = Some(hook);
+    }
+}
+
+/// Whether a successful `req` may have changed the configuration (anything but `show`).
+fn changes_something(req: &control::Request) -> bool {
+    !matches!(control::canonical_op(&req.op), Some("show") | None)
 }
 
 /// Parses one JSON [`control::Request`] line, executes it and returns the JSON

@@ -438,7 +438,7 @@ fn need_name_value<'a>(req: &'a Request, what: &str) -> Result<(&'a str, &'a str
 
 // ---- logicalunit ----------------------------------------------------------------------
 
-fn scsi_err(tid: u32, e: ScsiError) -> AdmError {
+pub(crate) fn scsi_err(tid: u32, e: ScsiError) -> AdmError {
     match e {
         ScsiError::LunExists(lun) => AdmError::Exists(format!(
             "this logical unit number already exists (tid {tid}, lun {lun})"
@@ -579,13 +579,23 @@ fn logicalunit(reg: &Registry, op: &str, req: &Request) -> Result<String> {
             let device_type = match DeviceType::parse(dt_name) {
                 Some(DeviceType::Controller) | None => {
                     return Err(AdmError::Unsupported(format!(
-                        "device type '{dt_name}' is not supported (supported: disk)"
+                        "device type '{dt_name}' is not supported (supported: disk, tape, cd)"
                     )))
                 }
                 Some(d) => d,
             };
-            let block_size = req.blocksize.unwrap_or(512);
-            if block_size != 512 && block_size != 4096 {
+            if !matches!(device_type, DeviceType::Disk | DeviceType::Cd) {
+                return crate::media::new_lu(&t, tid, lun, device_type, req);
+            }
+            let cd = device_type == DeviceType::Cd;
+            // A CD/DVD drive's blocks are 2048 bytes (MMC-6 4.2.2), whatever -y says.
+            let block_size = req.blocksize.unwrap_or(if cd { 2048 } else { 512 });
+            if cd && block_size != 2048 {
+                return Err(AdmError::invalid(format!(
+                    "invalid block size {block_size}: a cd/dvd drive has 2048-byte blocks"
+                )));
+            }
+            if !cd && block_size != 512 && block_size != 4096 {
                 return Err(scsi_err(tid, ScsiError::BadBlockSize(block_size)));
             }
             let bstype_given = req.bstype.as_deref().unwrap_or("rdwr");
@@ -611,7 +621,12 @@ fn logicalunit(reg: &Registry, op: &str, req: &Request) -> Result<String> {
                 .map(|(_, v)| v.clone())
                 .collect();
             params.retain(|(k, _)| k != "size");
-            if let Some(opts) = req.bsopts.as_deref() {
+            // bstype rbd takes tgt bs_rbd's options (conf=, id=, cluster=; `;`-separated)
+            // and checks them itself.
+            let mut store_opts = Vec::new();
+            if let (Some(opts), "rbd") = (req.bsopts.as_deref(), bstype) {
+                store_opts = rtgt_backstore::parse_bsopts(opts).map_err(AdmError::Invalid)?;
+            } else if let Some(opts) = req.bsopts.as_deref() {
                 for (k, v) in parse_kv_list(opts).map_err(AdmError::Invalid)? {
                     if k == "size" && fileless {
                         sizes.push(v);
@@ -647,6 +662,30 @@ fn logicalunit(reg: &Registry, op: &str, req: &Request) -> Result<String> {
                 ));
             }
             let path = req.backing_store.clone().unwrap_or_default();
+            if cd {
+                // A drive without -b starts with no disc (tgt's jukebox drives do).
+                let store = if path.is_empty() {
+                    Arc::new(rtgt_backstore::null::NullStore::new(0)) as _
+                } else {
+                    crate::disc::open_image(bstype, &path, sync, direct)
+                        .map_err(|e| open_err(e, direct))?
+                };
+                let cfg = LuConfig {
+                    device_type,
+                    store,
+                    block_size,
+                    path: if path.is_empty() {
+                        "None".into()
+                    } else {
+                        path.clone()
+                    },
+                    bsoflags: flags,
+                    params,
+                };
+                t.scsi.add_lu(lun, cfg).map_err(|e| scsi_err(tid, e))?;
+                tracing::info!(tid, lun, path, "cd/dvd drive created");
+                return Ok(String::new());
+            }
             if path.is_empty() && !fileless {
                 return Err(AdmError::invalid(format!(
                     "--backing-store (-b) is required for {what} with bstype {bstype}"
@@ -663,6 +702,7 @@ fn logicalunit(reg: &Registry, op: &str, req: &Request) -> Result<String> {
                 sync,
                 read_only: readonly,
                 size,
+                bsopts: store_opts,
             };
             let store = match rtgt_backstore::open(bstype, &opts) {
                 Ok(s) => s,
@@ -738,9 +778,40 @@ fn logicalunit(reg: &Registry, op: &str, req: &Request) -> Result<String> {
                     "{what} requires --params key=value[,key=value...]"
                 )));
             }
-            t.scsi
-                .update_lu(lun, &params)
-                .map_err(|e| scsi_err(tid, e))?;
+            let info = t.scsi.lu_info().into_iter().find(|l| l.lun == lun);
+            let change = match &info {
+                Some(l) if l.device_type == DeviceType::Cd.name() => {
+                    crate::disc::take_change(&mut params)?
+                }
+                _ => (None, false),
+            };
+            if !params.is_empty() {
+                t.scsi
+                    .update_lu(lun, &params)
+                    .map_err(|e| scsi_err(tid, e))?;
+            }
+            if let (Some(change), force) = change {
+                let l = info.expect("a cd LU");
+                let (sync, direct, _) = parse_bsoflags(&l.backing_store_flags)?;
+                let image = match change {
+                    crate::disc::Change::Load(path) => Some((
+                        crate::disc::open_image(&l.backing_store_type, &path, sync, direct)
+                            .map_err(|e| open_err(e, direct))?,
+                        path,
+                    )),
+                    crate::disc::Change::Eject => None,
+                };
+                let what = image.as_ref().map(|(_, p)| p.clone());
+                t.scsi
+                    .change_medium(lun, image, force)
+                    .map_err(crate::disc::medium_err)?;
+                tracing::info!(
+                    tid,
+                    lun,
+                    media = what.as_deref().unwrap_or("none"),
+                    "medium changed"
+                );
+            }
             Ok(String::new())
         }
         _ => Err(unsupported(op, "logicalunit")),

@@ -67,7 +67,12 @@ pub fn target(t: &Target, out: &mut String) {
     out.push_str("    LUN information:\n");
     for lu in t.scsi.lu_info() {
         let _ = writeln!(out, "        LUN: {}", lu.lun);
-        let _ = writeln!(out, "            Type: {}", lu.device_type);
+        // tgt's name for an MMC device.
+        let dtype = match lu.device_type.as_str() {
+            "cd" => "cd/dvd",
+            t => t,
+        };
+        let _ = writeln!(out, "            Type: {dtype}");
         let _ = writeln!(out, "            SCSI ID: {}", lu.scsi_id);
         let _ = writeln!(out, "            SCSI SN: {}", lu.scsi_sn);
         let _ = writeln!(
@@ -105,6 +110,9 @@ pub fn target(t: &Target, out: &mut String) {
             "            Backing store flags: {}",
             lu.backing_store_flags
         );
+        for line in &lu.media {
+            let _ = writeln!(out, "            {line}");
+        }
         if lu.lun != 0 {
             let masked = t.scsi.lun_initiators(lu.lun);
             let _ = writeln!(
@@ -197,13 +205,13 @@ pub fn system(reg: &Registry) -> String {
             );
         }
     }
-    out.push_str("    mem\n    null\n");
+    out.push_str("    mem\n    null\n    ssc (tape cartridge images: rtgt and tgt formats)\n");
     let _ = writeln!(
         out,
         "I/O threads: {}",
         rtgt_backstore::pool::pool().threads()
     );
-    out.push_str("Device types:\n    disk\n    controller\n");
+    out.push_str("Device types:\n    disk\n    controller\n    tape\n");
     out.push_str("Portals:\n");
     for (p, tpgt) in reg.portal_groups() {
         let _ = writeln!(out, "    {}", portal(&p, tpgt));

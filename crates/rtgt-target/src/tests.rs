@@ -264,11 +264,11 @@ fn logicalunit_new_delete_and_errors() {
     );
     err(
         reg.handle(Request {
-            device_type: Some("tape".into()),
+            device_type: Some("osd".into()),
             ..new_lu(&reg, 1, 2, &f.path())
         }),
         errno::EOPNOTSUPP,
-        "device type 'tape'",
+        "device type 'osd'",
     );
     err(
         reg.handle(Request {
@@ -1054,7 +1054,7 @@ fn backing_store_types_and_modes() {
             ..new_lu(&reg, 1, 5, &f.path())
         }),
         errno::EINVAL,
-        "unknown backing store type 'libaio' (use rdwr, io_uring (alias aio), mem, null)",
+        "unknown backing store type 'libaio' (use rdwr, io_uring (alias aio), mem, null, rbd)",
     );
     // 512 logical over 4096 physical.
     ok(reg.handle(Request {

@@ -358,7 +358,10 @@ pub fn parse_args(args: &[String]) -> Result<Command, String> {
             need('l')?;
             match op {
                 "new" => {
-                    if !matches!(req.bstype.as_deref(), Some("null" | "mem")) {
+                    // A cd drive may start empty (no disc), as in tgt.
+                    if !matches!(req.bstype.as_deref(), Some("null" | "mem"))
+                        && req.device_type.as_deref() != Some("cd")
+                    {
                         need('b')?;
                     }
                     if let Some(t) = req.device_type.as_deref() {
@@ -399,8 +402,10 @@ pub fn parse_args(args: &[String]) -> Result<Command, String> {
         }
         _ => {}
     }
-    // The daemon runs in another directory: send it an absolute backing-store path.
-    if let Some(b) = req.backing_store.as_mut() {
+    // The daemon runs in another directory: send it an absolute backing-store path
+    // (not for rbd, whose -b names an image, not a file).
+    let names_a_file = req.bstype.as_deref() != Some("rbd");
+    if let Some(b) = req.backing_store.as_mut().filter(|_| names_a_file) {
         if !b.is_empty() && Path::new(b.as_str()).is_relative() {
             if let Ok(cwd) = std::env::current_dir() {
                 *b = cwd.join(&*b).to_string_lossy().into_owned();
@@ -442,6 +447,9 @@ Logical units:
         [--device-type disk] [--params key=value,...] [--bsopts size=1G (mem, null)]
   --mode logicalunit --op delete --tid N --lun L
   --mode logicalunit --op update --tid N --lun L --params key=value,...
+  --mode logicalunit --op new --tid N --lun L --device-type cd [--backing-store IMAGE]
+  --mode logicalunit --op update --tid N --lun L --params media=IMAGE|eject=1[,force=1]
+        a CD/DVD drive: an ISO is a DVD-ROM, an empty image a blank DVD+R
   --mode logicalunit --op bind|unbind --tid N --lun L --initiator-name NAME
         LUN masking: a LUN with names bound is seen only by those initiators
 
@@ -478,7 +486,7 @@ Options:
   -f, --bsoflags FLAGS        sync, direct, or both (sync,direct or sync:direct)
   -S, --bsopts OPTS           backing-store options: size=N for mem and null
   -y, --blocksize N           logical block size: 512 (default) or 4096
-  -Y, --device-type TYPE      disk (default)
+  -Y, --device-type TYPE      disk (default) or cd
   -P, --params K=V,...        logical unit parameters: readonly=0|1, write_cache=on|off,
                               nv_cache=0|1, physical_blocksize=N, vendor_id=, product_id=,
                               scsi_id=, scsi_sn=, removable=, online=, sense_format=, size=

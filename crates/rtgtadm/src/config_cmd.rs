@@ -120,41 +120,7 @@ fn exchange(socket: &Path, req: &Request) -> Result<Response, (i32, String)> {
         .map_err(|e| (EIO, format!("malformed answer from rtgtd ({e})")))
 }
 
-/// Replaces `path` with `data` so that a crash leaves either the old or the new file:
-/// a temporary file in the same directory, fsync, the old file kept as `path.bak`,
-/// rename, fsync of the directory.
-pub fn write_atomically(path: &Path, data: &[u8]) -> std::io::Result<()> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let name = path
-        .file_name()
-        .ok_or_else(|| std::io::Error::other("not a file name"))?
-        .to_string_lossy()
-        .into_owned();
-    let tmp = dir.join(format!(".{name}.tmp.{}", std::process::id()));
-    let r = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(data)?;
-        f.sync_all()?;
-        drop(f);
-        if path.exists() {
-            let bak = dir.join(format!("{name}.bak"));
-            let _ = std::fs::remove_file(&bak);
-            // A hard link keeps the old file in place until the rename replaces it.
-            if std::fs::hard_link(path, &bak).is_err() {
-                std::fs::copy(path, &bak)?;
-            }
-        }
-        std::fs::rename(&tmp, path)?;
-        std::fs::File::open(&dir)?.sync_all()
-    })();
-    if r.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    r
-}
+pub use rtgt_target::atomic_file::write_atomically;
 
 pub fn run(argv: &[String]) -> i32 {
     let args = match parse(argv) {
@@ -240,19 +206,5 @@ mod tests {
         assert!(a.socket.ends_with("socket.3"));
         assert!(parse(&v("config")).is_err());
         assert!(parse(&v("config dump a b")).is_err());
-    }
-
-    #[test]
-    fn atomic_write_keeps_a_backup() {
-        let dir = std::env::temp_dir().join(format!("rtgtadm-aw-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let f = dir.join("rtgt.toml");
-        write_atomically(&f, b"one").unwrap();
-        assert!(!dir.join("rtgt.toml.bak").exists());
-        write_atomically(&f, b"two").unwrap();
-        assert_eq!(std::fs::read(&f).unwrap(), b"two");
-        assert_eq!(std::fs::read(dir.join("rtgt.toml.bak")).unwrap(), b"one");
-        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 2);
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -65,6 +65,12 @@ pub struct Options {
     /// state_dir apply when --iscsi portal= / --state-dir are not given.
     #[arg(long = "config", value_name = "FILE")]
     pub config: Option<PathBuf>,
+    /// Write the running configuration (TOML, as `rtgtadm config dump`) to this file at
+    /// start and after every change, atomically, keeping the previous one as FILE.bak;
+    /// `--config FILE` brings it back after a restart. It may hold CHAP secrets: it is
+    /// written mode 0600.
+    #[arg(long = "save-config", value_name = "FILE")]
+    pub save_config: Option<PathBuf>,
     /// Append logs to this file (when detached, logs otherwise go nowhere).
     #[arg(long = "log-file", value_name = "PATH")]
     pub log_file: Option<PathBuf>,

@@ -58,6 +58,11 @@ struct Ctx<'a> {
     target: Option<Arc<Target>>,
     /// The portal group the connection came in through (RFC 7143 §10.1.1.1).
     tpgt: u16,
+    /// ISID and TSIH of the login (RFC 7143 §11.12.5, §11.12.6): a login that reinstates
+    /// an existing session (same initiator and ISID) or adds a connection to one
+    /// (TSIH set) makes no new session, so the session limits don't refuse it.
+    isid: [u8; 6],
+    tsih: u16,
     /// The peer is locked out after failed authentications: CHAP runs as usual but
     /// no answer is accepted, so the lockout is no oracle.
     locked_out: bool,
@@ -80,14 +85,20 @@ impl LoginContext for Ctx<'_> {
         if !t.online() {
             return Err(LoginStatus::SERVICE_UNAVAILABLE);
         }
-        // Session limits (RFC 7143 §11.13.5: 03/02 out of resources).
+        // Session limits (RFC 7143 §11.13.5: 03/02 out of resources). Reinstating a
+        // session or adding a connection to one makes none, so a full target still
+        // lets an initiator recover its own session after a network failure.
+        let existing = self.tsih != 0
+            || t.sessions().iter().any(|s| {
+                s.isid == self.isid && s.initiator_name.eq_ignore_ascii_case(initiator_name)
+            });
         let max = t.max_sessions() as usize;
-        if max != 0 && t.session_count() >= max {
+        if !existing && max != 0 && t.session_count() >= max {
             tracing::warn!(peer = %self.peer, initiator_name, target_name, max, "login refused: target session limit reached");
             return Err(LoginStatus::OUT_OF_RESOURCES);
         }
         let max = self.daemon.registry.max_sessions() as usize;
-        if max != 0 && self.daemon.registry.session_total() >= max {
+        if !existing && max != 0 && self.daemon.registry.session_total() >= max {
             tracing::warn!(peer = %self.peer, initiator_name, target_name, max, "login refused: daemon session limit reached");
             return Err(LoginStatus::OUT_OF_RESOURCES);
         }
@@ -142,6 +153,8 @@ pub async fn serve(daemon: Arc<Daemon>, stream: TcpStream, peer: SocketAddr, tpg
         target: None,
         tpgt,
         locked_out,
+        isid: [0; 6],
+        tsih: 0,
     };
     let framer = Framer {
         header_digest: false,
@@ -169,6 +182,8 @@ pub async fn serve(daemon: Arc<Daemon>, stream: TcpStream, peer: SocketAddr, tpg
             tracing::info!(%peer, opcode = pdu.opcode(), "non-login PDU during login");
             return;
         }
+        ctx.isid.copy_from_slice(&pdu.bhs[8..14]);
+        ctx.tsih = u16::from_be_bytes([pdu.bhs[14], pdu.bhs[15]]);
         match login.handle(&pdu, &mut ctx) {
             LoginStep::Continue(rsp) => {
                 if wr.write_all(&rsp.encode(false, false)).await.is_err() {

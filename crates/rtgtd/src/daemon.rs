@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU16, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use parking_lot::Mutex;
 use rtgt_target::Registry;
 use tokio::sync::Notify;
@@ -176,10 +176,21 @@ pub fn run(mut opts: Options) -> Result<()> {
         let steps = r?;
         loaded = Some((file.clone(), steps, start.elapsed()));
     }
+    // Written once before detaching, so a file that can't be written stops rtgtd here.
+    if let Some(path) = &opts.save_config {
+        if let Err(e) = crate::save::save(&registry, path) {
+            let _ = std::fs::remove_file(&socket_path);
+            bail!("--save-config {}: {e}", path.display());
+        }
+    }
     if !opts.foreground {
         detach()?;
     }
     init_logging(&opts)?;
+    let saver = match &opts.save_config {
+        Some(p) => Some(crate::save::Saver::start(&registry, p.clone())?),
+        None => None,
+    };
     crate::guard::raise_nofile();
     // After detaching (threads don't survive fork) and before any LUN does I/O.
     rtgt_backstore::pool::init(opts.nr_iothreads);
@@ -236,6 +247,9 @@ pub fn run(mut opts: Options) -> Result<()> {
         opts.config.clone(),
     ));
     let _ = std::fs::remove_file(&socket_path);
+    if let Some(s) = saver {
+        s.finish();
+    }
     // Don't wait for blocked I/O threads of dead connections.
     rt.shutdown_timeout(std::time::Duration::from_secs(2));
     result

@@ -8,6 +8,7 @@ mod demo;
 mod guard;
 mod listen;
 mod notify;
+mod save;
 
 use std::process::ExitCode;
 

@@ -657,6 +657,18 @@ fn session_limits_per_target_and_in_total() {
     first.assert_works();
     second.assert_works();
     assert!(d.log().contains("session limit reached"));
+    // Both limits are reached, yet the initiator may reinstate its own session (same
+    // ISID, RFC 7143 §6.3.5): it makes no new one, and recovering from a broken
+    // connection must not depend on the old one timing out first.
+    let mut again = RawConn::connect(d.port);
+    again.isid = first.isid;
+    assert_eq!(
+        again.try_login(&normal_keys(IQN, &[])),
+        Ok(()),
+        "reinstatement"
+    );
+    again.assert_works();
+    second.assert_works();
 }
 
 fn control_exchange(path: &std::path::Path, bytes: &[u8]) -> String {

@@ -5,6 +5,7 @@
 //! ```text
 //! rtgtimg --op new --device-type tape --barcode B --size MB --type data|clean|worm --file F [--thin-provisioning]
 //! rtgtimg --op show --device-type tape --file F
+//! rtgtimg --op new --device-type tape ... --format tgt     (a tgt-format cartridge)
 //! rtgtimg --op new --device-type cd --type dvd+r --file F [--size MB]
 //! ```
 
@@ -44,6 +45,9 @@ pub struct Args {
     /// Create a sparse file.
     #[arg(short = 'T', long = "thin-provisioning")]
     pub thin: bool,
+    /// Tape image format: rtgt (default) or tgt (what tgtimg makes, for tgtd).
+    #[arg(long = "format")]
+    pub format: Option<String>,
 }
 
 fn run(args: &Args) -> anyhow::Result<()> {

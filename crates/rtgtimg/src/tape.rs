@@ -1,11 +1,82 @@
-//! Tape cartridge images (`--device-type tape`).
+//! Tape cartridge images (`--device-type tape`): blank cartridges in rtgt's format
+//! (docs/tape-format.md) or tgt's, and a summary of what an image holds.
+
+use anyhow::{bail, Context};
+use rtgt_scsi::ssc::medium::{CartridgeType, Format, Kind, Label, Medium};
 
 use crate::Args;
 
-pub fn create(_args: &Args) -> anyhow::Result<()> {
-    anyhow::bail!("tape images: not implemented yet")
+/// tgtimg's default size when none is given, in MiB.
+const DEFAULT_SIZE_MB: u64 = 8000;
+
+pub fn create(args: &Args) -> anyhow::Result<()> {
+    let Some(barcode) = args.barcode.as_deref().filter(|b| !b.is_empty()) else {
+        bail!("--barcode is required for a tape (the cartridge's volume tag)");
+    };
+    if barcode.len() > 31 || !barcode.bytes().all(|b| b.is_ascii_graphic()) {
+        bail!("--barcode {barcode:?}: use 1 to 31 printable ASCII characters without spaces");
+    }
+    let t = args.media_type.as_deref().unwrap_or("data");
+    let kind = CartridgeType::parse(t)
+        .with_context(|| format!("--type {t:?}: use data, clean or worm"))?;
+    let format = match args.format.as_deref().unwrap_or("rtgt") {
+        "rtgt" => Format::Rtgt,
+        "tgt" => Format::Tgt,
+        f => bail!("--format {f:?}: use rtgt or tgt"),
+    };
+    let mb = match args.size {
+        Some(0) | None => DEFAULT_SIZE_MB,
+        Some(n) => n,
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let label = Label {
+        barcode: barcode.to_string(),
+        capacity: mb.checked_mul(1 << 20).context("--size is too large")?,
+        kind,
+        serial: format!("{barcode}_{now}"),
+    };
+    Medium::create(&args.file, format, &label, args.thin).with_context(|| {
+        format!(
+            "cannot create {} (it must not exist yet)",
+            args.file.display()
+        )
+    })?;
+    println!(
+        "{}: blank {} cartridge {barcode}, {mb} MB, {} format",
+        args.file.display(),
+        kind.name(),
+        format.name()
+    );
+    Ok(())
 }
 
-pub fn show(_args: &Args) -> anyhow::Result<()> {
-    anyhow::bail!("tape images: not implemented yet")
+pub fn show(args: &Args) -> anyhow::Result<()> {
+    let m = Medium::open(&args.file, true)
+        .with_context(|| format!("cannot read tape image {}", args.file.display()))?;
+    let blocks = m.records.iter().filter(|r| r.kind == Kind::Data).count();
+    let bytes: u64 = m
+        .records
+        .iter()
+        .filter(|r| r.kind == Kind::Data)
+        .map(|r| u64::from(r.len))
+        .sum();
+    let marks = m
+        .records
+        .iter()
+        .filter(|r| r.kind == Kind::Filemark)
+        .count();
+    println!("Media     : {}", m.label.barcode);
+    println!(" type     : {}", m.label.kind.name());
+    println!("Media serial number : {}", m.label.serial);
+    println!("Format    : {}", m.format.name());
+    println!(
+        "Capacity  : {} MB, {} bytes used",
+        m.label.capacity >> 20,
+        m.used()
+    );
+    println!("Contents  : {blocks} data blocks ({bytes} bytes), {marks} filemarks");
+    Ok(())
 }

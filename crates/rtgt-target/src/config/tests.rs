@@ -186,3 +186,97 @@ fn example_file_loads() {
         assert_eq!(r.code, 0, "{}: {}", s.what, r.message);
     }
 }
+
+#[test]
+fn apply_sees_changes_made_by_requests_since_the_last_apply() {
+    let reg = Registry::new();
+    load(&reg, "rtgt.toml", SAMPLE).unwrap();
+    // In step after the load: nothing to do.
+    let plan = apply(&reg, "rtgt.toml", SAMPLE, false, false).unwrap();
+    assert_eq!(plan, "no changes\nnote: portals [\"127.0.0.1:3260\"] differ from the running []: they change on restart\n");
+    // A LUN removed behind the file's back comes back with the same file.
+    let r = reg.handle(Request {
+        mode: "logicalunit".into(),
+        op: "delete".into(),
+        tid: Some(1),
+        lun: Some(2),
+        ..Request::default()
+    });
+    assert_eq!(r.code, 0, "{}", r.message);
+    let plan = apply(&reg, "rtgt.toml", SAMPLE, false, false).unwrap();
+    assert!(plan.starts_with("add tid 1 lun 2"), "{plan}");
+    // So does an ACL rule unbound from tid 2.
+    let r = reg.handle(Request {
+        mode: "target".into(),
+        op: "unbind".into(),
+        tid: Some(2),
+        initiator_address: Some("127.0.0.1".into()),
+        ..Request::default()
+    });
+    assert_eq!(r.code, 0, "{}", r.message);
+    let plan = apply(&reg, "rtgt.toml", SAMPLE, true, false).unwrap();
+    assert!(plan.starts_with("would bind tid 2"), "{plan}");
+    // A changed section is compared; the unchanged one is not read back but stays.
+    let next = SAMPLE.replace("size = \"1G\"", "size = \"2G\"");
+    let plan = apply(&reg, "rtgt.toml", &next, false, false).unwrap();
+    assert!(
+        plan.contains("resize tid 1 lun 1") && plan.contains("bind tid 2"),
+        "{plan}"
+    );
+    assert!(show(&reg).contains("Size: 2147 MB"), "{}", show(&reg));
+}
+
+const WITH_ACCOUNTS: &str = r#"
+[[account]]
+user = "alice"
+password = "alice-secret-12"
+
+[[account]]
+user = "tgt1"
+password = "target-secret-1"
+
+[discovery]
+incoming_user = ["alice"]
+
+[[target]]
+tid = 1
+name = "iqn.2026-11.org.example:chap"
+initiator_address = ["ALL"]
+incoming_user = ["alice"]
+outgoing_user = "tgt1"
+"#;
+
+#[test]
+fn accounts_load_dump_and_apply() {
+    let reg = Registry::new();
+    load(&reg, "a.toml", WITH_ACCOUNTS).unwrap();
+    let t = reg.target_by_tid(1).unwrap();
+    assert_eq!(t.auth().incoming, vec!["alice".to_string()]);
+    assert_eq!(t.auth().outgoing.as_deref(), Some("tgt1"));
+    assert!(reg.chap_for_discovery().is_some());
+    let dump = running(&reg).to_toml();
+    assert!(dump.contains("password = \"alice-secret-12\""), "{dump}");
+    let again = Registry::new();
+    load(&again, "dump.toml", &dump).unwrap();
+    assert_eq!(running(&again).to_toml(), dump);
+    // A new password: the account is made again and bound again where it was.
+    let next = WITH_ACCOUNTS.replace("alice-secret-12", "alice-secret-34");
+    let plan = apply(&reg, "a.toml", &next, false, false).unwrap();
+    assert!(
+        plan.contains("change the password of account alice"),
+        "{plan}"
+    );
+    assert!(!plan.contains("secret"), "plans never show secrets: {plan}");
+    let c = reg.chap_for_target(&reg.target_by_tid(1).unwrap()).unwrap();
+    assert_eq!(c.incoming[0].secret, b"alice-secret-34");
+    assert!(reg.chap_for_discovery().is_some());
+    // Accounts and bindings dropped from the file go.
+    let cut = "[[target]]\ntid = 1\nname = \"iqn.2026-11.org.example:chap\"\ninitiator_address = [\"ALL\"]\n";
+    let plan = apply(&reg, "a.toml", cut, false, false).unwrap();
+    assert!(plan.contains("remove account alice"), "{plan}");
+    assert!(reg
+        .chap_for_target(&reg.target_by_tid(1).unwrap())
+        .is_none());
+    assert!(reg.chap_for_discovery().is_none());
+    assert!(running(&reg).accounts.is_empty());
+}

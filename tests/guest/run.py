@@ -93,6 +93,7 @@ class Daemon:
         deadline = time.time() + 30
         while True:
             if self.proc.poll() is not None:
+                self.stop()
                 raise Failed(f"{self.daemon} exited with status {self.proc.returncode} at start (log {log})")
             if self.adm(["--op", "show", "--mode", "target"], check=False).returncode == 0:
                 try:
@@ -101,6 +102,7 @@ class Daemon:
                 except OSError:
                     pass
             if time.time() > deadline:
+                self.stop()
                 raise Failed(f"{self.daemon} did not come up within 30s (log {log})")
             time.sleep(0.1)
 
@@ -345,7 +347,8 @@ def run_one(flavor, bins, scenario, route, verbose):
         if status == 0:
             return "PASS", time.time() - t0, f"guest {secs:.1f}s"
         if not verbose:
-            print(f"    | (the last 60 lines of the guest's output; all of it in {guest_log})")
+            print(f"    | (the last 60 lines of the guest's output; all of it in {guest_log}, "
+                  f"the daemon's log beside it)")
             for line in out.splitlines()[-60:]:
                 print("    | " + line)
         tail = [ln for ln in out.splitlines() if ln.startswith("FAIL")] or out.splitlines()[-3:]

@@ -86,10 +86,11 @@ fn standard(lu: &Lu) -> Vec<u8> {
     }
     b[7] = 0x02; // CMDQUE: commands are queued and run concurrently
     b[8..16].copy_from_slice(&pad(&p.vendor_id, 8));
-    let product = if lu.device_type == DeviceType::Controller {
-        "CONTROLLER"
-    } else {
-        &p.product_id
+    let product = match lu.device_type {
+        DeviceType::Controller => "CONTROLLER",
+        // A drive not named otherwise says what it is.
+        DeviceType::Cd if p.product_id == "VIRTUAL-DISK" => "VIRTUAL-DVD",
+        _ => &p.product_id,
     };
     b[16..32].copy_from_slice(&pad(product, 16));
     b[32..36].copy_from_slice(&pad(&p.product_rev, 4));

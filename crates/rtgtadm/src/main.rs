@@ -4,6 +4,7 @@
 
 mod args;
 mod config_cmd;
+mod import_tgt;
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
@@ -28,6 +29,9 @@ fn run() -> i32 {
     if config_cmd::is_config(&argv) {
         return config_cmd::run(&argv);
     }
+    if config_cmd::first_word(&argv) == Some("import-targets-conf") {
+        return import_tgt::run(&argv);
+    }
     if let Some(code) = batch(&argv) {
         return code;
     }
@@ -40,6 +44,7 @@ fn run() -> i32 {
         Ok(Command::Help) => {
             print!("{USAGE}");
             print!("\n{}", config_cmd::USAGE);
+            print!("{}", import_tgt::USAGE);
             0
         }
         Ok(Command::Version) => {

@@ -21,6 +21,7 @@ mod reserve;
 mod sbc;
 pub mod sense;
 mod spc;
+pub mod stats;
 pub mod target;
 pub mod tasks;
 mod ua;

@@ -63,6 +63,8 @@ pub(crate) struct Lu {
     pub reported_size: AtomicU64,
     /// Held EXTENDED COPY results per (I_T nexus, LIST IDENTIFIER) (SPC-4 6.18.2).
     pub copy_results: parking_lot::Mutex<HashMap<(u64, u8), crate::xcopy::CopyStatus>>,
+    /// Commands, bytes, errors and latency of this LU (atomics: no lock on the I/O path).
+    pub stats: crate::stats::IoCounters,
 }
 
 impl Lu {
@@ -112,6 +114,7 @@ impl Lu {
             sanitize_failed: AtomicBool::new(false),
             reported_size: AtomicU64::new(size),
             copy_results: parking_lot::Mutex::new(HashMap::new()),
+            stats: crate::stats::IoCounters::default(),
         }
     }
 

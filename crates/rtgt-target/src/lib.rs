@@ -22,6 +22,7 @@ pub mod error;
 mod mgmt;
 pub mod name;
 pub mod params;
+pub mod report;
 mod show;
 
 pub use acl::{Acl, AddressRule};
@@ -103,6 +104,8 @@ pub struct Target {
     /// The registry's change count when a request last changed this target (see
     /// [`Registry::changes`]).
     changed: AtomicU64,
+    /// Counters and negotiated keys of its sessions, by sid (see [`report`]).
+    details: RwLock<std::collections::HashMap<u64, report::SessionDetails>>,
 }
 
 impl Target {
@@ -144,6 +147,7 @@ impl Target {
             chap_algorithms: RwLock::new(None),
             max_sessions: AtomicU32::new(0),
             changed: AtomicU64::new(0),
+            details: RwLock::new(std::collections::HashMap::new()),
         }
     }
 
@@ -224,6 +228,7 @@ impl Target {
 
     pub fn remove_session(&self, sid: u64) {
         self.sessions.write().retain(|s| s.sid != sid);
+        self.details.write().remove(&sid);
     }
 
     /// Adds a connection to a registered session (multiple connections per session).
@@ -468,6 +473,9 @@ impl Registry {
     pub fn handle(&self, req: control::Request) -> control::Response {
         if req.mode == "config" {
             return config::handle(self, &req);
+        }
+        if req.mode == "report" {
+            return report::handle(self, &req);
         }
         let resp = match mgmt::dispatch(self, &req) {
             Ok(message) => control::Response::ok(message),

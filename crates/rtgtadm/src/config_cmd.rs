@@ -84,7 +84,7 @@ fn parse(argv: &[String]) -> Result<Args, String> {
     })
 }
 
-fn exchange(socket: &Path, req: &Request) -> Result<Response, (i32, String)> {
+pub fn exchange(socket: &Path, req: &Request) -> Result<Response, (i32, String)> {
     let io = |what: &str, e: std::io::Error| {
         (
             e.raw_os_error()
@@ -136,7 +136,17 @@ pub fn first_word(argv: &[String]) -> Option<&str> {
     let mut i = 0;
     while i < argv.len() {
         let a = &argv[i];
-        if ["-C", "--control-port", "--control-socket", "-L", "--lld"].contains(&a.as_str()) {
+        let valued = [
+            "-C",
+            "--control-port",
+            "--control-socket",
+            "-L",
+            "--lld",
+            "-t",
+            "--tid",
+            "--write",
+        ];
+        if valued.contains(&a.as_str()) {
             i += 2;
             continue;
         }

@@ -576,7 +576,7 @@ pub fn render(i: &Imported, source: &str) -> String {
 // ---- the command -------------------------------------------------------------------------
 
 pub const USAGE: &str = "\
-rtgtadm [-C N | --control-socket PATH] import-targets-conf FILE [-o OUT]
+rtgtadm [-C N | --control-socket PATH] import-targets-conf FILE [--write OUT]
         [--apply [--dry-run] [--force]]
     Convert tgt's targets.conf to rtgt's configuration file (TOML) on standard output
     or to OUT (atomically, mode 0600: it holds CHAP secrets). What can't be mapped is
@@ -610,9 +610,9 @@ pub fn run(argv: &[String]) -> i32 {
             "-L" | "--lld" => {
                 it.next();
             }
-            "-o" | "--output" => match it.next() {
+            "--write" => match it.next() {
                 Some(p) => out_file = Some(std::path::PathBuf::from(p)),
-                None => return usage("-o needs a file"),
+                None => return usage("--write needs a file"),
             },
             "--apply" => apply = true,
             "--dry-run" | "-n" => dry_run = true,

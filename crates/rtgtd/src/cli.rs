@@ -71,6 +71,11 @@ pub struct Options {
     /// written mode 0600.
     #[arg(long = "save-config", value_name = "FILE")]
     pub save_config: Option<PathBuf>,
+    /// Serve the command counters (per LU and per session: commands, errors, bytes,
+    /// latency histogram) in the OpenMetrics / Prometheus text format at
+    /// http://ADDR:PORT/metrics. Off by default.
+    #[arg(long = "metrics", value_name = "ADDR:PORT")]
+    pub metrics: Option<std::net::SocketAddr>,
     /// Append logs to this file (when detached, logs otherwise go nowhere).
     #[arg(long = "log-file", value_name = "PATH")]
     pub log_file: Option<PathBuf>,

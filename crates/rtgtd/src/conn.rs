@@ -331,6 +331,8 @@ async fn full_feature(
 ) {
     let discovery = params.session_type == SessionType::Discovery;
     let id = daemon.next_id();
+    // This session's command counters (rtgtadm stats, --metrics): atomics, no lock.
+    let session_stats = Arc::new(rtgt_scsi::stats::IoCounters::default());
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Done>();
     let close = Arc::new(Notify::new());
     let (closed_tx, closed_rx) = watch::channel(false);
@@ -392,6 +394,13 @@ async fn full_feature(
             }],
             close: Arc::new(move || c.notify_one()),
         });
+        t.set_session_details(
+            id,
+            rtgt_target::report::SessionDetails {
+                stats: session_stats.clone(),
+                keys: [(params.cid, negotiated_keys(&params))].into(),
+            },
+        );
         live.target = Some(t.clone());
         tracing::info!(
             %peer,
@@ -538,8 +547,17 @@ async fn full_feature(
                     };
                     let tx = done_tx.clone();
                     let itt = req.itt;
+                    let stats = session_stats.clone();
                     tokio::spawn(async move {
+                        let started = Instant::now();
+                        let written = cmd.data_out.len() as u64;
                         let r = scsi.execute_task(cmd, &task).await;
+                        stats.record(
+                            r.data_in.len() as u64,
+                            if r.status == 0 { written } else { 0 },
+                            r.status != 0,
+                            started.elapsed(),
+                        );
                         let _ = tx.send(Done::Scsi {
                             itt,
                             aborted: r.aborted || task.aborted(),
@@ -629,6 +647,49 @@ async fn full_feature(
         tracing::info!(%peer, initiator = %params.initiator_name, "session ended: {reason}");
     }
     drop(live);
+}
+
+/// The keys negotiated at login, by their RFC 7143 §13 names, for `rtgtadm sessions`.
+fn negotiated_keys(p: &SessionParams) -> Vec<(String, String)> {
+    let yn = |b: bool| if b { "Yes" } else { "No" }.to_string();
+    let digest = |b: bool| if b { "CRC32C" } else { "None" }.to_string();
+    vec![
+        ("AuthMethod".into(), p.auth_method.clone()),
+        ("HeaderDigest".into(), digest(p.header_digest)),
+        ("DataDigest".into(), digest(p.data_digest)),
+        (
+            "MaxRecvDataSegmentLength".into(),
+            p.max_recv_data_segment_length.to_string(),
+        ),
+        (
+            "MaxXmitDataSegmentLength".into(),
+            p.max_xmit_data_segment_length.to_string(),
+        ),
+        ("InitialR2T".into(), yn(p.initial_r2t)),
+        ("ImmediateData".into(), yn(p.immediate_data)),
+        ("FirstBurstLength".into(), p.first_burst_length.to_string()),
+        ("MaxBurstLength".into(), p.max_burst_length.to_string()),
+        (
+            "MaxOutstandingR2T".into(),
+            p.max_outstanding_r2t.to_string(),
+        ),
+        ("DataPDUInOrder".into(), yn(p.data_pdu_in_order)),
+        ("DataSequenceInOrder".into(), yn(p.data_sequence_in_order)),
+        ("DefaultTime2Wait".into(), p.default_time2wait.to_string()),
+        (
+            "DefaultTime2Retain".into(),
+            p.default_time2retain.to_string(),
+        ),
+        (
+            "ErrorRecoveryLevel".into(),
+            p.error_recovery_level.to_string(),
+        ),
+        ("MaxConnections".into(), p.max_connections.to_string()),
+        (
+            "TargetPortalGroupTag".into(),
+            p.target_portal_group_tag.to_string(),
+        ),
+    ]
 }
 
 /// Applies a completion to the session; returns why the connection must end, if it must.

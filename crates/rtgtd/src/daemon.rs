@@ -147,6 +147,17 @@ pub fn run(mut opts: Options) -> Result<()> {
         .transpose()?;
     let control = listen::bind_control(&socket_path, control_group)?;
     control.set_nonblocking(true)?;
+    let metrics = match opts.metrics {
+        Some(addr) => {
+            let l = std::net::TcpListener::bind(addr).map_err(|e| {
+                let _ = std::fs::remove_file(&socket_path);
+                anyhow::anyhow!("--metrics {addr}: {e}")
+            })?;
+            l.set_nonblocking(true)?;
+            Some(l)
+        }
+        None => None,
+    };
     let registry = Registry::new();
     registry.set_portal_groups(
         portals
@@ -237,6 +248,12 @@ pub fn run(mut opts: Options) -> Result<()> {
             },
         )
     };
+    if let Some(l) = metrics {
+        let _in = rt.enter();
+        let l = tokio::net::TcpListener::from_std(l)?;
+        tracing::info!("metrics on http://{}/metrics", l.local_addr()?);
+        rt.spawn(crate::metrics::serve(l, registry.clone()));
+    }
     let result = rt.block_on(serve(
         registry,
         iscsi,

@@ -7,6 +7,7 @@ mod daemon;
 mod demo;
 mod guard;
 mod listen;
+mod metrics;
 mod notify;
 mod save;
 

@@ -10,6 +10,7 @@ use std::sync::Arc;
 mod alua;
 mod cdb;
 mod controller;
+mod flush;
 mod inquiry;
 mod lu;
 mod mode;

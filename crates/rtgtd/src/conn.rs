@@ -456,8 +456,21 @@ async fn full_feature(
     let mut actions = Vec::new();
     let mut output = Output::default();
     let mut closing: Option<&'static str> = None;
+    // A stop asks the initiator to log out (once); commands spawned and answered are
+    // counted so that a connection closed while stopping waits for its commands.
+    let mut stop_rx = daemon.stop.subscribe();
+    let mut stop_asked = false;
+    let (mut spawned, mut finished) = (0u64, 0u64);
     let reason = loop {
         tokio::select! {
+            r = stop_rx.wait_for(|s| *s), if !stop_asked => {
+                stop_asked = true;
+                if r.is_ok() {
+                    actions.push(Action::Send(
+                        session.async_logout_request(daemon.stop_timeout),
+                    ));
+                }
+            },
             r = rd.readable() => {
                 if let Err(e) = r {
                     tracing::debug!(%peer, "read: {e}");
@@ -492,6 +505,7 @@ async fn full_feature(
                 }
             },
             Some(done) = done_rx.recv() => {
+                finished += u64::from(matches!(done, Done::Scsi { .. }));
                 if let Some(why) = on_done(done, &mut session, &mut actions, peer) {
                     break why;
                 }
@@ -513,6 +527,7 @@ async fn full_feature(
         // Whatever else has completed meanwhile goes out in the same write.
         let mut stop = None;
         while let Ok(done) = done_rx.try_recv() {
+            finished += u64::from(matches!(done, Done::Scsi { .. }));
             if let Some(why) = on_done(done, &mut session, &mut actions, peer) {
                 stop = Some(why);
                 break;
@@ -548,6 +563,7 @@ async fn full_feature(
                     let tx = done_tx.clone();
                     let itt = req.itt;
                     let stats = session_stats.clone();
+                    spawned += 1;
                     tokio::spawn(async move {
                         let started = Instant::now();
                         let written = cmd.data_out.len() as u64;
@@ -642,6 +658,18 @@ async fn full_feature(
             break why;
         }
     };
+    if stop_asked {
+        // Stopping: the commands this connection started finish before it is gone
+        // (the daemon flushes the stores once every connection is).
+        let until = tokio::time::Instant::now() + crate::stop::DRAIN;
+        while finished < spawned {
+            match tokio::time::timeout_at(until, done_rx.recv()).await {
+                Ok(Some(Done::Scsi { .. })) => finished += 1,
+                Ok(Some(_)) => {}
+                _ => break,
+            }
+        }
+    }
     let _ = wr.shutdown().await;
     if live.target.is_some() {
         tracing::info!(%peer, initiator = %params.initiator_name, "session ended: {reason}");

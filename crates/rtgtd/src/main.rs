@@ -10,6 +10,7 @@ mod listen;
 mod metrics;
 mod notify;
 mod save;
+mod stop;
 
 use std::process::ExitCode;
 

@@ -235,7 +235,7 @@ impl ScsiTarget {
         &self.name
     }
 
-    fn all_lus(&self) -> Vec<Arc<Lu>> {
+    pub(crate) fn all_lus(&self) -> Vec<Arc<Lu>> {
         let mut v = vec![self.controller.clone()];
         v.extend(self.luns.read().values().cloned());
         v
@@ -593,12 +593,23 @@ impl ScsiTarget {
             (DeviceType::Cd, _) => crate::mmc::data_out_len(&cmd.cdb),
             _ => None,
         };
+        let started = std::time::Instant::now();
         let r = self.run(&lu, &cmd, task).await;
         let mut res = finish(r, lu.descriptor_sense(), data_out_len);
         if let Some(n) = cdb::allocation_length(&cmd.cdb) {
             res.data_in.truncate(n);
         }
         res.aborted = task.aborted();
+        lu.stats.record(
+            res.data_in.len() as u64,
+            if res.status == 0 {
+                cmd.data_out.len() as u64
+            } else {
+                0
+            },
+            res.status != 0,
+            started.elapsed(),
+        );
         res
     }
 

@@ -9,6 +9,7 @@ use crate::{DeviceType, ItNexus};
 pub(crate) const TYPE_DISK: u8 = 0x00;
 pub(crate) const TYPE_CONTROLLER: u8 = 0x0c;
 pub(crate) const TYPE_TAPE: u8 = 0x01;
+pub(crate) const TYPE_CHANGER: u8 = 0x08;
 pub(crate) const TYPE_UNKNOWN: u8 = 0x1f;
 
 /// MAXIMUM TRANSFER LENGTH in bytes: commands carry all their data in memory.
@@ -29,6 +30,7 @@ pub(crate) fn device_type_code(t: DeviceType) -> u8 {
         DeviceType::Disk => TYPE_DISK,
         DeviceType::Controller => TYPE_CONTROLLER,
         DeviceType::Tape => TYPE_TAPE,
+        DeviceType::Changer => TYPE_CHANGER,
     }
 }
 
@@ -144,7 +146,7 @@ fn name_string(s: &str) -> Vec<u8> {
 fn supported_pages(lu: &Lu) -> &'static [u8] {
     match lu.device_type {
         DeviceType::Disk => &[0x00, 0x80, 0x83, 0x86, 0x8f, 0xb0, 0xb1, 0xb2],
-        DeviceType::Controller | DeviceType::Tape => &[0x00, 0x80, 0x83],
+        DeviceType::Controller | DeviceType::Tape | DeviceType::Changer => &[0x00, 0x80, 0x83],
     }
 }
 

@@ -20,6 +20,7 @@ mod range;
 mod reserve;
 mod sbc;
 pub mod sense;
+pub mod smc;
 mod spc;
 pub mod ssc;
 pub mod target;
@@ -139,6 +140,8 @@ pub enum DeviceType {
     Controller,
     /// Sequential-access device (SSC-3): a tape drive.
     Tape,
+    /// Media changer device (SMC-3).
+    Changer,
 }
 
 impl DeviceType {
@@ -147,6 +150,7 @@ impl DeviceType {
             "disk" => Some(Self::Disk),
             "controller" => Some(Self::Controller),
             "tape" => Some(Self::Tape),
+            "changer" => Some(Self::Changer),
             _ => None,
         }
     }
@@ -155,6 +159,7 @@ impl DeviceType {
             Self::Disk => "disk",
             Self::Controller => "controller",
             Self::Tape => "tape",
+            Self::Changer => "changer",
         }
     }
 }

@@ -65,6 +65,8 @@ pub(crate) struct Lu {
     pub copy_results: parking_lot::Mutex<HashMap<(u64, u8), crate::xcopy::CopyStatus>>,
     /// A tape drive's state (SSC-3); None for other device types.
     pub tape: Option<Arc<crate::ssc::TapeDrive>>,
+    /// A media changer's elements (SMC-3); None for other device types.
+    pub changer: Option<Arc<crate::smc::Changer>>,
 }
 
 impl Lu {
@@ -115,6 +117,7 @@ impl Lu {
             reported_size: AtomicU64::new(size),
             copy_results: parking_lot::Mutex::new(HashMap::new()),
             tape: None,
+            changer: None,
         }
     }
 

@@ -23,6 +23,7 @@ mod reserve;
 mod sbc;
 pub mod sense;
 mod shared_pr;
+pub mod smc;
 mod spc;
 pub mod ssc;
 pub mod stats;
@@ -146,6 +147,8 @@ pub enum DeviceType {
     Tape,
     /// A CD/DVD drive (MMC-6): `--device-type cd`.
     Cd,
+    /// Media changer device (SMC-3).
+    Changer,
 }
 
 impl DeviceType {
@@ -155,6 +158,7 @@ impl DeviceType {
             "controller" => Some(Self::Controller),
             "tape" => Some(Self::Tape),
             "cd" => Some(Self::Cd),
+            "changer" => Some(Self::Changer),
             _ => None,
         }
     }
@@ -164,6 +168,7 @@ impl DeviceType {
             Self::Controller => "controller",
             Self::Tape => "tape",
             Self::Cd => "cd",
+            Self::Changer => "changer",
         }
     }
 }

@@ -73,6 +73,8 @@ pub(crate) struct Lu {
     pub mmc: Option<crate::mmc::Drive>,
     /// Commands, bytes, errors and latency of this LU (atomics: no lock on the I/O path).
     pub stats: crate::stats::IoCounters,
+    /// A media changer's elements (SMC-3); None for other device types.
+    pub changer: Option<Arc<crate::smc::Changer>>,
 }
 
 impl Lu {
@@ -128,6 +130,7 @@ impl Lu {
             tape: None,
             mmc: None,
             stats: crate::stats::IoCounters::default(),
+            changer: None,
         }
     }
 

@@ -54,11 +54,19 @@ pub struct LuDirectory {
     nexuses: RwLock<HashMap<u64, (String, String)>>,
     /// LUN masking: (target name, LUN) -> the initiators that may see it. Absent: all.
     masks: RwLock<HashMap<(String, u64), Vec<String>>>,
+    /// How a media changer reaches a tape drive by (tid, LUN): the registry's hook,
+    /// as the SCSI core knows no target ids.
+    drives: RwLock<Option<crate::smc::DriveResolver>>,
 }
 
 impl LuDirectory {
     pub fn new() -> Arc<Self> {
         Arc::new(Self::default())
+    }
+
+    /// Sets how media changers find tape drives (by target id and LUN).
+    pub fn set_drive_resolver(&self, f: crate::smc::DriveResolver) {
+        *self.drives.write() = Some(f);
     }
 
     fn insert(&self, target: &str, lu: &Arc<Lu>) {
@@ -433,6 +441,9 @@ impl ScsiTarget {
     /// `size=BYTES[K|M|G|T]` resizes it online.
     pub fn update_lu(&self, lun: u64, params: &[(String, String)]) -> Result<(), ScsiError> {
         let lu = self.lu(lun)?;
+        if lu.changer.is_some() && media::is_changer_config(params) {
+            return self.configure_changer(&lu, params);
+        }
         let (size, params): (Vec<_>, Vec<_>) = params
             .iter()
             .cloned()
@@ -743,6 +754,7 @@ impl ScsiTarget {
             DeviceType::Disk => self.disk(lu, cmd, cdb, not_ready, task).await,
             DeviceType::Tape => self.tape(lu, cmd, cdb).await,
             DeviceType::Cd => self.cd(lu, cmd, cdb).await,
+            DeviceType::Changer => self.changer(lu, cmd, cdb, not_ready).await,
         }
     }
 

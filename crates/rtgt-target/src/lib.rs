@@ -338,7 +338,15 @@ impl Default for Registry {
 
 impl Registry {
     pub fn new() -> Arc<Self> {
-        Arc::new(Self::default())
+        let reg = Arc::new(Self::default());
+        // A media changer reaches the tape drives of any target by (tid, LUN): the SCSI
+        // core asks the registry through this hook (weak, so no cycle).
+        let weak = Arc::downgrade(&reg);
+        reg.lu_directory
+            .set_drive_resolver(Arc::new(move |tid, lun| {
+                weak.upgrade()?.target_by_tid(tid)?.scsi.tape_handle(lun)
+            }));
+        reg
     }
 
     /// The listening portals, all in portal group 1.

@@ -358,9 +358,10 @@ pub fn parse_args(args: &[String]) -> Result<Command, String> {
             need('l')?;
             match op {
                 "new" => {
-                    // A cd drive may start empty (no disc), as in tgt.
+                    // A cd or tape drive may start empty (no disc, no cartridge), as in
+                    // tgt: a changer loads the drive later.
                     if !matches!(req.bstype.as_deref(), Some("null" | "mem"))
-                        && req.device_type.as_deref() != Some("cd")
+                        && !matches!(req.device_type.as_deref(), Some("cd" | "tape"))
                     {
                         need('b')?;
                     }

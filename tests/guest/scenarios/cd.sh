@@ -40,6 +40,10 @@ expect_in /tmp/run.out "Logical block length=2048 bytes" "READ CAPACITY of a CD/
 check_disc "$1" "disc 1"
 
 step "eject: the drive then has no medium"
+# Like a real drive, an ejected tray keeps its disc, and Linux's cdrom layer closes an
+# open tray when the device is opened (autoclose, on by default), which would load the
+# disc again on the mount below. Turn that off to see what the eject itself did.
+echo 0 >/proc/sys/dev/cdrom/autoclose
 run eject "$CD"
 if sg_turs -v "$CD" >/tmp/turs 2>&1; then
 	fail "TEST UNIT READY still succeeds after the eject"

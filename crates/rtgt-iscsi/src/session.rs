@@ -336,6 +336,20 @@ impl Session {
         Some(p)
     }
 
+    /// An Asynchronous Message asking the initiator to log out (RFC 7143 §11.9.1,
+    /// AsyncEvent 1): it should send a Logout within `wait_secs` seconds (Parameter3)
+    /// and no new commands meanwhile. Sent on every connection to be logged out.
+    pub fn async_logout_request(&mut self, wait_secs: u16) -> Pdu {
+        let mut p = Pdu::new(op::ASYNC);
+        p.set_flags(0x80);
+        p.set_itt(RESERVED_TAG);
+        p.bhs[36] = 1; // AsyncEvent: the target requests Logout
+        p.bhs[42..44].copy_from_slice(&wait_secs.to_be_bytes()); // Parameter3
+                                                                 // An Async Message carries status numbering like a response (§11.9.2 StatSN).
+        self.seal(&mut p, true);
+        p
+    }
+
     /// Whether a ping is waiting for its NOP-Out.
     pub fn ping_outstanding(&self) -> bool {
         self.ping_ttt.is_some()

@@ -10,6 +10,7 @@ pub(crate) const TYPE_DISK: u8 = 0x00;
 pub(crate) const TYPE_CONTROLLER: u8 = 0x0c;
 pub(crate) const TYPE_TAPE: u8 = 0x01;
 pub(crate) const TYPE_MMC: u8 = 0x05;
+pub(crate) const TYPE_CHANGER: u8 = 0x08;
 pub(crate) const TYPE_UNKNOWN: u8 = 0x1f;
 
 /// MAXIMUM TRANSFER LENGTH in bytes: commands carry all their data in memory.
@@ -31,6 +32,7 @@ pub(crate) fn device_type_code(t: DeviceType) -> u8 {
         DeviceType::Controller => TYPE_CONTROLLER,
         DeviceType::Tape => TYPE_TAPE,
         DeviceType::Cd => TYPE_MMC,
+        DeviceType::Changer => TYPE_CHANGER,
     }
 }
 
@@ -86,19 +88,21 @@ fn standard(lu: &Lu) -> Vec<u8> {
     }
     b[7] = 0x02; // CMDQUE: commands are queued and run concurrently
     b[8..16].copy_from_slice(&pad(&p.vendor_id, 8));
-    let product = if lu.device_type == DeviceType::Controller {
-        "CONTROLLER"
-    } else {
-        &p.product_id
+    let product = match lu.device_type {
+        DeviceType::Controller => "CONTROLLER",
+        // A drive not named otherwise says what it is.
+        DeviceType::Cd if p.product_id == "VIRTUAL-DISK" => "VIRTUAL-DVD",
+        _ => &p.product_id,
     };
     b[16..32].copy_from_slice(&pad(product, 16));
     b[32..36].copy_from_slice(&pad(&p.product_rev, 4));
     // VERSION DESCRIPTORS (SPC-4 table 143): SAM-5, iSCSI, SPC-4, then the command set.
     let mut v: Vec<u16> = vec![0x00a0, 0x0960, 0x0460];
     match lu.device_type {
-        DeviceType::Disk => v.push(0x04c0), // SBC-3
-        DeviceType::Tape => v.push(0x0400), // SSC-3
-        DeviceType::Cd => v.push(0x04e0),   // MMC-6
+        DeviceType::Disk => v.push(0x04c0),    // SBC-3
+        DeviceType::Tape => v.push(0x0400),    // SSC-3
+        DeviceType::Cd => v.push(0x04e0),      // MMC-6
+        DeviceType::Changer => v.push(0x0480), // SMC-3
         DeviceType::Controller => {}
     }
     for (i, d) in v.iter().enumerate() {
@@ -164,7 +168,9 @@ fn name_string(s: &str) -> Vec<u8> {
 fn supported_pages(lu: &Lu) -> &'static [u8] {
     match lu.device_type {
         DeviceType::Disk => &[0x00, 0x80, 0x83, 0x86, 0x8f, 0xb0, 0xb1, 0xb2],
-        DeviceType::Controller | DeviceType::Tape | DeviceType::Cd => &[0x00, 0x80, 0x83],
+        DeviceType::Controller | DeviceType::Tape | DeviceType::Cd | DeviceType::Changer => {
+            &[0x00, 0x80, 0x83]
+        }
     }
 }
 

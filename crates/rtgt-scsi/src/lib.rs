@@ -10,6 +10,7 @@ use std::sync::Arc;
 mod alua;
 mod cdb;
 mod controller;
+mod flush;
 mod inquiry;
 mod lu;
 mod mmc;
@@ -22,8 +23,10 @@ mod reserve;
 mod sbc;
 pub mod sense;
 mod shared_pr;
+pub mod smc;
 mod spc;
 pub mod ssc;
+pub mod stats;
 mod store_error;
 pub mod target;
 pub mod tasks;
@@ -144,6 +147,8 @@ pub enum DeviceType {
     Tape,
     /// A CD/DVD drive (MMC-6): `--device-type cd`.
     Cd,
+    /// Media changer device (SMC-3).
+    Changer,
 }
 
 impl DeviceType {
@@ -153,6 +158,7 @@ impl DeviceType {
             "controller" => Some(Self::Controller),
             "tape" => Some(Self::Tape),
             "cd" => Some(Self::Cd),
+            "changer" => Some(Self::Changer),
             _ => None,
         }
     }
@@ -162,6 +168,7 @@ impl DeviceType {
             Self::Controller => "controller",
             Self::Tape => "tape",
             Self::Cd => "cd",
+            Self::Changer => "changer",
         }
     }
 }

@@ -71,6 +71,10 @@ pub(crate) struct Lu {
     pub tape: Option<Arc<crate::ssc::TapeDrive>>,
     /// A cd LU's drive: tray and disc (the disc's image is its store, not `store`).
     pub mmc: Option<crate::mmc::Drive>,
+    /// Commands, bytes, errors and latency of this LU (atomics: no lock on the I/O path).
+    pub stats: crate::stats::IoCounters,
+    /// A media changer's elements (SMC-3); None for other device types.
+    pub changer: Option<Arc<crate::smc::Changer>>,
 }
 
 impl Lu {
@@ -125,6 +129,8 @@ impl Lu {
             copy_results: parking_lot::Mutex::new(HashMap::new()),
             tape: None,
             mmc: None,
+            stats: crate::stats::IoCounters::default(),
+            changer: None,
         }
     }
 

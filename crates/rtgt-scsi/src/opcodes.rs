@@ -305,6 +305,36 @@ const TAPE: &[OpInfo] = &[
     ),
 ];
 
+/// SMC-3 commands of a media changer.
+const CHANGER: &[OpInfo] = &[
+    op(0x07, &[0x07, 0, 0, 0, 0, 0]),
+    op(0x16, &[0x16, 0, 0, 0, 0, 0]),
+    op(0x17, &[0x17, 0, 0, 0, 0, 0]),
+    op(0x1a, &[0x1a, 0x08, 0xff, 0xff, 0xff, 0]),
+    op(0x1e, &[0x1e, 0, 0, 0, 0x03, 0]),
+    op(0x2b, &[0x2b, 0, 0xff, 0xff, 0xff, 0xff, 0, 0, 0x01, 0]),
+    op(0x37, &[0x37, 0x01, 0xff, 0xff, 0, 0, 0xff, 0xff, 0, 0]),
+    op(0x56, &[0x56, 0, 0, 0, 0, 0, 0, 0, 0, 0]),
+    op(0x57, &[0x57, 0, 0, 0, 0, 0, 0, 0, 0, 0]),
+    op(0x5a, &[0x5a, 0x08, 0xff, 0xff, 0, 0, 0, 0xff, 0xff, 0]),
+    op(
+        0xa5,
+        &[0xa5, 0, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0, 0, 0x01, 0],
+    ),
+    op(
+        0xa6,
+        &[
+            0xa6, 0, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x03, 0,
+        ],
+    ),
+    op(
+        0xb8,
+        &[
+            0xb8, 0x1f, 0xff, 0xff, 0xff, 0xff, 0x03, 0xff, 0xff, 0xff, 0, 0,
+        ],
+    ),
+];
+
 /// Commands only a thin-provisioned disk has (SBC-4 4.7.3): UNMAP, SANITIZE BLOCK
 /// ERASE (which deallocates everything), and WRITE SAME with ANCHOR / UNMAP / NDOB.
 const THIN: &[OpInfo] = &[
@@ -338,19 +368,22 @@ pub(crate) fn supported(t: DeviceType, f: Features) -> Vec<&'static OpInfo> {
 /// [`supported`], built once per (device type, features): every command consults it,
 /// and building and sorting it each time cost ~10% of a 4K read's CPU.
 fn table(t: DeviceType, f: Features) -> &'static [&'static OpInfo] {
-    static TABLES: [std::sync::OnceLock<Vec<&'static OpInfo>>; 5] =
-        [const { std::sync::OnceLock::new() }; 5];
+    static TABLES: [std::sync::OnceLock<Vec<&'static OpInfo>>; 6] =
+        [const { std::sync::OnceLock::new() }; 6];
     let i = match (t, f.thin) {
         (DeviceType::Controller, _) => 0,
         (DeviceType::Disk, false) => 1,
         (DeviceType::Disk, true) => 2,
         (DeviceType::Tape, _) => 3,
         (DeviceType::Cd, _) => 4,
+        (DeviceType::Changer, _) => 5,
     };
     TABLES[i].get_or_init(|| {
         let mut v: Vec<&'static OpInfo> = COMMON.iter().collect();
-        if t == DeviceType::Tape {
-            v.extend(TAPE.iter());
+        match t {
+            DeviceType::Tape => v.extend(TAPE.iter()),
+            DeviceType::Changer => v.extend(CHANGER.iter()),
+            _ => {}
         }
         if t == DeviceType::Disk {
             v.extend(DISK.iter());
@@ -487,6 +520,7 @@ mod tests {
             DeviceType::Disk,
             DeviceType::Tape,
             DeviceType::Cd,
+            DeviceType::Changer,
         ] {
             check_table(t);
         }

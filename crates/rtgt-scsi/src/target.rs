@@ -54,11 +54,19 @@ pub struct LuDirectory {
     nexuses: RwLock<HashMap<u64, (String, String)>>,
     /// LUN masking: (target name, LUN) -> the initiators that may see it. Absent: all.
     masks: RwLock<HashMap<(String, u64), Vec<String>>>,
+    /// How a media changer reaches a tape drive by (tid, LUN): the registry's hook,
+    /// as the SCSI core knows no target ids.
+    drives: RwLock<Option<crate::smc::DriveResolver>>,
 }
 
 impl LuDirectory {
     pub fn new() -> Arc<Self> {
         Arc::new(Self::default())
+    }
+
+    /// Sets how media changers find tape drives (by target id and LUN).
+    pub fn set_drive_resolver(&self, f: crate::smc::DriveResolver) {
+        *self.drives.write() = Some(f);
     }
 
     fn insert(&self, target: &str, lu: &Arc<Lu>) {
@@ -235,7 +243,7 @@ impl ScsiTarget {
         &self.name
     }
 
-    fn all_lus(&self) -> Vec<Arc<Lu>> {
+    pub(crate) fn all_lus(&self) -> Vec<Arc<Lu>> {
         let mut v = vec![self.controller.clone()];
         v.extend(self.luns.read().values().cloned());
         v
@@ -433,6 +441,9 @@ impl ScsiTarget {
     /// `size=BYTES[K|M|G|T]` resizes it online.
     pub fn update_lu(&self, lun: u64, params: &[(String, String)]) -> Result<(), ScsiError> {
         let lu = self.lu(lun)?;
+        if lu.changer.is_some() && media::is_changer_config(params) {
+            return self.configure_changer(&lu, params);
+        }
         let (size, params): (Vec<_>, Vec<_>) = params
             .iter()
             .cloned()
@@ -593,12 +604,23 @@ impl ScsiTarget {
             (DeviceType::Cd, _) => crate::mmc::data_out_len(&cmd.cdb),
             _ => None,
         };
+        let started = std::time::Instant::now();
         let r = self.run(&lu, &cmd, task).await;
         let mut res = finish(r, lu.descriptor_sense(), data_out_len);
         if let Some(n) = cdb::allocation_length(&cmd.cdb) {
             res.data_in.truncate(n);
         }
         res.aborted = task.aborted();
+        lu.stats.record(
+            res.data_in.len() as u64,
+            if res.status == 0 {
+                cmd.data_out.len() as u64
+            } else {
+                0
+            },
+            res.status != 0,
+            started.elapsed(),
+        );
         res
     }
 
@@ -732,6 +754,7 @@ impl ScsiTarget {
             DeviceType::Disk => self.disk(lu, cmd, cdb, not_ready, task).await,
             DeviceType::Tape => self.tape(lu, cmd, cdb).await,
             DeviceType::Cd => self.cd(lu, cmd, cdb).await,
+            DeviceType::Changer => self.changer(lu, cmd, cdb, not_ready).await,
         }
     }
 

@@ -1,5 +1,5 @@
-//! Removable-medium devices of a target: tape drives (SSC-3) and, through
-//! [`TapeHandle`], the cartridge moves a media changer makes into them.
+//! Removable-medium devices of a target: tape drives (SSC-3), media changers (SMC-3),
+//! and the [`TapeHandle`] through which a changer moves cartridges into drives.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -28,11 +28,13 @@ pub struct MediaLuConfig {
 fn defaults(t: DeviceType) -> Vec<(String, String)> {
     let product = match t {
         DeviceType::Tape => "VIRTUAL-TAPE",
+        DeviceType::Changer => "VIRTUAL-CHANGER",
         _ => "VIRTUAL-DEVICE",
     };
+    let removable = if t == DeviceType::Tape { "1" } else { "0" };
     vec![
         ("product_id".into(), product.into()),
-        ("removable".into(), "1".into()),
+        ("removable".into(), removable.into()),
     ]
 }
 
@@ -76,6 +78,9 @@ impl ScsiTarget {
                     })?)
                 };
                 lu.tape = Some(Arc::new(TapeDrive::new(medium)));
+            }
+            DeviceType::Changer => {
+                lu.changer = Some(Arc::new(crate::smc::Changer::default()));
             }
             other => {
                 return Err(ScsiError::BadParam(format!(
@@ -129,6 +134,66 @@ impl ScsiTarget {
         ssc::execute(lu, &drive, cdb, &cmd.data_out).await
     }
 
+    /// A media changer's commands (SMC-3).
+    pub(super) async fn changer(
+        &self,
+        lu: &Arc<Lu>,
+        cmd: &ScsiCommand,
+        cdb: &[u8],
+        not_ready: Option<crate::sense::Sense>,
+    ) -> Outcome<ScsiResult> {
+        if cdb[0] == op::REQUEST_SENSE {
+            return spc::request_sense(Some(lu), &cmd.nexus, cdb, not_ready);
+        }
+        if let Some(r) = self.media_common(lu, cmd, cdb) {
+            return r;
+        }
+        if let Some(s) = not_ready {
+            if !matches!(cdb[0], op::MODE_SENSE_6 | op::MODE_SENSE_10) {
+                return Err(s.into());
+            }
+        }
+        let changer = lu.changer.clone().expect("a changer LU has elements");
+        let drives = self.directory.drives.read().clone();
+        crate::smc::execute(lu, &changer, drives, cdb).await
+    }
+
+    /// `--op update --params` of tgt's changer syntax: elements, cartridges, drives.
+    /// Every I_T nexus hears that the inventory may have changed (SMC-3 5.x: NOT
+    /// READY TO READY CHANGE, MEDIUM MAY HAVE CHANGED).
+    pub(super) fn configure_changer(
+        &self,
+        lu: &Lu,
+        params: &[(String, String)],
+    ) -> Result<(), ScsiError> {
+        let changer = lu.changer.as_ref().expect("checked");
+        let mut inv = changer.inventory.lock();
+        let mut next = crate::smc::inventory::Inventory {
+            media_home: inv.media_home.clone(),
+            elements: inv.elements.clone(),
+        };
+        let change = next.configure(params).map_err(ScsiError::BadParam)?;
+        if let crate::smc::inventory::Change::Drive(tid, lun) = change {
+            let found = self
+                .directory
+                .drives
+                .read()
+                .as_ref()
+                .and_then(|f| f(tid, lun))
+                .is_some();
+            if !found {
+                return Err(ScsiError::BadParam(format!(
+                    "tid={tid},lun={lun}: no tape drive there (create it first with --device-type tape)"
+                )));
+            }
+        }
+        *inv = next;
+        drop(inv);
+        lu.ua
+            .establish(self.nexus_ids(), asc::NOT_READY_TO_READY_CHANGE);
+        Ok(())
+    }
+
     /// A handle on tape drive `lun`, for a changer that moves cartridges into it.
     pub fn tape_handle(&self, lun: u64) -> Option<TapeHandle> {
         let lu = self.luns.read().get(&lun).cloned()?;
@@ -136,6 +201,7 @@ impl ScsiTarget {
         Some(TapeHandle {
             lu,
             nexuses: self.nexus_ids(),
+            target: self.name.clone(),
         })
     }
 }
@@ -145,6 +211,14 @@ pub struct TapeHandle {
     lu: Arc<Lu>,
     /// The I_T nexuses of the drive's target, told of a medium change.
     nexuses: Vec<u64>,
+    target: String,
+}
+
+/// Whether `--params` configure a changer's elements (rather than SCSI parameters).
+pub(super) fn is_changer_config(params: &[(String, String)]) -> bool {
+    params
+        .iter()
+        .any(|(k, _)| matches!(k.trim(), "media_home" | "element_type"))
 }
 
 impl TapeHandle {
@@ -156,9 +230,12 @@ impl TapeHandle {
     /// goes online and every I_T nexus hears NOT READY TO READY CHANGE, MEDIUM MAY
     /// HAVE CHANGED (SSC-3 4.2.x, SPC-4 table F.1).
     pub fn load(&self, path: &Path) -> Result<(), String> {
-        if self.drive().describe().is_some() {
+        // An offline drive counts as empty: tgt's VTL script creates drives with an
+        // image and online=0 before the changer loads them.
+        if self.drive().describe().is_some() && self.lu.params.read().online {
             return Err("the drive already holds a cartridge".into());
         }
+        self.drive().remove();
         let ro = self.lu.params.read().readonly;
         self.drive()
             .insert(path, ro)
@@ -185,8 +262,8 @@ impl TapeHandle {
     }
 
     /// The drive's unit serial number (its device identifier in READ ELEMENT STATUS).
-    pub fn serial(&self, target: &str) -> String {
-        inquiry::serial(&self.lu, target)
+    pub fn serial(&self) -> String {
+        inquiry::serial(&self.lu, &self.target)
     }
 
     /// The vendor and product identification of the drive's INQUIRY data.
@@ -199,6 +276,10 @@ impl TapeHandle {
 impl LuInfo {
     /// Fills in what `show` says of a tape drive's cartridge.
     pub(super) fn with_media(mut self, lu: &Lu) -> Self {
+        if let Some(changer) = &lu.changer {
+            self.backing_store_type = "smc".into();
+            self.media = crate::smc::describe(&changer.inventory.lock());
+        }
         if let Some(drive) = &lu.tape {
             self.backing_store_type = "ssc".into();
             match drive.describe() {

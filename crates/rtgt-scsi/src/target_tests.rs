@@ -254,6 +254,22 @@ mod addressing {
         std::fs::remove_file(&img).unwrap();
     }
 
+    #[tokio::test]
+    async fn a_changer_lists_exactly_what_it_executes() {
+        let t = ScsiTarget::new("iqn.2026-01.test:tgt");
+        t.add_media_lu(
+            1,
+            crate::MediaLuConfig {
+                device_type: DeviceType::Changer,
+                path: String::new(),
+                params: Vec::new(),
+            },
+        )
+        .unwrap();
+        let listed = crate::opcodes::supported(DeviceType::Changer, Default::default());
+        every_listed_opcode(&t, &listed).await;
+    }
+
     async fn every_listed_opcode(t: &ScsiTarget, listed: &[&crate::opcodes::OpInfo]) {
         for op in 0..=255u8 {
             let mut cdb = vec![0u8; 16];

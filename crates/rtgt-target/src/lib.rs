@@ -24,6 +24,7 @@ mod media;
 mod mgmt;
 pub mod name;
 pub mod params;
+pub mod report;
 mod show;
 
 pub use acl::{Acl, AddressRule};
@@ -105,6 +106,8 @@ pub struct Target {
     /// The registry's change count when a request last changed this target (see
     /// [`Registry::changes`]).
     changed: AtomicU64,
+    /// Counters and negotiated keys of its sessions, by sid (see [`report`]).
+    details: RwLock<std::collections::HashMap<u64, report::SessionDetails>>,
 }
 
 impl Target {
@@ -146,6 +149,7 @@ impl Target {
             chap_algorithms: RwLock::new(None),
             max_sessions: AtomicU32::new(0),
             changed: AtomicU64::new(0),
+            details: RwLock::new(std::collections::HashMap::new()),
         }
     }
 
@@ -226,6 +230,7 @@ impl Target {
 
     pub fn remove_session(&self, sid: u64) {
         self.sessions.write().retain(|s| s.sid != sid);
+        self.details.write().remove(&sid);
     }
 
     /// Adds a connection to a registered session (multiple connections per session).
@@ -333,7 +338,15 @@ impl Default for Registry {
 
 impl Registry {
     pub fn new() -> Arc<Self> {
-        Arc::new(Self::default())
+        let reg = Arc::new(Self::default());
+        // A media changer reaches the tape drives of any target by (tid, LUN): the SCSI
+        // core asks the registry through this hook (weak, so no cycle).
+        let weak = Arc::downgrade(&reg);
+        reg.lu_directory
+            .set_drive_resolver(Arc::new(move |tid, lun| {
+                weak.upgrade()?.target_by_tid(tid)?.scsi.tape_handle(lun)
+            }));
+        reg
     }
 
     /// The listening portals, all in portal group 1.
@@ -470,6 +483,9 @@ impl Registry {
     pub fn handle(&self, req: control::Request) -> control::Response {
         if req.mode == "config" {
             return config::handle(self, &req);
+        }
+        if req.mode == "report" {
+            return report::handle(self, &req);
         }
         let resp = match mgmt::dispatch(self, &req) {
             Ok(message) => control::Response::ok(message),

@@ -1,5 +1,7 @@
 //! `--op new --mode logicalunit` for the removable-medium device types: a tape drive
-//! (`--device-type tape`, bstype `ssc`, `-b` the cartridge image or `None`).
+//! (`--device-type tape`, bstype `ssc`, `-b` the cartridge image or `None`) and a
+//! media changer (`--device-type changer`; its `-b` file is only recorded, as tgt's
+//! VTL script passes one; it is configured with `--op update --params`).
 
 use std::sync::Arc;
 
@@ -21,7 +23,7 @@ pub(crate) fn new_lu(
     // tgt's backing store for tapes is `ssc`; a script that names none, or rdwr (as
     // tgt's own VTL script does), means the same.
     let bstype = req.bstype.as_deref().unwrap_or("");
-    if !matches!(bstype, "" | "ssc" | "rdwr") {
+    if !matches!(bstype, "" | "ssc" | "smc" | "rdwr") {
         return Err(AdmError::invalid(format!(
             "bstype {bstype} can't back a {} (use ssc)",
             device_type.name()

@@ -579,8 +579,8 @@ fn logicalunit(reg: &Registry, op: &str, req: &Request) -> Result<String> {
             let device_type = match DeviceType::parse(dt_name) {
                 Some(DeviceType::Controller) | None => {
                     return Err(AdmError::Unsupported(format!(
-                        "device type '{dt_name}' is not supported (supported: disk, tape, cd)"
-                    )))
+                    "device type '{dt_name}' is not supported (supported: disk, tape, changer, cd)"
+                )))
                 }
                 Some(d) => d,
             };

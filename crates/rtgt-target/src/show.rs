@@ -114,6 +114,7 @@ pub fn target(t: &Target, out: &mut String) {
             let _ = writeln!(out, "            {line}");
         }
         if lu.lun != 0 {
+            let disk = lu.device_type == "disk";
             let masked = t.scsi.lun_initiators(lu.lun);
             let _ = writeln!(
                 out,
@@ -126,6 +127,9 @@ pub fn target(t: &Target, out: &mut String) {
             );
             // rtgt's additions to tgtadm's list: the cache modes and geometry, and what
             // the store has done (so a flush that happened can be seen to have).
+            if !disk {
+                continue;
+            }
             let _ = writeln!(
                 out,
                 "            Write cache: {}",
@@ -211,7 +215,7 @@ pub fn system(reg: &Registry) -> String {
         "I/O threads: {}",
         rtgt_backstore::pool::pool().threads()
     );
-    out.push_str("Device types:\n    disk\n    controller\n    tape\n");
+    out.push_str("Device types:\n    disk\n    controller\n    tape\n    changer\n");
     out.push_str("Portals:\n");
     for (p, tpgt) in reg.portal_groups() {
         let _ = writeln!(out, "    {}", portal(&p, tpgt));

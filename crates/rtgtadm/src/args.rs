@@ -358,9 +358,10 @@ pub fn parse_args(args: &[String]) -> Result<Command, String> {
             need('l')?;
             match op {
                 "new" => {
-                    // A cd drive may start empty (no disc), as in tgt.
+                    // A cd or tape drive may start empty (no disc, no cartridge), as in
+                    // tgt: a changer loads the drive later.
                     if !matches!(req.bstype.as_deref(), Some("null" | "mem"))
-                        && req.device_type.as_deref() != Some("cd")
+                        && !matches!(req.device_type.as_deref(), Some("cd" | "tape"))
                     {
                         need('b')?;
                     }
@@ -403,10 +404,11 @@ pub fn parse_args(args: &[String]) -> Result<Command, String> {
         _ => {}
     }
     // The daemon runs in another directory: send it an absolute backing-store path
-    // (not for rbd, whose -b names an image, not a file).
+    // (not for rbd, whose -b names an image, not a file). `None` is tgt's word for no
+    // medium (an empty tape drive), not a file name.
     let names_a_file = req.bstype.as_deref() != Some("rbd");
     if let Some(b) = req.backing_store.as_mut().filter(|_| names_a_file) {
-        if !b.is_empty() && Path::new(b.as_str()).is_relative() {
+        if !b.is_empty() && b != "None" && Path::new(b.as_str()).is_relative() {
             if let Ok(cwd) = std::env::current_dir() {
                 *b = cwd.join(&*b).to_string_lossy().into_owned();
             }

@@ -23,20 +23,7 @@ rtgtadm [-C N | --control-socket PATH] config apply FILE [--dry-run] [--force]
 /// Whether the command line is a `config` command (the first word that is not an
 /// option or an option's value).
 pub fn is_config(argv: &[String]) -> bool {
-    let mut i = 0;
-    while i < argv.len() {
-        let a = &argv[i];
-        if ["-C", "--control-port", "--control-socket", "-L", "--lld"].contains(&a.as_str()) {
-            i += 2;
-            continue;
-        }
-        if a.starts_with('-') {
-            i += 1;
-            continue;
-        }
-        return a == "config";
-    }
-    false
+    first_word(argv) == Some("config")
 }
 
 struct Args {
@@ -97,7 +84,7 @@ fn parse(argv: &[String]) -> Result<Args, String> {
     })
 }
 
-fn exchange(socket: &Path, req: &Request) -> Result<Response, (i32, String)> {
+pub fn exchange(socket: &Path, req: &Request) -> Result<Response, (i32, String)> {
     let io = |what: &str, e: std::io::Error| {
         (
             e.raw_os_error()
@@ -121,6 +108,56 @@ fn exchange(socket: &Path, req: &Request) -> Result<Response, (i32, String)> {
 }
 
 pub use rtgt_target::atomic_file::write_atomically;
+
+/// Sends a `--mode config` request and prints its answer; returns the exit status.
+pub fn send_and_print(socket: &Path, req: &Request) -> i32 {
+    match exchange(socket, req) {
+        Err((code, msg)) => {
+            eprintln!("rtgtadm: {msg}");
+            code
+        }
+        Ok(resp) if resp.code != 0 => {
+            eprintln!("rtgtadm: {}", resp.message.trim_end());
+            if (1..=255).contains(&resp.code) {
+                resp.code
+            } else {
+                1
+            }
+        }
+        Ok(resp) => {
+            print!("{}", resp.message);
+            0
+        }
+    }
+}
+
+/// The first word of the command line that is not an option or an option's value.
+pub fn first_word(argv: &[String]) -> Option<&str> {
+    let mut i = 0;
+    while i < argv.len() {
+        let a = &argv[i];
+        let valued = [
+            "-C",
+            "--control-port",
+            "--control-socket",
+            "-L",
+            "--lld",
+            "-t",
+            "--tid",
+            "--write",
+        ];
+        if valued.contains(&a.as_str()) {
+            i += 2;
+            continue;
+        }
+        if a.starts_with('-') {
+            i += 1;
+            continue;
+        }
+        return Some(a);
+    }
+    None
+}
 
 pub fn run(argv: &[String]) -> i32 {
     let args = match parse(argv) {

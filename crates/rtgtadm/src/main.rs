@@ -4,6 +4,8 @@
 
 mod args;
 mod config_cmd;
+mod import_tgt;
+mod report_cmd;
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
@@ -28,6 +30,17 @@ fn run() -> i32 {
     if config_cmd::is_config(&argv) {
         return config_cmd::run(&argv);
     }
+    // tgtadm's syntax names an operation and a mode (`--op show --mode session`,
+    // abbreviable): then a word like `session` is a value, not a subcommand.
+    let tgtadm_syntax = argv
+        .iter()
+        .any(|a| a == "-o" || a == "-m" || a.starts_with("--o") || a.starts_with("--m"));
+    match config_cmd::first_word(&argv) {
+        _ if tgtadm_syntax => {}
+        Some("import-targets-conf") => return import_tgt::run(&argv),
+        Some(w) if report_cmd::WORDS.contains(&w) => return report_cmd::run(&argv),
+        _ => {}
+    }
     if let Some(code) = batch(&argv) {
         return code;
     }
@@ -40,6 +53,8 @@ fn run() -> i32 {
         Ok(Command::Help) => {
             print!("{USAGE}");
             print!("\n{}", config_cmd::USAGE);
+            print!("{}", import_tgt::USAGE);
+            print!("{}", report_cmd::USAGE);
             0
         }
         Ok(Command::Version) => {

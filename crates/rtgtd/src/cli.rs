@@ -71,6 +71,17 @@ pub struct Options {
     /// written mode 0600.
     #[arg(long = "save-config", value_name = "FILE")]
     pub save_config: Option<PathBuf>,
+    /// Serve the command counters (per LU and per session: commands, errors, bytes,
+    /// latency histogram) in the OpenMetrics / Prometheus text format at
+    /// http://ADDR:PORT/metrics. Off by default.
+    #[arg(long = "metrics", value_name = "ADDR:PORT")]
+    pub metrics: Option<std::net::SocketAddr>,
+    /// On SIGTERM, initiators are asked to log out (an iSCSI Async Message) and given
+    /// this many seconds before their sessions are closed (commands in flight still
+    /// finish, and every backing store is flushed, before rtgtd exits).
+    #[arg(long = "stop-timeout", value_name = "SECONDS", default_value_t = 10,
+          value_parser = clap::value_parser!(u16).range(0..=3600))]
+    pub stop_timeout: u16,
     /// Append logs to this file (when detached, logs otherwise go nowhere).
     #[arg(long = "log-file", value_name = "PATH")]
     pub log_file: Option<PathBuf>,

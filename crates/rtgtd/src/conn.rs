@@ -347,6 +347,8 @@ async fn full_feature(
 ) {
     let discovery = params.session_type == SessionType::Discovery;
     let id = daemon.next_id();
+    // This session's command counters (rtgtadm stats, --metrics): atomics, no lock.
+    let session_stats = Arc::new(rtgt_scsi::stats::IoCounters::default());
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Done>();
     let close = Arc::new(Notify::new());
     let (closed_tx, closed_rx) = watch::channel(false);
@@ -408,6 +410,13 @@ async fn full_feature(
             }],
             close: Arc::new(move || c.notify_one()),
         });
+        t.set_session_details(
+            id,
+            rtgt_target::report::SessionDetails {
+                stats: session_stats.clone(),
+                keys: [(params.cid, negotiated_keys(&params))].into(),
+            },
+        );
         live.target = Some(t.clone());
         tracing::info!(
             %peer,
@@ -463,8 +472,21 @@ async fn full_feature(
     let mut actions = Vec::new();
     let mut output = Output::default();
     let mut closing: Option<&'static str> = None;
+    // A stop asks the initiator to log out (once); commands spawned and answered are
+    // counted so that a connection closed while stopping waits for its commands.
+    let mut stop_rx = daemon.stop.subscribe();
+    let mut stop_asked = false;
+    let (mut spawned, mut finished) = (0u64, 0u64);
     let reason = loop {
         tokio::select! {
+            r = stop_rx.wait_for(|s| *s), if !stop_asked => {
+                stop_asked = true;
+                if r.is_ok() {
+                    actions.push(Action::Send(
+                        session.async_logout_request(daemon.stop_timeout),
+                    ));
+                }
+            },
             r = rd.readable() => {
                 if let Err(e) = r {
                     tracing::debug!(%peer, "read: {e}");
@@ -499,6 +521,7 @@ async fn full_feature(
                 }
             },
             Some(done) = done_rx.recv() => {
+                finished += u64::from(matches!(done, Done::Scsi { .. }));
                 if let Some(why) = on_done(done, &mut session, &mut actions, peer) {
                     break why;
                 }
@@ -520,6 +543,7 @@ async fn full_feature(
         // Whatever else has completed meanwhile goes out in the same write.
         let mut stop = None;
         while let Ok(done) = done_rx.try_recv() {
+            finished += u64::from(matches!(done, Done::Scsi { .. }));
             if let Some(why) = on_done(done, &mut session, &mut actions, peer) {
                 stop = Some(why);
                 break;
@@ -553,8 +577,17 @@ async fn full_feature(
                         tag: u64::from(req.itt),
                     };
                     let itt = req.itt;
+                    let stats = session_stats.clone();
                     let mut run = Box::pin(async move {
+                        let started = Instant::now();
+                        let written = cmd.data_out.len() as u64;
                         let r = scsi.execute_task(cmd, &task).await;
+                        stats.record(
+                            r.data_in.len() as u64,
+                            if r.status == 0 { written } else { 0 },
+                            r.status != 0,
+                            started.elapsed(),
+                        );
                         let done = Done::Scsi {
                             itt,
                             aborted: r.aborted || task.aborted(),
@@ -582,6 +615,8 @@ async fn full_feature(
                             drop(task);
                         }
                         std::task::Poll::Pending => {
+                            // Counted so a stop waits for it (see `stop_asked`).
+                            spawned += 1;
                             let tx = done_tx.clone();
                             tokio::spawn(async move {
                                 let (done, task) = run.await;
@@ -661,11 +696,66 @@ async fn full_feature(
             break why;
         }
     };
+    if stop_asked {
+        // Stopping: the commands this connection started finish before it is gone
+        // (the daemon flushes the stores once every connection is).
+        let until = tokio::time::Instant::now() + crate::stop::DRAIN;
+        while finished < spawned {
+            match tokio::time::timeout_at(until, done_rx.recv()).await {
+                Ok(Some(Done::Scsi { .. })) => finished += 1,
+                Ok(Some(_)) => {}
+                _ => break,
+            }
+        }
+    }
     let _ = wr.shutdown().await;
     if live.target.is_some() {
         tracing::info!(%peer, initiator = %params.initiator_name, "session ended: {reason}");
     }
     drop(live);
+}
+
+/// The keys negotiated at login, by their RFC 7143 §13 names, for `rtgtadm sessions`.
+fn negotiated_keys(p: &SessionParams) -> Vec<(String, String)> {
+    let yn = |b: bool| if b { "Yes" } else { "No" }.to_string();
+    let digest = |b: bool| if b { "CRC32C" } else { "None" }.to_string();
+    vec![
+        ("AuthMethod".into(), p.auth_method.clone()),
+        ("HeaderDigest".into(), digest(p.header_digest)),
+        ("DataDigest".into(), digest(p.data_digest)),
+        (
+            "MaxRecvDataSegmentLength".into(),
+            p.max_recv_data_segment_length.to_string(),
+        ),
+        (
+            "MaxXmitDataSegmentLength".into(),
+            p.max_xmit_data_segment_length.to_string(),
+        ),
+        ("InitialR2T".into(), yn(p.initial_r2t)),
+        ("ImmediateData".into(), yn(p.immediate_data)),
+        ("FirstBurstLength".into(), p.first_burst_length.to_string()),
+        ("MaxBurstLength".into(), p.max_burst_length.to_string()),
+        (
+            "MaxOutstandingR2T".into(),
+            p.max_outstanding_r2t.to_string(),
+        ),
+        ("DataPDUInOrder".into(), yn(p.data_pdu_in_order)),
+        ("DataSequenceInOrder".into(), yn(p.data_sequence_in_order)),
+        ("DefaultTime2Wait".into(), p.default_time2wait.to_string()),
+        (
+            "DefaultTime2Retain".into(),
+            p.default_time2retain.to_string(),
+        ),
+        (
+            "ErrorRecoveryLevel".into(),
+            p.error_recovery_level.to_string(),
+        ),
+        ("MaxConnections".into(), p.max_connections.to_string()),
+        (
+            "TargetPortalGroupTag".into(),
+            p.target_portal_group_tag.to_string(),
+        ),
+    ]
 }
 
 /// Applies a completion to the session; returns why the connection must end, if it must.

@@ -29,6 +29,10 @@ pub struct Daemon {
     pub sessions: Mutex<HashMap<SessionKey, SessionHandle>>,
     /// Logins in progress and failed-authentication rate limiting.
     pub guard: crate::guard::Guard,
+    /// Set when the daemon stops: connections ask their initiators to log out.
+    pub stop: tokio::sync::watch::Sender<bool>,
+    /// Seconds initiators are given to log out on a stop (Async Message Parameter3).
+    pub stop_timeout: u16,
     next_id: AtomicU64,
     next_tsih: AtomicU16,
 }
@@ -147,6 +151,17 @@ pub fn run(mut opts: Options) -> Result<()> {
         .transpose()?;
     let control = listen::bind_control(&socket_path, control_group)?;
     control.set_nonblocking(true)?;
+    let metrics = match opts.metrics {
+        Some(addr) => {
+            let l = std::net::TcpListener::bind(addr).map_err(|e| {
+                let _ = std::fs::remove_file(&socket_path);
+                anyhow::anyhow!("--metrics {addr}: {e}")
+            })?;
+            l.set_nonblocking(true)?;
+            Some(l)
+        }
+        None => None,
+    };
     let registry = Registry::new();
     registry.set_portal_groups(
         portals
@@ -237,6 +252,12 @@ pub fn run(mut opts: Options) -> Result<()> {
             },
         )
     };
+    if let Some(l) = metrics {
+        let _in = rt.enter();
+        let l = tokio::net::TcpListener::from_std(l)?;
+        tracing::info!("metrics on http://{}/metrics", l.local_addr()?);
+        rt.spawn(crate::metrics::serve(l, registry.clone()));
+    }
     let result = rt.block_on(serve(
         registry,
         iscsi,
@@ -244,7 +265,10 @@ pub fn run(mut opts: Options) -> Result<()> {
         control,
         control_group,
         reactors,
-        opts.config.clone(),
+        Lifecycle {
+            config: opts.config.clone(),
+            stop_timeout: opts.stop_timeout,
+        },
     ));
     let _ = std::fs::remove_file(&socket_path);
     if let Some(s) = saver {
@@ -320,6 +344,12 @@ fn start_reactor(i: usize) -> Result<tokio::runtime::Handle> {
         .context("starting a reactor runtime")
 }
 
+/// What reload and stop need: the `--config` file and the logout time on a stop.
+struct Lifecycle {
+    config: Option<std::path::PathBuf>,
+    stop_timeout: u16,
+}
+
 async fn serve(
     registry: Arc<Registry>,
     iscsi: IscsiOptions,
@@ -327,8 +357,12 @@ async fn serve(
     control: std::os::unix::net::UnixListener,
     control_group: Option<u32>,
     reactors: Reactors,
-    config: Option<std::path::PathBuf>,
+    life: Lifecycle,
 ) -> Result<()> {
+    let Lifecycle {
+        config,
+        stop_timeout,
+    } = life;
     let reactors = Arc::new(reactors);
     // `--op delete --mode sys` asks for shutdown; the control server signals it only
     // after the reply has reached rtgtadm (tgtadm reports success here).
@@ -338,16 +372,19 @@ async fn serve(
         iscsi,
         sessions: Mutex::new(HashMap::new()),
         guard: crate::guard::Guard::default(),
+        stop: tokio::sync::watch::channel(false).0,
+        stop_timeout,
         next_id: AtomicU64::new(1),
         next_tsih: AtomicU16::new(1),
     });
     let tpgts = daemon.iscsi.tpgts.clone();
+    let mut accepts = Vec::new();
     for (l, tpgt) in portals.into_iter().zip(tpgts) {
         let l = tokio::net::TcpListener::from_std(l)?;
         tracing::info!("iSCSI portal {}, portal group {tpgt}", l.local_addr()?);
         let d = daemon.clone();
         let reactors = reactors.clone();
-        tokio::spawn(async move {
+        accepts.push(tokio::spawn(async move {
             loop {
                 match l.accept().await {
                     Ok((stream, peer)) => reactors.serve(d.clone(), stream, peer, tpgt),
@@ -358,7 +395,7 @@ async fn serve(
                     }
                 }
             }
-        });
+        }));
     }
     let control = tokio::net::UnixListener::from_std(control)?;
     tokio::spawn(control::serve(
@@ -386,6 +423,7 @@ async fn serve(
         break;
     }
     crate::notify::notify("STOPPING=1");
+    crate::stop::graceful(&daemon, accepts).await;
     Ok(())
 }
 

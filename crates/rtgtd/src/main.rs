@@ -7,8 +7,10 @@ mod daemon;
 mod demo;
 mod guard;
 mod listen;
+mod metrics;
 mod notify;
 mod save;
+mod stop;
 
 use std::process::ExitCode;
 

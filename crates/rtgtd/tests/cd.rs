@@ -192,6 +192,9 @@ fn dvd_rom_reads_its_image_byte_exact_and_refuses_writes() {
     // Session information (format 1) and an unsupported format (PMA).
     let r = c.exec(1, &[0x43, 0, 1, 0, 0, 0, 0, 0, 12, 0], 12, &[]);
     assert_eq!((r.data[1], r.data[2], r.data[3], r.data[6]), (10, 1, 1, 1));
+    // The same, with the format in the CONTROL byte (SFF-8020; Linux's sr asks so).
+    let r = c.exec(1, &[0x43, 0, 0, 0, 0, 0, 0, 0, 12, 0x40], 12, &[]);
+    assert_eq!((r.data[1], r.data[2], r.data[3], r.data[6]), (10, 1, 1, 1));
     check(
         &c.exec(1, &[0x43, 0, 3, 0, 0, 0, 0, 0, 12, 0], 12, &[]),
         (0x05, 0x24, 0x00),

@@ -54,6 +54,16 @@ no_medium() {
 step "the guest ejects disc 1"
 run eject "$CD"
 no_medium "after eject"
+# Like a real drive, an ejected tray keeps its disc, and Linux's cdrom layer closes an open
+# tray when the device is opened (autoclose, on by default), which would load the disc
+# again. With autoclose off, the mount must find no medium.
+echo 0 >/proc/sys/dev/cdrom/autoclose
+if mount -t iso9660 -o ro "$CD" /mnt/cd 2>/tmp/mount.err; then
+	umount /mnt/cd
+	fail "an ejected disc could be mounted"
+fi
+ok "mount refused: $(cat /tmp/mount.err)"
+echo 1 >/proc/sys/dev/cdrom/autoclose
 
 step "the host loads disc 2; the guest reads it"
 run host-step load-disc 2

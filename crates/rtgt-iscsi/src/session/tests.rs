@@ -387,3 +387,18 @@ fn an_abort_from_another_nexus_drops_only_tasks_still_gathering_data_out() {
     s.on_pdu(d, &mut out);
     assert!(out.is_empty(), "late Data-Out answered: {out:?}");
 }
+
+#[test]
+fn async_logout_request_fields() {
+    let mut s = Session::new(cfg());
+    let p = s.async_logout_request(7);
+    assert_eq!(p.opcode(), op::ASYNC);
+    assert_eq!(p.flags(), 0x80);
+    assert_eq!(p.itt(), RESERVED_TAG);
+    assert_eq!(p.bhs[36], 1, "AsyncEvent 1: logout requested");
+    assert_eq!(u16::from_be_bytes([p.bhs[42], p.bhs[43]]), 7, "Parameter3");
+    assert_eq!(p.stat_sn(), 100);
+    assert_eq!(p.u32_at(28), 10, "ExpCmdSN");
+    // The next status carries the next StatSN.
+    assert_eq!(s.async_logout_request(7).stat_sn(), 101);
+}

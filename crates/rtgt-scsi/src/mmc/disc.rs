@@ -77,7 +77,13 @@ const ADR_CONTROL: u8 = 0x14;
 /// TOC); PMA, ATIP and CD-TEXT do not exist on a DVD.
 pub(crate) fn read_toc(lu: &Lu, cdb: &[u8]) -> Outcome<Vec<u8>> {
     let use_msf = cdb[1] & 0x02 != 0;
-    let format = cdb[2] & 0x0f;
+    // Older hosts (Linux's sr among them, for the session information) put the format
+    // in bits 7-6 of the CONTROL byte, as SFF-8020 did; MMC-6 6.26.2.1 keeps that
+    // field for them when the FORMAT field is zero.
+    let format = match cdb[2] & 0x0f {
+        0 => cdb[9] >> 6,
+        f => f,
+    };
     let number = cdb[6];
     let v = view(lu);
     // A blank disc has no table of contents (MMC-6 6.26.2.5).

@@ -1,0 +1,18 @@
+//! Making every LU's written data durable, for a stop (rtgtd's SIGTERM): what the
+//! initiators were told was written is on stable storage before the daemon exits, as
+//! SYNCHRONIZE CACHE would make it (SBC-4 5.26).
+
+use crate::ScsiTarget;
+
+impl ScsiTarget {
+    /// Flushes the backing store of each LU; the outcome by LUN.
+    pub async fn flush_stores(&self) -> Vec<(u64, std::io::Result<()>)> {
+        let mut out = Vec::new();
+        for lu in self.all_lus() {
+            if let Some(store) = &lu.store {
+                out.push((lu.lun, store.flush().await));
+            }
+        }
+        out
+    }
+}

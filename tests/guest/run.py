@@ -203,12 +203,23 @@ BARCODES = ["A0000001", "A0000002", "A0000003", "A0000004"]
 def setup_changer(d, work):
     """A drive (LUN 1, empty) and a changer (LUN 2): picker at 1, the drive at 2, six
     storage slots at 1000 (four cartridges), two import/export slots at 10 (tgt's
-    --params syntax, doc/README.vtl)."""
+    --params syntax, doc/README.vtl). Against rtgtd, cartridges 3 and 4 are made by tgt's
+    own tgtimg where it is installed, so the guest also writes and reads a tgt-made tape."""
     iqn = "iqn.2026-11.org.rtgt:guest-vtl"
     home = os.path.join(work, "tapes")
     os.makedirs(home)
-    for b in BARCODES:
-        tape_image(d, os.path.join(home, b), b, 32)
+    tgtimg = "/usr/sbin/tgtimg" if d.flavor == "rtgtd" and os.access("/usr/sbin/tgtimg", os.X_OK) else None
+    for i, b in enumerate(BARCODES):
+        path = os.path.join(home, b)
+        if i >= 2 and tgtimg:
+            r = subprocess.run([tgtimg, "--op", "new", "--device-type", "tape", "--barcode", b, "--size", "32",
+                                "--type", "data", "--file", path], capture_output=True, text=True)
+            if r.returncode != 0:
+                raise Failed(f"tgtimg: {(r.stderr or r.stdout).strip()}")
+        else:
+            tape_image(d, path, b, 32)
+    if tgtimg:
+        say(f"cartridges {BARCODES[2]} and {BARCODES[3]} made by {tgtimg}")
     smc = os.path.join(work, "smc")
     with open(smc, "wb") as f:
         f.write(bytes(1024))

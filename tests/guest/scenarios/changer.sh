@@ -4,7 +4,9 @@
 # READ ELEMENT STATUS must show the cartridges with their volume tags and an empty drive;
 # MOVE MEDIUM (mtx load) must really put a cartridge in the drive, so that what tar writes
 # to cartridge 1 is still there after cartridge 2 (blank) has been in the drive, and mtx
-# unload must bring each back to its slot.
+# unload must bring each back to its slot. Cartridge 3 gets a tree of its own, so a third
+# image (made by tgt's tgtimg when the target is rtgtd) is written and read through the
+# drive too.
 . /data/lib.sh
 
 CH=$(device 8 changer)
@@ -78,6 +80,24 @@ run tar -x -b 20 -f "$T" -C /tmp/out3
 same_tree /tmp/src /tmp/out3 "cartridge $1 after a round trip through its slot"
 run mt -f "$T" offline
 run mtx -f "$CH" unload 1 0
+
+step "mtx load 3 0: cartridge $3 takes a tree of its own"
+run mtx -f "$CH" load 3 0
+status_is "after load 3" "Data Transfer Element 0:Full (Storage Element 3 Loaded):VolumeTag = $3"
+wait_online
+rm -rf /tmp/src3 && make_tree /tmp/src3
+run mt -f "$T" rewind
+run tar -c -b 20 -f "$T" -C /tmp/src3 .
+run mt -f "$T" offline
+run mtx -f "$CH" unload 3 0
+run mtx -f "$CH" load 3 0
+wait_online
+run mt -f "$T" rewind
+mkdir -p /tmp/out4
+run tar -x -b 20 -f "$T" -C /tmp/out4
+same_tree /tmp/src3 /tmp/out4 "cartridge $3 after a trip through its slot"
+run mt -f "$T" offline
+run mtx -f "$CH" unload 3 0
 
 step "the inventory is as it was"
 run mtx -f "$CH" status

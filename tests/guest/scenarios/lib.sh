@@ -20,10 +20,6 @@ run() {
 	sed 's/^/   /' /tmp/run.out
 	[ $rc = 0 ] || fail "$* exited with status $rc"
 }
-# run_quiet CMD...: the same without showing the output when it succeeds.
-run_quiet() {
-	"$@" >/tmp/run.out 2>&1 || { sed 's/^/   /' /tmp/run.out; fail "$* exited with status $?"; }
-}
 # expect_in FILE TEXT WHAT: FILE must contain the line fragment TEXT.
 expect_in() {
 	grep -qF -- "$2" "$1" || { sed 's/^/   | /' "$1"; fail "$3: no \"$2\""; }

@@ -12,6 +12,8 @@
 #   strace            the backing-store tests watch rtgtd's flush system calls with it
 #   mount (losetup)   loop devices for the block-device backing-store tests
 #   iperf3            bench/: the loopback TCP ceiling the sequential read is held against
+#   open-isns-server + open-isns-utils
+#                     isnsd and isnsadm: the iSNS test registers rtgtd's targets with them
 # Works as root without a terminal (CI=true, no stdin); uses sudo otherwise.
 set -euo pipefail
 SUDO=""
@@ -28,6 +30,8 @@ command -v python3 >/dev/null 2>&1 || need+=(python3)
 command -v strace >/dev/null 2>&1 || need+=(strace)
 command -v losetup >/dev/null 2>&1 || need+=(mount)
 command -v iperf3 >/dev/null 2>&1 || need+=(iperf3)
+command -v isnsd >/dev/null 2>&1 || [ -x /usr/sbin/isnsd ] || need+=(open-isns-server)
+command -v isnsadm >/dev/null 2>&1 || [ -x /usr/sbin/isnsadm ] || need+=(open-isns-utils)
 command -v cc >/dev/null 2>&1 || need+=(build-essential)
 command -v curl >/dev/null 2>&1 || need+=(curl ca-certificates)
 

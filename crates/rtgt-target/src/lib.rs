@@ -305,8 +305,8 @@ pub struct Registry {
     global_changed: AtomicU64,
     /// What `config apply` remembers between runs (parsed sections, targets in step).
     config_cache: parking_lot::Mutex<config::ApplyCache>,
-    /// Called after every successful change (rtgtd `--save-config`).
-    change_hook: RwLock<Option<Hook>>,
+    /// Called after every successful change (rtgtd `--save-config`, iSNS).
+    change_hooks: RwLock<Vec<Hook>>,
 }
 
 impl Default for Registry {
@@ -329,7 +329,7 @@ impl Default for Registry {
             changes: AtomicU64::new(0),
             global_changed: AtomicU64::new(0),
             config_cache: parking_lot::Mutex::new(config::ApplyCache::default()),
-            change_hook: RwLock::new(None),
+            change_hooks: RwLock::new(Vec::new()),
         }
     }
 }
@@ -514,16 +514,16 @@ impl Registry {
             None if mode == "target" && req.tid.is_some() => {}
             None => self.global_changed.store(n, Ordering::Release),
         }
-        if let Some(hook) = self.change_hook.read().as_ref() {
+        for hook in self.change_hooks.read().iter() {
             hook();
         }
     }
 
-    /// Called (from the thread that made it) after every successful change to the
-    /// configuration, so the daemon can save it (`rtgtd --save-config`). The hook
-    /// should only signal.
-    pub fn set_change_hook(&self, hook: Box<dyn Fn() + Send + Sync>) {
-        *self.change_hook.write() = Some(hook);
+    /// Adds a hook called (from the thread that made it) after every successful change
+    /// to the configuration, so the daemon can save it (`rtgtd --save-config`) or
+    /// register it again (iSNS). A hook should only signal.
+    pub fn add_change_hook(&self, hook: Box<dyn Fn() + Send + Sync>) {
+        self.change_hooks.write().push(hook);
     }
 }
 

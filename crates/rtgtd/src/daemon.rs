@@ -268,6 +268,7 @@ pub fn run(mut opts: Options) -> Result<()> {
         Lifecycle {
             config: opts.config.clone(),
             stop_timeout: opts.stop_timeout,
+            isns: opts.isns,
         },
     ));
     let _ = std::fs::remove_file(&socket_path);
@@ -348,6 +349,7 @@ fn start_reactor(i: usize) -> Result<tokio::runtime::Handle> {
 struct Lifecycle {
     config: Option<std::path::PathBuf>,
     stop_timeout: u16,
+    isns: Option<SocketAddr>,
 }
 
 async fn serve(
@@ -362,6 +364,7 @@ async fn serve(
     let Lifecycle {
         config,
         stop_timeout,
+        isns,
     } = life;
     let reactors = Arc::new(reactors);
     // `--op delete --mode sys` asks for shutdown; the control server signals it only
@@ -397,6 +400,18 @@ async fn serve(
             }
         }));
     }
+    let isns_task = isns.map(|server| {
+        let changed = Arc::new(Notify::new());
+        let c = changed.clone();
+        registry.add_change_hook(Box::new(move || c.notify_one()));
+        let first = registry.portals().first().copied();
+        let eid = format!(
+            "rtgtd@{}",
+            first.map_or_else(|| "-".to_string(), |a| a.to_string())
+        );
+        let client = crate::isns::Client { server, eid };
+        tokio::spawn(client.run(registry.clone(), changed, daemon.stop.subscribe()))
+    });
     let control = tokio::net::UnixListener::from_std(control)?;
     tokio::spawn(control::serve(
         control,
@@ -424,6 +439,10 @@ async fn serve(
     }
     crate::notify::notify("STOPPING=1");
     crate::stop::graceful(&daemon, accepts).await;
+    if let Some(t) = isns_task {
+        // It deregisters once the stop is signalled (bounded by its own timeouts).
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(12), t).await;
+    }
     Ok(())
 }
 

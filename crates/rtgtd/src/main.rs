@@ -6,6 +6,7 @@ mod control;
 mod daemon;
 mod demo;
 mod guard;
+mod isns;
 mod listen;
 mod metrics;
 mod notify;

@@ -200,6 +200,29 @@ impl Target {
             .map(|(_, v)| v.clone())
     }
 
+    /// Where logins to this target are sent instead (RFC 7143 §11.13.5, status class 1),
+    /// as set with `--name RedirectAddress` (and `RedirectPort`, `RedirectReason`):
+    /// whether the move is permanent (01/02, else temporary 01/01) and the TargetAddress
+    /// value (RFC 7143 §13.8: `address[:port][,tpgt]`, IPv6 in brackets).
+    pub fn redirect(&self) -> Option<(bool, String)> {
+        // `None` (there is no unset) turns the redirection off.
+        let addr = self
+            .iscsi_param("RedirectAddress")
+            .filter(|a| !a.is_empty() && !a.eq_ignore_ascii_case("none"))?;
+        let addr = match addr.parse::<std::net::Ipv6Addr>() {
+            Ok(v6) => format!("[{v6}]"),
+            Err(_) => addr,
+        };
+        let target_address = match self.iscsi_param("RedirectPort") {
+            Some(port) => format!("{addr}:{port}"),
+            None => addr,
+        };
+        let permanent = self
+            .iscsi_param("RedirectReason")
+            .is_some_and(|r| r.eq_ignore_ascii_case("Permanent"));
+        Some((permanent, target_address))
+    }
+
     /// Whether the target accepts logins: its state is ready and so is the system's.
     pub fn online(&self) -> bool {
         self.ready.load(Ordering::Acquire) && self.system_ready.load(Ordering::Acquire)

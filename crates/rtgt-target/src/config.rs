@@ -913,8 +913,10 @@ pub fn handle(reg: &Registry, req: &Request) -> Response {
 }
 
 mod accounts;
+mod reference;
 mod sections;
 pub use accounts::{AccountConfig, AuthConfig};
+pub use reference::REFERENCE;
 pub use sections::ApplyCache;
 
 #[cfg(test)]

@@ -86,6 +86,9 @@ pub struct Options {
     /// unless given), keep the registration current, deregister on stop.
     #[arg(long = "isns", value_name = "ADDR[:PORT]", value_parser = crate::isns::parse_server)]
     pub isns: Option<std::net::SocketAddr>,
+    /// Print the rtgtd(8) man page (roff) and exit.
+    #[arg(long = "man", hide = true)]
+    pub man: bool,
     /// Append logs to this file (when detached, logs otherwise go nowhere).
     #[arg(long = "log-file", value_name = "PATH")]
     pub log_file: Option<PathBuf>,

@@ -8,6 +8,7 @@ mod demo;
 mod guard;
 mod isns;
 mod listen;
+mod man;
 mod metrics;
 mod notify;
 mod save;
@@ -19,6 +20,10 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     let opts = cli::Options::parse();
+    if opts.man {
+        print!("{}", man::page());
+        return ExitCode::SUCCESS;
+    }
     match daemon::run(opts) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

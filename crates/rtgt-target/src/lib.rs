@@ -303,6 +303,8 @@ pub struct Registry {
     portals: RwLock<Vec<(SocketAddr, u16)>>,
     /// rtgtd's state directory (`--state-dir`): where LUs keep APTPL reservations.
     state_dir: RwLock<Option<PathBuf>>,
+    /// The iSNS server rtgtd registers with (`--isns`), for the saved configuration.
+    isns: RwLock<Option<String>>,
     system_ready: Arc<AtomicBool>,
     /// Every LU of every target, by designator (the copy manager's view).
     lu_directory: Arc<LuDirectory>,
@@ -338,6 +340,7 @@ impl Default for Registry {
             targets: RwLock::new(Vec::new()),
             portals: RwLock::new(Vec::new()),
             state_dir: RwLock::new(None),
+            isns: RwLock::new(None),
             system_ready: Arc::new(AtomicBool::new(true)),
             lu_directory: LuDirectory::new(),
             debug: AtomicBool::new(false),
@@ -400,6 +403,11 @@ impl Registry {
     /// (persistent reservations with APTPL).
     pub fn set_state_dir(&self, dir: Option<PathBuf>) {
         *self.state_dir.write() = dir;
+    }
+
+    /// The iSNS server rtgtd registers with, as a configuration would name it.
+    pub fn set_isns(&self, server: Option<String>) {
+        *self.isns.write() = server;
     }
 
     pub fn target_by_name(&self, name: &str) -> Option<Arc<Target>> {

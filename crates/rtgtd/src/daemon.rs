@@ -128,6 +128,14 @@ fn read_config(opts: &mut Options) -> Result<Option<(String, String)>> {
     if opts.state_dir.is_none() {
         opts.state_dir = cfg.daemon.state_dir.as_ref().map(Into::into);
     }
+    if opts.isns.is_none() {
+        if let Some(s) = &cfg.daemon.isns {
+            opts.isns = Some(
+                crate::isns::parse_server(s)
+                    .map_err(|e| anyhow::anyhow!("config file {file}: key `isns`: {e}"))?,
+            );
+        }
+    }
     Ok(Some((file, text)))
 }
 
@@ -171,6 +179,7 @@ pub fn run(mut opts: Options) -> Result<()> {
             .collect(),
     );
     registry.set_state_dir(Some(opts.state_dir()));
+    registry.set_isns(opts.isns.map(|a| a.to_string()));
     if opts.demo {
         let dir = opts.state_dir();
         let r = demo::setup(&registry, &dir);

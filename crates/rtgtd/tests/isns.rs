@@ -98,14 +98,28 @@ fn targets_are_registered_with_isnsd_and_deregistered_on_stop() {
     let dir = TempDir::new("isns");
     let isns_port = free_port();
     let _isnsd = start_isnsd(dir.path(), isns_port);
-    let server = format!("127.0.0.1:{isns_port}");
-    let mut d = Daemon::start_args(&["--isns", &server]);
     let (one, two) = (
         "iqn.2026-11.org.example:isns-one",
         "iqn.2026-11.org.example:isns-two",
     );
-    d.adm_ok(&["--op", "new", "--mode", "target", "--tid", "1", "-T", one]);
+    // The server named in the configuration file; target one comes from it too.
+    let conf = dir.join("rtgt.toml");
+    std::fs::write(
+        &conf,
+        format!(
+            "[daemon]\nisns = \"127.0.0.1:{isns_port}\"\n\n[[target]]\ntid = 1\n\
+             name = \"{one}\"\ninitiator_address = [\"ALL\"]\n"
+        ),
+    )
+    .unwrap();
+    let mut d = Daemon::start_args(&["--config", conf.to_str().unwrap()]);
     d.adm_ok(&["--op", "new", "--mode", "target", "--tid", "2", "-T", two]);
+    // A dump keeps the setting.
+    let dump = d.adm_ok(&["config", "dump"]);
+    assert!(
+        dump.contains(&format!("isns = \"127.0.0.1:{isns_port}\"")),
+        "{dump}"
+    );
     let q = wait_query(dir.path(), |q| q.contains(one) && q.contains(two));
     assert!(q.contains(&format!("iSCSI name = \"{one}\"")), "{q}");
     assert!(q.contains(&format!("iSCSI name = \"{two}\"")), "{q}");

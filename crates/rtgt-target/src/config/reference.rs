@@ -9,6 +9,7 @@ errors (FILE:LINE:COL: key `K`: what is wrong), and rtgtd refuses to start on th
 [daemon]                      optional; --iscsi portal= and --state-dir win over it
   portals = [\"IP:PORT\", \"[IPv6]:PORT,tpgt=N\"]   portals and their portal groups
   state_dir = \"DIR\"            where persistent reservations (APTPL) are kept
+  isns = \"ADDR[:PORT]\"         iSNS server to register with (--isns)
 
 [[account]]                   a CHAP account (--mode account --op new); repeatable
   user = \"NAME\"

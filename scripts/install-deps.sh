@@ -20,6 +20,8 @@
 #   librbd-dev librados-dev
 #                     the rbd store links librbd and librados (cargo feature rbd)
 #   tgt-rbd           tgtd's bs_rbd, the peer of the rbd bench
+#   open-isns-server + open-isns-utils
+#                     isnsd and isnsadm: the iSNS test registers rtgtd's targets with them
 # Works as root without a terminal (CI=true, no stdin); uses sudo otherwise.
 set -euo pipefail
 SUDO=""
@@ -43,6 +45,8 @@ command -v rbd >/dev/null 2>&1 || need+=(ceph-common)
 [ -e /usr/include/rados/librados.h ] || need+=(librados-dev)
 [ -n "$(ls /usr/lib/tgt/backing-store/bs_rbd.so /usr/lib/*/tgt/backing-store/bs_rbd.so 2>/dev/null)" ] \
   || need+=(tgt-rbd)
+command -v isnsd >/dev/null 2>&1 || [ -x /usr/sbin/isnsd ] || need+=(open-isns-server)
+command -v isnsadm >/dev/null 2>&1 || [ -x /usr/sbin/isnsadm ] || need+=(open-isns-utils)
 command -v cc >/dev/null 2>&1 || need+=(build-essential)
 command -v curl >/dev/null 2>&1 || need+=(curl ca-certificates)
 # ISO 9660 images for the CD/DVD tests (crates/rtgtd/tests/cd.rs, tests/guest).

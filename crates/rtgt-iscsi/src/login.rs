@@ -143,6 +143,11 @@ pub trait LoginContext {
     fn session_exists(&mut self, _isid: [u8; 6], _tsih: u16) -> bool {
         false
     }
+    /// Where a Normal session's login to `target_name` goes instead (RFC 7143 §11.13.5
+    /// status class 1): 01/01 or 01/02 and the TargetAddress value for the response.
+    fn redirect(&mut self, _target_name: &str) -> Option<(LoginStatus, String)> {
+        None
+    }
     /// The authenticator for this login, called once after the first text set, or `None`
     /// for no authentication (AuthMethod=None only).
     fn authenticator(
@@ -307,6 +312,8 @@ pub struct Login {
     pdus: u32,
     failure: Option<String>,
     failure_status: Option<LoginStatus>,
+    /// TargetAddress of a redirection, sent with the class 1 status.
+    redirect_to: Option<String>,
 }
 
 impl fmt::Debug for Login {
@@ -345,6 +352,7 @@ impl Login {
             pdus: 0,
             failure: None,
             failure_status: None,
+            redirect_to: None,
         }
     }
 
@@ -651,6 +659,10 @@ impl Login {
                         "TargetName missing for a Normal session",
                     );
                 };
+                if let Some((status, addr)) = ctx.redirect(tname) {
+                    self.redirect_to = Some(addr.clone());
+                    return fail(status, format!("target {tname:?} moved to {addr}"));
+                }
                 let tl = ctx
                     .target(tname, iname)
                     .map_err(|s| (s, format!("target {tname:?} refused login")))?;
@@ -1194,7 +1206,12 @@ impl Login {
             self.p.isid = req.bhs[8..14].try_into().unwrap();
         }
         let csg = (req.flags() >> 2) & 3;
-        let mut r = self.response(req, csg << 2, Vec::new(), req.u16_at(14));
+        // A redirection names where to go (RFC 7143 §11.13.5: TargetAddress keys).
+        let data = match (&self.redirect_to, status.class) {
+            (Some(a), 1) => format!("TargetAddress={a}\0").into_bytes(),
+            _ => Vec::new(),
+        };
+        let mut r = self.response(req, csg << 2, data, req.u16_at(14));
         r.bhs[36] = status.class;
         r.bhs[37] = status.detail;
         r

@@ -30,12 +30,15 @@ pub fn write_atomically(path: &Path, data: &[u8]) -> std::io::Result<()> {
         f.sync_all()?;
         drop(f);
         if path.exists() {
+            // The old file becomes the backup by a link made aside and renamed over
+            // the previous backup, so FILE.bak always exists once it has.
             let bak = dir.join(format!("{name}.bak"));
-            let _ = std::fs::remove_file(&bak);
-            // A hard link keeps the old file in place until the rename replaces it.
-            if std::fs::hard_link(path, &bak).is_err() {
-                std::fs::copy(path, &bak)?;
+            let bak_tmp = dir.join(format!(".{name}.bak.tmp.{}", std::process::id()));
+            let _ = std::fs::remove_file(&bak_tmp);
+            if std::fs::hard_link(path, &bak_tmp).is_err() {
+                std::fs::copy(path, &bak_tmp)?;
             }
+            std::fs::rename(&bak_tmp, &bak)?;
         }
         std::fs::rename(&tmp, path)?;
         std::fs::File::open(&dir)?.sync_all()

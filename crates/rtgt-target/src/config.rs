@@ -47,11 +47,14 @@ pub struct DaemonConfig {
     pub portals: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub state_dir: Option<String>,
+    /// iSNS server to register with (`--isns ADDR[:PORT]`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub isns: Option<String>,
 }
 
 impl DaemonConfig {
     fn is_empty(&self) -> bool {
-        self.portals.is_empty() && self.state_dir.is_none()
+        self.portals.is_empty() && self.state_dir.is_none() && self.isns.is_none()
     }
 }
 
@@ -493,7 +496,11 @@ fn running_daemon(reg: &Registry) -> DaemonConfig {
         .read()
         .as_ref()
         .map(|d| d.display().to_string());
-    DaemonConfig { portals, state_dir }
+    DaemonConfig {
+        portals,
+        state_dir,
+        isns: reg.isns.read().clone(),
+    }
 }
 
 /// One running target, as a file would state it.
@@ -601,6 +608,9 @@ fn daemon_notes(current: &DaemonConfig, desired: &DaemonConfig) -> Vec<String> {
     }
     if desired.state_dir.is_some() && desired.state_dir != current.state_dir {
         notes.push("state_dir differs: it changes on restart".into());
+    }
+    if desired.isns.is_some() && desired.isns != current.isns {
+        notes.push("isns differs: it changes on restart".into());
     }
     notes
 }
@@ -913,8 +923,10 @@ pub fn handle(reg: &Registry, req: &Request) -> Response {
 }
 
 mod accounts;
+mod reference;
 mod sections;
 pub use accounts::{AccountConfig, AuthConfig};
+pub use reference::REFERENCE;
 pub use sections::ApplyCache;
 
 #[cfg(test)]

@@ -202,6 +202,29 @@ impl Target {
             .map(|(_, v)| v.clone())
     }
 
+    /// Where logins to this target are sent instead (RFC 7143 §11.13.5, status class 1),
+    /// as set with `--name RedirectAddress` (and `RedirectPort`, `RedirectReason`):
+    /// whether the move is permanent (01/02, else temporary 01/01) and the TargetAddress
+    /// value (RFC 7143 §13.8: `address[:port][,tpgt]`, IPv6 in brackets).
+    pub fn redirect(&self) -> Option<(bool, String)> {
+        // `None` (there is no unset) turns the redirection off.
+        let addr = self
+            .iscsi_param("RedirectAddress")
+            .filter(|a| !a.is_empty() && !a.eq_ignore_ascii_case("none"))?;
+        let addr = match addr.parse::<std::net::Ipv6Addr>() {
+            Ok(v6) => format!("[{v6}]"),
+            Err(_) => addr,
+        };
+        let target_address = match self.iscsi_param("RedirectPort") {
+            Some(port) => format!("{addr}:{port}"),
+            None => addr,
+        };
+        let permanent = self
+            .iscsi_param("RedirectReason")
+            .is_some_and(|r| r.eq_ignore_ascii_case("Permanent"));
+        Some((permanent, target_address))
+    }
+
     /// Whether the target accepts logins: its state is ready and so is the system's.
     pub fn online(&self) -> bool {
         self.ready.load(Ordering::Acquire) && self.system_ready.load(Ordering::Acquire)
@@ -282,6 +305,8 @@ pub struct Registry {
     portals: RwLock<Vec<(SocketAddr, u16)>>,
     /// rtgtd's state directory (`--state-dir`): where LUs keep APTPL reservations.
     state_dir: RwLock<Option<PathBuf>>,
+    /// The iSNS server rtgtd registers with (`--isns`), for the saved configuration.
+    isns: RwLock<Option<String>>,
     system_ready: Arc<AtomicBool>,
     /// Every LU of every target, by designator (the copy manager's view).
     lu_directory: Arc<LuDirectory>,
@@ -307,8 +332,8 @@ pub struct Registry {
     global_changed: AtomicU64,
     /// What `config apply` remembers between runs (parsed sections, targets in step).
     config_cache: parking_lot::Mutex<config::ApplyCache>,
-    /// Called after every successful change (rtgtd `--save-config`).
-    change_hook: RwLock<Option<Hook>>,
+    /// Called after every successful change (rtgtd `--save-config`, iSNS).
+    change_hooks: RwLock<Vec<Hook>>,
 }
 
 impl Default for Registry {
@@ -317,6 +342,7 @@ impl Default for Registry {
             targets: RwLock::new(Vec::new()),
             portals: RwLock::new(Vec::new()),
             state_dir: RwLock::new(None),
+            isns: RwLock::new(None),
             system_ready: Arc::new(AtomicBool::new(true)),
             lu_directory: LuDirectory::new(),
             debug: AtomicBool::new(false),
@@ -331,7 +357,7 @@ impl Default for Registry {
             changes: AtomicU64::new(0),
             global_changed: AtomicU64::new(0),
             config_cache: parking_lot::Mutex::new(config::ApplyCache::default()),
-            change_hook: RwLock::new(None),
+            change_hooks: RwLock::new(Vec::new()),
         }
     }
 }
@@ -387,6 +413,11 @@ impl Registry {
     /// (persistent reservations with APTPL).
     pub fn set_state_dir(&self, dir: Option<PathBuf>) {
         *self.state_dir.write() = dir;
+    }
+
+    /// The iSNS server rtgtd registers with, as a configuration would name it.
+    pub fn set_isns(&self, server: Option<String>) {
+        *self.isns.write() = server;
     }
 
     pub fn target_by_name(&self, name: &str) -> Option<Arc<Target>> {
@@ -524,16 +555,16 @@ impl Registry {
             None if mode == "target" && req.tid.is_some() => {}
             None => self.global_changed.store(n, Ordering::Release),
         }
-        if let Some(hook) = self.change_hook.read().as_ref() {
+        for hook in self.change_hooks.read().iter() {
             hook();
         }
     }
 
-    /// Called (from the thread that made it) after every successful change to the
-    /// configuration, so the daemon can save it (`rtgtd --save-config`). The hook
-    /// should only signal.
-    pub fn set_change_hook(&self, hook: Box<dyn Fn() + Send + Sync>) {
-        *self.change_hook.write() = Some(hook);
+    /// Adds a hook called (from the thread that made it) after every successful change
+    /// to the configuration, so the daemon can save it (`rtgtd --save-config`) or
+    /// register it again (iSNS). A hook should only signal.
+    pub fn add_change_hook(&self, hook: Box<dyn Fn() + Send + Sync>) {
+        self.change_hooks.write().push(hook);
     }
 }
 

@@ -28,6 +28,8 @@ enum Kind {
     Digest,
     /// Free text (TargetAlias).
     Text,
+    /// Temporary or Permanent (RedirectReason).
+    Reason,
 }
 
 /// Target-level keys an administrator may override: the operational keys of
@@ -51,6 +53,10 @@ const KEYS: &[(&str, Kind)] = &[
     ("MaxQueueCmd", Kind::Num(1, 65_535)),
     ("nop_interval", Kind::Num(0, 3600)),
     ("nop_count", Kind::Num(0, 65_535)),
+    // Login redirection (RFC 7143 §11.13.5 status class 1), with tgt's names.
+    ("RedirectAddress", Kind::Text),
+    ("RedirectPort", Kind::Num(1, 65_535)),
+    ("RedirectReason", Kind::Reason),
 ];
 
 /// Names of the keys [`check_iscsi_param`] accepts.
@@ -98,6 +104,15 @@ pub fn check_iscsi_param(name: &str, value: &str) -> Result<(String, String), St
             }
             out.join(",")
         }
+        Kind::Reason => match value.to_ascii_lowercase().as_str() {
+            "temporary" => "Temporary".into(),
+            "permanent" => "Permanent".into(),
+            _ => {
+                return Err(format!(
+                    "invalid value '{value}' for {key}: use Temporary or Permanent"
+                ))
+            }
+        },
         Kind::Text => {
             if value.len() > 255 || value.contains('\0') {
                 return Err(format!(

@@ -160,6 +160,10 @@ pub fn first_word(argv: &[String]) -> Option<&str> {
 }
 
 pub fn run(argv: &[String]) -> i32 {
+    if argv.iter().any(|a| a == "-h" || a == "--help") {
+        print!("{USAGE}\n{}", rtgt_target::config::REFERENCE);
+        return 0;
+    }
     let args = match parse(argv) {
         Ok(a) => a,
         Err(e) => {

@@ -5,6 +5,7 @@
 mod args;
 mod config_cmd;
 mod import_tgt;
+mod man;
 mod report_cmd;
 
 use std::io::{BufRead, BufReader, Write};
@@ -27,6 +28,17 @@ fn run() -> i32 {
         .skip(1)
         .map(|a| a.to_string_lossy().into_owned())
         .collect();
+    match argv.first().map(String::as_str) {
+        Some("--man") if argv.len() == 1 => {
+            print!("{}", man::rtgtadm());
+            return 0;
+        }
+        Some("--man-config") if argv.len() == 1 => {
+            print!("{}", man::config());
+            return 0;
+        }
+        _ => {}
+    }
     if config_cmd::is_config(&argv) {
         return config_cmd::run(&argv);
     }

@@ -82,6 +82,13 @@ pub struct Options {
     #[arg(long = "stop-timeout", value_name = "SECONDS", default_value_t = 10,
           value_parser = clap::value_parser!(u16).range(0..=3600))]
     pub stop_timeout: u16,
+    /// Register the targets and portals with this iSNS server (RFC 4171; port 3205
+    /// unless given), keep the registration current, deregister on stop.
+    #[arg(long = "isns", value_name = "ADDR[:PORT]", value_parser = crate::isns::parse_server)]
+    pub isns: Option<std::net::SocketAddr>,
+    /// Print the rtgtd(8) man page (roff) and exit.
+    #[arg(long = "man", hide = true)]
+    pub man: bool,
     /// Append logs to this file (when detached, logs otherwise go nowhere).
     #[arg(long = "log-file", value_name = "PATH")]
     pub log_file: Option<PathBuf>,

@@ -102,12 +102,35 @@ impl LoginContext for Ctx<'_> {
             tracing::warn!(peer = %self.peer, initiator_name, target_name, max, "login refused: daemon session limit reached");
             return Err(LoginStatus::OUT_OF_RESOURCES);
         }
-        let overrides = t.iscsi_params();
+        // Only the keys the login negotiates; the daemon's own knobs (nop_interval,
+        // MaxQueueCmd, Redirect*) are not login parameters.
+        let overrides = t
+            .iscsi_params()
+            .into_iter()
+            .filter(|(k, _)| {
+                TargetDefaults::KEYS
+                    .iter()
+                    .any(|n| n.eq_ignore_ascii_case(k))
+            })
+            .collect();
         self.target = Some(t);
         Ok(TargetLogin {
             overrides,
             portal_group_tag: self.tpgt,
         })
+    }
+    fn redirect(&mut self, target_name: &str) -> Option<(LoginStatus, String)> {
+        let t = self.daemon.registry.target_by_name(target_name)?;
+        let (permanent, addr) = t.redirect()?;
+        tracing::info!(peer = %self.peer, target_name, to = %addr, permanent, "login redirected");
+        Some((
+            if permanent {
+                LoginStatus::TARGET_MOVED_PERMANENTLY
+            } else {
+                LoginStatus::TARGET_MOVED_TEMPORARILY
+            },
+            addr,
+        ))
     }
     fn new_tsih(&mut self) -> u16 {
         self.daemon.next_tsih()

@@ -128,6 +128,14 @@ fn read_config(opts: &mut Options) -> Result<Option<(String, String)>> {
     if opts.state_dir.is_none() {
         opts.state_dir = cfg.daemon.state_dir.as_ref().map(Into::into);
     }
+    if opts.isns.is_none() {
+        if let Some(s) = &cfg.daemon.isns {
+            opts.isns = Some(
+                crate::isns::parse_server(s)
+                    .map_err(|e| anyhow::anyhow!("config file {file}: key `isns`: {e}"))?,
+            );
+        }
+    }
     Ok(Some((file, text)))
 }
 
@@ -171,6 +179,7 @@ pub fn run(mut opts: Options) -> Result<()> {
             .collect(),
     );
     registry.set_state_dir(Some(opts.state_dir()));
+    registry.set_isns(opts.isns.map(|a| a.to_string()));
     if opts.demo {
         let dir = opts.state_dir();
         let r = demo::setup(&registry, &dir);
@@ -268,6 +277,7 @@ pub fn run(mut opts: Options) -> Result<()> {
         Lifecycle {
             config: opts.config.clone(),
             stop_timeout: opts.stop_timeout,
+            isns: opts.isns,
         },
     ));
     let _ = std::fs::remove_file(&socket_path);
@@ -348,6 +358,7 @@ fn start_reactor(i: usize) -> Result<tokio::runtime::Handle> {
 struct Lifecycle {
     config: Option<std::path::PathBuf>,
     stop_timeout: u16,
+    isns: Option<SocketAddr>,
 }
 
 async fn serve(
@@ -362,6 +373,7 @@ async fn serve(
     let Lifecycle {
         config,
         stop_timeout,
+        isns,
     } = life;
     let reactors = Arc::new(reactors);
     // `--op delete --mode sys` asks for shutdown; the control server signals it only
@@ -397,6 +409,18 @@ async fn serve(
             }
         }));
     }
+    let isns_task = isns.map(|server| {
+        let changed = Arc::new(Notify::new());
+        let c = changed.clone();
+        registry.add_change_hook(Box::new(move || c.notify_one()));
+        let first = registry.portals().first().copied();
+        let eid = format!(
+            "rtgtd@{}",
+            first.map_or_else(|| "-".to_string(), |a| a.to_string())
+        );
+        let client = crate::isns::Client { server, eid };
+        tokio::spawn(client.run(registry.clone(), changed, daemon.stop.subscribe()))
+    });
     let control = tokio::net::UnixListener::from_std(control)?;
     tokio::spawn(control::serve(
         control,
@@ -424,6 +448,10 @@ async fn serve(
     }
     crate::notify::notify("STOPPING=1");
     crate::stop::graceful(&daemon, accepts).await;
+    if let Some(t) = isns_task {
+        // It deregisters once the stop is signalled (bounded by its own timeouts).
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(12), t).await;
+    }
     Ok(())
 }
 

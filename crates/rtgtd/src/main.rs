@@ -6,7 +6,9 @@ mod control;
 mod daemon;
 mod demo;
 mod guard;
+mod isns;
 mod listen;
+mod man;
 mod metrics;
 mod notify;
 mod save;
@@ -18,6 +20,10 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     let opts = cli::Options::parse();
+    if opts.man {
+        print!("{}", man::page());
+        return ExitCode::SUCCESS;
+    }
     match daemon::run(opts) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -38,7 +38,7 @@ impl Saver {
     pub fn start(registry: &Arc<Registry>, path: PathBuf) -> std::io::Result<Self> {
         let shared = Arc::new((Mutex::new(State::default()), Condvar::new()));
         let hook = shared.clone();
-        registry.set_change_hook(Box::new(move || {
+        registry.add_change_hook(Box::new(move || {
             hook.0.lock().dirty = true;
             hook.1.notify_one();
         }));

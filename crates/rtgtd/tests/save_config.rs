@@ -41,12 +41,9 @@ fn a_restart_with_the_saved_configuration_serves_what_ran() {
     sparse_file(&img, GIB);
     let file = data.join("rtgt.toml");
     let mut d = Daemon::start_args(&["--save-config", file.to_str().unwrap()]);
-    // Written at start, before any change (the control socket accepts connections
-    // a moment before, so give it that moment).
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !file.exists() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    // Written at start, before any change (rtgtd's control socket answers a moment
+    // before: poll).
+    wait_saved(&file, "rtgt configuration");
     assert!(file.exists(), "{}", d.log());
     let img_s = img.to_str().unwrap();
     let lines = [

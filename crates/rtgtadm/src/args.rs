@@ -452,6 +452,14 @@ Logical units:
   --mode logicalunit --op new --tid N --lun L --device-type cd [--backing-store IMAGE]
   --mode logicalunit --op update --tid N --lun L --params media=IMAGE|eject=1[,force=1]
         a CD/DVD drive: an ISO is a DVD-ROM, an empty image a blank DVD+R
+  --mode logicalunit --op new --tid N --lun L --device-type tape [--bstype ssc]
+        [--backing-store CARTRIDGE]  a tape drive, empty without a cartridge (rtgtimg)
+  --mode logicalunit --op new --tid N --lun L --device-type changer
+  --mode logicalunit --op update --tid N --lun L --params media_home=DIR
+  --mode logicalunit --op update --tid N --lun L --params element_type=T,start_address=A,quantity=Q
+  --mode logicalunit --op update --tid N --lun L --params element_type=2,address=A,barcode=B,sides=1
+  --mode logicalunit --op update --tid N --lun L --params element_type=4,address=A,tid=T,lun=L
+        a media changer (tgt's syntax): slots, drives, cartridges from media_home
   --mode logicalunit --op bind|unbind --tid N --lun L --initiator-name NAME
         LUN masking: a LUN with names bound is seen only by those initiators
 
@@ -488,7 +496,7 @@ Options:
   -f, --bsoflags FLAGS        sync, direct, or both (sync,direct or sync:direct)
   -S, --bsopts OPTS           backing-store options: size=N for mem and null
   -y, --blocksize N           logical block size: 512 (default) or 4096
-  -Y, --device-type TYPE      disk (default) or cd
+  -Y, --device-type TYPE      disk (default), cd, tape or changer
   -P, --params K=V,...        logical unit parameters: readonly=0|1, write_cache=on|off,
                               nv_cache=0|1, physical_blocksize=N, vendor_id=, product_id=,
                               scsi_id=, scsi_sn=, removable=, online=, sense_format=, size=

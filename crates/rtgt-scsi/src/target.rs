@@ -266,7 +266,8 @@ impl ScsiTarget {
             return Err(ScsiError::BadBlockSize(cfg.block_size));
         }
         let size = cfg.store.size();
-        if size < u64::from(cfg.block_size) {
+        // A store not ready yet has no size until it is (store_ready.rs).
+        if size < u64::from(cfg.block_size) && cfg.store.ready() {
             return Err(ScsiError::TooSmall {
                 size,
                 block_size: cfg.block_size,
@@ -533,6 +534,7 @@ impl ScsiTarget {
                         lu.path.clone()
                     },
                     backing_store_flags: lu.bsoflags.clone(),
+                    backing_store_opts: lu.store.as_ref().and_then(|s| s.bsopts()),
                     write_cache: !controller && mode.wce,
                     nv_cache: p.nv_cache,
                     physical_block_size: lu.physical_block_size,
@@ -690,6 +692,9 @@ impl ScsiTarget {
         if !opcodes::is_known(lu.device_type, features, opcode) {
             return Err(invalid_opcode());
         }
+        if crate::store_ready::became_ready(lu) {
+            self.check_capacity(lu, None);
+        }
         // SAM-5 5.14: a pending unit attention ends any other command.
         let ua_exempt = spc::ua_exempt(opcode)
             || (lu.device_type == DeviceType::Cd && crate::mmc::ua_exempt(opcode));
@@ -710,6 +715,9 @@ impl ScsiTarget {
             if let Some(s) = alua::refuse(self.alua.read().state(nexus.target_port_group), cdb) {
                 return Err(s.into());
             }
+        }
+        if let Some(s) = crate::store_ready::refuse(lu, opcode) {
+            return Err(s.into());
         }
         // SPC-2 reservations, then persistent ones (SPC-4 5.13.1), as the newest state
         // any target sharing the medium has published.
@@ -760,7 +768,9 @@ impl ScsiTarget {
     /// NOT READY when the medium is out or the LU is offline (SBC-4 4.8).
     fn not_ready(&self, lu: &Lu) -> Option<Sense> {
         let present = lu.medium.lock().present && lu.params.read().online;
-        (!present).then(|| Sense::of(key::NOT_READY, asc::MEDIUM_NOT_PRESENT))
+        (!present)
+            .then(|| Sense::of(key::NOT_READY, asc::MEDIUM_NOT_PRESENT))
+            .or_else(|| crate::store_ready::not_ready(lu))
     }
 
     async fn disk(

@@ -496,3 +496,190 @@ fn rbd_thin_lba_status_and_zeroes() {
         vec![0x3c; 4096]
     );
 }
+
+/// A LU on an image whose cluster cannot be reached (its monitor killed) is created
+/// anyway, by rtgtadm and from a config file at daemon start: it answers INQUIRY and
+/// says NOT READY, LOGICAL UNIT COMMUNICATION FAILURE to media access; when the monitor
+/// comes back the LU becomes ready by itself (CAPACITY DATA HAS CHANGED, then the
+/// image's size and data). Mistakes that can never work still fail the creation.
+#[test]
+fn rbd_lu_not_ready_until_the_cluster_answers() {
+    let tmp = TempDir::new("rbd-late");
+    let c = Cluster::up(&tmp.join("ceph"));
+    c.rbd(&[
+        "create",
+        "--size",
+        "32M",
+        "--image-feature",
+        "layering",
+        "rbd/late",
+    ]);
+    let bsopts = format!("conf={};timeout=3;cache=off", c.conf);
+    let port = free_port();
+    let portal = format!("portal=127.0.0.1:{port},tpgt=1");
+    let a = Daemon::spawn(
+        TempDir::new("rbd-late-a"),
+        port,
+        &["-f", "-C", "1", "--iscsi", &portal],
+    );
+    a.adm_ok(&["--op", "new", "--mode", "target", "--tid", "1", "-T", IQN]);
+    a.adm_ok(&[
+        "--op", "bind", "--mode", "target", "--tid", "1", "-I", "ALL",
+    ]);
+    let new_lu = |lun: &str, image: &str, opts: &str| {
+        a.adm(&[
+            "--op",
+            "new",
+            "--mode",
+            "logicalunit",
+            "--tid",
+            "1",
+            "--lun",
+            lun,
+            "--bstype",
+            "rbd",
+            "-b",
+            image,
+            "--bsopts",
+            opts,
+        ])
+    };
+
+    // --- What can never work fails at once, with the reason.
+    let o = new_lu("2", "rbd/nosuch", &bsopts);
+    let err = common::text(&o.stderr);
+    assert!(!o.status.success(), "an image that does not exist");
+    assert!(
+        err.contains("rbd/nosuch") && err.contains("No such file"),
+        "{err}"
+    );
+    let o = new_lu("2", "rbd/late", "timeout=soon");
+    assert!(!o.status.success());
+    assert!(
+        common::text(&o.stderr).contains("timeout=soon"),
+        "{}",
+        common::text(&o.stderr)
+    );
+
+    // --- The monitor dies: the cluster cannot be reached.
+    let mon_pid = |c: &Cluster| -> i32 {
+        std::fs::read_to_string(c.dir.join("run/mon.a.pid"))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    let mon = mon_pid(&c);
+    // SAFETY: a signal to the monitor this test started.
+    unsafe { libc::kill(mon, libc::SIGKILL) };
+    while Path::new(&format!("/proc/{mon}/stat")).exists()
+        && !std::fs::read_to_string(format!("/proc/{mon}/stat"))
+            .unwrap_or_default()
+            .contains(") Z")
+    {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    // Created through rtgtadm (waiting at most the 3 s client timeout) ...
+    let t = Instant::now();
+    let o = new_lu("1", "rbd/late", &bsopts);
+    assert!(o.status.success(), "{}", common::text(&o.stderr));
+    assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
+    // ... and from a config file at daemon start.
+    let cfg = tmp.join("late.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[[target]]\ntid = 1\nname = \"{IQN}\"\ninitiator_address = [\"ALL\"]\n\n\
+             [[target.lun]]\nlun = 1\nbstype = \"rbd\"\nbacking_store = \"rbd/late\"\n\
+             bsopts = \"{bsopts}\"\n"
+        ),
+    )
+    .unwrap();
+    let port_b = free_port();
+    let portal_b = format!("portal=127.0.0.1:{port_b},tpgt=2");
+    let b = Daemon::spawn(
+        TempDir::new("rbd-late-b"),
+        port_b,
+        &[
+            "-f",
+            "-C",
+            "1",
+            "--iscsi",
+            &portal_b,
+            "--config",
+            cfg.to_str().unwrap(),
+        ],
+    );
+    let mut sa = RawConn::session(a.port, IQN);
+    let mut sb = RawConn::session(b.port, IQN);
+    for s in [&mut sa, &mut sb] {
+        let r = s.exec(1, &[0x12, 0, 0, 0, 96, 0], 96, &[]);
+        assert_eq!(r.status, GOOD, "INQUIRY while the cluster is down");
+        assert_eq!(r.data[0], 0x00, "a connected disk");
+        for cdb in [&[0u8, 0, 0, 0, 0, 0][..], &read10(0, 1)[..]] {
+            let (_, r) = s.exec_after_uas(1, cdb, 512, &[]);
+            assert_eq!(
+                r.sense_code(),
+                (0x02, 0x08, 0x00),
+                "NOT READY, LOGICAL UNIT COMMUNICATION FAILURE: {cdb:02x?}"
+            );
+        }
+    }
+    // Each daemon logs why.
+    for d in [&a, &b] {
+        let log = d.log();
+        assert!(
+            log.contains("rbd image cannot be opened") || log.contains("rbd image not open"),
+            "{log}"
+        );
+    }
+    // The LU designators are the image's already (they do not change when it opens).
+    let before = lu_designators(&vpd(&mut sa, 0x83));
+    assert_eq!(before, lu_designators(&vpd(&mut sb, 0x83)));
+
+    // --- The monitor comes back: both LUs become ready by themselves.
+    let st = Command::new("ceph-mon")
+        .args(["-c", &c.conf, "-i", "a"])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let t = Instant::now();
+    for (name, s) in [("rtgtadm", &mut sa), ("config", &mut sb)] {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let r = loop {
+            let r = s.exec(1, &[0, 0, 0, 0, 0, 0], 0, &[]);
+            if r.sense_code() != (0x02, 0x08, 0x00) {
+                break r;
+            }
+            assert!(Instant::now() < deadline, "{name}: never became ready");
+            std::thread::sleep(Duration::from_millis(200));
+        };
+        assert_eq!(
+            r.sense_code(),
+            (0x06, 0x2a, 0x09),
+            "{name}: CAPACITY DATA HAS CHANGED first"
+        );
+        assert_eq!(s.exec(1, &[0, 0, 0, 0, 0, 0], 0, &[]).status, GOOD);
+        let r = s.exec(1, &[0x25, 0, 0, 0, 0, 0, 0, 0, 0, 0], 8, &[]);
+        assert_eq!(be32(&r.data, 0) as u64 + 1, (32 << 20) / 512, "{name}");
+    }
+    eprintln!(
+        "ready {:.1}s after the monitor restarted",
+        t.elapsed().as_secs_f64()
+    );
+    assert_eq!(lu_designators(&vpd(&mut sa, 0x83)), before);
+    let data = prng_bytes(21, 16 * 512);
+    assert_eq!(sa.exec(1, &write10(100, 16), 0, &data).status, GOOD);
+    let r = sb.exec(1, &read10(100, 16), 16 * 512, &[]);
+    assert_eq!(r.status, GOOD);
+    assert!(
+        r.data == data,
+        "data written through one reads back through the other"
+    );
+    // The saved configuration keeps the store's options.
+    let file = tmp.join("dump.toml");
+    b.adm_ok(&["config", "dump", file.to_str().unwrap()]);
+    let dump = std::fs::read_to_string(&file).unwrap();
+    assert!(dump.contains(&format!("bsopts = \"{bsopts}\"")), "{dump}");
+}

@@ -18,7 +18,7 @@
 use std::ffi::{c_char, c_int, c_void, CString};
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -342,21 +342,35 @@ async fn blocking<T: Send + 'static>(
         .map_err(io::Error::other)
 }
 
-/// The handle the SCSI layer holds.
-pub struct SharedHandle(pub(crate) Arc<SharedPr>);
+/// The handle the SCSI layer holds. Empty until the image is open: no state to
+/// report yet, and no update can be made (ENOTCONN: the LU is NOT READY).
+pub struct SharedHandle(pub(crate) OnceLock<Arc<SharedPr>>);
+
+impl SharedHandle {
+    fn pr(&self) -> io::Result<Arc<SharedPr>> {
+        self.0
+            .get()
+            .cloned()
+            .ok_or_else(|| io::Error::from_raw_os_error(libc::ENOTCONN))
+    }
+}
 
 #[async_trait]
 impl SharedState for SharedHandle {
     fn latest(&self) -> (u64, Option<Vec<u8>>) {
-        self.0.w().state.lock().clone()
+        match self.0.get() {
+            Some(pr) => pr.w().state.lock().clone(),
+            // Version 0: what a LU holds before it has seen any state.
+            None => (0, None),
+        }
     }
 
     async fn lock(&self) -> io::Result<Option<Vec<u8>>> {
-        blocking(self.0.clone(), |s| s.lock_blocking()).await?
+        blocking(self.pr()?, |s| s.lock_blocking()).await?
     }
 
     async fn publish_unlock(&self, state: Vec<u8>) -> io::Result<()> {
-        blocking(self.0.clone(), move |s| {
+        blocking(self.pr()?, move |s| {
             let r = s.publish_blocking(&state);
             s.unlock_blocking();
             r
@@ -365,6 +379,8 @@ impl SharedState for SharedHandle {
     }
 
     async fn unlock(&self) {
-        let _ = blocking(self.0.clone(), |s| s.unlock_blocking()).await;
+        if let Ok(pr) = self.pr() {
+            let _ = blocking(pr, |s| s.unlock_blocking()).await;
+        }
     }
 }

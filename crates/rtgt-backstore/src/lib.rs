@@ -216,9 +216,14 @@ pub trait SharedState: Send + Sync {
     fn latest(&self) -> (u64, Option<Vec<u8>>);
     /// Takes the update lock (for every process) and reads the state fresh.
     async fn lock(&self) -> io::Result<Option<Vec<u8>>>;
-    /// Stores `state`, tells every process, and releases the lock; returns once every
-    /// live process has the new state.
-    async fn publish_unlock(&self, state: Vec<u8>) -> io::Result<()>;
+    /// Stores `state`, tells every process (with `event`, what the others must act on,
+    /// when not empty), and releases the lock; returns once every live process has the
+    /// new state.
+    async fn publish_unlock(&self, state: Vec<u8>, event: Vec<u8>) -> io::Result<()>;
+    /// The events other processes published since `seen` (0 at first, then what the
+    /// previous call returned), oldest first, and the number to pass next time. No I/O:
+    /// asked before every command.
+    fn events_since(&self, seen: u64) -> (u64, Vec<Vec<u8>>);
     /// Releases the lock without a change.
     async fn unlock(&self);
 }

@@ -54,6 +54,8 @@ pub(crate) struct Lu {
     /// same medium (gateways of one RBD image), and the version of it `pr` holds.
     pub shared: Option<Arc<dyn rtgt_backstore::SharedState>>,
     pub pr_version: AtomicU64,
+    /// The last reservation event of other targets this LU has taken (shared_pr.rs).
+    pub pr_event_seq: AtomicU64,
     /// The store was not ready when the LU was made (store_ready.rs): NOT READY until
     /// it is, then CAPACITY DATA HAS CHANGED.
     pub awaiting_store: AtomicBool,
@@ -122,6 +124,7 @@ impl Lu {
             pr: Mutex::new(PrState::default()),
             shared,
             pr_version: AtomicU64::new(0),
+            pr_event_seq: AtomicU64::new(0),
             awaiting_store: AtomicBool::new(awaiting_store),
             range: RangeLock::default(),
             sanitizing: Arc::new(AtomicBool::new(false)),

@@ -695,6 +695,10 @@ impl ScsiTarget {
         if crate::store_ready::became_ready(lu) {
             self.check_capacity(lu, None);
         }
+        // Reservation changes made through other targets sharing the medium.
+        for (who, code) in crate::shared_pr::remote_uas(lu) {
+            lu.ua.establish(self.nexuses_in(&who), code);
+        }
         // SAM-5 5.14: a pending unit attention ends any other command.
         let ua_exempt = spc::ua_exempt(opcode)
             || (lu.device_type == DeviceType::Cd && crate::mmc::ua_exempt(opcode));
@@ -885,7 +889,8 @@ impl ScsiTarget {
                 // On a medium shared with other targets, under their common lock.
                 let update = crate::shared_pr::begin(lu).await?;
                 let fx = spc::pr_out(lu, nexus, cdb, data, &self.name, &ports);
-                let fx = match (fx, crate::shared_pr::finish(lu, update).await) {
+                let uas = fx.as_ref().map(|f| f.uas.clone()).unwrap_or_default();
+                let fx = match (fx, crate::shared_pr::finish(lu, update, &uas).await) {
                     (Ok(fx), Ok(())) => fx,
                     (Err(e), _) | (Ok(_), Err(e)) => return Err(e),
                 };

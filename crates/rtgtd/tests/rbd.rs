@@ -342,6 +342,95 @@ fn rbd_gateways_on_a_real_cluster() {
     let (cdb, p) = prout(0x00, 0, 0xa1, 0, 0); // unregister
     assert_eq!(sa.exec(1, &cdb, 0, &p).status, GOOD);
 
+    // --- Unit attentions a PERSISTENT RESERVE OUT through A establishes reach the
+    // nexuses on B registered under the affected keys (SPC-4 5.13.11).
+    let tur = [0u8; 6];
+    let pr_ok = |s: &mut RawConn, sa: u8, rtype: u8, key: u64, sa_key: u64| {
+        let (cdb, p) = prout(sa, rtype, key, sa_key, 0);
+        let r = s.exec(1, &cdb, 0, &p);
+        assert_eq!(r.status, GOOD, "PR OUT {sa:#x} {key:#x} {sa_key:#x}: {r:?}");
+    };
+    pr_ok(&mut sa, 0x00, 0, 0, 0xa1); // A registers A1
+    pr_ok(&mut sb, 0x00, 0, 0, 0xb1); // B registers B1
+    pr_ok(&mut sb, 0x01, 5, 0xb1, 0); // B reserves: WRITE EXCLUSIVE, REGISTRANTS ONLY
+    pr_ok(&mut sa, 0x04, 5, 0xa1, 0xb1); // A preempts B1 (same type)
+    let r = sb.exec(1, &tur, 0, &[]);
+    assert_eq!(
+        r.sense_code(),
+        (0x06, 0x2a, 0x05),
+        "B: REGISTRATIONS PREEMPTED"
+    );
+    assert_eq!(sb.exec(1, &tur, 0, &[]).status, GOOD, "once");
+    pr_ok(&mut sb, 0x00, 0, 0, 0xb1); // B registers again
+    pr_ok(&mut sa, 0x02, 5, 0xa1, 0); // A releases a registrants-only reservation
+    let r = sb.exec(1, &tur, 0, &[]);
+    assert_eq!(
+        r.sense_code(),
+        (0x06, 0x2a, 0x04),
+        "B: RESERVATIONS RELEASED"
+    );
+    pr_ok(&mut sa, 0x03, 0, 0xa1, 0); // A clears
+    let r = sb.exec(1, &tur, 0, &[]);
+    assert_eq!(
+        r.sense_code(),
+        (0x06, 0x2a, 0x03),
+        "B: RESERVATIONS PREEMPTED"
+    );
+    assert_eq!(sb.exec(1, &tur, 0, &[]).status, GOOD);
+    assert_eq!(
+        sa.exec(1, &tur, 0, &[]).status,
+        GOOD,
+        "A's own nexus: nothing"
+    );
+    // What one reservation change costs (lock, read, metadata write, notify that B
+    // acknowledges, unlock), as an initiator sees it.
+    let t = Instant::now();
+    for _ in 0..10 {
+        pr_ok(&mut sa, 0x00, 0, 0, 0xa1);
+        pr_ok(&mut sa, 0x00, 0, 0xa1, 0);
+    }
+    eprintln!(
+        "PR OUT with a change, through A with B watching: {:.1} ms each",
+        t.elapsed().as_secs_f64() * 1e3 / 20.0
+    );
+    for l in a
+        .log()
+        .lines()
+        .filter(|l| l.contains("reservation change published"))
+        .take(5)
+    {
+        eprintln!("{l}");
+    }
+
+    // --- B stalls longer than the OSD keeps a silent client's watch (osd client watch
+    // timeout = 5 s in the test cluster): B re-establishes its watch as soon as it runs
+    // again, without waiting for a reservation change of its own, and then enforces
+    // what A reserves.
+    let pid_b = b.pid() as i32;
+    // SAFETY: signals to the gateway this test started.
+    unsafe { libc::kill(pid_b, libc::SIGSTOP) };
+    std::thread::sleep(Duration::from_secs(9));
+    unsafe { libc::kill(pid_b, libc::SIGCONT) };
+    let t = Instant::now();
+    while !b.log().contains("re-established") {
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "B never re-established its watch: {}",
+            b.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    eprintln!(
+        "B's watch re-established {:.1}s after it resumed",
+        t.elapsed().as_secs_f64()
+    );
+    pr_ok(&mut sa, 0x00, 0, 0, 0xa1);
+    pr_ok(&mut sa, 0x01, 1, 0xa1, 0); // WRITE EXCLUSIVE
+    let r = sb.exec_after_uas(1, &write10(10, 1), 0, &block(0x55)).1;
+    assert_eq!(r.status, RESERVATION_CONFLICT, "B after its watch broke");
+    pr_ok(&mut sa, 0x02, 1, 0xa1, 0);
+    pr_ok(&mut sa, 0x00, 0, 0xa1, 0);
+
     // --- A resize of the image: CAPACITY DATA HAS CHANGED, and the new size.
     c.rbd(&["resize", "--size", "96M", "rbd/img"]);
     let deadline = Instant::now() + Duration::from_secs(10);

@@ -406,7 +406,7 @@ impl Inner {
         if let Some(shared) = &self.shared {
             let pr = shared::SharedPr::open(h.clone(), &id).map_err(OpenFail::Transient)?;
             // Before `conn`: a ready store always has its reservation state.
-            let _ = shared.0.set(Arc::new(pr));
+            let _ = shared.0.set(pr);
         }
         self.size.store(size, Ordering::Release);
         let _ = self.conn.set(Conn { h });

@@ -208,6 +208,31 @@ impl ScsiTarget {
         Ok(())
     }
 
+    /// Other daemons' target port groups of this target's LUs (gateways of one RBD
+    /// image) and their states, as configured here.
+    pub fn alua_peer_states(&self) -> Vec<(u16, AluaState)> {
+        self.alua.read().peer_states()
+    }
+
+    /// Sets (Some) or forgets (None) the state another daemon's target port group
+    /// `tpg` is reported in; every I_T nexus is told ASYMMETRIC ACCESS STATE CHANGED
+    /// when what REPORT TARGET PORT GROUPS says changed (SPC-4 5.16.2.2).
+    pub fn set_alua_peer(&self, tpg: u16, state: Option<AluaState>) -> Result<(), ScsiError> {
+        let changed = self.alua.write().set_peer(tpg, state).map_err(|()| {
+            ScsiError::BadParam(format!(
+                "alua_peer.{tpg}: portal group {tpg} is this daemon's own (use alua_state.{tpg})"
+            ))
+        })?;
+        if changed {
+            let ids = self.nexus_ids();
+            for lu in self.all_lus() {
+                lu.ua
+                    .establish(ids.iter().copied(), asc::ASYMMETRIC_ACCESS_STATE_CHANGED);
+            }
+        }
+        Ok(())
+    }
+
     /// The target port name of a relative target port identifier (= the TPGT).
     fn target_port_name(&self, rel: u16) -> Option<String> {
         self.alua

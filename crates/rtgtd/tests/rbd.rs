@@ -75,8 +75,16 @@ impl Drop for Cluster {
     }
 }
 
-/// A gateway: rtgtd with portal group `tpgt`, target IQN exporting `image` as LUN 1.
-fn gateway(c: &Cluster, tpgt: u16, image: &str, alua: &str, lun_opts: &[&str]) -> Daemon {
+/// A gateway: rtgtd with portal group `tpgt`, target IQN exporting `image` as LUN 1,
+/// told the other gateways' portal groups and states (`peers`).
+fn gateway(
+    c: &Cluster,
+    tpgt: u16,
+    image: &str,
+    alua: &str,
+    peers: &[(u16, &str)],
+    lun_opts: &[&str],
+) -> Daemon {
     let port = free_port();
     let portal = format!("portal=127.0.0.1:{port},tpgt={tpgt}");
     let d = Daemon::spawn(
@@ -111,6 +119,12 @@ fn gateway(c: &Cluster, tpgt: u16, image: &str, alua: &str, lun_opts: &[&str]) -
     d.adm_ok(&[
         "--op", "update", "--mode", "target", "--tid", "1", "--name", &name, "--value", alua,
     ]);
+    for (tpg, state) in peers {
+        let name = format!("alua_peer.{tpg}");
+        d.adm_ok(&[
+            "--op", "update", "--mode", "target", "--tid", "1", "--name", &name, "--value", state,
+        ]);
+    }
     d
 }
 
@@ -192,8 +206,8 @@ fn rbd_gateways_on_a_real_cluster() {
         "rbd/img",
     ]);
 
-    let a = gateway(&c, 1, "rbd/img", "active", &[]);
-    let mut b = gateway(&c, 2, "rbd/img", "nonoptimized", &[]);
+    let a = gateway(&c, 1, "rbd/img", "active", &[(2, "nonoptimized")], &[]);
+    let mut b = gateway(&c, 2, "rbd/img", "nonoptimized", &[(1, "active")], &[]);
     let mut sa = session(&a);
     let mut sb = session(&b);
 
@@ -205,16 +219,53 @@ fn rbd_gateways_on_a_real_cluster() {
     );
     assert!(da.len() >= 2, "{da:?}");
     assert_eq!(da, db, "LU designators");
-    assert_eq!(
-        alua_groups(&mut sa),
-        vec![(1, 0x0)],
-        "gateway A: active/optimized"
-    );
-    assert_eq!(
-        alua_groups(&mut sb),
-        vec![(2, 0x1)],
-        "gateway B: active/non-optimized"
-    );
+    // Both report every gateway's group: A active/optimized, B active/non-optimized.
+    assert_eq!(alua_groups(&mut sa), vec![(1, 0x0), (2, 0x1)], "from A");
+    assert_eq!(alua_groups(&mut sb), vec![(1, 0x0), (2, 0x1)], "from B");
+    // B goes to standby: B says so itself, and A once told.
+    let standby = |d: &Daemon, name: &str| {
+        d.adm_ok(&[
+            "--op", "update", "--mode", "target", "--tid", "1", "--name", name, "--value",
+            "standby",
+        ])
+    };
+    standby(&b, "alua_state.2");
+    standby(&a, "alua_peer.2");
+    for s in [&mut sa, &mut sb] {
+        let (uas, _) = s.exec_after_uas(1, &[0, 0, 0, 0, 0, 0], 0, &[]);
+        assert_eq!(uas, vec![(0x2a, 0x06)], "ASYMMETRIC ACCESS STATE CHANGED");
+        assert_eq!(alua_groups(s), vec![(1, 0x0), (2, 0x2)]);
+    }
+    for (d, name) in [(&b, "alua_state.2"), (&a, "alua_peer.2")] {
+        d.adm_ok(&[
+            "--op",
+            "update",
+            "--mode",
+            "target",
+            "--tid",
+            "1",
+            "--name",
+            name,
+            "--value",
+            "nonoptimized",
+        ]);
+    }
+    let _ = sa.exec_after_uas(1, &[0, 0, 0, 0, 0, 0], 0, &[]);
+    let _ = sb.exec_after_uas(1, &[0, 0, 0, 0, 0, 0], 0, &[]);
+    // A's own group cannot be a peer on A.
+    let o = a.adm(&[
+        "--op",
+        "update",
+        "--mode",
+        "target",
+        "--tid",
+        "1",
+        "--name",
+        "alua_peer.1",
+        "--value",
+        "standby",
+    ]);
+    assert!(!o.status.success(), "alua_peer of the daemon's own group");
 
     // --- Data written through A reads back through B and in the image itself.
     let data = prng_bytes(7, 64 * 512);
@@ -538,6 +589,7 @@ fn rbd_thin_lba_status_and_zeroes() {
         1,
         "rbd/thin",
         "active",
+        &[],
         &["--params", "thin_provisioning=1"],
     );
     let mut s = session(&d);

@@ -106,6 +106,9 @@ osd op num shards = 2
 osd op num threads per shard = 1
 osd max object name len = 256
 osd max object namespace len = 64
+# a client silent this long loses its watches (the rbd test checks that a gateway
+# re-establishes its own at once); the default is 30 s
+osd client watch timeout = 5
 [client]
 # many clients, one name: no per-client admin socket
 admin socket =

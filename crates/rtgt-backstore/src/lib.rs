@@ -107,6 +107,12 @@ pub trait BackingStore: Send + Sync + 'static {
     fn kind(&self) -> &'static str;
     /// Size in bytes.
     fn size(&self) -> u64;
+    /// Whether the medium can be used now. A networked store (rbd) may exist before its
+    /// medium can be reached: until then its size is 0, its operations fail and the LU
+    /// reports NOT READY; it becomes ready by itself when the medium is reached.
+    fn ready(&self) -> bool {
+        true
+    }
     fn capabilities(&self) -> Capabilities;
     /// Reads `buf.len()` bytes at `offset`; bytes past the end of the file read as zero.
     async fn read_at(&self, buf: Vec<u8>, offset: u64) -> io::Result<Vec<u8>>;
@@ -140,6 +146,11 @@ pub trait BackingStore: Send + Sync + 'static {
             done += n;
         }
         Ok(())
+    }
+    /// The `--bsopts` the store was opened with, when it takes any besides a size
+    /// (rbd), for a saved configuration.
+    fn bsopts(&self) -> Option<String> {
+        None
     }
     /// What the store has done so far.
     fn stats(&self) -> IoStats {
@@ -205,9 +216,14 @@ pub trait SharedState: Send + Sync {
     fn latest(&self) -> (u64, Option<Vec<u8>>);
     /// Takes the update lock (for every process) and reads the state fresh.
     async fn lock(&self) -> io::Result<Option<Vec<u8>>>;
-    /// Stores `state`, tells every process, and releases the lock; returns once every
-    /// live process has the new state.
-    async fn publish_unlock(&self, state: Vec<u8>) -> io::Result<()>;
+    /// Stores `state`, tells every process (with `event`, what the others must act on,
+    /// when not empty), and releases the lock; returns once every live process has the
+    /// new state.
+    async fn publish_unlock(&self, state: Vec<u8>, event: Vec<u8>) -> io::Result<()>;
+    /// The events other processes published since `seen` (0 at first, then what the
+    /// previous call returned), oldest first, and the number to pass next time. No I/O:
+    /// asked before every command.
+    fn events_since(&self, seen: u64) -> (u64, Vec<Vec<u8>>);
     /// Releases the lock without a change.
     async fn unlock(&self);
 }
@@ -301,6 +317,21 @@ pub fn parse_bsopts(s: &str) -> Result<Vec<(String, String)>, String> {
             )),
         })
         .collect()
+}
+
+/// Until [`start_connections`], stores that connect to a cluster (rbd) are created not
+/// ready and connect later: rtgtd calls this before it loads its configuration and
+/// forks, as threads (librados's too) do not survive a fork.
+pub fn defer_connections() {
+    #[cfg(feature = "rbd")]
+    rbd::defer();
+}
+
+/// Lets the stores created since [`defer_connections`] connect, waiting up to `wait`
+/// for their first attempts.
+pub fn start_connections(_wait: std::time::Duration) {
+    #[cfg(feature = "rbd")]
+    rbd::release(_wait);
 }
 
 /// Whether this build has the `rbd` store.

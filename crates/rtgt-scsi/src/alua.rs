@@ -5,6 +5,13 @@
 //! §10.1.1.1: the target port name is `<target>,t,0x<TPGT>`), so rtgt makes each portal
 //! group its own target port group: the TARGET PORT GROUP and the RELATIVE TARGET PORT
 //! IDENTIFIER are both the TPGT. The states are the target's and apply to all its LUs.
+//!
+//! Several daemons may export one logical unit (gateways in front of one RBD image),
+//! each with its own portal group tag. So that an initiator sees every path's state
+//! from any gateway (SPC-4 6.36: REPORT TARGET PORT GROUPS reports all the LU's target
+//! port groups), each gateway can be told the other gateways' groups and states
+//! ("peers"): they are reported with this gateway's own groups, but SET TARGET PORT
+//! GROUPS cannot change them here (they are another daemon's to change).
 
 use std::collections::BTreeMap;
 
@@ -89,6 +96,8 @@ struct Group {
 #[derive(Debug, Clone)]
 pub(crate) struct PortGroups {
     groups: BTreeMap<u16, Group>,
+    /// Other daemons' target port groups of the same LUs, as configured here.
+    peers: BTreeMap<u16, Group>,
 }
 
 impl Default for PortGroups {
@@ -102,12 +111,14 @@ impl PortGroups {
     pub fn new(ids: &[u16]) -> Self {
         let mut s = Self {
             groups: BTreeMap::new(),
+            peers: BTreeMap::new(),
         };
         s.set_ids(ids);
         s
     }
 
     /// The port groups the daemon listens with; states of groups that stay are kept.
+    /// A peer group that becomes this daemon's own is reported as its own from then on.
     pub fn set_ids(&mut self, ids: &[u16]) {
         self.groups.retain(|id, _| ids.contains(id));
         for &id in ids {
@@ -134,6 +145,32 @@ impl PortGroups {
         self.groups.iter().map(|(&id, g)| (id, g.state)).collect()
     }
 
+    /// The other daemons' groups and their states.
+    pub fn peer_states(&self) -> Vec<(u16, AluaState)> {
+        self.peers.iter().map(|(&id, g)| (id, g.state)).collect()
+    }
+
+    /// Sets (Some) or forgets (None) the state of another daemon's target port group.
+    /// Err when `id` is one of this daemon's own groups; Ok(whether what REPORT TARGET
+    /// PORT GROUPS says changed).
+    pub fn set_peer(&mut self, id: u16, state: Option<AluaState>) -> Result<bool, ()> {
+        if self.groups.contains_key(&id) {
+            return Err(());
+        }
+        Ok(match state {
+            None => self.peers.remove(&id).is_some(),
+            Some(state) => {
+                let g = Group {
+                    state,
+                    changed: Changed::Implicit,
+                };
+                self.peers
+                    .insert(id, g)
+                    .is_none_or(|old| old.state != state)
+            }
+        })
+    }
+
     /// An administrator's change (an implicit transition, SPC-4 5.16.2.2). Returns
     /// whether the state changed.
     pub fn set_implicit(&mut self, id: u16, state: AluaState) -> Option<bool> {
@@ -155,7 +192,16 @@ impl PortGroups {
             _ => return Err(invalid_cdb()),
         };
         let mut descs = Vec::new();
-        for (&id, g) in &self.groups {
+        // Every group of the LU, this daemon's and its peers', in group order.
+        let mut all: Vec<(u16, &Group)> = self.groups.iter().map(|(&i, g)| (i, g)).collect();
+        all.extend(
+            self.peers
+                .iter()
+                .filter(|(i, _)| !self.groups.contains_key(i))
+                .map(|(&i, g)| (i, g)),
+        );
+        all.sort_by_key(|(i, _)| *i);
+        for (id, g) in all {
             // PREF=0; ASYMMETRIC ACCESS STATE.
             descs.push(g.state.code());
             // T_SUP=0 (no transitioning), O_SUP=0, LBD_SUP=0; U_SUP, S_SUP, AN_SUP, AO_SUP.
@@ -273,6 +319,31 @@ mod tests {
             g.report(&[0xa3, 0x4a, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0]),
             Err(invalid_cdb())
         );
+    }
+
+    #[test]
+    fn peers_are_reported_in_order_and_not_set_here() {
+        let mut g = PortGroups::new(&[2]);
+        assert_eq!(g.set_peer(1, Some(AluaState::ActiveOptimized)), Ok(true));
+        assert_eq!(g.set_peer(3, Some(AluaState::Standby)), Ok(true));
+        assert_eq!(g.set_peer(3, Some(AluaState::Standby)), Ok(false));
+        assert_eq!(g.set_peer(2, Some(AluaState::Standby)), Err(()), "our own");
+        g.set_implicit(2, AluaState::ActiveNonOptimized);
+        let b = g
+            .report(&[0xa3, 0x0a, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0])
+            .unwrap();
+        assert_eq!(u32_at(&b, 0), 36);
+        let groups: Vec<(u8, u16, u16)> = b[4..]
+            .chunks_exact(12)
+            .map(|d| (d[0], u16_at(d, 2), u16_at(d, 10)))
+            .collect();
+        assert_eq!(groups, vec![(0x0, 1, 1), (0x1, 2, 2), (0x2, 3, 3)]);
+        // SET TARGET PORT GROUPS cannot change another daemon's group.
+        let cdb = [0xa4, 0x0a, 0, 0, 0, 0, 0, 0, 0, 8, 0, 0];
+        let p = [0, 0, 0, 0, 0x00, 0, 0, 3];
+        assert_eq!(g.set_explicit(&cdb, &p), Err(invalid_param()));
+        assert_eq!(g.set_peer(3, None), Ok(true));
+        assert_eq!(g.peer_states(), vec![(1, AluaState::ActiveOptimized)]);
     }
 
     #[test]

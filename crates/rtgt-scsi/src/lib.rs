@@ -28,6 +28,7 @@ mod spc;
 pub mod ssc;
 pub mod stats;
 mod store_error;
+mod store_ready;
 pub mod target;
 pub mod tasks;
 mod ua;
@@ -207,6 +208,8 @@ pub struct LuInfo {
     pub backing_store_type: String,
     pub backing_store_path: String,
     pub backing_store_flags: String,
+    /// The store's `--bsopts` (rbd), as a saved configuration gives them back.
+    pub backing_store_opts: Option<String>,
     pub write_cache: bool,
     /// `nv_cache=1`: flushes are skipped.
     pub nv_cache: bool,

@@ -54,6 +54,11 @@ pub(crate) struct Lu {
     /// same medium (gateways of one RBD image), and the version of it `pr` holds.
     pub shared: Option<Arc<dyn rtgt_backstore::SharedState>>,
     pub pr_version: AtomicU64,
+    /// The last reservation event of other targets this LU has taken (shared_pr.rs).
+    pub pr_event_seq: AtomicU64,
+    /// The store was not ready when the LU was made (store_ready.rs): NOT READY until
+    /// it is, then CAPACITY DATA HAS CHANGED.
+    pub awaiting_store: AtomicBool,
     /// LBA range locks: read-modify-write and atomic commands hold their blocks
     /// exclusively, every other media access shares them (SBC-4 4.29, 5.3).
     pub range: RangeLock,
@@ -102,6 +107,7 @@ impl Lu {
             .unwrap_or(block_size);
         let size = store.as_ref().map(|s| s.size()).unwrap_or(0);
         let shared = store.as_ref().and_then(|s| s.shared_state());
+        let awaiting_store = store.as_ref().is_some_and(|s| !s.ready());
         Self {
             lun,
             device_type,
@@ -122,6 +128,8 @@ impl Lu {
             pr: Mutex::new(PrState::default()),
             shared,
             pr_version: AtomicU64::new(0),
+            pr_event_seq: AtomicU64::new(0),
+            awaiting_store: AtomicBool::new(awaiting_store),
             range: RangeLock::default(),
             sanitizing: Arc::new(AtomicBool::new(false)),
             sanitize_failed: AtomicBool::new(false),

@@ -7,13 +7,19 @@
 //! reservation the LU takes the newest state the store has seen (no I/O: the store is
 //! told of changes as they happen), and a PERSISTENT RESERVE OUT runs under the
 //! store's update lock on a freshly read state and publishes the result before it
-//! completes.
+//! completes, with the unit attentions it establishes (SPC-4 5.13.11: RESERVATIONS
+//! PREEMPTED, RESERVATIONS RELEASED, REGISTRATIONS PREEMPTED), so that the other
+//! targets establish them for their own I_T nexuses under the affected registrations.
 
 use std::sync::atomic::Ordering;
 
 use crate::cdb::Outcome;
 use crate::lu::Lu;
-use crate::pr::PrState;
+use crate::pr::{NexusSet, PrState};
+use crate::sense::asc;
+
+/// The unit attentions a change establishes: for the I_T nexuses of each set.
+pub(crate) type Uas = Vec<(NexusSet, asc::Code)>;
 
 /// Brings the LU's reservation state up to the newest the store has seen.
 pub(crate) fn refresh(lu: &Lu) {
@@ -63,10 +69,10 @@ pub(crate) async fn begin(lu: &Lu) -> Outcome<Option<Update>> {
     Ok(Some(Update { before }))
 }
 
-/// Publishes the LU's state if the command changed it, and releases the lock. When the
-/// state cannot be published the command fails and the LU goes back to the state
-/// before it.
-pub(crate) async fn finish(lu: &Lu, update: Option<Update>) -> Outcome<()> {
+/// Publishes the LU's state if the command changed it, with the unit attentions it
+/// establishes (`uas`), and releases the lock. When the state cannot be published the
+/// command fails and the LU goes back to the state before it.
+pub(crate) async fn finish(lu: &Lu, update: Option<Update>, uas: &Uas) -> Outcome<()> {
     let (Some(shared), Some(u)) = (&lu.shared, update) else {
         return Ok(());
     };
@@ -75,11 +81,44 @@ pub(crate) async fn finish(lu: &Lu, update: Option<Update>) -> Outcome<()> {
         shared.unlock().await;
         return Ok(());
     }
-    if let Err(e) = shared.publish_unlock(now).await {
+    let event = if uas.is_empty() {
+        Vec::new()
+    } else {
+        serde_json::to_vec(uas).expect("unit attentions serialize")
+    };
+    if let Err(e) = shared.publish_unlock(now, event).await {
         tracing::error!(lun = lu.lun, "cannot publish reservation change: {e}");
         let mut pr = lu.pr.lock();
         adopt(lu, &mut pr, Some(&u.before));
         return Err(crate::store_error::io_fail(true, &e));
     }
     Ok(())
+}
+
+/// The unit attentions other targets' reservation changes established since this LU
+/// last looked, to establish for this target's nexuses under each set. No I/O; one
+/// atomic comparison when nothing happened.
+pub(crate) fn remote_uas(lu: &Lu) -> Uas {
+    let Some(shared) = &lu.shared else {
+        return Vec::new();
+    };
+    let seen = lu.pr_event_seq.load(Ordering::Acquire);
+    let (newest, events) = shared.events_since(seen);
+    if newest == seen
+        || lu
+            .pr_event_seq
+            .compare_exchange(seen, newest, Ordering::AcqRel, Ordering::Acquire)
+            .is_err()
+    {
+        // Nothing new, or a concurrent command of this LU took these events.
+        return Vec::new();
+    }
+    let mut uas = Vec::new();
+    for e in events {
+        match serde_json::from_slice::<Uas>(&e) {
+            Ok(v) => uas.extend(v),
+            Err(err) => tracing::error!(lun = lu.lun, "reservation event unreadable: {err}"),
+        }
+    }
+    uas
 }

@@ -8,7 +8,7 @@ use crate::cdb::Fail;
 use crate::sense::{asc, key, Sense};
 
 /// LOGICAL UNIT COMMUNICATION FAILURE (SPC-4 table 28, 08h/00h).
-const LU_COMMUNICATION_FAILURE: asc::Code = (0x08, 0x00);
+pub(crate) const LU_COMMUNICATION_FAILURE: asc::Code = (0x08, 0x00);
 /// LOGICAL UNIT COMMUNICATION TIME-OUT (08h/01h).
 const LU_COMMUNICATION_TIMEOUT: asc::Code = (0x08, 0x01);
 /// SPACE ALLOCATION FAILED WRITE PROTECT (27h/07h; SBC-4 4.7.3.7).

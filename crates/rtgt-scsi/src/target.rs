@@ -216,6 +216,31 @@ impl ScsiTarget {
         Ok(())
     }
 
+    /// Other daemons' target port groups of this target's LUs (gateways of one RBD
+    /// image) and their states, as configured here.
+    pub fn alua_peer_states(&self) -> Vec<(u16, AluaState)> {
+        self.alua.read().peer_states()
+    }
+
+    /// Sets (Some) or forgets (None) the state another daemon's target port group
+    /// `tpg` is reported in; every I_T nexus is told ASYMMETRIC ACCESS STATE CHANGED
+    /// when what REPORT TARGET PORT GROUPS says changed (SPC-4 5.16.2.2).
+    pub fn set_alua_peer(&self, tpg: u16, state: Option<AluaState>) -> Result<(), ScsiError> {
+        let changed = self.alua.write().set_peer(tpg, state).map_err(|()| {
+            ScsiError::BadParam(format!(
+                "alua_peer.{tpg}: portal group {tpg} is this daemon's own (use alua_state.{tpg})"
+            ))
+        })?;
+        if changed {
+            let ids = self.nexus_ids();
+            for lu in self.all_lus() {
+                lu.ua
+                    .establish(ids.iter().copied(), asc::ASYMMETRIC_ACCESS_STATE_CHANGED);
+            }
+        }
+        Ok(())
+    }
+
     /// The target port name of a relative target port identifier (= the TPGT).
     fn target_port_name(&self, rel: u16) -> Option<String> {
         self.alua
@@ -274,7 +299,8 @@ impl ScsiTarget {
             return Err(ScsiError::BadBlockSize(cfg.block_size));
         }
         let size = cfg.store.size();
-        if size < u64::from(cfg.block_size) {
+        // A store not ready yet has no size until it is (store_ready.rs).
+        if size < u64::from(cfg.block_size) && cfg.store.ready() {
             return Err(ScsiError::TooSmall {
                 size,
                 block_size: cfg.block_size,
@@ -544,6 +570,7 @@ impl ScsiTarget {
                         lu.path.clone()
                     },
                     backing_store_flags: lu.bsoflags.clone(),
+                    backing_store_opts: lu.store.as_ref().and_then(|s| s.bsopts()),
                     write_cache: !controller && mode.wce,
                     nv_cache: p.nv_cache,
                     physical_block_size: lu.physical_block_size,
@@ -712,6 +739,13 @@ impl ScsiTarget {
         if !opcodes::is_known(lu.device_type, features, opcode) {
             return Err(invalid_opcode());
         }
+        if crate::store_ready::became_ready(lu) {
+            self.check_capacity(lu, None);
+        }
+        // Reservation changes made through other targets sharing the medium.
+        for (who, code) in crate::shared_pr::remote_uas(lu) {
+            lu.ua.establish(self.nexuses_in(&who), code);
+        }
         // SAM-5 5.14: a pending unit attention ends any other command.
         let ua_exempt = spc::ua_exempt(opcode)
             || (lu.device_type == DeviceType::Cd && crate::mmc::ua_exempt(opcode));
@@ -732,6 +766,9 @@ impl ScsiTarget {
             if let Some(s) = alua::refuse(self.alua.read().state(nexus.target_port_group), cdb) {
                 return Err(s.into());
             }
+        }
+        if let Some(s) = crate::store_ready::refuse(lu, opcode) {
+            return Err(s.into());
         }
         // SPC-2 reservations, then persistent ones (SPC-4 5.13.1), as the newest state
         // any target sharing the medium has published.
@@ -783,7 +820,9 @@ impl ScsiTarget {
     /// NOT READY when the medium is out or the LU is offline (SBC-4 4.8).
     fn not_ready(&self, lu: &Lu) -> Option<Sense> {
         let present = lu.medium.lock().present && lu.params.read().online;
-        (!present).then(|| Sense::of(key::NOT_READY, asc::MEDIUM_NOT_PRESENT))
+        (!present)
+            .then(|| Sense::of(key::NOT_READY, asc::MEDIUM_NOT_PRESENT))
+            .or_else(|| crate::store_ready::not_ready(lu))
     }
 
     async fn disk(
@@ -898,7 +937,8 @@ impl ScsiTarget {
                 // On a medium shared with other targets, under their common lock.
                 let update = crate::shared_pr::begin(lu).await?;
                 let fx = spc::pr_out(lu, nexus, cdb, data, &self.name, &ports);
-                let fx = match (fx, crate::shared_pr::finish(lu, update).await) {
+                let uas = fx.as_ref().map(|f| f.uas.clone()).unwrap_or_default();
+                let fx = match (fx, crate::shared_pr::finish(lu, update, &uas).await) {
                     (Ok(fx), Ok(())) => fx,
                     (Err(e), _) | (Ok(_), Err(e)) => return Err(e),
                 };

@@ -96,6 +96,9 @@ pub struct LunConfig {
     pub bstype: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bsoflags: Option<String>,
+    /// `--bsopts`: the store's options (rbd: conf, id, cluster, timeout, cache).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bsopts: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub blocksize: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -303,6 +306,7 @@ fn lun_new_steps(tid: u32, l: &LunConfig) -> Vec<Step> {
     r.backing_store = l.backing_store.clone();
     r.bstype = l.bstype.clone();
     r.bsoflags = l.bsoflags.clone();
+    r.bsopts = l.bsopts.clone();
     r.blocksize = l.blocksize;
     r.device_type = l.device_type.clone();
     let mut params = l.params.clone();
@@ -520,6 +524,7 @@ fn running_target(t: &crate::Target) -> TargetConfig {
                         .then(|| l.backing_store_path.clone()),
                     bsoflags: (!l.backing_store_flags.is_empty())
                         .then(|| l.backing_store_flags.clone()),
+                    bsopts: l.backing_store_opts.clone(),
                     blocksize: Some(l.block_size),
                     device_type: (l.device_type != "disk").then(|| l.device_type.clone()),
                     size: fileless(&bstype).then_some(Value::Int(l.size_bytes as i64)),

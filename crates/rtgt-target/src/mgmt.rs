@@ -273,6 +273,30 @@ fn target(reg: &Registry, op: &str, req: &Request) -> Result<String> {
                     })
                     .map(|()| String::new());
             }
+            // `--name alua_peer.<TPGT> --value nonoptimized`: another daemon (a gateway of
+            // the same RBD image) serves these LUs through portal group TPGT in that
+            // state; REPORT TARGET PORT GROUPS lists it. `--value none` forgets it.
+            if let Some(tpgt) = name.strip_prefix("alua_peer.") {
+                let tpg: u16 = tpgt.parse().map_err(|_| {
+                    AdmError::invalid(format!(
+                        "bad portal group tag '{tpgt}' in {name}: use alua_peer.<tpgt>"
+                    ))
+                })?;
+                let state = match value {
+                    "none" => None,
+                    v => Some(AluaState::parse(v).ok_or_else(|| {
+                        AdmError::invalid(format!(
+                            "invalid ALUA state '{v}': use active (active/optimized), \
+                             nonoptimized, standby, unavailable or none"
+                        ))
+                    })?),
+                };
+                return t
+                    .scsi
+                    .set_alua_peer(tpg, state)
+                    .map_err(|e| scsi_err(tid, e))
+                    .map(|()| String::new());
+            }
             if name.eq_ignore_ascii_case("chap_algorithms") {
                 // `default` follows the system setting again.
                 let algs = if value.eq_ignore_ascii_case("default") {

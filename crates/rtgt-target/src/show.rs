@@ -50,6 +50,13 @@ pub fn target(t: &Target, out: &mut String) {
     for (tpg, state) in t.scsi.alua_states() {
         let _ = writeln!(out, "        Target port group {tpg}: {}", state.name());
     }
+    for (tpg, state) in t.scsi.alua_peer_states() {
+        let _ = writeln!(
+            out,
+            "        Target port group {tpg} (another daemon's): {}",
+            state.name()
+        );
+    }
     out.push_str("    I_T nexus information:\n");
     for s in t.sessions() {
         let _ = writeln!(out, "        I_T nexus: {}", s.sid);

@@ -192,6 +192,8 @@ pub fn run(mut opts: Options) -> Result<()> {
     // non-zero instead of guessing.
     let mut loaded = None;
     if let Some((file, text)) = &config {
+        // rbd LUs connect after the fork below (start_connections).
+        rtgt_backstore::defer_connections();
         let start = std::time::Instant::now();
         let r = rtgt_target::config::load(&registry, file, text);
         if r.is_err() {
@@ -219,6 +221,7 @@ pub fn run(mut opts: Options) -> Result<()> {
     // After detaching (threads don't survive fork) and before any LUN does I/O.
     rtgt_backstore::pool::init(opts.nr_iothreads);
     rtgt_backstore::uring::warn_if_unavailable();
+    rtgt_backstore::start_connections(std::time::Duration::from_secs(5));
     if let Some((file, steps, took)) = loaded {
         let luns: usize = registry
             .targets()

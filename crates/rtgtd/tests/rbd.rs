@@ -75,8 +75,16 @@ impl Drop for Cluster {
     }
 }
 
-/// A gateway: rtgtd with portal group `tpgt`, target IQN exporting `image` as LUN 1.
-fn gateway(c: &Cluster, tpgt: u16, image: &str, alua: &str, lun_opts: &[&str]) -> Daemon {
+/// A gateway: rtgtd with portal group `tpgt`, target IQN exporting `image` as LUN 1,
+/// told the other gateways' portal groups and states (`peers`).
+fn gateway(
+    c: &Cluster,
+    tpgt: u16,
+    image: &str,
+    alua: &str,
+    peers: &[(u16, &str)],
+    lun_opts: &[&str],
+) -> Daemon {
     let port = free_port();
     let portal = format!("portal=127.0.0.1:{port},tpgt={tpgt}");
     let d = Daemon::spawn(
@@ -111,6 +119,12 @@ fn gateway(c: &Cluster, tpgt: u16, image: &str, alua: &str, lun_opts: &[&str]) -
     d.adm_ok(&[
         "--op", "update", "--mode", "target", "--tid", "1", "--name", &name, "--value", alua,
     ]);
+    for (tpg, state) in peers {
+        let name = format!("alua_peer.{tpg}");
+        d.adm_ok(&[
+            "--op", "update", "--mode", "target", "--tid", "1", "--name", &name, "--value", state,
+        ]);
+    }
     d
 }
 
@@ -192,8 +206,8 @@ fn rbd_gateways_on_a_real_cluster() {
         "rbd/img",
     ]);
 
-    let a = gateway(&c, 1, "rbd/img", "active", &[]);
-    let mut b = gateway(&c, 2, "rbd/img", "nonoptimized", &[]);
+    let a = gateway(&c, 1, "rbd/img", "active", &[(2, "nonoptimized")], &[]);
+    let mut b = gateway(&c, 2, "rbd/img", "nonoptimized", &[(1, "active")], &[]);
     let mut sa = session(&a);
     let mut sb = session(&b);
 
@@ -205,16 +219,53 @@ fn rbd_gateways_on_a_real_cluster() {
     );
     assert!(da.len() >= 2, "{da:?}");
     assert_eq!(da, db, "LU designators");
-    assert_eq!(
-        alua_groups(&mut sa),
-        vec![(1, 0x0)],
-        "gateway A: active/optimized"
-    );
-    assert_eq!(
-        alua_groups(&mut sb),
-        vec![(2, 0x1)],
-        "gateway B: active/non-optimized"
-    );
+    // Both report every gateway's group: A active/optimized, B active/non-optimized.
+    assert_eq!(alua_groups(&mut sa), vec![(1, 0x0), (2, 0x1)], "from A");
+    assert_eq!(alua_groups(&mut sb), vec![(1, 0x0), (2, 0x1)], "from B");
+    // B goes to standby: B says so itself, and A once told.
+    let standby = |d: &Daemon, name: &str| {
+        d.adm_ok(&[
+            "--op", "update", "--mode", "target", "--tid", "1", "--name", name, "--value",
+            "standby",
+        ])
+    };
+    standby(&b, "alua_state.2");
+    standby(&a, "alua_peer.2");
+    for s in [&mut sa, &mut sb] {
+        let (uas, _) = s.exec_after_uas(1, &[0, 0, 0, 0, 0, 0], 0, &[]);
+        assert_eq!(uas, vec![(0x2a, 0x06)], "ASYMMETRIC ACCESS STATE CHANGED");
+        assert_eq!(alua_groups(s), vec![(1, 0x0), (2, 0x2)]);
+    }
+    for (d, name) in [(&b, "alua_state.2"), (&a, "alua_peer.2")] {
+        d.adm_ok(&[
+            "--op",
+            "update",
+            "--mode",
+            "target",
+            "--tid",
+            "1",
+            "--name",
+            name,
+            "--value",
+            "nonoptimized",
+        ]);
+    }
+    let _ = sa.exec_after_uas(1, &[0, 0, 0, 0, 0, 0], 0, &[]);
+    let _ = sb.exec_after_uas(1, &[0, 0, 0, 0, 0, 0], 0, &[]);
+    // A's own group cannot be a peer on A.
+    let o = a.adm(&[
+        "--op",
+        "update",
+        "--mode",
+        "target",
+        "--tid",
+        "1",
+        "--name",
+        "alua_peer.1",
+        "--value",
+        "standby",
+    ]);
+    assert!(!o.status.success(), "alua_peer of the daemon's own group");
 
     // --- Data written through A reads back through B and in the image itself.
     let data = prng_bytes(7, 64 * 512);
@@ -342,6 +393,95 @@ fn rbd_gateways_on_a_real_cluster() {
     let (cdb, p) = prout(0x00, 0, 0xa1, 0, 0); // unregister
     assert_eq!(sa.exec(1, &cdb, 0, &p).status, GOOD);
 
+    // --- Unit attentions a PERSISTENT RESERVE OUT through A establishes reach the
+    // nexuses on B registered under the affected keys (SPC-4 5.13.11).
+    let tur = [0u8; 6];
+    let pr_ok = |s: &mut RawConn, sa: u8, rtype: u8, key: u64, sa_key: u64| {
+        let (cdb, p) = prout(sa, rtype, key, sa_key, 0);
+        let r = s.exec(1, &cdb, 0, &p);
+        assert_eq!(r.status, GOOD, "PR OUT {sa:#x} {key:#x} {sa_key:#x}: {r:?}");
+    };
+    pr_ok(&mut sa, 0x00, 0, 0, 0xa1); // A registers A1
+    pr_ok(&mut sb, 0x00, 0, 0, 0xb1); // B registers B1
+    pr_ok(&mut sb, 0x01, 5, 0xb1, 0); // B reserves: WRITE EXCLUSIVE, REGISTRANTS ONLY
+    pr_ok(&mut sa, 0x04, 5, 0xa1, 0xb1); // A preempts B1 (same type)
+    let r = sb.exec(1, &tur, 0, &[]);
+    assert_eq!(
+        r.sense_code(),
+        (0x06, 0x2a, 0x05),
+        "B: REGISTRATIONS PREEMPTED"
+    );
+    assert_eq!(sb.exec(1, &tur, 0, &[]).status, GOOD, "once");
+    pr_ok(&mut sb, 0x00, 0, 0, 0xb1); // B registers again
+    pr_ok(&mut sa, 0x02, 5, 0xa1, 0); // A releases a registrants-only reservation
+    let r = sb.exec(1, &tur, 0, &[]);
+    assert_eq!(
+        r.sense_code(),
+        (0x06, 0x2a, 0x04),
+        "B: RESERVATIONS RELEASED"
+    );
+    pr_ok(&mut sa, 0x03, 0, 0xa1, 0); // A clears
+    let r = sb.exec(1, &tur, 0, &[]);
+    assert_eq!(
+        r.sense_code(),
+        (0x06, 0x2a, 0x03),
+        "B: RESERVATIONS PREEMPTED"
+    );
+    assert_eq!(sb.exec(1, &tur, 0, &[]).status, GOOD);
+    assert_eq!(
+        sa.exec(1, &tur, 0, &[]).status,
+        GOOD,
+        "A's own nexus: nothing"
+    );
+    // What one reservation change costs (lock, read, metadata write, notify that B
+    // acknowledges, unlock), as an initiator sees it.
+    let t = Instant::now();
+    for _ in 0..10 {
+        pr_ok(&mut sa, 0x00, 0, 0, 0xa1);
+        pr_ok(&mut sa, 0x00, 0, 0xa1, 0);
+    }
+    eprintln!(
+        "PR OUT with a change, through A with B watching: {:.1} ms each",
+        t.elapsed().as_secs_f64() * 1e3 / 20.0
+    );
+    for l in a
+        .log()
+        .lines()
+        .filter(|l| l.contains("reservation change published"))
+        .take(5)
+    {
+        eprintln!("{l}");
+    }
+
+    // --- B stalls longer than the OSD keeps a silent client's watch (osd client watch
+    // timeout = 5 s in the test cluster): B re-establishes its watch as soon as it runs
+    // again, without waiting for a reservation change of its own, and then enforces
+    // what A reserves.
+    let pid_b = b.pid() as i32;
+    // SAFETY: signals to the gateway this test started.
+    unsafe { libc::kill(pid_b, libc::SIGSTOP) };
+    std::thread::sleep(Duration::from_secs(9));
+    unsafe { libc::kill(pid_b, libc::SIGCONT) };
+    let t = Instant::now();
+    while !b.log().contains("re-established") {
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "B never re-established its watch: {}",
+            b.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    eprintln!(
+        "B's watch re-established {:.1}s after it resumed",
+        t.elapsed().as_secs_f64()
+    );
+    pr_ok(&mut sa, 0x00, 0, 0, 0xa1);
+    pr_ok(&mut sa, 0x01, 1, 0xa1, 0); // WRITE EXCLUSIVE
+    let r = sb.exec_after_uas(1, &write10(10, 1), 0, &block(0x55)).1;
+    assert_eq!(r.status, RESERVATION_CONFLICT, "B after its watch broke");
+    pr_ok(&mut sa, 0x02, 1, 0xa1, 0);
+    pr_ok(&mut sa, 0x00, 0, 0xa1, 0);
+
     // --- A resize of the image: CAPACITY DATA HAS CHANGED, and the new size.
     c.rbd(&["resize", "--size", "96M", "rbd/img"]);
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -449,6 +589,7 @@ fn rbd_thin_lba_status_and_zeroes() {
         1,
         "rbd/thin",
         "active",
+        &[],
         &["--params", "thin_provisioning=1"],
     );
     let mut s = session(&d);
@@ -495,4 +636,191 @@ fn rbd_thin_lba_status_and_zeroes() {
         s.exec(1, &read10(lba as u32, 8), 4096, &[]).data,
         vec![0x3c; 4096]
     );
+}
+
+/// A LU on an image whose cluster cannot be reached (its monitor killed) is created
+/// anyway, by rtgtadm and from a config file at daemon start: it answers INQUIRY and
+/// says NOT READY, LOGICAL UNIT COMMUNICATION FAILURE to media access; when the monitor
+/// comes back the LU becomes ready by itself (CAPACITY DATA HAS CHANGED, then the
+/// image's size and data). Mistakes that can never work still fail the creation.
+#[test]
+fn rbd_lu_not_ready_until_the_cluster_answers() {
+    let tmp = TempDir::new("rbd-late");
+    let c = Cluster::up(&tmp.join("ceph"));
+    c.rbd(&[
+        "create",
+        "--size",
+        "32M",
+        "--image-feature",
+        "layering",
+        "rbd/late",
+    ]);
+    let bsopts = format!("conf={};timeout=3;cache=off", c.conf);
+    let port = free_port();
+    let portal = format!("portal=127.0.0.1:{port},tpgt=1");
+    let a = Daemon::spawn(
+        TempDir::new("rbd-late-a"),
+        port,
+        &["-f", "-C", "1", "--iscsi", &portal],
+    );
+    a.adm_ok(&["--op", "new", "--mode", "target", "--tid", "1", "-T", IQN]);
+    a.adm_ok(&[
+        "--op", "bind", "--mode", "target", "--tid", "1", "-I", "ALL",
+    ]);
+    let new_lu = |lun: &str, image: &str, opts: &str| {
+        a.adm(&[
+            "--op",
+            "new",
+            "--mode",
+            "logicalunit",
+            "--tid",
+            "1",
+            "--lun",
+            lun,
+            "--bstype",
+            "rbd",
+            "-b",
+            image,
+            "--bsopts",
+            opts,
+        ])
+    };
+
+    // --- What can never work fails at once, with the reason.
+    let o = new_lu("2", "rbd/nosuch", &bsopts);
+    let err = common::text(&o.stderr);
+    assert!(!o.status.success(), "an image that does not exist");
+    assert!(
+        err.contains("rbd/nosuch") && err.contains("No such file"),
+        "{err}"
+    );
+    let o = new_lu("2", "rbd/late", "timeout=soon");
+    assert!(!o.status.success());
+    assert!(
+        common::text(&o.stderr).contains("timeout=soon"),
+        "{}",
+        common::text(&o.stderr)
+    );
+
+    // --- The monitor dies: the cluster cannot be reached.
+    let mon_pid = |c: &Cluster| -> i32 {
+        std::fs::read_to_string(c.dir.join("run/mon.a.pid"))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    let mon = mon_pid(&c);
+    // SAFETY: a signal to the monitor this test started.
+    unsafe { libc::kill(mon, libc::SIGKILL) };
+    while Path::new(&format!("/proc/{mon}/stat")).exists()
+        && !std::fs::read_to_string(format!("/proc/{mon}/stat"))
+            .unwrap_or_default()
+            .contains(") Z")
+    {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    // Created through rtgtadm (waiting at most the 3 s client timeout) ...
+    let t = Instant::now();
+    let o = new_lu("1", "rbd/late", &bsopts);
+    assert!(o.status.success(), "{}", common::text(&o.stderr));
+    assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
+    // ... and from a config file at daemon start.
+    let cfg = tmp.join("late.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[[target]]\ntid = 1\nname = \"{IQN}\"\ninitiator_address = [\"ALL\"]\n\n\
+             [[target.lun]]\nlun = 1\nbstype = \"rbd\"\nbacking_store = \"rbd/late\"\n\
+             bsopts = \"{bsopts}\"\n"
+        ),
+    )
+    .unwrap();
+    let port_b = free_port();
+    let portal_b = format!("portal=127.0.0.1:{port_b},tpgt=2");
+    let b = Daemon::spawn(
+        TempDir::new("rbd-late-b"),
+        port_b,
+        &[
+            "-f",
+            "-C",
+            "1",
+            "--iscsi",
+            &portal_b,
+            "--config",
+            cfg.to_str().unwrap(),
+        ],
+    );
+    let mut sa = RawConn::session(a.port, IQN);
+    let mut sb = RawConn::session(b.port, IQN);
+    for s in [&mut sa, &mut sb] {
+        let r = s.exec(1, &[0x12, 0, 0, 0, 96, 0], 96, &[]);
+        assert_eq!(r.status, GOOD, "INQUIRY while the cluster is down");
+        assert_eq!(r.data[0], 0x00, "a connected disk");
+        for cdb in [&[0u8, 0, 0, 0, 0, 0][..], &read10(0, 1)[..]] {
+            let (_, r) = s.exec_after_uas(1, cdb, 512, &[]);
+            assert_eq!(
+                r.sense_code(),
+                (0x02, 0x08, 0x00),
+                "NOT READY, LOGICAL UNIT COMMUNICATION FAILURE: {cdb:02x?}"
+            );
+        }
+    }
+    // Each daemon logs why.
+    for d in [&a, &b] {
+        let log = d.log();
+        assert!(
+            log.contains("rbd image cannot be opened") || log.contains("rbd image not open"),
+            "{log}"
+        );
+    }
+    // The LU designators are the image's already (they do not change when it opens).
+    let before = lu_designators(&vpd(&mut sa, 0x83));
+    assert_eq!(before, lu_designators(&vpd(&mut sb, 0x83)));
+
+    // --- The monitor comes back: both LUs become ready by themselves.
+    let st = Command::new("ceph-mon")
+        .args(["-c", &c.conf, "-i", "a"])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let t = Instant::now();
+    for (name, s) in [("rtgtadm", &mut sa), ("config", &mut sb)] {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let r = loop {
+            let r = s.exec(1, &[0, 0, 0, 0, 0, 0], 0, &[]);
+            if r.sense_code() != (0x02, 0x08, 0x00) {
+                break r;
+            }
+            assert!(Instant::now() < deadline, "{name}: never became ready");
+            std::thread::sleep(Duration::from_millis(200));
+        };
+        assert_eq!(
+            r.sense_code(),
+            (0x06, 0x2a, 0x09),
+            "{name}: CAPACITY DATA HAS CHANGED first"
+        );
+        assert_eq!(s.exec(1, &[0, 0, 0, 0, 0, 0], 0, &[]).status, GOOD);
+        let r = s.exec(1, &[0x25, 0, 0, 0, 0, 0, 0, 0, 0, 0], 8, &[]);
+        assert_eq!(be32(&r.data, 0) as u64 + 1, (32 << 20) / 512, "{name}");
+    }
+    eprintln!(
+        "ready {:.1}s after the monitor restarted",
+        t.elapsed().as_secs_f64()
+    );
+    assert_eq!(lu_designators(&vpd(&mut sa, 0x83)), before);
+    let data = prng_bytes(21, 16 * 512);
+    assert_eq!(sa.exec(1, &write10(100, 16), 0, &data).status, GOOD);
+    let r = sb.exec(1, &read10(100, 16), 16 * 512, &[]);
+    assert_eq!(r.status, GOOD);
+    assert!(
+        r.data == data,
+        "data written through one reads back through the other"
+    );
+    // The saved configuration keeps the store's options.
+    let file = tmp.join("dump.toml");
+    b.adm_ok(&["config", "dump", file.to_str().unwrap()]);
+    let dump = std::fs::read_to_string(&file).unwrap();
+    assert!(dump.contains(&format!("bsopts = \"{bsopts}\"")), "{dump}");
 }

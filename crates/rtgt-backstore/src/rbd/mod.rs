@@ -10,19 +10,23 @@
 //! buffers travel with the completion and are freed only once librbd is done with them,
 //! even when the command was aborted meanwhile.
 //!
-//! Opening the image (and the other calls that have no aio form) blocks; callers do it
-//! outside the reactors (rtgtadm requests run on a blocking thread). The client
+//! Opening the image (and the other calls that have no aio form) blocks; it runs on a
+//! thread of its own ([`opener`]), never on a reactor. When the cluster cannot be
+//! reached the store exists anyway, not [`ready`](BackingStore::ready) (the LU says NOT
+//! READY), and that thread keeps trying with back-off until the image opens. The client
 //! timeouts (`rados_osd_op_timeout`, `rados_mon_op_timeout`, `client_mount_timeout`,
 //! from `timeout=`) make an unreachable or full cluster fail an operation with
 //! ETIMEDOUT instead of hanging, so the command gets a CHECK CONDITION.
 
 mod ffi;
+mod opener;
+pub use opener::{defer, release};
 pub mod shared;
 
 use std::ffi::{c_char, c_int, c_void, CStr, CString};
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use async_trait::async_trait;
 use tokio::sync::oneshot;
@@ -175,17 +179,42 @@ extern "C" fn on_header_update(arg: *mut c_void) {
     ctx.stale.store(true, Ordering::Release);
 }
 
+/// Why an image could not be opened: `Permanent` failures are the configuration's (a
+/// ceph.conf that cannot be read, a pool or image the cluster says does not exist) and
+/// fail the LU's creation when they are known in time; `Transient` ones (the cluster
+/// cannot be reached or does not answer) leave the LU NOT READY while the opener
+/// retries.
+#[derive(Debug)]
+pub(crate) enum OpenFail {
+    Permanent(io::Error),
+    Transient(io::Error),
+}
+
+impl OpenFail {
+    fn error(&self) -> &io::Error {
+        match self {
+            OpenFail::Permanent(e) | OpenFail::Transient(e) => e,
+        }
+    }
+}
+
+fn with_context(e: io::Error, what: impl std::fmt::Display) -> io::Error {
+    io::Error::new(e.kind(), format!("{what}: {e}"))
+}
+
 /// Connects to the cluster and opens the image (blocking: up to `timeout` seconds when
 /// the cluster cannot be reached).
-fn connect(spec: &RbdSpec, read_only: bool) -> io::Result<Handles> {
+fn connect(spec: &RbdSpec, read_only: bool) -> Result<Handles, OpenFail> {
+    use OpenFail::{Permanent, Transient};
     let mut h = Handles {
         cluster: std::ptr::null_mut(),
         ioctx: std::ptr::null_mut(),
         image: std::ptr::null_mut(),
         watch: None,
     };
-    let cluster = cstr(spec.cluster.as_deref().unwrap_or("ceph"))?;
-    let user = cstr(&format!("client.{}", spec.id.as_deref().unwrap_or("admin")))?;
+    let cluster = cstr(spec.cluster.as_deref().unwrap_or("ceph")).map_err(Permanent)?;
+    let user =
+        cstr(&format!("client.{}", spec.id.as_deref().unwrap_or("admin"))).map_err(Permanent)?;
     // SAFETY: plain calls with valid NUL-terminated strings and out-pointers; `h` owns
     // whatever they return and releases it on every path (Drop).
     unsafe {
@@ -194,43 +223,66 @@ fn connect(spec: &RbdSpec, read_only: bool) -> io::Result<Handles> {
             cluster.as_ptr(),
             user.as_ptr(),
             0,
-        ))?;
-        let conf = spec.conf.as_deref().map(cstr).transpose()?;
+        ))
+        .map_err(Permanent)?;
+        let conf = spec
+            .conf
+            .as_deref()
+            .map(cstr)
+            .transpose()
+            .map_err(Permanent)?;
         check(ffi::rados_conf_read_file(
             h.cluster,
             conf.as_ref().map_or(std::ptr::null(), |c| c.as_ptr()),
         ))
         .map_err(|e| {
-            io::Error::new(
-                e.kind(),
-                format!(
-                    "reading ceph configuration {}: {e}",
+            Permanent(with_context(
+                e,
+                format_args!(
+                    "reading ceph configuration {}",
                     spec.conf.as_deref().unwrap_or("(default search path)")
                 ),
-            )
+            ))
         })?;
         let t = spec.timeout.to_string();
         let set = |k: &str, v: &str| -> io::Result<()> {
             let (k, v) = (cstr(k)?, cstr(v)?);
             check(ffi::rados_conf_set(h.cluster, k.as_ptr(), v.as_ptr()))
         };
-        set("rados_osd_op_timeout", &t)?;
-        set("rados_mon_op_timeout", &t)?;
-        set("client_mount_timeout", &t)?;
-        if let Some(c) = spec.cache {
-            set("rbd_cache", if c { "true" } else { "false" })?;
-        }
+        let set_all = || -> io::Result<()> {
+            set("rados_osd_op_timeout", &t)?;
+            set("rados_mon_op_timeout", &t)?;
+            set("client_mount_timeout", &t)?;
+            if let Some(c) = spec.cache {
+                set("rbd_cache", if c { "true" } else { "false" })?;
+            }
+            Ok(())
+        };
+        set_all().map_err(Permanent)?;
+        // Whatever stops the connection (monitors down or unreachable, a refused key)
+        // may be mended without touching this LU: try again later.
         check(ffi::rados_connect(h.cluster))
-            .map_err(|e| io::Error::new(e.kind(), format!("connecting to the cluster: {e}")))?;
-        let pool = cstr(&spec.pool)?;
-        check(ffi::rados_ioctx_create(
-            h.cluster,
-            pool.as_ptr(),
-            &mut h.ioctx,
-        ))
-        .map_err(|e| io::Error::new(e.kind(), format!("pool {}: {e}", spec.pool)))?;
-        let name = cstr(&spec.image)?;
-        let snap = spec.snap.as_deref().map(cstr).transpose()?;
+            .map_err(|e| Transient(with_context(e, "connecting to the cluster")))?;
+        let pool = cstr(&spec.pool).map_err(Permanent)?;
+        let rc = ffi::rados_ioctx_create(h.cluster, pool.as_ptr(), &mut h.ioctx);
+        if rc < 0 {
+            h.ioctx = std::ptr::null_mut();
+        }
+        check(rc).map_err(|e| {
+            let e = with_context(e, format_args!("pool {}", spec.pool));
+            if rc == -libc::ENOENT {
+                Permanent(e)
+            } else {
+                Transient(e)
+            }
+        })?;
+        let name = cstr(&spec.image).map_err(Permanent)?;
+        let snap = spec
+            .snap
+            .as_deref()
+            .map(cstr)
+            .transpose()
+            .map_err(Permanent)?;
         let snap_ptr = snap.as_ref().map_or(std::ptr::null(), |s| s.as_ptr());
         let rc = if read_only || spec.snap.is_some() {
             ffi::rbd_open_read_only(h.ioctx, name.as_ptr(), &mut h.image, snap_ptr)
@@ -240,8 +292,14 @@ fn connect(spec: &RbdSpec, read_only: bool) -> io::Result<Handles> {
         if rc < 0 {
             h.image = std::ptr::null_mut();
         }
-        check(rc)
-            .map_err(|e| io::Error::new(e.kind(), format!("image {}: {e}", spec_name(spec))))?;
+        check(rc).map_err(|e| {
+            let e = with_context(e, format_args!("image {}", spec_name(spec)));
+            if rc == -libc::ENOENT {
+                Permanent(e)
+            } else {
+                Transient(e)
+            }
+        })?;
     }
     Ok(h)
 }
@@ -292,38 +350,41 @@ extern "C" fn on_complete(c: ffi::rbd_completion_t, arg: *mut c_void) {
     }
 }
 
-/// An RBD image as a backing store.
-pub struct RbdStore {
+/// What exists once the image is open.
+pub(crate) struct Conn {
     h: Arc<Handles>,
+}
+
+/// The store's state, shared with the thread that opens the image.
+pub(crate) struct Inner {
     spec: RbdSpec,
-    id: String,
+    /// `--bsopts` as given.
+    opts: Vec<(String, String)>,
+    read_only: bool,
+    /// Set once, by the opener, when the image is open; until then the store is not
+    /// ready and every operation fails with ENOTCONN.
+    conn: OnceLock<Conn>,
+    /// 0 until the image is open.
     size: AtomicU64,
     stale: Arc<AtomicBool>,
-    read_only: bool,
-    cache: bool,
-    counters: Counters,
     /// None on a read-only image (a snapshot): nothing there can be reserved for writing.
     shared: Option<Arc<shared::SharedHandle>>,
 }
 
-impl RbdStore {
-    /// Connects and opens the image named by `opts.path` with `opts.bsopts`.
-    pub fn open(opts: &OpenOptions) -> Result<Self, OpenError> {
-        let path = opts.path.to_string_lossy().to_string();
-        let spec = RbdSpec::parse(&path, &opts.bsopts)
-            .map_err(|e| OpenError::Rbd(io::Error::new(io::ErrorKind::InvalidInput, e)))?;
-        let read_only = opts.read_only || spec.snap.is_some();
-        let mut h = connect(&spec, read_only).map_err(OpenError::Rbd)?;
+impl Inner {
+    /// One attempt at opening the image and its shared reservation state (blocking, up
+    /// to the client timeouts); on success the store becomes ready.
+    fn try_open(&self) -> Result<(), OpenFail> {
+        let mut h = connect(&self.spec, self.read_only)?;
         let mut size = 0u64;
         let mut idbuf = [0 as c_char; 64];
-        let stale = Arc::new(AtomicBool::new(false));
         // SAFETY: the image is open; the out-pointers are valid for the calls.
         unsafe {
-            check(ffi::rbd_get_size(h.image, &mut size)).map_err(OpenError::Rbd)?;
+            check(ffi::rbd_get_size(h.image, &mut size)).map_err(OpenFail::Transient)?;
             check(ffi::rbd_get_id(h.image, idbuf.as_mut_ptr(), idbuf.len()))
-                .map_err(OpenError::Rbd)?;
+                .map_err(OpenFail::Transient)?;
             let ctx = Box::into_raw(Box::new(WatchCtx {
-                stale: stale.clone(),
+                stale: self.stale.clone(),
             }));
             let mut handle = 0u64;
             if ffi::rbd_update_watch(h.image, &mut handle, on_header_update, ctx as *mut c_void) < 0
@@ -331,7 +392,7 @@ impl RbdStore {
                 drop(Box::from_raw(ctx));
                 tracing::warn!(
                     "rbd {}: no header watch: resizes go unnoticed",
-                    spec_name(&spec)
+                    spec_name(&self.spec)
                 );
             } else {
                 h.watch = Some((handle, ctx));
@@ -341,36 +402,74 @@ impl RbdStore {
         let id = unsafe { CStr::from_ptr(idbuf.as_ptr()) }
             .to_string_lossy()
             .into_owned();
+        let h = Arc::new(h);
+        if let Some(shared) = &self.shared {
+            let pr = shared::SharedPr::open(h.clone(), &id).map_err(OpenFail::Transient)?;
+            // Before `conn`: a ready store always has its reservation state.
+            let _ = shared.0.set(pr);
+        }
+        self.size.store(size, Ordering::Release);
+        let _ = self.conn.set(Conn { h });
+        tracing::info!(
+            image = spec_name(&self.spec),
+            id,
+            size,
+            read_only = self.read_only,
+            cache = self.spec.cache.unwrap_or(true),
+            timeout = self.spec.timeout,
+            "rbd image opened"
+        );
+        Ok(())
+    }
+}
+
+/// An RBD image as a backing store.
+pub struct RbdStore {
+    inner: Arc<Inner>,
+    cache: bool,
+    counters: Counters,
+}
+
+/// The error of an operation on an image not (yet) open: the SCSI layer reports NOT
+/// READY, LOGICAL UNIT COMMUNICATION FAILURE for it.
+fn not_open() -> io::Error {
+    io::Error::from_raw_os_error(libc::ENOTCONN)
+}
+
+impl RbdStore {
+    /// Parses `opts.path` and `opts.bsopts` and opens the image. Waits for the first
+    /// attempt at most [`opener::FIRST_WAIT`] (or the client timeout if shorter): a
+    /// permanent failure in that time (unreadable ceph.conf, no such pool or image) is
+    /// the error; otherwise the store is returned, ready or not, and the opener keeps
+    /// trying in the background.
+    pub fn open(opts: &OpenOptions) -> Result<Self, OpenError> {
+        let path = opts.path.to_string_lossy().to_string();
+        let spec = RbdSpec::parse(&path, &opts.bsopts)
+            .map_err(|e| OpenError::Rbd(io::Error::new(io::ErrorKind::InvalidInput, e)))?;
+        let read_only = opts.read_only || spec.snap.is_some();
         // librbd's default is a cache (writeback after the first flush); `cache=off`
         // turns it off.
         let cache = spec.cache.unwrap_or(true);
-        let h = Arc::new(h);
-        let shared = if read_only {
-            None
-        } else {
-            let pr = shared::SharedPr::open(h.clone(), &id).map_err(OpenError::Rbd)?;
-            Some(Arc::new(shared::SharedHandle(Arc::new(pr))))
-        };
-        tracing::info!(
-            image = spec_name(&spec),
-            id,
-            size,
-            read_only,
-            cache,
-            timeout = spec.timeout,
-            "rbd image opened"
-        );
-        Ok(Self {
-            h,
+        let wait = opener::FIRST_WAIT.min(std::time::Duration::from_secs(spec.timeout.into()));
+        let inner = Arc::new(Inner {
             spec,
-            id,
-            size: AtomicU64::new(size),
-            stale,
+            opts: opts.bsopts.clone(),
             read_only,
+            conn: OnceLock::new(),
+            size: AtomicU64::new(0),
+            stale: Arc::new(AtomicBool::new(false)),
+            shared: (!read_only).then(|| Arc::new(shared::SharedHandle(OnceLock::new()))),
+        });
+        opener::start(&inner, wait).map_err(OpenError::Rbd)?;
+        Ok(Self {
+            inner,
             cache,
             counters: Counters::default(),
-            shared,
         })
+    }
+
+    fn conn(&self) -> io::Result<&Conn> {
+        self.inner.conn.get().ok_or_else(not_open)
     }
 
     /// Submits one aio request built by `submit` (which gets the buffers, the mismatch
@@ -383,7 +482,7 @@ impl RbdStore {
         let done = self.aio_raw(bufs, submit).await?;
         if done.rv < 0 {
             let e = io::Error::from_raw_os_error(-done.rv as i32);
-            tracing::warn!(image = spec_name(&self.spec), "rbd I/O failed: {e}");
+            tracing::warn!(image = spec_name(&self.inner.spec), "rbd I/O failed: {e}");
             return Err(e);
         }
         Ok(done)
@@ -408,12 +507,14 @@ impl RbdStore {
         bufs: Vec<Vec<u8>>,
         submit: impl FnOnce(ffi::rbd_image_t, &mut [Vec<u8>], *mut u64, ffi::rbd_completion_t) -> isize,
     ) -> io::Result<oneshot::Receiver<Done>> {
+        let h = self.conn()?.h.clone();
+        let image = h.image;
         let (tx, rx) = oneshot::channel();
         let p = Box::into_raw(Box::new(Pending {
             tx: Some(tx),
             bufs,
             mismatch: Box::new(0),
-            handles: Some(self.h.clone()),
+            handles: Some(h),
         }));
         let mut c: ffi::rbd_completion_t = std::ptr::null_mut();
         // SAFETY: `p` stays alive until on_complete reclaims it; the buffers it owns do
@@ -426,7 +527,7 @@ impl RbdStore {
                 return Err(io::Error::from_raw_os_error(-rc));
             }
             let pm = &mut *p;
-            let rc = submit(self.h.image, &mut pm.bufs, &mut *pm.mismatch, c);
+            let rc = submit(image, &mut pm.bufs, &mut *pm.mismatch, c);
             if rc < 0 {
                 ffi::rbd_aio_release(c);
                 drop(Box::from_raw(p));
@@ -436,15 +537,11 @@ impl RbdStore {
         Ok(rx)
     }
 
-    fn image(&self) -> ffi::rbd_image_t {
-        self.h.image
-    }
-
     fn refresh_size_blocking(&self) -> io::Result<u64> {
         let mut size = 0;
         // SAFETY: the image is open; `size` outlives the call.
-        check(unsafe { ffi::rbd_get_size(self.image(), &mut size) })?;
-        self.size.store(size, Ordering::Release);
+        check(unsafe { ffi::rbd_get_size(self.conn()?.h.image, &mut size) })?;
+        self.inner.size.store(size, Ordering::Release);
         Ok(size)
     }
 }
@@ -461,7 +558,11 @@ impl BackingStore for RbdStore {
     }
 
     fn size(&self) -> u64 {
-        self.size.load(Ordering::Acquire)
+        self.inner.size.load(Ordering::Acquire)
+    }
+
+    fn ready(&self) -> bool {
+        self.inner.conn.get().is_some()
     }
 
     fn capabilities(&self) -> Capabilities {
@@ -471,7 +572,7 @@ impl BackingStore for RbdStore {
         // rbd_aio_flush.
         Capabilities {
             sync: !self.cache,
-            read_only: self.read_only,
+            read_only: self.inner.read_only,
             unmap: true,
             // A discard smaller than an object may leave data behind, so unmapped
             // blocks promise nothing; zeroes where SCSI promises them come from
@@ -619,13 +720,23 @@ impl BackingStore for RbdStore {
         if d.rv < 0 {
             let e = io::Error::from_raw_os_error(-d.rv as i32);
             tracing::warn!(
-                image = spec_name(&self.spec),
+                image = spec_name(&self.inner.spec),
                 "rbd compare-and-write failed: {e}"
             );
             return Err(e);
         }
         self.counters.write(false);
         Ok(None)
+    }
+
+    fn bsopts(&self) -> Option<String> {
+        let o = &self.inner.opts;
+        (!o.is_empty()).then(|| {
+            o.iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(";")
+        })
     }
 
     fn stats(&self) -> IoStats {
@@ -635,14 +746,14 @@ impl BackingStore for RbdStore {
     /// The allocated extents from rbd_diff_iterate2 against the image's beginning (its
     /// object map when the image has one, else a listing of its objects).
     async fn allocation(&self, offset: u64, len: u64) -> io::Result<Vec<Extent>> {
-        let h = self.h.clone();
+        let h = self.conn()?.h.clone();
         tokio::task::spawn_blocking(move || diff_extents(&h, offset, len))
             .await
             .map_err(io::Error::other)?
     }
 
     fn refresh_size(&self) -> io::Result<u64> {
-        if self.stale.swap(false, Ordering::AcqRel) {
+        if self.inner.stale.swap(false, Ordering::AcqRel) {
             // The header changed (a resize, a snapshot, metadata): one header read,
             // only after such a change.
             return self.refresh_size_blocking();
@@ -650,12 +761,16 @@ impl BackingStore for RbdStore {
         Ok(self.size())
     }
 
+    /// The pool and the image's name (and snapshot): what every gateway is configured
+    /// with, and known before the image can be opened, so the LU's designators do not
+    /// change when a LU created NOT READY becomes ready.
     fn identity(&self) -> Option<String> {
-        Some(format!("rbd:{}/{}", self.spec.pool, self.id))
+        Some(format!("rbd:{}", spec_name(&self.inner.spec)))
     }
 
     fn shared_state(&self) -> Option<Arc<dyn crate::SharedState>> {
-        self.shared
+        self.inner
+            .shared
             .clone()
             .map(|s| s as Arc<dyn crate::SharedState>)
     }

@@ -445,6 +445,7 @@ fn convert_lun(
         blocksize: None,
         device_type: None,
         size: None,
+        bsopts: None,
         params: BTreeMap::new(),
     };
     let here = format!("target {} lun {lun} ({})", t.name, s.path);
@@ -523,8 +524,13 @@ fn convert_lun(
         }
     } else {
         l.backing_store = Some(s.path.clone());
-        if let Some((b, line)) = bsopts {
-            skipped.push(format!("line {line}: {here}: bsopts {b}: not imported"));
+        match bsopts {
+            // bs_rbd's options (conf=, id=, cluster=) mean the same to rtgt's rbd store.
+            Some((b, _)) if bstype == "rbd" => l.bsopts = Some(b),
+            Some((b, line)) => {
+                skipped.push(format!("line {line}: {here}: bsopts {b}: not imported"))
+            }
+            None => {}
         }
     }
     Some(l)
@@ -537,6 +543,8 @@ fn rtgt_backstore_type(v: &str) -> Option<&'static str> {
         "aio" => "aio",
         "null" => "null",
         "mem" | "rdwr_mem" => "mem",
+        // bs_rbd: `backing-store pool/image[@snap]`, `bsopts "conf=...;id=..."`.
+        "rbd" => "rbd",
         _ => return None,
     })
 }

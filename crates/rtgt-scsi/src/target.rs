@@ -42,6 +42,9 @@ pub enum TmResponse {
     TaskDoesNotExist,
 }
 
+/// Told the name of a target whose saved state an initiator changed.
+pub type StateHook = Arc<dyn Fn(&str) + Send + Sync>;
+
 /// Every logical unit of the daemon, found by its NAA designator: the copy manager's
 /// view for EXTENDED COPY between any two LUs (SPC-4 5.17.4), across targets. One is
 /// shared by all the [`ScsiTarget`]s of a daemon; entries die with their LU.
@@ -57,11 +60,26 @@ pub struct LuDirectory {
     /// How a media changer reaches a tape drive by (tid, LUN): the registry's hook,
     /// as the SCSI core knows no target ids.
     drives: RwLock<Option<crate::smc::DriveResolver>>,
+    /// Told (with the target's name) when an initiator changed state a saved
+    /// configuration keeps: a changer's inventory (MOVE MEDIUM).
+    state_hook: RwLock<Option<StateHook>>,
 }
 
 impl LuDirectory {
     pub fn new() -> Arc<Self> {
         Arc::new(Self::default())
+    }
+
+    /// Sets the hook told when an initiator changes saved state (see `state_hook`).
+    pub fn set_state_hook(&self, f: StateHook) {
+        *self.state_hook.write() = Some(f);
+    }
+
+    pub(crate) fn state_changed(&self, target: &str) {
+        let hook = self.state_hook.read().clone();
+        if let Some(h) = hook {
+            h(target);
+        }
     }
 
     /// Sets how media changers find tape drives (by target id and LUN).

@@ -155,7 +155,13 @@ impl ScsiTarget {
         }
         let changer = lu.changer.clone().expect("a changer LU has elements");
         let drives = self.directory.drives.read().clone();
-        crate::smc::execute(lu, &changer, drives, cdb).await
+        let r = crate::smc::execute(lu, &changer, drives, cdb).await;
+        // A move changes the inventory a saved configuration keeps (and what a drive
+        // holds).
+        if r.is_ok() && matches!(cdb[0], 0xa5 | 0xa6) {
+            self.directory.state_changed(&self.name);
+        }
+        r
     }
 
     /// `--op update --params` of tgt's changer syntax: elements, cartridges, drives.
@@ -192,6 +198,15 @@ impl ScsiTarget {
         lu.ua
             .establish(self.nexus_ids(), asc::NOT_READY_TO_READY_CHANGE);
         Ok(())
+    }
+
+    /// A changer's inventory as the `--params` lines that build it again (None: `lun`
+    /// is not a changer).
+    pub fn changer_setup(&self, lun: u64) -> Option<Vec<String>> {
+        let lu = self.luns.read().get(&lun).cloned()?;
+        let changer = lu.changer.as_ref()?;
+        let lines = crate::smc::setup::lines(&changer.inventory.lock());
+        Some(lines)
     }
 
     /// A handle on tape drive `lun`, for a changer that moves cartridges into it.

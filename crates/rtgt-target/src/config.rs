@@ -50,11 +50,28 @@ pub struct DaemonConfig {
     /// iSNS server to register with (`--isns ADDR[:PORT]`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub isns: Option<String>,
+    /// Most normal sessions over all targets (`--mode sys --name max_sessions`); 0: no
+    /// limit. Applied live.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_sessions: Option<u32>,
+    /// Failed authentications per address and minute (`--mode sys --name
+    /// auth_fail_limit`). Applied live.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth_fail_limit: Option<u32>,
+    /// CHAP algorithms allowed where a target sets none (`--mode sys --name
+    /// chap_algorithms`). Applied live.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chap_algorithms: Option<String>,
 }
 
 impl DaemonConfig {
     fn is_empty(&self) -> bool {
-        self.portals.is_empty() && self.state_dir.is_none() && self.isns.is_none()
+        self.portals.is_empty()
+            && self.state_dir.is_none()
+            && self.isns.is_none()
+            && self.max_sessions.is_none()
+            && self.auth_fail_limit.is_none()
+            && self.chap_algorithms.is_none()
     }
 }
 
@@ -82,6 +99,19 @@ pub struct TargetConfig {
     /// Per-target iSCSI keys (`--op update --mode target --name KEY --value V`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub params: BTreeMap<String, Value>,
+    /// Most sessions at once on this target (`--name max_sessions`); 0: no limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_sessions: Option<u32>,
+    /// CHAP algorithms of this target (`--name chap_algorithms`); absent: the system's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chap_algorithms: Option<String>,
+    /// Asymmetric access states of this daemon's target port groups by portal group
+    /// tag (`--name alua_state.TPGT`, SPC-4 5.16); absent: active/optimized.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub alua_state: BTreeMap<String, String>,
+    /// Other gateways' target port groups and their states (`--name alua_peer.TPGT`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub alua_peer: BTreeMap<String, String>,
     #[serde(default, rename = "lun", skip_serializing_if = "Vec::is_empty")]
     pub luns: Vec<LunConfig>,
 }
@@ -109,6 +139,17 @@ pub struct LunConfig {
     /// LU parameters (`--params`), tgt's names.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub params: BTreeMap<String, Value>,
+    /// LUN masking: the only initiators that see this LUN (`--op bind --mode
+    /// logicalunit -Q NAME`); empty: all the target's initiators.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub initiators: Vec<String>,
+    /// A media changer's elements and what they hold, as tgt's `--op update --params`
+    /// lines in order (`media_home=DIR`, `element_type=N,start_address=A,quantity=Q`,
+    /// `element_type=4,address=A,tid=T,lun=L`, `element_type=2,address=A,barcode=B`;
+    /// `source=S` names the slot a moved cartridge came from). A dump writes the
+    /// current inventory, so a cartridge in a drive goes back into it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub changer: Vec<String>,
 }
 
 /// A parameter value: TOML strings, integers and booleans are all accepted.
@@ -337,6 +378,8 @@ fn lun_new_steps(tid: u32, l: &LunConfig) -> Vec<Step> {
             });
         }
     }
+    steps.extend(state::mask_steps(tid, lun, &[], &l.initiators));
+    steps.extend(state::changer_steps(tid, l));
     steps
 }
 
@@ -353,6 +396,7 @@ fn target_new_steps(t: &TargetConfig) -> Vec<Step> {
     for (k, v) in &t.params {
         steps.push(param_step(tid, k, &v.text()));
     }
+    steps.extend(state::target_steps(tid, None, t));
     if let Some(s) = &t.state {
         steps.push(state_step(tid, s));
     }
@@ -411,11 +455,12 @@ impl Config {
     /// The requests that create this configuration in an empty registry, each with the
     /// `FILE:LINE` of the target or LUN it comes from.
     pub fn requests(&self) -> Vec<(Range<usize>, Step)> {
-        let mut v: Vec<(Range<usize>, Step)> = self
-            .accounts
-            .iter()
-            .map(|a| (0..0, accounts::new_step(a)))
-            .collect();
+        let mut v: Vec<(Range<usize>, Step)> =
+            state::system_steps(&DaemonConfig::default(), &self.daemon)
+                .into_iter()
+                .map(|s| (0..0, s))
+                .collect();
+        v.extend(self.accounts.iter().map(|a| (0..0, accounts::new_step(a))));
         for t in &self.targets {
             let steps = target_new_steps(t);
             // Each LUN's steps point at its own `lun =` line.
@@ -441,7 +486,7 @@ impl Config {
             &mut d,
         );
         v.extend(d.into_iter().map(|s| (0..0, s)));
-        v
+        state::changers_last(v, |(_, s)| s)
     }
 }
 
@@ -500,11 +545,14 @@ fn running_daemon(reg: &Registry) -> DaemonConfig {
         .read()
         .as_ref()
         .map(|d| d.display().to_string());
-    DaemonConfig {
+    let mut d = DaemonConfig {
         portals,
         state_dir,
         isns: reg.isns.read().clone(),
-    }
+        ..DaemonConfig::default()
+    };
+    state::running_system(reg, &mut d);
+    d
 }
 
 /// One running target, as a file would state it.
@@ -534,10 +582,12 @@ fn running_target(t: &crate::Target) -> TargetConfig {
                         .map(|(k, v)| (k.clone(), Value::from_text(v)))
                         .collect(),
                     bstype: Some(bstype),
+                    initiators: Vec::new(),
+                    changer: Vec::new(),
                 }
             })
             .collect();
-        TargetConfig {
+        let mut tc = TargetConfig {
             tid: span0(t.tid),
             name: t.name.clone(),
             state: (t.state() != crate::TargetState::Ready).then(|| t.state().name().into()),
@@ -550,8 +600,14 @@ fn running_target(t: &crate::Target) -> TargetConfig {
                 .into_iter()
                 .map(|(k, v)| (k, Value::from_text(&v)))
                 .collect(),
+            max_sessions: None,
+            chap_algorithms: None,
+            alua_state: BTreeMap::new(),
+            alua_peer: BTreeMap::new(),
             luns,
-        }
+        };
+        state::running_target(t, &mut tc);
+        tc
     }
 }
 
@@ -569,8 +625,13 @@ fn lun_identity(l: &LunConfig) -> (String, String, String, String) {
     let flags = parse_bsoflags(l.bsoflags.as_deref().unwrap_or(""))
         .map(|f| f.2)
         .unwrap_or_else(|_| l.bsoflags.clone().unwrap_or_default());
-    let path = l.backing_store.clone().unwrap_or_default();
     let dt = l.device_type.clone().unwrap_or_else(|| "disk".into());
+    // A cd/dvd drive's disc is its medium, not its identity: a different disc (or none)
+    // is a medium change (see [`disc_step`]), and the store type follows the disc.
+    if dt == "cd" {
+        return ("cd".into(), flags, String::new(), dt);
+    }
+    let path = l.backing_store.clone().unwrap_or_default();
     (bstype, flags, path, dt)
 }
 
@@ -662,6 +723,7 @@ fn plan_target(
         (&d.incoming_user, d.outgoing_user.as_deref()),
         steps,
     );
+    steps.extend(state::target_steps(tid, Some(c), d));
     {
         // iSCSI keys: there is no "unset", so a key that is dropped keeps its value.
         let want = canon_iscsi(&d.params).map_err(|e| format!("tid {tid}: {e}"))?;
@@ -756,10 +818,17 @@ fn plan_target(
             let size_of = |l: &LunConfig| l.size.as_ref().and_then(|s| parse_size(&s.text()).ok());
             // mem can't be resized in place; null and files can.
             let mem_resized = bstype == "mem" && size_of(dl) != size_of(cl);
-            if ident || blocksize_changed || p_fixed || p_dropped || mem_resized {
+            // A changer's inventory is rebuilt from nothing: the LU is created again.
+            let changer_changed = dl.changer != cl.changer;
+            if ident || blocksize_changed || p_fixed || p_dropped || mem_resized || changer_changed
+            {
                 steps.push(remove(lun, " (to create it again with the new settings)"));
                 steps.extend(lun_new_steps(tid, dl));
                 continue;
+            }
+            steps.extend(state::mask_steps(tid, lun, &cl.initiators, &dl.initiators));
+            if let Some(s) = disc_step(tid, cl, dl) {
+                steps.push(s);
             }
             if !changed.is_empty() {
                 let kv: Vec<String> = changed.iter().map(|(k, v)| format!("{k}={v}")).collect();
@@ -786,6 +855,26 @@ fn plan_target(
         }
     }
     Ok(())
+}
+
+/// A cd/dvd LU whose disc differs: load the file's disc, or eject (MMC-6 4.3: a drive
+/// is the same drive with another medium or none). Forced, as a restart would be.
+fn disc_step(tid: u32, c: &LunConfig, d: &LunConfig) -> Option<Step> {
+    let lun = *d.lun.get_ref();
+    if d.device_type.as_deref() != Some("cd") || c.backing_store == d.backing_store {
+        return None;
+    }
+    let mut r = lun_request("update", tid, lun);
+    let p = match &d.backing_store {
+        Some(p) => format!("media={p}"),
+        None => "eject=1".into(),
+    };
+    r.params = Some(format!("{p},force=1"));
+    Some(Step {
+        what: format!("tid {tid} lun {lun}: {p}"),
+        request: r,
+        disrupts: None,
+    })
 }
 
 /// `t` with each file-backed LUN's size filled in, so a `size` in the file can be
@@ -849,6 +938,8 @@ pub fn apply(
         }
     }
     steps.extend(after);
+    steps.extend(state::system_steps(&running_daemon(reg), &desired.daemon));
+    let steps = state::changers_last(steps, |s| s);
     tracing::info!(
         "config {file}: parsed in {:?}, planned in {:?} ({compared} of {} targets read back): {} changes",
         t1 - t0,
@@ -930,6 +1021,7 @@ pub fn handle(reg: &Registry, req: &Request) -> Response {
 mod accounts;
 mod reference;
 mod sections;
+mod state;
 pub use accounts::{AccountConfig, AuthConfig};
 pub use reference::REFERENCE;
 pub use sections::ApplyCache;

@@ -372,6 +372,13 @@ impl Registry {
             .set_drive_resolver(Arc::new(move |tid, lun| {
                 weak.upgrade()?.target_by_tid(tid)?.scsi.tape_handle(lun)
             }));
+        // An initiator's MOVE MEDIUM changes what a saved configuration keeps.
+        let weak = Arc::downgrade(&reg);
+        reg.lu_directory.set_state_hook(Arc::new(move |name| {
+            if let Some(reg) = weak.upgrade() {
+                reg.note_state_change(name);
+            }
+        }));
         reg
     }
 
@@ -555,6 +562,21 @@ impl Registry {
             None if mode == "target" && req.tid.is_some() => {}
             None => self.global_changed.store(n, Ordering::Release),
         }
+        for hook in self.change_hooks.read().iter() {
+            hook();
+        }
+    }
+
+    /// State a saved configuration keeps was changed by an initiator on target `name`
+    /// (not by a request): the target is no longer as `config apply` last left it, and
+    /// `--save-config` writes it again.
+    fn note_state_change(&self, name: &str) {
+        let n = self.changes.fetch_add(1, Ordering::AcqRel) + 1;
+        if let Some(t) = self.target_by_name(name) {
+            t.changed.store(n, Ordering::Release);
+        }
+        // The drives moved into or out of may be another target's.
+        self.global_changed.store(n, Ordering::Release);
         for hook in self.change_hooks.read().iter() {
             hook();
         }

@@ -331,6 +331,10 @@ fn convert_target(
         incoming_user: Vec::new(),
         outgoing_user: None,
         params: BTreeMap::new(),
+        max_sessions: None,
+        chap_algorithms: None,
+        alua_state: BTreeMap::new(),
+        alua_peer: BTreeMap::new(),
         luns: Vec::new(),
     };
     // Target-level LUN options, the default of every LUN.
@@ -447,6 +451,8 @@ fn convert_lun(
         size: None,
         bsopts: None,
         params: BTreeMap::new(),
+        initiators: Vec::new(),
+        changer: Vec::new(),
     };
     let here = format!("target {} lun {lun} ({})", t.name, s.path);
     if s.direct {

@@ -1,6 +1,7 @@
 //! A media changer's elements and what they hold (SMC-3 4.2), configured with tgt's
 //! `--params`: `media_home=DIR`, `element_type=N,start_address=A,quantity=Q`,
-//! `element_type=2,address=A,barcode=B[,sides=1]`, `element_type=4,address=A,tid=T,lun=L`.
+//! `element_type=2,address=A,barcode=B[,sides=1][,source=S]` (also `element_type=4` for a
+//! cartridge in a drive), `element_type=4,address=A,tid=T,lun=L`.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -106,6 +107,7 @@ impl Inventory {
             "sides",
             "tid",
             "lun",
+            "source",
         ];
         if let Some(k) = params.keys().find(|k| !known.contains(&k.as_str())) {
             return Err(format!("{k}: unknown changer parameter"));
@@ -156,7 +158,8 @@ impl Inventory {
             .get_mut(&a)
             .filter(|e| e.kind == kind)
             .ok_or_else(|| format!("no {} element at address {a}", kind.name()))?;
-        if kind == ElementType::DataTransfer {
+        let has_barcode = params.contains_key("barcode") || params.contains_key("volume_tag");
+        if kind == ElementType::DataTransfer && !has_barcode {
             let tid = num(&params, "tid")?.ok_or("tid=T and lun=L name the tape drive")?;
             let lun = num(&params, "lun")?.ok_or("tid=T and lun=L name the tape drive")?;
             let tid = u32::try_from(tid).map_err(|_| format!("tid={tid}: out of range"))?;
@@ -188,9 +191,20 @@ impl Inventory {
         if e.cartridge.is_some() {
             return Err(format!("element {a} already holds a cartridge"));
         }
+        // `source=S`: the storage element the cartridge came from, as a saved
+        // configuration restores a cartridge that was moved (0: none); a cartridge in
+        // a drive is how a saved inventory puts one back there.
+        let source = match num(&params, "source")? {
+            None => Some(a),
+            Some(0) => None,
+            Some(s) => Some(
+                u16::try_from(s)
+                    .map_err(|_| format!("source={s}: element addresses are 1 to 65535"))?,
+            ),
+        };
         e.cartridge = Some(Cartridge {
             barcode: barcode.clone(),
-            source: Some(a),
+            source,
         });
         Ok(Change::Cartridge)
     }

@@ -5,6 +5,7 @@
 //! Moves open and flush image files, so commands run on the I/O pool, one at a time.
 
 pub(crate) mod inventory;
+pub(crate) mod setup;
 
 use std::sync::Arc;
 

@@ -90,6 +90,11 @@ READONLY_EXCLUDED = [
     "WriteSame1[06].UnmapUntilEnd", "WriteSame1[06].UnmapVPD", "WriteSame1[06].ZeroBlocks",
     "WriteVerify1[026].Dpo", "WriteVerify1[026].Flags", "WriteVerify1[026].Simple",
     "WriteVerify1[026].ZeroBlocks", "iSCSIResiduals.Write*Residuals",
+    # Each sends a WRITE, then ABORT TASK / LOGICAL UNIT RESET, and fails if the WRITE ends
+    # in CHECK CONDITION: on a read-only LUN they pass only when the TMF wins the race to
+    # the WRITE (it failed once in ~10 loaded runs). LUNResetSimpleAsync also fails on its
+    # own in libiscsi 1.19: it reads a flag its TMF callback has not set yet.
+    "iSCSITMF.*",
 ]
 EXCLUDED_WHY = {
     "readonly-lun": "it writes and expects GOOD; a write-protected LUN answers DATA PROTECT / WRITE PROTECTED",

@@ -568,7 +568,9 @@ fn running_target(t: &crate::Target) -> TargetConfig {
                 let bstype = l.backing_store_type.clone();
                 LunConfig {
                     lun: span0(l.lun),
-                    backing_store: (l.backing_store_path != "None")
+                    // A disc on an open tray is not loaded (MMC-6 6.39): the drive
+                    // is kept empty, as initiators see it.
+                    backing_store: (l.backing_store_path != "None" && !l.tray_open)
                         .then(|| l.backing_store_path.clone()),
                     bsoflags: (!l.backing_store_flags.is_empty())
                         .then(|| l.backing_store_flags.clone()),

@@ -252,3 +252,70 @@ fn vtl_alua_and_masking_survive_a_crash() {
     let plan = d.adm_ok(&["config", "apply", dump.to_str().unwrap()]);
     assert_eq!(plan.trim(), "no changes", "{plan}");
 }
+
+/// The saved file once `pred` holds of it (or whatever it is after 10 s).
+fn wait_saved_until(file: &Path, pred: impl Fn(&str) -> bool) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = std::fs::read_to_string(file).unwrap_or_default();
+        if pred(&text) || Instant::now() > deadline {
+            return text;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// State an initiator changes (SET TARGET PORT GROUPS, SPC-4 6.44; a disc ejected by
+/// START STOP UNIT, MMC-6 6.39) is written by `--save-config` at once, so a crash right
+/// after it loses nothing.
+#[test]
+fn initiator_changes_are_saved_at_once() {
+    let dir = TempDir::new("saveinit");
+    let iso = dir.join("disc.iso");
+    std::fs::write(&iso, prng_bytes(9, 16 * CD_BLOCK)).unwrap();
+    let file = dir.join("rtgt.toml");
+    let f = file.to_str().unwrap();
+    let mut d = Daemon::start_args(&["--save-config", f]);
+    let cmds = [
+        format!("--op new --mode target --tid 1 -T {CDS}"),
+        "--op new --mode logicalunit --tid 1 --lun 1 -E null --bsopts size=1G".into(),
+        format!(
+            "--op new --mode logicalunit --tid 1 --lun 2 --device-type cd -b {}",
+            iso.display()
+        ),
+        "--op bind --mode target --tid 1 -I ALL".into(),
+    ];
+    for c in &cmds {
+        d.adm_ok(&c.split_whitespace().collect::<Vec<_>>());
+    }
+    let iso_name = iso.to_str().unwrap().to_string();
+    let text = wait_saved(&file, &iso_name);
+    assert!(!text.contains("alua_state"), "{text}");
+
+    let mut c = RawConn::session(d.port, CDS);
+    // Target port group 1 becomes active/non-optimized (asymmetric access state 1).
+    let param = [0, 0, 0, 0, 0x01, 0, 0, 1];
+    let set = [0xa4, 0x0a, 0, 0, 0, 0, 0, 0, 0, param.len() as u8, 0, 0];
+    let (_, r) = c.exec_after_uas(1, &set, 0, &param);
+    assert_eq!(r.status, GOOD, "SET TARGET PORT GROUPS: {r:?}");
+    let text = wait_saved(&file, "active/non-optimized");
+    assert!(text.contains("active/non-optimized"), "{text}");
+    // The initiator ejects the disc (LOEJ=1, START=0).
+    let (_, r) = c.exec_after_uas(2, &[0x1b, 0, 0, 0, 0x02, 0], 0, &[]);
+    assert_eq!(r.status, GOOD, "START STOP UNIT eject: {r:?}");
+    let text = wait_saved_until(&file, |t| !t.contains(&iso_name));
+    assert!(!text.contains(&iso_name), "the eject is saved: {text}");
+    drop(c);
+
+    d.kill();
+    drop(d);
+    let d = Daemon::start_args(&["--config", f, "--save-config", f]);
+    let mut c = RawConn::session(d.port, CDS);
+    let (_, r) = c.exec_after_uas(1, &[0xa3, 0x0a, 0, 0, 0, 0, 0, 0, 0x10, 0, 0, 0], 4096, &[]);
+    assert_eq!(r.status, GOOD, "REPORT TARGET PORT GROUPS: {r:?}");
+    assert_eq!(r.data[4] & 0x0f, 1, "group 1 active/non-optimized: {r:?}");
+    let (_, r) = c.exec_after_uas(2, &[0; 6], 0, &[]);
+    assert_eq!(r.status, CHECK_CONDITION, "the disc stays ejected: {r:?}");
+    let (k, a, _) = r.sense_code();
+    assert_eq!((k, a), (0x02, 0x3a), "MEDIUM NOT PRESENT: {r:?}");
+}

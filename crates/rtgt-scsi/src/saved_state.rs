@@ -17,8 +17,9 @@ pub(crate) fn changes(dt: DeviceType, cdb: &[u8]) -> bool {
         // MEDIUM (MMC-6 6.7): the disc a cd drive holds.
         (DeviceType::Cd, 0x1b) => cdb[4] & 0x02 != 0,
         (DeviceType::Cd, 0xa6) => true,
-        // LOAD UNLOAD (SSC-3 7.2): whether the cartridge is threaded.
-        (DeviceType::Tape, 0x1b) => true,
+        // Not a tape's LOAD UNLOAD (SSC-3 7.2): the cartridge stays in the drive and
+        // the saved configuration has no "unloaded" state for it yet, so a restart
+        // comes back with it loaded.
         _ => false,
     }
 }
@@ -35,7 +36,7 @@ mod tests {
         assert!(!changes(DeviceType::Cd, &[0x1b, 0, 0, 0, 0x01, 0]));
         assert!(!changes(DeviceType::Disk, &[0x1b, 0, 0, 0, 0x02, 0]));
         assert!(changes(DeviceType::Changer, &[0xa5, 0, 0, 0]));
-        assert!(changes(DeviceType::Tape, &[0x1b, 0, 0, 0, 0, 0]));
+        assert!(!changes(DeviceType::Tape, &[0x1b, 0, 0, 0, 0, 0]));
         assert!(!changes(DeviceType::Tape, &[0x0a, 0, 0, 0, 0, 0]));
     }
 }

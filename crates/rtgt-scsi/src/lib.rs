@@ -20,6 +20,7 @@ mod params;
 mod pr;
 mod range;
 mod reserve;
+mod saved_state;
 mod sbc;
 pub mod sense;
 mod shared_pr;
@@ -222,6 +223,9 @@ pub struct LuInfo {
     /// Device-specific lines for `show` (a tape drive's cartridge, a changer's
     /// elements).
     pub media: Vec<String>,
+    /// A cd drive whose tray an initiator opened (START STOP UNIT, MMC-6 6.39): the
+    /// disc on it is not loaded, and a saved configuration keeps the drive empty.
+    pub tray_open: bool,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

@@ -61,7 +61,7 @@ pub struct LuDirectory {
     /// as the SCSI core knows no target ids.
     drives: RwLock<Option<crate::smc::DriveResolver>>,
     /// Told (with the target's name) when an initiator changed state a saved
-    /// configuration keeps: a changer's inventory (MOVE MEDIUM).
+    /// configuration keeps (see `crate::saved_state`).
     state_hook: RwLock<Option<StateHook>>,
 }
 
@@ -595,6 +595,7 @@ impl ScsiTarget {
                     params: p.to_pairs(),
                     io_stats: lu.store.as_ref().map(|s| s.stats()).unwrap_or_default(),
                     media: Vec::new(),
+                    tray_open: false,
                 }
                 .with_media(lu);
                 if let Some(d) = disc {
@@ -802,7 +803,7 @@ impl ScsiTarget {
             return Err(Fail::Conflict);
         }
         let not_ready = self.not_ready(lu);
-        match lu.device_type {
+        let r = match lu.device_type {
             DeviceType::Controller => {
                 controller::execute(lu, nexus, cdb, &self.lun_list(nexus), &self.name)
             }
@@ -810,7 +811,11 @@ impl ScsiTarget {
             DeviceType::Tape => self.tape(lu, cmd, cdb).await,
             DeviceType::Cd => self.cd(lu, cmd, cdb).await,
             DeviceType::Changer => self.changer(lu, cmd, cdb, not_ready).await,
+        };
+        if r.is_ok() && crate::saved_state::changes(lu.device_type, cdb) {
+            self.directory.state_changed(&self.name);
         }
+        r
     }
 
     /// A CD/DVD drive's commands: SPC's own here, MMC's in [`crate::mmc`].

@@ -155,13 +155,8 @@ impl ScsiTarget {
         }
         let changer = lu.changer.clone().expect("a changer LU has elements");
         let drives = self.directory.drives.read().clone();
-        let r = crate::smc::execute(lu, &changer, drives, cdb).await;
-        // A move changes the inventory a saved configuration keeps (and what a drive
-        // holds).
-        if r.is_ok() && matches!(cdb[0], 0xa5 | 0xa6) {
-            self.directory.state_changed(&self.name);
-        }
-        r
+        // A move is saved by `run` (see crate::saved_state).
+        crate::smc::execute(lu, &changer, drives, cdb).await
     }
 
     /// `--op update --params` of tgt's changer syntax: elements, cartridges, drives.

@@ -568,7 +568,9 @@ fn running_target(t: &crate::Target) -> TargetConfig {
                 let bstype = l.backing_store_type.clone();
                 LunConfig {
                     lun: span0(l.lun),
-                    backing_store: (l.backing_store_path != "None")
+                    // A disc on an open tray is not loaded (MMC-6 6.39): the drive
+                    // is kept empty, as initiators see it.
+                    backing_store: (l.backing_store_path != "None" && !l.tray_open)
                         .then(|| l.backing_store_path.clone()),
                     bsoflags: (!l.backing_store_flags.is_empty())
                         .then(|| l.backing_store_flags.clone()),
@@ -633,6 +635,27 @@ fn lun_identity(l: &LunConfig) -> (String, String, String, String) {
     }
     let path = l.backing_store.clone().unwrap_or_default();
     (bstype, flags, path, dt)
+}
+
+/// An rbd LU's `--bsopts` in a canonical form (sorted `key=value;...`), or None for
+/// other stores (a null store's `size=` is its `size`). They say which cluster and user
+/// the image is reached with, fixed when the store is opened: a change means the LU is
+/// created again, never ignored. Unparsable options stay as written (they differ, and
+/// the new LU's creation reports them).
+fn canon_bsopts(l: &LunConfig) -> Option<String> {
+    let bstype = l.bstype.as_deref().unwrap_or("rdwr");
+    if rtgt_backstore::canonical_type(bstype) != Some("rbd") {
+        return None;
+    }
+    let raw = l.bsopts.as_deref().unwrap_or("");
+    Some(match rtgt_backstore::parse_bsopts(raw) {
+        Ok(mut kv) => {
+            kv.sort();
+            let kv: Vec<String> = kv.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            kv.join(";")
+        }
+        Err(_) => raw.to_string(),
+    })
 }
 
 fn canon_lu_params(l: &LunConfig) -> Result<Vec<(String, String)>, String> {
@@ -820,6 +843,11 @@ fn plan_target(
             let mem_resized = bstype == "mem" && size_of(dl) != size_of(cl);
             // A changer's inventory is rebuilt from nothing: the LU is created again.
             let changer_changed = dl.changer != cl.changer;
+            if !ident && canon_bsopts(dl) != canon_bsopts(cl) {
+                steps.push(remove(lun, " (to create it again with the new bsopts)"));
+                steps.extend(lun_new_steps(tid, dl));
+                continue;
+            }
             if ident || blocksize_changed || p_fixed || p_dropped || mem_resized || changer_changed
             {
                 steps.push(remove(lun, " (to create it again with the new settings)"));

@@ -330,6 +330,7 @@ pub(crate) fn info(lu: &Lu) -> Option<DiscInfo> {
 
 impl DiscInfo {
     pub fn fill(self, i: &mut crate::LuInfo) {
+        i.tray_open = !self.loaded && self.path != "None";
         i.backing_store_path = self.path;
         i.size_bytes = self.bytes;
         i.backing_store_type = self.kind.into();

@@ -280,3 +280,45 @@ fn accounts_load_dump_and_apply() {
     assert!(reg.chap_for_discovery().is_none());
     assert!(running(&reg).accounts.is_empty());
 }
+
+/// The plan for a target whose only LU is `lun` below, changed to `next`.
+fn plan_between(lun: &str, next: &str) -> Vec<Step> {
+    let conf = |l: &str| {
+        let text = format!("[[target]]\ntid = 1\nname = \"iqn.2026-11.org.example:rbd\"\n\n[[target.lun]]\nlun = 1\n{l}");
+        parse("rtgt.toml", &text).unwrap().targets.remove(0)
+    };
+    let (c, d) = (conf(lun), conf(next));
+    let (mut steps, mut notes) = (Vec::new(), Vec::new());
+    plan_target(&c, &d, &mut steps, &mut notes).unwrap();
+    steps
+}
+
+#[test]
+fn changed_rbd_bsopts_create_the_lu_again() {
+    let rbd = "bstype = \"rbd\"\nbacking_store = \"pool/img\"\n";
+    let a = format!("{rbd}bsopts = \"conf=/etc/ceph/a.conf;id=gw\"\n");
+    // The same options in another order or separator are no change.
+    let same = format!("{rbd}bsopts = \"id=gw,conf=/etc/ceph/a.conf\"\n");
+    assert!(plan_between(&a, &same).is_empty());
+    // Another cluster: the LU is removed (a step that disrupts the target, so refused
+    // while in use unless forced) and created with the new options.
+    let b = format!("{rbd}bsopts = \"conf=/etc/ceph/b.conf;id=gw\"\n");
+    let steps = plan_between(&a, &b);
+    let what: Vec<&str> = steps.iter().map(|s| s.what.as_str()).collect();
+    assert_eq!(steps.len(), 2, "{what:?}");
+    assert_eq!(
+        what[0],
+        "remove tid 1 lun 1 (to create it again with the new bsopts)"
+    );
+    assert_eq!(steps[0].disrupts, Some(1));
+    assert_eq!(steps[1].request.op, "new");
+    assert_eq!(
+        steps[1].request.bsopts.as_deref(),
+        Some("conf=/etc/ceph/b.conf;id=gw")
+    );
+    // Dropping the options is a change too.
+    assert_eq!(plan_between(&a, rbd).len(), 2);
+    // Other stores have no options to compare.
+    let null = "bstype = \"null\"\nsize = \"1G\"\n";
+    assert!(plan_between(null, &format!("{null}bsopts = \"size=1G\"\n")).is_empty());
+}

@@ -34,38 +34,62 @@ struct Args {
     force: bool,
 }
 
-fn parse(argv: &[String]) -> Result<Args, String> {
-    let mut control_port = 0u16;
-    let mut socket = None;
-    let mut words = Vec::new();
-    let (mut dry_run, mut force) = (false, false);
-    let mut it = argv.iter();
-    while let Some(a) = it.next() {
+/// The options every subcommand takes to reach rtgtd: `-C/--control-port N` (also `-CN`),
+/// `--control-socket PATH` (also `=PATH`) and tgtadm's `-L/--lld` (ignored: rtgt has one
+/// driver).
+#[derive(Default)]
+pub(crate) struct DaemonOpts {
+    control_port: u16,
+    socket: Option<PathBuf>,
+}
+
+impl DaemonOpts {
+    /// Takes `a` (and its value from `it`) when it is one of these options.
+    pub(crate) fn take(
+        &mut self,
+        a: &str,
+        it: &mut std::slice::Iter<'_, String>,
+    ) -> Result<bool, String> {
         let mut value = |name: &str| {
             it.next()
                 .cloned()
                 .ok_or_else(|| format!("{name} needs a value"))
         };
-        match a.as_str() {
-            "-C" | "--control-port" => {
-                let v = value(a)?;
-                control_port = v.parse().map_err(|_| format!("bad control port '{v}'"))?;
-            }
-            "--control-socket" => socket = Some(PathBuf::from(value(a)?)),
-            // tgtadm's habit; rtgt has one driver.
+        let port = |v: &str| v.parse().map_err(|_| format!("bad control port '{v}'"));
+        match a {
+            "-C" | "--control-port" => self.control_port = port(&value(a)?)?,
+            "--control-socket" => self.socket = Some(PathBuf::from(value(a)?)),
             "-L" | "--lld" => {
                 value(a)?;
             }
+            s if s.starts_with("--control-socket=") => {
+                self.socket = Some(PathBuf::from(&s["--control-socket=".len()..]))
+            }
+            s if s.starts_with("-C") && s.len() > 2 => self.control_port = port(&s[2..])?,
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+
+    /// The control socket these options name.
+    pub(crate) fn socket(self) -> PathBuf {
+        self.socket
+            .unwrap_or_else(|| default_socket_path(self.control_port))
+    }
+}
+
+fn parse(argv: &[String]) -> Result<Args, String> {
+    let mut daemon = DaemonOpts::default();
+    let mut words = Vec::new();
+    let (mut dry_run, mut force) = (false, false);
+    let mut it = argv.iter();
+    while let Some(a) = it.next() {
+        if daemon.take(a, &mut it)? {
+            continue;
+        }
+        match a.as_str() {
             "--dry-run" | "-n" => dry_run = true,
             "--force" | "-F" => force = true,
-            s if s.starts_with("--control-socket=") => {
-                socket = Some(PathBuf::from(&s["--control-socket=".len()..]))
-            }
-            s if s.starts_with("-C") && s.len() > 2 => {
-                control_port = s[2..]
-                    .parse()
-                    .map_err(|_| format!("bad control port '{}'", &s[2..]))?
-            }
             s if s.starts_with('-') => return Err(format!("unknown option {s} for config")),
             s => words.push(s.to_string()),
         }
@@ -76,7 +100,7 @@ fn parse(argv: &[String]) -> Result<Args, String> {
         return Err(format!("config {sub}: unexpected argument {}", words[3]));
     }
     Ok(Args {
-        socket: socket.unwrap_or_else(|| default_socket_path(control_port)),
+        socket: daemon.socket(),
         sub,
         file: words.get(2).map(PathBuf::from),
         dry_run,

@@ -5,7 +5,9 @@
 
 use std::path::PathBuf;
 
-use rtgt_target::control::{default_socket_path, Request};
+use rtgt_target::control::Request;
+
+use crate::config_cmd::DaemonOpts;
 use serde_json::Value;
 
 pub const WORDS: &[&str] = &[
@@ -35,28 +37,17 @@ struct Args {
 }
 
 fn parse(argv: &[String]) -> Result<Args, String> {
-    let mut control_port = 0u16;
-    let mut socket = None;
+    let mut daemon = DaemonOpts::default();
     let mut words = Vec::new();
     let (mut tid, mut json) = (None, false);
     let mut it = argv.iter();
     while let Some(a) = it.next() {
-        let mut value = |name: &str| {
-            it.next()
-                .cloned()
-                .ok_or_else(|| format!("{name} needs a value"))
-        };
+        if daemon.take(a, &mut it)? {
+            continue;
+        }
         match a.as_str() {
-            "-C" | "--control-port" => {
-                let v = value(a)?;
-                control_port = v.parse().map_err(|_| format!("bad control port '{v}'"))?;
-            }
-            "--control-socket" => socket = Some(PathBuf::from(value(a)?)),
-            "-L" | "--lld" => {
-                value(a)?;
-            }
             "-t" | "--tid" => {
-                let v = value(a)?;
+                let v = it.next().ok_or("--tid needs a value")?;
                 tid = Some(v.parse().map_err(|_| format!("bad tid '{v}'"))?);
             }
             "--json" | "-j" => json = true,
@@ -65,7 +56,7 @@ fn parse(argv: &[String]) -> Result<Args, String> {
         }
     }
     Ok(Args {
-        socket: socket.unwrap_or_else(|| default_socket_path(control_port)),
+        socket: daemon.socket(),
         words,
         tid,
         json,

@@ -16,6 +16,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 pub mod aligned;
+pub mod bufpool;
 pub mod mem;
 pub mod null;
 pub mod pool;
@@ -115,6 +116,8 @@ pub trait BackingStore: Send + Sync + 'static {
     }
     fn capabilities(&self) -> Capabilities;
     /// Reads `buf.len()` bytes at `offset`; bytes past the end of the file read as zero.
+    /// Every byte of `buf` must be overwritten: callers pass recycled buffers holding
+    /// another command's data ([`crate::bufpool::take`]).
     async fn read_at(&self, buf: Vec<u8>, offset: u64) -> io::Result<Vec<u8>>;
     /// Writes all of `buf` at `offset`; returns the buffer for reuse.
     async fn write_at(&self, buf: Vec<u8>, offset: u64) -> io::Result<Vec<u8>>;

@@ -377,6 +377,50 @@ pub(crate) mod tests {
         std::fs::remove_file(p).unwrap();
     }
 
+    /// Reads get recycled buffers full of another command's bytes (bufpool::take):
+    /// every byte must be overwritten, past the end of the file with zeroes, on both the
+    /// inline (page cache) and the pool path (large reads), and by the null and mem stores.
+    #[tokio::test]
+    async fn reads_overwrite_every_stale_byte() {
+        let p = tmpfile(1 << 20);
+        let s = open(&p, false).unwrap();
+        s.write_at(vec![7; 4096], 0).await.unwrap();
+        // Within the file, and across its end (768 KiB + 512 KiB > 1 MiB).
+        for (len, off) in [(8192usize, 0u64), (512 << 10, 768 << 10)] {
+            let got = s.read_at(vec![0xAA; len], off).await.unwrap();
+            let want = |i: usize| if off as usize + i < 4096 { 7 } else { 0 };
+            assert!(
+                got.iter().enumerate().all(|(i, &b)| b == want(i)),
+                "len {len}"
+            );
+        }
+        // Past the end of the file: zeroes.
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&p)
+            .unwrap()
+            .set_len(4096)
+            .unwrap();
+        let got = s.read_at(vec![0xAA; 256 << 10], 0).await.unwrap();
+        assert!(got[..4096].iter().all(|&b| b == 7));
+        assert!(got[4096..].iter().all(|&b| b == 0));
+        let null = crate::null::NullStore::new(1 << 20);
+        assert!(null
+            .read_at(vec![0xAA; 4096], 0)
+            .await
+            .unwrap()
+            .iter()
+            .all(|&b| b == 0));
+        let mem = crate::mem::MemStore::new(1 << 20);
+        assert!(mem
+            .read_at(vec![0xAA; 4096], 0)
+            .await
+            .unwrap()
+            .iter()
+            .all(|&b| b == 0));
+        std::fs::remove_file(p).unwrap();
+    }
+
     #[tokio::test]
     async fn direct_unaligned_read_modify_write() {
         let p = tmpfile(1 << 20);

@@ -127,8 +127,9 @@ async fn read(lu: &Lu, s: Span) -> Outcome<Vec<u8>> {
     if len == 0 {
         return Ok(Vec::new());
     }
+    // The store overwrites every byte, so a recycled buffer need not be zeroed first.
     store(lu)
-        .read_at(vec![0u8; len], off)
+        .read_at(rtgt_backstore::bufpool::take(len), off)
         .await
         .map_err(|e| io_fail(false, &e))
 }

@@ -1002,7 +1002,10 @@ impl Output {
         }
         self.wbuf.clear();
         self.segs.clear();
-        self.bufs.clear();
+        // Read buffers go back to the pool for the next large READ.
+        for b in self.bufs.drain(..) {
+            rtgt_backstore::bufpool::give(b);
+        }
         Ok(())
     }
 }

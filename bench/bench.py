@@ -128,11 +128,14 @@ class Daemon:
 class Rtgtd(Daemon):
     name = "rtgtd"
 
-    def __init__(self, workdir, bstype, extra):
+    def __init__(self, workdir, bstype, extra, bindir=None, name="rtgtd"):
+        self.name = name
+        workdir = os.path.join(workdir, name)
+        os.makedirs(workdir, exist_ok=True)
         self.bstype = bstype
         self.port = free_port()
         self.env = dict(os.environ, RTGT_RUN_DIR=os.path.join(workdir, "run"))
-        self.bin = os.path.join(ROOT, "target", "release")
+        self.bin = bindir or os.path.join(ROOT, "target", "release")
         self.proc = subprocess.Popen(
             [os.path.join(self.bin, "rtgtd"), "-f", "-C", "1",
              "--iscsi", f"portal=127.0.0.1:{self.port}",
@@ -237,6 +240,9 @@ def main():
     ap.add_argument("--dir", default="/var/tmp/rtgt-bench",
                     help="where the 1 GiB backing files live (not tmpfs: O_DIRECT)")
     ap.add_argument("--json", help="also write the results here")
+    ap.add_argument("--baseline", metavar="DIR",
+                    help="compare against the rtgtd and rtgtadm in DIR (an earlier build) "
+                         "instead of tgtd: A/B of a change, same rounds and table")
     a = ap.parse_args()
     rounds = a.rounds or (5 if a.full else 3)
     secs = a.seconds or (10 if a.full else 3)
@@ -252,7 +258,11 @@ def main():
     daemons = []
     try:
         daemons.append(Rtgtd(workdir, a.rtgt_bstype, a.rtgtd_args.split()))
-        daemons.append(Tgtd(workdir, a.tgt_bstype))
+        if a.baseline:
+            daemons.append(Rtgtd(workdir, a.rtgt_bstype, a.rtgtd_args.split(),
+                                 bindir=os.path.abspath(a.baseline), name="base"))
+        else:
+            daemons.append(Tgtd(workdir, a.tgt_bstype))
         for d in daemons:
             d.setup_luns(cached, direct)
 
@@ -289,7 +299,7 @@ def main():
         wl[5] = (wl[5][0], wl[5][1], writes("64k", 65536))
 
         log(f"machine: {os.cpu_count()} CPUs, load {loadavg()}; rtgtd pid {daemons[0].proc.pid}"
-            f" ({a.rtgt_bstype}), tgtd pid {daemons[1].proc.pid} ({a.tgt_bstype});"
+            f" ({a.rtgt_bstype}), {daemons[1].name} pid {daemons[1].proc.pid} ({daemons[1].bstype});"
             f" {rounds} rounds x {secs} s")
         results = {}
         loads = [loadavg()]
@@ -314,33 +324,34 @@ def main():
             results[name] = (unit, res)
             loads.append(loadavg())
 
+        n0, n1 = daemons[0].name, daemons[1].name
         table = []
-        table.append("| workload | rtgtd | tgtd | rtgtd/tgtd | CPU s per 10^6 I/O rtgtd | tgtd | ratio |")
+        table.append(f"| workload | {n0} | {n1} | {n0}/{n1} | CPU s per 10^6 I/O {n0} | {n1} | ratio |")
         table.append("|---|---:|---:|---:|---:|---:|---:|")
         summary = {}
         for name, (unit, res) in results.items():
             m = {n: statistics.median(v["rate"]) for n, v in res.items()}
             c = {n: statistics.median(v["cpu_per_mio"]) for n, v in res.items()}
-            ratio = m["rtgtd"] / m["tgtd"] if m["tgtd"] else float("nan")
-            cr = c["rtgtd"] / c["tgtd"] if c["tgtd"] else float("nan")
+            ratio = m[n0] / m[n1] if m[n1] else float("nan")
+            cr = c[n0] / c[n1] if c[n1] else float("nan")
             extra = ""
             if "QD1 " in name:
-                extra = f" ({1e6 / m['rtgtd']:.0f} / {1e6 / m['tgtd']:.0f} us)"
-            table.append(f"| {name} ({unit}) | {m['rtgtd']:.0f} | {m['tgtd']:.0f} | {ratio:.2f}x{extra}"
-                         f" | {c['rtgtd']:.1f} | {c['tgtd']:.1f} | {cr:.2f} |")
+                extra = f" ({1e6 / m[n0]:.0f} / {1e6 / m[n1]:.0f} us)"
+            table.append(f"| {name} ({unit}) | {m[n0]:.0f} | {m[n1]:.0f} | {ratio:.2f}x{extra}"
+                         f" | {c[n0]:.1f} | {c[n1]:.1f} | {cr:.2f} |")
             summary[name] = {"unit": unit, "median": m, "ratio": ratio, "cpu_per_mio": c,
                              "cpu_ratio": cr, "raw": res}
         if iperf:
             ip = statistics.median(iperf) / 1e6
             table.append(f"| iperf3 loopback, 1 stream (MB/s) | {ip:.0f} | | | | | |")
             seq = [k for k in results if "seqread" in k][0]
-            for n in ("rtgtd", "tgtd"):
+            for n in (n0, n1):
                 table.append(f"| 1M seqread / iperf3, {n} | {summary[seq]['median'][n] / ip * 100:.0f}% | | | | | |")
             summary["iperf3_MBps"] = ip
         rss = {d.name: d.status("VmHWM") for d in daemons}
         thr = {d.name: d.threads() for d in daemons}
-        table.append(f"| peak RSS (VmHWM, MiB) | {rss['rtgtd'] / 1024:.1f} | {rss['tgtd'] / 1024:.1f} | | | | |")
-        table.append(f"| threads at end | {thr['rtgtd']} | {thr['tgtd']} | | | | |")
+        table.append(f"| peak RSS (VmHWM, MiB) | {rss[n0] / 1024:.1f} | {rss[n1] / 1024:.1f} | | | | |")
+        table.append(f"| threads at end | {thr[n0]} | {thr[n1]} | | | | |")
         summary["vmhwm_kb"] = rss
         summary["load"] = loads
         print()

@@ -7,8 +7,12 @@
 //! whether it did depended on what the process had allocated before (perf on a daemon
 //! that had served a write workload first: page faults and clear_page were over a fifth
 //! of its CPU, and 1 MiB reads ran at 40% of the rate of a fresh daemon). Buffers from
-//! 64 KiB up are therefore kept here by power-of-two class and handed out again; below
-//! that the allocator's per-thread cache is already as fast as a pool.
+//! 64 KiB up are therefore kept here by power-of-two class and handed out again.
+//!
+//! Smaller ones (512 bytes to 32 KiB: a 4 KiB read) are cheap to allocate, but a fresh
+//! one must be zeroed and the store then writes every byte again; each thread keeps a
+//! few of those too. A connection's reads are allocated and handed back on its own
+//! reactor thread, so that cache needs no lock.
 //!
 //! [`take`] returns a buffer whose bytes are unspecified (they are left over from an
 //! earlier transfer): it is for callers that overwrite every byte, as
@@ -30,6 +34,44 @@ const KEEP_MIN: usize = 8;
 
 static POOL: [Mutex<Vec<Vec<u8>>>; CLASSES] = [const { Mutex::new(Vec::new()) }; CLASSES];
 
+/// Smallest buffer kept by the per-thread cache.
+const SMALL_MIN: usize = 512;
+const SMALL_CLASSES: usize = (MIN / SMALL_MIN).trailing_zeros() as usize;
+/// Bytes kept idle per small class and thread, at most [`SMALL_KEEP_MAX`] buffers.
+const SMALL_KEEP_BYTES: usize = 256 << 10;
+const SMALL_KEEP_MAX: usize = 64;
+
+thread_local! {
+    static SMALL: std::cell::RefCell<[Vec<Vec<u8>>; SMALL_CLASSES]> =
+        const { std::cell::RefCell::new([const { Vec::new() }; SMALL_CLASSES]) };
+}
+
+fn small_class_for(len: usize) -> Option<usize> {
+    if !(SMALL_MIN..MIN).contains(&len) {
+        return None;
+    }
+    Some((len.next_power_of_two() / SMALL_MIN).trailing_zeros() as usize)
+}
+
+fn small_class_size(class: usize) -> usize {
+    SMALL_MIN << class
+}
+
+fn small_keep(class: usize) -> usize {
+    (SMALL_KEEP_BYTES / small_class_size(class)).min(SMALL_KEEP_MAX)
+}
+
+/// Sets the length of a pooled buffer (fully initialised up to its capacity, see
+/// [`give`]): only moves the length, no bytes are written.
+fn fit(mut v: Vec<u8>, len: usize) -> Vec<u8> {
+    if v.len() >= len {
+        v.truncate(len);
+    } else {
+        v.resize(len, 0);
+    }
+    v
+}
+
 /// The class whose buffers hold `len` bytes, if `len` is pooled.
 fn class_for(len: usize) -> Option<usize> {
     if !(MIN..=MAX).contains(&len) {
@@ -49,21 +91,19 @@ fn keep(class: usize) -> usize {
 /// A buffer of exactly `len` bytes whose contents are unspecified: the caller must
 /// overwrite all of them before anyone reads it.
 pub fn take(len: usize) -> Vec<u8> {
+    if let Some(class) = small_class_for(len) {
+        let reused = SMALL.with(|s| s.borrow_mut()[class].pop());
+        return match reused {
+            Some(v) => fit(v, len),
+            None => fit(vec![0; small_class_size(class)], len),
+        };
+    }
     let Some(class) = class_for(len) else {
         return vec![0; len];
     };
     let reused = POOL[class].lock().pop();
     match reused {
-        Some(mut v) => {
-            // A pooled buffer is fully initialised up to its class size (see `give`), so
-            // this only moves the length: no bytes are written.
-            if v.len() >= len {
-                v.truncate(len);
-            } else {
-                v.resize(len, 0);
-            }
-            v
-        }
+        Some(v) => fit(v, len),
         None => {
             let mut v = vec![0; class_size(class)];
             v.truncate(len);
@@ -75,15 +115,28 @@ pub fn take(len: usize) -> Vec<u8> {
 /// A buffer of `len` zero bytes.
 pub fn take_zeroed(len: usize) -> Vec<u8> {
     let mut v = take(len);
-    if class_for(len).is_some() {
-        v.fill(0);
-    }
+    v.fill(0);
     v
 }
 
 /// Hands a buffer back for reuse. Buffers that did not come from [`take`] are welcome
 /// when their capacity is exactly a class size; anything else is simply freed.
 pub fn give(mut v: Vec<u8>) {
+    if let Some(class) = small_class_for(v.capacity()) {
+        if v.capacity() != small_class_size(class) {
+            return;
+        }
+        if v.len() < v.capacity() {
+            v.resize(v.capacity(), 0);
+        }
+        SMALL.with(|s| {
+            let mut s = s.borrow_mut();
+            if s[class].len() < small_keep(class) {
+                s[class].push(v);
+            }
+        });
+        return;
+    }
     let Some(class) = class_for(v.capacity()) else {
         return;
     };
@@ -144,15 +197,39 @@ mod tests {
     }
 
     #[test]
-    fn small_and_odd_buffers_are_not_pooled() {
+    fn odd_buffers_are_not_pooled() {
         // Class 1 (128 KiB) is used by no other test here.
         give(Vec::with_capacity(MIN + 7)); // capacity not a class size
-        give(vec![1; 4096]); // below MIN
+        give(vec![1; 100]); // below the smallest class
         assert_eq!(POOL[1].lock().len(), 0);
         assert_eq!(take(100).len(), 100);
-        assert!(take_zeroed(4096).iter().all(|&x| x == 0));
         give(take(MIN + 7)); // from take: its capacity is the class size
         assert_eq!(POOL[1].lock().len(), 1);
+    }
+
+    #[test]
+    fn small_buffers_are_kept_per_thread() {
+        let mut a = take(4000);
+        assert_eq!((a.len(), a.capacity()), (4000, 4096));
+        a.fill(0x5A);
+        let ptr = a.as_ptr();
+        give(a);
+        let b = take(4096);
+        assert_eq!(b.as_ptr(), ptr);
+        assert_eq!(b[0], 0x5A, "take() leaves old bytes");
+        give(b);
+        assert!(take_zeroed(4096).iter().all(|&x| x == 0));
+        // Another thread has its own cache: it gets a fresh (zeroed) buffer.
+        let other = std::thread::spawn(|| take(4096)[0]).join().unwrap();
+        assert_eq!(other, 0);
+        // Bounded: 64 buffers of 4 KiB (256 KiB) at most.
+        let many: Vec<_> = (0..100).map(|_| take(4096)).collect();
+        for v in many {
+            give(v);
+        }
+        let class = small_class_for(4096).unwrap();
+        assert_eq!(SMALL.with(|s| s.borrow()[class].len()), small_keep(class));
+        assert_eq!(small_keep(class), 64);
     }
 
     #[test]

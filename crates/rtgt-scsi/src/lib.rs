@@ -114,6 +114,9 @@ pub struct ScsiResult {
     /// The task was aborted (task management, PREEMPT AND ABORT): the transport must
     /// not answer it (SAM-5 5.6 with TAS=0).
     pub aborted: bool,
+    /// How long the command ran, as the LU's statistics counted it; the transport's
+    /// per-session statistics reuse it rather than read the clock twice more.
+    pub elapsed: std::time::Duration,
 }
 
 impl ScsiResult {

@@ -616,7 +616,7 @@ impl ScsiTarget {
     /// Runs a command registered with [`begin_task`](Self::begin_task). A task aborted
     /// before it starts does not run; one aborted while it runs finishes what it does
     /// to the medium, and either way the result says `aborted` so the transport drops it.
-    pub async fn execute_task(&self, cmd: ScsiCommand, task: &TaskGuard) -> ScsiResult {
+    pub async fn execute_task(&self, mut cmd: ScsiCommand, task: &TaskGuard) -> ScsiResult {
         if task.aborted() {
             return ScsiResult {
                 aborted: true,
@@ -651,21 +651,22 @@ impl ScsiTarget {
             _ => None,
         };
         let started = std::time::Instant::now();
-        let r = self.run(&lu, &cmd, task).await;
+        // The Data-Out travels on by value: a WRITE hands this very buffer to the store
+        // instead of a copy of it.
+        let mut data = std::mem::take(&mut cmd.data_out);
+        let written = data.len() as u64;
+        let r = self.run(&lu, &cmd, &mut data, task).await;
         let mut res = finish(r, lu.descriptor_sense(), data_out_len);
         if let Some(n) = cdb::allocation_length(&cmd.cdb) {
             res.data_in.truncate(n);
         }
         res.aborted = task.aborted();
+        res.elapsed = started.elapsed();
         lu.stats.record(
             res.data_in.len() as u64,
-            if res.status == 0 {
-                cmd.data_out.len() as u64
-            } else {
-                0
-            },
+            if res.status == 0 { written } else { 0 },
             res.status != 0,
-            started.elapsed(),
+            res.elapsed,
         );
         res
     }
@@ -745,7 +746,13 @@ impl ScsiTarget {
         Ok(())
     }
 
-    async fn run(&self, lu: &Arc<Lu>, cmd: &ScsiCommand, task: &TaskGuard) -> Outcome<ScsiResult> {
+    async fn run(
+        &self,
+        lu: &Arc<Lu>,
+        cmd: &ScsiCommand,
+        data: &mut Vec<u8>,
+        task: &TaskGuard,
+    ) -> Outcome<ScsiResult> {
         let opcode = cmd.cdb[0];
         let need = cdb::cdb_len(opcode);
         if cmd.cdb.len() < need {
@@ -807,9 +814,9 @@ impl ScsiTarget {
             DeviceType::Controller => {
                 controller::execute(lu, nexus, cdb, &self.lun_list(nexus), &self.name)
             }
-            DeviceType::Disk => self.disk(lu, cmd, cdb, not_ready, task).await,
-            DeviceType::Tape => self.tape(lu, cmd, cdb).await,
-            DeviceType::Cd => self.cd(lu, cmd, cdb).await,
+            DeviceType::Disk => self.disk(lu, cmd, cdb, data, not_ready, task).await,
+            DeviceType::Tape => self.tape(lu, cmd, cdb, data).await,
+            DeviceType::Cd => self.cd(lu, cmd, cdb, data).await,
             DeviceType::Changer => self.changer(lu, cmd, cdb, not_ready).await,
         };
         if r.is_ok() && crate::saved_state::changes(lu.device_type, cdb) {
@@ -819,7 +826,13 @@ impl ScsiTarget {
     }
 
     /// A CD/DVD drive's commands: SPC's own here, MMC's in [`crate::mmc`].
-    async fn cd(&self, lu: &Arc<Lu>, cmd: &ScsiCommand, cdb: &[u8]) -> Outcome<ScsiResult> {
+    async fn cd(
+        &self,
+        lu: &Arc<Lu>,
+        cmd: &ScsiCommand,
+        cdb: &[u8],
+        data: &[u8],
+    ) -> Outcome<ScsiResult> {
         let nexus = &*cmd.nexus;
         match cdb[0] {
             op::INQUIRY => Ok(ScsiResult::with_data(inquiry::inquiry(
@@ -835,7 +848,7 @@ impl ScsiTarget {
                     this: nexus,
                     all: self.nexus_ids(),
                 };
-                crate::mmc::execute(lu, nx, cdb, &cmd.data_out).await
+                crate::mmc::execute(lu, nx, cdb, data).await
             }
         }
     }
@@ -853,11 +866,12 @@ impl ScsiTarget {
         lu: &Arc<Lu>,
         cmd: &ScsiCommand,
         cdb: &[u8],
+        data_out: &mut Vec<u8>,
         not_ready: Option<Sense>,
         task: &TaskGuard,
     ) -> Outcome<ScsiResult> {
         let nexus = &*cmd.nexus;
-        let data = &cmd.data_out[..];
+        let data = &data_out[..];
         // SBC-4 4.11.3: while a sanitize operation runs, only these are processed.
         if lu.is_sanitizing()
             && !matches!(cdb[0], op::INQUIRY | op::REPORT_LUNS | op::REQUEST_SENSE)
@@ -1005,7 +1019,7 @@ impl ScsiTarget {
             0x84 => xcopy::receive_copy_results(lu, nexus, cdb),
             0x9c => sbc::write_atomic_cmd(lu, cdb, data).await,
             0x08 | 0x28 | 0xa8 | 0x88 => sbc::read_cmd(lu, cdb).await,
-            0x0a | 0x2a | 0xaa | 0x8a => sbc::write_cmd(lu, cdb, data).await,
+            0x0a | 0x2a | 0xaa | 0x8a => sbc::write_cmd(lu, cdb, std::mem::take(data_out)).await,
             0x2f | 0xaf | 0x8f => sbc::verify_cmd(lu, cdb, data).await,
             0x2e | 0xae | 0x8e => sbc::write_verify_cmd(lu, cdb, data).await,
             0x8b => sbc::orwrite_cmd(lu, cdb, data).await,

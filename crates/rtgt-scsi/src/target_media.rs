@@ -122,6 +122,7 @@ impl ScsiTarget {
         lu: &Arc<Lu>,
         cmd: &ScsiCommand,
         cdb: &[u8],
+        data: &[u8],
     ) -> Outcome<ScsiResult> {
         let drive = lu.tape.clone().expect("a tape LU has a drive");
         if cdb[0] == op::REQUEST_SENSE {
@@ -131,7 +132,7 @@ impl ScsiTarget {
         if let Some(r) = self.media_common(lu, cmd, cdb) {
             return r;
         }
-        ssc::execute(lu, &drive, cdb, &cmd.data_out).await
+        ssc::execute(lu, &drive, cdb, data).await
     }
 
     /// A media changer's commands (SMC-3).

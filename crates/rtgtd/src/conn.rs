@@ -602,14 +602,13 @@ async fn full_feature(
                     let itt = req.itt;
                     let stats = session_stats.clone();
                     let mut run = Box::pin(async move {
-                        let started = Instant::now();
                         let written = cmd.data_out.len() as u64;
                         let r = scsi.execute_task(cmd, &task).await;
                         stats.record(
                             r.data_in.len() as u64,
                             if r.status == 0 { written } else { 0 },
                             r.status != 0,
-                            started.elapsed(),
+                            r.elapsed,
                         );
                         let done = Done::Scsi {
                             itt,

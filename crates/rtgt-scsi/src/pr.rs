@@ -289,7 +289,7 @@ impl PrState {
         !self.regs.is_empty()
     }
 
-    #[cfg(test)]
+    /// A persistent reservation is held (by anyone).
     pub fn is_reserved(&self) -> bool {
         self.resv.is_some()
     }

@@ -57,6 +57,9 @@ pub struct LuDirectory {
     nexuses: RwLock<HashMap<u64, (String, String)>>,
     /// LUN masking: (target name, LUN) -> the initiators that may see it. Absent: all.
     masks: RwLock<HashMap<(String, u64), Vec<String>>>,
+    /// Whether `masks` has any entry: most daemons mask nothing, and then a command's
+    /// visibility check neither takes the daemon-wide lock nor builds the key.
+    masked: std::sync::atomic::AtomicBool,
     /// How a media changer reaches a tape drive by (tid, LUN): the registry's hook,
     /// as the SCSI core knows no target ids.
     drives: RwLock<Option<crate::smc::DriveResolver>>,
@@ -122,8 +125,17 @@ impl LuDirectory {
         self.nexuses.write().remove(&id);
     }
 
+    /// Changes the LUN masks, keeping [`LuDirectory::masked`] in step.
+    fn edit_masks(&self, edit: impl FnOnce(&mut HashMap<(String, u64), Vec<String>>)) {
+        let mut masks = self.masks.write();
+        edit(&mut masks);
+        self.masked
+            .store(!masks.is_empty(), std::sync::atomic::Ordering::Release);
+    }
+
     fn visible(&self, target: &str, lun: u64, initiator: &str) -> bool {
         lun == 0
+            || !self.masked.load(std::sync::atomic::Ordering::Acquire)
             || self
                 .masks
                 .read()
@@ -426,10 +438,9 @@ impl ScsiTarget {
             .write()
             .remove(&lun)
             .ok_or(ScsiError::NoSuchLun(lun))?;
-        self.directory
-            .masks
-            .write()
-            .remove(&(self.name.clone(), lun));
+        self.directory.edit_masks(|m| {
+            m.remove(&(self.name.clone(), lun));
+        });
         self.luns_changed(None);
         Ok(())
     }
@@ -712,9 +723,7 @@ impl ScsiTarget {
     /// same name starts unmasked).
     pub fn forget_masks(&self) {
         self.directory
-            .masks
-            .write()
-            .retain(|(t, _), _| *t != self.name);
+            .edit_masks(|m| m.retain(|(t, _), _| *t != self.name));
     }
 
     /// The initiators a LUN is restricted to (empty: visible to all).
@@ -737,11 +746,13 @@ impl ScsiTarget {
             return Err(ScsiError::NoSuchLun(lun));
         }
         let key = (self.name.clone(), lun);
-        if initiators.is_empty() {
-            self.directory.masks.write().remove(&key);
-        } else {
-            self.directory.masks.write().insert(key, initiators);
-        }
+        self.directory.edit_masks(|m| {
+            if initiators.is_empty() {
+                m.remove(&key);
+            } else {
+                m.insert(key, initiators);
+            }
+        });
         self.luns_changed(None);
         Ok(())
     }
@@ -802,12 +813,13 @@ impl ScsiTarget {
         if lu.spc2.conflicts(nexus.id) && !spc::spc2_allowed(opcode) {
             return Err(Fail::Conflict);
         }
-        if lu
-            .pr
-            .lock()
-            .conflicts(&spc::port_pair(nexus), spc::pr_access(cdb))
         {
-            return Err(Fail::Conflict);
+            // The I_T nexus's port names are only built (lower-cased copies) when a
+            // persistent reservation exists to check them against.
+            let pr = lu.pr.lock();
+            if pr.is_reserved() && pr.conflicts(&spc::port_pair(nexus), spc::pr_access(cdb)) {
+                return Err(Fail::Conflict);
+            }
         }
         let not_ready = self.not_ready(lu);
         let r = match lu.device_type {

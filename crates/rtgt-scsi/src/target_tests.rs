@@ -1216,4 +1216,37 @@ mod task_set {
         assert!(out.close, "a cold reset ends the sessions");
         assert!(seen.lock().last().unwrap().1);
     }
+
+    /// LUN masking through `execute`: a masked LUN is, to everyone else, a LUN nobody
+    /// configured (05/25/00), and unmasking or forgetting the masks (which also clears
+    /// the fast "nothing is masked" flag) makes it visible again.
+    #[tokio::test]
+    async fn masked_luns_are_absent_for_other_initiators_until_unmasked() {
+        let (t, _) = target_with(&[]);
+        // TEST UNIT READY after the unit attentions a mask change leaves (6/3F/0E).
+        async fn tur(t: &ScsiTarget, n: u64) -> ScsiResult {
+            for _ in 0..8 {
+                let r = exec(t, n, 1, &[0u8; 6], &[]).await;
+                if r.status != status::CHECK_CONDITION || sense_of(&r).0 != key::UNIT_ATTENTION {
+                    return r;
+                }
+            }
+            panic!("unit attentions without end");
+        }
+        assert_eq!(tur(&t, 1).await.status, status::GOOD);
+        assert_eq!(tur(&t, 2).await.status, status::GOOD);
+        // Names compare case-insensitively (RFC 3722).
+        t.set_lun_initiators(1, vec!["IQN.2026-01.test:init1".into()])
+            .unwrap();
+        assert_eq!(tur(&t, 1).await.status, status::GOOD);
+        let r = tur(&t, 2).await;
+        assert_eq!(sense_of(&r), (key::ILLEGAL_REQUEST, 0x25, 0x00));
+        t.set_lun_initiators(1, Vec::new()).unwrap();
+        assert_eq!(tur(&t, 2).await.status, status::GOOD);
+        t.set_lun_initiators(1, vec!["iqn.2026-01.test:init1".into()])
+            .unwrap();
+        assert_eq!(sense_of(&tur(&t, 2).await).1, 0x25);
+        t.forget_masks();
+        assert_eq!(tur(&t, 2).await.status, status::GOOD);
+    }
 }

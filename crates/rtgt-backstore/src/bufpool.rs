@@ -47,7 +47,7 @@ thread_local! {
 }
 
 fn small_class_for(len: usize) -> Option<usize> {
-    if !(SMALL_MIN..MIN).contains(&len) {
+    if !(SMALL_MIN..=MIN / 2).contains(&len) {
         return None;
     }
     Some((len.next_power_of_two() / SMALL_MIN).trailing_zeros() as usize)
@@ -74,7 +74,8 @@ fn fit(mut v: Vec<u8>, len: usize) -> Vec<u8> {
 
 /// The class whose buffers hold `len` bytes, if `len` is pooled.
 fn class_for(len: usize) -> Option<usize> {
-    if !(MIN..=MAX).contains(&len) {
+    // Above the largest small class (MIN / 2), up to MAX: 40 KiB goes to the 64 KiB class.
+    if !(MIN / 2 + 1..=MAX).contains(&len) {
         return None;
     }
     Some((len.next_power_of_two() / MIN).trailing_zeros() as usize)
@@ -168,7 +169,11 @@ mod tests {
 
     #[test]
     fn classes_cover_min_to_max() {
-        assert_eq!(class_for(MIN - 1), None);
+        assert_eq!(class_for(MIN / 2), None);
+        assert_eq!(small_class_for(MIN / 2), Some(SMALL_CLASSES - 1));
+        assert_eq!(small_class_for(MIN / 2 + 1), None);
+        assert_eq!(class_for(MIN / 2 + 1), Some(0));
+        assert_eq!(class_for(MIN - 1), Some(0));
         assert_eq!(class_for(MIN), Some(0));
         assert_eq!(class_for(MIN + 1), Some(1));
         assert_eq!(class_for(1 << 20), Some(4));
@@ -194,6 +199,28 @@ mod tests {
         let z = take_zeroed(len);
         assert!(z.iter().all(|&x| x == 0));
         give(z);
+    }
+
+    /// Every length, at and around each class boundary, gets a buffer of that length,
+    /// and handing it back and taking it again works (a 40 KiB read once indexed past
+    /// the small classes and brought a reactor down).
+    #[test]
+    fn every_length_gets_its_buffer() {
+        let mut lens = vec![0, 1, 100, MAX, MAX + 1, 40 << 10];
+        let mut b = SMALL_MIN;
+        while b <= MAX {
+            lens.extend([b - 1, b, b + 1]);
+            b *= 2;
+        }
+        // Classes the other tests here count on are left alone (tests run in parallel).
+        let theirs = |len: usize| matches!(class_for(len), Some(1 | 6 | 7));
+        for len in lens.into_iter().filter(|&l| !theirs(l)) {
+            let v = take(len);
+            assert_eq!(v.len(), len);
+            give(v);
+            assert_eq!(take(len).len(), len);
+            assert!(take_zeroed(len).iter().all(|&x| x == 0), "len {len}");
+        }
     }
 
     #[test]

@@ -906,3 +906,46 @@ fn qemu_img_round_trips_on_a_loop_device() {
     round_trip(&d, 1, 128 * MIB, Some(&img), "loop device, rdwr");
     round_trip(&d, 2, 128 * MIB, Some(&img), "loop device, io_uring direct");
 }
+
+/// Read buffers are recycled between commands, LUNs and sessions (bufpool): reads of
+/// every size class and around each class boundary return exactly the data on the
+/// medium, and a null LUN read right after returns zeroes, never the bytes a previous
+/// command left in the buffer. (A 40 KiB read once fell between the pool's classes and
+/// brought its reactor down; only a guest kernel's e2fsck hit it.)
+#[test]
+fn recycled_read_buffers_return_only_the_medium_s_data() {
+    let d = Daemon::start();
+    let file = image(&d, "file.img", 8 * MIB);
+    add_lun(&d, 1, Some(&file), &[]);
+    add_lun(&d, 2, None, &["--bstype", "null", "-b", "/dev/null"]);
+    let mut disk = Scsi::login(d.port, &iqn(1));
+    let mut null = Scsi::login(d.port, &iqn(2));
+    disk.ready();
+    null.ready();
+    let blocks = 16384u32; // 8 MiB
+    let pattern = common::prng_bytes(7, blocks as usize * 512);
+    for (i, chunk) in pattern.chunks(64 * 1024).enumerate() {
+        disk.write(i as u32 * 128, chunk, false).good();
+    }
+    let mut sizes = vec![1u16, 7, 80, 100];
+    let mut b = 1u16;
+    while b <= 8192 {
+        sizes.extend([b.saturating_sub(1).max(1), b, b + 1]);
+        b *= 2;
+    }
+    for (k, &n) in sizes.iter().enumerate() {
+        let lba = (k as u32 * 977) % (blocks - u32::from(n));
+        let got = disk.read(lba, n, 512);
+        let want = &pattern[lba as usize * 512..(lba as usize + usize::from(n)) * 512];
+        assert!(
+            got == want,
+            "{n} blocks at LBA {lba}: not the medium's data"
+        );
+        let zeroes = null.read(0, n, 512);
+        assert_eq!(zeroes.len(), usize::from(n) * 512);
+        assert!(
+            zeroes.iter().all(|&x| x == 0),
+            "{n} blocks from the null LUN: stale bytes"
+        );
+    }
+}

@@ -6,8 +6,9 @@
 //! freed, so every command paid 256 page faults plus the kernel zeroing each page, and
 //! whether it did depended on what the process had allocated before (perf on a daemon
 //! that had served a write workload first: page faults and clear_page were over a fifth
-//! of its CPU, and 1 MiB reads ran at 40% of the rate of a fresh daemon). Buffers from
-//! 64 KiB up are therefore kept here by power-of-two class and handed out again.
+//! of its CPU, and 1 MiB reads ran at 40% of the rate of a fresh daemon). Buffers above
+//! 32 KiB are therefore kept here by power-of-two class (64 KiB to 16 MiB) and handed out
+//! again.
 //!
 //! Smaller ones (512 bytes to 32 KiB: a 4 KiB read) are cheap to allocate, but a fresh
 //! one must be zeroed and the store then writes every byte again; each thread keeps a
@@ -20,7 +21,7 @@
 
 use parking_lot::Mutex;
 
-/// Smallest buffer worth pooling.
+/// The smallest class of the shared pool; lengths above `MIN / 2` use it.
 pub const MIN: usize = 64 << 10;
 /// Largest buffer pooled; bigger ones are rare (MaxBurstLength-sized commands) and are
 /// left to the allocator.
@@ -93,7 +94,11 @@ fn keep(class: usize) -> usize {
 /// overwrite all of them before anyone reads it.
 pub fn take(len: usize) -> Vec<u8> {
     if let Some(class) = small_class_for(len) {
-        let reused = SMALL.with(|s| s.borrow_mut()[class].pop());
+        // try_with: a thread being torn down has no cache any more.
+        let reused = SMALL
+            .try_with(|s| s.borrow_mut()[class].pop())
+            .ok()
+            .flatten();
         return match reused {
             Some(v) => fit(v, len),
             None => fit(vec![0; small_class_size(class)], len),
@@ -130,7 +135,7 @@ pub fn give(mut v: Vec<u8>) {
         if v.len() < v.capacity() {
             v.resize(v.capacity(), 0);
         }
-        SMALL.with(|s| {
+        let _ = SMALL.try_with(|s| {
             let mut s = s.borrow_mut();
             if s[class].len() < small_keep(class) {
                 s[class].push(v);

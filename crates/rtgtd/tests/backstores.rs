@@ -237,7 +237,7 @@ fn io_counts(d: &Daemon, tid: u32) -> (u64, u64, u64, u64) {
 fn add_lun(d: &Daemon, tid: u32, backing: Option<&Path>, opts: &[&str]) {
     let t = tid.to_string();
     let name = iqn(tid);
-    d.adm_ok(&["--op", "new", "--mode", "target", "--tid", &t, "-T", &name]);
+    d.new_target(&t, &name);
     let mut a = vec![
         "--op",
         "new",
@@ -255,7 +255,7 @@ fn add_lun(d: &Daemon, tid: u32, backing: Option<&Path>, opts: &[&str]) {
     }
     a.extend_from_slice(opts);
     d.adm_ok(&a);
-    d.adm_ok(&["--op", "bind", "--mode", "target", "--tid", &t, "-I", "ALL"]);
+    d.bind_all(&t);
 }
 
 /// Writes `len` bytes of `byte` at the start of `path`, keeping its size.
@@ -406,18 +406,7 @@ fn fua_and_sync_cache_issue_the_flush_syscalls_and_nv_cache_does_not() {
     a.sync_cache();
     let after_sync = st.finish();
     // write_cache=off through rtgtadm: every write is durable on its own.
-    d.adm_ok(&[
-        "--op",
-        "update",
-        "--mode",
-        "logicalunit",
-        "--tid",
-        "1",
-        "--lun",
-        "1",
-        "--params",
-        "write_cache=off",
-    ]);
+    d.update_lu("1", "1", "write_cache=off");
     assert!(show_lun1(&d, 1).contains("Write cache: off\n"));
     let _ = a.run(&[0; 6], &[], 0); // MODE PARAMETERS CHANGED
     let st = Strace::attach(&d).unwrap();

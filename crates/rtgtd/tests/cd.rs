@@ -16,7 +16,7 @@ const IQN: &str = "iqn.2026-11.org.rtgt:dvd";
 const BLOCK: usize = 2048;
 
 fn setup(d: &Daemon, image: Option<&Path>) {
-    d.adm_ok(&["--op", "new", "--mode", "target", "--tid", "1", "-T", IQN]);
+    d.new_target("1", IQN);
     let mut lu = vec![
         "--op",
         "new",
@@ -33,9 +33,7 @@ fn setup(d: &Daemon, image: Option<&Path>) {
         lu.extend_from_slice(&["-b", p.to_str().unwrap()]);
     }
     d.adm_ok(&lu);
-    d.adm_ok(&[
-        "--op", "bind", "--mode", "target", "--tid", "1", "-I", "ALL",
-    ]);
+    d.bind_all("1");
 }
 
 fn update(d: &Daemon, params: &str) -> std::process::Output {

@@ -79,7 +79,7 @@ fn library(dir: &TempDir) -> Daemon {
     let d = Daemon::start();
     let h = home.to_str().unwrap();
     // The drive in target 2, empty; the changer in target 1 (tgt's syntax throughout).
-    d.adm_ok(&["--op", "new", "--mode", "target", "--tid", "2", "-T", DRV]);
+    d.new_target("2", DRV);
     d.adm_ok(&[
         "--op",
         "new",
@@ -96,7 +96,7 @@ fn library(dir: &TempDir) -> Daemon {
         "-b",
         "None",
     ]);
-    d.adm_ok(&["--op", "new", "--mode", "target", "--tid", "1", "-T", LIB]);
+    d.new_target("1", LIB);
     d.adm_ok(&[
         "--op",
         "new",
@@ -112,18 +112,7 @@ fn library(dir: &TempDir) -> Daemon {
         "None",
     ]);
     let upd = |p: &str| {
-        d.adm_ok(&[
-            "--op",
-            "update",
-            "--mode",
-            "logicalunit",
-            "--tid",
-            "1",
-            "--lun",
-            "1",
-            "--params",
-            p,
-        ]);
+        d.update_lu("1", "1", p);
     };
     upd(&format!("media_home={h}"));
     upd("element_type=1,start_address=1,quantity=1");
@@ -243,18 +232,7 @@ fn mtx_style_inventory_moves_and_errors() {
     assert_eq!(r.data, data);
 
     // An inventory change by the administrator is a unit attention on the changer.
-    d.adm_ok(&[
-        "--op",
-        "update",
-        "--mode",
-        "logicalunit",
-        "--tid",
-        "1",
-        "--lun",
-        "1",
-        "--params",
-        "element_type=3,address=10,barcode=VOL003,sides=1",
-    ]);
+    d.update_lu("1", "1", "element_type=3,address=10,barcode=VOL003,sides=1");
     assert_eq!(sense(&ch.exec(1, &[0; 6], 0, &[])), (0x6, 0x28, 0x00));
     let ie = descriptors(&element_status(&mut ch, 3));
     assert_eq!(ie, vec![(10, true, "VOL003".into())]);

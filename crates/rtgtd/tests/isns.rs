@@ -113,7 +113,7 @@ fn targets_are_registered_with_isnsd_and_deregistered_on_stop() {
     )
     .unwrap();
     let mut d = Daemon::start_args(&["--config", conf.to_str().unwrap()]);
-    d.adm_ok(&["--op", "new", "--mode", "target", "--tid", "2", "-T", two]);
+    d.new_target("2", two);
     // A dump keeps the setting.
     let dump = d.adm_ok(&["config", "dump"]);
     assert!(

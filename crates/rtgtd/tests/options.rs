@@ -262,7 +262,7 @@ fn null_lun_accepts_writes_and_reads_zeros() {
         return;
     }
     let d = Daemon::start();
-    d.adm_ok(&["--op", "new", "--mode", "target", "--tid", "1", "-T", IQN]);
+    d.new_target("1", IQN);
     d.adm_ok(&[
         "--op",
         "new",
@@ -279,9 +279,7 @@ fn null_lun_accepts_writes_and_reads_zeros() {
         "--bsopts",
         "size=1G",
     ]);
-    d.adm_ok(&[
-        "--op", "bind", "--mode", "target", "--tid", "1", "-I", "ALL",
-    ]);
+    d.bind_all("1");
     let url = d.url(IQN, 1);
     for w in [true, false] {
         let mut args = vec!["bench", "-f", "raw", "-c", "1000", "-d", "8", "-s", "64k"];

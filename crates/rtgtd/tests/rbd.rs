@@ -92,7 +92,7 @@ fn gateway(
         port,
         &["-f", "-C", "1", "--iscsi", &portal],
     );
-    d.adm_ok(&["--op", "new", "--mode", "target", "--tid", "1", "-T", IQN]);
+    d.new_target("1", IQN);
     let bsopts = format!("conf={};timeout=5;cache=off", c.conf);
     let mut lu = vec![
         "--op",
@@ -112,9 +112,7 @@ fn gateway(
     ];
     lu.extend_from_slice(lun_opts);
     d.adm_ok(&lu);
-    d.adm_ok(&[
-        "--op", "bind", "--mode", "target", "--tid", "1", "-I", "ALL",
-    ]);
+    d.bind_all("1");
     let name = format!("alua_state.{tpgt}");
     d.adm_ok(&[
         "--op", "update", "--mode", "target", "--tid", "1", "--name", &name, "--value", alua,
@@ -663,10 +661,8 @@ fn rbd_lu_not_ready_until_the_cluster_answers() {
         port,
         &["-f", "-C", "1", "--iscsi", &portal],
     );
-    a.adm_ok(&["--op", "new", "--mode", "target", "--tid", "1", "-T", IQN]);
-    a.adm_ok(&[
-        "--op", "bind", "--mode", "target", "--tid", "1", "-I", "ALL",
-    ]);
+    a.new_target("1", IQN);
+    a.bind_all("1");
     let new_lu = |lun: &str, image: &str, opts: &str| {
         a.adm(&[
             "--op",

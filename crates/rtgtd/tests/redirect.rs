@@ -24,10 +24,8 @@ fn logins_are_redirected_and_libiscsi_follows() {
     let b = Daemon::start();
     b.add_disk(1, IQN, GIB, &["--params", "vendor_id=MOVED"]);
     let a = Daemon::start();
-    a.adm_ok(&["--op", "new", "--mode", "target", "--tid", "1", "-T", IQN]);
-    a.adm_ok(&[
-        "--op", "bind", "--mode", "target", "--tid", "1", "-I", "ALL",
-    ]);
+    a.new_target("1", IQN);
+    a.bind_all("1");
     let set = |name: &str, value: &str| {
         a.adm_ok(&[
             "--op", "update", "--mode", "target", "--tid", "1", "--name", name, "--value", value,

@@ -495,7 +495,7 @@ fn ipv6_acl() {
         port,
         &["-f", "-C", "1", "--iscsi", &v4, "--iscsi", &v6],
     );
-    d.adm_ok(&["--op", "new", "--mode", "target", "--tid", "1", "-T", IQN]);
+    d.new_target("1", IQN);
     d.adm_ok(&[
         "--op",
         "bind",

@@ -38,7 +38,7 @@ fn blank(dir: &TempDir, name: &str, format: Format, capacity: u64) -> PathBuf {
 
 /// Target 1 with the tape drive at LUN 1 holding `img`, as tgt users configure one.
 fn serve(d: &Daemon, img: &Path, params: &[&str]) {
-    d.adm_ok(&["--op", "new", "--mode", "target", "--tid", "1", "-T", IQN]);
+    d.new_target("1", IQN);
     let mut lu = vec![
         "--op",
         "new",
@@ -57,9 +57,7 @@ fn serve(d: &Daemon, img: &Path, params: &[&str]) {
     ];
     lu.extend_from_slice(params);
     d.adm_ok(&lu);
-    d.adm_ok(&[
-        "--op", "bind", "--mode", "target", "--tid", "1", "-I", "ALL",
-    ]);
+    d.bind_all("1");
 }
 
 fn session(d: &Daemon) -> RawConn {

@@ -377,13 +377,41 @@ impl Daemon {
         check(&format!("rtgtadm {}", args.join(" ")), &o)
     }
 
+    /// `tgtadm --op new --mode target --tid TID -T IQN`.
+    pub fn new_target(&self, tid: &str, iqn: &str) {
+        self.adm_ok(&["--op", "new", "--mode", "target", "--tid", tid, "-T", iqn]);
+    }
+
+    /// `tgtadm --op bind --mode target --tid TID -I ALL`.
+    pub fn bind_all(&self, tid: &str) {
+        self.adm_ok(&[
+            "--op", "bind", "--mode", "target", "--tid", tid, "-I", "ALL",
+        ]);
+    }
+
+    /// `tgtadm --op update --mode logicalunit --tid TID --lun LUN --params PARAMS`.
+    pub fn update_lu(&self, tid: &str, lun: &str, params: &str) {
+        self.adm_ok(&[
+            "--op",
+            "update",
+            "--mode",
+            "logicalunit",
+            "--tid",
+            tid,
+            "--lun",
+            lun,
+            "--params",
+            params,
+        ]);
+    }
+
     /// Target `tid` named `iqn` with a sparse file LUN 1 of `size` bytes, bound to ALL,
     /// configured with tgtadm's syntax. Returns the image path.
     pub fn add_disk(&self, tid: u32, iqn: &str, size: u64, lun_opts: &[&str]) -> PathBuf {
         let tid = tid.to_string();
         let img = self.dir.join(&format!("tid{tid}-lun1.img"));
         sparse_file(&img, size);
-        self.adm_ok(&["--op", "new", "--mode", "target", "--tid", &tid, "-T", iqn]);
+        self.new_target(&tid, iqn);
         let mut lu = vec![
             "--op",
             "new",
@@ -398,9 +426,7 @@ impl Daemon {
         ];
         lu.extend_from_slice(lun_opts);
         self.adm_ok(&lu);
-        self.adm_ok(&[
-            "--op", "bind", "--mode", "target", "--tid", &tid, "-I", "ALL",
-        ]);
+        self.bind_all(&tid);
         img
     }
 

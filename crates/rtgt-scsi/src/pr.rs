@@ -289,9 +289,16 @@ impl PrState {
         !self.regs.is_empty()
     }
 
-    /// A persistent reservation is held (by anyone).
+    #[cfg(test)]
     pub fn is_reserved(&self) -> bool {
         self.resv.is_some()
+    }
+
+    /// [`conflicts`](Self::conflicts) for a command of `nexus`. Most LUs hold no
+    /// reservation, and then the nexus's port names (lower-cased copies) are not built:
+    /// this runs for every command.
+    pub fn conflicts_for(&self, nexus: &ItNexus, access: Access) -> bool {
+        self.resv.is_some() && self.conflicts(&PortPair::of(nexus), access)
     }
 
     /// SPC-4 table 57 for one command: does the reservation stop `who`?

@@ -813,13 +813,8 @@ impl ScsiTarget {
         if lu.spc2.conflicts(nexus.id) && !spc::spc2_allowed(opcode) {
             return Err(Fail::Conflict);
         }
-        {
-            // The I_T nexus's port names are only built (lower-cased copies) when a
-            // persistent reservation exists to check them against.
-            let pr = lu.pr.lock();
-            if pr.is_reserved() && pr.conflicts(&spc::port_pair(nexus), spc::pr_access(cdb)) {
-                return Err(Fail::Conflict);
-            }
+        if lu.pr.lock().conflicts_for(nexus, spc::pr_access(cdb)) {
+            return Err(Fail::Conflict);
         }
         let not_ready = self.not_ready(lu);
         let r = match lu.device_type {

@@ -17,7 +17,7 @@
 //!
 //! [`take`] returns a buffer whose bytes are unspecified (they are left over from an
 //! earlier transfer): it is for callers that overwrite every byte, as
-//! [`crate::BackingStore::read_at`] does. [`take_zeroed`] is the safe default.
+//! [`crate::BackingStore::read_at`] does.
 
 use parking_lot::Mutex;
 
@@ -90,36 +90,68 @@ fn keep(class: usize) -> usize {
     (KEEP_BYTES / class_size(class)).max(KEEP_MIN)
 }
 
-/// A buffer of exactly `len` bytes whose contents are unspecified: the caller must
-/// overwrite all of them before anyone reads it.
-pub fn take(len: usize) -> Vec<u8> {
-    if let Some(class) = small_class_for(len) {
-        // try_with: a thread being torn down has no cache any more.
-        let reused = SMALL
-            .try_with(|s| s.borrow_mut()[class].pop())
-            .ok()
-            .flatten();
-        return match reused {
-            Some(v) => fit(v, len),
-            None => fit(vec![0; small_class_size(class)], len),
-        };
+/// Where a buffer of a given size is kept: the calling thread's cache or the shared pool,
+/// and its class there.
+#[derive(Clone, Copy)]
+enum Class {
+    Small(usize),
+    Shared(usize),
+}
+
+impl Class {
+    fn of(len: usize) -> Option<Class> {
+        small_class_for(len)
+            .map(Class::Small)
+            .or_else(|| class_for(len).map(Class::Shared))
     }
-    let Some(class) = class_for(len) else {
-        return vec![0; len];
-    };
-    let reused = POOL[class].lock().pop();
-    match reused {
-        Some(v) => fit(v, len),
-        None => {
-            let mut v = vec![0; class_size(class)];
-            v.truncate(len);
-            v
+
+    fn size(self) -> usize {
+        match self {
+            Class::Small(c) => small_class_size(c),
+            Class::Shared(c) => class_size(c),
+        }
+    }
+
+    fn pop(self) -> Option<Vec<u8>> {
+        match self {
+            // try_with: a thread being torn down has no cache any more.
+            Class::Small(c) => SMALL.try_with(|s| s.borrow_mut()[c].pop()).ok().flatten(),
+            Class::Shared(c) => POOL[c].lock().pop(),
+        }
+    }
+
+    fn push(self, v: Vec<u8>) {
+        match self {
+            Class::Small(c) => {
+                let _ = SMALL.try_with(|s| {
+                    let mut s = s.borrow_mut();
+                    if s[c].len() < small_keep(c) {
+                        s[c].push(v);
+                    }
+                });
+            }
+            Class::Shared(c) => {
+                let mut pool = POOL[c].lock();
+                if pool.len() < keep(c) {
+                    pool.push(v);
+                }
+            }
         }
     }
 }
 
+/// A buffer of exactly `len` bytes whose contents are unspecified: the caller must
+/// overwrite all of them before anyone reads it.
+pub fn take(len: usize) -> Vec<u8> {
+    match Class::of(len) {
+        None => vec![0; len],
+        Some(c) => fit(c.pop().unwrap_or_else(|| vec![0; c.size()]), len),
+    }
+}
+
 /// A buffer of `len` zero bytes.
-pub fn take_zeroed(len: usize) -> Vec<u8> {
+#[cfg(test)]
+fn take_zeroed(len: usize) -> Vec<u8> {
     let mut v = take(len);
     v.fill(0);
     v
@@ -128,44 +160,15 @@ pub fn take_zeroed(len: usize) -> Vec<u8> {
 /// Hands a buffer back for reuse. Buffers that did not come from [`take`] are welcome
 /// when their capacity is exactly a class size; anything else is simply freed.
 pub fn give(mut v: Vec<u8>) {
-    if let Some(class) = small_class_for(v.capacity()) {
-        if v.capacity() != small_class_size(class) {
-            return;
-        }
-        if v.len() < v.capacity() {
-            v.resize(v.capacity(), 0);
-        }
-        let _ = SMALL.try_with(|s| {
-            let mut s = s.borrow_mut();
-            if s[class].len() < small_keep(class) {
-                s[class].push(v);
-            }
-        });
-        return;
-    }
-    let Some(class) = class_for(v.capacity()) else {
+    let Some(class) = Class::of(v.capacity()).filter(|c| c.size() == v.capacity()) else {
         return;
     };
-    if v.capacity() != class_size(class) {
-        return;
-    }
     // Keep the length at the full class size so the next `take` never has to write, but
     // without unsafe code: only bytes never initialised get zeroed, once per buffer.
     if v.len() < v.capacity() {
         v.resize(v.capacity(), 0);
     }
-    let mut pool = POOL[class].lock();
-    if pool.len() < keep(class) {
-        pool.push(v);
-    }
-}
-
-/// Buffers idle in the pool, and their bytes (for `rtgtadm` and tests).
-pub fn idle() -> (usize, usize) {
-    POOL.iter().enumerate().fold((0, 0), |(n, b), (c, p)| {
-        let k = p.lock().len();
-        (n + k, b + k * class_size(c))
-    })
+    class.push(v);
 }
 
 #[cfg(test)]

@@ -25,9 +25,15 @@ async fn wait_sessions_gone(daemon: &Daemon, until: Instant) -> bool {
 }
 
 pub async fn graceful(daemon: &Daemon, accepts: Vec<tokio::task::JoinHandle<()>>) {
-    // Listeners close: new connections are refused.
-    for a in accepts {
+    // Listeners close: new connections are refused. `abort` only asks; the listener is
+    // closed when its task is dropped, so wait for that before any initiator is told to
+    // log out (its connection may live on another reactor and answer first: a test
+    // caught a connect succeeding after the Async Message).
+    for a in &accepts {
         a.abort();
+    }
+    for a in accepts {
+        let _ = a.await;
     }
     let secs = daemon.stop_timeout;
     let n = daemon.sessions.lock().len();

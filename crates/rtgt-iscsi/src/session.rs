@@ -7,7 +7,9 @@
 //!
 //! Scope: one connection per session (MaxConnections=1) at ErrorRecoveryLevel 0.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
+
+use rustc_hash::FxHashMap;
 use std::time::Instant;
 
 use crate::pdu::{op, reject, Pdu, RESERVED_TAG};
@@ -182,7 +184,9 @@ struct Task {
     state: TaskState,
     /// When the command arrived: an abort from another I_T nexus covers only tasks that
     /// were there before it (SAM-5 7.x acts on the task set as it is).
-    arrived: Instant,
+    /// Set only for a task that waits for Data-Out, the only state in which this is
+    /// consulted (a clock read per command was a measurable share of a 4K read).
+    arrived: Option<Instant>,
 }
 
 /// How many aborted ITTs whose late Data-Out is dropped silently are remembered.
@@ -199,7 +203,9 @@ pub struct Session {
     /// CmdSNs of aborted commands that never ran (held, or not received yet): they
     /// count as received, so the window moves past them (RFC 7143 §11.5.1 b).
     consumed: std::collections::BTreeSet<u32>,
-    tasks: HashMap<u32, Task>,
+    /// By ITT. FxHash: looked up several times per command, and SipHash's flooding
+    /// resistance buys nothing for at most [`MAX_TASKS`] entries per session.
+    tasks: FxHashMap<u32, Task>,
     next_ttt: u32,
     /// Outstanding target NOP-In ping TTT.
     ping_ttt: Option<u32>,
@@ -240,7 +246,7 @@ impl Session {
             held: BTreeMap::new(),
             held_data: Vec::new(),
             consumed: std::collections::BTreeSet::new(),
-            tasks: HashMap::new(),
+            tasks: FxHashMap::default(),
             next_ttt: 1,
             ping_ttt: None,
             logged_out: false,
@@ -578,7 +584,7 @@ impl Session {
             r2t_sn: 0,
             failed: None,
             state: TaskState::Receiving,
-            arrived: Instant::now(),
+            arrived: None,
         };
         // A reused tag is a new task: its Data-Out is no longer a dead task's.
         self.aborted.retain(|&a| a != itt);
@@ -598,6 +604,7 @@ impl Session {
         }
         if write && received < edtl {
             let t = self.tasks.get_mut(&itt).unwrap();
+            t.arrived = Some(Instant::now());
             // Unsolicited data may cover up to FirstBurstLength when InitialR2T=No
             // (RFC 7143 §13.11, §13.14); solicit the rest with R2Ts.
             let unsolicited = if self.cfg.initial_r2t {
@@ -805,7 +812,9 @@ impl Session {
             .tasks
             .iter()
             .filter(|(_, t)| {
-                t.state == TaskState::Receiving && t.arrived < before && covered(&t.lun)
+                t.state == TaskState::Receiving
+                    && t.arrived.is_none_or(|a| a < before)
+                    && covered(&t.lun)
             })
             .map(|(&i, _)| i)
             .collect();

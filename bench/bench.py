@@ -5,7 +5,9 @@ Starts both daemons on free loopback ports with identical LUNs (null; a file kep
 page cache; a file opened with O_DIRECT), then runs each workload alternately on one and
 the other for several rounds, and prints medians, the rtgtd/tgtd ratio, CPU seconds per
 million I/Os (utime+stime deltas of the daemon from /proc/PID/stat) and peak RSS (VmHWM).
-iperf3 over loopback is the ceiling for the sequential read.
+iperf3 over loopback is the ceiling for the sequential read. It also reports how busy the
+initiator itself was (its CPU seconds per wall second): iscsi-perf and qemu-img are
+single-threaded, so one near 100% sets the rate whatever the target does.
 
 Run it through bench/run.sh, which builds the release binaries first.
 """
@@ -70,8 +72,18 @@ def wait_port(port, proc, what):
     raise RuntimeError(f"{what} does not listen on {port}")
 
 
+# CPU seconds and wall seconds of the last initiator run (iscsi-perf, qemu-img): how
+# busy the client was shows when it, not the target, sets the rate.
+LAST_CLIENT = {"cpu": 0.0, "wall": 0.0}
+
+
 def run(cmd, **kw):
+    t0, w0 = os.times(), time.monotonic()
     r = subprocess.run(cmd, capture_output=True, text=True, **kw)
+    t1, w1 = os.times(), time.monotonic()
+    LAST_CLIENT["cpu"] = (t1.children_user - t0.children_user
+                          + t1.children_system - t0.children_system)
+    LAST_CLIENT["wall"] = w1 - w0
     if r.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)}: exit {r.returncode}\n{r.stdout}{r.stderr}")
     return r.stdout
@@ -307,7 +319,7 @@ def main():
         for name, unit, fn in wl:
             if only and not any(o in name for o in only):
                 continue
-            res = {d.name: {"rate": [], "cpu_per_mio": []} for d in daemons}
+            res = {d.name: {"rate": [], "cpu_per_mio": [], "client_busy": []} for d in daemons}
             for r in range(rounds):
                 order = daemons if r % 2 == 0 else daemons[::-1]
                 for d in order:
@@ -316,8 +328,10 @@ def main():
                     c1 = d.cpu_seconds()
                     res[d.name]["rate"].append(rate)
                     res[d.name]["cpu_per_mio"].append((c1 - c0) / ios * 1e6 if ios else 0)
+                    busy = LAST_CLIENT["cpu"] / LAST_CLIENT["wall"] if LAST_CLIENT["wall"] else 0
+                    res[d.name]["client_busy"].append(busy)
                     log(f"  {name:26} round {r + 1} {d.name:5} {rate:10.0f} {unit}"
-                        f"  cpu {c1 - c0:.2f} s")
+                        f"  cpu {c1 - c0:.2f} s  initiator {busy * 100:.0f}% of a CPU")
                 if "seqread" in name:
                     iperf.append(iperf3(secs))
                     log(f"  iperf3 loopback round {r + 1} {iperf[-1] / 1e6:.0f} MB/s")
@@ -352,6 +366,14 @@ def main():
         thr = {d.name: d.threads() for d in daemons}
         table.append(f"| peak RSS (VmHWM, MiB) | {rss[n0] / 1024:.1f} | {rss[n1] / 1024:.1f} | | | | |")
         table.append(f"| threads at end | {thr[n0]} | {thr[n1]} | | | | |")
+        # The initiator's own CPU use during each run (one CPU = 100%): a single-threaded
+        # client at ~100% is the ceiling, whatever the target does.
+        table.append("")
+        table.append(f"| workload | initiator busy, {n0} run | {n1} run |")
+        table.append("|---|---:|---:|")
+        for name, (unit, res) in results.items():
+            b = {n: statistics.median(v["client_busy"]) * 100 for n, v in res.items()}
+            table.append(f"| {name} | {b[n0]:.0f}% | {b[n1]:.0f}% |")
         summary["vmhwm_kb"] = rss
         summary["load"] = loads
         print()

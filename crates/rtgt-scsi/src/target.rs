@@ -765,6 +765,8 @@ impl ScsiTarget {
         task: &TaskGuard,
     ) -> Outcome<ScsiResult> {
         let opcode = cmd.cdb[0];
+        #[cfg(debug_assertions)]
+        fault_injection::maybe_panic(opcode);
         let need = cdb::cdb_len(opcode);
         if cmd.cdb.len() < need {
             return Err(invalid_cdb());
@@ -1229,4 +1231,21 @@ fn finish(r: Outcome<ScsiResult>, descriptor: bool, data_out_len: Option<u64>) -
     };
     res.data_out_len = data_out_len.map(|n| u32::try_from(n).unwrap_or(u32::MAX));
     res
+}
+
+/// Debug builds only (what `cargo test` runs): `RTGT_FAULT_PANIC_OPCODE=0xNN` makes every
+/// command with that opcode panic, so tests can show that a bug in one command's code is
+/// contained to that command. Release builds have no such switch.
+#[cfg(debug_assertions)]
+mod fault_injection {
+    pub(super) fn maybe_panic(opcode: u8) {
+        static OPCODE: std::sync::OnceLock<Option<u8>> = std::sync::OnceLock::new();
+        let armed = OPCODE.get_or_init(|| {
+            let v = std::env::var("RTGT_FAULT_PANIC_OPCODE").ok()?;
+            u8::from_str_radix(v.trim_start_matches("0x"), 16).ok()
+        });
+        if *armed == Some(opcode) {
+            panic!("fault injection: RTGT_FAULT_PANIC_OPCODE={opcode:#04x}");
+        }
+    }
 }

@@ -607,6 +607,7 @@ async fn full_feature(
                         tag: u64::from(req.itt),
                     };
                     let itt = req.itt;
+                    let opcode = cmd.cdb.first().copied().unwrap_or(0);
                     let stats = session_stats.clone();
                     let mut run = Box::pin(async move {
                         let written = cmd.data_out.len() as u64;
@@ -635,22 +636,39 @@ async fn full_feature(
                     // command. The rest go on as their own task, which polls them again
                     // with a real waker (a future registers the waker of its latest poll).
                     let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-                    match run.as_mut().poll(&mut cx) {
-                        std::task::Poll::Ready((done, task)) => {
+                    match poll_contained(run.as_mut(), &mut cx) {
+                        std::task::Poll::Ready(Some((done, task))) => {
                             if let Some(why) = on_done(done, &mut session, &mut actions, peer) {
                                 closing = Some(why);
                             }
                             // Only now is the task over for a TMF waiting on it.
                             drop(task);
                         }
+                        std::task::Poll::Ready(None) => {
+                            let done = command_panicked(itt, opcode, peer);
+                            if let Some(why) = on_done(done, &mut session, &mut actions, peer) {
+                                closing = Some(why);
+                            }
+                            drop(run);
+                        }
                         std::task::Poll::Pending => {
                             // Counted so a stop waits for it (see `stop_asked`).
                             spawned += 1;
                             let tx = done_tx.clone();
                             tokio::spawn(async move {
-                                let (done, task) = run.await;
-                                let _ = tx.send(done);
-                                drop(task);
+                                let polled =
+                                    std::future::poll_fn(|cx| poll_contained(run.as_mut(), cx))
+                                        .await;
+                                match polled {
+                                    Some((done, task)) => {
+                                        let _ = tx.send(done);
+                                        drop(task);
+                                    }
+                                    None => {
+                                        let _ = tx.send(command_panicked(itt, opcode, peer));
+                                        drop(run);
+                                    }
+                                }
                             });
                         }
                     }
@@ -785,6 +803,39 @@ fn negotiated_keys(p: &SessionParams) -> Vec<(String, String)> {
             p.target_portal_group_tag.to_string(),
         ),
     ]
+}
+
+/// Polls a command, containing a panic in it to that command: `Ready(None)` if it
+/// panicked. Without this a bug in one command's code dropped the whole connection, and
+/// the initiator, retrying after its reconnect, met the same panic again and again: to
+/// its user a hang, with nothing in the log saying which command.
+fn poll_contained<F: Future + ?Sized>(
+    fut: std::pin::Pin<&mut F>,
+    cx: &mut std::task::Context<'_>,
+) -> std::task::Poll<Option<F::Output>> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| fut.poll(cx))) {
+        Ok(std::task::Poll::Ready(v)) => std::task::Poll::Ready(Some(v)),
+        Ok(std::task::Poll::Pending) => std::task::Poll::Pending,
+        Err(_) => std::task::Poll::Ready(None),
+    }
+}
+
+/// The answer to a command whose code panicked: CHECK CONDITION, HARDWARE ERROR,
+/// INTERNAL TARGET FAILURE (SPC-4 4.5.6, 44/00), fixed format. The connection and its
+/// other commands go on; the panic itself was printed by the panic hook.
+fn command_panicked(itt: u32, opcode: u8, peer: SocketAddr) -> Done {
+    use rtgt_scsi::sense::{asc, key, Sense};
+    tracing::error!(%peer, itt, opcode = format_args!("{opcode:#04x}"), "command failed: internal error (panic); answered HARDWARE ERROR 44/00");
+    Done::Scsi {
+        itt,
+        aborted: false,
+        outcome: ScsiOutcome {
+            status: 0x02,
+            data_in: Vec::new(),
+            sense: Sense::of(key::HARDWARE_ERROR, asc::INTERNAL_TARGET_FAILURE).encode(false),
+            data_out_len: None,
+        },
+    }
 }
 
 /// Applies a completion to the session; returns why the connection must end, if it must.
@@ -1048,4 +1099,43 @@ fn discovered(
             addresses: addresses.clone(),
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_panicking_command_is_contained_and_answered_hardware_error_44_00() {
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        let mut ok = Box::pin(async { 7 });
+        assert_eq!(
+            poll_contained(ok.as_mut(), &mut cx),
+            std::task::Poll::Ready(Some(7))
+        );
+        let mut bad = Box::pin(async {
+            if std::hint::black_box(true) {
+                panic!("a bug in a command");
+            }
+            7
+        });
+        assert_eq!(
+            poll_contained(bad.as_mut(), &mut cx),
+            std::task::Poll::Ready(None)
+        );
+        let peer: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let Done::Scsi {
+            itt,
+            aborted,
+            outcome,
+        } = command_panicked(42, 0x28, peer)
+        else {
+            panic!("not a SCSI completion");
+        };
+        assert_eq!((itt, aborted, outcome.status), (42, false, 0x02));
+        // Fixed format: response code 70h, sense key byte 2, ASC/ASCQ bytes 12-13.
+        assert_eq!(outcome.sense[0] & 0x7f, 0x70);
+        assert_eq!(outcome.sense[2] & 0x0f, 0x04, "HARDWARE ERROR");
+        assert_eq!((outcome.sense[12], outcome.sense[13]), (0x44, 0x00));
+    }
 }

@@ -1,5 +1,6 @@
-//! Session reinstatement (RFC 7143 §6.3.5) and target NOP-In pings that end dead
-//! connections (RFC 7143 §11.19), with a minimal raw initiator.
+//! Session reinstatement (RFC 7143 §6.3.5), target NOP-In pings that end dead
+//! connections (RFC 7143 §11.19), and a failing command's code not taking its connection
+//! down, with a minimal raw initiator.
 
 mod common;
 
@@ -83,4 +84,41 @@ fn silent_connection_is_pinged_and_dropped() {
     assert!(pinged, "the silent connection was never pinged");
     assert!(dropped, "the silent connection was not dropped within 15 s");
     live.assert_works();
+}
+
+/// A bug in one command's code (a panic, injected in debug builds by
+/// RTGT_FAULT_PANIC_OPCODE) is that command's failure alone: it is answered CHECK
+/// CONDITION, HARDWARE ERROR, INTERNAL TARGET FAILURE (44/00), the same connection goes
+/// on reading back what it wrote, and another session never notices.
+#[test]
+fn a_panicking_command_fails_alone_and_the_connection_goes_on() {
+    use common::scsi::{read10, write10, CHECK_CONDITION, GOOD};
+    // SYNCHRONIZE CACHE (10) panics.
+    let mut d = Daemon::start_env(&[], &[("RTGT_FAULT_PANIC_OPCODE", "0x35")]);
+    d.add_disk(1, IQN, GIB, &[]);
+    let mut c = RawConn::session(d.port, IQN);
+    let mut other = RawConn::session(d.port, IQN);
+    let (_, r) = c.exec_after_uas(1, &[0; 6], 0, &[]);
+    assert_eq!(r.status, GOOD);
+    let data: Vec<u8> = (0..4096u32).map(|i| (i * 7 % 251) as u8).collect();
+    assert_eq!(c.exec(1, &write10(8, 8), 0, &data).status, GOOD);
+
+    let r = c.exec(1, &[0x35, 0, 0, 0, 0, 0, 0, 0, 0, 0], 0, &[]);
+    assert_eq!(r.status, CHECK_CONDITION);
+    assert_eq!(
+        r.sense_code(),
+        (0x04, 0x44, 0x00),
+        "HARDWARE ERROR, INTERNAL TARGET FAILURE"
+    );
+
+    let r = c.exec(1, &read10(8, 8), 4096, &[]);
+    assert_eq!(r.status, GOOD, "the same connection still serves");
+    assert_eq!(r.data, data);
+    other.assert_works();
+    assert!(d.alive());
+    assert!(
+        d.log().contains("command failed: internal error (panic)"),
+        "{}",
+        d.log()
+    );
 }

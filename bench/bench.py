@@ -7,7 +7,8 @@ the other for several rounds, and prints medians, the rtgtd/tgtd ratio, CPU seco
 million I/Os (utime+stime deltas of the daemon from /proc/PID/stat) and peak RSS (VmHWM).
 iperf3 over loopback is the ceiling for the sequential read. It also reports how busy the
 initiator itself was (its CPU seconds per wall second): iscsi-perf and qemu-img are
-single-threaded, so one near 100% sets the rate whatever the target does.
+single-threaded, so one near 100% sets the rate whatever the target does (the two-session
+workload runs two of them: 200% is both CPUs).
 
 Run it through bench/run.sh, which builds the release binaries first.
 """
@@ -209,6 +210,30 @@ def iscsi_perf(url, qd, blocks, seconds, rand):
     return iops, iops * seconds
 
 
+def iscsi_perf_sessions(url, sessions, qd, blocks, seconds, rand):
+    """`sessions` iscsi-perf processes at once (one session each): total IOPS. One
+    iscsi-perf saturates a CPU near 150,000 IOPS here; two show whether the target
+    spreads sessions over its CPUs."""
+    cmd = ["iscsi-perf", "-m", str(qd), "-b", str(blocks), "-t", str(seconds)]
+    if rand:
+        cmd.append("-r")
+    t0, w0 = os.times(), time.monotonic()
+    procs = [subprocess.Popen(cmd + [url], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              text=True) for _ in range(sessions)]
+    outs = [p.communicate(timeout=seconds + 30)[0] for p in procs]
+    t1, w1 = os.times(), time.monotonic()
+    LAST_CLIENT["cpu"] = (t1.children_user - t0.children_user
+                          + t1.children_system - t0.children_system)
+    LAST_CLIENT["wall"] = w1 - w0
+    total = 0
+    for p, out in zip(procs, outs):
+        m = IOPS_RE.findall(out.replace("\r", "\n"))
+        if p.returncode != 0 or not m:
+            raise RuntimeError(f"no result from iscsi-perf (exit {p.returncode}):\n{out}")
+        total += int(m[-1])
+    return total, total * seconds
+
+
 def qemu_bench(url, size, qd, count):
     out = run(["qemu-img", "bench", "-f", "raw", "-w", "-d", str(qd), "-s", size,
                "-c", str(count), url], timeout=600)
@@ -286,6 +311,8 @@ def main():
              lambda d: iscsi_perf(d.url("cached"), 32, 8, secs, True)),
             ("4K randread QD32 null", "IOPS",
              lambda d: iscsi_perf(d.url("null"), 32, 8, secs, True)),
+            ("4K randread QD32 null 2 sessions", "IOPS",
+             lambda d: iscsi_perf_sessions(d.url("null"), 2, 32, 8, secs, True)),
             ("4K randread QD32 direct", "IOPS",
              lambda d: iscsi_perf(d.url("direct"), 32, 8, secs, True)),
             ("4K write QD32 cached", "IOPS", None),
@@ -307,8 +334,8 @@ def main():
                 return qemu_bench(d.url("cached"), size, 32, state["count"])
             return f
 
-        wl[4] = (wl[4][0], wl[4][1], writes("4k", 4096))
-        wl[5] = (wl[5][0], wl[5][1], writes("64k", 65536))
+        wl = [(n, u, writes("4k", 4096) if n.startswith("4K write") else
+               writes("64k", 65536) if n.startswith("64K write") else f) for n, u, f in wl]
 
         log(f"machine: {os.cpu_count()} CPUs, load {loadavg()}; rtgtd pid {daemons[0].proc.pid}"
             f" ({a.rtgt_bstype}), {daemons[1].name} pid {daemons[1].proc.pid} ({daemons[1].bstype});"

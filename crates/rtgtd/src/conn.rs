@@ -636,20 +636,16 @@ async fn full_feature(
                     // command. The rest go on as their own task, which polls them again
                     // with a real waker (a future registers the waker of its latest poll).
                     let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+                    // A panicked command's task guard is still inside `run`, dropped
+                    // after its answer is queued, like `task` below.
                     match poll_contained(run.as_mut(), &mut cx) {
-                        std::task::Poll::Ready(Some((done, task))) => {
+                        std::task::Poll::Ready(polled) => {
+                            let (done, task) = completion(polled, itt, opcode, peer);
                             if let Some(why) = on_done(done, &mut session, &mut actions, peer) {
                                 closing = Some(why);
                             }
                             // Only now is the task over for a TMF waiting on it.
                             drop(task);
-                        }
-                        std::task::Poll::Ready(None) => {
-                            let done = command_panicked(itt, opcode, peer);
-                            if let Some(why) = on_done(done, &mut session, &mut actions, peer) {
-                                closing = Some(why);
-                            }
-                            drop(run);
                         }
                         std::task::Poll::Pending => {
                             // Counted so a stop waits for it (see `stop_asked`).
@@ -659,16 +655,9 @@ async fn full_feature(
                                 let polled =
                                     std::future::poll_fn(|cx| poll_contained(run.as_mut(), cx))
                                         .await;
-                                match polled {
-                                    Some((done, task)) => {
-                                        let _ = tx.send(done);
-                                        drop(task);
-                                    }
-                                    None => {
-                                        let _ = tx.send(command_panicked(itt, opcode, peer));
-                                        drop(run);
-                                    }
-                                }
+                                let (done, task) = completion(polled, itt, opcode, peer);
+                                let _ = tx.send(done);
+                                drop(task);
                             });
                         }
                     }
@@ -817,6 +806,20 @@ fn poll_contained<F: Future + ?Sized>(
         Ok(std::task::Poll::Ready(v)) => std::task::Poll::Ready(Some(v)),
         Ok(std::task::Poll::Pending) => std::task::Poll::Pending,
         Err(_) => std::task::Poll::Ready(None),
+    }
+}
+
+/// A command's completion and task guard; for one that panicked (`None`), the answer
+/// [`command_panicked`] gives and no guard (it is still in the command's future).
+fn completion<T>(
+    polled: Option<(Done, T)>,
+    itt: u32,
+    opcode: u8,
+    peer: SocketAddr,
+) -> (Done, Option<T>) {
+    match polled {
+        Some((done, task)) => (done, Some(task)),
+        None => (command_panicked(itt, opcode, peer), None),
     }
 }
 

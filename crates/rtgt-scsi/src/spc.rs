@@ -92,10 +92,6 @@ pub(crate) fn pr_access(cdb: &[u8]) -> Access {
     }
 }
 
-pub(crate) fn port_pair(n: &ItNexus) -> PortPair {
-    PortPair::of(n)
-}
-
 /// TEST UNIT READY (SPC-4 6.37): readiness is checked before dispatch.
 pub(crate) fn test_unit_ready() -> ScsiResult {
     ScsiResult::good()
@@ -240,7 +236,13 @@ pub(crate) fn pr_out(
     let param = crate::sbc::data_out(data, u32_at(cdb, 5) as usize)?;
     let mut pr = lu.pr.lock();
     let before = pr.clone();
-    let fx = pr.out(&port_pair(nexus), nexus.relative_port_id, cdb, param, ports)?;
+    let fx = pr.out(
+        &PortPair::of(nexus),
+        nexus.relative_port_id,
+        cdb,
+        param,
+        ports,
+    )?;
     if *pr != before {
         if let Err(e) = pr.persist(target, lu.lun) {
             tracing::error!(

@@ -8,9 +8,9 @@
 //! Scope: one connection per session (MaxConnections=1) at ErrorRecoveryLevel 0.
 
 use std::collections::{BTreeMap, VecDeque};
+use std::time::Instant;
 
 use rustc_hash::FxHashMap;
-use std::time::Instant;
 
 use crate::pdu::{op, reject, Pdu, RESERVED_TAG};
 use crate::serial;

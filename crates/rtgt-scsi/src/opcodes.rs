@@ -525,28 +525,24 @@ pub(crate) fn report_tmf(cdb: &[u8]) -> Vec<u8> {
 mod tests {
     use super::*;
 
+    const ALL_TYPES: [DeviceType; 5] = [
+        DeviceType::Controller,
+        DeviceType::Disk,
+        DeviceType::Tape,
+        DeviceType::Cd,
+        DeviceType::Changer,
+    ];
+
     #[test]
     fn table_is_sorted_unique_and_usage_starts_with_opcode() {
-        for t in [
-            DeviceType::Controller,
-            DeviceType::Disk,
-            DeviceType::Tape,
-            DeviceType::Cd,
-            DeviceType::Changer,
-        ] {
+        for t in ALL_TYPES {
             check_table(t);
         }
     }
 
     #[test]
     fn is_known_is_exactly_the_table_s_opcodes() {
-        for t in [
-            DeviceType::Controller,
-            DeviceType::Disk,
-            DeviceType::Tape,
-            DeviceType::Cd,
-            DeviceType::Changer,
-        ] {
+        for t in ALL_TYPES {
             for thin in [false, true] {
                 let f = Features { thin };
                 for op in 0..=255u8 {

@@ -277,8 +277,7 @@ pub(crate) async fn read_cmd(lu: &Lu, cdb: &[u8]) -> Outcome<ScsiResult> {
     Ok(ScsiResult::with_data(read(lu, s).await?))
 }
 
-/// WRITE (6/10/12/16) (SBC-4 5.37-5.40).
-/// WRITE (6/10/12/16). Takes the Data-Out by value: the store gets this buffer, not a
+/// WRITE (6/10/12/16) (SBC-4 5.37-5.40). Takes the Data-Out by value: the store gets this buffer, not a
 /// copy (a 4 KiB write otherwise paid an allocation and a copy for nothing).
 pub(crate) async fn write_cmd(lu: &Lu, cdb: &[u8], mut data: Vec<u8>) -> Outcome<ScsiResult> {
     check_protect(cdb)?;

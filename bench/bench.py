@@ -78,13 +78,23 @@ def wait_port(port, proc, what):
 LAST_CLIENT = {"cpu": 0.0, "wall": 0.0}
 
 
+class client_run:
+    """Records in LAST_CLIENT the CPU and wall time of the child processes waited for
+    inside the block."""
+
+    def __enter__(self):
+        self.t0, self.w0 = os.times(), time.monotonic()
+
+    def __exit__(self, *exc):
+        t1 = os.times()
+        LAST_CLIENT["cpu"] = (t1.children_user - self.t0.children_user
+                              + t1.children_system - self.t0.children_system)
+        LAST_CLIENT["wall"] = time.monotonic() - self.w0
+
+
 def run(cmd, **kw):
-    t0, w0 = os.times(), time.monotonic()
-    r = subprocess.run(cmd, capture_output=True, text=True, **kw)
-    t1, w1 = os.times(), time.monotonic()
-    LAST_CLIENT["cpu"] = (t1.children_user - t0.children_user
-                          + t1.children_system - t0.children_system)
-    LAST_CLIENT["wall"] = w1 - w0
+    with client_run():
+        r = subprocess.run(cmd, capture_output=True, text=True, **kw)
     if r.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)}: exit {r.returncode}\n{r.stdout}{r.stderr}")
     return r.stdout
@@ -198,11 +208,13 @@ def warm(path):
 IOPS_RE = re.compile(r"iops average (\d+)")
 
 
+def perf_cmd(url, qd, blocks, seconds, rand):
+    return (["iscsi-perf", "-m", str(qd), "-b", str(blocks), "-t", str(seconds)]
+            + (["-r"] if rand else []) + [url])
+
+
 def iscsi_perf(url, qd, blocks, seconds, rand):
-    cmd = ["iscsi-perf", "-m", str(qd), "-b", str(blocks), "-t", str(seconds)]
-    if rand:
-        cmd.append("-r")
-    out = run(cmd + [url], timeout=seconds + 30)
+    out = run(perf_cmd(url, qd, blocks, seconds, rand), timeout=seconds + 30)
     m = IOPS_RE.findall(out.replace("\r", "\n"))
     if not m:
         raise RuntimeError(f"no result from iscsi-perf:\n{out}")
@@ -214,17 +226,11 @@ def iscsi_perf_sessions(url, sessions, qd, blocks, seconds, rand):
     """`sessions` iscsi-perf processes at once (one session each): total IOPS. One
     iscsi-perf saturates a CPU near 150,000 IOPS here; two show whether the target
     spreads sessions over its CPUs."""
-    cmd = ["iscsi-perf", "-m", str(qd), "-b", str(blocks), "-t", str(seconds)]
-    if rand:
-        cmd.append("-r")
-    t0, w0 = os.times(), time.monotonic()
-    procs = [subprocess.Popen(cmd + [url], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                              text=True) for _ in range(sessions)]
-    outs = [p.communicate(timeout=seconds + 30)[0] for p in procs]
-    t1, w1 = os.times(), time.monotonic()
-    LAST_CLIENT["cpu"] = (t1.children_user - t0.children_user
-                          + t1.children_system - t0.children_system)
-    LAST_CLIENT["wall"] = w1 - w0
+    cmd = perf_cmd(url, qd, blocks, seconds, rand)
+    with client_run():
+        procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                  text=True) for _ in range(sessions)]
+        outs = [p.communicate(timeout=seconds + 30)[0] for p in procs]
     total = 0
     for p, out in zip(procs, outs):
         m = IOPS_RE.findall(out.replace("\r", "\n"))

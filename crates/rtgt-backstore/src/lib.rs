@@ -8,10 +8,13 @@
 //! Stores: `rdwr` (pread/pwrite on a worker pool), `io_uring` (alias `aio`), `mem` (RAM)
 //! and `null`. `rdwr` and `io_uring` take regular files and block devices.
 
+use std::future::Future;
 use std::io;
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use async_trait::async_trait;
 
@@ -101,6 +104,37 @@ impl Counters {
     }
 }
 
+/// What [`BackingStore::read_at`] and [`BackingStore::write_at`] return: the result
+/// itself when the store finished the I/O within the call (null, mem, a page-cache hit,
+/// a small buffered write), or the I/O still under way. An `async fn` in the trait would
+/// box a future for every command, one heap allocation per READ and WRITE; a store that
+/// completes in place now costs none.
+pub enum IoFuture<'a, T> {
+    Done(Option<io::Result<T>>),
+    Pending(Pin<Box<dyn Future<Output = io::Result<T>> + Send + 'a>>),
+}
+
+impl<'a, T> IoFuture<'a, T> {
+    /// Finished already.
+    pub fn done(r: io::Result<T>) -> Self {
+        IoFuture::Done(Some(r))
+    }
+    /// Still to be done by `f`.
+    pub fn pending(f: impl Future<Output = io::Result<T>> + Send + 'a) -> Self {
+        IoFuture::Pending(Box::pin(f))
+    }
+}
+
+impl<T: Unpin> Future for IoFuture<'_, T> {
+    type Output = io::Result<T>;
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.get_mut() {
+            IoFuture::Done(r) => Poll::Ready(r.take().expect("IoFuture polled after completion")),
+            IoFuture::Pending(f) => f.as_mut().poll(cx),
+        }
+    }
+}
+
 /// A logical unit's storage, addressed in bytes.
 #[async_trait]
 pub trait BackingStore: Send + Sync + 'static {
@@ -118,9 +152,9 @@ pub trait BackingStore: Send + Sync + 'static {
     /// Reads `buf.len()` bytes at `offset`; bytes past the end of the file read as zero.
     /// Every byte of `buf` must be overwritten: callers pass recycled buffers holding
     /// another command's data ([`crate::bufpool::take`]).
-    async fn read_at(&self, buf: Vec<u8>, offset: u64) -> io::Result<Vec<u8>>;
+    fn read_at(&self, buf: Vec<u8>, offset: u64) -> IoFuture<'_, Vec<u8>>;
     /// Writes all of `buf` at `offset`; returns the buffer for reuse.
-    async fn write_at(&self, buf: Vec<u8>, offset: u64) -> io::Result<Vec<u8>>;
+    fn write_at(&self, buf: Vec<u8>, offset: u64) -> IoFuture<'_, Vec<u8>>;
     /// Makes every completed write durable (fdatasync).
     async fn flush(&self) -> io::Result<()>;
     /// Releases the byte range; the default says the store cannot.

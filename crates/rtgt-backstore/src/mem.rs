@@ -7,7 +7,7 @@ use std::io;
 use async_trait::async_trait;
 use parking_lot::RwLock;
 
-use crate::{BackingStore, Capabilities, Counters, IoStats};
+use crate::{BackingStore, Capabilities, Counters, IoFuture, IoStats};
 
 const CHUNK: u64 = 1 << 20;
 
@@ -68,7 +68,7 @@ impl BackingStore for MemStore {
     fn stats(&self) -> IoStats {
         self.counters.snapshot()
     }
-    async fn read_at(&self, mut buf: Vec<u8>, offset: u64) -> io::Result<Vec<u8>> {
+    fn read_at(&self, mut buf: Vec<u8>, offset: u64) -> IoFuture<'_, Vec<u8>> {
         buf.fill(0);
         self.each(offset, buf.len() as u64, |i, within, r| {
             if let Some(c) = self.chunks[i].read().as_ref() {
@@ -77,11 +77,11 @@ impl BackingStore for MemStore {
             }
         });
         self.counters.read();
-        Ok(buf)
+        IoFuture::done(Ok(buf))
     }
-    async fn write_at(&self, buf: Vec<u8>, offset: u64) -> io::Result<Vec<u8>> {
+    fn write_at(&self, buf: Vec<u8>, offset: u64) -> IoFuture<'_, Vec<u8>> {
         if offset + buf.len() as u64 > self.size {
-            return Err(io::Error::other("write past the end of the mem store"));
+            return IoFuture::done(Err(io::Error::other("write past the end of the mem store")));
         }
         self.each(offset, buf.len() as u64, |i, within, r| {
             let mut c = self.chunks[i].write();
@@ -89,7 +89,7 @@ impl BackingStore for MemStore {
             c[within..within + r.len()].copy_from_slice(&buf[r]);
         });
         self.counters.write(false);
-        Ok(buf)
+        IoFuture::done(Ok(buf))
     }
     /// RAM is as durable as this store gets: a flush has nothing to do.
     async fn flush(&self) -> io::Result<()> {

@@ -11,7 +11,8 @@ use async_trait::async_trait;
 
 use crate::aligned::{align_down, align_up, is_aligned, AlignedBuf, RangeLock};
 use crate::{
-    pool, sys, BackingStore, Capabilities, Counters, Extent, IoStats, OpenError, OpenOptions,
+    pool, sys, BackingStore, Capabilities, Counters, Extent, IoFuture, IoStats, OpenError,
+    OpenOptions,
 };
 
 /// Buffered writes waiting for the store's writer (see [`RdwrStore::write_buffered`]).
@@ -116,27 +117,38 @@ impl RdwrStore {
     /// waking an I/O thread for it. Writes queue up here and one pool thread at a time
     /// drains the queue, so a burst of N writes costs one wake-up instead of N; writes
     /// that arrive while it runs join the same pass.
-    async fn write_buffered(&self, buf: Vec<u8>, offset: u64) -> io::Result<Vec<u8>> {
-        // Small writes into the page cache are done right here while they stay fast:
-        // the copy costs less than any hand-off. The first slow one (the kernel
-        // throttling dirty pages) sends writes back to the pool for a while, so a
-        // congested disk never holds the connection's thread for long.
-        if buf.len() <= INLINE_WRITE_MAX && clock() >= self.inline_after.load(Ordering::Relaxed) {
-            let t = std::time::Instant::now();
-            let r = self.file.write_all_at(&buf, offset);
-            if t.elapsed() > SLOW_WRITE {
-                if self.slow_streak.fetch_add(1, Ordering::Relaxed) + 1 >= SLOW_STREAK {
-                    self.slow_streak.store(0, Ordering::Relaxed);
-                    self.inline_after
-                        .store(clock() + SLOW_BACKOFF.as_micros() as u64, Ordering::Relaxed);
-                }
-            } else if self.slow_streak.load(Ordering::Relaxed) != 0 {
-                self.slow_streak.store(0, Ordering::Relaxed);
-            }
-            r?;
-            self.counters.write(false);
-            return Ok(buf);
+    /// Small writes into the page cache are done right here while they stay fast: the
+    /// copy costs less than any hand-off. The first slow ones (the kernel throttling
+    /// dirty pages) send writes back to the pool for a while, so a congested disk never
+    /// holds the connection's thread for long. Gives the buffer back when the write is
+    /// not for doing here.
+    fn write_inline(&self, buf: Vec<u8>, offset: u64) -> Result<io::Result<Vec<u8>>, Vec<u8>> {
+        if self.caps.read_only
+            || self.caps.direct
+            || buf.len() > INLINE_WRITE_MAX
+            || clock() < self.inline_after.load(Ordering::Relaxed)
+        {
+            return Err(buf);
         }
+        let t = std::time::Instant::now();
+        let r = self.file.write_all_at(&buf, offset);
+        if t.elapsed() > SLOW_WRITE {
+            if self.slow_streak.fetch_add(1, Ordering::Relaxed) + 1 >= SLOW_STREAK {
+                self.slow_streak.store(0, Ordering::Relaxed);
+                self.inline_after
+                    .store(clock() + SLOW_BACKOFF.as_micros() as u64, Ordering::Relaxed);
+            }
+        } else if self.slow_streak.load(Ordering::Relaxed) != 0 {
+            self.slow_streak.store(0, Ordering::Relaxed);
+        }
+        if r.is_ok() {
+            self.counters.write(false);
+        }
+        Ok(r.map(|()| buf))
+    }
+
+    /// Buffered writes the pool does (see [`Self::write_inline`] for the rest).
+    async fn write_buffered(&self, buf: Vec<u8>, offset: u64) -> io::Result<Vec<u8>> {
         let (done, result) = tokio::sync::oneshot::channel();
         let start = {
             let mut q = self.queue.lock();
@@ -238,7 +250,7 @@ impl BackingStore for RdwrStore {
     fn stats(&self) -> IoStats {
         self.counters.snapshot()
     }
-    async fn read_at(&self, mut buf: Vec<u8>, offset: u64) -> io::Result<Vec<u8>> {
+    fn read_at(&self, mut buf: Vec<u8>, offset: u64) -> IoFuture<'_, Vec<u8>> {
         let direct = self.caps.direct;
         // Page-cache hits are read right here: a copy of a few microseconds costs less
         // than the round trip through an I/O thread (two context switches and wake-ups).
@@ -253,23 +265,28 @@ impl BackingStore for RdwrStore {
         };
         if cached == buf.len() {
             self.counters.read();
-            return Ok(buf);
+            return IoFuture::done(Ok(buf));
         }
-        let file = self.file.clone();
-        let buf = pool::run(move || {
-            if direct {
-                read_direct(&file, &mut buf, offset)?;
-            } else {
-                read_full(&file, &mut buf[cached..], offset + cached as u64)?;
-            }
+        IoFuture::pending(async move {
+            let file = self.file.clone();
+            let buf = pool::run(move || {
+                if direct {
+                    read_direct(&file, &mut buf, offset)?;
+                } else {
+                    read_full(&file, &mut buf[cached..], offset + cached as u64)?;
+                }
+                Ok(buf)
+            })
+            .await?;
+            self.counters.read();
             Ok(buf)
         })
-        .await?;
-        self.counters.read();
-        Ok(buf)
     }
-    async fn write_at(&self, buf: Vec<u8>, offset: u64) -> io::Result<Vec<u8>> {
-        self.write_inner(buf, offset, false).await
+    fn write_at(&self, buf: Vec<u8>, offset: u64) -> IoFuture<'_, Vec<u8>> {
+        match self.write_inline(buf, offset) {
+            Ok(r) => IoFuture::done(r),
+            Err(buf) => IoFuture::pending(self.write_inner(buf, offset, false)),
+        }
     }
     async fn write_at_durable(&self, buf: Vec<u8>, offset: u64) -> io::Result<Vec<u8>> {
         self.write_inner(buf, offset, true).await

@@ -24,7 +24,8 @@ use tokio::sync::oneshot;
 
 use crate::aligned::{align_down, align_up, is_aligned, AlignedBuf, RangeLock};
 use crate::{
-    pool, rdwr, sys, BackingStore, Capabilities, Counters, Extent, IoStats, OpenError, OpenOptions,
+    pool, rdwr, sys, BackingStore, Capabilities, Counters, Extent, IoFuture, IoStats, OpenError,
+    OpenOptions,
 };
 
 /// Submission queue size; completions arrive in a queue twice as large.
@@ -484,27 +485,29 @@ impl BackingStore for UringStore {
     fn stats(&self) -> IoStats {
         self.counters.snapshot()
     }
-    async fn read_at(&self, buf: Vec<u8>, offset: u64) -> io::Result<Vec<u8>> {
-        let out = if self.caps.direct {
-            let (start, end) = (align_down(offset), align_up(offset + buf.len() as u64));
-            let mut out = buf;
-            let bounce = Buf::Aligned(AlignedBuf::zeroed((end - start) as usize));
-            let mut bounce = self.read_full(bounce, start).await?;
-            let skip = (offset - start) as usize;
-            let n = out.len();
-            out.copy_from_slice(&bounce.as_mut_slice()[skip..skip + n]);
-            out
-        } else {
-            match self.read_full(Buf::Vec(buf), offset).await? {
-                Buf::Vec(v) => v,
-                Buf::Aligned(_) => unreachable!("a Vec read returns its Vec"),
-            }
-        };
-        self.counters.read();
-        Ok(out)
+    fn read_at(&self, buf: Vec<u8>, offset: u64) -> IoFuture<'_, Vec<u8>> {
+        IoFuture::pending(async move {
+            let out = if self.caps.direct {
+                let (start, end) = (align_down(offset), align_up(offset + buf.len() as u64));
+                let mut out = buf;
+                let bounce = Buf::Aligned(AlignedBuf::zeroed((end - start) as usize));
+                let mut bounce = self.read_full(bounce, start).await?;
+                let skip = (offset - start) as usize;
+                let n = out.len();
+                out.copy_from_slice(&bounce.as_mut_slice()[skip..skip + n]);
+                out
+            } else {
+                match self.read_full(Buf::Vec(buf), offset).await? {
+                    Buf::Vec(v) => v,
+                    Buf::Aligned(_) => unreachable!("a Vec read returns its Vec"),
+                }
+            };
+            self.counters.read();
+            Ok(out)
+        })
     }
-    async fn write_at(&self, buf: Vec<u8>, offset: u64) -> io::Result<Vec<u8>> {
-        self.write_inner(buf, offset, false).await
+    fn write_at(&self, buf: Vec<u8>, offset: u64) -> IoFuture<'_, Vec<u8>> {
+        IoFuture::pending(self.write_inner(buf, offset, false))
     }
     async fn write_at_durable(&self, buf: Vec<u8>, offset: u64) -> io::Result<Vec<u8>> {
         self.write_inner(buf, offset, true).await

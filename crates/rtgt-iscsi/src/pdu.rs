@@ -320,6 +320,18 @@ impl Framer {
     /// Builds the PDU from its BHS and the `rest_len` bytes that followed, checking
     /// digests. On a data digest error the header is still returned, for the Reject.
     pub fn parse(&self, bhs: [u8; BHS_LEN], rest: &[u8]) -> Result<Pdu, (FrameError, Box<Pdu>)> {
+        self.parse_with(bhs, rest, <[u8]>::to_vec)
+    }
+
+    /// [`Framer::parse`], with `copy` making the data segment's owned copy: a driver
+    /// that recycles buffers passes its pool here, so receiving a WRITE's immediate
+    /// data allocates nothing.
+    pub fn parse_with(
+        &self,
+        bhs: [u8; BHS_LEN],
+        rest: &[u8],
+        copy: impl FnOnce(&[u8]) -> Vec<u8>,
+    ) -> Result<Pdu, (FrameError, Box<Pdu>)> {
         let ahs_len = bhs[4] as usize * 4;
         let data_len = u32::from_be_bytes([0, bhs[5], bhs[6], bhs[7]]) as usize;
         let mut pos = ahs_len;
@@ -347,7 +359,7 @@ impl Framer {
                     return Err((FrameError::DataDigest, Box::new(pdu)));
                 }
             }
-            pdu.data = seg[..data_len].to_vec();
+            pdu.data = copy(&seg[..data_len]);
         }
         Ok(pdu)
     }

@@ -57,12 +57,16 @@ pub enum Attr {
     Aca,
 }
 
+/// A CDB: 16 bytes from the BHS, more from an Extended CDB AHS (RFC 7143 §11.3.5).
+/// Held inline up to 16 bytes, so receiving a command allocates nothing.
+pub type Cdb = smallvec::SmallVec<[u8; 16]>;
+
 /// A SCSI command ready to execute: all its Data-Out has arrived.
 #[derive(Debug)]
 pub struct ScsiRequest {
     pub itt: u32,
     pub lun: [u8; 8],
-    pub cdb: Vec<u8>,
+    pub cdb: Cdb,
     pub data_out: Vec<u8>,
     /// Expected Data-In length (EDTL of a read, or the bidirectional read AHS).
     pub expected_data_in: u32,
@@ -121,8 +125,10 @@ pub struct TmfRequest {
 /// buffer as it is, so the data is never copied into per-PDU segments.
 #[derive(Debug)]
 pub struct DataIn {
-    /// Headers only: their `data` is empty, DataSegmentLength is set in the BHS.
-    pub pdus: Vec<Pdu>,
+    /// Headers only: their `data` is empty, DataSegmentLength is set in the BHS. Two are
+    /// held inline, so a read of up to twice MaxRecvDataSegmentLength (512 KiB with the
+    /// usual 256 KiB) allocates nothing here.
+    pub pdus: smallvec::SmallVec<[Pdu; 2]>,
     pub data: Vec<u8>,
 }
 
@@ -159,7 +165,7 @@ enum TaskState {
 #[derive(Debug)]
 struct Task {
     lun: [u8; 8],
-    cdb: Vec<u8>,
+    cdb: Cdb,
     attr: Attr,
     cmd_sn: u32,
     edtl: u32,
@@ -534,7 +540,7 @@ impl Session {
             return;
         }
         // CDBs longer than 16 bytes come in an Extended CDB AHS (RFC 7143 §11.3.5).
-        let mut cdb = pdu.cdb().to_vec();
+        let mut cdb = Cdb::from_slice(pdu.cdb());
         let mut expected_data_in = if read { edtl } else { 0 };
         let mut ahs = &pdu.ahs[..];
         while ahs.len() >= 4 {
@@ -875,7 +881,7 @@ impl Session {
         let total = data_in.len();
         let mut offset = 0usize;
         let mut data_sn = 0u32;
-        let mut pdus = Vec::with_capacity(total.div_ceil(mss));
+        let mut pdus = smallvec::SmallVec::with_capacity(total.div_ceil(mss));
         while offset < total {
             let in_burst = burst - (offset % burst);
             let n = mss.min(total - offset).min(in_burst);

@@ -84,13 +84,17 @@ pub enum TaskAttr {
     Aca,
 }
 
+/// A CDB. Those of up to 16 bytes (all but variable-length ones, SPC-4 4.2.3) are held
+/// inline: a heap allocation per command was measurable on the I/O path.
+pub type Cdb = smallvec::SmallVec<[u8; 16]>;
+
 /// A command as the transport delivers it, with all Data-Out already received.
 #[derive(Debug)]
 pub struct ScsiCommand {
     pub nexus: Arc<ItNexus>,
     /// LUN number (decoded from the 8-byte SAM LUN with [`lun_from_sam`]).
     pub lun: u64,
-    pub cdb: Vec<u8>,
+    pub cdb: Cdb,
     pub data_out: Vec<u8>,
     /// The initiator's expected Data-In length (allocation / transfer size in bytes).
     pub expected_data_in: u32,

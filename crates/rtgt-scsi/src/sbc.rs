@@ -142,12 +142,14 @@ async fn write(lu: &Lu, off: u64, data: Vec<u8>, fua: bool) -> Outcome<()> {
         return Ok(());
     }
     let st = store(lu);
-    if lu.durable_write(fua) {
+    let buf = if lu.durable_write(fua) {
         st.write_at_durable(data, off).await
     } else {
         st.write_at(data, off).await
     }
     .map_err(|e| io_fail(true, &e))?;
+    // For the transport's next Data-Out.
+    rtgt_backstore::bufpool::give(buf);
     Ok(())
 }
 

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use parking_lot::Mutex;
-use rtgt_backstore::{BackingStore, Capabilities};
+use rtgt_backstore::{BackingStore, Capabilities, IoFuture};
 
 use crate::sense::key;
 use crate::{
@@ -55,18 +55,22 @@ impl BackingStore for MemStore {
         d[offset as usize..(offset + len) as usize].fill(0);
         Ok(())
     }
-    async fn read_at(&self, mut buf: Vec<u8>, offset: u64) -> io::Result<Vec<u8>> {
-        let d = self.data.lock();
-        let o = offset as usize;
-        let n = buf.len();
-        buf.copy_from_slice(&d[o..o + n]);
-        Ok(buf)
+    fn read_at(&self, mut buf: Vec<u8>, offset: u64) -> IoFuture<'_, Vec<u8>> {
+        IoFuture::pending(async move {
+            let d = self.data.lock();
+            let o = offset as usize;
+            let n = buf.len();
+            buf.copy_from_slice(&d[o..o + n]);
+            Ok(buf)
+        })
     }
-    async fn write_at(&self, buf: Vec<u8>, offset: u64) -> io::Result<Vec<u8>> {
-        let mut d = self.data.lock();
-        let o = offset as usize;
-        d[o..o + buf.len()].copy_from_slice(&buf);
-        Ok(buf)
+    fn write_at(&self, buf: Vec<u8>, offset: u64) -> IoFuture<'_, Vec<u8>> {
+        IoFuture::pending(async move {
+            let mut d = self.data.lock();
+            let o = offset as usize;
+            d[o..o + buf.len()].copy_from_slice(&buf);
+            Ok(buf)
+        })
     }
     async fn flush(&self) -> io::Result<()> {
         self.flushes.fetch_add(1, Ordering::SeqCst);
@@ -116,7 +120,7 @@ pub(crate) async fn exec(t: &ScsiTarget, n: u64, lun: u64, cdb: &[u8], data: &[u
     t.execute(ScsiCommand {
         nexus: nexus(n),
         lun,
-        cdb: c,
+        cdb: c.into(),
         data_out: data.to_vec(),
         expected_data_in: 65536,
         attr: TaskAttr::Simple,
@@ -337,7 +341,7 @@ mod unit_attention {
             .execute(ScsiCommand {
                 nexus: again,
                 lun: 1,
-                cdb: vec![0x1b, 0, 0, 0, 0x02, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+                cdb: vec![0x1b, 0, 0, 0, 0x02, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0].into(),
                 data_out: vec![],
                 expected_data_in: 0,
                 attr: TaskAttr::Simple,
@@ -961,18 +965,20 @@ mod caw_atomicity {
         fn capabilities(&self) -> Capabilities {
             self.inner.capabilities()
         }
-        async fn read_at(&self, buf: Vec<u8>, offset: u64) -> io::Result<Vec<u8>> {
-            while self.closed.load(Ordering::SeqCst) {
-                let n = self.open.notified();
-                if !self.closed.load(Ordering::SeqCst) {
-                    break;
+        fn read_at(&self, buf: Vec<u8>, offset: u64) -> IoFuture<'_, Vec<u8>> {
+            IoFuture::pending(async move {
+                while self.closed.load(Ordering::SeqCst) {
+                    let n = self.open.notified();
+                    if !self.closed.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    n.await;
                 }
-                n.await;
-            }
-            self.inner.read_at(buf, offset).await
+                self.inner.read_at(buf, offset).await
+            })
         }
-        async fn write_at(&self, buf: Vec<u8>, offset: u64) -> io::Result<Vec<u8>> {
-            self.inner.write_at(buf, offset).await
+        fn write_at(&self, buf: Vec<u8>, offset: u64) -> IoFuture<'_, Vec<u8>> {
+            IoFuture::pending(async move { self.inner.write_at(buf, offset).await })
         }
         async fn flush(&self) -> io::Result<()> {
             Ok(())
@@ -1075,7 +1081,7 @@ mod task_set {
         let cmd = ScsiCommand {
             nexus: n.clone(),
             lun: 1,
-            cdb,
+            cdb: cdb.into(),
             data_out: param,
             expected_data_in: 0,
             attr: TaskAttr::Simple,
@@ -1116,7 +1122,7 @@ mod task_set {
                 ScsiCommand {
                     nexus: n.clone(),
                     lun: 1,
-                    cdb,
+                    cdb: cdb.into(),
                     data_out: vec![0xab; 512],
                     expected_data_in: 0,
                     attr: TaskAttr::Simple,

@@ -102,7 +102,14 @@ impl TaskGuard {
 
 impl Drop for TaskGuard {
     fn drop(&mut self) {
-        self.set.tasks.lock().remove(&self.id);
+        {
+            let mut tasks = self.set.tasks.lock();
+            if let Some(slot) = tasks.live.remove(&self.id) {
+                if tasks.spare.len() < SPARE_SLOTS {
+                    tasks.spare.push(slot);
+                }
+            }
+        }
         // An abort that waits made the channel while the slot was still in the set,
         // under the lock just taken, so it is visible here.
         if let Some(finished) = self.slot.finished.get() {
@@ -147,12 +154,23 @@ impl TaskWait {
     }
 }
 
+/// Slots kept for reuse: one task set's usual depth, a few KiB at most.
+const SPARE_SLOTS: usize = 256;
+
+#[derive(Default)]
+struct Tasks {
+    /// By a sequence number. FxHash: two lookups per command under this lock; the keys
+    /// are ours, not an initiator's, so SipHash's flooding resistance buys nothing.
+    live: FxHashMap<u64, Arc<Slot>>,
+    /// Slots of ended tasks, for the next ones: a new Arc per command was one of the
+    /// heap allocations on every READ and WRITE.
+    spare: Vec<Arc<Slot>>,
+}
+
 #[derive(Default)]
 struct TaskSetInner {
     next: AtomicU64,
-    /// By a sequence number. FxHash: two lookups per command under this lock; the keys
-    /// are ours, not an initiator's, so SipHash's flooding resistance buys nothing.
-    tasks: Mutex<FxHashMap<u64, Arc<Slot>>>,
+    tasks: Mutex<Tasks>,
 }
 
 #[derive(Default, Clone)]
@@ -161,15 +179,29 @@ pub(crate) struct TaskSet(Arc<TaskSetInner>);
 impl TaskSet {
     pub fn begin(&self, nexus: u64, tag: u64, lun: u64) -> TaskGuard {
         let id = self.0.next.fetch_add(1, Ordering::Relaxed);
-        let slot = Arc::new(Slot {
+        let fresh = Slot {
             nexus,
             tag,
             lun,
             aborted: AtomicBool::new(false),
             abort_signal: OnceLock::new(),
             finished: OnceLock::new(),
-        });
-        self.0.tasks.lock().insert(id, slot.clone());
+        };
+        let mut tasks = self.0.tasks.lock();
+        // A spare is reusable once its last guard is gone (the guard drops its own
+        // reference just after putting the slot back, so it may not be yet).
+        let slot = match tasks.spare.pop() {
+            Some(mut spare) => match Arc::get_mut(&mut spare) {
+                Some(s) => {
+                    *s = fresh;
+                    spare
+                }
+                None => Arc::new(fresh),
+            },
+            None => Arc::new(fresh),
+        };
+        tasks.live.insert(id, slot.clone());
+        drop(tasks);
         TaskGuard {
             slot,
             id,
@@ -181,7 +213,7 @@ impl TaskSet {
     pub fn abort(&self, pred: impl Fn(u64, u64, u64) -> bool) -> TaskWait {
         let tasks = self.0.tasks.lock();
         let mut wait = Vec::new();
-        for s in tasks.values() {
+        for s in tasks.live.values() {
             if pred(s.nexus, s.tag, s.lun) {
                 s.aborted.store(true, Ordering::Release);
                 if let Some(signal) = s.abort_signal.get() {
@@ -205,6 +237,7 @@ impl TaskSet {
         self.0
             .tasks
             .lock()
+            .live
             .values()
             .any(|s| pred(s.nexus, s.tag, s.lun))
     }
@@ -212,7 +245,7 @@ impl TaskSet {
     /// Number of tasks in the set (for tests).
     #[cfg(test)]
     pub fn len(&self) -> usize {
-        self.0.tasks.lock().len()
+        self.0.tasks.lock().live.len()
     }
 }
 
@@ -237,6 +270,25 @@ mod tests {
         assert_eq!(set.len(), 1);
         drop(b);
         assert_eq!(set.len(), 0);
+    }
+
+    #[test]
+    fn an_ended_tasks_slot_is_reused_and_starts_clean() {
+        let set = TaskSet::default();
+        let a = set.begin(1, 10, 1);
+        let first = Arc::as_ptr(&a.slot);
+        let _ = set.abort(|_, _, _| true);
+        assert!(a.aborted());
+        drop(a);
+        let b = set.begin(2, 11, 2);
+        assert_eq!(Arc::as_ptr(&b.slot), first, "no new allocation");
+        assert!(!b.aborted(), "the abort was the old task's");
+        assert!(set.has(|n, t, l| (n, t, l) == (2, 11, 2)));
+        assert!(!set.has(|n, _, _| n == 1));
+        // A task still running keeps its slot: the next one gets another.
+        let c = set.begin(3, 12, 3);
+        assert_ne!(Arc::as_ptr(&c.slot), first);
+        assert_eq!(set.len(), 2);
     }
 
     #[tokio::test]

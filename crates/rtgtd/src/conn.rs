@@ -504,6 +504,10 @@ async fn full_feature(
     let mut stop_rx = daemon.stop.subscribe();
     let mut stop_asked = false;
     let (mut spawned, mut finished) = (0u64, 0u64);
+    // The heap slot of a command that finished on its first poll, for the next command:
+    // boxing every command's future was one of the allocations per READ and WRITE. Kept
+    // to one: commands here run one at a time, and a spawned one keeps its own.
+    let mut spare_run = None;
     let reason = loop {
         tokio::select! {
             r = stop_rx.wait_for(|s| *s), if !stop_asked => {
@@ -609,7 +613,7 @@ async fn full_feature(
                     let itt = req.itt;
                     let opcode = cmd.cdb.first().copied().unwrap_or(0);
                     let stats = session_stats.clone();
-                    let mut run = Box::pin(async move {
+                    let command = async move {
                         let written = cmd.data_out.len() as u64;
                         let r = scsi.execute_task(cmd, &task).await;
                         stats.record(
@@ -629,7 +633,14 @@ async fn full_feature(
                             },
                         };
                         (done, task)
-                    });
+                    };
+                    let mut run = match spare_run.take() {
+                        Some(mut slot) => {
+                            std::pin::Pin::set(&mut slot, Some(command));
+                            slot
+                        }
+                        None => Box::pin(Some(command)),
+                    };
                     // Most commands finish on their first poll (null, page-cache reads,
                     // small buffered writes, everything without I/O): finish those right
                     // here, saving a task spawn, a channel send and a wake-up per
@@ -638,23 +649,26 @@ async fn full_feature(
                     let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
                     // A panicked command's task guard is still inside `run`, dropped
                     // after its answer is queued, like `task` below.
-                    match poll_contained(run.as_mut(), &mut cx) {
+                    match poll_contained(run.as_mut().as_pin_mut().expect("set"), &mut cx) {
                         std::task::Poll::Ready(polled) => {
                             let (done, task) = completion(polled, itt, opcode, peer);
                             if let Some(why) = on_done(done, &mut session, &mut actions, peer) {
                                 closing = Some(why);
                             }
+                            run.set(None);
                             // Only now is the task over for a TMF waiting on it.
                             drop(task);
+                            spare_run = Some(run);
                         }
                         std::task::Poll::Pending => {
                             // Counted so a stop waits for it (see `stop_asked`).
                             spawned += 1;
                             let tx = done_tx.clone();
                             tokio::spawn(async move {
-                                let polled =
-                                    std::future::poll_fn(|cx| poll_contained(run.as_mut(), cx))
-                                        .await;
+                                let polled = std::future::poll_fn(|cx| {
+                                    poll_contained(run.as_mut().as_pin_mut().expect("set"), cx)
+                                })
+                                .await;
                                 let (done, task) = completion(polled, itt, opcode, peer);
                                 let _ = tx.send(done);
                                 drop(task);
@@ -960,7 +974,14 @@ impl InputBuffer {
             return None;
         }
         let body = &self.buf[self.start + BHS_LEN..self.start + total];
-        let ev = match framer.parse(bhs, body) {
+        // Data segments (a WRITE's immediate data) go into recycled buffers; the SCSI
+        // layer hands them back once written.
+        let pooled = |seg: &[u8]| {
+            let mut v = rtgt_backstore::bufpool::take(seg.len());
+            v.copy_from_slice(seg);
+            v
+        };
+        let ev = match framer.parse_with(bhs, body, pooled) {
             Ok(p) => Ok(ReadEvent::Pdu(p)),
             Err((FrameError::DataDigest, pdu)) => Ok(ReadEvent::DataDigestError(*pdu)),
             Err((e, _)) => Err(e.to_string()),

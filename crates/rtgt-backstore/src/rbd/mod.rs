@@ -31,7 +31,9 @@ use std::sync::{Arc, OnceLock};
 use async_trait::async_trait;
 use tokio::sync::oneshot;
 
-use crate::{BackingStore, Capabilities, Counters, Extent, IoStats, OpenError, OpenOptions};
+use crate::{
+    BackingStore, Capabilities, Counters, Extent, IoFuture, IoStats, OpenError, OpenOptions,
+};
 
 /// Client operation timeout when `timeout=` is not given, in seconds: below the usual
 /// initiator command timeout (Linux sd: 30 s), so the initiator sees our sense data
@@ -585,30 +587,35 @@ impl BackingStore for RbdStore {
         }
     }
 
-    async fn read_at(&self, buf: Vec<u8>, offset: u64) -> io::Result<Vec<u8>> {
-        let len = buf.len();
-        let mut d = self
-            .aio(vec![buf], |img, b, _, c| unsafe {
-                ffi::rbd_aio_read(img, offset, len, b[0].as_mut_ptr() as *mut c_char, c) as isize
-            })
-            .await?;
-        self.counters.read();
-        let mut buf = d.bufs.pop().expect("one buffer");
-        // A short read (past the end after a shrink) reads as zeroes.
-        let got = (d.rv as usize).min(len);
-        buf[got..].fill(0);
-        Ok(buf)
+    fn read_at(&self, buf: Vec<u8>, offset: u64) -> IoFuture<'_, Vec<u8>> {
+        IoFuture::pending(async move {
+            let len = buf.len();
+            let mut d = self
+                .aio(vec![buf], |img, b, _, c| unsafe {
+                    ffi::rbd_aio_read(img, offset, len, b[0].as_mut_ptr() as *mut c_char, c)
+                        as isize
+                })
+                .await?;
+            self.counters.read();
+            let mut buf = d.bufs.pop().expect("one buffer");
+            // A short read (past the end after a shrink) reads as zeroes.
+            let got = (d.rv as usize).min(len);
+            buf[got..].fill(0);
+            Ok(buf)
+        })
     }
 
-    async fn write_at(&self, buf: Vec<u8>, offset: u64) -> io::Result<Vec<u8>> {
-        let len = buf.len();
-        let mut d = self
-            .aio(vec![buf], |img, b, _, c| unsafe {
-                ffi::rbd_aio_write(img, offset, len, b[0].as_ptr() as *const c_char, c) as isize
-            })
-            .await?;
-        self.counters.write(false);
-        Ok(d.bufs.pop().expect("one buffer"))
+    fn write_at(&self, buf: Vec<u8>, offset: u64) -> IoFuture<'_, Vec<u8>> {
+        IoFuture::pending(async move {
+            let len = buf.len();
+            let mut d = self
+                .aio(vec![buf], |img, b, _, c| unsafe {
+                    ffi::rbd_aio_write(img, offset, len, b[0].as_ptr() as *const c_char, c) as isize
+                })
+                .await?;
+            self.counters.write(false);
+            Ok(d.bufs.pop().expect("one buffer"))
+        })
     }
 
     async fn flush(&self) -> io::Result<()> {

@@ -661,18 +661,17 @@ impl ScsiTarget {
             (DeviceType::Cd, _) => crate::mmc::data_out_len(&cmd.cdb),
             _ => None,
         };
-        let started = std::time::Instant::now();
         // The Data-Out travels on by value: a WRITE hands this very buffer to the store
         // instead of a copy of it.
         let mut data = std::mem::take(&mut cmd.data_out);
         let written = data.len() as u64;
-        let r = self.run(&lu, &cmd, &mut data, task).await;
+        let (r, elapsed) = crate::stats::timed(self.run(&lu, &cmd, &mut data, task)).await;
         let mut res = finish(r, lu.descriptor_sense(), data_out_len);
         if let Some(n) = cdb::allocation_length(&cmd.cdb) {
             res.data_in.truncate(n);
         }
         res.aborted = task.aborted();
-        res.elapsed = started.elapsed();
+        res.elapsed = elapsed;
         lu.stats.record(
             res.data_in.len() as u64,
             if res.status == 0 { written } else { 0 },

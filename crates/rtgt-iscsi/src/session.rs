@@ -125,10 +125,11 @@ pub struct TmfRequest {
 /// buffer as it is, so the data is never copied into per-PDU segments.
 #[derive(Debug)]
 pub struct DataIn {
-    /// Headers only: their `data` is empty, DataSegmentLength is set in the BHS. Two are
-    /// held inline, so a read of up to twice MaxRecvDataSegmentLength (512 KiB with the
-    /// usual 256 KiB) allocates nothing here.
-    pub pdus: smallvec::SmallVec<[Pdu; 2]>,
+    /// Headers only: their `data` is empty, DataSegmentLength is set in the BHS. One is
+    /// held inline, so a read of up to MaxRecvDataSegmentLength (256 KiB as usually
+    /// negotiated) allocates nothing here; more inline made every [`Action`] larger, and
+    /// actions are moved several times per command.
+    pub pdus: smallvec::SmallVec<[Pdu; 1]>,
     pub data: Vec<u8>,
 }
 

@@ -286,6 +286,9 @@ def main():
     ap.add_argument("--baseline", metavar="DIR",
                     help="compare against the rtgtd and rtgtadm in DIR (an earlier build) "
                          "instead of tgtd: A/B of a change, same rounds and table")
+    ap.add_argument("--baseline-args", metavar="ARGS",
+                    help="extra arguments for the baseline rtgtd instead of --rtgtd-args "
+                         "(with --baseline target/release: A/B of an option)")
     a = ap.parse_args()
     rounds = a.rounds or (5 if a.full else 3)
     secs = a.seconds or (10 if a.full else 3)
@@ -302,7 +305,8 @@ def main():
     try:
         daemons.append(Rtgtd(workdir, a.rtgt_bstype, a.rtgtd_args.split()))
         if a.baseline:
-            daemons.append(Rtgtd(workdir, a.rtgt_bstype, a.rtgtd_args.split(),
+            base_args = a.rtgtd_args if a.baseline_args is None else a.baseline_args
+            daemons.append(Rtgtd(workdir, a.rtgt_bstype, base_args.split(),
                                  bindir=os.path.abspath(a.baseline), name="base"))
         else:
             daemons.append(Tgtd(workdir, a.tgt_bstype))

@@ -60,6 +60,16 @@ pub struct Options {
     /// connection on one work-stealing pool instead (tokio's multi-thread scheduler).
     #[arg(long = "reactors", value_name = "N")]
     pub reactors: Option<usize>,
+    /// Wake-up coalescing, like a NIC's interrupt moderation: a reactor that has just
+    /// answered a burst of commands (at least 4 since it was last idle) waits this many
+    /// microseconds before sleeping, so what a deep-queued initiator sends meanwhile is
+    /// served in one turn. Less CPU per command and fewer, larger TCP segments, at the
+    /// price of latency under load, which costs IOPS when the initiator is the
+    /// bottleneck (see the README's Performance section for measured trade-offs).
+    /// Queue depth 1 is never delayed. 0 (the default) turns it off; at most 10000.
+    #[arg(long = "coalesce-us", value_name = "US", default_value_t = 0,
+          value_parser = clap::value_parser!(u64).range(0..=10_000))]
+    pub coalesce_us: u64,
     /// Load this configuration file (TOML) at start, through the same requests rtgtadm
     /// sends; SIGHUP applies it again (`rtgtadm config apply`). Its portals and
     /// state_dir apply when --iscsi portal= / --state-dir are not given.

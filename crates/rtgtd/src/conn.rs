@@ -587,6 +587,7 @@ async fn full_feature(
             break why;
         }
         // Carry out what the state machine asked for; batch the PDUs into one write.
+        let mut executed = 0u32;
         let mut i = 0;
         while i < actions.len() {
             match std::mem::replace(&mut actions[i], Action::Close("")) {
@@ -597,6 +598,7 @@ async fn full_feature(
                         i += 1;
                         continue;
                     };
+                    executed += 1;
                     let scsi = t.scsi.clone();
                     let lun = rtgt_scsi::lun_from_sam(req.lun);
                     // In the task set before it runs, so an abort can never miss it.
@@ -731,6 +733,7 @@ async fn full_feature(
             i += 1;
         }
         actions.clear();
+        crate::coalesce::answered(executed);
         if closing.is_some() {
             // The session ends with what is queued (a Logout Response, a TARGET COLD
             // RESET answer): its I_T nexus ends first (SAM-5 6.3.4: reservations,

@@ -248,13 +248,16 @@ pub fn run(mut opts: Options) -> Result<()> {
         (rt, Reactors::default())
     } else {
         // The main thread is reactor 0 and also runs the listeners and control socket.
+        let policy = crate::coalesce::Policy::new(opts.coalesce_us);
+        crate::coalesce::precise_timers();
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
+            .on_thread_park(move || policy.before_idle())
             .build()
             .context("starting the runtime")?;
         let mut handles = vec![rt.handle().clone()];
         for i in 1..n {
-            handles.push(start_reactor(i)?);
+            handles.push(start_reactor(i, policy)?);
         }
         (
             rt,
@@ -333,13 +336,15 @@ impl Reactors {
 }
 
 /// A reactor thread: a single-threaded runtime that runs until the process exits.
-fn start_reactor(i: usize) -> Result<tokio::runtime::Handle> {
+fn start_reactor(i: usize, policy: crate::coalesce::Policy) -> Result<tokio::runtime::Handle> {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::Builder::new()
         .name(format!("rtgtd-r{i}"))
         .spawn(move || {
+            crate::coalesce::precise_timers();
             let rt = match tokio::runtime::Builder::new_current_thread()
                 .enable_all()
+                .on_thread_park(move || policy.before_idle())
                 .build()
             {
                 Ok(rt) => rt,

@@ -1,6 +1,7 @@
 //! rtgtd: serves SCSI logical units over iSCSI. Command line compatible with tgtd.
 
 mod cli;
+mod coalesce;
 mod conn;
 mod control;
 mod daemon;

@@ -7,7 +7,9 @@
 //! it sends meanwhile accumulate, so the next turn serves many at once: fewer system
 //! calls, TCP segments, acknowledgments and wake-ups per command. A reactor whose last
 //! burst was small (an initiator at queue depth 1, an idle one) never naps, so latency
-//! at low depth is untouched; a nap is bounded by `--coalesce-us`.
+//! at low depth is untouched; nor does one with a command waiting on its store (O_DIRECT,
+//! the I/O pool, io_uring, Ceph), whose completion must not wait for the nap; a nap is
+//! bounded by `--coalesce-us`.
 
 use std::cell::Cell;
 use std::time::Duration;
@@ -15,11 +17,30 @@ use std::time::Duration;
 thread_local! {
     /// Commands this reactor answered since it last went idle.
     static BURST: Cell<u32> = const { Cell::new(0) };
+    /// Commands of this reactor waiting on their store.
+    static WAITING: Cell<u32> = const { Cell::new(0) };
 }
 
 /// The reactor answered `n` commands (called from the connection loop).
 pub fn answered(n: u32) {
     BURST.with(|b| b.set(b.get().saturating_add(n)));
+}
+
+/// A command of this reactor that waits on its store, until dropped (the command's
+/// task holds it, on the reactor's thread).
+pub struct Waiting(());
+
+impl Waiting {
+    pub fn start() -> Self {
+        WAITING.with(|w| w.set(w.get().saturating_add(1)));
+        Waiting(())
+    }
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        WAITING.with(|w| w.set(w.get().saturating_sub(1)));
+    }
 }
 
 /// The policy: nap for `nap` before sleeping when at least `min_burst` commands were
@@ -44,15 +65,16 @@ impl Policy {
         }
     }
 
-    /// How long to nap now, given the burst since the last idle.
-    pub fn nap_for(&self, burst: u32) -> Option<Duration> {
-        (!self.nap.is_zero() && burst >= self.min_burst).then_some(self.nap)
+    /// How long to nap now, given the burst since the last idle and the commands
+    /// waiting on their stores.
+    pub fn nap_for(&self, burst: u32, waiting: u32) -> Option<Duration> {
+        (!self.nap.is_zero() && burst >= self.min_burst && waiting == 0).then_some(self.nap)
     }
 
     /// Runs on the reactor thread just before it goes idle (tokio's `on_thread_park`).
     pub fn before_idle(&self) {
         let burst = BURST.with(|b| b.replace(0));
-        if let Some(nap) = self.nap_for(burst) {
+        if let Some(nap) = self.nap_for(burst, WAITING.with(|w| w.get())) {
             std::thread::sleep(nap);
         }
     }
@@ -78,15 +100,20 @@ mod tests {
             nap: Duration::from_micros(10),
             min_burst: 4,
         };
-        assert_eq!(p.nap_for(0), None, "an idle reactor sleeps at once");
-        assert_eq!(p.nap_for(1), None, "queue depth 1 keeps its latency");
-        assert_eq!(p.nap_for(3), None);
-        assert_eq!(p.nap_for(4), Some(Duration::from_micros(10)));
+        assert_eq!(p.nap_for(0, 0), None, "an idle reactor sleeps at once");
+        assert_eq!(p.nap_for(1, 0), None, "queue depth 1 keeps its latency");
+        assert_eq!(p.nap_for(3, 0), None);
+        assert_eq!(p.nap_for(4, 0), Some(Duration::from_micros(10)));
+        assert_eq!(
+            p.nap_for(100, 1),
+            None,
+            "a completion from the store is not kept waiting"
+        );
         let off = Policy {
             nap: Duration::ZERO,
             min_burst: 4,
         };
-        assert_eq!(off.nap_for(1000), None, "--coalesce-us 0 turns it off");
+        assert_eq!(off.nap_for(1000, 0), None, "--coalesce-us 0 turns it off");
     }
 
     #[test]
@@ -98,6 +125,10 @@ mod tests {
         answered(3);
         answered(2);
         assert_eq!(BURST.with(|b| b.get()), 5);
+        let w = Waiting::start();
+        assert_eq!(WAITING.with(|w| w.get()), 1);
+        drop(w);
+        assert_eq!(WAITING.with(|w| w.get()), 0);
         std::thread::spawn(|| assert_eq!(BURST.with(|b| b.get()), 0))
             .join()
             .unwrap();

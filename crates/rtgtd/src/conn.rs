@@ -666,7 +666,10 @@ async fn full_feature(
                             // Counted so a stop waits for it (see `stop_asked`).
                             spawned += 1;
                             let tx = done_tx.clone();
+                            // This reactor does not nap while the command waits.
+                            let waiting = crate::coalesce::Waiting::start();
                             tokio::spawn(async move {
+                                let _waiting = waiting;
                                 let polled = std::future::poll_fn(|cx| {
                                     poll_contained(run.as_mut().as_pin_mut().expect("set"), cx)
                                 })

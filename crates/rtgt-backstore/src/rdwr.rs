@@ -114,14 +114,10 @@ impl RdwrStore {
 
 impl RdwrStore {
     /// A write into the page cache is a memory copy of a few microseconds, far less than
-    /// waking an I/O thread for it. Writes queue up here and one pool thread at a time
-    /// drains the queue, so a burst of N writes costs one wake-up instead of N; writes
-    /// that arrive while it runs join the same pass.
-    /// Small writes into the page cache are done right here while they stay fast: the
-    /// copy costs less than any hand-off. The first slow ones (the kernel throttling
-    /// dirty pages) send writes back to the pool for a while, so a congested disk never
-    /// holds the connection's thread for long. Gives the buffer back when the write is
-    /// not for doing here.
+    /// waking an I/O thread for it: small ones are done right here while they stay fast.
+    /// The first slow ones (the kernel throttling dirty pages) send writes back to the
+    /// pool for a while, so a congested disk never holds the connection's thread for
+    /// long. Gives the buffer back when the write is not for doing here.
     fn write_inline(&self, buf: Vec<u8>, offset: u64) -> Result<io::Result<Vec<u8>>, Vec<u8>> {
         if self.caps.read_only
             || self.caps.direct
@@ -147,7 +143,9 @@ impl RdwrStore {
         Ok(r.map(|()| buf))
     }
 
-    /// Buffered writes the pool does (see [`Self::write_inline`] for the rest).
+    /// Buffered writes not done inline ([`Self::write_inline`]): they queue up here and
+    /// one pool thread at a time drains the queue, so a burst of N writes costs one
+    /// wake-up instead of N; writes that arrive while it runs join the same pass.
     async fn write_buffered(&self, buf: Vec<u8>, offset: u64) -> io::Result<Vec<u8>> {
         let (done, result) = tokio::sync::oneshot::channel();
         let start = {

@@ -71,22 +71,26 @@ impl Policy {
         (!self.nap.is_zero() && burst >= self.min_burst && waiting == 0).then_some(self.nap)
     }
 
+    /// Readies the reactor's thread for naps: Linux lets a normal thread's timers fire
+    /// up to 50 µs late (timer slack), which would turn a 10 µs nap into 60. Nothing
+    /// when coalescing is off.
+    pub fn prepare_thread(&self) {
+        if self.nap.is_zero() {
+            return;
+        }
+        // SAFETY: PR_SET_TIMERSLACK takes the slack in nanoseconds and touches only the
+        // calling thread; a failure leaves the default slack, which is harmless.
+        unsafe {
+            libc::prctl(libc::PR_SET_TIMERSLACK, 1000 as libc::c_ulong, 0, 0, 0);
+        }
+    }
+
     /// Runs on the reactor thread just before it goes idle (tokio's `on_thread_park`).
     pub fn before_idle(&self) {
         let burst = BURST.with(|b| b.replace(0));
         if let Some(nap) = self.nap_for(burst, WAITING.with(|w| w.get())) {
             std::thread::sleep(nap);
         }
-    }
-}
-
-/// Makes this thread's timed sleeps as short as asked: Linux lets a normal thread's
-/// timers fire up to 50 µs late (timer slack), which would turn a 10 µs nap into 60.
-pub fn precise_timers() {
-    // SAFETY: PR_SET_TIMERSLACK takes the slack in nanoseconds and touches only the
-    // calling thread; a failure leaves the default slack, which is harmless.
-    unsafe {
-        libc::prctl(libc::PR_SET_TIMERSLACK, 1000 as libc::c_ulong, 0, 0, 0);
     }
 }
 

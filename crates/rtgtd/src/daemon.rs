@@ -249,12 +249,7 @@ pub fn run(mut opts: Options) -> Result<()> {
     } else {
         // The main thread is reactor 0 and also runs the listeners and control socket.
         let policy = crate::coalesce::Policy::new(opts.coalesce_us);
-        crate::coalesce::precise_timers();
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .on_thread_park(move || policy.before_idle())
-            .build()
-            .context("starting the runtime")?;
+        let rt = reactor_runtime(policy).context("starting the runtime")?;
         let mut handles = vec![rt.handle().clone()];
         for i in 1..n {
             handles.push(start_reactor(i, policy)?);
@@ -335,18 +330,23 @@ impl Reactors {
     }
 }
 
+/// A reactor's event loop, on the calling thread: single-threaded, napping before it
+/// sleeps as `policy` says (see [`crate::coalesce`]).
+fn reactor_runtime(policy: crate::coalesce::Policy) -> std::io::Result<tokio::runtime::Runtime> {
+    policy.prepare_thread();
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .on_thread_park(move || policy.before_idle())
+        .build()
+}
+
 /// A reactor thread: a single-threaded runtime that runs until the process exits.
 fn start_reactor(i: usize, policy: crate::coalesce::Policy) -> Result<tokio::runtime::Handle> {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::Builder::new()
         .name(format!("rtgtd-r{i}"))
         .spawn(move || {
-            crate::coalesce::precise_timers();
-            let rt = match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .on_thread_park(move || policy.before_idle())
-                .build()
-            {
+            let rt = match reactor_runtime(policy) {
                 Ok(rt) => rt,
                 Err(e) => {
                     let _ = tx.send(Err(e));

@@ -399,3 +399,29 @@ pub const GLFS: bool = cfg!(feature = "glfs");
 pub fn is_networked(bstype: &str) -> bool {
     matches!(canonical_type(bstype), Some("rbd" | "glfs"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A build without the `glfs` feature names the feature when asked for the store;
+    /// one with it checks `-b` before connecting to anything.
+    #[test]
+    fn glfs_is_known_with_or_without_its_feature() {
+        assert_eq!(canonical_type("glfs"), Some("glfs"));
+        assert!(is_networked("glfs") && is_networked("rbd") && !is_networked("rdwr"));
+        let opts = OpenOptions {
+            path: "not-a-glfs-spec".into(),
+            ..OpenOptions::default()
+        };
+        let e = open("glfs", &opts).err().expect("refused").to_string();
+        if GLFS {
+            assert!(e.contains("volume@host:path"), "{e}");
+        } else {
+            assert!(
+                e.contains("without GlusterFS support") && e.contains("'glfs'"),
+                "{e}"
+            );
+        }
+    }
+}

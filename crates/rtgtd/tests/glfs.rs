@@ -5,10 +5,11 @@
 //! logged once, and every acknowledged write is there afterwards; a stalled brick gives
 //! LOGICAL UNIT COMMUNICATION TIME-OUT after `timeout`; a LU created while the volume is
 //! stopped is NOT READY and becomes ready by itself; deleting the LUs and stopping
-//! rtgtd are clean.
+//! rtgtd are clean. A second, small volume (a 64 MiB tmpfs brick) fills up: writes get
+//! SPACE ALLOCATION FAILED WRITE PROTECT.
 //!
-//! One test function with one volume (starting one costs about a second), its steps in
-//! order.
+//! Each test function has its own volume (starting one costs about a second), its steps
+//! in order.
 #![cfg(feature = "glfs")]
 
 mod common;
@@ -37,9 +38,14 @@ fn script() -> PathBuf {
 
 impl Gluster {
     fn up(dir: &Path) -> Gluster {
+        Self::up_env(dir, &[])
+    }
+
+    fn up_env(dir: &Path, env: &[(&str, &str)]) -> Gluster {
         let o = Command::new("bash")
             .arg(script())
             .args(["up", dir.to_str().unwrap()])
+            .envs(env.iter().copied())
             .output()
             .unwrap();
         assert!(
@@ -387,4 +393,67 @@ fn glfs_lun_on_a_real_volume() {
         t.elapsed()
     );
     eprintln!("total {:.1}s", t0.elapsed().as_secs_f64());
+}
+
+/// A volume that fills up: its brick is a 64 MiB tmpfs. Writing past what it holds gets
+/// DATA PROTECT, SPACE ALLOCATION FAILED WRITE PROTECT (SBC-4 4.7.3.7), not MEDIUM
+/// ERROR; reads of what was written still work.
+#[test]
+fn glfs_full_volume_is_space_allocation_failure() {
+    if !have_tool("glusterd") || unsafe { libc::geteuid() } != 0 {
+        eprintln!("SKIPPED: needs root and glusterfs-server (scripts/install-deps.sh)");
+        return;
+    }
+    let tmp = TempDir::new("glfs-full");
+    let g = Gluster::up_env(&tmp.join("gluster"), &[("GLUSTER_BRICK_SIZE", "64M")]);
+    g.run(&["file", "big.img", "256M"]);
+    let port = free_port();
+    let portal = format!("portal=127.0.0.1:{port}");
+    let mut d = Daemon::spawn(
+        TempDir::new("glfs-full-d"),
+        port,
+        &["-f", "-C", "1", "--iscsi", &portal],
+    );
+    d.new_target("1", IQN);
+    new_lu(&d, "1", &g.spec("big.img"), "timeout=10");
+    d.bind_all("1");
+    let mut s = session(&d);
+    const CHUNK: u32 = 128; // 64 KiB: immediate data within the first burst
+    let mut full = None;
+    for i in 0..4096u64 {
+        let data = prng_bytes(i, CHUNK as usize * 512);
+        let r = s.exec(1, &write16(i * CHUNK as u64, CHUNK, false), 0, &data);
+        if r.status != GOOD {
+            full = Some((i, r));
+            break;
+        }
+    }
+    let (at, r) = full.expect("256 MiB written to a 64 MiB brick");
+    eprintln!("full after {} KiB", at * 64);
+    assert!(at >= 256, "failed after only {} KiB: {r:?}", at * 64);
+    assert_eq!(r.status, CHECK_CONDITION);
+    assert_eq!(
+        r.sense_code(),
+        (0x07, 0x27, 0x07),
+        "DATA PROTECT, SPACE ALLOCATION FAILED WRITE PROTECT"
+    );
+    let r = s.exec(1, &read16(0, CHUNK), CHUNK * 512, &[]);
+    assert_eq!(r.status, GOOD);
+    assert!(
+        r.data == prng_bytes(0, CHUNK as usize * 512),
+        "first MiB reads back"
+    );
+    let log = d.log();
+    assert_eq!(count(&log, "No space left on device"), 1, "{log}");
+    // rtgtd stops cleanly with the glfs LU still configured (its volume is released
+    // on a thread of its own, never waited for).
+    drop(s);
+    let t = Instant::now();
+    let st = d.stop().expect("rtgtd ran");
+    assert!(st.success(), "rtgtd's stop: {st}\n{}", d.log());
+    assert!(
+        t.elapsed() < Duration::from_secs(5),
+        "stop took {:?}",
+        t.elapsed()
+    );
 }

@@ -4,8 +4,9 @@
 //! the image; the brick killed during FUA writes gives NOT READY (never MEDIUM ERROR),
 //! logged once, and every acknowledged write is there afterwards; a stalled brick gives
 //! LOGICAL UNIT COMMUNICATION TIME-OUT after `timeout`; a LU created while the volume is
-//! stopped is NOT READY and becomes ready by itself; deleting the LUs and stopping
-//! rtgtd are clean. A second, small volume (a 64 MiB tmpfs brick) fills up: writes get
+//! stopped is NOT READY and becomes ready by itself; a thin LU's GET LBA STATUS follows
+//! the file's holes, UNMAP and WRITE SAME of zeroes read back zeroes; deleting the LUs
+//! and stopping rtgtd are clean. A second, small volume (a 64 MiB tmpfs brick) fills up: writes get
 //! SPACE ALLOCATION FAILED WRITE PROTECT.
 //!
 //! Each test function has its own volume (starting one costs about a second), its steps
@@ -361,11 +362,90 @@ fn glfs_lun_on_a_real_volume() {
         std::thread::sleep(Duration::from_millis(250));
     }
     assert_eq!(s.exec(3, &read16(0, 8), 4096, &[]).data, vec![0x5b; 4096]);
+
+    // --- Thin provisioning on the volume: GET LBA STATUS from the brick file's holes
+    // (glfs_lseek SEEK_DATA / SEEK_HOLE), UNMAP punches a hole (glfs_discard) that reads
+    // back as zeroes, WRITE SAME of zeroes is glfs_zerofill.
+    g.run(&["file", "thin.img", "16M"]);
+    d.adm_ok(&[
+        "--op",
+        "new",
+        "--mode",
+        "logicalunit",
+        "--tid",
+        "1",
+        "--lun",
+        "4",
+        "--bstype",
+        "glfs",
+        "-b",
+        &g.spec("thin.img"),
+        "--params",
+        "thin_provisioning=1",
+    ]);
+    let _ = s.exec_after_uas(4, &[0, 0, 0, 0, 0, 0], 0, &[]);
+    let lba: u64 = (1 << 20) / 512;
+    assert_eq!(
+        s.exec(4, &write16(lba, 8, true), 0, &[0x5a; 4096]).status,
+        GOOD
+    );
+    let status = |s: &mut RawConn| -> Vec<(u64, u32, u8)> {
+        let mut cdb = [0u8; 16];
+        cdb[0] = 0x9e;
+        cdb[1] = 0x12;
+        cdb[13] = 0xff;
+        let r = s.exec(4, &cdb, 255, &[]);
+        assert_eq!(r.status, GOOD, "GET LBA STATUS: {:02x?}", r.sense_code());
+        r.data[8..]
+            .chunks_exact(16)
+            .map(|d| {
+                (
+                    u64::from_be_bytes(d[..8].try_into().unwrap()),
+                    u32::from_be_bytes(d[8..12].try_into().unwrap()),
+                    d[12] & 0x0f,
+                )
+            })
+            .collect()
+    };
+    let descs = status(&mut s);
+    assert_eq!(
+        descs[0],
+        (0, lba as u32, 1),
+        "a hole before the data: {descs:?}"
+    );
+    assert_eq!((descs[1].0, descs[1].2), (lba, 0), "mapped: {descs:?}");
+    assert!(descs[1].1 >= 8, "{descs:?}");
+    // UNMAP of those 8 blocks: deallocated again, zeroes.
+    let mut unmap = [0u8; 10];
+    unmap[0] = 0x42;
+    unmap[8] = 24;
+    let mut list = vec![0u8; 24];
+    list[1] = 22;
+    list[3] = 16;
+    list[8..16].copy_from_slice(&lba.to_be_bytes());
+    list[16..20].copy_from_slice(&8u32.to_be_bytes());
+    let r = s.exec(4, &unmap, 0, &list);
+    assert_eq!(r.status, GOOD, "UNMAP: {:02x?}", r.sense_code());
+    let descs = status(&mut s);
+    assert_eq!(descs[0].2, 1, "deallocated after UNMAP: {descs:?}");
+    assert!(descs[0].1 as u64 >= lba + 8, "{descs:?}");
+    assert_eq!(s.exec(4, &read16(lba, 8), 4096, &[]).data, vec![0; 4096]);
+    // WRITE SAME (16) of a zero block over data: zeroes.
+    assert_eq!(
+        s.exec(4, &write16(lba, 8, false), 0, &[0x6b; 4096]).status,
+        GOOD
+    );
+    let mut ws = [0u8; 16];
+    ws[0] = 0x93;
+    ws[2..10].copy_from_slice(&lba.to_be_bytes());
+    ws[13] = 8;
+    assert_eq!(s.exec(4, &ws, 0, &[0; 512]).status, GOOD);
+    assert_eq!(s.exec(4, &read16(lba, 8), 4096, &[]).data, vec![0; 4096]);
     drop(s);
 
     // --- Deleting the LUs returns at once (glfs_fini, ~10 s, runs off the control
     // path), and rtgtd stops cleanly.
-    for lun in ["1", "2", "3"] {
+    for lun in ["1", "2", "3", "4"] {
         let t = Instant::now();
         d.adm_ok(&[
             "--op",

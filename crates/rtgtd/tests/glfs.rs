@@ -187,6 +187,11 @@ fn glfs_lun_on_a_real_volume() {
     let show = d.adm_ok(&["--op", "show", "--mode", "target"]);
     assert!(show.contains("Backing store type: glfs"), "{show}");
     assert!(show.contains(&g.spec("disk.img")), "{show}");
+    let sys = d.adm_ok(&["--op", "show", "--mode", "sys"]);
+    assert!(
+        sys.contains("    glfs (files on GlusterFS volumes"),
+        "{sys}"
+    );
 
     // --- qemu-img convert of a random 64 MiB image onto the LU and back: byte-exact,
     // and the brick's file is the image.

@@ -448,6 +448,41 @@ fn glfs_lun_on_a_real_volume() {
     assert_eq!(s.exec(4, &read16(lba, 8), 4096, &[]).data, vec![0; 4096]);
     drop(s);
 
+    // --- The configuration file: `config dump` keeps bstype, -b and bsopts, and a
+    // second rtgtd started from it (stores deferred until after start-up, as rtgtd
+    // forks) serves the same data.
+    let file = tmp.join("dump.toml");
+    d.adm_ok(&["config", "dump", file.to_str().unwrap()]);
+    let dump = std::fs::read_to_string(&file).unwrap();
+    for want in [
+        "bstype = \"glfs\"".to_string(),
+        format!("backing_store = \"{}\"", g.spec("log.img")),
+        "bsopts = \"timeout=3\"".to_string(),
+    ] {
+        assert!(dump.contains(&want), "{want} not in:\n{dump}");
+    }
+    let port2 = free_port();
+    let portal2 = format!("portal=127.0.0.1:{port2}");
+    let d2 = Daemon::spawn(
+        TempDir::new("glfs-d2"),
+        port2,
+        &[
+            "-f",
+            "-C",
+            "1",
+            "--iscsi",
+            &portal2,
+            "--config",
+            file.to_str().unwrap(),
+        ],
+    );
+    let mut s2 = session(&d2);
+    let (_, r) = s2.exec_after_uas(2, &read16(0, 8), 4096, &[]);
+    assert_eq!(r.status, GOOD, "{:02x?}", r.sense_code());
+    assert_eq!(r.data, vec![0x5b; 4096], "LU 2 from the config file");
+    drop(s2);
+    drop(d2);
+
     // --- Deleting the LUs returns at once (glfs_fini, ~10 s, runs off the control
     // path), and rtgtd stops cleanly.
     for lun in ["1", "2", "3", "4"] {

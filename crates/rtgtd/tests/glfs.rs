@@ -3,7 +3,8 @@
 //! private 127.0.0.X): a qemu-img round trip is byte-exact and the brick's file holds
 //! the image; the brick killed during FUA writes gives NOT READY (never MEDIUM ERROR),
 //! logged once, and every acknowledged write is there afterwards; a stalled brick gives
-//! LOGICAL UNIT COMMUNICATION TIME-OUT after `timeout`; a LU created while the volume is
+//! LOGICAL UNIT COMMUNICATION TIME-OUT after `timeout`, and a write write-behind
+//! acknowledged meanwhile reaches the brick once a retried SYNCHRONIZE CACHE succeeds; a LU created while the volume is
 //! stopped is NOT READY and becomes ready by itself; a thin LU's GET LBA STATUS follows
 //! the file's holes, UNMAP and WRITE SAME of zeroes read back zeroes; deleting the LUs
 //! and stopping rtgtd are clean. A second, small volume (a 64 MiB tmpfs brick) fills up: writes get
@@ -334,6 +335,59 @@ fn glfs_lun_on_a_real_volume() {
         std::thread::sleep(Duration::from_millis(200));
     }
     assert_eq!(s.exec(2, &read16(0, 8), 4096, &[]).data, vec![0x5b; 4096]);
+
+    // --- Writes gfapi's write-behind acknowledged from memory while the brick is
+    // stalled: SYNCHRONIZE CACHE fails (the brick does not answer; after the client's
+    // ping timeout gfapi gives it up), and once the brick runs again a retried
+    // SYNCHRONIZE CACHE writes them (resync-failed-syncs-after-fsync): nothing the
+    // initiator was told was written is lost.
+    let pid = g.brick_pid();
+    let data = prng_bytes(77, 64 << 10);
+    let lba: u64 = 4096;
+    unsafe { libc::kill(pid, libc::SIGSTOP) };
+    let stopped = Instant::now();
+    let r = s.exec(2, &write16(lba, 128, false), 0, &data);
+    let sync = [0x35u8, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+    let r2 = s.exec(2, &sync, 0, &[]);
+    // Longer than the ping timeout (3 s), so gfapi fails the flush and its writes.
+    std::thread::sleep(Duration::from_secs(8).saturating_sub(stopped.elapsed()));
+    unsafe { libc::kill(pid, libc::SIGCONT) };
+    assert_eq!(r.status, GOOD, "write acknowledged by write-behind");
+    assert_eq!(
+        r2.status, CHECK_CONDITION,
+        "SYNCHRONIZE CACHE on a stalled brick"
+    );
+    assert!(
+        matches!(r2.sense_code(), (0x02, 0x08, 0x01) | (0x02, 0x08, 0x00)),
+        "{:02x?}",
+        r2.sense_code()
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let r = s.exec(2, &sync, 0, &[]);
+        if r.status == GOOD {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "SYNCHRONIZE CACHE never succeeded: {r:?}"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let brick = std::fs::read(g.brick_file("log.img")).unwrap();
+    let at = lba as usize * 512;
+    assert!(
+        brick[at..at + data.len()] == data[..],
+        "a write acknowledged before the stall is not on the brick after SYNCHRONIZE CACHE"
+    );
+    // The path this step is about was taken: gfapi gave the stalled brick up (ENOTCONN
+    // after the ping timeout) rather than waiting for it.
+    let log = d.log();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("log.img") && l.contains("not connected")),
+        "no disconnect logged for log.img:\n{log}"
+    );
 
     // --- A LU created while the volume is stopped: created at once, NOT READY, ready
     // by itself once the volume is started (CAPACITY DATA HAS CHANGED first).

@@ -4,11 +4,12 @@
 //! the image; the brick killed during FUA writes gives NOT READY (never MEDIUM ERROR),
 //! logged once, and every acknowledged write is there afterwards; a stalled brick gives
 //! LOGICAL UNIT COMMUNICATION TIME-OUT after `timeout`, and a write write-behind
-//! acknowledged meanwhile reaches the brick once a retried SYNCHRONIZE CACHE succeeds; a LU created while the volume is
-//! stopped is NOT READY and becomes ready by itself; a thin LU's GET LBA STATUS follows
-//! the file's holes, UNMAP and WRITE SAME of zeroes read back zeroes; deleting the LUs
-//! and stopping rtgtd are clean. A second, small volume (a 64 MiB tmpfs brick) fills up: writes get
-//! SPACE ALLOCATION FAILED WRITE PROTECT.
+//! acknowledged meanwhile reaches the brick once a retried SYNCHRONIZE CACHE succeeds;
+//! a LU created while the volume is stopped is NOT READY and becomes ready by itself; a
+//! thin LU's GET LBA STATUS follows the file's holes, UNMAP and WRITE SAME of zeroes
+//! read back zeroes; `config dump` keeps the LUs and a daemon started from it serves
+//! them; deleting the LUs and stopping rtgtd are clean. A second, small volume (a
+//! 64 MiB tmpfs brick) fills up: writes get SPACE ALLOCATION FAILED WRITE PROTECT.
 //!
 //! Each test function has its own volume (starting one costs about a second), its steps
 //! in order.

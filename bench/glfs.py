@@ -26,6 +26,7 @@ import argparse
 import glob
 import os
 import re
+import shutil
 import signal
 import statistics
 import subprocess
@@ -126,6 +127,7 @@ def main():
         if rtgtd is not None:
             rtgtd.stop()
         subprocess.run(["bash", cluster, "down", gdir], capture_output=True)
+        shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

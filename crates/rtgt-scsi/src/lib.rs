@@ -41,6 +41,9 @@ mod target_tests;
 #[cfg(test)]
 mod cache_tests;
 
+#[cfg(test)]
+mod readonly_tests;
+
 pub use alua::AluaState;
 pub use params::{canonical_lu_params, default_lu_param};
 pub use target::{LuDirectory, MediaLuConfig, ScsiTarget, TapeHandle, TmOutcome, TmResponse};

@@ -479,6 +479,7 @@ async fn full_feature(
         initial_r2t: params.initial_r2t,
         exp_cmd_sn: params.exp_cmd_sn,
         stat_sn: params.stat_sn,
+        cid: params.cid,
     });
     let mut text = TextExchange::default();
 

@@ -12,6 +12,7 @@ fn cfg() -> SessionConfig {
         initial_r2t: false,
         exp_cmd_sn: 10,
         stat_sn: 100,
+        cid: 0,
     }
 }
 

@@ -73,10 +73,10 @@ if step build cargo build --workspace "${FEATURES[@]}"; then
   fi
   if [ "${SKIP_CONFORMANCE:-0}" != 1 ]; then
     # Each LUN configuration against its expectations: the four disk configurations of
-    # issue 3, then the other backing stores, which must pass everything the default
+    # issue 3 and issue 21's thick read-only and thin 512e LUNs, then the other backing stores, which must pass everything the default
     # rdwr LUN passes. The runs are independent (own daemon, port, LUN, results file)
     # and mostly wait on the initiator, so they run CONFORMANCE_JOBS at a time.
-    runs=("default-lun" "thin-lun" "removable-lun" "readonly-lun")
+    runs=("default-lun" "thin-lun" "removable-lun" "readonly-lun" "readonly-thick-lun" "thin-512e-lun")
     if [ "${SKIP_STORE_CONFORMANCE:-0}" != 1 ]; then
       runs+=("io-uring-lun:default-lun" "direct-lun:default-lun" "loop-lun:default-lun")
       # An RBD image on a throw-away Ceph cluster (scripts/ceph-cluster.sh).

@@ -28,6 +28,7 @@ fuzz_target!(|data: &[u8]| {
         initial_r2t: mode & 16 != 0,
         exp_cmd_sn: 0,
         stat_sn: 0,
+        cid: 0,
     });
     let mut actions = Vec::new();
     let mut pdus = 0;

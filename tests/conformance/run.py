@@ -98,6 +98,8 @@ READONLY_EXCLUDED = [
 ]
 EXCLUDED_WHY = {
     "readonly-lun": "it writes and expects GOOD; a write-protected LUN answers DATA PROTECT / WRITE PROTECTED",
+    "readonly-thick-lun": "it writes and expects GOOD; a write-protected LUN answers DATA PROTECT / WRITE PROTECTED",
+    "thin-512e-lun": "with LBPPB > 1 it wants the first LBA status descriptor past the STARTING LOGICAL BLOCK ADDRESS (SBC-4 5.8.2.3 requires it there); it passes on thin-lun's 512n LUN",
 }
 CONFIGS = {
     "default-lun": ([], 1 << 30, DESTRUCTIVE, {}),
@@ -112,9 +114,15 @@ CONFIGS = {
     # Every test with -d but the ones that write and expect GOOD (READONLY_EXCLUDED).
     "readonly-lun": (["--params", "readonly=1,thin_provisioning=1"], 1 << 30,
                      [(["-d"], None, 1, READONLY_EXCLUDED)], {}),
-    # The whole suite on a thin 512e LUN. Not in ALL: GetLBAStatus.UnmapSingle fails here
-    # (see LBPPB_SUITES); thin-lun runs the LBPPB > 1 tests on such a LUN.
-    "thin-lbppbe3-lun": (["--params", "thin_provisioning=1,lbppbe=3"], 1 << 30, DESTRUCTIVE, {}),
+    # The same on a fully provisioned LUN: WRITE SAME's UNMAP bit, which a thick LU does
+    # not implement, still meets write protection first (ReadOnly.ReadOnlySBC).
+    "readonly-thick-lun": (["--params", "readonly=1"], 1 << 30,
+                           [(["-d"], None, 1, READONLY_EXCLUDED)], {}),
+    # The whole suite on a thin 512e LUN (4 KiB physical blocks), but
+    # GetLBAStatus.UnmapSingle (see LBPPB_SUITES and EXCLUDED_WHY), which passes on
+    # thin-lun's 512n LUN.
+    "thin-512e-lun": (["--params", "thin_provisioning=1,lbppbe=3"], 1 << 30,
+                      [(["-d"], None, 1, ["GetLBAStatus.UnmapSingle"])], {}),
     "4k-lun": (["--blocksize", "4096"], 1 << 30, DESTRUCTIVE, {}),
     "direct-lun": (["--bsoflags", "direct"], 1 << 30, DESTRUCTIVE, {}),
     "sync-lun": (["--bsoflags", "sync"], 1 << 30, DESTRUCTIVE, {}),

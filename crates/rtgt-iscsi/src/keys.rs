@@ -45,6 +45,8 @@ pub enum KeyError {
     NotUtf8,
     #[error("key {0} appears more than once")]
     Duplicate(String),
+    #[error("text pair {0:?} is not followed by a NUL (RFC 7143 §6.1)")]
+    Unterminated(String),
     #[error("negotiation text exceeds {0} bytes")]
     TooMuchText(usize),
     #[error("{key}={value:?} is not a valid number")]
@@ -88,10 +90,18 @@ impl TextPairs {
         Self::default()
     }
 
-    /// Parses a complete text data segment. Empty entries (stray extra NULs) are skipped and
-    /// a missing NUL after the last pair is tolerated; everything else must follow RFC 7143
-    /// §6.1 and duplicate keys are an error (RFC 7143 §6.2).
+    /// Parses a complete text data segment. Empty entries (stray extra NULs) are skipped;
+    /// every pair, the last one included, must be followed by a NUL (RFC 7143 §6.1: a
+    /// set ending in the middle of a pair is one the initiator did not finish);
+    /// everything else must follow §6.1 too, and duplicate keys are an error (§6.2).
     pub fn parse(data: &[u8]) -> Result<Self, KeyError> {
+        if let Some(&last) = data.last() {
+            if last != 0 {
+                let start = data.iter().rposition(|&b| b == 0).map_or(0, |i| i + 1);
+                let pair = String::from_utf8_lossy(&data[start..]);
+                return Err(KeyError::Unterminated(truncate(&pair)));
+            }
+        }
         let mut out = TextPairs::new();
         for raw in data.split(|&b| b == 0) {
             if raw.is_empty() {
@@ -427,10 +437,19 @@ mod tests {
     }
 
     #[test]
-    fn tolerates_missing_last_nul_and_extra_nuls() {
-        let t = TextPairs::parse(b"A=1\0\0B=2").unwrap();
+    fn tolerates_extra_nuls_but_not_a_missing_last_one() {
+        let t = TextPairs::parse(b"A=1\0\0B=2\0").unwrap();
         assert_eq!(t.get("A"), Some("1"));
         assert_eq!(t.get("B"), Some("2"));
+        assert_eq!(
+            TextPairs::parse(b"A=1\0\0B=2"),
+            Err(KeyError::Unterminated("B=2".into()))
+        );
+        assert_eq!(
+            TextPairs::parse(b"A=1"),
+            Err(KeyError::Unterminated("A=1".into()))
+        );
+        assert_eq!(TextPairs::parse(b""), Ok(TextPairs::new()));
     }
 
     #[test]

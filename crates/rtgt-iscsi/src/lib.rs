@@ -4,6 +4,7 @@
 //! login and text negotiation turn requests into responses ([`login`], [`keys`]), and the
 //! full-feature phase state machine ([`conn`]) turns PDUs into actions for the driver.
 
+pub mod ahs;
 pub mod chap;
 pub mod keys;
 pub mod login;

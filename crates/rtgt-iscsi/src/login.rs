@@ -429,6 +429,14 @@ impl Login {
                 ),
             );
         }
+        // No AHS type exists for a Login Request (RFC 7143 §11.2.2.1, §11.12): any AHS,
+        // of whatever type or length, is an initiator error (§11.13.5, 02/00).
+        if !req.ahs.is_empty() {
+            return fail(
+                LoginStatus::INITIATOR_ERROR,
+                format!("Login Request with {} bytes of AHS", req.ahs.len()),
+            );
+        }
         // RFC 7143 §11.12.4/§11.12.5: we speak version 0x00 only.
         let (version_max, version_min) = (req.bhs[2], req.bhs[3]);
         if version_min > 0 || version_max < version_min {

@@ -45,6 +45,9 @@ pub struct SessionConfig {
     pub exp_cmd_sn: u32,
     /// The next StatSN to send.
     pub stat_sn: u32,
+    /// This connection's CID: the one connection of the session (MaxConnections=1), so
+    /// the only one a Logout may name (RFC 7143 §11.14.3).
+    pub cid: u16,
 }
 
 /// SAM task attribute codes from the SCSI Command PDU (RFC 7143 §11.3.1).
@@ -403,6 +406,13 @@ impl Session {
                 return;
             }
         }
+        if !pdu.ahs.is_empty() && opcode != op::SCSI_CMD {
+            // Only the SCSI Command has AHS types (RFC 7143 §11.2.2.1); elsewhere
+            // TotalAHSLength must be 0: an invalid PDU field (§11.17.1).
+            let r = self.reject(&pdu, reject::INVALID_PDU_FIELD);
+            out.push(Action::Send(r));
+            return;
+        }
         if self.cfg.discovery && matches!(opcode, op::SCSI_CMD | op::TMF_REQ) {
             // RFC 7143 §4.3: a discovery session carries only Text, Logout and NOP.
             let r = self.reject(&pdu, reject::PROTOCOL_ERROR);
@@ -533,36 +543,40 @@ impl Session {
             out.push(Action::Send(r));
             return;
         }
+        // Immediate data is unsolicited data: with ImmediateData=No there is none, and
+        // it never exceeds FirstBurstLength (RFC 7143 §13.14) nor the EDTL.
         if write
-            && (pdu.data.len() as u32 > edtl || (!pdu.data.is_empty() && !self.cfg.immediate_data))
+            && (pdu.data.len() as u32 > edtl
+                || pdu.data.len() as u32 > self.cfg.first_burst_length
+                || (!pdu.data.is_empty() && !self.cfg.immediate_data))
         {
             let r = self.reject(&pdu, reject::PROTOCOL_ERROR);
             out.push(Action::Send(r));
             return;
         }
-        // CDBs longer than 16 bytes come in an Extended CDB AHS (RFC 7143 §11.3.5).
+        // CDBs longer than 16 bytes come in an Extended CDB AHS (RFC 7143 §11.3.5); a
+        // bidirectional command's read length in its own AHS (§11.3.4). An AHS of any
+        // other type, or whose length disagrees with its type or overruns the header, is
+        // an invalid PDU field (§11.2.2, §11.17.1), as is a read length on a command
+        // that is not bidirectional.
+        let ahs = match crate::ahs::parse_command(&pdu.ahs) {
+            Ok(a) if a.bidi_read_length.is_none() || (read && write) => a,
+            r => {
+                tracing::info!(itt, ahs = ?r, "SCSI command with an invalid AHS");
+                let r = self.reject(&pdu, reject::INVALID_PDU_FIELD);
+                out.push(Action::Send(r));
+                return;
+            }
+        };
         let mut cdb = Cdb::from_slice(pdu.cdb());
-        let mut expected_data_in = if read { edtl } else { 0 };
-        let mut ahs = &pdu.ahs[..];
-        while ahs.len() >= 4 {
-            let len = u16::from_be_bytes([ahs[0], ahs[1]]) as usize;
-            let ty = ahs[2];
-            let total = (3 + len + 3) & !3;
-            if ahs.len() < 3 + len {
-                break;
-            }
-            match ty {
-                1 if len >= 1 => cdb.extend_from_slice(&ahs[4..3 + len]),
-                2 if len >= 5 => {
-                    expected_data_in = u32::from_be_bytes(ahs[4..8].try_into().unwrap())
-                }
-                _ => {}
-            }
-            if total > ahs.len() {
-                break;
-            }
-            ahs = &ahs[total..];
+        if let Some(more) = ahs.extended_cdb {
+            cdb.extend_from_slice(more);
         }
+        let expected_data_in = match ahs.bidi_read_length {
+            Some(n) => n,
+            None if read => edtl,
+            None => 0,
+        };
         let received = pdu.data.len() as u32;
         let cmd_sn = pdu.cmd_sn();
         let lun = pdu.lun_raw();
@@ -844,37 +858,36 @@ impl Session {
         };
         let edtl = t.edtl;
         let mut data_in = outcome.data_in;
-        // Residuals (RFC 7143 §11.4.5): compare what the command transferred with the
-        // initiator's Expected Data Transfer Length.
+        // Residuals (RFC 7143 §11.4.5.1): what the CDB transfers, in the direction it
+        // transfers, against what the initiator expects in that direction — EDTL for
+        // the direction its R / W bit names, nothing for a direction it did not flag
+        // (§11.3.1: R and W say which way data flows). More than expected is an
+        // overflow: only the expected part moves (none, when the bit is missing, as for
+        // a READ sent with W or with neither bit), and the command never ends GOOD
+        // without the O bit and the count. The SCSI layer says how much Data-Out the
+        // CDB takes (`data_out_len`, None for a command with none it knows of) and
+        // returns all the Data-In the CDB produces.
         let (mut under, mut over, mut residual) = (false, false, 0u32);
-        if t.read {
-            let want = t.expected_data_in;
-            let have = data_in.len() as u32;
-            if have > want {
-                over = true;
-                residual = have - want;
-                data_in.truncate(want as usize);
-            } else if have < want {
-                under = true;
-                residual = want - have;
-            }
-        } else if t.write {
-            let used = outcome.data_out_len.unwrap_or(edtl);
-            if used > edtl {
-                over = true;
-                residual = used - edtl;
-            } else if used < edtl {
-                under = true;
-                residual = edtl - used;
-            }
-        } else if let Some(used) = outcome.data_out_len.filter(|&u| u > 0) {
-            // No data direction flagged but the CDB wants data.
+        let expect_in = if t.read { t.expected_data_in } else { 0 };
+        let expect_out = if t.write { edtl } else { 0 };
+        let cdb_in = data_in.len() as u32;
+        let (moved, expected) = match outcome.data_out_len {
+            // A command that writes: its Data-Out against the write expectation.
+            Some(used) if used > 0 || (t.write && cdb_in == 0) => (used, expect_out),
+            // A Data-Out command this layer does not size (no length known): whatever
+            // the initiator sent is taken as used, as before.
+            None if t.write && !t.read && cdb_in == 0 => (edtl, edtl),
+            // Otherwise the Data-In the CDB produced against the read expectation.
+            _ => (cdb_in, expect_in),
+        };
+        if moved > expected {
             over = true;
-            residual = used;
+            residual = moved - expected;
+        } else if moved < expected {
+            under = true;
+            residual = expected - moved;
         }
-        if !t.read {
-            data_in.clear();
-        }
+        data_in.truncate(expect_in as usize);
         let good = outcome.status == 0 && outcome.sense.is_empty();
         // Data-In PDUs, at most MaxRecvDataSegmentLength each; F at every burst boundary.
         let mss = self.cfg.max_xmit_data_segment_length.max(512) as usize;
@@ -1060,11 +1073,26 @@ impl Session {
         // Reason 0: close session, 1: close connection, 2: remove for recovery
         // (RFC 7143 §11.14.1). With one connection per session they all end it.
         let reason = pdu.flags() & 0x7f;
+        if reason > 2 {
+            // Reason codes 3-127 are not defined (§11.14.1): an invalid PDU field.
+            let r = self.reject(&pdu, reject::INVALID_PDU_FIELD);
+            out.push(Action::Send(r));
+            return;
+        }
+        let cid = pdu.u16_at(20);
         let mut r = Pdu::new(op::LOGOUT_RSP);
         r.set_flags(0x80);
+        r.set_itt(pdu.itt());
+        if reason == 1 && cid != self.cfg.cid {
+            // Closing a connection the session does not have: response 1, CID not
+            // found (§11.15.1); the logout fails and this connection goes on.
+            r.bhs[2] = 1;
+            self.seal(&mut r, true);
+            out.push(Action::Send(r));
+            return;
+        }
         // Response 2: connection recovery is not supported at ERL 0 (§11.15.1).
         r.bhs[2] = if reason == 2 { 2 } else { 0 };
-        r.set_itt(pdu.itt());
         r.set_u16(40, 0); // Time2Wait
         r.set_u16(42, 0); // Time2Retain
         self.seal(&mut r, true);

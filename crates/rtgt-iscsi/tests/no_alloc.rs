@@ -41,6 +41,7 @@ fn commands_are_framed_run_and_answered_without_allocating() {
         initial_r2t: false,
         exp_cmd_sn: 1,
         stat_sn: 1,
+        cid: 0,
     });
     let framer = Framer {
         header_digest: false,

@@ -276,8 +276,7 @@ async fn read_capacity16_reports_the_physical_block() {
     };
     let (t, _) = target(bdev, 512, &[]);
     assert_eq!(lbppbe(&t).await, (512, 3));
-    // Physical smaller than logical is refused when the LU is created, and the size
-    // can't change under a running LU.
+    // Physical smaller than logical is refused when the LU is created.
     let t = ScsiTarget::new("iqn.2026-01.test:cache");
     let cfg = LuConfig {
         block_size: 4096,
@@ -287,10 +286,6 @@ async fn read_capacity16_reports_the_physical_block() {
         )
     };
     assert!(t.add_lu(1, cfg).is_err());
-    let (t, _) = target(plain, 512, &[]);
-    assert!(t
-        .update_lu(1, &[("physical_blocksize".into(), "4096".into())])
-        .is_err());
     // Block Limits: OPTIMAL TRANSFER LENGTH GRANULARITY is a physical block.
     let (t, _) = target(
         Capabilities::default(),
@@ -318,4 +313,55 @@ async fn a_read_only_store_refuses_writes_and_stays_read_only() {
         .unwrap_err();
     assert!(e.to_string().contains("O_RDONLY"), "{e}");
     assert!(t.lu_info()[1].readonly);
+}
+
+/// tgtadm's `--op update --params lbppbe=3` (or physical_blocksize=) after `--op new`:
+/// READ CAPACITY (16) reports the new exponent at once, and every I_T nexus but none
+/// twice hears CAPACITY DATA HAS CHANGED (SBC-4 5.20.2: its parameter data changed);
+/// an update that leaves the size as it was, or a bad one, raises nothing.
+#[tokio::test]
+async fn the_physical_block_changes_live_with_a_unit_attention() {
+    let tur = [0u8, 0, 0, 0, 0, 0];
+    let (t, _) = target(Capabilities::default(), 512, &[]);
+    // Two nexuses, their power-on unit attentions consumed.
+    for n in [1, 2] {
+        exec(&t, n, 1, &tur, &[]).await;
+        good(&exec(&t, n, 1, &tur, &[]).await);
+    }
+    assert_eq!(lbppbe(&t).await, (512, 0));
+    t.update_lu(1, &[("lbppbe".into(), "3".into())]).unwrap();
+    assert_eq!(t.lu_info()[1].physical_block_size, 4096);
+    for n in [1, 2] {
+        let r = exec(&t, n, 1, &tur, &[]).await;
+        assert_eq!(sense_of(&r), (key::UNIT_ATTENTION, 0x2a, 0x09), "nexus {n}");
+        good(&exec(&t, n, 1, &tur, &[]).await);
+    }
+    assert_eq!(lbppbe(&t).await, (512, 3));
+    // Block Limits' OPTIMAL TRANSFER LENGTH GRANULARITY follows.
+    let r = exec(&t, 1, 1, &[0x12, 0x01, 0xb0, 0, 255, 0], &[]).await;
+    assert_eq!(u16::from_be_bytes([r.data_in[6], r.data_in[7]]), 8);
+    // The same size again: nothing changed, nothing to tell.
+    t.update_lu(1, &[("physical_blocksize".into(), "4096".into())])
+        .unwrap();
+    good(&exec(&t, 2, 1, &tur, &[]).await);
+    // physical_blocksize= sets it in bytes; back to 512n.
+    t.update_lu(1, &[("physical_blocksize".into(), "512".into())])
+        .unwrap();
+    for n in [1, 2] {
+        let r = exec(&t, n, 1, &tur, &[]).await;
+        assert_eq!(sense_of(&r), (key::UNIT_ATTENTION, 0x2a, 0x09), "nexus {n}");
+    }
+    assert_eq!(lbppbe(&t).await, (512, 0));
+    // Not a power-of-two multiple of the logical block: refused, nothing changes.
+    let e = t
+        .update_lu(1, &[("physical_blocksize".into(), "3000".into())])
+        .unwrap_err();
+    assert!(e.to_string().contains("3000"), "{e}");
+    let e = t
+        .update_lu(1, &[("lbppbe".into(), "16".into())])
+        .unwrap_err();
+    assert!(e.to_string().contains("lbppbe"), "{e}");
+    good(&exec(&t, 2, 1, &tur, &[]).await);
+    assert_eq!(lbppbe(&t).await, (512, 0));
+    assert_eq!(t.lu_info()[1].physical_block_size, 512);
 }

@@ -44,6 +44,9 @@ mod target_tests;
 #[cfg(test)]
 mod cache_tests;
 
+#[cfg(test)]
+mod readonly_tests;
+
 pub use alua::AluaState;
 pub use devices::DeviceType;
 pub use mmc::open_disc_image;

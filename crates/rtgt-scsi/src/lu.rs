@@ -3,7 +3,7 @@
 //! meet where they must; no lock is held across backing-store I/O.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use parking_lot::{Mutex, RwLock};
@@ -41,8 +41,9 @@ pub(crate) struct Lu {
     pub store: Option<Arc<dyn BackingStore>>,
     pub block_size: u32,
     /// Physical block size (a power-of-two multiple of `block_size`), for LOGICAL
-    /// BLOCKS PER PHYSICAL BLOCK EXPONENT (SBC-4 5.20.2).
-    pub physical_block_size: u32,
+    /// BLOCKS PER PHYSICAL BLOCK EXPONENT (SBC-4 5.20.2). Atomic: `--op update` may
+    /// change it while commands run ([`Lu::physical_block_size`] reads it).
+    pub physical_block_size: AtomicU32,
     pub path: String,
     pub bsoflags: String,
     pub params: RwLock<LuParams>,
@@ -109,7 +110,7 @@ impl Lu {
             device,
             store,
             block_size,
-            physical_block_size,
+            physical_block_size: AtomicU32::new(physical_block_size),
             path,
             bsoflags,
             params: RwLock::new(params),
@@ -159,6 +160,11 @@ impl Lu {
             .as_ref()
             .map(|s| s.size() / u64::from(self.block_size))
             .unwrap_or(0)
+    }
+
+    /// The physical block size now (a power-of-two multiple of `block_size`).
+    pub fn physical_block_size(&self) -> u32 {
+        self.physical_block_size.load(Ordering::Relaxed)
     }
 
     /// Read-only by parameter or because the store was opened read-only.

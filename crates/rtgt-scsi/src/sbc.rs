@@ -89,6 +89,12 @@ fn check_protect(cdb: &[u8]) -> Outcome<()> {
     Ok(())
 }
 
+/// SBC-4 4.13 (write protection): a command that would change the medium ends in
+/// DATA PROTECT / WRITE PROTECTED. Every write-type command calls this once its CDB is
+/// known to address a valid range (so an LBA out of range is still that error) and
+/// before it looks at what the command would do to the medium (write, deallocate,
+/// OR, compare), so every kind of protected LU (readonly=1, a store opened O_RDONLY,
+/// SWP; thick or thin) answers alike.
 fn check_writable(lu: &Lu) -> Outcome<()> {
     if lu.write_protected() {
         return Err(Sense::of(key::DATA_PROTECT, asc::WRITE_PROTECTED).into());
@@ -173,7 +179,7 @@ pub(crate) fn read_capacity16(lu: &Lu) -> Vec<u8> {
     b[0..8].copy_from_slice(&(lu.num_blocks() - 1).to_be_bytes());
     b[8..12].copy_from_slice(&lu.block_size.to_be_bytes());
     // LOGICAL BLOCKS PER PHYSICAL BLOCK EXPONENT (SBC-4 table 69); LBA 0 is aligned.
-    b[13] = ((lu.physical_block_size / lu.block_size).trailing_zeros() as u8) & 0x0f;
+    b[13] = ((lu.physical_block_size() / lu.block_size).trailing_zeros() as u8) & 0x0f;
     if lu.thin() {
         b[14] = 0x80 | (u8::from(lbprz(lu)) << 6);
     }
@@ -465,9 +471,6 @@ pub(crate) async fn write_same_cmd(lu: &Lu, cdb: &[u8], data: &[u8]) -> Outcome<
     if cdb[1] & 0x06 != 0 || (!sixteen && cdb[1] & 0x01 != 0) {
         return Err(invalid_cdb_at(1, Some(2)));
     }
-    if !thin && (unmap || ndob) {
-        return Err(invalid_cdb_at(1, Some(3)));
-    }
     let mut s = span(cdb);
     let n = lu.num_blocks();
     if s.lba >= n {
@@ -485,6 +488,13 @@ pub(crate) async fn write_same_cmd(lu: &Lu, cdb: &[u8], data: &[u8]) -> Outcome<
         return Err(invalid_cdb_at(if sixteen { 10 } else { 7 }, None));
     }
     check_writable(lu)?;
+    // UNMAP and NDOB are for LUs with logical block provisioning management (SBC-4
+    // 5.50): a fully provisioned LU does not implement them. Checked after write
+    // protection: a protected medium refuses every request to change it, deallocation
+    // included (check_writable), whatever the LU could have done.
+    if !thin && (unmap || ndob) {
+        return Err(invalid_cdb_at(1, Some(3)));
+    }
     let zero_block;
     let block = if ndob {
         zero_block = vec![0u8; bs as usize];

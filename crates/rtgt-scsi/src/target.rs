@@ -473,11 +473,19 @@ impl ScsiTarget {
             .as_ref()
             .map(|s| s.capabilities())
             .unwrap_or_default();
-        if given("physical_blocksize") || given("physical_block_size") || given("lbppbe") {
-            return Err(ScsiError::BadParam(
-                "the physical block size is set when the logical unit is created".into(),
-            ));
-        }
+        // tgtadm sets lbppbe / physical_blocksize with --op update after --op new.
+        let physical = match &lu.store {
+            Some(store)
+                if given("physical_blocksize")
+                    || given("physical_block_size")
+                    || given("lbppbe") =>
+            {
+                let p = crate::lu::physical_block_size(&next, store.as_ref(), lu.block_size);
+                crate::lu::check_physical(p, lu.block_size).map_err(ScsiError::BadParam)?;
+                Some(p)
+            }
+            _ => None,
+        };
         // A store opened O_RDONLY can't take writes; reopening it under a running LU
         // is not supported.
         if given("readonly") && !next.readonly && caps.read_only {
@@ -502,6 +510,19 @@ impl ScsiTarget {
             }
         }
         *lu.params.write() = next;
+        if let Some(p) = physical {
+            if lu
+                .physical_block_size
+                .swap(p, std::sync::atomic::Ordering::Relaxed)
+                != p
+            {
+                // LOGICAL BLOCKS PER PHYSICAL BLOCK EXPONENT is READ CAPACITY (16)
+                // parameter data; when that changes, SBC-4 5.20.2 asks for the unit
+                // attention SPC-4 names for it: CAPACITY DATA HAS CHANGED (2Ah/09h).
+                lu.ua
+                    .establish(self.nexus_ids(), asc::CAPACITY_DATA_HAS_CHANGED);
+            }
+        }
         if mode_changed {
             // SPC-4 7.5.3: the mode parameters changed other than by this nexus's MODE
             // SELECT; every I_T nexus hears of it.
@@ -552,7 +573,7 @@ impl ScsiTarget {
                     backing_store_opts: lu.store.as_ref().and_then(|s| s.bsopts()),
                     write_cache: !controller && mode.wce,
                     nv_cache: p.nv_cache,
-                    physical_block_size: lu.physical_block_size,
+                    physical_block_size: lu.physical_block_size(),
                     params: p.to_pairs(),
                     io_stats: lu.store.as_ref().map(|s| s.stats()).unwrap_or_default(),
                     media: Vec::new(),

@@ -814,9 +814,9 @@ fn plan_target(
             let want_p = canon_lu_params(dl).map_err(|e| format!("tid {tid}: {e}"))?;
             let have_p = canon_lu_params(cl).unwrap_or_default();
             let blocksize_changed = dl.blocksize.is_some_and(|b| Some(b) != cl.blocksize);
-            // Parameters that can't change live, or that are dropped (no "unset"):
-            // the LU is created again.
-            let fixed = ["physical_blocksize", "lbppbe", "readonly"];
+            // Parameters that can't change live (readonly=1 opened the store O_RDONLY),
+            // or that are dropped (no "unset"): the LU is created again.
+            let fixed = ["readonly"];
             let p_fixed = fixed
                 .iter()
                 .any(|k| want_p.iter().find(|p| p.0 == *k) != have_p.iter().find(|p| p.0 == *k));

@@ -1075,6 +1075,34 @@ fn backing_store_types_and_modes() {
         errno::EINVAL,
         "physical block size 512",
     );
+    // tgtadm scripts set it with --op update after --op new (lbppbe or bytes).
+    ok(reg.handle(new_lu(&reg, 1, 7, &f.path())));
+    assert!(show_lun(&reg, 1, 7).contains("Physical block size: 512\n"));
+    ok(reg.handle(Request {
+        tid: Some(1),
+        lun: Some(7),
+        params: Some("lbppbe=3".into()),
+        ..req("logicalunit", "update")
+    }));
+    assert!(show_lun(&reg, 1, 7).contains("Physical block size: 4096\n"));
+    ok(reg.handle(Request {
+        tid: Some(1),
+        lun: Some(7),
+        params: Some("physical_blocksize=1024".into()),
+        ..req("logicalunit", "update")
+    }));
+    assert!(show_lun(&reg, 1, 7).contains("Physical block size: 1024\n"));
+    err(
+        reg.handle(Request {
+            tid: Some(1),
+            lun: Some(7),
+            params: Some("physical_blocksize=1000".into()),
+            ..req("logicalunit", "update")
+        }),
+        errno::EINVAL,
+        "1000",
+    );
+    assert!(show_lun(&reg, 1, 7).contains("Physical block size: 1024\n"));
 }
 
 #[test]

@@ -188,17 +188,19 @@ pub async fn serve(daemon: Arc<Daemon>, stream: TcpStream, peer: SocketAddr, tpg
     let mut login = Login::new(TargetDefaults::default());
     let (params, login_response) = loop {
         let left = deadline.saturating_duration_since(Instant::now());
-        let pdu = match tokio::time::timeout(left, read_pdu(&mut rd, &framer)).await {
+        let pdu = match tokio::time::timeout(left, slot.watch(read_pdu(&mut rd, &framer))).await {
             Err(_) => {
                 tracing::info!(%peer, "login timed out");
                 return;
             }
-            Ok(Err(_)) => return, // closed mid-login
-            Ok(Ok(Err(e))) => {
+            Ok(None) => return, // idle, closed to make room for a new connection (guard.rs)
+            Ok(Some(Err(_))) => return, // closed mid-login
+            Ok(Some(Ok(Err(e)))) => {
                 tracing::info!(%peer, "bad PDU during login: {e}");
                 return;
             }
-            Ok(Ok(Ok(ReadEvent::Pdu(p)))) | Ok(Ok(Ok(ReadEvent::DataDigestError(p)))) => p,
+            Ok(Some(Ok(Ok(ReadEvent::Pdu(p)))))
+            | Ok(Some(Ok(Ok(ReadEvent::DataDigestError(p))))) => p,
         };
         if pdu.opcode() != op::LOGIN_REQ {
             // RFC 7143 §6.1: only Login Requests before the full feature phase.
@@ -479,6 +481,7 @@ async fn full_feature(
         initial_r2t: params.initial_r2t,
         exp_cmd_sn: params.exp_cmd_sn,
         stat_sn: params.stat_sn,
+        cid: params.cid,
     });
     let mut text = TextExchange::default();
 

@@ -10,11 +10,14 @@ use crate::Args;
 const DEFAULT_SIZE_MB: u64 = 8000;
 
 pub fn create(args: &Args) -> anyhow::Result<()> {
-    let Some(barcode) = args.barcode.as_deref().filter(|b| !b.is_empty()) else {
-        bail!("--barcode is required for a tape (the cartridge's volume tag)");
+    // An empty barcode is a cartridge without a volume tag: tgtimg accepts it and tgt's
+    // VTL scripts make placeholder cartridges that way (SMC-3 reports such a tag as
+    // blanks). Leaving --barcode out is still a mistake.
+    let Some(barcode) = args.barcode.as_deref() else {
+        bail!("--barcode is required for a tape (the cartridge's volume tag; \"\" for none)");
     };
     if barcode.len() > 31 || !barcode.bytes().all(|b| b.is_ascii_graphic()) {
-        bail!("--barcode {barcode:?}: use 1 to 31 printable ASCII characters without spaces");
+        bail!("--barcode {barcode:?}: use up to 31 printable ASCII characters without spaces");
     }
     let t = args.media_type.as_deref().unwrap_or("data");
     let kind = CartridgeType::parse(t)
@@ -45,7 +48,7 @@ pub fn create(args: &Args) -> anyhow::Result<()> {
         )
     })?;
     println!(
-        "{}: blank {} cartridge {barcode}, {mb} MB, {} format",
+        "{}: blank {} cartridge {barcode:?}, {mb} MB, {} format",
         args.file.display(),
         kind.name(),
         format.name()
@@ -79,4 +82,57 @@ pub fn show(args: &Args) -> anyhow::Result<()> {
     );
     println!("Contents  : {blocks} data blocks ({bytes} bytes), {marks} filemarks");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+    use rtgt_scsi::ssc::medium::{CartridgeType, Format, Medium};
+
+    use crate::Args;
+
+    fn args(extra: &[&str]) -> Args {
+        let mut v = vec!["rtgtimg", "--op", "new", "--device-type", "tape"];
+        v.extend_from_slice(extra);
+        Args::try_parse_from(v).unwrap()
+    }
+
+    /// tgtimg's placeholder cartridges: `--barcode ""` makes a blank cartridge with no
+    /// volume tag, in either format, that reads back as such.
+    #[test]
+    fn an_empty_barcode_makes_a_placeholder_cartridge() {
+        let dir = std::env::temp_dir().join(format!("rtgtimg-empty-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        for (format, want) in [("rtgt", Format::Rtgt), ("tgt", Format::Tgt)] {
+            let file = dir.join(format);
+            let _ = std::fs::remove_file(&file);
+            let f = file.to_str().unwrap();
+            let a = args(&[
+                "--barcode",
+                "",
+                "--size",
+                "1",
+                "--file",
+                f,
+                "--format",
+                format,
+            ]);
+            super::create(&a).unwrap();
+            let m = Medium::open(&file, true).unwrap();
+            assert_eq!(m.label.barcode, "");
+            assert_eq!(m.label.kind, CartridgeType::Data);
+            assert_eq!(m.label.capacity, 1 << 20);
+            assert_eq!(m.format, want);
+            assert!(m.records.is_empty());
+        }
+        // Without --barcode at all, or with one no volume tag can hold: refused.
+        let f = dir.join("none");
+        let e = super::create(&args(&["--file", f.to_str().unwrap()])).unwrap_err();
+        assert!(e.to_string().contains("--barcode is required"), "{e}");
+        assert!(!f.exists());
+        let e =
+            super::create(&args(&["--barcode", "A B", "--file", f.to_str().unwrap()])).unwrap_err();
+        assert!(e.to_string().contains("printable"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

@@ -12,6 +12,7 @@ fn cfg() -> SessionConfig {
         initial_r2t: false,
         exp_cmd_sn: 10,
         stat_sn: 100,
+        cid: 0,
     }
 }
 
@@ -401,4 +402,169 @@ fn async_logout_request_fields() {
     assert_eq!(p.u32_at(28), 10, "ExpCmdSN");
     // The next status carries the next StatSN.
     assert_eq!(s.async_logout_request(7).stat_sn(), 101);
+}
+
+/// Runs one command to its SCSI outcome and returns the status-carrying PDU (the SCSI
+/// Response, or the last Data-In with S) and the Data-In bytes sent.
+fn run(flags: u8, edtl: u32, data: Vec<u8>, outcome: ScsiOutcome) -> (Pdu, Vec<u8>) {
+    let mut s = Session::new(cfg());
+    let mut out = Vec::new();
+    s.on_pdu(scsi_cmd(7, 10, flags, edtl, data), &mut out);
+    assert!(
+        out.iter().any(|a| matches!(a, Action::Execute(_))),
+        "{out:?}"
+    );
+    let mut out = Vec::new();
+    s.on_scsi_done(7, outcome, &mut out);
+    let mut data_in = Vec::new();
+    let mut last = None;
+    for a in out {
+        match a {
+            Action::SendDataIn(d) => {
+                for p in &d.pdus {
+                    data_in.extend_from_slice(d.segment(p));
+                }
+                last = d.pdus.last().cloned();
+            }
+            Action::Send(p) => last = Some(p),
+            other => panic!("{other:?}"),
+        }
+    }
+    (last.expect("a status PDU"), data_in)
+}
+
+fn read_of(n: usize) -> ScsiOutcome {
+    ScsiOutcome {
+        data_in: vec![0xab; n],
+        ..Default::default()
+    }
+}
+
+fn write_of(n: u32) -> ScsiOutcome {
+    ScsiOutcome {
+        data_out_len: Some(n),
+        ..Default::default()
+    }
+}
+
+/// (O, U, residual) of a status PDU.
+fn residual(p: &Pdu) -> (bool, bool, u32) {
+    (p.flags() & 0x04 != 0, p.flags() & 0x02 != 0, p.u32_at(44))
+}
+
+/// RFC 7143 §11.4.5.1: a transfer the initiator's EDTL (for the direction its R / W bit
+/// names; none for a direction it did not flag) does not cover ends GOOD with the O bit
+/// and the count, and only the expected part moves.
+#[test]
+fn short_or_missing_expectations_are_overflows() {
+    const F: u8 = 0x80 | 1;
+    const R: u8 = 0x40;
+    const W: u8 = 0x20;
+    // Reads: EDTL 0, EDTL short, no R bit, a W bit with write data.
+    let (p, d) = run(F | R, 0, vec![], read_of(512));
+    assert_eq!((p.opcode(), p.bhs[3], d.len()), (op::SCSI_RSP, 0, 0));
+    assert_eq!(residual(&p), (true, false, 512));
+    let (p, d) = run(F | R, 200, vec![], read_of(512));
+    assert_eq!(
+        (p.opcode(), p.flags() & 0x01, d.len()),
+        (op::DATA_IN, 1, 200)
+    );
+    assert_eq!(residual(&p), (true, false, 312));
+    let (p, d) = run(F, 0, vec![], read_of(512));
+    assert_eq!((p.opcode(), d.len()), (op::SCSI_RSP, 0));
+    assert_eq!(residual(&p), (true, false, 512));
+    let (p, d) = run(F | W, 512, vec![0; 512], read_of(512));
+    assert_eq!((p.opcode(), d.len()), (op::SCSI_RSP, 0));
+    assert_eq!(residual(&p), (true, false, 512));
+    // Writes: EDTL 0, EDTL short, no W bit, an R bit instead.
+    let (p, _) = run(F | W, 0, vec![], write_of(512));
+    assert_eq!(residual(&p), (true, false, 512));
+    let (p, _) = run(F | W, 256, vec![0; 256], write_of(512));
+    assert_eq!(residual(&p), (true, false, 256));
+    let (p, _) = run(F, 0, vec![], write_of(512));
+    assert_eq!(residual(&p), (true, false, 512));
+    let (p, d) = run(F | R, 512, vec![], write_of(512));
+    assert_eq!((p.opcode(), d.len()), (op::SCSI_RSP, 0));
+    assert_eq!(residual(&p), (true, false, 512));
+    // More expected than moved is an underflow; exact is neither.
+    let (p, _) = run(F | R, 1000, vec![], read_of(512));
+    assert_eq!(residual(&p), (false, true, 488));
+    let (p, _) = run(F | W, 1024, vec![0; 1024], write_of(512));
+    assert_eq!(residual(&p), (false, true, 512));
+    let (p, _) = run(F | W, 512, vec![0; 512], write_of(512));
+    assert_eq!(residual(&p), (false, false, 0));
+    // A command without data and without bits.
+    let (p, _) = run(F, 0, vec![], ScsiOutcome::default());
+    assert_eq!(residual(&p), (false, false, 0));
+}
+
+fn logout(itt: u32, reason: u8, cid: u16) -> Pdu {
+    let mut p = Pdu::new(op::LOGOUT_REQ);
+    p.set_immediate(true);
+    p.set_flags(0x80 | reason);
+    p.set_itt(itt);
+    p.set_u16(20, cid);
+    p.set_u32(24, 10);
+    p
+}
+
+/// RFC 7143 §11.14.1 / §11.15.1: undefined reason codes are an invalid PDU field; a CID
+/// the session does not have is response 1 and the connection stays; this connection's
+/// CID closes it.
+#[test]
+fn logout_reason_codes_and_cids() {
+    let mut s = Session::new(SessionConfig { cid: 3, ..cfg() });
+    for reason in [3u8, 0x40, 0x7f] {
+        let mut out = Vec::new();
+        s.on_pdu(logout(1, reason, 3), &mut out);
+        let [Action::Send(r)] = &out[..] else {
+            panic!("{out:?}")
+        };
+        assert_eq!(
+            (r.opcode(), r.bhs[2]),
+            (op::REJECT, reject::INVALID_PDU_FIELD)
+        );
+    }
+    let mut out = Vec::new();
+    s.on_pdu(logout(2, 1, 4), &mut out);
+    let [Action::Send(r)] = &out[..] else {
+        panic!("{out:?}")
+    };
+    assert_eq!((r.opcode(), r.bhs[2], r.itt()), (op::LOGOUT_RSP, 1, 2));
+    let mut out = Vec::new();
+    s.on_pdu(logout(3, 1, 3), &mut out);
+    let [Action::Send(r), Action::Close(_)] = &out[..] else {
+        panic!("{out:?}")
+    };
+    assert_eq!((r.opcode(), r.bhs[2]), (op::LOGOUT_RSP, 0));
+}
+
+/// Immediate data beyond FirstBurstLength is a protocol error (RFC 7143 §13.14); an AHS
+/// of an undefined type an invalid PDU field (§11.2.2.1); neither command runs.
+#[test]
+fn oversized_immediate_data_and_unknown_ahs_are_rejected() {
+    let mut s = Session::new(SessionConfig {
+        first_burst_length: 4096,
+        ..cfg()
+    });
+    let mut out = Vec::new();
+    let mut p = scsi_cmd(1, 10, 0x80 | 0x20 | 1, 8192, vec![0; 8192]);
+    p.bhs[32] = 0x2a;
+    s.on_pdu(p, &mut out);
+    let [Action::Send(r)] = &out[..] else {
+        panic!("{out:?}")
+    };
+    assert_eq!((r.opcode(), r.bhs[2]), (op::REJECT, reject::PROTOCOL_ERROR));
+    let mut out = Vec::new();
+    let mut p = scsi_cmd(2, 11, 0x80 | 0x40 | 1, 512, vec![]);
+    p.ahs = vec![0, 1, 7, 0];
+    s.on_pdu(p, &mut out);
+    let [Action::Send(r)] = &out[..] else {
+        panic!("{out:?}")
+    };
+    assert_eq!(
+        (r.opcode(), r.bhs[2]),
+        (op::REJECT, reject::INVALID_PDU_FIELD)
+    );
+    assert_eq!(s.tasks_in_flight(), 0);
 }

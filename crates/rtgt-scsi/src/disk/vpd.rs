@@ -17,7 +17,7 @@ pub(super) fn page(lu: &Lu, page: u8) -> Option<Vec<u8>> {
             let bs = u64::from(lu.block_size);
             body[1] = crate::sbc::MAX_COMPARE_AND_WRITE_BLOCKS;
             // OPTIMAL TRANSFER LENGTH GRANULARITY: a physical block, at least a page.
-            let gran = (lu.physical_block_size.max(4096) / lu.block_size).max(1) as u16;
+            let gran = (lu.physical_block_size().max(4096) / lu.block_size).max(1) as u16;
             body[2..4].copy_from_slice(&gran.to_be_bytes());
             let max = (MAX_TRANSFER_BYTES / bs) as u32;
             body[4..8].copy_from_slice(&max.to_be_bytes());

@@ -689,10 +689,12 @@ fn logicalunit(reg: &Registry, op: &str, req: &Request) -> Result<String> {
             if cd {
                 // A drive without -b starts with no disc (tgt's jukebox drives do).
                 let store = if path.is_empty() {
-                    Arc::new(rtgt_backstore::null::NullStore::new(0)) as _
+                    None
                 } else {
-                    crate::disc::open_image(bstype, &path, sync, direct)
-                        .map_err(|e| open_err(e, direct))?
+                    Some(
+                        rtgt_scsi::open_disc_image(bstype, &path, sync, direct)
+                            .map_err(|e| open_err(e, direct))?,
+                    )
                 };
                 let cfg = LuConfig {
                     device_type,
@@ -757,7 +759,7 @@ fn logicalunit(reg: &Registry, op: &str, req: &Request) -> Result<String> {
             let flags_shown = flags.clone();
             let cfg = LuConfig {
                 device_type,
-                store,
+                store: Some(store),
                 block_size,
                 path: if path.is_empty() {
                     "None".into()
@@ -819,7 +821,7 @@ fn logicalunit(reg: &Registry, op: &str, req: &Request) -> Result<String> {
                 let (sync, direct, _) = parse_bsoflags(&l.backing_store_flags)?;
                 let image = match change {
                     crate::disc::Change::Load(path) => Some((
-                        crate::disc::open_image(&l.backing_store_type, &path, sync, direct)
+                        rtgt_scsi::open_disc_image(&l.backing_store_type, &path, sync, direct)
                             .map_err(|e| open_err(e, direct))?,
                         path,
                     )),

@@ -166,7 +166,10 @@ def boot(script, args=(), devices=(), iscsi=(), ndev=None, files=(), hooks=None,
             r, _, _ = select.select([ctl], [], [], 0.2)
             if not r:
                 continue
-            data = ctl.recv(4096)
+            try:
+                data = ctl.recv(4096)
+            except OSError:  # QEMU went away (it failed at start, or the guest powered off)
+                data = b""
             if not data:
                 ctl.close()
                 ctl = None

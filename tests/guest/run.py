@@ -330,9 +330,10 @@ def jukebox_media(work):
 def jukebox_inventory(home, loaded):
     """The changer's --params lines (tgt's syntax, doc/README.vtl): picker at 1, drives at 2
     and 3 mapped to LUNs 1 and 2 of tid 1, four slots at 1000 with the discs in the first
-    three. `loaded` puts disc 1 in drive 0 and disc 3 in drive 1 (from slots 1000 and
-    1002), with rtgt's `barcode=,source=` on a data transfer element: tgt has no syntax for
-    a drive that holds a medium at start."""
+    three. `loaded` records disc 1 in drive 0 and disc 3 in drive 1 (from slots 1000 and
+    1002) with rtgt's `barcode=,source=` on a data transfer element, as a saved
+    configuration does (tgt has no syntax for a drive that holds a medium at start); the
+    discs themselves are the drives' backing stores (jukebox_drives)."""
     params = [f"media_home={home}",
               "element_type=1,start_address=1,quantity=1",
               "element_type=4,start_address=2,quantity=2",
@@ -360,6 +361,11 @@ def jukebox_start(flavor, route):
     return "loaded"
 
 
+def jukebox_drives(home, start):
+    """The backing store of each drive (LUNs 1 and 2): none when they start empty."""
+    return [os.path.join(home, DISCS[0]), os.path.join(home, DISCS[2])] if start == "loaded" else [None, None]
+
+
 def jukebox_setup(start, manifests):
     """What the guest's jukebox.sh gets: both drives, then the changer."""
     return Setup(JUKEBOX_IQN, [1, 2, 3], files=manifests, args=[start, *DISCS])
@@ -374,8 +380,8 @@ def setup_jukebox(d, work, route):
     with open(smc, "wb") as f:
         f.write(bytes(1024))
     d.target(1, JUKEBOX_IQN)
-    d.lu(1, 1, "cd")
-    d.lu(1, 2, "cd")
+    for lun, disc in enumerate(jukebox_drives(home, start), 1):
+        d.lu(1, lun, "cd", *(["-b", disc] if disc else []))
     d.lu(1, 3, "changer", "-b", smc)
     for p in jukebox_inventory(home, start == "loaded"):
         d.lu_update(1, 3, p)
@@ -391,8 +397,9 @@ def config_jukebox(work, route):
     start = jukebox_start("rtgtd", route)
     home, manifests = jukebox_media(work)
     lines = ["[[target]]", "tid = 1", f"name = {toml_str(JUKEBOX_IQN)}", 'initiator_address = ["ALL"]', ""]
-    for lun in (1, 2):
-        lines += ["[[target.lun]]", f"lun = {lun}", 'device_type = "cd"', ""]
+    for lun, disc in enumerate(jukebox_drives(home, start), 1):
+        lines += ["[[target.lun]]", f"lun = {lun}", 'device_type = "cd"']
+        lines += [f"backing_store = {toml_str(disc)}", ""] if disc else [""]
     lines += ["[[target.lun]]", "lun = 3", 'device_type = "changer"', "changer = ["]
     lines += [f"  {toml_str(p)}," for p in jukebox_inventory(home, start == "loaded")]
     lines += ["]", ""]

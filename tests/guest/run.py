@@ -366,9 +366,10 @@ def jukebox_drives(home, start):
     return [os.path.join(home, DISCS[0]), os.path.join(home, DISCS[2])] if start == "loaded" else [None, None]
 
 
-def jukebox_setup(start, manifests):
+def jukebox_setup(start, exchange, manifests):
     """What the guest's jukebox.sh gets: both drives, then the changer."""
-    return Setup(JUKEBOX_IQN, [1, 2, 3], files=manifests, args=[start, *DISCS])
+    return Setup(JUKEBOX_IQN, [1, 2, 3], files=manifests,
+                 args=[start, "exchange" if exchange else "no-exchange", *DISCS])
 
 
 def setup_jukebox(d, work, route):
@@ -385,7 +386,11 @@ def setup_jukebox(d, work, route):
     d.lu(1, 3, "changer", "-b", smc)
     for p in jukebox_inventory(home, start == "loaded"):
         d.lu_update(1, 3, p)
-    return jukebox_setup(start, manifests)
+    # Not against tgtd: its changer has no EXCHANGE MEDIUM (its SMC opcode table), and it
+    # signals no medium change when MOVE MEDIUM loads a drive, so the disc loaded first in
+    # that step, right after another was unloaded, is read with the last one's capacity
+    # ("attempt to access beyond end of device", tgtd 1.0.85).
+    return jukebox_setup(start, d.flavor == "rtgtd", manifests)
 
 
 def toml_str(s):
@@ -406,7 +411,7 @@ def config_jukebox(work, route):
     path = os.path.join(work, "jukebox.toml")
     with open(path, "w") as f:
         f.write("\n".join(lines))
-    return path, jukebox_setup(start, manifests)
+    return path, jukebox_setup(start, True, manifests)
 
 
 SETUPS = {"disk": setup_disk, "tape": setup_tape, "changer": setup_changer, "cd": setup_cd,

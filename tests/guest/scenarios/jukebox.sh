@@ -5,6 +5,11 @@
 #            disc 3 in drive 1 at start (QEMU's iSCSI driver reads a CD LUN's capacity
 #            when it opens it and refuses an empty drive, so route A starts this way);
 #            mtx unload puts them back first.
+#   EXCHANGE "exchange": a disc is loaded right after another was unloaded, then EXCHANGE
+#            MEDIUM swaps it with one in a slot, twice; the kernel must notice each change
+#            by itself (no open of the empty drive in between, so only the drive's unit
+#            attention / media event can tell it). "no-exchange": not checked (tgt's
+#            changer has no EXCHANGE MEDIUM and signals no medium change).
 #   DISC...  the barcodes of the discs in slots 1, 2 and 3; /data/BARCODE.sha256 lists each
 #            disc's files with their checksums, made on the host.
 #
@@ -18,7 +23,8 @@
 . /data/lib.sh
 
 start=$1
-shift
+exchange=$2
+shift 2
 
 CH=$(device 8 changer)
 CD0=$(devices 5 | sed -n 1p)
@@ -96,9 +102,30 @@ check_files /mnt/cd0 "$2.sha256" "disc $2 in drive 0, after drive 1 was loaded"
 run umount /mnt/cd1
 run umount /mnt/cd0
 
-step "both discs back in their slots: the inventory is as it was"
+step "both discs back in their slots"
 run mtx -f "$CH" unload 2 0
 run mtx -f "$CH" unload 3 1
+
+if [ "$exchange" = exchange ]; then
+	step "EXCHANGE MEDIUM: disc $1 in drive 0 swapped with disc $2 in slot 2, and back"
+	run mtx -f "$CH" load 1 0
+	check_disc "$CD0" "$1.sha256" "disc $1 in drive 0"
+	# EXCHANGE MEDIUM (SMC-3 6.2): picker 1, source drive 0 (element 2), first destination
+	# slot 2 (element 1001), second destination the drive again.
+	# (mtx shows the slot a drive's disc came from only while that slot is empty; it
+	# guesses another one here, so only the drive's volume tag is checked.)
+	run sg_raw "$CH" a6 00 00 01 00 02 03 e9 00 02 00 00
+	status_is "after the exchange" "Storage Element 2:Full :VolumeTag=$1" "Storage Element 1:Empty"
+	grep -q "Data Transfer Element 0:Full .*:VolumeTag = $2" /tmp/run.out || fail "after the exchange: drive 0 does not hold $2"
+	check_disc "$CD0" "$2.sha256" "disc $2 in drive 0 after the exchange"
+	run sg_raw "$CH" a6 00 00 01 00 02 03 e9 00 02 00 00
+	status_is "after the second exchange" "Storage Element 2:Full :VolumeTag=$2" "Storage Element 1:Empty"
+	grep -q "Data Transfer Element 0:Full .*:VolumeTag = $1" /tmp/run.out || fail "after the second exchange: drive 0 does not hold $1"
+	check_disc "$CD0" "$1.sha256" "disc $1 in drive 0 after the second exchange"
+	run mtx -f "$CH" unload 1 0
+fi
+
+step "the inventory is as it was"
 run mtx -f "$CH" status
 cmp -s /tmp/inventory.before /tmp/run.out || {
 	diff /tmp/inventory.before /tmp/run.out

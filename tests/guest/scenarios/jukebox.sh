@@ -114,14 +114,15 @@ if [ "$exchange" = exchange ]; then
 	# slot 2 (element 1001), second destination the drive again.
 	# (mtx shows the slot a drive's disc came from only while that slot is empty; it
 	# guesses another one here, so only the drive's volume tag is checked.)
-	run sg_raw "$CH" a6 00 00 01 00 02 03 e9 00 02 00 00
-	status_is "after the exchange" "Storage Element 2:Full :VolumeTag=$1" "Storage Element 1:Empty"
-	grep -q "Data Transfer Element 0:Full .*:VolumeTag = $2" /tmp/run.out || fail "after the exchange: drive 0 does not hold $2"
-	check_disc "$CD0" "$2.sha256" "disc $2 in drive 0 after the exchange"
-	run sg_raw "$CH" a6 00 00 01 00 02 03 e9 00 02 00 00
-	status_is "after the second exchange" "Storage Element 2:Full :VolumeTag=$2" "Storage Element 1:Empty"
-	grep -q "Data Transfer Element 0:Full .*:VolumeTag = $1" /tmp/run.out || fail "after the second exchange: drive 0 does not hold $1"
-	check_disc "$CD0" "$1.sha256" "disc $1 in drive 0 after the second exchange"
+	swap_disc() { # swap_disc IN-DRIVE IN-SLOT WHAT
+		run sg_raw "$CH" a6 00 00 01 00 02 03 e9 00 02 00 00
+		status_is "$3" "Storage Element 2:Full :VolumeTag=$1" "Storage Element 1:Empty"
+		grep -q "Data Transfer Element 0:Full .*:VolumeTag = $2" /tmp/run.out ||
+			fail "$3: drive 0 does not hold $2"
+		check_disc "$CD0" "$2.sha256" "disc $2 in drive 0 $3"
+	}
+	swap_disc "$1" "$2" "after the exchange"
+	swap_disc "$2" "$1" "after the second exchange"
 	run mtx -f "$CH" unload 1 0
 fi
 

@@ -602,9 +602,15 @@ fn logicalunit(reg: &Registry, op: &str, req: &Request) -> Result<String> {
             let dt_name = req.device_type.as_deref().unwrap_or("disk");
             let device_type = match DeviceType::parse(dt_name) {
                 Some(DeviceType::Controller) | None => {
+                    let known: Vec<&str> = DeviceType::ALL
+                        .iter()
+                        .filter(|d| **d != DeviceType::Controller)
+                        .map(|d| d.name())
+                        .collect();
                     return Err(AdmError::Unsupported(format!(
-                    "device type '{dt_name}' is not supported (supported: disk, tape, changer, cd)"
-                )))
+                        "device type '{dt_name}' is not supported (supported: {})",
+                        known.join(", ")
+                    )));
                 }
                 Some(d) => d,
             };

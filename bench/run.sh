@@ -4,6 +4,7 @@
 #   bash bench/run.sh --full     5 rounds x 10 s, the README table
 #   bash bench/run.sh --only QD32 --rounds 5   a subset (substring of workload names)
 #   bash bench/run.sh --rbd      rbd store vs tgtd's bs_rbd on a throw-away Ceph cluster
+#   bash bench/run.sh --glfs     glfs store vs tgtd's bs_glfs on a throw-away Gluster volume
 #   bash bench/run.sh --scale    1000 LUNs / 100 targets through rtgtadm --batch; 500 idle sessions
 # Needs root (tgtd), libiscsi-bin, qemu-img with iSCSI, tgt and iperf3:
 # scripts/install-deps.sh installs them.
@@ -14,6 +15,12 @@ if [ "${1:-}" = "--rbd" ]; then
   shift
   cargo build --release -q -p rtgtd -p rtgtadm --features rtgtd/rbd
   exec python3 bench/rbd.py "$@"
+fi
+if [ "${1:-}" = "--glfs" ]; then
+  # glfs store vs tgtd's bs_glfs on one file of a throw-away Gluster volume (bench/glfs.py).
+  shift
+  cargo build --release -q -p rtgtd -p rtgtadm --features rtgtd/glfs
+  exec python3 bench/glfs.py "$@"
 fi
 cargo build --release -q -p rtgtd -p rtgtadm
 if [ "${1:-}" = "--scale" ]; then exec python3 bench/scale.py; fi

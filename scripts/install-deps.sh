@@ -20,6 +20,12 @@
 #   librbd-dev librados-dev
 #                     the rbd store links librbd and librados (cargo feature rbd)
 #   tgt-rbd           tgtd's bs_rbd, the peer of the rbd bench
+#   glusterfs-server  a throw-away GlusterFS volume for the glfs store's tests
+#                     (scripts/gluster-cluster.sh), from bookworm-backports: 11.1, the version
+#                     of the libgfapi0 that qemu-block-extra (bpo) pulls in and the glfs store
+#                     links (glusterfs-common pins libgfapi0 exactly, so bookworm's 10.3 would
+#                     not mix)
+#   tgt-glusterfs     tgtd's bs_glfs, the peer of the glfs bench
 #   open-isns-server + open-isns-utils
 #                     isnsd and isnsadm: the iSNS test registers rtgtd's targets with them
 # Works as root without a terminal (CI=true, no stdin); uses sudo otherwise.
@@ -65,8 +71,18 @@ qemu_iscsi_ok() {
 # tests/guest/build.sh fetches the guest's kernel and tools with apt-get download, which
 # needs the package lists (a fresh container may have none).
 apt_lists_ok() { apt-cache show linux-image-cloud-amd64 >/dev/null 2>&1; }
+# glusterd and libgfapi0 of one version (both from bookworm-backports), and tgtd's bs_glfs
+# (installed with them, so that its libgfapi0 dependency resolves to the backports one).
+gluster_ok() {
+  command -v glusterd >/dev/null 2>&1 || return 1
+  [ -n "$(ls /usr/lib/tgt/backing-store/bs_glfs.so /usr/lib/*/tgt/backing-store/bs_glfs.so 2>/dev/null)" ] \
+    || return 1
+  local s
+  s=$(pkg_version glusterfs-server)
+  [ -n "$s" ] && [ "$s" = "$(pkg_version libgfapi0)" ]
+}
 
-if ! qemu_iscsi_ok; then
+if ! qemu_iscsi_ok || ! gluster_ok; then
   # Same mirror as the machine's own Debian sources, bookworm-backports suite.
   if ! grep -rqs "bookworm-backports" /etc/apt/sources.list /etc/apt/sources.list.d/; then
     mirror=$( { cat /etc/apt/sources.list.d/*.sources /etc/apt/sources.list 2>/dev/null || true; } \
@@ -78,7 +94,7 @@ if ! qemu_iscsi_ok; then
   fi
 fi
 
-if [ ${#need[@]} -gt 0 ] || ! qemu_iscsi_ok || ! apt_lists_ok; then
+if [ ${#need[@]} -gt 0 ] || ! qemu_iscsi_ok || ! gluster_ok || ! apt_lists_ok; then
   log "apt-get update"
   $SUDO apt-get update -qq
   if [ ${#need[@]} -gt 0 ]; then
@@ -90,8 +106,13 @@ if [ ${#need[@]} -gt 0 ] || ! qemu_iscsi_ok || ! apt_lists_ok; then
     $SUDO apt-get install "${APT_OPTS[@]}" -t bookworm-backports qemu-utils qemu-block-extra \
       qemu-system-x86 </dev/null
   fi
+  if ! gluster_ok; then
+    log "installing glusterfs-server (bookworm-backports) and tgt-glusterfs"
+    $SUDO apt-get install "${APT_OPTS[@]}" -t bookworm-backports glusterfs-server tgt-glusterfs </dev/null
+  fi
 fi
 qemu_iscsi_ok || { log "qemu-img's iSCSI driver or qemu-system-x86 is still missing or mismatched"; exit 1; }
+gluster_ok || { log "glusterfs-server or tgt-glusterfs is missing, or glusterfs-server does not match libgfapi0's version"; exit 1; }
 
 # Rust: keep whatever toolchain is installed; install stable through rustup only if no
 # cargo is found at all. rustfmt and clippy are needed by scripts/test.sh.

@@ -16,8 +16,9 @@
 #   SKIP_GUEST=1        don't run tests/guest (a Linux guest under QEMU as the initiator)
 set -uo pipefail
 # Cargo features the suite builds and tests with: rbd (Ceph RBD store; its tests start a
-# throw-away Ceph cluster). A build without them must work too: `cargo build`.
-FEATURES=(--features rtgtd/rbd)
+# throw-away Ceph cluster) and glfs (GlusterFS store; its tests start a throw-away Gluster
+# volume). A build without them must work too: `cargo build`.
+FEATURES=(--features rtgtd/rbd,rtgtd/glfs)
 
 cd "$(dirname "$0")/.."
 export CI="${CI:-true}"
@@ -61,7 +62,7 @@ fi
 
 step fmt cargo fmt --all -- --check
 step clippy cargo clippy --workspace --all-targets "${FEATURES[@]}" -- -D warnings
-# The default build (no librbd needed) must stay clean as well.
+# The default build (no librbd or libgfapi needed) must stay clean as well.
 step clippy-default cargo clippy --workspace --all-targets -- -D warnings
 if step build cargo build --workspace "${FEATURES[@]}"; then
   step cargo-test cargo test --workspace "${FEATURES[@]}"
@@ -81,6 +82,8 @@ if step build cargo build --workspace "${FEATURES[@]}"; then
       runs+=("io-uring-lun:default-lun" "direct-lun:default-lun" "loop-lun:default-lun")
       # An RBD image on a throw-away Ceph cluster (scripts/ceph-cluster.sh).
       runs+=("rbd-lun:default-lun")
+      # A file on a throw-away GlusterFS volume (scripts/gluster-cluster.sh).
+      runs+=("glfs-lun:default-lun")
     fi
     jobs_max=${CONFORMANCE_JOBS:-4}
     mkdir -p tests/conformance/results

@@ -125,6 +125,9 @@ CONFIGS = {
     # A 1 GiB RBD image (layering only) on a throw-away single-node Ceph cluster
     # (scripts/ceph-cluster.sh), librbd's client cache on as the file LUN's page cache.
     "rbd-lun": (["--rbd"], 1 << 30, DESTRUCTIVE, {}),
+    # A 1 GiB sparse file on a throw-away one-node GlusterFS volume
+    # (scripts/gluster-cluster.sh), through libgfapi (bstype glfs).
+    "glfs-lun": (["--glfs"], 1 << 30, DESTRUCTIVE, {}),
     "loop-io-uring-direct-lun": (["--loop", "--bstype", "io_uring", "--bsoflags", "direct"], 1 << 30, DESTRUCTIVE, {}),
 }
 # What `--config all` runs (and CI): the configurations issue 3 asks for.
@@ -168,8 +171,10 @@ def find_bins(args):
     rtgtadm = os.environ.get("RTGTADM") or os.path.join(bindir, "rtgtadm")
     overridden = any(os.environ.get(k) for k in ("RTGT_BIN_DIR", "RTGTD", "RTGTADM"))
     if not args.no_build and not overridden:
-        say("cargo build -p rtgtd -p rtgtadm")
-        r = subprocess.run(["cargo", "build", "-q", "-p", "rtgtd", "-p", "rtgtadm"], cwd=ROOT)
+        # The networked stores are cargo features; the build scripts/test.sh makes has both.
+        features = ["--features", "rtgtd/rbd,rtgtd/glfs"] if args.config in ("rbd-lun", "glfs-lun") else []
+        say(" ".join(["cargo build -p rtgtd -p rtgtadm"] + features))
+        r = subprocess.run(["cargo", "build", "-q", "-p", "rtgtd", "-p", "rtgtadm"] + features, cwd=ROOT)
         if r.returncode != 0:
             raise SystemExit("conformance: cargo build failed")
     for b in (rtgtd, rtgtadm):
@@ -413,13 +418,18 @@ def main(argv):
         rbd = "--rbd" in lun_opts
         if rbd and shutil.which("ceph-mon") is None:
             raise SystemExit("conformance: rbd-lun needs ceph-mon, ceph-osd and rbd; run scripts/install-deps.sh")
+        glfs = "--glfs" in lun_opts
+        if glfs and shutil.which("glusterd") is None:
+            raise SystemExit("conformance: glfs-lun needs glusterd (glusterfs-server); run scripts/install-deps.sh")
         rtgtd, rtgtadm = find_bins(args)
-        lun_opts = [o for o in lun_opts if o not in ("--loop", "--rbd")]
+        lun_opts = [o for o in lun_opts if o not in ("--loop", "--rbd", "--glfs")]
         work = tempfile.mkdtemp(prefix="rtgt-conformance-")
         daemon = None
         loopdev = None
         ceph_dir = os.path.join(work, "ceph")
         cluster = os.path.join(ROOT, "scripts", "ceph-cluster.sh")
+        gluster_dir = os.path.join(work, "gluster")
+        gluster = os.path.join(ROOT, "scripts", "gluster-cluster.sh")
         try:
             daemon = Daemon(rtgtd, rtgtadm, work, os.path.join(args.results, f"{args.config}.rtgtd.log"))
             daemon.wait_ready()
@@ -434,6 +444,16 @@ def main(argv):
                                 "layering", "rbd/lun1"], check=True, timeout=60)
                 say(f"backing store: rbd/lun1 on a throw-away Ceph cluster (up in {time.time() - t0:.1f}s)")
                 backing = ["--bstype", "rbd", "-b", "rbd/lun1", "--bsopts", f"conf={conf}"]
+            elif glfs:
+                t0 = time.time()
+                r = subprocess.run(["bash", gluster, "up", gluster_dir], capture_output=True, text=True, timeout=120)
+                if r.returncode != 0:
+                    raise SystemExit(f"conformance: starting the Gluster volume failed: {r.stderr.strip()}")
+                env = dict(line.removeprefix("export ").split("=", 1) for line in r.stdout.split("\n") if "=" in line)
+                subprocess.run(["bash", gluster, "file", gluster_dir, "lun1.img", str(size)], check=True, timeout=60)
+                spec = f"{env['GLUSTER_VOL']}@{env['GLUSTER_HOST']}:lun1.img"
+                say(f"backing store: {spec} on a throw-away GlusterFS volume (up in {time.time() - t0:.1f}s)")
+                backing = ["--bstype", "glfs", "-b", spec]
             elif size is not None:
                 img = os.path.join(work, "lun1.img")
                 with open(img, "wb") as f:
@@ -484,6 +504,8 @@ def main(argv):
                 subprocess.run(["losetup", "-d", loopdev], capture_output=True)
             if rbd:
                 subprocess.run(["bash", cluster, "down", ceph_dir], capture_output=True)
+            if glfs:
+                subprocess.run(["bash", gluster, "down", gluster_dir], capture_output=True)
             shutil.rmtree(work, ignore_errors=True)
 
     runs = [not_run]

@@ -6,7 +6,9 @@
 //! the device's block sizes).
 //!
 //! Stores: `rdwr` (pread/pwrite on a worker pool), `io_uring` (alias `aio`), `mem` (RAM)
-//! and `null`. `rdwr` and `io_uring` take regular files and block devices.
+//! and `null`. `rdwr` and `io_uring` take regular files and block devices. Behind cargo
+//! features: `rbd` (Ceph RBD images through librbd) and `glfs` (files on GlusterFS
+//! volumes through libgfapi).
 
 use std::future::Future;
 use std::io;
@@ -20,8 +22,12 @@ use async_trait::async_trait;
 
 pub mod aligned;
 pub mod bufpool;
+#[cfg(feature = "glfs")]
+pub mod glfs;
 pub mod mem;
 pub mod null;
+#[cfg(any(feature = "rbd", feature = "glfs"))]
+mod opener;
 pub mod pool;
 #[cfg(feature = "rbd")]
 pub mod rbd;
@@ -185,7 +191,7 @@ pub trait BackingStore: Send + Sync + 'static {
         Ok(())
     }
     /// The `--bsopts` the store was opened with, when it takes any besides a size
-    /// (rbd), for a saved configuration.
+    /// (rbd, glfs), for a saved configuration.
     fn bsopts(&self) -> Option<String> {
         None
     }
@@ -276,7 +282,7 @@ pub struct OpenOptions {
     pub read_only: bool,
     /// Size for stores that have no file (`null`, `mem`).
     pub size: Option<u64>,
-    /// `--bsopts` key=value pairs for stores that take them (`rbd`).
+    /// `--bsopts` key=value pairs for stores that take them (`rbd`, `glfs`).
     pub bsopts: Vec<(String, String)>,
 }
 
@@ -298,6 +304,12 @@ pub enum OpenError {
         "bstype rbd: this rtgtd was built without RBD support (cargo feature 'rbd', needs librbd)"
     )]
     NoRbd,
+    #[error("glfs: {0}")]
+    Glfs(#[source] io::Error),
+    #[error(
+        "bstype glfs: this rtgtd was built without GlusterFS support (cargo feature 'glfs', needs libgfapi)"
+    )]
+    NoGlfs,
     #[error(
         "bstype {0} needs a size: use --bsopts size=N or --params size=N (K, M, G, T suffixes)"
     )]
@@ -305,7 +317,7 @@ pub enum OpenError {
 }
 
 /// The bstype names [`open`] accepts, for error messages.
-pub const KNOWN_TYPES: &str = "rdwr, io_uring (alias aio), mem, null, rbd";
+pub const KNOWN_TYPES: &str = "rdwr, io_uring (alias aio), mem, null, rbd, glfs";
 
 /// The canonical name of a bstype (`aio` is io_uring's alias, as tgt scripts say aio),
 /// or None when it is unknown.
@@ -316,6 +328,7 @@ pub fn canonical_type(bstype: &str) -> Option<&'static str> {
         "mem" => Some("mem"),
         "null" => Some("null"),
         "rbd" => Some("rbd"),
+        "glfs" => Some("glfs"),
         _ => None,
     }
 }
@@ -336,6 +349,10 @@ pub fn open(bstype: &str, opts: &OpenOptions) -> Result<Arc<dyn BackingStore>, O
         Some("rbd") => Ok(Arc::new(rbd::RbdStore::open(opts)?)),
         #[cfg(not(feature = "rbd"))]
         Some("rbd") => Err(OpenError::NoRbd),
+        #[cfg(feature = "glfs")]
+        Some("glfs") => Ok(Arc::new(glfs::GlfsStore::open(opts)?)),
+        #[cfg(not(feature = "glfs"))]
+        Some("glfs") => Err(OpenError::NoGlfs),
         _ => Err(OpenError::UnknownType(bstype.to_string())),
     }
 }
@@ -356,20 +373,55 @@ pub fn parse_bsopts(s: &str) -> Result<Vec<(String, String)>, String> {
         .collect()
 }
 
-/// Until [`start_connections`], stores that connect to a cluster (rbd) are created not
+/// Until [`start_connections`], stores that connect to a cluster (rbd, glfs) are created not
 /// ready and connect later: rtgtd calls this before it loads its configuration and
 /// forks, as threads (librados's too) do not survive a fork.
 pub fn defer_connections() {
-    #[cfg(feature = "rbd")]
-    rbd::defer();
+    #[cfg(any(feature = "rbd", feature = "glfs"))]
+    opener::defer();
 }
 
 /// Lets the stores created since [`defer_connections`] connect, waiting up to `wait`
 /// for their first attempts.
 pub fn start_connections(_wait: std::time::Duration) {
-    #[cfg(feature = "rbd")]
-    rbd::release(_wait);
+    #[cfg(any(feature = "rbd", feature = "glfs"))]
+    opener::release(_wait);
 }
 
 /// Whether this build has the `rbd` store.
 pub const RBD: bool = cfg!(feature = "rbd");
+
+/// Whether this build has the `glfs` store.
+pub const GLFS: bool = cfg!(feature = "glfs");
+
+/// Whether `bstype` (canonical) names a store whose `-b` is not a local path and which
+/// takes `--bsopts` of its own (rbd, glfs).
+pub fn is_networked(bstype: &str) -> bool {
+    matches!(canonical_type(bstype), Some("rbd" | "glfs"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A build without the `glfs` feature names the feature when asked for the store;
+    /// one with it checks `-b` before connecting to anything.
+    #[test]
+    fn glfs_is_known_with_or_without_its_feature() {
+        assert_eq!(canonical_type("glfs"), Some("glfs"));
+        assert!(is_networked("glfs") && is_networked("rbd") && !is_networked("rdwr"));
+        let opts = OpenOptions {
+            path: "not-a-glfs-spec".into(),
+            ..OpenOptions::default()
+        };
+        let e = open("glfs", &opts).err().expect("refused").to_string();
+        if GLFS {
+            assert!(e.contains("volume@host:path"), "{e}");
+        } else {
+            assert!(
+                e.contains("without GlusterFS support") && e.contains("'glfs'"),
+                "{e}"
+            );
+        }
+    }
+}

@@ -651,10 +651,12 @@ fn logicalunit(reg: &Registry, op: &str, req: &Request) -> Result<String> {
                 .map(|(_, v)| v.clone())
                 .collect();
             params.retain(|(k, _)| k != "size");
-            // bstype rbd takes tgt bs_rbd's options (conf=, id=, cluster=; `;`-separated)
-            // and checks them itself.
+            // bstypes rbd and glfs take tgt bs_rbd's and bs_glfs's options (conf=, id=,
+            // cluster=; logfile=, loglevel=; `;`-separated) and check them themselves.
             let mut store_opts = Vec::new();
-            if let (Some(opts), "rbd") = (req.bsopts.as_deref(), bstype) {
+            if let (Some(opts), true) =
+                (req.bsopts.as_deref(), rtgt_backstore::is_networked(bstype))
+            {
                 store_opts = rtgt_backstore::parse_bsopts(opts).map_err(AdmError::Invalid)?;
             } else if let Some(opts) = req.bsopts.as_deref() {
                 for (k, v) in parse_kv_list(opts).map_err(AdmError::Invalid)? {

@@ -217,6 +217,13 @@ pub fn system(reg: &Registry) -> String {
         }
     }
     out.push_str("    mem\n    null\n    ssc (tape cartridge images: rtgt and tgt formats)\n");
+    // The networked stores are cargo features: list what this build has.
+    if rtgt_backstore::RBD {
+        out.push_str("    rbd (Ceph RBD images)\n");
+    }
+    if rtgt_backstore::GLFS {
+        out.push_str("    glfs (files on GlusterFS volumes, bsoflags sync)\n");
+    }
     let _ = writeln!(
         out,
         "I/O threads: {}",

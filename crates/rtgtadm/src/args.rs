@@ -404,9 +404,9 @@ pub fn parse_args(args: &[String]) -> Result<Command, String> {
         _ => {}
     }
     // The daemon runs in another directory: send it an absolute backing-store path
-    // (not for rbd, whose -b names an image, not a file). `None` is tgt's word for no
-    // medium (an empty tape drive), not a file name.
-    let names_a_file = req.bstype.as_deref() != Some("rbd");
+    // (not for rbd or glfs, whose -b names an image or a file on a Gluster volume).
+    // `None` is tgt's word for no medium (an empty tape drive), not a file name.
+    let names_a_file = !matches!(req.bstype.as_deref(), Some("rbd" | "glfs"));
     if let Some(b) = req.backing_store.as_mut().filter(|_| names_a_file) {
         if !b.is_empty() && b != "None" && Path::new(b.as_str()).is_relative() {
             if let Ok(cwd) = std::env::current_dir() {
@@ -445,7 +445,7 @@ Targets:
 
 Logical units:
   --mode logicalunit --op new --tid N --lun L --backing-store PATH
-        [--bstype rdwr|io_uring|aio|mem|null] [--bsoflags sync,direct] [--blocksize 512|4096]
+        [--bstype rdwr|io_uring|aio|mem|null|rbd|glfs] [--bsoflags sync,direct] [--blocksize 512|4096]
         [--device-type disk] [--params key=value,...] [--bsopts size=1G (mem, null)]
   --mode logicalunit --op delete --tid N --lun L
   --mode logicalunit --op update --tid N --lun L --params key=value,...
@@ -492,7 +492,8 @@ Options:
   -l, --lun L                 logical unit number (LUN 0 is the controller)
   -T, --targetname NAME       iSCSI name (iqn., eui. or naa.; RFC 7143 4.2.7)
   -b, --backing-store PATH    file or block device
-  -E, --bstype TYPE           rdwr (default), io_uring (alias aio), mem or null
+  -E, --bstype TYPE           rdwr (default), io_uring (alias aio), mem, null, rbd
+                              (-b [pool/]image[@snap]) or glfs (-b volume@host:path)
   -f, --bsoflags FLAGS        sync, direct, or both (sync,direct or sync:direct)
   -S, --bsopts OPTS           backing-store options: size=N for mem and null
   -y, --blocksize N           logical block size: 512 (default) or 4096

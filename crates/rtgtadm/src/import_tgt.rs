@@ -531,8 +531,9 @@ fn convert_lun(
     } else {
         l.backing_store = Some(s.path.clone());
         match bsopts {
-            // bs_rbd's options (conf=, id=, cluster=) mean the same to rtgt's rbd store.
-            Some((b, _)) if bstype == "rbd" => l.bsopts = Some(b),
+            // bs_rbd's options (conf=, id=, cluster=) and bs_glfs's (logfile=, loglevel=)
+            // mean the same to rtgt's rbd and glfs stores.
+            Some((b, _)) if matches!(bstype.as_str(), "rbd" | "glfs") => l.bsopts = Some(b),
             Some((b, line)) => {
                 skipped.push(format!("line {line}: {here}: bsopts {b}: not imported"))
             }
@@ -551,6 +552,8 @@ fn rtgt_backstore_type(v: &str) -> Option<&'static str> {
         "mem" | "rdwr_mem" => "mem",
         // bs_rbd: `backing-store pool/image[@snap]`, `bsopts "conf=...;id=..."`.
         "rbd" => "rbd",
+        // bs_glfs: `backing-store volume@host:path`, `bsopts "logfile=...;loglevel=..."`.
+        "glfs" => "glfs",
         _ => return None,
     })
 }
@@ -763,6 +766,29 @@ default-driver iscsi
         let text = render(&i, "targets.conf");
         let back = rtgt_target::config::parse("x.toml", &text).unwrap();
         assert_eq!(back.targets.len(), 2);
+    }
+
+    #[test]
+    fn glfs_luns_keep_their_volume_path_and_bsopts() {
+        let conf = r#"
+<target iqn.2026-11.org.example:g>
+    bs-type glfs
+    bsopts "logfile=/var/log/tgt-glfs.log;loglevel=7"
+    backing-store rtgtvol@127.0.0.2:vm/disk.img
+</target>
+"#;
+        let i = import(conf).unwrap();
+        let l = &i.config.targets[0].luns[0];
+        assert_eq!(l.bstype.as_deref(), Some("glfs"));
+        assert_eq!(
+            l.backing_store.as_deref(),
+            Some("rtgtvol@127.0.0.2:vm/disk.img")
+        );
+        assert_eq!(
+            l.bsopts.as_deref(),
+            Some("logfile=/var/log/tgt-glfs.log;loglevel=7")
+        );
+        assert!(i.skipped.is_empty(), "{:?}", i.skipped);
     }
 
     #[test]

@@ -767,7 +767,8 @@ fn rbd_lu_not_ready_until_the_cluster_answers() {
     for d in [&a, &b] {
         let log = d.log();
         assert!(
-            log.contains("rbd image cannot be opened") || log.contains("rbd image not open"),
+            log.contains("rbd image rbd/late cannot be opened")
+                || log.contains("rbd image rbd/late not open"),
             "{log}"
         );
     }

@@ -19,8 +19,6 @@
 //! ETIMEDOUT instead of hanging, so the command gets a CHECK CONDITION.
 
 mod ffi;
-mod opener;
-pub use opener::{defer, release};
 pub mod shared;
 
 use std::ffi::{c_char, c_int, c_void, CStr, CString};
@@ -31,6 +29,7 @@ use std::sync::{Arc, OnceLock};
 use async_trait::async_trait;
 use tokio::sync::oneshot;
 
+use crate::opener::{self, OpenFail};
 use crate::{
     BackingStore, Capabilities, Counters, Extent, IoFuture, IoStats, OpenError, OpenOptions,
 };
@@ -179,25 +178,6 @@ extern "C" fn on_header_update(arg: *mut c_void) {
     // rbd_update_unwatch.
     let ctx = unsafe { &*(arg as *const WatchCtx) };
     ctx.stale.store(true, Ordering::Release);
-}
-
-/// Why an image could not be opened: `Permanent` failures are the configuration's (a
-/// ceph.conf that cannot be read, a pool or image the cluster says does not exist) and
-/// fail the LU's creation when they are known in time; `Transient` ones (the cluster
-/// cannot be reached or does not answer) leave the LU NOT READY while the opener
-/// retries.
-#[derive(Debug)]
-pub(crate) enum OpenFail {
-    Permanent(io::Error),
-    Transient(io::Error),
-}
-
-impl OpenFail {
-    fn error(&self) -> &io::Error {
-        match self {
-            OpenFail::Permanent(e) | OpenFail::Transient(e) => e,
-        }
-    }
 }
 
 fn with_context(e: io::Error, what: impl std::fmt::Display) -> io::Error {
@@ -373,7 +353,11 @@ pub(crate) struct Inner {
     shared: Option<Arc<shared::SharedHandle>>,
 }
 
-impl Inner {
+impl opener::Connect for Inner {
+    fn medium(&self) -> String {
+        format!("rbd image {}", spec_name(&self.spec))
+    }
+
     /// One attempt at opening the image and its shared reservation state (blocking, up
     /// to the client timeouts); on success the store becomes ready.
     fn try_open(&self) -> Result<(), OpenFail> {

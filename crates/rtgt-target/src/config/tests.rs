@@ -318,6 +318,15 @@ fn changed_rbd_bsopts_create_the_lu_again() {
     );
     // Dropping the options is a change too.
     assert_eq!(plan_between(&a, rbd).len(), 2);
+    // A glfs LU's options likewise (bs_glfs's logfile=, loglevel=, rtgt's timeout=).
+    let glfs = "bstype = \"glfs\"\nbacking_store = \"vol@127.0.0.2:disk.img\"\n";
+    let a = format!("{glfs}bsopts = \"loglevel=4;timeout=10\"\n");
+    let same = format!("{glfs}bsopts = \"timeout=10,loglevel=4\"\n");
+    assert!(plan_between(&a, &same).is_empty());
+    let steps = plan_between(&a, &format!("{glfs}bsopts = \"timeout=5\"\n"));
+    assert_eq!(steps.len(), 2);
+    assert_eq!(steps[1].request.bstype.as_deref(), Some("glfs"));
+    assert_eq!(steps[1].request.bsopts.as_deref(), Some("timeout=5"));
     // Other stores have no options to compare.
     let null = "bstype = \"null\"\nsize = \"1G\"\n";
     assert!(plan_between(null, &format!("{null}bsopts = \"size=1G\"\n")).is_empty());

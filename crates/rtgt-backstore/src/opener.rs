@@ -1,14 +1,15 @@
-//! Opening an RBD image on a thread of its own, retrying while the cluster cannot be
-//! reached.
+//! Opening a networked store's medium (an RBD image, a file on a Gluster volume) on a
+//! thread of its own, retrying while the cluster cannot be reached.
 //!
-//! Connecting and opening block for up to the client timeout when the monitors do not
+//! Connecting and opening block for up to the client timeout when the servers do not
 //! answer, so they never run on a reactor: [`start`] hands them to a thread and waits
 //! a little for the first attempt, so that a mistake in the configuration (no such
-//! image) fails the LU's creation with its reason. A cluster that cannot be reached is
-//! no mistake: the store is returned not ready (the LU answers INQUIRY and says NOT
-//! READY to media access) and the thread tries again with back-off, logging why each
-//! attempt failed, until the image opens; it stops when the store is dropped.
+//! image or file) fails the LU's creation with its reason. A cluster that cannot be
+//! reached is no mistake: the store is returned not ready (the LU answers INQUIRY and
+//! says NOT READY to media access) and the thread tries again with back-off, logging why
+//! each attempt failed, until the medium opens; it stops when the store is dropped.
 
+use std::io;
 use std::sync::{Arc, Weak};
 
 use parking_lot::Mutex as PlMutex;
@@ -16,12 +17,39 @@ use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
 
-use super::{spec_name, Inner, OpenFail};
+/// Why a medium could not be opened: `Permanent` failures are the configuration's (a
+/// ceph.conf that cannot be read, a pool, image or file the cluster says does not
+/// exist) and fail the LU's creation when they are known in time; `Transient` ones (the
+/// cluster cannot be reached or does not answer) leave the LU NOT READY while the opener
+/// retries.
+#[derive(Debug)]
+pub(crate) enum OpenFail {
+    Permanent(io::Error),
+    Transient(io::Error),
+}
+
+impl OpenFail {
+    pub(crate) fn error(&self) -> &io::Error {
+        match self {
+            OpenFail::Permanent(e) | OpenFail::Transient(e) => e,
+        }
+    }
+}
+
+/// A store whose medium the opener thread opens.
+pub(crate) trait Connect: Send + Sync + 'static {
+    /// What the logs call the store's medium (`rbd image pool/img`, `glfs file
+    /// vol@host:path`).
+    fn medium(&self) -> String;
+    /// One attempt at opening the medium (blocking, up to the client timeouts); on
+    /// success the store becomes ready.
+    fn try_open(&self) -> Result<(), OpenFail>;
+}
 
 /// How long creating a LU waits for the first attempt to open its image: long enough
 /// for a healthy cluster (well under a second), short enough that a daemon starting
 /// with many LUs on an unreachable cluster is not held up for long.
-pub(super) const FIRST_WAIT: Duration = Duration::from_secs(5);
+pub(crate) const FIRST_WAIT: Duration = Duration::from_secs(5);
 /// The first pause between attempts, doubled after each failure up to [`MAX_RETRY`].
 const FIRST_RETRY: Duration = Duration::from_secs(1);
 /// The longest pause between attempts. An attempt itself waits for the monitors up to
@@ -78,12 +106,12 @@ impl Gate {
 }
 
 /// Openers held back while the daemon has yet to fork (see [`defer`]).
-type Held = Vec<(Weak<Inner>, Arc<Gate>, String)>;
+type Held = Vec<(Weak<dyn Connect>, Arc<Gate>, String)>;
 static HELD: PlMutex<Option<Held>> = PlMutex::new(None);
 
 /// From now until [`release`], stores are created not ready and their openers wait:
 /// rtgtd loads its configuration before it forks into the background, and neither an
-/// opener thread nor librados's own threads would survive the fork.
+/// opener thread nor librados's or libgfapi's own threads would survive the fork.
 pub fn defer() {
     HELD.lock().get_or_insert_with(Vec::new);
 }
@@ -101,11 +129,11 @@ pub fn release(wait: Duration) {
         gate.state.lock().retry_all = true;
         let g = gate.clone();
         match std::thread::Builder::new()
-            .name("rbd-open".into())
+            .name("rtgt-open".into())
             .spawn(move || run(weak, g))
         {
             Ok(_) => gates.push((gate, name)),
-            Err(e) => tracing::error!("rbd: cannot start an opener thread: {e}"),
+            Err(e) => tracing::error!("{name}: cannot start an opener thread: {e}"),
         }
     }
     for (gate, name) in gates {
@@ -118,8 +146,7 @@ pub fn release(wait: Duration) {
         s.detached = true;
         if let Some(Err(e)) = s.outcome.take() {
             tracing::warn!(
-                image = name,
-                "rbd image cannot be opened now ({}): the LU is NOT READY until it can",
+                "{name} cannot be opened now ({}): the LU is NOT READY until it can",
                 e.error()
             );
         }
@@ -129,16 +156,17 @@ pub fn release(wait: Duration) {
 /// Starts the opener for `inner` and waits up to `wait` for its first attempt. Err: a
 /// permanent failure (the store cannot work as configured); Ok: the image is open, or
 /// the opener goes on trying in the background.
-pub(super) fn start(inner: &Arc<Inner>, wait: Duration) -> std::io::Result<()> {
+pub(crate) fn start<T: Connect>(inner: &Arc<T>, wait: Duration) -> std::io::Result<()> {
     let gate = Arc::new(Gate::default());
-    let weak = Arc::downgrade(inner);
+    let weak: Weak<dyn Connect> = Arc::downgrade(inner) as Weak<dyn Connect>;
+    let name = inner.medium();
     if let Some(held) = HELD.lock().as_mut() {
-        held.push((weak, gate, spec_name(&inner.spec)));
+        held.push((weak, gate, name));
         return Ok(());
     }
     let g = gate.clone();
     std::thread::Builder::new()
-        .name("rbd-open".into())
+        .name("rtgt-open".into())
         .spawn(move || run(weak, g))?;
     let deadline = Instant::now() + wait;
     let mut s = gate.state.lock();
@@ -148,29 +176,22 @@ pub(super) fn start(inner: &Arc<Inner>, wait: Duration) -> std::io::Result<()> {
         }
     }
     s.detached = true;
-    let name = spec_name(&inner.spec);
     match s.outcome.take() {
         Some(Ok(())) => Ok(()),
         Some(Err(OpenFail::Permanent(e))) => Err(e),
         Some(Err(OpenFail::Transient(e))) => {
-            tracing::warn!(
-                image = name,
-                "rbd image cannot be opened now ({e}): the LU is NOT READY until it can"
-            );
+            tracing::warn!("{name} cannot be opened now ({e}): the LU is NOT READY until it can");
             Ok(())
         }
         None => {
-            tracing::warn!(
-                image = name,
-                "rbd image not open after {wait:?}: the LU is NOT READY until it is"
-            );
+            tracing::warn!("{name} not open after {wait:?}: the LU is NOT READY until it is");
             Ok(())
         }
     }
 }
 
-/// The opener thread: attempts until the image is open or the store is gone.
-fn run(weak: Weak<Inner>, gate: Arc<Gate>) {
+/// The opener thread: attempts until the medium is open or the store is gone.
+fn run(weak: Weak<dyn Connect>, gate: Arc<Gate>) {
     let mut pause = FIRST_RETRY;
     let mut attempt = 0u32;
     loop {
@@ -179,18 +200,14 @@ fn run(weak: Weak<Inner>, gate: Arc<Gate>) {
         let outcome = inner.try_open();
         let why = outcome.as_ref().err().map(|f| f.error().to_string());
         if outcome.is_ok() && attempt > 1 {
-            tracing::info!(
-                image = spec_name(&inner.spec),
-                attempt,
-                "rbd image opened: the LU is ready"
-            );
+            tracing::info!(attempt, "{} opened: the LU is ready", inner.medium());
         }
         match (gate.report(outcome), why) {
             (Next::Stop, _) => return,
             (Next::Retry, Some(why)) => tracing::warn!(
-                image = spec_name(&inner.spec),
                 attempt,
-                "rbd image cannot be opened: {why}; next attempt in {pause:?}"
+                "{} cannot be opened: {why}; next attempt in {pause:?}",
+                inner.medium()
             ),
             _ => {}
         }

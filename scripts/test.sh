@@ -68,7 +68,8 @@ if step build cargo build --workspace "${FEATURES[@]}"; then
   step cargo-test cargo test --workspace "${FEATURES[@]}"
   if [ "${SKIP_GUEST:-0}" != 1 ]; then
     # Linux's own sd, st, ch and sr drivers against rtgtd, through QEMU's libiscsi and
-    # through the guest's open-iscsi (about 3-5 minutes, the guest's build included).
+    # through the guest's open-iscsi, the DVD jukebox included (about 4-10 minutes, the
+    # guest's build included).
     step guest-interop bash tests/guest/run.sh --no-build
   fi
   if [ "${SKIP_CONFORMANCE:-0}" != 1 ]; then

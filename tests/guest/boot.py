@@ -166,7 +166,10 @@ def boot(script, args=(), devices=(), iscsi=(), ndev=None, files=(), hooks=None,
             r, _, _ = select.select([ctl], [], [], 0.2)
             if not r:
                 continue
-            data = ctl.recv(4096)
+            try:
+                data = ctl.recv(4096)
+            except OSError:  # QEMU went away (it failed at start, or the guest powered off)
+                data = b""
             if not data:
                 ctl.close()
                 ctl = None
@@ -210,7 +213,10 @@ def boot(script, args=(), devices=(), iscsi=(), ndev=None, files=(), hooks=None,
         if status is None:
             status = 125
         if verbose or status in (124, 125):
-            con = open(os.path.join(work, "console.log"), "rb").read().decode(errors="replace").replace("\r", "")
+            # QEMU that failed at start (a drive it could not open) made no console log.
+            con_path = os.path.join(work, "console.log")
+            con = open(con_path, "rb").read().decode(errors="replace").replace("\r", "") \
+                if os.path.exists(con_path) else "(no console log)"
             qlog = open(os.path.join(work, "qemu.log"), "rb").read().decode(errors="replace")
             why = "timeout" if status == 124 else "no exit status from the guest" if status == 125 else "verbose"
             sys.stderr.write(f"----- guest console ({why}, qemu exit {qemu.returncode}) -----\n")

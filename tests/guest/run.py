@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """rtgt's guest-kernel interop suite: a real Linux kernel is the initiator.
 
-For each scenario (disk, tape, changer, cd) and route (A: QEMU's libiscsi with SCSI
+For each scenario (disk, tape, changer, cd, jukebox, jukebox-toml) and route (A: QEMU's libiscsi with SCSI
 pass-through; B: the guest's own open-iscsi and iscsi_tcp), this starts a fresh daemon on a
 free loopback port, configures it with the tgtadm command line (images made with the
 tgtimg command line), boots the guest (boot.py) and runs scenarios/<scenario>.sh in it, where
@@ -41,8 +41,11 @@ import boot  # noqa: E402
 # refuses, the scenario is "not available" rather than failed. Remove a type from here once
 # it is in main, so a refusal becomes a failure. Every type the suite drives is in main now.
 GATED = set()
-SCENARIOS = ["disk", "tape", "changer", "cd"]
-DEVICE_TYPES = {"disk": ["disk"], "tape": ["tape"], "changer": ["tape", "changer"], "cd": ["cd"]}
+SCENARIOS = ["disk", "tape", "changer", "cd", "jukebox", "jukebox-toml"]
+DEVICE_TYPES = {"disk": ["disk"], "tape": ["tape"], "changer": ["tape", "changer"], "cd": ["cd"],
+                "jukebox": ["cd", "changer"], "jukebox-toml": ["cd", "changer"]}
+# Scenarios that run another one's guest script with a different host-side set-up.
+SCRIPTS = {"jukebox-toml": "jukebox"}
 ROUTES = ["A", "B"]
 RESULTS = os.path.join(ROOT, "target", "guest-results")
 
@@ -77,7 +80,7 @@ def free_port():
 class Daemon:
     """rtgtd or tgtd in the foreground on a private portal and control port."""
 
-    def __init__(self, flavor, bins, work, log):
+    def __init__(self, flavor, bins, work, log, args=()):
         self.flavor = flavor
         self.daemon, self.adm_bin, self.img_bin = bins
         self.port = free_port()
@@ -87,14 +90,16 @@ class Daemon:
         os.makedirs(rundir, exist_ok=True)
         self.env = dict(os.environ, RTGT_RUN_DIR=rundir)
         self.logf = open(log, "wb")
-        cmd = [self.daemon, "-f", "-C", self.ctl, "--iscsi", f"portal=127.0.0.1:{self.port}"]
+        cmd = [self.daemon, "-f", "-C", self.ctl, "--iscsi", f"portal=127.0.0.1:{self.port}", *args]
         self.proc = subprocess.Popen(cmd, env=self.env, stdin=subprocess.DEVNULL, stdout=self.logf,
                                      stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.time() + 30
         while True:
             if self.proc.poll() is not None:
                 self.stop()
-                raise Failed(f"{self.daemon} exited with status {self.proc.returncode} at start (log {log})")
+                with open(log, errors="replace") as f:
+                    last = (f.read().strip().splitlines() or [""])[-1]
+                raise Failed(f"{self.daemon} exited with status {self.proc.returncode} at start: {last}")
             if self.adm(["--op", "show", "--mode", "target"], check=False).returncode == 0:
                 try:
                     socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
@@ -173,7 +178,7 @@ class Setup:
 
 # --- scenario set-ups: tgtadm / tgtimg command lines, as a tgt user writes them ----------
 
-def setup_disk(d, work):
+def setup_disk(d, work, _route):
     iqn = "iqn.2026-11.org.rtgt:guest-disk"
     img = os.path.join(work, "disk.img")
     with open(img, "wb") as f:
@@ -188,7 +193,7 @@ def tape_image(d, path, barcode, size_mb):
            "--type", "data", "--file", path])
 
 
-def setup_tape(d, work):
+def setup_tape(d, work, _route):
     iqn = "iqn.2026-11.org.rtgt:guest-tape"
     img = os.path.join(work, "TAPE0001")
     tape_image(d, img, "TAPE0001", 64)
@@ -200,7 +205,7 @@ def setup_tape(d, work):
 BARCODES = ["A0000001", "A0000002", "A0000003", "A0000004"]
 
 
-def setup_changer(d, work):
+def setup_changer(d, work, _route):
     """A drive (LUN 1, empty) and a changer (LUN 2): picker at 1, the drive at 2, six
     storage slots at 1000 (four cartridges), two import/export slots at 10 (tgt's
     --params syntax, doc/README.vtl). Against rtgtd, cartridges 3 and 4 are made by tgt's
@@ -266,7 +271,7 @@ LOAD_PARAMS = {"tgtd": ["online=0", "path={}"], "rtgtd": ["media={}"]}
 EJECT_PARAMS = {"tgtd": ["online=0"], "rtgtd": ["eject=1"]}
 
 
-def setup_cd(d, work):
+def setup_cd(d, work, _route):
     """A DVD-ROM drive (LUN 1) with disc 1; the guest asks the host to load disc 1 or 2
     (host-step load-disc N) and to eject (host-step eject-disc), as an operator would."""
     iqn = "iqn.2026-11.org.rtgt:guest-cd"
@@ -299,7 +304,121 @@ def setup_cd(d, work):
                  hooks={"load-disc": load, "eject-disc": eject})
 
 
-SETUPS = {"disk": setup_disk, "tape": setup_tape, "changer": setup_changer, "cd": setup_cd}
+JUKEBOX_IQN = "iqn.2026-11.org.rtgt:guest-jukebox"
+DISCS = ["DVD00001", "DVD00002", "DVD00003"]
+
+
+def jukebox_media(work):
+    """media_home with three ISO images named by their barcodes, and their manifests."""
+    home = os.path.join(work, "discs")
+    os.makedirs(home)
+    rnd = random.Random(15)
+    contents = [
+        {"README.TXT": b"disc one\n", "data/random.bin": rnd.randbytes(2 << 20),
+         "data/odd-size.bin": rnd.randbytes(2048 * 3 + 5), "data/deep/er/tiny": b"1", "empty": b""},
+        {"DISC2.TXT": b"disc two\n", "more/random.bin": rnd.randbytes(1 << 20)},
+        {"DISC3.TXT": b"disc three\n", "third/random.bin": rnd.randbytes(512 << 10 | 77)},
+    ]
+    manifests = []
+    for barcode, files in zip(DISCS, contents):
+        img, manifest = iso(work, barcode, files)
+        os.rename(img, os.path.join(home, barcode))
+        manifests.append(manifest)
+    return home, manifests
+
+
+def jukebox_inventory(home, loaded):
+    """The changer's --params lines (tgt's syntax, doc/README.vtl): picker at 1, drives at 2
+    and 3 mapped to LUNs 1 and 2 of tid 1, four slots at 1000 with the discs in the first
+    three. `loaded` records disc 1 in drive 0 and disc 3 in drive 1 (from slots 1000 and
+    1002) with rtgt's `barcode=,source=` on a data transfer element, as a saved
+    configuration does (tgt has no syntax for a drive that holds a medium at start); the
+    discs themselves are the drives' backing stores (jukebox_drives)."""
+    params = [f"media_home={home}",
+              "element_type=1,start_address=1,quantity=1",
+              "element_type=4,start_address=2,quantity=2",
+              "element_type=4,address=2,tid=1,lun=1",
+              "element_type=4,address=3,tid=1,lun=2",
+              "element_type=2,start_address=1000,quantity=4"]
+    slots = {1000: DISCS[0], 1001: DISCS[1], 1002: DISCS[2]}
+    if loaded:
+        params += [f"element_type=4,address=2,barcode={DISCS[0]},source=1000",
+                   f"element_type=4,address=3,barcode={DISCS[2]},source=1002"]
+        del slots[1000], slots[1002]
+    params += [f"element_type=2,address={a},barcode={b},sides=1" for a, b in slots.items()]
+    return params
+
+
+def jukebox_start(flavor, route):
+    """How the drives start: route A must start with discs in them, as QEMU's iSCSI
+    driver reads the capacity of a CD LUN when it opens it and refuses a drive without a
+    medium ("failed to send readcapacity10/16 command")."""
+    if route != "A":
+        return "empty"
+    if flavor == "tgtd":
+        raise NotAvailable("route A needs a disc in each drive at start (QEMU's iSCSI driver refuses "
+                           "to open an empty CD LUN), and tgt's changer syntax has no loaded drive")
+    return "loaded"
+
+
+def jukebox_drives(home, start):
+    """The backing store of each drive (LUNs 1 and 2): none when they start empty."""
+    return [os.path.join(home, DISCS[0]), os.path.join(home, DISCS[2])] if start == "loaded" else [None, None]
+
+
+def jukebox_setup(start, exchange, manifests):
+    """What the guest's jukebox.sh gets: both drives, then the changer."""
+    return Setup(JUKEBOX_IQN, [1, 2, 3], files=manifests,
+                 args=[start, "exchange" if exchange else "no-exchange", *DISCS])
+
+
+def setup_jukebox(d, work, route):
+    """A DVD jukebox with tgtadm's command line: two empty cd drives (LUNs 1 and 2) and a
+    changer (LUN 3) that loads disc images from media_home into them."""
+    start = jukebox_start(d.flavor, route)
+    home, manifests = jukebox_media(work)
+    smc = os.path.join(work, "smc")
+    with open(smc, "wb") as f:
+        f.write(bytes(1024))
+    d.target(1, JUKEBOX_IQN)
+    for lun, disc in enumerate(jukebox_drives(home, start), 1):
+        d.lu(1, lun, "cd", *(["-b", disc] if disc else []))
+    d.lu(1, 3, "changer", "-b", smc)
+    for p in jukebox_inventory(home, start == "loaded"):
+        d.lu_update(1, 3, p)
+    # Not against tgtd: its changer has no EXCHANGE MEDIUM (its SMC opcode table), and it
+    # signals no medium change when MOVE MEDIUM loads a drive, so the disc loaded first in
+    # that step, right after another was unloaded, is read with the last one's capacity
+    # ("attempt to access beyond end of device", tgtd 1.0.85).
+    return jukebox_setup(start, d.flavor == "rtgtd", manifests)
+
+
+def toml_str(s):
+    return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def config_jukebox(work, route):
+    """The same jukebox as a configuration file rtgtd loads at start (--config)."""
+    start = jukebox_start("rtgtd", route)
+    home, manifests = jukebox_media(work)
+    lines = ["[[target]]", "tid = 1", f"name = {toml_str(JUKEBOX_IQN)}", 'initiator_address = ["ALL"]', ""]
+    for lun, disc in enumerate(jukebox_drives(home, start), 1):
+        lines += ["[[target.lun]]", f"lun = {lun}", 'device_type = "cd"']
+        lines += [f"backing_store = {toml_str(disc)}", ""] if disc else [""]
+    lines += ["[[target.lun]]", "lun = 3", 'device_type = "changer"', "changer = ["]
+    lines += [f"  {toml_str(p)}," for p in jukebox_inventory(home, start == "loaded")]
+    lines += ["]", ""]
+    path = os.path.join(work, "jukebox.toml")
+    with open(path, "w") as f:
+        f.write("\n".join(lines))
+    return path, jukebox_setup(start, True, manifests)
+
+
+SETUPS = {"disk": setup_disk, "tape": setup_tape, "changer": setup_changer, "cd": setup_cd,
+          "jukebox": setup_jukebox}
+# Scenarios configured by a file the daemon loads at start (rtgtd --config) instead of
+# rtgtadm: the function writes it and returns (path, Setup).
+CONFIGS = {"jukebox-toml": config_jukebox}
 
 
 def find_bins(flavor, no_build):
@@ -331,12 +450,19 @@ def run_one(flavor, bins, scenario, route, verbose):
     t0 = time.time()
     guest_log = os.path.join(RESULTS, name + ".guest.log")
     try:
-        daemon = Daemon(flavor, bins, work, os.path.join(RESULTS, name + ".daemon.log"))
+        config, s = None, None
+        if scenario in CONFIGS:
+            if flavor != "rtgtd":
+                raise NotAvailable(f"{flavor} has no configuration file of rtgt's form")
+            config, s = CONFIGS[scenario](work, route)
+        daemon = Daemon(flavor, bins, work, os.path.join(RESULTS, name + ".daemon.log"),
+                        args=["--config", config] if config else [])
         if flavor == "rtgtd":
             for t in DEVICE_TYPES[scenario]:
                 if t in GATED:
                     daemon.supports(t, work)
-        s = SETUPS[scenario](daemon, work)
+        if s is None:
+            s = SETUPS[scenario](daemon, work, route)
         portal = f"127.0.0.1:{daemon.port}"
         if route == "A":
             where = dict(devices=[f"iscsi://{portal}/{s.iqn}/{lun}" for lun in s.luns])
@@ -350,7 +476,8 @@ def run_one(flavor, bins, scenario, route, verbose):
                 # The scenario's steps and verdicts as they happen; all of it with -v.
                 if verbose or line.startswith(("== ", "   ok: ", "FAIL")):
                     print("    | " + line, flush=True)
-            status, out, secs = boot.boot(os.path.join(HERE, "scenarios", scenario + ".sh"), s.args,
+            script = os.path.join(HERE, "scenarios", SCRIPTS.get(scenario, scenario) + ".sh")
+            status, out, secs = boot.boot(script, s.args,
                                           files=s.files, hooks=s.hooks, verbose=verbose, timeout=240,
                                           echo=echo, **where)
         if daemon.proc.poll() is not None:
@@ -385,7 +512,7 @@ def main(argv):
     scenarios = a.scenario.split(",")
     routes = a.route.upper().split(",")
     for s in scenarios:
-        if s not in SETUPS:
+        if s not in SCENARIOS:
             raise SystemExit(f"guest: unknown scenario {s} (have {', '.join(SCENARIOS)})")
     for r in routes:
         if r not in ROUTES:
@@ -415,7 +542,7 @@ def main(argv):
     say(f"summary ({a.daemon}, {time.time() - t0:.0f}s):")
     for s, r, verdict, secs, detail in results:
         extra = f"  {detail}" if verdict != "PASS" else ""
-        print(f"  {verdict:<5} {s:<8} route {r}  {secs:5.1f}s{extra}")
+        print(f"  {verdict:<5} {s:<12} route {r}  {secs:5.1f}s{extra}")
     n = {v: sum(1 for x in results if x[2] == v) for v in ("PASS", "FAIL", "N/A")}
     say(f"{n['PASS']} passed, {n['FAIL']} failed, {n['N/A']} not available in {a.daemon} yet")
     return 1 if n["FAIL"] else 0

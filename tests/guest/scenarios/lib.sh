@@ -76,3 +76,48 @@ same_tree() {
 	}
 	ok "$3: $(wc -l </tmp/manifest.a) entries byte-exact"
 }
+
+# CD/DVD drives (sr), for cd.sh and jukebox.sh.
+# wait_medium DEV: TEST UNIT READY until the drive reports a medium (after the unit
+# attention for a medium change, or while it becomes ready).
+wait_medium() {
+	i=0
+	until sg_turs "$1" >/tmp/turs 2>&1; do
+		i=$((i + 1))
+		[ $i -lt 30 ] || { cat /tmp/turs; fail "no medium became ready in $1"; }
+		sleep 0.5
+	done
+}
+# no_medium DEV WHAT: TEST UNIT READY fails with NOT READY, MEDIUM NOT PRESENT (3Ah/xx).
+no_medium() {
+	if sg_turs -v "$1" >/tmp/turs 2>&1; then
+		fail "$2: TEST UNIT READY still succeeds"
+	fi
+	grep -qi "medium not present" /tmp/turs || { cat /tmp/turs; fail "$2: TEST UNIT READY is not MEDIUM NOT PRESENT"; }
+	ok "$2: $(grep -i 'additional sense' /tmp/turs)"
+}
+# mount_refused DEV WHAT: there is no disc to mount in DEV.
+mount_refused() {
+	mkdir -p /mnt/cd
+	if mount -t iso9660 -o ro "$1" /mnt/cd 2>/tmp/mount.err; then
+		umount /mnt/cd
+		fail "$2: a disc could still be mounted"
+	fi
+	ok "$2: mount refused: $(cat /tmp/mount.err)"
+}
+# check_files DIR MANIFEST WHAT: every file of /data/MANIFEST (sha256sum lines, made on
+# the host) is in DIR with those bytes, and DIR holds no other file.
+check_files() {
+	(cd "$1" && sha256sum -c --quiet "/data/$2") >/tmp/sums 2>&1 || { cat /tmp/sums; fail "$3: checksums differ"; }
+	want=$(wc -l <"/data/$2")
+	have=$(cd "$1" && find . -type f | wc -l)
+	[ "$want" = "$have" ] || { (cd "$1" && find . -type f); fail "$3: $have files on the disc, $want expected"; }
+	ok "$3: all $want files byte-exact"
+}
+# check_disc DEV MANIFEST WHAT: mount DEV's disc, check_files, unmount.
+check_disc() {
+	mkdir -p /mnt/cd
+	run mount -t iso9660 -o ro "$1" /mnt/cd
+	check_files /mnt/cd "$2" "$3"
+	run umount /mnt/cd
+}

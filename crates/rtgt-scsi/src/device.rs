@@ -160,6 +160,9 @@ pub(crate) trait MediumDrive: Send + Sync {
     /// READY TO READY CHANGE, MEDIUM MAY HAVE CHANGED).
     fn load(&self, lu: &Lu, path: &Path, all: &[u64]) -> Result<(), String>;
 
+    /// The image of the medium the drive holds, if it holds one.
+    fn medium(&self, lu: &Lu) -> Option<PathBuf>;
+
     /// Takes the medium out; the image path it came from. Refused (Err) while an
     /// initiator prevents medium removal (SMC-3 6.6).
     fn unload(&self, lu: &Lu, all: &[u64]) -> Result<Option<PathBuf>, Sense>;

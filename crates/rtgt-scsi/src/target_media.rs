@@ -88,6 +88,11 @@ impl DriveHandle {
         self.drive().load(&self.lu, path, &self.nexuses)
     }
 
+    /// The image of the medium the drive holds, if any.
+    pub fn medium(&self) -> Option<PathBuf> {
+        self.drive().medium(&self.lu)
+    }
+
     /// Takes the medium out; its image path. Err: removal is prevented.
     pub(crate) fn unload(&self) -> Result<Option<PathBuf>, Sense> {
         self.drive().unload(&self.lu, &self.nexuses)

@@ -303,3 +303,69 @@ fn a_drive_that_takes_no_media_is_refused_as_a_data_transfer_element() {
         "a disk is not a drive: {err}"
     );
 }
+
+#[test]
+fn a_disc_configured_into_a_drive_is_in_the_drive() {
+    let dir = TempDir::new("jukebox-cfg");
+    let home = dir.join("home");
+    let (disc1, disc2) = media(&home);
+    let d = Daemon::start();
+    configure(&d, &home);
+    // A second DVD drive holding DISC02 from the start, mapped at a third element.
+    d.adm_ok(&[
+        "--op",
+        "new",
+        "--mode",
+        "logicalunit",
+        "--tid",
+        "2",
+        "--lun",
+        "3",
+        "--device-type",
+        "cd",
+        "-b",
+        home.join("DISC02").to_str().unwrap(),
+    ]);
+    d.update_lu("1", "1", "element_type=4,start_address=102,quantity=1");
+    d.update_lu("1", "1", "element_type=4,address=102,tid=2,lun=3");
+    // Configured into the empty drive: the drive is loaded with it.
+    d.update_lu(
+        "1",
+        "1",
+        "element_type=4,address=100,barcode=DISC01,source=0",
+    );
+    let mut dvd = RawConn::session(d.port, DRV);
+    let (_, r) = dvd.exec_after_uas(1, &[0; 6], 0, &[]);
+    good(&r, "the drive holds the configured disc");
+    assert!(read_disc(&mut dvd, 48) == disc1, "DISC01 in the drive");
+    // Configured into the drive that holds it already: nothing changes.
+    d.update_lu(
+        "1",
+        "1",
+        "element_type=4,address=102,barcode=DISC02,source=0",
+    );
+    let (_, r) = dvd.exec_after_uas(3, &[0; 6], 0, &[]);
+    good(&r, "the second drive still has its disc");
+    let r = dvd.exec(3, &read10(0, 40), 40 * CD_BLOCK as u32, &[]);
+    good(&r, "READ of the second drive");
+    assert!(r.data == disc2, "DISC02 in the second drive");
+    // A drive holding another disc can't be said to hold this one.
+    std::fs::write(home.join("DISC03"), prng_bytes(33, 8 * CD_BLOCK)).unwrap();
+    d.update_lu("1", "1", "element_type=4,start_address=103,quantity=1");
+    d.update_lu("1", "1", "element_type=4,address=103,tid=2,lun=3");
+    let o = d.adm(&[
+        "--op",
+        "update",
+        "--mode",
+        "logicalunit",
+        "--tid",
+        "1",
+        "--lun",
+        "1",
+        "--params",
+        "element_type=4,address=103,barcode=DISC03",
+    ]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("holds") && err.contains("not DISC03"), "{err}");
+}

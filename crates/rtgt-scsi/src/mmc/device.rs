@@ -177,6 +177,11 @@ impl MediumDrive for Drive {
             .map_err(|_| "an initiator prevents medium removal".to_string())
     }
 
+    fn medium(&self, _: &Lu) -> Option<PathBuf> {
+        let s = self.state.lock();
+        s.medium.as_ref().map(|m| PathBuf::from(&m.path))
+    }
+
     /// Takes the disc out (GESN MEDIA REMOVAL), unless an initiator prevents it.
     fn unload(&self, lu: &Lu, all: &[u64]) -> Result<Option<PathBuf>, Sense> {
         if lu.medium.lock().prevent_removal() {

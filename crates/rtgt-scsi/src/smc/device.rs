@@ -2,10 +2,11 @@
 //! configuration with tgt's `--op update --params` syntax (elements, cartridges, and
 //! data transfer elements that are drives of any device type that takes media).
 
+use std::path::Path;
 use std::sync::OnceLock;
 
 use super::inventory::{Change, Inventory};
-use super::Changer;
+use super::{Changer, DriveResolver};
 use crate::cdb::Outcome;
 use crate::device::{Ctx, DeviceServer};
 use crate::inquiry::TYPE_CHANGER;
@@ -22,6 +23,35 @@ fn is_changer_config(params: &[(String, String)]) -> bool {
     params
         .iter()
         .any(|(k, _)| matches!(k.trim(), "media_home" | "element_type"))
+}
+
+/// A cartridge configured into a data transfer element must be in the drive, or the
+/// inventory would say the drive holds a medium the drive says it has not (SMC-3 6.10:
+/// READ ELEMENT STATUS reports what is there): an empty drive is loaded with it, a drive
+/// that already holds it (a saved configuration restores the drive's LU with its medium
+/// first) is left as it is, and one holding another medium is a mistake.
+fn fill_drive(inv: &Inventory, drives: Option<DriveResolver>, a: u16) -> Result<(), String> {
+    let e = &inv.elements[&a];
+    let (Some((tid, lun)), Some(c), Some(home)) = (e.drive, &e.cartridge, &inv.media_home) else {
+        return Ok(());
+    };
+    let Some(h) = drives.and_then(|f| f(tid, lun)) else {
+        return Ok(());
+    };
+    let want = home.join(&c.barcode);
+    let same = |p: &Path| {
+        let canon = |x: &Path| std::fs::canonicalize(x).unwrap_or_else(|_| x.to_path_buf());
+        canon(p) == canon(&want)
+    };
+    match h.medium() {
+        Some(p) if same(&p) => Ok(()),
+        Some(p) => Err(format!(
+            "element {a}: its drive (tid {tid} lun {lun}) holds {}, not {}",
+            p.display(),
+            c.barcode
+        )),
+        None => h.load(&want),
+    }
 }
 
 impl Changer {
@@ -121,17 +151,21 @@ impl DeviceServer for Changer {
             Ok(c) => c,
             Err(e) => return Some(Err(ScsiError::BadParam(e))),
         };
-        if let Change::Drive(tid, lun) = change {
-            let found = target
-                .directory()
-                .drive_resolver()
-                .and_then(|f| f(tid, lun))
-                .is_some();
-            if !found {
-                return Some(Err(ScsiError::BadParam(format!(
-                    "tid={tid},lun={lun}: no drive there that takes media (create it first with --device-type tape or --device-type cd)"
-                ))));
+        let resolver = target.directory().drive_resolver();
+        match change {
+            Change::Drive(tid, lun) => {
+                if resolver.and_then(|f| f(tid, lun)).is_none() {
+                    return Some(Err(ScsiError::BadParam(format!(
+                        "tid={tid},lun={lun}: no drive there that takes media (create it first with --device-type tape or --device-type cd)"
+                    ))));
+                }
             }
+            Change::Cartridge(a) => {
+                if let Err(e) = fill_drive(&next, resolver, a) {
+                    return Some(Err(ScsiError::BadParam(e)));
+                }
+            }
+            Change::MediaHome | Change::Elements => {}
         }
         *inv = next;
         drop(inv);

@@ -86,7 +86,8 @@ pub(crate) enum Change {
     Elements,
     /// A data transfer element now maps to this drive.
     Drive(u32, u64),
-    Cartridge,
+    /// A cartridge now sits in the element at this address.
+    Cartridge(u16),
 }
 
 impl Inventory {
@@ -206,7 +207,7 @@ impl Inventory {
             barcode: barcode.clone(),
             source,
         });
-        Ok(Change::Cartridge)
+        Ok(Change::Cartridge(a))
     }
 
     /// The first address and count of each element type, for the element address

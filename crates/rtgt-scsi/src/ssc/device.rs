@@ -144,6 +144,14 @@ impl MediumDrive for TapeDrive {
         Ok(())
     }
 
+    /// An offline drive counts as empty (see `load`).
+    fn medium(&self, lu: &Lu) -> Option<PathBuf> {
+        let online = lu.params.read().online;
+        self.describe()
+            .filter(|_| online)
+            .map(|(path, ..)| PathBuf::from(path))
+    }
+
     /// Flushes what was written, then takes the cartridge out.
     fn unload(&self, lu: &Lu, all: &[u64]) -> Result<Option<PathBuf>, Sense> {
         if lu.medium.lock().prevent_removal() {

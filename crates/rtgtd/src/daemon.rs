@@ -234,6 +234,17 @@ pub fn run(mut opts: Options) -> Result<()> {
             took.as_secs_f64() * 1e3
         );
     }
+    if registry.targets().is_empty() {
+        // A first start (the packaged /etc/rtgt/rtgt.toml serves nothing until edited)
+        // should say what to do next, in one line.
+        let file = match &opts.config {
+            Some(f) => format!("a [[target]] to {} and reload (SIGHUP)", f.display()),
+            None => "a [[target]] to a file given with --config FILE".to_string(),
+        };
+        tracing::info!(
+            "no targets configured: add {file}, or one live with `rtgtadm --lld iscsi --op new --mode target --tid 1 -T iqn.2026-11.org.example:disk1` (see rtgtadm --help)"
+        );
+    }
     let n = opts.reactors.unwrap_or_else(|| {
         std::thread::available_parallelism()
             .map(|n| n.get())

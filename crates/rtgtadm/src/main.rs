@@ -112,6 +112,7 @@ fn run() -> i32 {
         }
         Ok(Command::Version) => {
             println!("rtgtadm {}", env!("CARGO_PKG_VERSION"));
+            daemon_version(&argv);
             0
         }
         Ok(Command::Send {
@@ -119,6 +120,45 @@ fn run() -> i32 {
             control_port,
             request,
         }) => send(&socket, control_port, &request),
+    }
+}
+
+/// After rtgtadm's own version, the running rtgtd's: its version and the cargo features
+/// it was built with (rtgtadm itself has none: the stores are the daemon's). Asked on the
+/// control socket the command line names, as `--mode system --op show` does; says so
+/// when no rtgtd answers there.
+fn daemon_version(argv: &[String]) {
+    let mut args: Vec<String> = argv
+        .iter()
+        .filter(|a| !matches!(a.as_str(), "-V" | "--version"))
+        .cloned()
+        .collect();
+    args.extend(["--op", "show", "--mode", "system"].map(String::from));
+    let Ok(Command::Send {
+        socket,
+        control_port,
+        request,
+    }) = parse_args(&args)
+    else {
+        return;
+    };
+    let answer = UnixStream::connect(&socket).ok().and_then(|_| {
+        let mut conn = None;
+        // Errors are reported on stderr by exchange; the version line below says the rest.
+        exchange(&mut conn, &socket, control_port, &request).ok()
+    });
+    let line = answer.as_ref().and_then(|r| {
+        let mut lines = r.message.lines();
+        lines.find(|l| *l == "Version:")?;
+        lines.next().map(str::trim)
+    });
+    match (answer.is_some(), line) {
+        (_, Some(l)) => println!("{l} on {}", socket.display()),
+        (true, None) => println!("rtgtd on {}: an older version", socket.display()),
+        (false, _) => println!(
+            "rtgtd: not running on {} (rtgtd --version shows its features)",
+            socket.display()
+        ),
     }
 }
 

@@ -179,6 +179,7 @@ pub fn run(mut opts: Options) -> Result<()> {
             .collect(),
     );
     registry.set_state_dir(Some(opts.state_dir()));
+    registry.set_daemon_version(crate::build_info::version());
     registry.set_isns(opts.isns.map(|a| a.to_string()));
     if opts.demo {
         let dir = opts.state_dir();

@@ -26,6 +26,27 @@ fn version_names_the_features_built_in() {
 }
 
 #[test]
+fn rtgtadm_version_names_the_running_daemons_features() {
+    let d = Daemon::start();
+    let out = d.adm_ok(&["--version"]);
+    let features = if cfg!(feature = "rbd") { "rbd" } else { "none" };
+    let v = env!("CARGO_PKG_VERSION");
+    assert_eq!(
+        out,
+        format!(
+            "rtgtadm {v}\nrtgtd {v} (features: {features}) on {}\n",
+            d.run_dir.join("socket.1").display()
+        )
+    );
+    // And tgtadm's system view shows it.
+    let sys = d.adm_ok(&["--op", "show", "--mode", "system"]);
+    assert!(
+        sys.ends_with(&format!("Version:\n    rtgtd {v} (features: {features})\n")),
+        "{sys}"
+    );
+}
+
+#[test]
 fn packaged_configuration_serves_nothing_and_says_how_to_add_a_target() {
     let conf = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../../contrib/debian/rtgt.toml")

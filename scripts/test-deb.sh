@@ -157,16 +157,21 @@ wait "$demo_pid" || true
 demo_pid=""
 [ -e "$work/state/demo.img" ] || fail "the demo image is not in --state-dir"
 
-# A portal someone else holds (tgtd's 3260, here a port of our own): one line, exit 1.
-held=$(free_port)
-python3 -c "import socket,time; s=socket.socket(); s.bind(('127.0.0.1',$held)); s.listen(); time.sleep(5)" &
+# A portal someone else holds (tgtd's 3260, here a port a listener of ours took): one
+# line, exit status 1. The listener binds port 0 itself: a port found free earlier could
+# meanwhile be another connection's local port on a busy machine.
+python3 -c 'import socket,time; s=socket.socket(); s.bind(("127.0.0.1",0)); s.listen()
+print(s.getsockname()[1], flush=True); time.sleep(30)' >"$work/held" &
 holder=$!
-sleep 0.5
-if err=$(/usr/sbin/rtgtd -f --iscsi "portal=127.0.0.1:$held" -C 9 --state-dir "$work/state" 2>&1); then
+for _ in $(seq 100); do [ -s "$work/held" ] && break; sleep 0.1; done
+held=$(cat "$work/held")
+if err=$(timeout 20 /usr/sbin/rtgtd -f --iscsi "portal=127.0.0.1:$held" -C 9 --state-dir "$work/state" 2>&1); then
   fail "rtgtd started on a taken portal"
 fi
-kill "$holder" 2>/dev/null; wait "$holder" 2>/dev/null || true
-[ "$(wc -l <<<"$err")" -eq 1 ] && grep -q "127.0.0.1:$held" <<<"$err" || fail "taken portal: $err"
+kill "$holder" 2>/dev/null
+wait "$holder" 2>/dev/null || true
+[ "$(wc -l <<<"$err")" -eq 1 ] && grep -q "portal 127.0.0.1:$held: address already in use" <<<"$err" ||
+  fail "taken portal: $err"
 unset RTGT_RUN_DIR
 
 # The installed bash completion: modes after --mode, ops after --op.

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # rtgt's one test command (what the README documents and .ci/run executes):
-#   install dependencies, fmt check, clippy -D warnings, build, cargo test, the guest-kernel
+#   install dependencies, fmt check, clippy -D warnings, build, cargo test, the Debian
+#   package (build, lintian, install, the installed daemon, purge), the guest-kernel
 #   interop suite, conformance.
 # Idempotent; runs unattended as root on Debian bookworm (CI=true, no stdin).
 # Every step runs even if an earlier one failed (except those that need a build), so one

@@ -5,12 +5,13 @@
 #      on no Ceph library, rtgt-rbd on librbd and librados, and replaces rtgt);
 #   2. runs lintian on both: any error (E:) fails; the warnings are printed (and the
 #      ones expected are listed in README.md);
-#   3. installs rtgt on this machine with apt-get (as root; CI's machine is thrown away
-#      after the run, and the package is purged again below), and checks that installing
-#      started no daemon and enabled no unit, so a running tgtd keeps port 3260;
+#   3. starts Debian's tgtd (when installed) on a loopback port, installs rtgt on this
+#      machine with apt-get (as root; CI's machine is thrown away after the run, and the
+#      package is purged again below), and checks that installing started no daemon and
+#      enabled no unit, and that tgtd still serves;
 #   4. runs the INSTALLED /usr/sbin/rtgtd --demo -f on a free loopback port with its own
 #      run and state directories, reads the demo LUN with iscsi-inq, lists it with the
-#      installed rtgtadm, and stops it; checks rtgtd refuses a portal that is taken; runs
+#      installed rtgtadm, and stops it; checks rtgtd refuses tgtd's portal; runs
 #      the installed bash completion for `rtgtadm --mode ` and `--op `; checks
 #      --version's features, a typo's suggestion, and `rtgtadm import-targets-conf
 #      ... --write`;
@@ -29,7 +30,12 @@ fail() {
   exit 1
 }
 log() { printf 'test-deb: %s\n' "$*"; }
-[ "$(id -u)" -eq 0 ] || fail "must run as root (it installs and purges the package)"
+if [ "$(id -u)" -ne 0 ]; then
+  # Like the integration tests whose initiator is missing: a note outside CI, a failure in it.
+  [ -n "${CI:-}" ] && fail "must run as root (it installs and purges the package)"
+  log "skipped: must run as root (it installs and purges the package)"
+  exit 0
+fi
 for t in cargo-deb lintian iscsi-inq dpkg-deb apt-get; do
   command -v "$t" >/dev/null 2>&1 || fail "$t missing: run scripts/install-deps.sh"
 done
@@ -41,8 +47,19 @@ deb=target/debian/rtgt_${version}-1_${arch}.deb
 deb_rbd=target/debian/rtgt-rbd_${version}-1_${arch}.deb
 work=$(mktemp -d /tmp/rtgt-deb-test.XXXXXX)
 demo_pid=""
+tgtd_pid=""
+# tgtd ignores SIGTERM: it stops on tgtadm's `--op delete --mode system` (SIGKILL after 5 s).
+stop_tgtd() {
+  [ -n "$tgtd_pid" ] || return 0
+  tgtadm -C "$tgt_ctl" --op delete --mode system >/dev/null 2>&1 || true
+  for _ in $(seq 50); do kill -0 "$tgtd_pid" 2>/dev/null || break; sleep 0.1; done
+  kill -KILL "$tgtd_pid" 2>/dev/null || true
+  wait "$tgtd_pid" 2>/dev/null || true
+  tgtd_pid=""
+}
 cleanup() {
   [ -n "$demo_pid" ] && kill "$demo_pid" 2>/dev/null && wait "$demo_pid" 2>/dev/null
+  stop_tgtd
   if [ -e "$work/installed-by-test" ] && dpkg-query -W -f='${Status}' rtgt 2>/dev/null | grep -q installed; then
     dpkg --purge rtgt >/dev/null 2>&1 || true
   fi
@@ -115,6 +132,20 @@ snapshot() {
     -o -path '/tmp/*' -o -path /var/lib/lintian \) -prune -o -print 2>/dev/null | sort
 }
 snapshot >"$work/before"
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+# Debian's tgtd running beside the installation (on a loopback port of its own and a
+# private control port, as it would hold 3260 on a real machine): installing must leave
+# it serving, and rtgtd must refuse its port.
+tgtd_pid=""
+if [ -x /usr/sbin/tgtd ]; then
+  tgt_port=$(free_port)
+  tgt_ctl=$((700 + RANDOM % 200))
+  /usr/sbin/tgtd -f -C "$tgt_ctl" --iscsi "portal=127.0.0.1:$tgt_port" >"$work/tgtd.log" 2>&1 &
+  tgtd_pid=$!
+  for _ in $(seq 100); do port_open "$tgt_port" && break; sleep 0.1; done
+  port_open "$tgt_port" || { cat "$work/tgtd.log"; fail "tgtd did not start"; }
+fi
 touch "$work/installed-by-test"
 apt-get install -y -qq --no-install-recommends -o DPkg::Lock::Timeout=300 "./$deb" </dev/null \
   >"$work/apt.log" 2>&1 || { cat "$work/apt.log"; fail "apt-get install ./$deb"; }
@@ -126,6 +157,10 @@ if command -v systemctl >/dev/null 2>&1; then
   [ "$state" != enabled ] || fail "installing enabled rtgtd.service"
 fi
 [ -d /var/lib/rtgt ] || fail "/var/lib/rtgt not created"
+if [ -n "$tgtd_pid" ]; then
+  kill -0 "$tgtd_pid" && port_open "$tgt_port" || fail "tgtd stopped serving when rtgt was installed"
+  log "tgtd on 127.0.0.1:$tgt_port still serving after the installation"
+fi
 
 # --- 4. the installed binaries --------------------------------------------------------
 v=$(/usr/sbin/rtgtd --version)
@@ -133,7 +168,6 @@ v=$(/usr/sbin/rtgtd --version)
 err=$(/usr/sbin/rtgtadm --op show --mode targt 2>&1 || true)
 grep -q "unknown mode: targt (did you mean target?)" <<<"$err" || fail "no suggestion: $err"
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 port=$(free_port)
 mkdir -p "$work/run" "$work/state"
 export RTGT_RUN_DIR=$work/run
@@ -141,7 +175,7 @@ export RTGT_RUN_DIR=$work/run
   >"$work/rtgtd.log" 2>&1 &
 demo_pid=$!
 for _ in $(seq 100); do
-  [ -S "$work/run/socket.0" ] && (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
+  [ -S "$work/run/socket.0" ] && port_open "$port" && break
   kill -0 "$demo_pid" 2>/dev/null || { cat "$work/rtgtd.log"; fail "installed rtgtd --demo exited"; }
   sleep 0.1
 done
@@ -157,21 +191,29 @@ wait "$demo_pid" || true
 demo_pid=""
 [ -e "$work/state/demo.img" ] || fail "the demo image is not in --state-dir"
 
-# A portal someone else holds (tgtd's 3260, here a port a listener of ours took): one
-# line, exit status 1. The listener binds port 0 itself: a port found free earlier could
-# meanwhile be another connection's local port on a busy machine.
-python3 -c 'import socket,time; s=socket.socket(); s.bind(("127.0.0.1",0)); s.listen()
+# A portal someone else holds (tgtd's; without tgt, a listener's of ours that binds port
+# 0 itself, since a port found free earlier could meanwhile be another connection's local
+# port on a busy machine): one line, exit status 1.
+holder=""
+if [ -n "$tgtd_pid" ]; then
+  held=$tgt_port
+else
+  python3 -c 'import socket,time; s=socket.socket(); s.bind(("127.0.0.1",0)); s.listen()
 print(s.getsockname()[1], flush=True); time.sleep(30)' >"$work/held" &
-holder=$!
-for _ in $(seq 100); do [ -s "$work/held" ] && break; sleep 0.1; done
-held=$(cat "$work/held")
+  holder=$!
+  for _ in $(seq 100); do [ -s "$work/held" ] && break; sleep 0.1; done
+  held=$(cat "$work/held")
+fi
 if err=$(timeout 20 /usr/sbin/rtgtd -f --iscsi "portal=127.0.0.1:$held" -C 9 --state-dir "$work/state" 2>&1); then
   fail "rtgtd started on a taken portal"
 fi
-kill "$holder" 2>/dev/null
-wait "$holder" 2>/dev/null || true
+[ -n "$holder" ] && { kill "$holder" 2>/dev/null; wait "$holder" 2>/dev/null || true; }
 [ "$(wc -l <<<"$err")" -eq 1 ] && grep -q "portal 127.0.0.1:$held: address already in use" <<<"$err" ||
   fail "taken portal: $err"
+whose="our listener's"
+[ -n "$tgtd_pid" ] && whose="tgtd's"
+log "rtgtd refused $whose portal 127.0.0.1:$held: $err"
+stop_tgtd
 unset RTGT_RUN_DIR
 
 # The installed bash completion: modes after --mode, ops after --op.
@@ -212,6 +254,6 @@ done
 snapshot >"$work/after"
 new=$(comm -13 "$work/before" "$work/after")
 if grep -i rtgt <<<"$new"; then fail "purge left the files above"; fi
-[ -z "$new" ] || log "changed meanwhile, not rtgt's: $(wc -l <<<"$new") paths"
+[ -z "$new" ] || log "new meanwhile, not rtgt's: $(tr '\n' ' ' <<<"$new")"
 log "purged: no rtgt file left"
 log "ok ($(($(date +%s) - t0))s)"

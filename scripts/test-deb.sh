@@ -55,6 +55,8 @@ stop_tgtd() {
   for _ in $(seq 50); do kill -0 "$tgtd_pid" 2>/dev/null || break; sleep 0.1; done
   kill -KILL "$tgtd_pid" 2>/dev/null || true
   wait "$tgtd_pid" 2>/dev/null || true
+  # tgtd leaves its control socket and lock behind.
+  rm -f "/run/tgtd/socket.$tgt_ctl" "/run/tgtd/socket.$tgt_ctl.lock"
   tgtd_pid=""
 }
 cleanup() {

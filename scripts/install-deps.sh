@@ -28,6 +28,10 @@
 #   tgt-glusterfs     tgtd's bs_glfs, the peer of the glfs bench
 #   open-isns-server + open-isns-utils
 #                     isnsd and isnsadm: the iSNS test registers rtgtd's targets with them
+#   lintian, dpkg-dev the Debian package's checks (scripts/test-deb.sh); dpkg-dev's
+#                     dpkg-shlibdeps computes the package's library dependencies
+#   cargo-deb (cargo install, pinned)
+#                     builds the Debian packages rtgt and rtgt-rbd
 # Works as root without a terminal (CI=true, no stdin); uses sudo otherwise.
 set -euo pipefail
 SUDO=""
@@ -57,6 +61,9 @@ command -v cc >/dev/null 2>&1 || need+=(build-essential)
 command -v curl >/dev/null 2>&1 || need+=(curl ca-certificates)
 # ISO 9660 images for the CD/DVD tests (crates/rtgtd/tests/cd.rs, tests/guest).
 command -v genisoimage >/dev/null 2>&1 || need+=(genisoimage)
+# The Debian package: lintian checks it, dpkg-shlibdeps (cargo-deb) finds its Depends.
+command -v lintian >/dev/null 2>&1 || need+=(lintian)
+command -v dpkg-shlibdeps >/dev/null 2>&1 || need+=(dpkg-dev)
 
 pkg_version() { dpkg-query -W -f='${Version}' "$1" 2>/dev/null || true; }
 qemu_iscsi_ok() {
@@ -132,6 +139,14 @@ if command -v rustup >/dev/null 2>&1; then
       rustup component add "$c" </dev/null
     fi
   done
+fi
+
+# cargo-deb makes the Debian packages (scripts/test-deb.sh). Pinned to the version the
+# packaging was written against; about a minute to build.
+CARGO_DEB_VERSION=3.8.0
+if ! cargo deb --version 2>/dev/null | grep -qx "cargo-deb $CARGO_DEB_VERSION"; then
+  log "installing cargo-deb $CARGO_DEB_VERSION"
+  cargo install cargo-deb --locked --version "$CARGO_DEB_VERSION" </dev/null
 fi
 
 # tgt's package may start a tgtd on port 3260 through its init script; rtgt's tests use

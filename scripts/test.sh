@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # rtgt's one test command (what the README documents and .ci/run executes):
-#   install dependencies, fmt check, clippy -D warnings, build, cargo test, the guest-kernel
+#   install dependencies, fmt check, clippy -D warnings, build, cargo test, the Debian
+#   package (build, lintian, install, the installed daemon, purge), the guest-kernel
 #   interop suite, conformance.
 # Idempotent; runs unattended as root on Debian bookworm (CI=true, no stdin).
 # Every step runs even if an earlier one failed (except those that need a build), so one
@@ -14,6 +15,8 @@
 #                       O_DIRECT and loop-device LUNs (about 2 minutes each)
 #   CONFORMANCE_ARGS    extra arguments for tests/conformance/run.sh
 #   SKIP_GUEST=1        don't run tests/guest (a Linux guest under QEMU as the initiator)
+#   SKIP_DEB=1          don't build, lint, install and purge the Debian package
+#                       (scripts/test-deb.sh; SKIP_DEB_RBD=1 builds only rtgt, not rtgt-rbd)
 set -uo pipefail
 # Cargo features the suite builds and tests with: rbd (Ceph RBD store; its tests start a
 # throw-away Ceph cluster) and glfs (GlusterFS store; its tests start a throw-away Gluster
@@ -66,6 +69,11 @@ step clippy cargo clippy --workspace --all-targets "${FEATURES[@]}" -- -D warnin
 step clippy-default cargo clippy --workspace --all-targets -- -D warnings
 if step build cargo build --workspace "${FEATURES[@]}"; then
   step cargo-test cargo test --workspace "${FEATURES[@]}"
+  if [ "${SKIP_DEB:-0}" != 1 ]; then
+    # The Debian package: built (release), lintian without errors, installed with
+    # apt-get, the installed rtgtd --demo read with iscsi-inq, completions, purged clean.
+    step deb bash scripts/test-deb.sh
+  fi
   if [ "${SKIP_GUEST:-0}" != 1 ]; then
     # Linux's own sd, st, ch and sr drivers against rtgtd, through QEMU's libiscsi and
     # through the guest's open-iscsi, the DVD jukebox included (about 4-10 minutes, the

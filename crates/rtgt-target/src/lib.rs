@@ -307,6 +307,9 @@ pub struct Registry {
     state_dir: RwLock<Option<PathBuf>>,
     /// The iSNS server rtgtd registers with (`--isns`), for the saved configuration.
     isns: RwLock<Option<String>>,
+    /// What `rtgtd --version` says (version and cargo features), for `--mode system
+    /// --op show` and `rtgtadm --version`.
+    daemon_version: RwLock<Option<String>>,
     system_ready: Arc<AtomicBool>,
     /// Every LU of every target, by designator (the copy manager's view).
     lu_directory: Arc<LuDirectory>,
@@ -343,6 +346,7 @@ impl Default for Registry {
             portals: RwLock::new(Vec::new()),
             state_dir: RwLock::new(None),
             isns: RwLock::new(None),
+            daemon_version: RwLock::new(None),
             system_ready: Arc::new(AtomicBool::new(true)),
             lu_directory: LuDirectory::new(),
             debug: AtomicBool::new(false),
@@ -425,6 +429,15 @@ impl Registry {
     /// The iSNS server rtgtd registers with, as a configuration would name it.
     pub fn set_isns(&self, server: Option<String>) {
         *self.isns.write() = server;
+    }
+
+    /// rtgtd's version line (`0.1.0 (features: rbd)`), shown by `--mode system --op show`.
+    pub fn set_daemon_version(&self, version: String) {
+        *self.daemon_version.write() = Some(version);
+    }
+
+    pub fn daemon_version(&self) -> Option<String> {
+        self.daemon_version.read().clone()
     }
 
     pub fn target_by_name(&self, name: &str) -> Option<Arc<Target>> {

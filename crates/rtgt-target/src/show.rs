@@ -249,5 +249,8 @@ pub fn system(reg: &Registry) -> String {
     };
     let _ = writeln!(out, "    max_sessions: {}", limit(reg.max_sessions()));
     let _ = writeln!(out, "    auth_fail_limit: {}", limit(reg.auth_fail_limit()));
+    if let Some(v) = reg.daemon_version() {
+        let _ = writeln!(out, "Version:\n    rtgtd {v}");
+    }
     out
 }

@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 
 use rtgt_target::control::{canonical_mode, canonical_op, default_socket_path, Request};
 
+use crate::suggest;
+
 /// What the command line asks for.
 // Built once per process: boxing the request would buy nothing.
 #[allow(clippy::large_enum_variant)]
@@ -83,6 +85,37 @@ const OPTS: &[Opt] = &[
     },
 ];
 
+/// `--mode` values, canonical names first, then tgtadm's short spellings
+/// (`canonical_mode` maps them); completion and typo suggestions offer these.
+pub const MODES: &[&str] = &[
+    "target",
+    "logicalunit",
+    "system",
+    "lld",
+    "account",
+    "connection",
+    "portal",
+    "session",
+    "tgt",
+    "lu",
+    "sys",
+    "conn",
+    "pt",
+    "sess",
+];
+
+/// `--op` values (`canonical_op` accepts exactly these).
+pub const OPS: &[&str] = &[
+    "new", "delete", "show", "bind", "unbind", "update", "start", "stop", "stat",
+];
+
+/// Each option as (short letter if it has one, long name, takes a value), in tgtadm's
+/// order: what the shell completions are generated from.
+pub fn options() -> impl Iterator<Item = (Option<char>, &'static str, bool)> {
+    OPTS.iter()
+        .map(|o| (o.short.then_some(o.key), o.long, o.takes_arg))
+}
+
 fn by_key(key: char) -> &'static Opt {
     OPTS.iter().find(|o| o.key == key).expect("known key")
 }
@@ -103,7 +136,10 @@ fn find_long(name: &str) -> Result<&'static Opt, String> {
     let hits: Vec<&Opt> = OPTS.iter().filter(|o| o.long.starts_with(name)).collect();
     match hits.as_slice() {
         [o] => Ok(o),
-        [] => Err(format!("unrecognized option '--{name}'")),
+        [] => Err(format!(
+            "unrecognized option '--{name}'{}",
+            suggest::hint(name, OPTS.iter().map(|o| o.long), "--")
+        )),
         many => Err(format!(
             "option '--{name}' is ambiguous; possibilities: {}",
             many.iter()
@@ -205,7 +241,11 @@ fn scan(args: &[String]) -> Result<Given, String> {
                 g.set(o.key, None);
             }
         } else {
-            return Err(format!("unexpected argument '{a}'"));
+            // A misspelt subcommand (`rtgtadm targt`) or a value without its option.
+            return Err(format!(
+                "unexpected argument '{a}'{}",
+                suggest::hint(a, crate::SUBCOMMANDS.iter().copied(), "")
+            ));
         }
     }
     Ok(g)
@@ -268,18 +308,32 @@ pub fn parse_args(args: &[String]) -> Result<Command, String> {
             "--host and --bus are not supported: rtgt has no kernel SCSI host to bind".into(),
         );
     }
-    let op_s = g
-        .get('o')
-        .ok_or("specify the operation type with --op (new, delete, show, bind, unbind, update)")?;
-    let mode_s = g
-        .get('m')
-        .ok_or("specify the mode with --mode (target, logicalunit, lld, system)")?;
-    let op = canonical_op(op_s).ok_or_else(|| {
-        format!("unknown operation: {op_s} (use new, delete, show, bind, unbind, update, start or stop)")
-    })?;
-    let mode = canonical_mode(mode_s).ok_or_else(|| {
-        format!("unknown mode: {mode_s} (use target, logicalunit, lld, system, account or conn)")
-    })?;
+    // A misspelt mode or op is reported (with its likely meaning) before a missing one.
+    let op = match g.get('o') {
+        None => None,
+        Some(op_s) => Some(canonical_op(op_s).ok_or_else(|| {
+            match suggest::nearest(op_s, OPS.iter().copied()) {
+                Some(near) => format!("unknown operation: {op_s} (did you mean {near}?)"),
+                None => format!(
+                    "unknown operation: {op_s} (use new, delete, show, bind, unbind, update, start or stop)"
+                ),
+            }
+        })?),
+    };
+    let mode = match g.get('m') {
+        None => None,
+        Some(mode_s) => Some(canonical_mode(mode_s).ok_or_else(|| {
+            match suggest::nearest(mode_s, MODES.iter().copied()) {
+                Some(near) => format!("unknown mode: {mode_s} (did you mean {near}?)"),
+                None => format!(
+                    "unknown mode: {mode_s} (use target, logicalunit, lld, system, account or conn)"
+                ),
+            }
+        })?),
+    };
+    let op =
+        op.ok_or("specify the operation type with --op (new, delete, show, bind, unbind, update)")?;
+    let mode = mode.ok_or("specify the mode with --mode (target, logicalunit, lld, system)")?;
     let short_mode = if mode == "connection" { "conn" } else { mode };
     let what = format!("--op {op} --mode {short_mode}");
     let allowed = allowed(mode, op)

@@ -3,10 +3,12 @@
 //! connection.
 
 mod args;
+mod completions;
 mod config_cmd;
 mod import_tgt;
 mod man;
 mod report_cmd;
+mod suggest;
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
@@ -15,6 +17,29 @@ use std::time::{Duration, Instant};
 
 use args::{parse_args, Command, USAGE};
 use rtgt_target::control::{Request, Response};
+
+/// The words rtgtadm takes as subcommands besides tgtadm's options.
+pub const SUBCOMMANDS: &[&str] = &[
+    "config",
+    "import-targets-conf",
+    "targets",
+    "luns",
+    "sessions",
+    "connections",
+    "stats",
+    "session",
+];
+
+/// What `rtgtadm` alone prints: a first run should say where to start.
+const FIRST_RUN: &str = "\
+rtgtadm: no command given. rtgtadm takes tgtadm's command line, for example:
+  rtgtadm --lld iscsi --op show --mode target            what the running rtgtd serves
+  rtgtadm --lld iscsi --op new --mode target --tid 1 -T iqn.2026-11.org.example:disk1
+  rtgtadm --lld iscsi --op new --mode logicalunit --tid 1 --lun 1 -b /var/lib/disk1.img
+  rtgtadm --lld iscsi --op bind --mode target --tid 1 -I ALL
+  rtgtadm targets                                          the targets as a table
+Try `rtgtadm --help' for every mode, operation and option (or man rtgtadm).
+";
 
 const EINVAL: i32 = 22;
 const EIO: i32 = 5;
@@ -29,6 +54,22 @@ fn run() -> i32 {
         .map(|a| a.to_string_lossy().into_owned())
         .collect();
     match argv.first().map(String::as_str) {
+        None => {
+            eprint!("{FIRST_RUN}");
+            return EINVAL;
+        }
+        Some("--completions") if argv.len() == 2 => {
+            return match completions::script(&argv[1]) {
+                Some(s) => {
+                    print!("{s}");
+                    0
+                }
+                None => {
+                    eprintln!("rtgtadm: --completions: bash or zsh");
+                    EINVAL
+                }
+            };
+        }
         Some("--man") if argv.len() == 1 => {
             print!("{}", man::rtgtadm());
             return 0;
@@ -71,6 +112,7 @@ fn run() -> i32 {
         }
         Ok(Command::Version) => {
             println!("rtgtadm {}", env!("CARGO_PKG_VERSION"));
+            daemon_version(&argv);
             0
         }
         Ok(Command::Send {
@@ -78,6 +120,45 @@ fn run() -> i32 {
             control_port,
             request,
         }) => send(&socket, control_port, &request),
+    }
+}
+
+/// After rtgtadm's own version, the running rtgtd's: its version and the cargo features
+/// it was built with (rtgtadm itself has none: the stores are the daemon's). Asked on the
+/// control socket the command line names, as `--mode system --op show` does; says so
+/// when no rtgtd answers there.
+fn daemon_version(argv: &[String]) {
+    let mut args: Vec<String> = argv
+        .iter()
+        .filter(|a| !matches!(a.as_str(), "-V" | "--version"))
+        .cloned()
+        .collect();
+    args.extend(["--op", "show", "--mode", "system"].map(String::from));
+    let Ok(Command::Send {
+        socket,
+        control_port,
+        request,
+    }) = parse_args(&args)
+    else {
+        return;
+    };
+    let answer = UnixStream::connect(&socket).ok().and_then(|_| {
+        let mut conn = None;
+        // Errors are reported on stderr by exchange; the version line below says the rest.
+        exchange(&mut conn, &socket, control_port, &request).ok()
+    });
+    let line = answer.as_ref().and_then(|r| {
+        let mut lines = r.message.lines();
+        lines.find(|l| *l == "Version:")?;
+        lines.next().map(str::trim)
+    });
+    match (answer.is_some(), line) {
+        (_, Some(l)) => println!("{l} on {}", socket.display()),
+        (true, None) => println!("rtgtd on {}: an older version", socket.display()),
+        (false, _) => println!(
+            "rtgtd: not running on {} (rtgtd --version shows its features)",
+            socket.display()
+        ),
     }
 }
 

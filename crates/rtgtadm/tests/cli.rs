@@ -234,3 +234,151 @@ fn help_and_usage_errors() {
     assert_eq!(out.status.code(), Some(22));
     assert!(String::from_utf8_lossy(&out.stderr).starts_with("rtgtadm: unknown mode: nonsense"));
 }
+
+/// Runs bash's completion function for rtgtadm (completions/bash/rtgtadm, as the package
+/// installs it) on `words` with the cursor on the last word; returns what it offers.
+fn complete(words: &[&str]) -> Vec<String> {
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../completions/bash/rtgtadm");
+    let quoted: Vec<String> = words.iter().map(|w| format!("'{w}'")).collect();
+    let prog = format!(
+        "source '{}' && COMP_WORDS=({}) && COMP_CWORD={} && COMP_LINE=\"${{COMP_WORDS[*]}}\" && \
+         COMP_POINT=${{#COMP_LINE}} && \
+         _rtgtadm_with_tids rtgtadm \"${{COMP_WORDS[COMP_CWORD]}}\" \"${{COMP_WORDS[COMP_CWORD-1]}}\" && \
+         printf '%s\\n' \"${{COMPREPLY[@]}}\"",
+        script.display(),
+        quoted.join(" "),
+        words.len() - 1
+    );
+    let out = Command::new("bash")
+        .args(["--norc", "-c", &prog])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn bash_completion_offers_modes_ops_options_and_tids() {
+    let modes = complete(&["rtgtadm", "--lld", "iscsi", "--mode", ""]);
+    for m in [
+        "target",
+        "logicalunit",
+        "system",
+        "lld",
+        "account",
+        "connection",
+        "portal",
+    ] {
+        assert!(modes.iter().any(|w| w == m), "{m} not offered: {modes:?}");
+    }
+    assert_eq!(complete(&["rtgtadm", "--mode", "lo"]), ["logicalunit"]);
+    let ops = complete(&["rtgtadm", "--mode", "target", "--op", ""]);
+    for o in ["new", "delete", "show", "bind", "unbind", "update"] {
+        assert!(ops.iter().any(|w| w == o), "{o} not offered: {ops:?}");
+    }
+    assert_eq!(
+        complete(&["rtgtadm", "--initiator-"]),
+        ["--initiator-address", "--initiator-name"]
+    );
+    assert_eq!(
+        complete(&["rtgtadm", "-m", "lu", "--bstype", "io"]),
+        ["io_uring"]
+    );
+    assert_eq!(complete(&["rtgtadm", "import-t"]), ["import-targets-conf"]);
+
+    // --tid: the ids of the targets the daemon on the line's control socket serves.
+    let s = Server::start("complete");
+    for (tid, name) in [("3", "a"), ("12", "b")] {
+        let (code, _, err) = s.run(&format!(
+            "--op new --mode target --tid {tid} -T iqn.2026-11.org.example:{name}"
+        ));
+        assert_eq!(code, 0, "{err}");
+    }
+    let bin = env!("CARGO_BIN_EXE_rtgtadm");
+    let sock = s.socket.to_str().unwrap();
+    assert_eq!(
+        complete(&[
+            bin,
+            "--control-socket",
+            sock,
+            "--op",
+            "show",
+            "--mode",
+            "target",
+            "--tid",
+            ""
+        ]),
+        ["3", "12"]
+    );
+    assert_eq!(
+        complete(&[bin, "--control-socket", sock, "-t", "1"]),
+        ["12"]
+    );
+}
+
+#[test]
+fn completions_are_up_to_date() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../completions");
+    for (shell, file) in [("bash", "bash/rtgtadm"), ("zsh", "zsh/_rtgtadm")] {
+        let o = Command::new(env!("CARGO_BIN_EXE_rtgtadm"))
+            .args(["--completions", shell])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{o:?}");
+        let have = std::fs::read_to_string(dir.join(file)).unwrap_or_default();
+        assert!(
+            have == String::from_utf8_lossy(&o.stdout),
+            "completions/{file} is out of date: run `bash scripts/gen-completions.sh` and commit it"
+        );
+    }
+}
+
+/// rtgtadm run without a daemon: (exit status, stdout, stderr).
+fn rtgtadm(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_rtgtadm"))
+        .args(args)
+        .env(
+            "RTGT_RUN_DIR",
+            std::env::temp_dir().join("rtgtadm-cli-no-daemon"),
+        )
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn first_run_and_typos_suggest_what_was_meant() {
+    // No arguments: where to start, on stderr, and tgtadm's EINVAL.
+    let (code, out, err) = rtgtadm(&[]);
+    assert_eq!((code, out.as_str()), (22, ""));
+    assert!(err.starts_with("rtgtadm: no command given."), "{err}");
+    assert!(
+        err.contains("rtgtadm --lld iscsi --op show --mode target"),
+        "{err}"
+    );
+    assert!(err.contains("rtgtadm --help"), "{err}");
+
+    for (args, want) in [
+        (&["--mode", "targt"][..], "rtgtadm: unknown mode: targt (did you mean target?)\n"),
+        (&["--op", "show", "--mode", "logicalunt"], "rtgtadm: unknown mode: logicalunt (did you mean logicalunit?)\n"),
+        (&["--op", "shwo", "--mode", "target"], "rtgtadm: unknown operation: shwo (did you mean show?)\n"),
+        (&["--op", "show", "--mode", "target", "--tagetname", "x"], "rtgtadm: unrecognized option '--tagetname' (did you mean --targetname?)\n"),
+        (&["targest"], "rtgtadm: unexpected argument 'targest' (did you mean targets?)\n"),
+        // Nothing close: the list of what is valid instead of a guess.
+        (&["--op", "show", "--mode", "frobnicator"], "rtgtadm: unknown mode: frobnicator (use target, logicalunit, lld, system, account or conn)\n"),
+    ] {
+        let (code, out, err) = rtgtadm(args);
+        assert_eq!(code, 22, "{args:?}");
+        assert_eq!(out, "", "{args:?}");
+        assert!(err.starts_with(want), "{args:?}: {err}");
+        assert!(err.ends_with("Try `rtgtadm --help' for more information.\n"), "{err}");
+    }
+}

@@ -99,6 +99,9 @@ pub struct Options {
     /// Print the rtgtd(8) man page (roff) and exit.
     #[arg(long = "man", hide = true)]
     pub man: bool,
+    /// Print the shell completion script (bash or zsh) and exit.
+    #[arg(long = "completions", value_name = "SHELL", hide = true)]
+    pub completions: Option<clap_complete::Shell>,
     /// Append logs to this file (when detached, logs otherwise go nowhere).
     #[arg(long = "log-file", value_name = "PATH")]
     pub log_file: Option<PathBuf>,

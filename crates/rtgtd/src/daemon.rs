@@ -179,6 +179,7 @@ pub fn run(mut opts: Options) -> Result<()> {
             .collect(),
     );
     registry.set_state_dir(Some(opts.state_dir()));
+    registry.set_daemon_version(crate::build_info::version());
     registry.set_isns(opts.isns.map(|a| a.to_string()));
     if opts.demo {
         let dir = opts.state_dir();
@@ -232,6 +233,17 @@ pub fn run(mut opts: Options) -> Result<()> {
             "configuration {file} loaded: {} targets, {luns} LUNs ({steps} requests) in {:.1} ms",
             registry.targets().len(),
             took.as_secs_f64() * 1e3
+        );
+    }
+    if registry.targets().is_empty() {
+        // A first start (the packaged /etc/rtgt/rtgt.toml serves nothing until edited)
+        // should say what to do next, in one line.
+        let file = match &opts.config {
+            Some(f) => format!("a [[target]] to {} and reload (SIGHUP)", f.display()),
+            None => "a [[target]] to a file given with --config FILE".to_string(),
+        };
+        tracing::info!(
+            "no targets configured: add {file}, or one live with `rtgtadm --lld iscsi --op new --mode target --tid 1 -T iqn.2026-11.org.example:disk1` (see rtgtadm --help)"
         );
     }
     let n = opts.reactors.unwrap_or_else(|| {

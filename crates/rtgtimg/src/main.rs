@@ -15,7 +15,7 @@ mod tape;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -61,7 +61,39 @@ fn run(args: &Args) -> anyhow::Result<()> {
     }
 }
 
+/// `rtgtimg --man` (the rtgtimg(8) page) and `rtgtimg --completions bash|zsh`: generated
+/// from the clap definition above, written to man/ and completions/ by
+/// scripts/gen-man.sh and scripts/gen-completions.sh. Handled before parsing, since the
+/// parser requires --op, --device-type and --file.
+fn generated(argv: &[String]) -> Option<ExitCode> {
+    let mut out = Vec::new();
+    match argv {
+        [flag] if flag == "--man" => {
+            clap_mangen::Man::new(Args::command())
+                .section("8")
+                .manual("rtgt")
+                .source(format!("rtgt {}", env!("CARGO_PKG_VERSION")))
+                .render(&mut out)
+                .expect("rendering to memory");
+        }
+        [flag, shell] if flag == "--completions" => {
+            let Ok(shell) = shell.parse::<clap_complete::Shell>() else {
+                eprintln!("rtgtimg: --completions: bash or zsh");
+                return Some(ExitCode::FAILURE);
+            };
+            clap_complete::generate(shell, &mut Args::command(), "rtgtimg", &mut out);
+        }
+        _ => return None,
+    }
+    let _ = std::io::Write::write_all(&mut std::io::stdout(), &out);
+    Some(ExitCode::SUCCESS)
+}
+
 fn main() -> ExitCode {
+    let argv: Vec<String> = std::env::args().skip(1).collect();
+    if let Some(code) = generated(&argv) {
+        return code;
+    }
     let args = Args::parse();
     match run(&args) {
         Ok(()) => ExitCode::SUCCESS,

@@ -431,6 +431,7 @@ async fn full_feature(
                 peer,
                 local,
             }],
+            transport: "iscsi",
             close: Arc::new(move || c.notify_one()),
         });
         t.set_session_details(

@@ -2,7 +2,6 @@
 
 mod cli;
 mod coalesce;
-mod conn;
 mod control;
 mod daemon;
 mod demo;
@@ -14,6 +13,7 @@ mod metrics;
 mod notify;
 mod save;
 mod stop;
+mod transport;
 
 use std::process::ExitCode;
 

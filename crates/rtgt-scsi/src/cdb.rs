@@ -119,6 +119,14 @@ pub(crate) fn allocation_length(cdb: &[u8]) -> Option<usize> {
     }
 }
 
+/// The first `len` bytes of Data-Out. Checked after the CDB so a bad CDB gets its own
+/// sense; too little data means the transport delivered less than the CDB asks for
+/// (SAM-5 5.4.3: terminate without transferring).
+pub(crate) fn data_out(data: &[u8], len: usize) -> Outcome<&[u8]> {
+    data.get(..len)
+        .ok_or_else(|| Sense::illegal(asc::INVALID_FIELD_IN_INFORMATION_UNIT).into())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,17 +1,24 @@
 //! LUN 0: a storage array controller device (SCC-2, peripheral device type 0Ch), as
 //! tgt presents it. It answers the commands every LU must (SPC-4) and nothing else.
 
+use std::sync::OnceLock;
+
 use crate::cdb::{invalid_opcode, Outcome};
-use crate::inquiry;
+use crate::device::{Ctx, DeviceServer};
+use crate::inquiry::TYPE_CONTROLLER;
 use crate::lu::Lu;
+use crate::opcodes::{Features, Table};
 use crate::params::LuParams;
 use crate::spc::{self, op};
-use crate::{DeviceType, ItNexus, ScsiResult};
+use crate::{LuConfig, ScsiError, ScsiResult};
+
+/// The controller device type: no state of its own.
+pub(crate) struct Controller;
 
 pub(crate) fn new_lu() -> Lu {
     Lu::new(
         0,
-        DeviceType::Controller,
+        Controller.into(),
         None,
         512,
         String::new(),
@@ -20,21 +27,39 @@ pub(crate) fn new_lu() -> Lu {
     )
 }
 
-pub(crate) fn execute(
-    lu: &Lu,
-    nexus: &ItNexus,
-    cdb: &[u8],
-    luns: &[u64],
-    target: &str,
-) -> Outcome<ScsiResult> {
-    match cdb[0] {
-        op::TEST_UNIT_READY => Ok(spc::test_unit_ready()),
-        op::REQUEST_SENSE => spc::request_sense(Some(lu), nexus, cdb, None),
-        op::INQUIRY => Ok(ScsiResult::with_data(inquiry::inquiry(
-            lu, target, nexus, cdb,
-        )?)),
-        op::REPORT_LUNS => spc::report_luns(luns, cdb),
-        op::MAINTENANCE_IN => spc::maintenance_in(lu, crate::opcodes::Features::default(), cdb),
-        _ => Err(invalid_opcode()),
+impl Controller {
+    pub fn table(_: Features) -> &'static Table {
+        static T: OnceLock<Table> = OnceLock::new();
+        T.get_or_init(|| Table::build(&[]))
+    }
+
+    /// Only a target's LUN 0 is a controller; rtgtadm can't make one.
+    pub fn new_lu(_: u64, _: LuConfig) -> Result<Lu, ScsiError> {
+        Err(ScsiError::BadParam(
+            "device type controller: LUN 0 is the target's controller; it can't be created".into(),
+        ))
+    }
+
+    /// What is left once the core has answered INQUIRY, REPORT LUNS and REQUEST SENSE.
+    pub async fn execute(&self, ctx: &Ctx<'_>, _: &mut Vec<u8>) -> Outcome<ScsiResult> {
+        match ctx.cdb[0] {
+            op::TEST_UNIT_READY => Ok(spc::test_unit_ready()),
+            op::MAINTENANCE_IN => ctx.maintenance_in(),
+            _ => Err(invalid_opcode()),
+        }
+    }
+}
+
+impl DeviceServer for Controller {
+    fn name(&self) -> &'static str {
+        "controller"
+    }
+
+    fn peripheral_type(&self) -> u8 {
+        TYPE_CONTROLLER
+    }
+
+    fn product(&self, _: &str) -> Option<&'static str> {
+        Some("CONTROLLER")
     }
 }

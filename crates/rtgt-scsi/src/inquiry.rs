@@ -3,7 +3,7 @@
 
 use crate::cdb::{invalid_cdb, Outcome};
 use crate::lu::Lu;
-use crate::{DeviceType, ItNexus};
+use crate::ItNexus;
 
 /// Peripheral device types (SPC-4 table 140).
 pub(crate) const TYPE_DISK: u8 = 0x00;
@@ -25,16 +25,6 @@ pub(crate) const MAX_ATOMIC_TRANSFER_BYTES: u64 = 1 << 20;
 /// punching is cheap, but a file system without it falls back to writing zeroes.
 pub(crate) const MAX_UNMAP_BLOCKS: u32 = 1 << 20;
 pub(crate) const MAX_UNMAP_DESCRIPTORS: u32 = 256;
-
-pub(crate) fn device_type_code(t: DeviceType) -> u8 {
-    match t {
-        DeviceType::Disk => TYPE_DISK,
-        DeviceType::Controller => TYPE_CONTROLLER,
-        DeviceType::Tape => TYPE_TAPE,
-        DeviceType::Cd => TYPE_MMC,
-        DeviceType::Changer => TYPE_CHANGER,
-    }
-}
 
 fn pad(s: &str, n: usize) -> Vec<u8> {
     let mut v: Vec<u8> = s.bytes().take(n).collect();
@@ -71,40 +61,27 @@ pub(crate) fn not_present() -> Vec<u8> {
 fn standard(lu: &Lu) -> Vec<u8> {
     let p = lu.params.read();
     let mut b = vec![0u8; 96];
-    b[0] = device_type_code(lu.device_type);
-    // A tape cartridge and a CD/DVD drive's medium are always removable (MMC-6 4.1).
-    if (p.removable && lu.device_type == DeviceType::Disk)
-        || matches!(lu.device_type, DeviceType::Tape | DeviceType::Cd)
-    {
+    let server = lu.device.server();
+    b[0] = server.peripheral_type();
+    if server.removable(lu) {
         b[1] = 0x80; // RMB
     }
     b[2] = 0x06; // VERSION: SPC-4
     b[3] = 0x12; // HISUP, RESPONSE DATA FORMAT 2
     b[4] = 91; // ADDITIONAL LENGTH
-    if lu.device_type == DeviceType::Disk {
+    if server.alua() {
         // TPGS 11b: implicit (rtgtadm) and explicit (SET TARGET PORT GROUPS) ALUA
         // (SPC-4 6.6.2, 5.16).
         b[5] |= 0x30;
     }
     b[7] = 0x02; // CMDQUE: commands are queued and run concurrently
     b[8..16].copy_from_slice(&pad(&p.vendor_id, 8));
-    let product = match lu.device_type {
-        DeviceType::Controller => "CONTROLLER",
-        // A drive not named otherwise says what it is.
-        DeviceType::Cd if p.product_id == "VIRTUAL-DISK" => "VIRTUAL-DVD",
-        _ => &p.product_id,
-    };
+    let product = server.product(&p.product_id).unwrap_or(&p.product_id);
     b[16..32].copy_from_slice(&pad(product, 16));
     b[32..36].copy_from_slice(&pad(&p.product_rev, 4));
     // VERSION DESCRIPTORS (SPC-4 table 143): SAM-5, iSCSI, SPC-4, then the command set.
     let mut v: Vec<u16> = vec![0x00a0, 0x0960, 0x0460];
-    match lu.device_type {
-        DeviceType::Disk => v.push(0x04c0),    // SBC-3
-        DeviceType::Tape => v.push(0x0400),    // SSC-3
-        DeviceType::Cd => v.push(0x04e0),      // MMC-6
-        DeviceType::Changer => v.push(0x0480), // SMC-3
-        DeviceType::Controller => {}
-    }
+    v.extend(server.version_descriptor());
     for (i, d) in v.iter().enumerate() {
         b[58 + 2 * i..60 + 2 * i].copy_from_slice(&d.to_be_bytes());
     }
@@ -166,12 +143,7 @@ fn name_string(s: &str) -> Vec<u8> {
 }
 
 fn supported_pages(lu: &Lu) -> &'static [u8] {
-    match lu.device_type {
-        DeviceType::Disk => &[0x00, 0x80, 0x83, 0x86, 0x8f, 0xb0, 0xb1, 0xb2],
-        DeviceType::Controller | DeviceType::Tape | DeviceType::Cd | DeviceType::Changer => {
-            &[0x00, 0x80, 0x83]
-        }
-    }
+    lu.device.server().vpd_pages()
 }
 
 fn vpd(lu: &Lu, target: &str, nexus: &ItNexus, page: u8) -> Outcome<Vec<u8>> {
@@ -214,56 +186,17 @@ fn vpd(lu: &Lu, target: &str, nexus: &ItNexus, page: u8) -> Outcome<Vec<u8>> {
             body[2] = if nv { 0x02 } else { u8::from(!sync) };
             body[3] = 0x01;
         }
-        0xb0 => {
-            // Block Limits (SBC-4 6.6.4).
-            body.resize(0x3c, 0);
-            let bs = u64::from(lu.block_size);
-            body[1] = crate::sbc::MAX_COMPARE_AND_WRITE_BLOCKS;
-            // OPTIMAL TRANSFER LENGTH GRANULARITY: a physical block, at least a page.
-            let gran = (lu.physical_block_size.max(4096) / lu.block_size).max(1) as u16;
-            body[2..4].copy_from_slice(&gran.to_be_bytes());
-            let max = (MAX_TRANSFER_BYTES / bs) as u32;
-            body[4..8].copy_from_slice(&max.to_be_bytes());
-            body[8..12].copy_from_slice(&max.to_be_bytes());
-            body[12..16].copy_from_slice(&max.to_be_bytes()); // MAXIMUM PREFETCH LENGTH
-            if lu.thin() {
-                // UNMAP limits, and the file system block as OPTIMAL UNMAP GRANULARITY
-                // (a smaller hole is only zeroed), aligned at LBA 0 (UGAVALID).
-                body[16..20].copy_from_slice(&MAX_UNMAP_BLOCKS.to_be_bytes());
-                body[20..24].copy_from_slice(&MAX_UNMAP_DESCRIPTORS.to_be_bytes());
-                body[24..28].copy_from_slice(&u32::from(gran).to_be_bytes());
-                body[28] = 0x80;
-            }
-            let ws = MAX_WRITE_SAME_BYTES / bs;
-            body[32..40].copy_from_slice(&ws.to_be_bytes());
-            // MAXIMUM ATOMIC TRANSFER LENGTH; ATOMIC ALIGNMENT and ATOMIC TRANSFER
-            // LENGTH GRANULARITY zero: none required. No atomic boundaries.
-            let atomic = (MAX_ATOMIC_TRANSFER_BYTES / bs) as u32;
-            body[40..44].copy_from_slice(&atomic.to_be_bytes());
-        }
-        0xb1 => {
-            // Block Device Characteristics (SBC-4 6.6.2): non-rotating medium, form
-            // factor not reported. WABEREQ / WACEREQ 01b: after a BLOCK ERASE (thin
-            // LUs only) or CRYPTO ERASE, reads succeed (and return zeroes).
-            body.resize(0x3c, 0);
-            body[0..2].copy_from_slice(&1u16.to_be_bytes());
-            body[3] = if lu.thin() { 0x50 } else { 0x10 };
-        }
-        0xb2 => {
-            // Logical Block Provisioning (SBC-4 6.6.7). Thin: LBPU (UNMAP), LBPWS and
-            // LBPWS10 (WRITE SAME with UNMAP), LBPRZ when unmapped blocks read as
-            // zeroes, no anchored state, PROVISIONING TYPE 010b. Fully provisioned:
-            // all zero.
-            body.resize(4, 0);
-            if lu.thin() {
-                body[1] = 0x80 | 0x40 | 0x20 | (u8::from(crate::sbc::lbprz(lu)) << 2);
-                body[2] = 0x02;
-            }
-        }
         0x8f => body = crate::xcopy::third_party_copy_vpd(),
-        _ => return Err(invalid_cdb()),
+        // The device type's own pages (a disk's SBC-4 6.6 ones).
+        _ => {
+            body = lu
+                .device
+                .server()
+                .vpd_page(lu, page)
+                .ok_or_else(invalid_cdb)?
+        }
     }
-    let mut b = vec![device_type_code(lu.device_type), page];
+    let mut b = vec![lu.device.server().peripheral_type(), page];
     b.extend_from_slice(&(body.len() as u16).to_be_bytes());
     b.extend(body);
     Ok(b)

@@ -10,6 +10,9 @@ use std::sync::Arc;
 mod alua;
 mod cdb;
 mod controller;
+mod device;
+mod devices;
+mod disk;
 mod flush;
 mod inquiry;
 mod lu;
@@ -42,8 +45,10 @@ mod target_tests;
 mod cache_tests;
 
 pub use alua::AluaState;
+pub use devices::DeviceType;
+pub use mmc::open_disc_image;
 pub use params::{canonical_lu_params, default_lu_param};
-pub use target::{LuDirectory, MediaLuConfig, ScsiTarget, TapeHandle, TmOutcome, TmResponse};
+pub use target::{DriveHandle, LuDirectory, MediaLuConfig, ScsiTarget, TmOutcome, TmResponse};
 pub use tasks::{AbortAck, AbortHook, TaskGuard, TransportAbort};
 
 /// SAM-5 status codes.
@@ -147,46 +152,13 @@ pub enum TmFunction {
     TargetColdReset,
 }
 
-/// Device types rtgtadm knows (`--device-type`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DeviceType {
-    Disk,
-    Controller,
-    /// Sequential-access device (SSC-3): a tape drive.
-    Tape,
-    /// A CD/DVD drive (MMC-6): `--device-type cd`.
-    Cd,
-    /// Media changer device (SMC-3).
-    Changer,
-}
-
-impl DeviceType {
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "disk" => Some(Self::Disk),
-            "controller" => Some(Self::Controller),
-            "tape" => Some(Self::Tape),
-            "cd" => Some(Self::Cd),
-            "changer" => Some(Self::Changer),
-            _ => None,
-        }
-    }
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Disk => "disk",
-            Self::Controller => "controller",
-            Self::Tape => "tape",
-            Self::Cd => "cd",
-            Self::Changer => "changer",
-        }
-    }
-}
-
 /// Everything needed to create a logical unit.
 #[derive(Clone)]
 pub struct LuConfig {
     pub device_type: DeviceType,
-    pub store: Arc<dyn rtgt_backstore::BackingStore>,
+    /// The medium: a disk's blocks, a cd drive's disc; None for device types whose
+    /// medium is their own (a tape drive's cartridge image is `path`) or who have none.
+    pub store: Option<Arc<dyn rtgt_backstore::BackingStore>>,
     /// Logical block size: 512 or 4096.
     pub block_size: u32,
     /// Backing path as given, for `show`.

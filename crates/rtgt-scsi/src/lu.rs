@@ -9,13 +9,13 @@ use std::sync::Arc;
 use parking_lot::{Mutex, RwLock};
 use rtgt_backstore::BackingStore;
 
+use crate::devices::Device;
 use crate::mode::ModeState;
 use crate::params::{LuParams, PhysicalBlock};
 use crate::pr::PrState;
 use crate::range::RangeLock;
 use crate::reserve::Spc2Reservation;
 use crate::ua::UaTable;
-use crate::DeviceType;
 
 /// Removable-medium state (SBC-4 5.25 START STOP UNIT, 5.15 PREVENT ALLOW).
 #[derive(Debug, Clone, Default)]
@@ -34,7 +34,9 @@ impl MediumState {
 
 pub(crate) struct Lu {
     pub lun: u64,
-    pub device_type: DeviceType,
+    /// The device type and its own state (a tape drive's cartridge, a cd drive's tray
+    /// and disc, a changer's elements): the core asks it through `DeviceServer`.
+    pub device: Device,
     /// None for the controller at LUN 0.
     pub store: Option<Arc<dyn BackingStore>>,
     pub block_size: u32,
@@ -72,20 +74,14 @@ pub(crate) struct Lu {
     pub reported_size: AtomicU64,
     /// Held EXTENDED COPY results per (I_T nexus, LIST IDENTIFIER) (SPC-4 6.18.2).
     pub copy_results: parking_lot::Mutex<HashMap<(u64, u8), crate::xcopy::CopyStatus>>,
-    /// A tape drive's state (SSC-3); None for other device types.
-    pub tape: Option<Arc<crate::ssc::TapeDrive>>,
-    /// A cd LU's drive: tray and disc (the disc's image is its store, not `store`).
-    pub mmc: Option<crate::mmc::Drive>,
     /// Commands, bytes, errors and latency of this LU (atomics: no lock on the I/O path).
     pub stats: crate::stats::IoCounters,
-    /// A media changer's elements (SMC-3); None for other device types.
-    pub changer: Option<Arc<crate::smc::Changer>>,
 }
 
 impl Lu {
     pub fn new(
         lun: u64,
-        device_type: DeviceType,
+        device: Device,
         store: Option<Arc<dyn BackingStore>>,
         block_size: u32,
         path: String,
@@ -110,7 +106,7 @@ impl Lu {
         let awaiting_store = store.as_ref().is_some_and(|s| !s.ready());
         Self {
             lun,
-            device_type,
+            device,
             store,
             block_size,
             physical_block_size,
@@ -135,10 +131,7 @@ impl Lu {
             sanitize_failed: AtomicBool::new(false),
             reported_size: AtomicU64::new(size),
             copy_results: parking_lot::Mutex::new(HashMap::new()),
-            tape: None,
-            mmc: None,
             stats: crate::stats::IoCounters::default(),
-            changer: None,
         }
     }
 
@@ -202,6 +195,16 @@ impl Lu {
         self.store.as_ref().is_some_and(|s| s.capabilities().sync)
     }
 
+    /// NOT READY when the medium is out or the LU is offline (SBC-4 4.8), or its store
+    /// is not reachable yet (store_ready.rs).
+    pub fn medium_not_ready(&self) -> Option<crate::sense::Sense> {
+        use crate::sense::{asc, key, Sense};
+        let present = self.medium.lock().present && self.params.read().online;
+        (!present)
+            .then(|| Sense::of(key::NOT_READY, asc::MEDIUM_NOT_PRESENT))
+            .or_else(|| crate::store_ready::not_ready(self))
+    }
+
     pub fn descriptor_sense(&self) -> bool {
         self.mode.lock().d_sense
     }
@@ -212,6 +215,14 @@ impl Lu {
     pub fn reset(&self) {
         self.spc2.clear();
         self.medium.lock().preventing.clear();
+        self.device.server().reset(self);
+    }
+
+    /// The device type's own state (for its own module).
+    pub fn state<T: 'static>(&self) -> &T {
+        self.device
+            .state()
+            .expect("a device module asks for its own state")
     }
 }
 

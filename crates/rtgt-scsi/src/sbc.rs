@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use crate::cdb::{
-    byte, invalid_cdb, invalid_cdb_at, invalid_param_at, lba_out_of_range, param_len_error, u16_at,
-    u24_at, u32_at, u64_at, Fail, Outcome,
+    byte, data_out, invalid_cdb, invalid_cdb_at, invalid_param_at, lba_out_of_range,
+    param_len_error, u16_at, u24_at, u32_at, u64_at, Fail, Outcome,
 };
 use crate::inquiry::{
     MAX_ATOMIC_TRANSFER_BYTES, MAX_TRANSFER_BYTES, MAX_UNMAP_BLOCKS, MAX_UNMAP_DESCRIPTORS,
@@ -94,14 +94,6 @@ fn check_writable(lu: &Lu) -> Outcome<()> {
         return Err(Sense::of(key::DATA_PROTECT, asc::WRITE_PROTECTED).into());
     }
     Ok(())
-}
-
-/// The first `len` bytes of Data-Out. Checked after the CDB so a bad CDB gets its own
-/// sense; too little data means the transport delivered less than the CDB asks for
-/// (SAM-5 5.4.3: terminate without transferring).
-pub(crate) fn data_out(data: &[u8], len: usize) -> Outcome<&[u8]> {
-    data.get(..len)
-        .ok_or_else(|| Sense::illegal(asc::INVALID_FIELD_IN_INFORMATION_UNIT).into())
 }
 
 /// The Data-Out a WRITE may use: at most what the CDB asks for, and when the transport
@@ -869,21 +861,6 @@ pub(crate) async fn start_stop_cmd(lu: &Lu, cdb: &[u8]) -> Outcome<ScsiResult> {
         return Err(Sense::illegal(asc::MEDIUM_REMOVAL_PREVENTED).into());
     }
     m.present = start;
-    Ok(ScsiResult::good())
-}
-
-/// PREVENT ALLOW MEDIUM REMOVAL (SBC-4 5.15).
-pub(crate) fn prevent_allow_cmd(lu: &Lu, nexus: u64, cdb: &[u8]) -> Outcome<ScsiResult> {
-    let prevent = cdb[4] & 0x03;
-    if prevent > 1 {
-        return Err(invalid_cdb());
-    }
-    let mut m = lu.medium.lock();
-    if prevent == 1 {
-        m.preventing.insert(nexus);
-    } else {
-        m.preventing.remove(&nexus);
-    }
     Ok(ScsiResult::good())
 }
 

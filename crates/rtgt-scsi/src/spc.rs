@@ -143,17 +143,9 @@ pub(crate) fn report_luns(luns: &[u64], cdb: &[u8]) -> Outcome<ScsiResult> {
 
 /// MAINTENANCE IN: REPORT SUPPORTED OPERATION CODES and REPORT SUPPORTED TASK
 /// MANAGEMENT FUNCTIONS.
-pub(crate) fn maintenance_in(
-    lu: &Lu,
-    features: opcodes::Features,
-    cdb: &[u8],
-) -> Outcome<ScsiResult> {
+pub(crate) fn maintenance_in(table: &opcodes::Table, cdb: &[u8]) -> Outcome<ScsiResult> {
     match cdb[1] & 0x1f {
-        0x0c => Ok(ScsiResult::with_data(opcodes::report(
-            lu.device_type,
-            features,
-            cdb,
-        )?)),
+        0x0c => Ok(ScsiResult::with_data(opcodes::report(table, cdb)?)),
         0x0d => Ok(ScsiResult::with_data(opcodes::report_tmf(cdb))),
         _ => Err(crate::cdb::invalid_cdb_at(1, Some(4))),
     }
@@ -233,7 +225,7 @@ pub(crate) fn pr_out(
     target: &str,
     ports: PortResolver,
 ) -> Outcome<PrEffects> {
-    let param = crate::sbc::data_out(data, u32_at(cdb, 5) as usize)?;
+    let param = crate::cdb::data_out(data, u32_at(cdb, 5) as usize)?;
     let mut pr = lu.pr.lock();
     let before = pr.clone();
     let fx = pr.out(
@@ -255,4 +247,19 @@ pub(crate) fn pr_out(
         }
     }
     Ok(fx)
+}
+
+/// PREVENT ALLOW MEDIUM REMOVAL (SBC-4 5.15).
+pub(crate) fn prevent_allow_cmd(lu: &Lu, nexus: u64, cdb: &[u8]) -> Outcome<ScsiResult> {
+    let prevent = cdb[4] & 0x03;
+    if prevent > 1 {
+        return Err(invalid_cdb());
+    }
+    let mut m = lu.medium.lock();
+    if prevent == 1 {
+        m.preventing.insert(nexus);
+    } else {
+        m.preventing.remove(&nexus);
+    }
+    Ok(ScsiResult::good())
 }

@@ -11,27 +11,24 @@ use parking_lot::RwLock;
 
 use crate::alua::{self, AluaState, PortGroups};
 use crate::cdb::{self, invalid_cdb, invalid_cdb_at, invalid_opcode, Fail, Outcome};
-use crate::controller;
+use crate::device::Ctx;
 use crate::inquiry;
 use crate::lu::Lu;
 use crate::opcodes::Features;
-use crate::params::LuParams;
 use crate::pr::{NexusSet, PortPair, PrState};
-use crate::sbc;
-use crate::sense::{asc, key, Sense};
+use crate::sense::{asc, Sense};
 use crate::spc::{self, op};
 use crate::tasks::{AbortAck, AbortHook, TaskGuard, TaskSet, TaskWait, TransportAbort};
-use crate::xcopy;
 use crate::{
-    opcodes, status, DeviceType, ItNexus, LuConfig, LuInfo, ScsiCommand, ScsiError, ScsiResult,
-    TmFunction,
+    opcodes, status, ItNexus, LuConfig, LuInfo, ScsiCommand, ScsiError, ScsiResult, TmFunction,
 };
 
-// Tape drives and media changers: creating them, their dispatch, and the handle a
-// changer moves cartridges through. A child module, so it shares ScsiTarget's fields.
+// Removable media: creating store-less LUs (tape drives, changers), and the handle
+// through which a changer moves media into drives. A child module, so it shares
+// ScsiTarget's fields.
 #[path = "target_media.rs"]
 mod media;
-pub use media::{MediaLuConfig, TapeHandle};
+pub use media::{DriveHandle, DriveResolver, MediaLuConfig};
 
 /// Answer to a task management request (SAM-5 7.x service responses).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,9 +57,9 @@ pub struct LuDirectory {
     /// Whether `masks` has any entry: most daemons mask nothing, and then a command's
     /// visibility check neither takes the daemon-wide lock nor builds the key.
     masked: std::sync::atomic::AtomicBool,
-    /// How a media changer reaches a tape drive by (tid, LUN): the registry's hook,
+    /// How a media changer reaches a drive by (tid, LUN): the registry's hook,
     /// as the SCSI core knows no target ids.
-    drives: RwLock<Option<crate::smc::DriveResolver>>,
+    drives: RwLock<Option<DriveResolver>>,
     /// Told (with the target's name) when an initiator changed state a saved
     /// configuration keeps (see `crate::saved_state`).
     state_hook: RwLock<Option<StateHook>>,
@@ -85,9 +82,13 @@ impl LuDirectory {
         }
     }
 
-    /// Sets how media changers find tape drives (by target id and LUN).
-    pub fn set_drive_resolver(&self, f: crate::smc::DriveResolver) {
+    /// Sets how media changers find drives (by target id and LUN).
+    pub fn set_drive_resolver(&self, f: DriveResolver) {
         *self.drives.write() = Some(f);
+    }
+
+    pub(crate) fn drive_resolver(&self) -> Option<DriveResolver> {
+        self.drives.read().clone()
     }
 
     fn insert(&self, target: &str, lu: &Arc<Lu>) {
@@ -206,7 +207,7 @@ impl ScsiTarget {
         Self {
             name: name.to_string(),
             directory,
-            controller: Arc::new(controller::new_lu()),
+            controller: Arc::new(crate::devices::new_lun0()),
             luns: RwLock::new(BTreeMap::new()),
             nexuses: RwLock::new(HashMap::new()),
             hooks: RwLock::new(HashMap::new()),
@@ -272,7 +273,7 @@ impl ScsiTarget {
     }
 
     /// The target port name of a relative target port identifier (= the TPGT).
-    fn target_port_name(&self, rel: u16) -> Option<String> {
+    pub(crate) fn target_port_name(&self, rel: u16) -> Option<String> {
         self.alua
             .read()
             .contains(rel)
@@ -298,13 +299,18 @@ impl ScsiTarget {
         &self.name
     }
 
+    /// The daemon-wide directory of LUs (EXTENDED COPY, changers reaching drives).
+    pub(crate) fn directory(&self) -> &Arc<LuDirectory> {
+        &self.directory
+    }
+
     pub(crate) fn all_lus(&self) -> Vec<Arc<Lu>> {
         let mut v = vec![self.controller.clone()];
         v.extend(self.luns.read().values().cloned());
         v
     }
 
-    fn nexus_ids(&self) -> Vec<u64> {
+    pub(crate) fn nexus_ids(&self) -> Vec<u64> {
         self.nexuses.read().keys().copied().collect()
     }
 
@@ -322,65 +328,10 @@ impl ScsiTarget {
         if lun == 0 {
             return Err(ScsiError::Lun0Reserved);
         }
-        if cfg.device_type == DeviceType::Cd {
-            return self.add_cd(lun, cfg);
+        if self.luns.read().contains_key(&lun) {
+            return Err(ScsiError::LunExists(lun));
         }
-        if cfg.block_size != 512 && cfg.block_size != 4096 {
-            return Err(ScsiError::BadBlockSize(cfg.block_size));
-        }
-        let size = cfg.store.size();
-        // A store not ready yet has no size until it is (store_ready.rs).
-        if size < u64::from(cfg.block_size) && cfg.store.ready() {
-            return Err(ScsiError::TooSmall {
-                size,
-                block_size: cfg.block_size,
-            });
-        }
-        let params = LuParams::default().apply(&cfg.params)?;
-        let physical = crate::lu::physical_block_size(&params, cfg.store.as_ref(), cfg.block_size);
-        crate::lu::check_physical(physical, cfg.block_size).map_err(ScsiError::BadParam)?;
-        if params.thin_provisioning && !cfg.store.capabilities().unmap {
-            return Err(ScsiError::BadParam(format!(
-                "thin_provisioning=1: the {} backing store cannot release space",
-                cfg.store.kind()
-            )));
-        }
-        let lu = Lu::new(
-            lun,
-            cfg.device_type,
-            Some(cfg.store),
-            cfg.block_size,
-            cfg.path,
-            cfg.bsoflags,
-            params,
-        );
-        self.insert_lu(lun, lu)
-    }
-
-    /// A CD/DVD drive (MMC-6). Its disc is `cfg.store` unless `cfg.path` is empty or
-    /// "None": a drive created without `-b` starts empty.
-    fn add_cd(&self, lun: u64, cfg: LuConfig) -> Result<(), ScsiError> {
-        if cfg.block_size != crate::mmc::BLOCK as u32 {
-            return Err(ScsiError::BadParam(format!(
-                "block size {}: a cd/dvd drive has 2048-byte blocks",
-                cfg.block_size
-            )));
-        }
-        let params = LuParams::default().apply(&cfg.params)?;
-        let medium = (!cfg.path.is_empty() && cfg.path != "None")
-            .then(|| crate::mmc::Medium::from_image(cfg.store, cfg.path.clone()));
-        let present = medium.is_some();
-        let mut lu = Lu::new(
-            lun,
-            DeviceType::Cd,
-            None,
-            cfg.block_size,
-            cfg.path,
-            cfg.bsoflags,
-            params,
-        );
-        lu.mmc = Some(crate::mmc::Drive::new(medium));
-        lu.medium.get_mut().present = present;
+        let lu = crate::devices::new_lu(lun, cfg)?;
         self.insert_lu(lun, lu)
     }
 
@@ -396,15 +347,15 @@ impl ScsiTarget {
         force: bool,
     ) -> Result<(), ScsiError> {
         let lu = self.lu(lun)?;
-        if lu.device_type != DeviceType::Cd {
-            return Err(ScsiError::BadParam(format!(
+        let server = lu.device.server();
+        match server.change_disc(&lu, image, force, &self.nexus_ids()) {
+            Some(Ok(())) => Ok(()),
+            Some(Err(())) => Err(ScsiError::MediumRemovalPrevented(lun)),
+            None => Err(ScsiError::BadParam(format!(
                 "LUN {lun} is a {} and has no removable disc (media= is for --device-type cd)",
-                lu.device_type.name()
-            )));
+                server.name()
+            ))),
         }
-        let medium = image.map(|(store, path)| crate::mmc::Medium::from_image(store, path));
-        crate::mmc::change_medium(&lu, medium, force, &self.nexus_ids())
-            .map_err(|_| ScsiError::MediumRemovalPrevented(lun))
     }
 
     fn insert_lu(&self, lun: u64, lu: Lu) -> Result<(), ScsiError> {
@@ -462,8 +413,8 @@ impl ScsiTarget {
         let lu = self.lu(lun)?;
         if lu.store.is_none() {
             return Err(ScsiError::BadParam(format!(
-                "size=: LUN {lun} is a {}; its size is its disc's",
-                lu.device_type.name()
+                "size=: LUN {lun} is a {}; its size is its medium's",
+                lu.device.server().name()
             )));
         }
         let bs = u64::from(lu.block_size);
@@ -482,7 +433,7 @@ impl ScsiTarget {
 
     /// Raises CAPACITY DATA HAS CHANGED on every nexus but `except` (which is being told
     /// the new capacity right now) when the store's size moved.
-    fn check_capacity(&self, lu: &Lu, except: Option<u64>) {
+    pub(crate) fn check_capacity(&self, lu: &Lu, except: Option<u64>) {
         if lu.capacity_changed() {
             let ids = self
                 .nexus_ids()
@@ -496,8 +447,8 @@ impl ScsiTarget {
     /// `size=BYTES[K|M|G|T]` resizes it online.
     pub fn update_lu(&self, lun: u64, params: &[(String, String)]) -> Result<(), ScsiError> {
         let lu = self.lu(lun)?;
-        if lu.changer.is_some() && media::is_changer_config(params) {
-            return self.configure_changer(&lu, params);
+        if let Some(r) = lu.device.server().configure(self, &lu, params) {
+            return r;
         }
         let (size, params): (Vec<_>, Vec<_>) = params
             .iter()
@@ -571,10 +522,9 @@ impl ScsiTarget {
                 let mode = *lu.mode.lock();
                 let medium = lu.medium.lock().clone();
                 let controller = lu.lun == 0;
-                let disc = crate::mmc::info(lu);
                 let mut info = LuInfo {
                     lun: lu.lun,
-                    device_type: lu.device_type.name().into(),
+                    device_type: lu.device.server().name().into(),
                     scsi_id: p
                         .scsi_id
                         .clone()
@@ -607,11 +557,8 @@ impl ScsiTarget {
                     io_stats: lu.store.as_ref().map(|s| s.stats()).unwrap_or_default(),
                     media: Vec::new(),
                     tray_open: false,
-                }
-                .with_media(lu);
-                if let Some(d) = disc {
-                    d.fill(&mut info);
-                }
+                };
+                lu.device.server().fill_info(lu, &mut info);
                 info
             })
             .collect()
@@ -655,12 +602,7 @@ impl ScsiTarget {
         let Some(lu) = lu else {
             return finish(self.no_such_lu(&cmd), false, None);
         };
-        let data_out_len = match (lu.device_type, &lu.tape) {
-            (DeviceType::Disk, _) => sbc::data_out_len(&cmd.cdb, lu.block_size),
-            (DeviceType::Tape, Some(drive)) => crate::ssc::data_out_len(drive, &cmd.cdb),
-            (DeviceType::Cd, _) => crate::mmc::data_out_len(&cmd.cdb),
-            _ => None,
-        };
+        let data_out_len = lu.device.server().data_out_len(&lu, &cmd.cdb);
         // The Data-Out travels on by value: a WRITE hands this very buffer to the store
         // instead of a copy of it.
         let mut data = std::mem::take(&mut cmd.data_out);
@@ -700,7 +642,7 @@ impl ScsiTarget {
     }
 
     /// The LUNs `nexus` may see: LUN 0 and every LU not masked from it.
-    fn lun_list(&self, nexus: &ItNexus) -> Vec<u64> {
+    pub(crate) fn lun_list(&self, nexus: &ItNexus) -> Vec<u64> {
         let mut v = vec![0];
         v.extend(
             self.luns
@@ -773,8 +715,9 @@ impl ScsiTarget {
         let cdb = &cmd.cdb[..need];
         let nexus = &*cmd.nexus;
         let sa = opcodes::has_service_action(opcode).then(|| u16::from(cdb[1] & 0x1f));
-        let features = Features { thin: lu.thin() };
-        if !opcodes::is_known(lu.device_type, features, opcode) {
+        let server = lu.device.server();
+        let table = lu.device.opcodes(Features { thin: lu.thin() });
+        if !table.is_known(opcode) {
             return Err(invalid_opcode());
         }
         if crate::store_ready::became_ready(lu) {
@@ -785,8 +728,7 @@ impl ScsiTarget {
             lu.ua.establish(self.nexuses_in(&who), code);
         }
         // SAM-5 5.14: a pending unit attention ends any other command.
-        let ua_exempt = spc::ua_exempt(opcode)
-            || (lu.device_type == DeviceType::Cd && crate::mmc::ua_exempt(opcode));
+        let ua_exempt = spc::ua_exempt(opcode) || server.ua_exempt(opcode);
         if !ua_exempt {
             if let Some(s) = lu.ua.take(nexus.id) {
                 return Err(s.into());
@@ -794,13 +736,13 @@ impl ScsiTarget {
         }
         // An unknown service action of a known opcode (SPC-4 4.2.5.1): the field
         // pointer names the SERVICE ACTION field.
-        if !opcodes::is_supported(lu.device_type, features, opcode, sa) {
+        if !table.is_supported(opcode, sa) {
             return Err(invalid_cdb_at(1, Some(4)));
         }
         cdb::check_control(cdb)?;
         // A target port group in standby or unavailable state refuses most commands
         // (SPC-4 5.16.2.4), before reservations are looked at.
-        if lu.device_type == DeviceType::Disk {
+        if server.alua() {
             if let Some(s) = alua::refuse(self.alua.read().state(nexus.target_port_group), cdb) {
                 return Err(s.into());
             }
@@ -817,226 +759,100 @@ impl ScsiTarget {
         if lu.pr.lock().conflicts_for(nexus, spc::pr_access(cdb)) {
             return Err(Fail::Conflict);
         }
-        let not_ready = self.not_ready(lu);
-        let r = match lu.device_type {
-            DeviceType::Controller => {
-                controller::execute(lu, nexus, cdb, &self.lun_list(nexus), &self.name)
+        // What every device type answers alike (SPC-4 6.6, 6.33, 6.39); the rest is
+        // the device server's.
+        let r = match opcode {
+            op::INQUIRY => inquiry::inquiry(lu, &self.name, nexus, cdb).map(ScsiResult::with_data),
+            op::REPORT_LUNS => spc::report_luns(&self.lun_list(nexus), cdb),
+            op::REQUEST_SENSE => {
+                // In standby / unavailable the sense data says why (SPC-4 5.16.2.4).
+                let alua = server
+                    .alua()
+                    .then(|| {
+                        let state = self.alua.read().state(nexus.target_port_group);
+                        alua::refuse(state, &[op::TEST_UNIT_READY, 0, 0, 0, 0, 0])
+                    })
+                    .flatten();
+                spc::request_sense(Some(lu), nexus, cdb, alua.or_else(|| server.not_ready(lu)))
             }
-            DeviceType::Disk => self.disk(lu, cmd, cdb, data, not_ready, task).await,
-            DeviceType::Tape => self.tape(lu, cmd, cdb, data).await,
-            DeviceType::Cd => self.cd(lu, cmd, cdb, data).await,
-            DeviceType::Changer => self.changer(lu, cmd, cdb, not_ready).await,
+            _ => {
+                let ctx = Ctx {
+                    target: self,
+                    lu,
+                    cmd,
+                    cdb,
+                    task,
+                };
+                lu.device.execute(&ctx, data).await
+            }
         };
-        if r.is_ok() && crate::saved_state::changes(lu.device_type, cdb) {
+        if r.is_ok() && (crate::saved_state::changes(cdb) || server.changes_saved_state(cdb)) {
             self.directory.state_changed(&self.name);
         }
         r
     }
 
-    /// A CD/DVD drive's commands: SPC's own here, MMC's in [`crate::mmc`].
-    async fn cd(
+    /// REPORT TARGET PORT GROUPS (SPC-4 6.36).
+    pub(crate) fn report_target_port_groups(&self, cdb: &[u8]) -> Outcome<ScsiResult> {
+        Ok(ScsiResult::with_data(self.alua.read().report(cdb)?))
+    }
+
+    /// SET TARGET PORT GROUPS (SPC-4 6.44): explicit ALUA.
+    pub(crate) fn set_target_port_groups(
+        &self,
+        nexus: &ItNexus,
+        cdb: &[u8],
+        param: &[u8],
+    ) -> Outcome<ScsiResult> {
+        if self.alua.write().set_explicit(cdb, param)? {
+            // SPC-4 5.16.2.3: the other I_T nexuses learn of an explicit change.
+            let ids = self.nexus_ids().into_iter().filter(|id| *id != nexus.id);
+            let ids: Vec<u64> = ids.collect();
+            for lu in self.all_lus() {
+                lu.ua
+                    .establish(ids.iter().copied(), asc::ASYMMETRIC_ACCESS_STATE_CHANGED);
+            }
+        }
+        Ok(ScsiResult::good())
+    }
+
+    /// PERSISTENT RESERVE OUT (SPC-4 6.16), with its unit attentions and PREEMPT AND
+    /// ABORT's aborts, on a medium shared with other targets under their common lock.
+    pub(crate) async fn persistent_reserve_out(
         &self,
         lu: &Arc<Lu>,
-        cmd: &ScsiCommand,
+        nexus: &ItNexus,
         cdb: &[u8],
         data: &[u8],
     ) -> Outcome<ScsiResult> {
-        let nexus = &*cmd.nexus;
-        match cdb[0] {
-            op::INQUIRY => Ok(ScsiResult::with_data(inquiry::inquiry(
-                lu, &self.name, nexus, cdb,
-            )?)),
-            op::REPORT_LUNS => spc::report_luns(&self.lun_list(nexus), cdb),
-            op::REQUEST_SENSE => {
-                spc::request_sense(Some(lu), nexus, cdb, crate::mmc::not_ready(lu))
-            }
-            op::MAINTENANCE_IN => spc::maintenance_in(lu, Features::default(), cdb),
-            _ => {
-                let nx = crate::mmc::Nexuses {
-                    this: nexus,
-                    all: self.nexus_ids(),
-                };
-                crate::mmc::execute(lu, nx, cdb, data).await
-            }
-        }
-    }
-
-    /// NOT READY when the medium is out or the LU is offline (SBC-4 4.8).
-    fn not_ready(&self, lu: &Lu) -> Option<Sense> {
-        let present = lu.medium.lock().present && lu.params.read().online;
-        (!present)
-            .then(|| Sense::of(key::NOT_READY, asc::MEDIUM_NOT_PRESENT))
-            .or_else(|| crate::store_ready::not_ready(lu))
-    }
-
-    async fn disk(
-        &self,
-        lu: &Arc<Lu>,
-        cmd: &ScsiCommand,
-        cdb: &[u8],
-        data_out: &mut Vec<u8>,
-        not_ready: Option<Sense>,
-        task: &TaskGuard,
-    ) -> Outcome<ScsiResult> {
-        let nexus = &*cmd.nexus;
-        let data = &data_out[..];
-        // SBC-4 4.11.3: while a sanitize operation runs, only these are processed.
-        if lu.is_sanitizing()
-            && !matches!(cdb[0], op::INQUIRY | op::REPORT_LUNS | op::REQUEST_SENSE)
-        {
-            return Err(Sense::of(key::NOT_READY, asc::SANITIZE_IN_PROGRESS).into());
-        }
-        let not_ready = if lu.is_sanitizing() {
-            Some(Sense::of(key::NOT_READY, asc::SANITIZE_IN_PROGRESS))
-        } else {
-            not_ready
+        let ports = |rel: u16| self.target_port_name(rel);
+        // On a medium shared with other targets, under their common lock.
+        let update = crate::shared_pr::begin(lu).await?;
+        let fx = spc::pr_out(lu, nexus, cdb, data, &self.name, &ports);
+        let uas = fx.as_ref().map(|f| f.uas.clone()).unwrap_or_default();
+        let fx = match (fx, crate::shared_pr::finish(lu, update, &uas).await) {
+            (Ok(fx), Ok(())) => fx,
+            (Err(e), _) | (Ok(_), Err(e)) => return Err(e),
         };
-        let medium_cmd = !matches!(
-            cdb[0],
-            op::INQUIRY
-                | op::REPORT_LUNS
-                | op::REQUEST_SENSE
-                | op::MODE_SENSE_6
-                | op::MODE_SENSE_10
-                | op::MODE_SELECT_6
-                | op::MODE_SELECT_10
-                | op::RESERVE_6
-                | op::RESERVE_10
-                | op::RELEASE_6
-                | op::RELEASE_10
-                | op::PERSISTENT_RESERVE_IN
-                | op::PERSISTENT_RESERVE_OUT
-                | op::MAINTENANCE_IN
-                | op::START_STOP_UNIT
-                | op::PREVENT_ALLOW
-                | 0x84
-        );
-        if medium_cmd {
-            if let Some(s) = not_ready {
-                return Err(s.into());
-            }
-            // SBC-4 4.11.4: after a failed sanitize only SANITIZE reaches the medium.
-            if cdb[0] != 0x48
-                && lu
-                    .sanitize_failed
-                    .load(std::sync::atomic::Ordering::Acquire)
-            {
-                return Err(Sense::of(key::MEDIUM_ERROR, asc::SANITIZE_COMMAND_FAILED).into());
-            }
+        for (who, code) in fx.uas {
+            let ids = self.nexuses_in(&who);
+            lu.ua.establish(ids, code);
         }
-        match cdb[0] {
-            op::TEST_UNIT_READY => {
-                // A backing file grown or shrunk behind our back (SBC-4 4.6).
-                self.check_capacity(lu, None);
-                if let Some(s) = lu.ua.take(nexus.id) {
-                    return Err(s.into());
-                }
-                Ok(spc::test_unit_ready())
-            }
-            op::REQUEST_SENSE => {
-                // In standby / unavailable the sense data says why (SPC-4 5.16.2.4).
-                let state = self.alua.read().state(nexus.target_port_group);
-                let alua = alua::refuse(state, &[op::TEST_UNIT_READY, 0, 0, 0, 0, 0]);
-                spc::request_sense(Some(lu), nexus, cdb, alua.or(not_ready))
-            }
-            op::INQUIRY => Ok(ScsiResult::with_data(inquiry::inquiry(
-                lu, &self.name, nexus, cdb,
-            )?)),
-            op::REPORT_LUNS => spc::report_luns(&self.lun_list(&cmd.nexus), cdb),
-            op::MAINTENANCE_IN if cdb[1] & 0x1f == 0x0a => {
-                Ok(ScsiResult::with_data(self.alua.read().report(cdb)?))
-            }
-            op::MAINTENANCE_IN => spc::maintenance_in(lu, Features { thin: lu.thin() }, cdb),
-            op::MAINTENANCE_OUT => {
-                let len = cdb::u32_at(cdb, 6) as usize;
-                let param = sbc::data_out(data, len)?;
-                if self.alua.write().set_explicit(cdb, param)? {
-                    // SPC-4 5.16.2.3: the other I_T nexuses learn of an explicit change.
-                    let ids = self.nexus_ids().into_iter().filter(|id| *id != nexus.id);
-                    let ids: Vec<u64> = ids.collect();
-                    for lu in self.all_lus() {
-                        lu.ua
-                            .establish(ids.iter().copied(), asc::ASYMMETRIC_ACCESS_STATE_CHANGED);
-                    }
-                }
-                Ok(ScsiResult::good())
-            }
-            op::MODE_SENSE_6 | op::MODE_SENSE_10 => spc::mode_sense(lu, cdb),
-            op::MODE_SELECT_6 | op::MODE_SELECT_10 => {
-                let len = if cdb[0] == op::MODE_SELECT_6 {
-                    usize::from(cdb[4])
-                } else {
-                    usize::from(cdb::u16_at(cdb, 7))
-                };
-                if spc::mode_select(lu, cdb, sbc::data_out(data, len)?)? {
-                    let others = self.nexus_ids().into_iter().filter(|id| *id != nexus.id);
-                    lu.ua.establish(others, asc::MODE_PARAMETERS_CHANGED);
-                }
-                Ok(ScsiResult::good())
-            }
-            op::RESERVE_6 | op::RESERVE_10 => spc::reserve(lu, nexus, cdb),
-            op::RELEASE_6 | op::RELEASE_10 => spc::release(lu, nexus, cdb),
-            op::PERSISTENT_RESERVE_IN => spc::pr_in(lu, cdb),
-            op::PERSISTENT_RESERVE_OUT => {
-                let ports = |rel: u16| self.target_port_name(rel);
-                // On a medium shared with other targets, under their common lock.
-                let update = crate::shared_pr::begin(lu).await?;
-                let fx = spc::pr_out(lu, nexus, cdb, data, &self.name, &ports);
-                let uas = fx.as_ref().map(|f| f.uas.clone()).unwrap_or_default();
-                let fx = match (fx, crate::shared_pr::finish(lu, update, &uas).await) {
-                    (Ok(fx), Ok(())) => fx,
-                    (Err(e), _) | (Ok(_), Err(e)) => return Err(e),
-                };
-                for (who, code) in fx.uas {
-                    let ids = self.nexuses_in(&who);
-                    lu.ua.establish(ids, code);
-                }
-                if !fx.abort.is_empty() {
-                    // PREEMPT AND ABORT ends the preempted nexuses' tasks on this LU
-                    // (SPC-4 5.13.11.4.5); with TAS=0 they end without a response.
-                    let victims: Vec<u64> = fx
-                        .abort
-                        .iter()
-                        .flat_map(|set| self.nexuses_in(set))
-                        .filter(|id| *id != nexus.id)
-                        .collect();
-                    let lun = lu.lun;
-                    let wait = self.abort_tasks(&victims, Some(lun), None);
-                    // The command completes after the aborted tasks have (SAM-5 5.6).
-                    wait.wait().await;
-                }
-                Ok(ScsiResult::good())
-            }
-            op::START_STOP_UNIT => sbc::start_stop_cmd(lu, cdb).await,
-            op::PREVENT_ALLOW => sbc::prevent_allow_cmd(lu, nexus.id, cdb),
-            0x25 => {
-                self.check_capacity(lu, Some(nexus.id));
-                Ok(ScsiResult::with_data(sbc::read_capacity10(lu, cdb)?))
-            }
-            0x9e => match cdb[1] & 0x1f {
-                0x10 => {
-                    self.check_capacity(lu, Some(nexus.id));
-                    Ok(ScsiResult::with_data(sbc::read_capacity16(lu)))
-                }
-                _ => Ok(ScsiResult::with_data(sbc::get_lba_status(lu, cdb).await?)),
-            },
-            0x37 | 0xb7 => sbc::read_defect_data_cmd(cdb),
-            0x42 => sbc::unmap_cmd(lu, cdb, data).await,
-            0x48 => sbc::sanitize_cmd(lu, cdb, data, task).await,
-            0x83 => xcopy::extended_copy(&self.directory, lu, nexus, cdb, data).await,
-            0x84 => xcopy::receive_copy_results(lu, nexus, cdb),
-            0x9c => sbc::write_atomic_cmd(lu, cdb, data).await,
-            0x08 | 0x28 | 0xa8 | 0x88 => sbc::read_cmd(lu, cdb).await,
-            0x0a | 0x2a | 0xaa | 0x8a => sbc::write_cmd(lu, cdb, std::mem::take(data_out)).await,
-            0x2f | 0xaf | 0x8f => sbc::verify_cmd(lu, cdb, data).await,
-            0x2e | 0xae | 0x8e => sbc::write_verify_cmd(lu, cdb, data).await,
-            0x8b => sbc::orwrite_cmd(lu, cdb, data).await,
-            0x89 => sbc::compare_and_write_cmd(lu, cdb, data).await,
-            0x41 | 0x93 => sbc::write_same_cmd(lu, cdb, data).await,
-            0x35 | 0x91 => sbc::sync_cache_cmd(lu, cdb).await,
-            0x34 | 0x90 => sbc::prefetch_cmd(lu, cdb),
-            _ => Err(invalid_opcode()),
+        if !fx.abort.is_empty() {
+            // PREEMPT AND ABORT ends the preempted nexuses' tasks on this LU
+            // (SPC-4 5.13.11.4.5); with TAS=0 they end without a response.
+            let victims: Vec<u64> = fx
+                .abort
+                .iter()
+                .flat_map(|set| self.nexuses_in(set))
+                .filter(|id| *id != nexus.id)
+                .collect();
+            let lun = lu.lun;
+            let wait = self.abort_tasks(&victims, Some(lun), None);
+            // The command completes after the aborted tasks have (SAM-5 5.6).
+            wait.wait().await;
         }
+        Ok(ScsiResult::good())
     }
 
     /// The I_T nexuses a persistent reservation registration stands for.
@@ -1194,9 +1010,7 @@ impl ScsiTarget {
             lu.spc2.release(nexus.id);
             // SBC-4 5.15: a prevention ends with the I_T nexus that made it.
             lu.medium.lock().preventing.remove(&nexus.id);
-            if let Some(d) = &lu.mmc {
-                d.state.lock().forget(nexus.id);
-            }
+            lu.device.server().nexus_loss(&lu, nexus.id);
         }
     }
 }

@@ -94,7 +94,7 @@ pub(crate) fn nexus(id: u64) -> Arc<ItNexus> {
 pub(crate) fn disk_cfg(store: Arc<dyn BackingStore>, params: &[(&str, &str)]) -> LuConfig {
     LuConfig {
         device_type: DeviceType::Disk,
-        store,
+        store: Some(store),
         block_size: 512,
         path: "/tmp/disk.img".into(),
         bsoflags: String::new(),
@@ -226,8 +226,8 @@ mod addressing {
         for thin in [false, true] {
             let (t, _) = target_with(&[("thin_provisioning", if thin { "1" } else { "0" })]);
             let listed =
-                crate::opcodes::supported(DeviceType::Disk, crate::opcodes::Features { thin });
-            every_listed_opcode(&t, &listed).await;
+                crate::devices::table_of(DeviceType::Disk, crate::opcodes::Features { thin }).ops();
+            every_listed_opcode(&t, listed).await;
         }
     }
 
@@ -253,8 +253,8 @@ mod addressing {
             },
         )
         .unwrap();
-        let listed = crate::opcodes::supported(DeviceType::Tape, Default::default());
-        every_listed_opcode(&t, &listed).await;
+        let listed = crate::devices::table_of(DeviceType::Tape, Default::default()).ops();
+        every_listed_opcode(&t, listed).await;
         std::fs::remove_file(&img).unwrap();
     }
 
@@ -270,8 +270,8 @@ mod addressing {
             },
         )
         .unwrap();
-        let listed = crate::opcodes::supported(DeviceType::Changer, Default::default());
-        every_listed_opcode(&t, &listed).await;
+        let listed = crate::devices::table_of(DeviceType::Changer, Default::default()).ops();
+        every_listed_opcode(&t, listed).await;
     }
 
     async fn every_listed_opcode(t: &ScsiTarget, listed: &[&crate::opcodes::OpInfo]) {
@@ -1001,7 +1001,7 @@ mod caw_atomicity {
             1,
             LuConfig {
                 device_type: DeviceType::Disk,
-                store: gate.clone(),
+                store: Some(gate.clone()),
                 block_size: 512,
                 path: "gate".into(),
                 bsoflags: String::new(),

@@ -62,7 +62,7 @@ pub(crate) async fn extended_copy(
     if plen == 0 {
         return Ok(ScsiResult::good());
     }
-    let p = crate::sbc::data_out(data, plen)?;
+    let p = crate::cdb::data_out(data, plen)?;
     if plen < 16 {
         return Err(param_len_error());
     }

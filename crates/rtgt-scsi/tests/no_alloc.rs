@@ -22,7 +22,7 @@ fn target(store: Arc<dyn rtgt_backstore::BackingStore>) -> (ScsiTarget, Arc<ItNe
         1,
         LuConfig {
             device_type: DeviceType::Disk,
-            store,
+            store: Some(store),
             block_size: BLOCK as u32,
             path: "/test".into(),
             bsoflags: String::new(),

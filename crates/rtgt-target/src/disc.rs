@@ -3,38 +3,10 @@
 //! disc out; tgt's `path=PATH` is `media=PATH`; `force=1` overrides an initiator's
 //! PREVENT ALLOW MEDIUM REMOVAL).
 
-use std::path::PathBuf;
-use std::sync::Arc;
-
-use rtgt_backstore::{BackingStore, OpenError, OpenOptions};
 use rtgt_scsi::ScsiError;
 
 use crate::error::AdmError;
 use crate::params::truthy;
-
-/// Opens a disc image: an empty file is a blank DVD+R and is opened for writing; a
-/// recorded one is only ever read, so it is opened read-only (an ISO the daemon may not
-/// write is fine).
-pub(crate) fn open_image(
-    bstype: &str,
-    path: &str,
-    sync: bool,
-    direct: bool,
-) -> Result<Arc<dyn BackingStore>, OpenError> {
-    let meta = std::fs::metadata(path).map_err(|source| OpenError::Io {
-        path: PathBuf::from(path),
-        source,
-    })?;
-    let opts = OpenOptions {
-        path: PathBuf::from(path),
-        direct,
-        sync,
-        read_only: meta.len() > 0,
-        size: None,
-        bsopts: Vec::new(),
-    };
-    rtgt_backstore::open(bstype, &opts)
-}
 
 /// What an update asks of a cd LU's drive.
 pub(crate) enum Change {

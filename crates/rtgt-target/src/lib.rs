@@ -388,7 +388,7 @@ impl Registry {
         let weak = Arc::downgrade(&reg);
         reg.lu_directory
             .set_drive_resolver(Arc::new(move |tid, lun| {
-                weak.upgrade()?.target_by_tid(tid)?.scsi.tape_handle(lun)
+                weak.upgrade()?.target_by_tid(tid)?.scsi.drive_handle(lun)
             }));
         // An initiator's MOVE MEDIUM changes what a saved configuration keeps.
         let weak = Arc::downgrade(&reg);

@@ -620,9 +620,15 @@ fn logicalunit(reg: &Registry, op: &str, req: &Request) -> Result<String> {
             let dt_name = req.device_type.as_deref().unwrap_or("disk");
             let device_type = match DeviceType::parse(dt_name) {
                 Some(DeviceType::Controller) | None => {
+                    let known: Vec<&str> = DeviceType::ALL
+                        .iter()
+                        .filter(|d| **d != DeviceType::Controller)
+                        .map(|d| d.name())
+                        .collect();
                     return Err(AdmError::Unsupported(format!(
-                    "device type '{dt_name}' is not supported (supported: disk, tape, changer, cd)"
-                )))
+                        "device type '{dt_name}' is not supported (supported: {})",
+                        known.join(", ")
+                    )));
                 }
                 Some(d) => d,
             };
@@ -707,10 +713,12 @@ fn logicalunit(reg: &Registry, op: &str, req: &Request) -> Result<String> {
             if cd {
                 // A drive without -b starts with no disc (tgt's jukebox drives do).
                 let store = if path.is_empty() {
-                    Arc::new(rtgt_backstore::null::NullStore::new(0)) as _
+                    None
                 } else {
-                    crate::disc::open_image(bstype, &path, sync, direct)
-                        .map_err(|e| open_err(e, direct))?
+                    Some(
+                        rtgt_scsi::open_disc_image(bstype, &path, sync, direct)
+                            .map_err(|e| open_err(e, direct))?,
+                    )
                 };
                 let cfg = LuConfig {
                     device_type,
@@ -775,7 +783,7 @@ fn logicalunit(reg: &Registry, op: &str, req: &Request) -> Result<String> {
             let flags_shown = flags.clone();
             let cfg = LuConfig {
                 device_type,
-                store,
+                store: Some(store),
                 block_size,
                 path: if path.is_empty() {
                     "None".into()
@@ -837,7 +845,7 @@ fn logicalunit(reg: &Registry, op: &str, req: &Request) -> Result<String> {
                 let (sync, direct, _) = parse_bsoflags(&l.backing_store_flags)?;
                 let image = match change {
                     crate::disc::Change::Load(path) => Some((
-                        crate::disc::open_image(&l.backing_store_type, &path, sync, direct)
+                        rtgt_scsi::open_disc_image(&l.backing_store_type, &path, sync, direct)
                             .map_err(|e| open_err(e, direct))?,
                         path,
                     )),

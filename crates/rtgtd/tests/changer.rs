@@ -259,7 +259,7 @@ fn mtx_style_inventory_moves_and_errors() {
     ]);
     assert!(!o.status.success());
     assert!(
-        String::from_utf8_lossy(&o.stderr).contains("no tape drive"),
+        String::from_utf8_lossy(&o.stderr).contains("no drive there that takes media"),
         "{o:?}"
     );
 }

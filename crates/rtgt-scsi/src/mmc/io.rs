@@ -77,7 +77,7 @@ pub(crate) async fn write(lu: &Lu, cdb: &[u8], data: &[u8]) -> Outcome<ScsiResul
         return Err(invalid_cdb_at(if cdb[0] == 0x2a { 7 } else { 6 }, None));
     }
     let store = writable(lu)?;
-    let buf = crate::sbc::data_out(data, (n * BLOCK) as usize)?.to_vec();
+    let buf = crate::cdb::data_out(data, (n * BLOCK) as usize)?.to_vec();
     // Claim the blocks under the lock so concurrent writes can't both take the same
     // address; give them back if the write fails.
     {
@@ -224,6 +224,6 @@ pub(crate) fn set_streaming(cdb: &[u8], data: &[u8]) -> Outcome<ScsiResult> {
     if len < need {
         return Err(param_len_error());
     }
-    crate::sbc::data_out(data, len)?;
+    crate::cdb::data_out(data, len)?;
     Ok(ScsiResult::good())
 }

@@ -8,6 +8,7 @@
 //! disc read as a DVD-ROM. A DVD+R closed by CLOSE TRACK/SESSION becomes that DVD-ROM.
 
 mod config;
+mod device;
 mod disc;
 mod events;
 mod io;
@@ -171,7 +172,7 @@ impl Drive {
 }
 
 pub(crate) fn drive(lu: &Lu) -> &Drive {
-    lu.mmc.as_ref().expect("a cd LU has a drive")
+    lu.state::<Drive>()
 }
 
 /// Why the drive is not ready, if it isn't (MMC-6 F.2): no disc with the tray closed or
@@ -251,7 +252,7 @@ pub(crate) async fn execute(
             mode::select(
                 lu,
                 cdb,
-                crate::sbc::data_out(data, usize::from(u16_at(cdb, 7)))?,
+                crate::cdb::data_out(data, usize::from(u16_at(cdb, 7)))?,
             )?;
             return Ok(ScsiResult::good());
         }
@@ -297,6 +298,7 @@ pub(crate) fn bad_cdb() -> crate::cdb::Fail {
     invalid_cdb()
 }
 
+pub use device::open_disc_image;
 pub(crate) use events::change_medium;
 
 /// What `rtgtadm --op show` says of a drive: its disc's image, size and kind.
@@ -309,7 +311,7 @@ pub(crate) struct DiscInfo {
 }
 
 pub(crate) fn info(lu: &Lu) -> Option<DiscInfo> {
-    let s = lu.mmc.as_ref()?.state.lock();
+    let s = lu.device.state::<Drive>()?.state.lock();
     Some(match &s.medium {
         Some(m) => DiscInfo {
             path: m.path.clone(),

@@ -47,7 +47,7 @@ pub(crate) struct Cartridge {
 pub(crate) struct Element {
     pub kind: ElementType,
     pub cartridge: Option<Cartridge>,
-    /// A data transfer element's tape drive: (tid, LUN).
+    /// A data transfer element's drive (tape or cd/dvd): (tid, LUN).
     pub drive: Option<(u32, u64)>,
 }
 
@@ -160,8 +160,8 @@ impl Inventory {
             .ok_or_else(|| format!("no {} element at address {a}", kind.name()))?;
         let has_barcode = params.contains_key("barcode") || params.contains_key("volume_tag");
         if kind == ElementType::DataTransfer && !has_barcode {
-            let tid = num(&params, "tid")?.ok_or("tid=T and lun=L name the tape drive")?;
-            let lun = num(&params, "lun")?.ok_or("tid=T and lun=L name the tape drive")?;
+            let tid = num(&params, "tid")?.ok_or("tid=T and lun=L name the drive")?;
+            let lun = num(&params, "lun")?.ok_or("tid=T and lun=L name the drive")?;
             let tid = u32::try_from(tid).map_err(|_| format!("tid={tid}: out of range"))?;
             e.drive = Some((tid, lun));
             return Ok(Change::Drive(tid, lun));

@@ -1,10 +1,12 @@
 //! A media changer (SMC-3): a picker, storage and import/export slots, and data
-//! transfer elements that are tape drive LUs, possibly of other targets. MOVE MEDIUM
+//! transfer elements that are drive LUs (tape or cd/dvd), possibly of other targets. MOVE MEDIUM
 //! into a drive really loads the cartridge image `media_home/BARCODE` into it.
 //!
 //! Moves open and flush image files, so commands run on the I/O pool, one at a time.
 
+mod device;
 pub(crate) mod inventory;
+mod opcodes;
 pub(crate) mod setup;
 
 use std::sync::Arc;
@@ -14,12 +16,11 @@ use parking_lot::Mutex;
 use crate::cdb::{invalid_cdb_at, u16_at, u24_at, Outcome};
 use crate::lu::Lu;
 use crate::sense::{asc, key, Sense};
-use crate::target::TapeHandle;
+use crate::target::DriveHandle;
 use crate::ScsiResult;
 use inventory::{Cartridge, ElementType, Inventory};
 
-/// Finds a tape drive by (tid, LUN) across the daemon's targets.
-pub type DriveResolver = Arc<dyn Fn(u32, u64) -> Option<TapeHandle> + Send + Sync>;
+pub use crate::target::DriveResolver;
 
 #[derive(Default)]
 pub(crate) struct Changer {
@@ -123,7 +124,7 @@ fn drive_of(
     inv: &Inventory,
     drives: Option<&DriveResolver>,
     a: u16,
-) -> Outcome<Option<TapeHandle>> {
+) -> Outcome<Option<DriveHandle>> {
     let e = &inv.elements[&a];
     if e.kind != ElementType::DataTransfer {
         return Ok(None);
@@ -146,10 +147,7 @@ fn take(inv: &mut Inventory, drives: Option<&DriveResolver>, a: u16) -> Outcome<
     }
     if let Some(h) = drive_of(inv, drives, a)? {
         // SMC-3 6.6: a drive whose medium removal is prevented keeps it.
-        if h.removal_prevented() {
-            return Err(Sense::illegal(asc::MEDIUM_REMOVAL_PREVENTED).into());
-        }
-        h.unload();
+        h.unload()?;
     }
     let e = inv.elements.get_mut(&a).expect("checked");
     Ok(e.cartridge.take().expect("checked"))

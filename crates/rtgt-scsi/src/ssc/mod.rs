@@ -5,8 +5,10 @@
 //! image file; an async FIFO lock in front of it keeps a LU's commands in arrival
 //! order, as sequential access needs.
 
+mod device;
 pub mod medium;
 mod mode;
+mod opcodes;
 pub(crate) mod rtgt_image;
 pub(crate) mod tgt_image;
 
@@ -207,7 +209,7 @@ fn run(lu: &Lu, st: &mut TapeState, ctx: &Ctx, cdb: &[u8], data: &[u8]) -> Outco
             } else {
                 usize::from(u16_at(cdb, 7))
             };
-            let param = crate::sbc::data_out(data, len)?;
+            let param = crate::cdb::data_out(data, len)?;
             mode::select(lu, st, cdb, param)?;
             Ok(ScsiResult::good())
         }
@@ -463,7 +465,7 @@ fn write6(st: &mut TapeState, ctx: &Ctx, cdb: &[u8], data: &[u8]) -> Outcome<Scs
     if count == 0 {
         return Ok(ScsiResult::good());
     }
-    let data = crate::sbc::data_out(data, bytes as usize)?;
+    let data = crate::cdb::data_out(data, bytes as usize)?;
     if fixed {
         let recs: Vec<(Kind, &[u8])> = data
             .chunks(st.block_len as usize)

@@ -50,6 +50,8 @@ pub struct SessionInfo {
     pub isid: [u8; 6],
     pub tsih: u16,
     pub connections: Vec<ConnInfo>,
+    /// The transport (tgt's LLD) the session came in through: "iscsi", ...
+    pub transport: &'static str,
     /// Closes the session (used by a forced target delete, `--mode conn --op delete` and
     /// a forced system delete). Called with no registry lock held; it may call
     /// [`Target::remove_session`].
@@ -65,8 +67,18 @@ impl std::fmt::Debug for SessionInfo {
             .field("isid", &self.isid)
             .field("tsih", &self.tsih)
             .field("connections", &self.connections)
+            .field("transport", &self.transport)
             .finish_non_exhaustive()
     }
+}
+
+/// A transport built into the daemon, as the registry shows it (tgt's low-level driver).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lld {
+    /// What `--lld` calls it: "iscsi", "iser", "vhost".
+    pub name: String,
+    /// "ready", or why not (not started on this command line).
+    pub state: String,
 }
 
 /// A target's administrative state (`--op update --mode target --name state`).
@@ -303,6 +315,8 @@ pub struct Registry {
     targets: RwLock<Vec<Arc<Target>>>,
     /// Listening portals with their target portal group tags.
     portals: RwLock<Vec<(SocketAddr, u16)>>,
+    /// The transports built into the daemon, as `--lld` names them, with their state.
+    llds: RwLock<Vec<Lld>>,
     /// rtgtd's state directory (`--state-dir`): where LUs keep APTPL reservations.
     state_dir: RwLock<Option<PathBuf>>,
     /// The iSNS server rtgtd registers with (`--isns`), for the saved configuration.
@@ -344,6 +358,10 @@ impl Default for Registry {
         Self {
             targets: RwLock::new(Vec::new()),
             portals: RwLock::new(Vec::new()),
+            llds: RwLock::new(vec![Lld {
+                name: "iscsi".into(),
+                state: "ready".into(),
+            }]),
             state_dir: RwLock::new(None),
             isns: RwLock::new(None),
             daemon_version: RwLock::new(None),
@@ -384,6 +402,16 @@ impl Registry {
             }
         }));
         reg
+    }
+
+    /// The transports built into the daemon (tgt's LLDs), in `show` order: what
+    /// `--lld NAME` may name. Without a call, iscsi alone.
+    pub fn set_llds(&self, llds: Vec<Lld>) {
+        *self.llds.write() = llds;
+    }
+
+    pub fn llds(&self) -> Vec<Lld> {
+        self.llds.read().clone()
     }
 
     /// The listening portals, all in portal group 1.

@@ -15,8 +15,29 @@ use crate::{show, Registry, SessionInfo, Target};
 
 type Result<T> = std::result::Result<T, AdmError>;
 
-/// The one LLD rtgt has.
-pub const LLD: &str = "iscsi";
+/// Transports rtgt knows by name (tgt's LLDs, and vhost-user-scsi), whether or not
+/// they are built into this rtgtd: naming one that is not gets a message saying so.
+const KNOWN_LLDS: &[&str] = &["iscsi", "iser", "vhost"];
+
+/// Checks `--lld NAME` against the transports built into the daemon (an empty name
+/// means any, as with tgtadm).
+fn check_lld(reg: &Registry, name: &str) -> Result<()> {
+    let llds = reg.llds();
+    if name.is_empty() || llds.iter().any(|l| l.name.eq_ignore_ascii_case(name)) {
+        return Ok(());
+    }
+    let built: Vec<&str> = llds.iter().map(|l| l.name.as_str()).collect();
+    let built = built.join(", ");
+    if KNOWN_LLDS.iter().any(|k| k.eq_ignore_ascii_case(name)) {
+        return Err(AdmError::NotFound(format!(
+            "lld {}: not built into this rtgtd (built in: {built})",
+            name.to_ascii_lowercase()
+        )));
+    }
+    Err(AdmError::NotFound(format!(
+        "can't find the driver '{name}' (built into this rtgtd: {built})"
+    )))
+}
 
 pub fn dispatch(reg: &Registry, req: &Request) -> Result<String> {
     if req.mode.is_empty() {
@@ -41,11 +62,8 @@ pub fn dispatch(reg: &Registry, req: &Request) -> Result<String> {
             req.op
         ))
     })?;
-    if mode != "system" && !req.lld.is_empty() && !req.lld.eq_ignore_ascii_case(LLD) {
-        return Err(AdmError::NotFound(format!(
-            "can't find the driver '{}': rtgt's only driver is iscsi",
-            req.lld
-        )));
+    if mode != "system" {
+        check_lld(reg, &req.lld)?;
     }
     match mode {
         "target" => target(reg, op, req),
@@ -855,26 +873,33 @@ fn logicalunit(reg: &Registry, op: &str, req: &Request) -> Result<String> {
 // ---- lld, system, portal, connection ----------------------------------------------------
 
 fn lld(reg: &Registry, op: &str, req: &Request) -> Result<String> {
-    if !req.lld.is_empty() && !req.lld.eq_ignore_ascii_case(LLD) {
-        return Err(AdmError::NotFound(format!(
-            "can't find the driver '{}': rtgt's only driver is iscsi",
-            req.lld
-        )));
-    }
+    check_lld(reg, &req.lld)?;
     match op {
         "show" => {
-            let mut out = String::from("LLDs:\n    iscsi: ready\n");
-            for t in reg.targets() {
-                out.push_str(&format!("        Target {}: {}\n", t.tid, t.name));
+            let mut out = String::from("LLDs:\n");
+            let llds = reg.llds();
+            let shown = llds
+                .iter()
+                .filter(|l| req.lld.is_empty() || l.name.eq_ignore_ascii_case(&req.lld));
+            for l in shown {
+                out.push_str(&format!("    {}: {}\n", l.name, l.state));
+                // Every target is reachable through every transport that is started.
+                if l.state == "ready" {
+                    for t in reg.targets() {
+                        out.push_str(&format!("        Target {}: {}\n", t.tid, t.name));
+                    }
+                }
             }
             Ok(out)
         }
-        // iscsi is started with the daemon and stays up.
+        // Transports start with the daemon (from its command line) and stay up.
         "start" => Ok(String::new()),
-        "stop" => Err(AdmError::Unsupported(
-            "the iscsi driver cannot be stopped on its own; stop rtgtd with --op delete --mode system"
-                .into(),
-        )),
+        "stop" => {
+            Err(AdmError::Unsupported(format!(
+            "the {} driver cannot be stopped on its own; stop rtgtd with --op delete --mode system",
+            if req.lld.is_empty() { "iscsi" } else { &req.lld }
+        )))
+        }
         _ => Err(unsupported(op, "lld")),
     }
 }

@@ -73,6 +73,8 @@ struct SessionView {
     tid: u32,
     target: String,
     sid: u64,
+    /// The transport it came in through (`--lld` name).
+    transport: &'static str,
     initiator_name: String,
     initiator_alias: Option<String>,
     isid: String,
@@ -183,6 +185,7 @@ fn session_views(reg: &Registry, tid: Option<u32>) -> Vec<SessionView> {
                 tid: t.tid,
                 target: t.name.clone(),
                 sid: s.sid,
+                transport: s.transport,
                 initiator_name: s.initiator_name.clone(),
                 initiator_alias: s.initiator_alias.clone(),
                 isid: s.isid.iter().map(|b| format!("{b:02x}")).collect(),
@@ -237,7 +240,8 @@ pub fn handle(reg: &Registry, req: &Request) -> Response {
                 .into_iter()
                 .map(|s| {
                     serde_json::json!({"tid": s.tid, "target": s.target, "sid": s.sid,
-                        "initiator_name": s.initiator_name, "stats": s.stats})
+                        "transport": s.transport, "initiator_name": s.initiator_name,
+                        "stats": s.stats})
                 })
                 .collect();
             json(&Stats {
@@ -368,6 +372,22 @@ pub fn metrics_text(reg: &Registry) -> String {
             ),
         );
     }
+    f.declare(
+        "rtgt_transport_sessions",
+        "gauge",
+        "Sessions logged in, per transport.",
+    );
+    let sessions = session_views(reg, None);
+    for l in reg.llds() {
+        let n = sessions.iter().filter(|s| s.transport == l.name).count();
+        f.sample(
+            "rtgt_transport_sessions",
+            format!(
+                "rtgt_transport_sessions{{transport=\"{}\"}} {n}",
+                label(&l.name)
+            ),
+        );
+    }
     for l in lun_views(reg, None) {
         let labels = format!(
             "tid=\"{}\",target=\"{}\",lun=\"{}\"",
@@ -377,12 +397,13 @@ pub fn metrics_text(reg: &Registry) -> String {
         );
         counters(&mut f, "rtgt_lun", "LU", &labels, &l.stats);
     }
-    for s in session_views(reg, None) {
+    for s in sessions {
         let labels = format!(
-            "tid=\"{}\",target=\"{}\",sid=\"{}\",initiator=\"{}\"",
+            "tid=\"{}\",target=\"{}\",sid=\"{}\",transport=\"{}\",initiator=\"{}\"",
             s.tid,
             label(&s.target),
             s.sid,
+            s.transport,
             label(&s.initiator_name)
         );
         counters(&mut f, "rtgt_session", "session", &labels, &s.stats);

@@ -66,6 +66,7 @@ pub fn target(t: &Target, out: &mut String) {
             s.initiator_name,
             s.initiator_alias.as_deref().unwrap_or("none")
         );
+        let _ = writeln!(out, "            Transport: {}", s.transport);
         for c in &s.connections {
             let _ = writeln!(out, "            Connection: {}", c.cid);
             let _ = writeln!(out, "                IP Address: {}", ip_of(&c.peer));
@@ -205,7 +206,10 @@ pub fn system(reg: &Registry) -> String {
         }
     );
     let _ = writeln!(out, "    debug: {}", if reg.debug() { "on" } else { "off" });
-    out.push_str("LLDs:\n    iscsi: ready\n");
+    out.push_str("LLDs:\n");
+    for l in reg.llds() {
+        let _ = writeln!(out, "    {}: {}", l.name, l.state);
+    }
     out.push_str("Backing stores:\n    rdwr (bsoflags sync:direct)\n");
     match rtgt_backstore::uring::available() {
         Ok(()) => out.push_str("    io_uring, alias aio (bsoflags sync:direct)\n"),

@@ -98,6 +98,7 @@ fn session(sid: u64, closed: &Arc<AtomicUsize>) -> SessionInfo {
             peer: "192.168.7.9:51000".parse().unwrap(),
             local: "192.168.7.1:3260".parse().unwrap(),
         }],
+        transport: "iscsi",
         close: Arc::new(move || {
             c.fetch_add(1, Ordering::SeqCst);
         }),
@@ -181,7 +182,15 @@ fn mode_op_and_driver_errors() {
             ..req("target", "show")
         }),
         errno::ENOENT,
-        "can't find the driver 'iser'",
+        "lld iser: not built into this rtgtd (built in: iscsi)",
+    );
+    err(
+        reg.handle(Request {
+            lld: "fcoe".into(),
+            ..req("target", "show")
+        }),
+        errno::ENOENT,
+        "can't find the driver 'fcoe' (built into this rtgtd: iscsi)",
     );
     err(
         reg.handle(req("account", "update")),
@@ -776,7 +785,54 @@ fn lld_and_portal() {
             ..req("lld", "show")
         }),
         errno::ENOENT,
-        "iser",
+        "lld iser: not built into this rtgtd",
+    );
+    // A second transport, as the daemon registers it: --lld selects it, show lists both.
+    reg.set_llds(vec![
+        Lld {
+            name: "iscsi".into(),
+            state: "ready".into(),
+        },
+        Lld {
+            name: "iser".into(),
+            state: "not started".into(),
+        },
+    ]);
+    assert_eq!(
+        ok(reg.handle(Request {
+            lld: "iser".into(),
+            ..req("lld", "show")
+        })),
+        "LLDs:\n    iser: not started\n"
+    );
+    // Without --lld, every transport.
+    assert_eq!(
+        ok(reg.handle(Request {
+            lld: String::new(),
+            ..req("lld", "show")
+        })),
+        format!("LLDs:\n    iscsi: ready\n        Target 1: {T1}\n    iser: not started\n")
+    );
+    assert_eq!(
+        ok(reg.handle(req("lld", "show"))),
+        format!("LLDs:\n    iscsi: ready\n        Target 1: {T1}\n")
+    );
+    let sys = ok(reg.handle(req("sys", "show")));
+    assert!(
+        sys.contains("LLDs:\n    iscsi: ready\n    iser: not started\n"),
+        "{sys}"
+    );
+    ok(reg.handle(Request {
+        lld: "iser".into(),
+        ..req("target", "show")
+    }));
+    err(
+        reg.handle(Request {
+            lld: "iser".into(),
+            ..req("lld", "stop")
+        }),
+        errno::EOPNOTSUPP,
+        "the iser driver cannot be stopped",
     );
     assert_eq!(
         ok(reg.handle(req("portal", "show"))),

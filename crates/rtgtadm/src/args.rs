@@ -538,7 +538,8 @@ System and drivers:
   --mode portal --op show
 
 Options:
-  -L, --lld DRIVER            iscsi (the only driver)
+  -L, --lld DRIVER            a transport built into rtgtd: iscsi (--mode sys --op show
+                              lists them)
   -m, --mode MODE             target (tgt), logicalunit (lu), system (sys), lld,
                               connection (conn), portal (pt), account
   -o, --op OP                 new, delete, show, bind, unbind, update, start, stop

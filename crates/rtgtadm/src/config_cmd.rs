@@ -35,8 +35,8 @@ struct Args {
 }
 
 /// The options every subcommand takes to reach rtgtd: `-C/--control-port N` (also `-CN`),
-/// `--control-socket PATH` (also `=PATH`) and tgtadm's `-L/--lld` (ignored: rtgt has one
-/// driver).
+/// `--control-socket PATH` (also `=PATH`) and tgtadm's `-L/--lld` (ignored: a configuration
+/// covers every transport).
 #[derive(Default)]
 pub(crate) struct DaemonOpts {
     control_port: u16,

@@ -152,6 +152,7 @@ fn render(view: &str, v: &Value) -> String {
             let mut cols = vec![
                 ("SID", "sid"),
                 ("TID", "tid"),
+                ("TRANSPORT", "transport"),
                 ("INITIATOR", "initiator_name"),
                 ("ADDRESS", "addresses"),
             ];

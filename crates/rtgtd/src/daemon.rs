@@ -10,11 +10,13 @@ use parking_lot::Mutex;
 use rtgt_target::Registry;
 use tokio::sync::Notify;
 
-use crate::cli::{IscsiOptions, Options};
-use crate::{conn, control, demo, listen};
+use crate::cli::Options;
+use crate::transport::{self, Transport};
+use crate::{control, demo, listen};
 
-/// An initiator's session as far as reinstatement cares: (target, initiator, ISID).
-pub type SessionKey = (String, String, [u8; 6]);
+/// A session as far as reinstatement cares: (target name, initiator port name). The
+/// same initiator port logging in to the same target again is the same I_T nexus.
+pub type SessionKey = (String, String);
 
 /// Handle on a running session: ask it to close and wait until it has.
 pub struct SessionHandle {
@@ -25,7 +27,6 @@ pub struct SessionHandle {
 
 pub struct Daemon {
     pub registry: Arc<Registry>,
-    pub iscsi: IscsiOptions,
     pub sessions: Mutex<HashMap<SessionKey, SessionHandle>>,
     /// Logins in progress and failed-authentication rate limiting.
     pub guard: crate::guard::Guard,
@@ -141,17 +142,14 @@ fn read_config(opts: &mut Options) -> Result<Option<(String, String)>> {
 
 pub fn run(mut opts: Options) -> Result<()> {
     let config = read_config(&mut opts)?;
-    let iscsi = opts.iscsi_options()?;
     let socket_path = opts
         .control_socket
         .clone()
         .unwrap_or_else(|| rtgt_target::control::default_socket_path(opts.control_port));
-    let mut portals = Vec::new();
-    for addr in &iscsi.portals {
-        let l = listen::bind_portal(*addr)?;
-        l.set_nonblocking(true)?;
-        portals.push(l);
-    }
+    let registry = Registry::new();
+    // Listening before the control socket and before detaching: a port in use is
+    // reported to whoever started rtgtd.
+    let transports = transport::open_all(&opts, &registry)?;
     let control_group = opts
         .control_group
         .as_deref()
@@ -170,14 +168,6 @@ pub fn run(mut opts: Options) -> Result<()> {
         }
         None => None,
     };
-    let registry = Registry::new();
-    registry.set_portal_groups(
-        portals
-            .iter()
-            .zip(&iscsi.tpgts)
-            .filter_map(|(l, &tpgt)| Some((l.local_addr().ok()?, tpgt)))
-            .collect(),
-    );
     registry.set_state_dir(Some(opts.state_dir()));
     registry.set_daemon_version(crate::build_info::version());
     registry.set_isns(opts.isns.map(|a| a.to_string()));
@@ -282,8 +272,7 @@ pub fn run(mut opts: Options) -> Result<()> {
     }
     let result = rt.block_on(serve(
         registry,
-        iscsi,
-        portals,
+        transports,
         control,
         control_group,
         reactors,
@@ -306,39 +295,22 @@ pub fn run(mut opts: Options) -> Result<()> {
 /// the tasks of its commands, so a command's completion wakes the thread that sends its
 /// response and nothing migrates between CPUs. Empty: one work-stealing runtime.
 #[derive(Default)]
-struct Reactors {
+pub struct Reactors {
     handles: Vec<tokio::runtime::Handle>,
     next: AtomicUsize,
 }
 
 impl Reactors {
-    /// Hands an accepted connection to the next reactor in turn.
-    fn serve(
-        &self,
-        daemon: Arc<Daemon>,
-        stream: tokio::net::TcpStream,
-        peer: SocketAddr,
-        tpgt: u16,
-    ) {
+    /// Runs a connection's future on the next reactor in turn (or on the work-stealing
+    /// pool when there are none). Whatever the future registers with an event loop
+    /// (its socket) it must register inside, on its reactor.
+    pub fn spawn(&self, conn: impl std::future::Future<Output = ()> + Send + 'static) {
         if self.handles.is_empty() {
-            tokio::spawn(async move { conn::serve(daemon, stream, peer, tpgt).await });
+            tokio::spawn(conn);
             return;
         }
         let i = self.next.fetch_add(1, Ordering::Relaxed) % self.handles.len();
-        let std = match stream.into_std() {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::warn!(%peer, "accept: {e}");
-                return;
-            }
-        };
-        self.handles[i].spawn(async move {
-            // Registered with this reactor's event loop, inside it.
-            match tokio::net::TcpStream::from_std(std) {
-                Ok(stream) => conn::serve(daemon, stream, peer, tpgt).await,
-                Err(e) => tracing::warn!(%peer, "accept: {e}"),
-            }
-        });
+        self.handles[i].spawn(conn);
     }
 }
 
@@ -383,8 +355,7 @@ struct Lifecycle {
 
 async fn serve(
     registry: Arc<Registry>,
-    iscsi: IscsiOptions,
-    portals: Vec<std::net::TcpListener>,
+    transports: Vec<Box<dyn Transport>>,
     control: std::os::unix::net::UnixListener,
     control_group: Option<u32>,
     reactors: Reactors,
@@ -401,7 +372,6 @@ async fn serve(
     let shutdown = Arc::new(Notify::new());
     let daemon = Arc::new(Daemon {
         registry: registry.clone(),
-        iscsi,
         sessions: Mutex::new(HashMap::new()),
         guard: crate::guard::Guard::default(),
         stop: tokio::sync::watch::channel(false).0,
@@ -409,25 +379,9 @@ async fn serve(
         next_id: AtomicU64::new(1),
         next_tsih: AtomicU16::new(1),
     });
-    let tpgts = daemon.iscsi.tpgts.clone();
     let mut accepts = Vec::new();
-    for (l, tpgt) in portals.into_iter().zip(tpgts) {
-        let l = tokio::net::TcpListener::from_std(l)?;
-        tracing::info!("iSCSI portal {}, portal group {tpgt}", l.local_addr()?);
-        let d = daemon.clone();
-        let reactors = reactors.clone();
-        accepts.push(tokio::spawn(async move {
-            loop {
-                match l.accept().await {
-                    Ok((stream, peer)) => reactors.serve(d.clone(), stream, peer, tpgt),
-                    Err(e) => {
-                        // EMFILE and friends: back off instead of spinning.
-                        tracing::warn!("accept: {e}");
-                        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                    }
-                }
-            }
-        }));
+    for t in transports {
+        accepts.extend(t.start(&daemon, &reactors)?);
     }
     let isns_task = isns.map(|server| {
         let changed = Arc::new(Notify::new());

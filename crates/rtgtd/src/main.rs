@@ -3,7 +3,6 @@
 mod build_info;
 mod cli;
 mod coalesce;
-mod conn;
 mod control;
 mod daemon;
 mod demo;
@@ -15,6 +14,7 @@ mod metrics;
 mod notify;
 mod save;
 mod stop;
+mod transport;
 
 use std::process::ExitCode;
 

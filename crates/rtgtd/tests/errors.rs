@@ -101,6 +101,12 @@ fn rtgtadm_errors_name_the_problem() {
     let img = d.add_disk(1, IQN, GIB, &[]);
     let img_s = img.to_str().unwrap();
 
+    // A transport that is not built into this rtgtd (the last --lld counts).
+    let o = d.adm(&["--lld", "iser", "--op", "show", "--mode", "target"]);
+    assert_failed_with(&o, "--lld iser", &["lld iser: not built into this rtgtd"]);
+    let sys = d.adm_ok(&["--op", "show", "--mode", "sys"]);
+    assert!(sys.contains("LLDs:\n    iscsi: ready\n"), "{sys}");
+
     // Unknown target.
     let o = d.adm(&[
         "--op",

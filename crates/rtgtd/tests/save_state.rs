@@ -94,6 +94,7 @@ fn stable_show(d: &Daemon) -> String {
         .filter(|l| {
             !l.contains("Backing store I/O")
                 && !l.contains("I_T nexus")
+                && !l.contains("Transport:")
                 && !l.contains("Connection")
                 && !l.contains("Initiator:")
                 && !l.contains("IP Address")

@@ -87,6 +87,7 @@ fn counters_are_shown_as_json_tables_and_metrics() {
     let s = json(&d, "sessions");
     let s0 = &s[0];
     assert_eq!(s0["initiator_name"], INITIATOR);
+    assert_eq!(s0["transport"], "iscsi", "{s0}");
     assert_eq!(s0["stats"]["write_bytes"], 4 * 4096);
     assert!(s0["stats"]["commands"].as_u64().unwrap() >= 7);
     let conn = &s0["connections"][0];
@@ -111,6 +112,12 @@ fn counters_are_shown_as_json_tables_and_metrics() {
         table.contains(INITIATOR) && table.contains("16384"),
         "{table}"
     );
+    assert!(
+        table.lines().next().unwrap().contains("TRANSPORT"),
+        "{table}"
+    );
+    let show = d.adm_ok(&["--op", "show", "--mode", "target"]);
+    assert!(show.contains("            Transport: iscsi\n"), "{show}");
     let stats = d.adm_ok(&["stats"]);
     assert!(
         stats.contains("read 16384 bytes, written 16384 bytes"),
@@ -147,6 +154,21 @@ fn counters_are_shown_as_json_tables_and_metrics() {
             &format!("rtgt_sessions{{tid=\"1\",target=\"{IQN}\"}}")
         ),
         1
+    );
+    assert_eq!(
+        sample(&body, "rtgt_transport_sessions{transport=\"iscsi\"}"),
+        1
+    );
+    let sid = s0["sid"].as_u64().unwrap();
+    let session_labels = format!(
+        "{{tid=\"1\",target=\"{IQN}\",sid=\"{sid}\",transport=\"iscsi\",initiator=\"{INITIATOR}\"}}"
+    );
+    assert_eq!(
+        sample(
+            &body,
+            &format!("rtgt_session_write_bytes_total{session_labels}")
+        ),
+        16384
     );
     let (head, _) = scrape(mport, "/nothing");
     assert!(head.starts_with("HTTP/1.1 404"), "{head}");

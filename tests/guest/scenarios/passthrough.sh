@@ -1,0 +1,217 @@
+# Pass-through (--device-type pt): rtgtd runs INSIDE the guest and exports the guest's own
+# SCSI devices -- a disk and a tape drive the host's target attaches through route A, so
+# the guest has real sd / st / sg / bsg nodes -- once through their sg nodes (tid 1) and
+# once through their bsg nodes (tid 2). The guest's open-iscsi logs in to it over the
+# guest's loopback, and its sd and st drivers work through rtgt:
+#   disk: mkfs.ext4, fsck, a tree copied in and checked byte-exact after a remount;
+#   tape: tar in variable-block mode and a file in fixed 512-byte blocks, read back;
+# then, through sg: two initiators (a second open-iscsi iface with its own name) on the
+# passed-through tape drive: the second is refused (RESERVATION CONFLICT) while the first
+# holds an SPC-2 reservation rtgt emulates, and gets it once released; the tape device is
+# deleted from under its LU (the guest's SCSI layer removes it, so SG_IO says ENODEV): the
+# initiator gets NOT READY, LOGICAL UNIT COMMUNICATION FAILURE and INQUIRY qualifier 001b,
+# and the disk LU keeps serving.
+. /data/lib.sh
+
+PORTAL=127.0.0.1:3260
+IQN=iqn.2026-12.org.rtgt:guest-pt
+up() { cut -d' ' -f1 /proc/uptime; }
+
+# The route-A devices: the first disk and the first tape, with their sg and bsg nodes.
+hctl_of() { # TYPE: H:C:T:L of the first device of that type
+	for d in $(ls -d /sys/bus/scsi/devices/*:*:*:* | sort); do
+		[ "$(cat "$d/type")" = "$1" ] && { echo "${d##*/}"; return 0; }
+	done
+	return 1
+}
+DISK=$(hctl_of 0) || fail "no disk from the host"
+TAPE=$(hctl_of 1) || fail "no tape from the host"
+sg_of() { echo "/dev/$(ls /sys/bus/scsi/devices/$1/scsi_generic)"; }
+step "devices to pass through: disk $DISK $(sg_of "$DISK") /dev/bsg/$DISK, tape $TAPE $(sg_of "$TAPE") /dev/bsg/$TAPE"
+run lsscsi -g
+[ -c "/dev/bsg/$DISK" ] && [ -c "/dev/bsg/$TAPE" ] || fail "no bsg nodes"
+sg_inq "$(sg_of "$DISK")" | grep -E 'Vendor|Product' >/tmp/disk.inq
+sg_inq "$(sg_of "$TAPE")" | grep -E 'Vendor|Product' >/tmp/tape.inq
+
+step "rtgtd in the guest on $PORTAL"
+ip link set lo up
+pidof iscsid >/dev/null || { modprobe iscsi_tcp; iscsid; }
+export RTGT_RUN_DIR=/run/rtgtd
+/data/rtgtd -f --iscsi portal=$PORTAL >/tmp/rtgtd.log 2>&1 &
+RTGTD=$!
+i=0
+until /data/rtgtadm --mode system --op show >/dev/null 2>&1; do
+	i=$((i + 1)); [ $i -lt 150 ] || { cat /tmp/rtgtd.log; fail "rtgtd did not start"; }
+	sleep 0.1
+done
+A="/data/rtgtadm --lld iscsi"
+run $A --op new --mode target --tid 1 -T $IQN-sg
+run $A --op new --mode logicalunit --tid 1 --lun 1 --device-type pt --bstype sg -b "$(sg_of "$DISK")"
+run $A --op new --mode logicalunit --tid 1 --lun 2 --device-type pt --bstype sg -b "$(sg_of "$TAPE")"
+run $A --op bind --mode target --tid 1 -I ALL
+run $A --op new --mode target --tid 2 -T $IQN-bsg
+run $A --op new --mode logicalunit --tid 2 --lun 1 --device-type pt --bstype bsg -b "/dev/bsg/$DISK"
+run $A --op new --mode logicalunit --tid 2 --lun 2 --device-type pt --bstype bsg -b "/dev/bsg/$TAPE"
+run $A --op bind --mode target --tid 2 -I ALL
+run $A --op show --mode target
+expect_in /tmp/run.out "Backing store type: bsg" "show: a bsg LU"
+# A node of the wrong kind is refused with a clear message.
+echo "\$ rtgtadm ... --bstype sg -b /dev/bsg/$DISK   (must fail)"
+$A --op new --mode logicalunit --tid 1 --lun 9 --device-type pt --bstype sg -b "/dev/bsg/$DISK" >/tmp/bad 2>&1 &&
+	fail "an sg LU on a bsg node was accepted"
+expect_in /tmp/bad "is not an sg node" "sg LU on a bsg node"
+ok "$(cat /tmp/bad)"
+run iscsiadm -m discovery -t sendtargets -p $PORTAL
+
+# The iSCSI session's devices of a target: H of the session's host.
+session_dev() { # IQN TYPE
+	for s in /sys/class/iscsi_session/session*; do
+		[ "$(cat "$s/targetname")" = "$1" ] || continue
+		for d in "$s"/device/target*/*:*:*:*; do
+			[ "$(cat "$d/type" 2>/dev/null)" = "$2" ] || continue
+			case $2 in
+			0) echo "/dev/$(ls "$d/block")" ;;
+			1) echo "/dev/$(ls "$d/scsi_tape" | grep -m1 '^nst[0-9]*$')" ;;
+			esac
+			return 0
+		done
+	done
+	return 1
+}
+wait_dev() { # IQN TYPE
+	i=0
+	until dev=$(session_dev "$1" "$2") && [ -e "$dev" ]; do
+		i=$((i + 1)); [ $i -lt 150 ] || { lsscsi -g; fail "no type $2 device in the session to $1"; }
+		sleep 0.1
+	done
+	echo "$dev"
+}
+
+for kind in sg bsg; do
+	T=$IQN-$kind
+	step "[$kind] log in to $T"
+	t0=$(up)
+	run iscsiadm -m node -T "$T" -p $PORTAL --login
+	iscsiadm -m session --rescan >/dev/null 2>&1
+	D=$(wait_dev "$T" 0)
+	N=$(wait_dev "$T" 1)
+	ok "disk $D, tape $N ($(awk -v a="$t0" -v b="$(up)" 'BEGIN{printf "%.1f", b-a}')s)"
+	run sg_inq "$D"
+	grep -E 'Vendor|Product' /tmp/run.out >/tmp/pt.inq
+	cmp -s /tmp/pt.inq /tmp/disk.inq || fail "INQUIRY through rtgt differs from the device's"
+	ok "standard INQUIRY is the device's own"
+	run sg_vpd -p di "$D"
+	expect_in /tmp/run.out "$T" "VPD 83h: rtgt's target device name"
+	expect_in /tmp/run.out "Relative target port" "VPD 83h: rtgt's relative target port"
+
+	step "[$kind] disk: mkfs, fsck, a tree through a remount"
+	run mkfs.ext4 -q -F "$D"
+	run fsck.ext4 -f -n "$D"
+	mkdir -p /mnt/pt
+	run mount -t ext4 "$D" /mnt/pt
+	rm -rf /tmp/src && make_tree /tmp/src
+	run cp -a /tmp/src /mnt/pt/tree
+	run umount /mnt/pt
+	echo 3 >/proc/sys/vm/drop_caches
+	run mount -t ext4 -o ro "$D" /mnt/pt
+	same_tree /tmp/src /mnt/pt/tree "[$kind] ext4 through pass-through"
+	run umount /mnt/pt
+	run fsck.ext4 -f -n "$D"
+
+	step "[$kind] tape: tar (variable blocks) and 512-byte fixed blocks"
+	i=0
+	until mt -f "$N" status >/tmp/status 2>&1 && grep -q ONLINE /tmp/status; do
+		i=$((i + 1)); [ $i -lt 20 ] || { cat /tmp/status; fail "the drive never went ONLINE"; }
+		sleep 0.5
+	done
+	run mt -f "$N" rewind
+	run mt -f "$N" setblk 0
+	run tar -c -b 20 -f "$N" -C /tmp/src .
+	run mt -f "$N" setblk 512
+	head -c 262144 /dev/urandom >/tmp/fixed.bin
+	run dd if=/tmp/fixed.bin of="$N" bs=4096
+	run mt -f "$N" rewind
+	run mt -f "$N" setblk 0
+	rm -rf /tmp/out && mkdir -p /tmp/out
+	run tar -x -b 20 -f "$N" -C /tmp/out
+	same_tree /tmp/src /tmp/out "[$kind] tar round trip on the passed-through tape"
+	run mt -f "$N" rewind
+	run mt -f "$N" fsf 1
+	run mt -f "$N" setblk 512
+	run dd if="$N" of=/tmp/fixed.out bs=4096
+	cmp /tmp/fixed.bin /tmp/fixed.out || fail "[$kind] fixed-block file differs"
+	ok "[$kind] fixed-block file byte-exact"
+	run mt -f "$N" setblk 0
+	run mt -f "$N" rewind
+	[ $kind = bsg ] && run iscsiadm -m node -T "$T" -p $PORTAL --logout
+done
+
+step "two initiators on the passed-through tape drive (emulated SPC-2 reservation)"
+T=$IQN-sg
+run iscsiadm -m iface -I second -o new
+run iscsiadm -m iface -I second -o update -n iface.initiatorname -v iqn.2026-12.org.rtgt:second-initiator
+run iscsiadm -m discovery -t sendtargets -p $PORTAL -I second
+run iscsiadm -m node -T "$T" -p $PORTAL -I second --login
+iscsiadm -m session --rescan >/dev/null 2>&1
+# The tape's sg node in each session.
+tape_sgs() {
+	for s in /sys/class/iscsi_session/session*; do
+		[ "$(cat "$s/targetname")" = "$T" ] || continue
+		for d in "$s"/device/target*/*:*:*:*; do
+			[ "$(cat "$d/type" 2>/dev/null)" = 1 ] && echo "/dev/$(ls "$d/scsi_generic")"
+		done
+	done
+}
+i=0
+until [ "$(tape_sgs | wc -l)" = 2 ]; do
+	i=$((i + 1)); [ $i -lt 150 ] || { lsscsi -g; fail "the second session's tape did not appear"; }
+	sleep 0.1
+done
+S1=$(tape_sgs | sed -n 1p)
+S2=$(tape_sgs | sed -n 2p)
+ok "first initiator $S1, second $S2"
+# Each new session's first command may meet rtgt's unit attention; clear them.
+sg_turs "$S1" >/dev/null 2>&1; sg_turs "$S2" >/dev/null 2>&1
+run sg_raw -v "$S1" 16 00 00 00 00 00
+echo "\$ sg_raw $S2 00 00 00 00 00 00   (TEST UNIT READY: must conflict)"
+sg_raw -v "$S2" 00 00 00 00 00 00 >/tmp/c 2>&1
+sed 's/^/   /' /tmp/c
+expect_in /tmp/c "Reservation Conflict" "the second initiator while the first holds the reservation"
+sg_raw -v "$S2" 16 00 00 00 00 00 >/tmp/c 2>&1
+expect_in /tmp/c "Reservation Conflict" "the second initiator's RESERVE"
+ok "the second initiator is refused: RESERVATION CONFLICT"
+run sg_raw -v "$S1" 00 00 00 00 00 00
+run sg_raw -v "$S1" 17 00 00 00 00 00
+run sg_raw -v "$S2" 16 00 00 00 00 00
+run sg_raw -v "$S2" 00 00 00 00 00 00
+ok "released by the first, reserved by the second"
+run sg_raw -v "$S2" 17 00 00 00 00 00
+run iscsiadm -m node -T "$T" -p $PORTAL -I second --logout
+
+step "the tape device disappears from under its LU"
+D=$(session_dev "$T" 0)
+S1=$(tape_sgs | sed -n 1p)
+echo 1 >"/sys/bus/scsi/devices/$TAPE/delete"
+[ -e "/sys/bus/scsi/devices/$TAPE" ] && fail "the guest did not delete $TAPE"
+ok "deleted $TAPE from the guest's SCSI layer"
+sg_turs -v "$S1" >/tmp/g 2>&1
+sed 's/^/   /' /tmp/g
+sg_raw -v "$S1" 00 00 00 00 00 00 >/tmp/g 2>&1
+sed 's/^/   /' /tmp/g
+expect_in /tmp/g "Not Ready" "TEST UNIT READY on the vanished device"
+expect_in /tmp/g "Logical unit communication failure" "TEST UNIT READY on the vanished device"
+ok "NOT READY, LOGICAL UNIT COMMUNICATION FAILURE"
+run sg_inq -v "$S1"
+expect_in /tmp/run.out "PQual=1" "INQUIRY of the vanished device"
+ok "INQUIRY: peripheral qualifier 001b"
+kill -0 $RTGTD 2>/dev/null || fail "rtgtd died"
+dd if=/dev/urandom of=/tmp/blob bs=1M count=4 2>/dev/null
+run dd if=/tmp/blob of="$D" bs=64k oflag=direct
+run dd if="$D" of=/tmp/back bs=64k count=64 iflag=direct
+cmp /tmp/blob /tmp/back || fail "the disk LU after the tape vanished"
+ok "the disk LU still serves (4 MiB byte-exact)"
+run $A --op show --mode target
+iscsiadm -m node --logoutall=all >/dev/null 2>&1
+echo "--- rtgtd log (tail) ---"
+tail -n 8 /tmp/rtgtd.log
+exit 0

@@ -43,7 +43,7 @@ import boot  # noqa: E402
 GATED = set()
 SCENARIOS = ["disk", "tape", "changer", "cd", "passthrough"]
 DEVICE_TYPES = {"disk": ["disk"], "tape": ["tape"], "changer": ["tape", "changer"], "cd": ["cd"],
-                "passthrough": ["disk", "tape"]}
+                "passthrough": ["disk", "tape", "cd", "changer"]}
 ROUTES = ["A", "B"]
 RESULTS = os.path.join(ROOT, "target", "guest-results")
 
@@ -327,10 +327,30 @@ def setup_passthrough(d, work):
         f.truncate(64 << 20)
     tape = os.path.join(work, "TAPE0001")
     tape_image(d, tape, "TAPE0001", 32)
+    disc, manifest = iso(work, "ptdisc", {"README.TXT": b"passed through\n",
+                                          "data/random.bin": random.Random(9).randbytes(1 << 20)})
+    home = os.path.join(work, "tapes")
+    os.makedirs(home)
+    for b in BARCODES[:2]:
+        tape_image(d, os.path.join(home, b), b, 8)
+    smc = os.path.join(work, "smc")
+    with open(smc, "wb") as f:
+        f.write(bytes(1024))
     d.target(1, iqn)
     d.lu(1, 1, "disk", "-b", img)
     d.lu(1, 2, "tape", "--bstype", "ssc", "-b", tape)
-    return Setup(iqn, [1, 2], files=guest_rtgt(work))
+    d.lu(1, 3, "cd", "-b", disc)
+    # A small library: an empty drive (LUN 4) and a changer (LUN 5) with two cartridges.
+    d.lu(1, 4, "tape", "--bstype", "ssc")
+    d.lu(1, 5, "changer", "-b", smc)
+    for p in [f"media_home={home}",
+              "element_type=1,start_address=1,quantity=1",
+              "element_type=4,start_address=2,quantity=1",
+              "element_type=4,address=2,tid=1,lun=4",
+              "element_type=2,start_address=1000,quantity=4",
+              *[f"element_type=2,address={1000 + i},barcode={b},sides=1" for i, b in enumerate(BARCODES[:2])]]:
+        d.lu_update(1, 5, p)
+    return Setup(iqn, [1, 2, 3, 4, 5], files=guest_rtgt(work) + [manifest])
 
 
 SETUPS = {"disk": setup_disk, "tape": setup_tape, "changer": setup_changer, "cd": setup_cd,

@@ -350,7 +350,10 @@ def setup_passthrough(d, work):
               "element_type=2,start_address=1000,quantity=4",
               *[f"element_type=2,address={1000 + i},barcode={b},sides=1" for i, b in enumerate(BARCODES[:2])]]:
         d.lu_update(1, 5, p)
-    return Setup(iqn, [1, 2, 3, 4, 5], files=guest_rtgt(work) + [manifest])
+    # RTGT_GUEST_CU=1: also a subset of libiscsi's iscsi-test-cu over the passed-through
+    # disk (several minutes under TCG).
+    args = ["cu"] if os.environ.get("RTGT_GUEST_CU") == "1" else []
+    return Setup(iqn, [1, 2, 3, 4, 5], args=args, files=guest_rtgt(work) + [manifest])
 
 
 SETUPS = {"disk": setup_disk, "tape": setup_tape, "changer": setup_changer, "cd": setup_cd,
@@ -410,7 +413,8 @@ def run_one(flavor, bins, scenario, route, verbose):
                     print("    | " + line, flush=True)
             status, out, secs = boot.boot(os.path.join(HERE, "scenarios", scenario + ".sh"), s.args,
                                           files=s.files, hooks=s.hooks, verbose=verbose,
-                                          timeout=600 if scenario == "passthrough" else 240,
+                                          timeout=(1200 if s.args == ["cu"] else 600)
+                                          if scenario == "passthrough" else 240,
                                           echo=echo, **where)
         if daemon.proc.poll() is not None:
             return "FAIL", time.time() - t0, f"the daemon died (status {daemon.proc.returncode})"

@@ -363,6 +363,13 @@ impl PassThrough {
     /// Sends the command to the device and maps what comes back.
     async fn forward(&self, ctx: &Ctx<'_>, data: &mut Vec<u8>) -> Outcome<ScsiResult> {
         let want_in = ctx.cmd.expected_data_in as usize;
+        // The device's queue takes no more than this in one command (SBC-4 5.x READ /
+        // WRITE: a TRANSFER LENGTH over the MAXIMUM TRANSFER LENGTH is INVALID FIELD IN
+        // CDB; the same for any command whose transfer the queue can't carry). Checked
+        // before any buffer is made: an initiator's expected length may be anything.
+        if want_in.max(data.len()) > self.dev.max_transfer() as usize {
+            return Err(invalid_cdb());
+        }
         let (dir, buf) = if !data.is_empty() {
             (Dir::ToDevice, std::mem::take(data))
         } else if want_in > 0 {
@@ -370,12 +377,6 @@ impl PassThrough {
         } else {
             (Dir::None, Vec::new())
         };
-        // The device's queue takes no more than this in one command (SBC-4 5.x READ /
-        // WRITE: a TRANSFER LENGTH over the MAXIMUM TRANSFER LENGTH is INVALID FIELD IN
-        // CDB; the same for any command whose transfer the queue can't carry).
-        if buf.len() > self.dev.max_transfer() as usize {
-            return Err(invalid_cdb());
-        }
         let _permit = self
             .queue
             .acquire()

@@ -370,7 +370,10 @@ mod tests {
 
     #[test]
     fn refuses_what_is_not_a_node() {
-        let e = open("sg", "/etc/hostname").err().unwrap();
+        let file = std::env::temp_dir().join(format!("rtgt-pt-{}", std::process::id()));
+        std::fs::write(&file, b"x").unwrap();
+        let e = open("sg", file.to_str().unwrap()).err().unwrap();
+        let _ = std::fs::remove_file(&file);
         assert!(e.contains("not a character device"), "{e}");
         let e = open("sg", "/dev/null").err().unwrap();
         assert!(e.contains("not an sg node"), "{e}");

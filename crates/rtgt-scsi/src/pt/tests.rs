@@ -236,6 +236,9 @@ async fn report_luns_is_rtgts_and_block_limits_say_the_queue_limit() {
     // FIELD IN CDB).
     let r = exec_len(&t, 1, 2, &read10(0, 256), 128 * 1024).await;
     assert_eq!(sense_of(&r), (5, 0x24, 0));
+    // A garbage expected length (4 GiB) is refused before any buffer is made.
+    let r = exec_len(&t, 1, 2, &read10(0, 1), u32::MAX).await;
+    assert_eq!(sense_of(&r), (5, 0x24, 0));
     assert_eq!(f.opcodes(), vec![0x12]);
 }
 

@@ -222,10 +222,16 @@ elif command -v iscsi-test-cu >/dev/null; then
 			sg_raw -r "$n" "$dev" 12 00 00 00 "$a" 00 >/tmp/r 2>&1
 			echo "   alloc $n: $(grep -E "SCSI Status|Received" /tmp/r | tr -s ' ' | tr '\n' ' ')"
 		done
-		sg_raw -r 64 "$dev" 12 01 b0 00 40 00 >/tmp/r 2>&1
-		echo "   VPD B0h alloc 64: $(grep -E "SCSI Status|Received" /tmp/r | tr -s ' ' | tr '\n' ' ')"
-		sg_raw -r 64 "$dev" 12 01 b0 00 40 00 2>/dev/null | head -n 6 | sed 's/^/     /'
+		for n in 64 255; do
+			sg_raw -r "$n" "$dev" 12 01 b0 00 "$(printf %02x "$n")" 00 >/tmp/r 2>&1
+			echo "   VPD B0h alloc $n: $(grep -E "SCSI Status|Received" /tmp/r | tr -s ' ' | tr '\n' ' ')"
+		done
+		sg_raw -r 255 "$dev" 12 01 b0 00 ff 00 2>/dev/null | head -n 5 | sed 's/^/     /'
 	done
+	# Which allocation length the AllocLength test stumbles on, in its own words.
+	iscsi-test-cu -d -V -t SCSI.Inquiry.AllocLength "iscsi://$PORTAL/$IQN-sg/1" >/tmp/cu 2>&1
+	grep -n -i -E "fail|error|expected|residual|underflow|overflow" /tmp/cu | head -n 20 | sed 's/^/   | /'
+	grep -n -B8 -m1 -i "fail" /tmp/cu | head -n 20 | sed 's/^/   > /'
 else
 	echo "   (iscsi-test-cu is not in this guest: skipped)"
 fi

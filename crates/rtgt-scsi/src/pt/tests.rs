@@ -555,3 +555,26 @@ async fn tape_defaults_and_bad_parameters() {
     let e = t.add_lu(3, cfg).unwrap_err();
     assert!(e.to_string().contains("not an sg node"), "{e}");
 }
+
+#[tokio::test]
+async fn garbage_vpd_83_is_cut_not_trusted() {
+    let (t, f) = target("vpd-garbage", 0, &[]);
+    // A page that claims 200 bytes, whose second descriptor runs past what came.
+    f.then(|data, _| {
+        let mut d = vec![0, 0x83, 0, 200];
+        d.extend_from_slice(&[0x01, 0x03, 0, 8, 0x60, 1, 2, 3, 4, 5, 6, 7]);
+        d.extend_from_slice(&[0x01, 0x03, 0, 60, 0x60]);
+        Ok(answer(data, &d))
+    });
+    let r = exec_len(&t, 1, 2, &[0x12, 1, 0x83, 0, 255, 0], 255).await;
+    assert_eq!(r.status, status::GOOD);
+    let d = &r.data_in;
+    assert_eq!(usize::from(u16::from_be_bytes([d[2], d[3]])), d.len() - 4);
+    assert_eq!(&d[4..16], &[0x01, 0x03, 0, 8, 0x60, 1, 2, 3, 4, 5, 6, 7]);
+    // Then rtgt's designators only (association 01b and 10b).
+    assert_eq!((d[17] >> 4) & 3, 1);
+    // Three bytes of page: passed on as they are.
+    f.then(|data, _| Ok(answer(data, &[0, 0x83, 0])));
+    let r = exec_len(&t, 1, 2, &[0x12, 1, 0x83, 0, 255, 0], 255).await;
+    assert_eq!(r.data_in, vec![0, 0x83, 0]);
+}

@@ -350,6 +350,9 @@ impl PassThrough {
             return Err(Self::gone_sense().into());
         }
         let mut r = self.forward(ctx, data).await?;
+        if cdb[0] == opc::INQUIRY && r.status == status::GOOD {
+            trim_inquiry(cdb, &mut r.data_in);
+        }
         if cdb[0] == opc::INQUIRY && cdb[1] & 0x01 != 0 && r.status == status::GOOD {
             match cdb[2] {
                 0x83 => r.data_in = self.vpd83(ctx, &r.data_in),
@@ -450,6 +453,21 @@ impl PassThrough {
                 page[12..16].copy_from_slice(&limit.to_be_bytes());
             }
         }
+    }
+}
+
+/// INQUIRY data says its own length (SPC-4 6.6.2 ADDITIONAL LENGTH, 7.8.1 PAGE LENGTH):
+/// no more is sent than that, whatever residual the driver reported. Some devices (QEMU's
+/// scsi-generic over its iSCSI driver, for one) report none, so the whole allocation
+/// length would go back padded with zeros.
+fn trim_inquiry(cdb: &[u8], data: &mut Vec<u8>) {
+    let own = if cdb[1] & 0x01 != 0 {
+        (data.len() >= 4).then(|| 4 + usize::from(u16::from_be_bytes([data[2], data[3]])))
+    } else {
+        (data.len() >= 5).then(|| 5 + usize::from(data[4]))
+    };
+    if let Some(n) = own {
+        data.truncate(n);
     }
 }
 

@@ -578,3 +578,27 @@ async fn garbage_vpd_83_is_cut_not_trusted() {
     let r = exec_len(&t, 1, 2, &[0x12, 1, 0x83, 0, 255, 0], 255).await;
     assert_eq!(r.data_in, vec![0, 0x83, 0]);
 }
+
+#[tokio::test]
+async fn inquiry_data_is_cut_to_its_own_length_when_the_residual_says_nothing() {
+    let (t, f) = target("no-resid", 0, &[]);
+    // A device that reports no residual: the whole 255 bytes "transferred".
+    f.then(|data, _| {
+        let mut d = vec![0u8; 36];
+        d[2] = 6;
+        d[4] = 31;
+        data[..36].copy_from_slice(&d);
+        Ok(Completion::default())
+    });
+    let r = exec_len(&t, 1, 2, &[0x12, 0, 0, 0, 255, 0], 255).await;
+    assert_eq!(r.data_in.len(), 36);
+    f.then(|data, _| {
+        data[..8].copy_from_slice(&[0, 0xb0, 0, 0x3c, 0, 0, 0, 0]);
+        Ok(Completion::default())
+    });
+    let r = exec_len(&t, 1, 2, &[0x12, 1, 0xb0, 0, 255, 0], 255).await;
+    assert_eq!(r.data_in.len(), 64);
+    // The allocation length still cuts a longer page (the core's truncation).
+    let r = exec_len(&t, 1, 2, &[0x12, 0, 0, 0, 20, 0], 20).await;
+    assert_eq!(r.data_in.len(), 20);
+}

@@ -216,7 +216,7 @@ elif command -v iscsi-test-cu >/dev/null; then
 		for d in "$s"/device/target*/*:*:*:1; do RD="/dev/$(ls "$d/scsi_generic")"; done
 	done
 	for dev in "$PD" "$RD"; do
-		echo "-- INQUIRY CDBs of the failed tests on $dev ($([ "$dev" = "$PD" ] && echo "the device's own node" || echo "through rtgt"))"
+		echo "-- INQUIRY CDBs of the Inquiry tests on $dev ($([ "$dev" = "$PD" ] && echo "the device's own node" || echo "through rtgt"))"
 		for n in 0 1 2 4 5 35 36 37 95 96 97 255; do
 			a=$(printf %02x "$n")
 			sg_raw -r "$n" "$dev" 12 00 00 00 "$a" 00 >/tmp/r 2>&1

@@ -28,7 +28,8 @@ PKGS=(
   tar e2fsprogs libext2fs2 libcom-err2 libss2 libblkid1 libuuid1
   eject mt-st mtx sg3-utils libsgutils2-1.46-2 lsscsi kmod libkmod2
   open-iscsi libopeniscsiusr libisns0 libmount1 libsystemd0 libssl3 liblzma5 libzstd1
-  liblz4-1 libgcrypt20 libgpg-error0 
+  liblz4-1 libgcrypt20 libgpg-error0
+  libiscsi-bin libiscsi7 libcunit1 libibverbs1 librdmacm1 libnl-3-200 libnl-route-3-200
 )
 # Kernel modules loaded in the guest (their dependencies are added below).
 MODS=(

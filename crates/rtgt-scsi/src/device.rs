@@ -80,6 +80,13 @@ pub(crate) trait DeviceServer: Send + Sync {
         None
     }
 
+    /// Whether the device server answers `opcode` (INQUIRY or REQUEST SENSE) itself
+    /// instead of the core: a pass-through device forwards them to the real device.
+    fn answers_itself(&self, opcode: u8) -> bool {
+        let _ = opcode;
+        false
+    }
+
     /// Data-Out bytes the CDB asks for, so the transport can report residuals.
     fn data_out_len(&self, lu: &Lu, cdb: &[u8]) -> Option<u64> {
         let _ = (lu, cdb);

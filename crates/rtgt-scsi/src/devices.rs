@@ -116,4 +116,6 @@ registry! {
     Cd = "cd" => crate::mmc::Drive,
     /// Media changer device (SMC-3).
     Changer = "changer" => crate::smc::Changer,
+    /// A real SCSI device passed through (`--bstype sg|bsg`).
+    PassThrough = "pt" => crate::pt::PassThrough,
 }

@@ -142,6 +142,23 @@ fn name_string(s: &str) -> Vec<u8> {
     v
 }
 
+/// VPD 83h's designators of the target port the command came through and of the
+/// target device (SPC-4 7.8.6: associations 01b and 10b). The protocol identifier is
+/// iSCSI's (5h) when the names are iSCSI ones.
+pub(crate) fn port_designators(body: &mut Vec<u8>, target: &str, nexus: &ItNexus) {
+    let proto = nexus.target_port.contains(",t,0x").then_some(5u8);
+    if !nexus.target_port.is_empty() {
+        designator(body, proto, 3, 1, 8, &name_string(&nexus.target_port));
+    }
+    let mut rel = vec![0, 0];
+    rel.extend_from_slice(&nexus.relative_port_id.to_be_bytes());
+    designator(body, proto, 1, 1, 4, &rel);
+    let mut tpg = vec![0, 0];
+    tpg.extend_from_slice(&nexus.target_port_group.to_be_bytes());
+    designator(body, proto, 1, 1, 5, &tpg);
+    designator(body, proto, 3, 2, 8, &name_string(target));
+}
+
 fn supported_pages(lu: &Lu) -> &'static [u8] {
     lu.device.server().vpd_pages()
 }
@@ -160,19 +177,7 @@ fn vpd(lu: &Lu, target: &str, nexus: &ItNexus, page: u8) -> Outcome<Vec<u8>> {
             let mut t10 = pad(&lu.params.read().vendor_id, 8);
             t10.extend_from_slice(serial(lu, target).as_bytes());
             designator(&mut body, None, 2, 0, 1, &t10);
-            // The target port the command came through, and the target device.
-            // The protocol identifier is iSCSI's (5h) when the names are iSCSI ones.
-            let proto = nexus.target_port.contains(",t,0x").then_some(5u8);
-            if !nexus.target_port.is_empty() {
-                designator(&mut body, proto, 3, 1, 8, &name_string(&nexus.target_port));
-            }
-            let mut rel = vec![0, 0];
-            rel.extend_from_slice(&nexus.relative_port_id.to_be_bytes());
-            designator(&mut body, proto, 1, 1, 4, &rel);
-            let mut tpg = vec![0, 0];
-            tpg.extend_from_slice(&nexus.target_port_group.to_be_bytes());
-            designator(&mut body, proto, 1, 1, 5, &tpg);
-            designator(&mut body, proto, 3, 2, 8, &name_string(target));
+            port_designators(&mut body, target, nexus);
         }
         0x86 => {
             // Extended INQUIRY Data (SPC-4 7.8.7): SIMPSUP (simple task attribute);

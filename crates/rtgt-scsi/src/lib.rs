@@ -21,6 +21,7 @@ mod mode;
 mod opcodes;
 mod params;
 mod pr;
+mod pt;
 mod range;
 mod reserve;
 mod saved_state;
@@ -51,6 +52,7 @@ pub use alua::AluaState;
 pub use devices::DeviceType;
 pub use mmc::open_disc_image;
 pub use params::{canonical_lu_params, default_lu_param};
+pub use pt::canonical_params as pt_canonical_params;
 pub use target::{DriveHandle, LuDirectory, MediaLuConfig, ScsiTarget, TmOutcome, TmResponse};
 pub use tasks::{AbortAck, AbortHook, TaskGuard, TransportAbort};
 
@@ -228,6 +230,9 @@ pub enum ScsiError {
     PrState(String),
     #[error("logical unit {0}: an initiator prevents medium removal (PREVENT ALLOW MEDIUM REMOVAL) and was sent an eject request; unmount the disc on the initiator, or add force=1")]
     MediumRemovalPrevented(u64),
+    /// A device node that can't be used (pass-through): the message says why.
+    #[error("{0}")]
+    Device(String),
     #[error("backing store size {size} is smaller than one {block_size}-byte block")]
     TooSmall { size: u64, block_size: u32 },
 }

@@ -782,10 +782,13 @@ impl ScsiTarget {
         }
         // What every device type answers alike (SPC-4 6.6, 6.33, 6.39); the rest is
         // the device server's.
+        let own = server.answers_itself(opcode);
         let r = match opcode {
-            op::INQUIRY => inquiry::inquiry(lu, &self.name, nexus, cdb).map(ScsiResult::with_data),
+            op::INQUIRY if !own => {
+                inquiry::inquiry(lu, &self.name, nexus, cdb).map(ScsiResult::with_data)
+            }
             op::REPORT_LUNS => spc::report_luns(&self.lun_list(nexus), cdb),
-            op::REQUEST_SENSE => {
+            op::REQUEST_SENSE if !own => {
                 // In standby / unavailable the sense data says why (SPC-4 5.16.2.4).
                 let alua = server
                     .alua()

@@ -618,7 +618,9 @@ fn running_target(t: &crate::Target) -> TargetConfig {
 
 /// A LUN reduced to what identifies its backing (a change there means a new LU).
 fn lun_identity(l: &LunConfig) -> (String, String, String, String) {
-    let mut bstype = rtgt_backstore::canonical_type(l.bstype.as_deref().unwrap_or("rdwr"))
+    let given = l.bstype.as_deref().unwrap_or("rdwr");
+    let mut bstype = rtgt_backstore::canonical_type(given)
+        .or(matches!(given, "sg" | "bsg").then_some(given))
         .unwrap_or("?")
         .to_string();
     // io_uring is served by rdwr where the kernel refuses it.
@@ -665,7 +667,13 @@ fn canon_lu_params(l: &LunConfig) -> Result<Vec<(String, String)>, String> {
         .iter()
         .map(|(k, v)| (k.clone(), v.text()))
         .collect();
-    rtgt_scsi::canonical_lu_params(&pairs).map_err(|e| {
+    // A pass-through LU has parameters of its own (reservations, queue_depth, timeout).
+    let canonical = if l.device_type.as_deref() == Some("pt") {
+        rtgt_scsi::pt_canonical_params(&pairs)
+    } else {
+        rtgt_scsi::canonical_lu_params(&pairs)
+    };
+    canonical.map_err(|e| {
         format!(
             "lun {}: {}",
             l.lun.get_ref(),

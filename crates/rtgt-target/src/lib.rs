@@ -24,6 +24,7 @@ mod media;
 mod mgmt;
 pub mod name;
 pub mod params;
+mod passthrough;
 pub mod report;
 mod show;
 

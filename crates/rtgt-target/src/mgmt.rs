@@ -632,6 +632,19 @@ fn logicalunit(reg: &Registry, op: &str, req: &Request) -> Result<String> {
                 }
                 Some(d) => d,
             };
+            // tgt checks both ways: pt takes sg / bsg and sg / bsg back only pt.
+            let pt_store = req
+                .bstype
+                .as_deref()
+                .is_some_and(crate::passthrough::is_pt_bstype);
+            if device_type == DeviceType::PassThrough {
+                return crate::passthrough::new_lu(&t, tid, lun, req);
+            } else if pt_store {
+                return Err(AdmError::invalid(format!(
+                    "bstype {} passes a SCSI device through: use it with --device-type pt",
+                    req.bstype.as_deref().unwrap_or("")
+                )));
+            }
             if !matches!(device_type, DeviceType::Disk | DeviceType::Cd) {
                 return crate::media::new_lu(&t, tid, lun, device_type, req);
             }

@@ -75,9 +75,10 @@ pub fn target(t: &Target, out: &mut String) {
     out.push_str("    LUN information:\n");
     for lu in t.scsi.lu_info() {
         let _ = writeln!(out, "        LUN: {}", lu.lun);
-        // tgt's name for an MMC device.
+        // tgt's names for an MMC device and a pass-through one.
         let dtype = match lu.device_type.as_str() {
             "cd" => "cd/dvd",
+            "pt" => "passthrough",
             t => t,
         };
         let _ = writeln!(out, "            Type: {dtype}");

@@ -279,6 +279,39 @@ fn logicalunit_new_delete_and_errors() {
         errno::EOPNOTSUPP,
         "device type 'osd'",
     );
+    // Pass-through: the node must be what bstype says, and sg / bsg go with pt only.
+    for (bstype, path, msg) in [
+        (
+            "sg",
+            "/dev/null",
+            "/dev/null is not an sg node (major 1, sg's is 21)",
+        ),
+        ("bsg", "/dev/null", "/dev/null is not a bsg node"),
+        (
+            "sg",
+            f.path().as_str(),
+            "is not a character device: bstype sg needs a /dev/sgN node",
+        ),
+        ("rdwr", "/dev/null", "device type pt needs --bstype sg"),
+    ] {
+        err(
+            reg.handle(Request {
+                device_type: Some("pt".into()),
+                bstype: Some(bstype.into()),
+                ..new_lu(&reg, 1, 2, path)
+            }),
+            errno::EINVAL,
+            msg,
+        );
+    }
+    err(
+        reg.handle(Request {
+            bstype: Some("sg".into()),
+            ..new_lu(&reg, 1, 2, "/dev/null")
+        }),
+        errno::EINVAL,
+        "bstype sg passes a SCSI device through: use it with --device-type pt",
+    );
     err(
         reg.handle(Request {
             params: Some("readonly".into()),

@@ -514,6 +514,9 @@ Logical units:
   --mode logicalunit --op update --tid N --lun L --params element_type=2,address=A,barcode=B,sides=1
   --mode logicalunit --op update --tid N --lun L --params element_type=4,address=A,tid=T,lun=L
         a media changer (tgt's syntax): slots, drives, cartridges from media_home
+  --mode logicalunit --op new --tid N --lun L --device-type pt --bstype sg|bsg
+        --backing-store /dev/sgN|/dev/bsg/H:C:T:L   a real SCSI device passed through;
+        --params reservations=emulate|passthrough,queue_depth=N,timeout=SECONDS
   --mode logicalunit --op bind|unbind --tid N --lun L --initiator-name NAME
         LUN masking: a LUN with names bound is seen only by those initiators
 
@@ -548,11 +551,12 @@ Options:
   -T, --targetname NAME       iSCSI name (iqn., eui. or naa.; RFC 7143 4.2.7)
   -b, --backing-store PATH    file or block device
   -E, --bstype TYPE           rdwr (default), io_uring (alias aio), mem, null, rbd
-                              (-b [pool/]image[@snap]) or glfs (-b volume@host:path)
+                              (-b [pool/]image[@snap]) or glfs (-b volume@host:path);
+                              sg, bsg (pt)
   -f, --bsoflags FLAGS        sync, direct, or both (sync,direct or sync:direct)
   -S, --bsopts OPTS           backing-store options: size=N for mem and null
   -y, --blocksize N           logical block size: 512 (default) or 4096
-  -Y, --device-type TYPE      disk (default), cd, tape or changer
+  -Y, --device-type TYPE      disk (default), cd, tape, changer or pt (pass-through)
   -P, --params K=V,...        logical unit parameters: readonly=0|1, write_cache=on|off,
                               nv_cache=0|1, physical_blocksize=N, vendor_id=, product_id=,
                               scsi_id=, scsi_sn=, removable=, online=, sense_format=, size=

@@ -554,6 +554,9 @@ fn rtgt_backstore_type(v: &str) -> Option<&'static str> {
         "rbd" => "rbd",
         // bs_glfs: `backing-store volume@host:path`, `bsopts "logfile=...;loglevel=..."`.
         "glfs" => "glfs",
+        // bs_sg: a pass-through LU (device-type pt) on an sg or bsg node.
+        "sg" => "sg",
+        "bsg" => "bsg",
         _ => return None,
     })
 }
@@ -787,6 +790,34 @@ default-driver iscsi
         assert_eq!(
             l.bsopts.as_deref(),
             Some("logfile=/var/log/tgt-glfs.log;loglevel=7")
+        );
+        assert!(i.skipped.is_empty(), "{:?}", i.skipped);
+    }
+
+    #[test]
+    fn pass_through_luns_keep_their_sg_and_bsg_nodes() {
+        let conf = "<target iqn.2026-12.org.example:lib>\n\
+            <backing-store /dev/sg3>\n  bs-type sg\n  device-type pt\n  lun 1\n</backing-store>\n\
+            <backing-store /dev/bsg/2:0:0:0>\n  bs-type bsg\n  device-type pt\n  lun 2\n</backing-store>\n\
+            </target>\n";
+        let i = import(conf).unwrap();
+        let l = &i.config.targets[0].luns;
+        let got: Vec<_> = l
+            .iter()
+            .map(|l| {
+                (
+                    l.backing_store.as_deref(),
+                    l.bstype.as_deref(),
+                    l.device_type.as_deref(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (Some("/dev/sg3"), Some("sg"), Some("pt")),
+                (Some("/dev/bsg/2:0:0:0"), Some("bsg"), Some("pt")),
+            ]
         );
         assert!(i.skipped.is_empty(), "{:?}", i.skipped);
     }

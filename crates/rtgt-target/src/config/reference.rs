@@ -48,15 +48,17 @@ errors (FILE:LINE:COL: key `K`: what is wrong), and rtgtd refuses to start on th
   lun = L                     1 and up (LUN 0 is the target's controller)
   backing_store = \"PATH\"      a file or block device (not for null / mem)
   bstype = \"rdwr\"             rdwr (default), io_uring (alias aio), mem, null, rbd,
-                              glfs (rbd and glfs: cargo features of the same names)
+                              glfs (rbd and glfs: cargo features of the same names);
+                              sg, bsg (pt)
   bsoflags = \"sync\"           sync, direct, sync:direct
   blocksize = 512             logical block size: 512 or 4096
-  device_type = \"disk\"        disk, cd, tape, changer
+  device_type = \"disk\"        disk, cd, tape, changer, pt (pass-through: bstype sg or bsg)
   size = \"1G\"                 size of a null / mem LU; for a file, resize it to this
   params = { KEY = VALUE }    LU parameters, tgt's names: vendor_id, product_id,
                               product_rev, scsi_id, scsi_sn, removable, readonly,
                               online, sense_format, thin_provisioning, write_cache,
-                              nv_cache, physical_blocksize, lbppbe, sanitize_rate
+                              nv_cache, physical_blocksize, lbppbe, sanitize_rate;
+                              pt: reservations, queue_depth, timeout
   bsopts = \"conf=PATH;id=USER\"  rbd: conf, id, cluster, timeout, cache; glfs:
                               logfile, loglevel, timeout; a change
                               creates the LU again (refused in use unless --force)

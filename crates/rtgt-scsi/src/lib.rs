@@ -42,6 +42,9 @@ mod xcopy;
 mod target_tests;
 
 #[cfg(test)]
+mod shared_tests;
+
+#[cfg(test)]
 mod cache_tests;
 
 pub use alua::AluaState;

@@ -229,7 +229,10 @@ async fn a_release_being_published_is_not_undone_by_the_next_change() {
     crate::shared_pr::settle(std::time::Duration::from_secs(5)).await;
     assert_eq!(st(&exec(&b, &nb, &TUR).await), status::RESERVATION_CONFLICT);
     assert_eq!(st(&exec(&a, &na2, &RESERVE6).await), status::GOOD);
-    assert_eq!(st(&exec(&b, &nb, &RESERVE6).await), status::RESERVATION_CONFLICT);
+    assert_eq!(
+        st(&exec(&b, &nb, &RESERVE6).await),
+        status::RESERVATION_CONFLICT
+    );
     assert_eq!(st(&exec(&a, &na2, &RELEASE6).await), status::GOOD);
     assert_eq!(st(&exec(&b, &nb, &RESERVE6).await), status::GOOD);
 }

@@ -272,24 +272,28 @@ pub(crate) async fn settle(limit: Duration) {
 
 /// I_T nexus loss on a shared LU (SPC-2 5.5.1): if `nexus` holds the SPC-2
 /// reservation, it ends here at once and for the other targets as soon as the release
-/// is published (under the update lock, on a thread of its own).
-pub(crate) fn nexus_loss(lu: &Arc<Lu>, nexus: &ItNexus) {
+/// is published (under the update lock, on a thread of its own). Returns what says
+/// when it is published, for a transport that can hold the Logout Response until then.
+pub(crate) fn nexus_loss(
+    lu: &Arc<Lu>,
+    nexus: &ItNexus,
+) -> Option<tokio::sync::watch::Receiver<bool>> {
     if lu.shared.is_none() {
         lu.spc2.release_lost(nexus);
-        return;
+        return None;
     }
     refresh(lu);
-    let Some(holder) = lu.spc2.holder() else {
-        return;
-    };
+    let holder = lu.spc2.holder()?;
     if !lu.spc2.release_lost(nexus) {
-        return;
+        return None;
     }
     // Until the release is published, a state read from the store that still names
     // this holder (another change's `begin`) must not bring the reservation back.
     lu.spc2.lost(holder.clone());
+    let (ack, acked) = AbortAck::new();
     let lu = lu.clone();
     spawn_update("I_T nexus loss", async move {
+        let _ack = ack;
         // `begin` loads the shared state without the lost holder: publishing it is
         // the release.
         let published = match begin(&lu).await {
@@ -297,6 +301,7 @@ pub(crate) fn nexus_loss(lu: &Arc<Lu>, nexus: &ItNexus) {
             Err(_) => false,
         };
         if published {
+            tracing::debug!(lun = lu.lun, "SPC-2 release of a lost I_T nexus published");
             lu.spc2.released(&holder);
         } else {
             // Kept as lost: this gateway goes on ignoring it; the others see it until
@@ -307,6 +312,7 @@ pub(crate) fn nexus_loss(lu: &Arc<Lu>, nexus: &ItNexus) {
             );
         }
     });
+    Some(acked)
 }
 
 /// A reset of a shared LU made here (`code`: the unit attention it establishes) is

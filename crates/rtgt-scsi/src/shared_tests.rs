@@ -254,10 +254,14 @@ async fn nexus_loss_releases_for_every_gateway() {
         status::RESERVATION_CONFLICT
     );
     // SPC-2 5.5.1: the holder's I_T nexus loss ends it, published from its own thread
-    // (nexus_loss is synchronous); settle waits for it as a stopping daemon does.
-    a.nexus_loss(&na);
-    crate::shared_pr::settle(std::time::Duration::from_secs(5)).await;
+    // (nexus_loss is synchronous); what it returns says when the other gateways have
+    // it (a Logout Response waits for that).
+    let wait = a.nexus_loss(&na);
+    assert!(!wait.is_empty());
+    wait.wait().await;
     assert_eq!(st(&exec(&b, &nb, &RESERVE6).await), status::GOOD);
+    // A nexus holding nothing has nothing to wait for.
+    assert!(b.nexus_loss(&nexus(9, 9, 2)).is_empty());
 }
 
 async fn reset(t: &ScsiTarget, n: &Arc<ItNexus>, f: TmFunction) {

@@ -1040,7 +1040,12 @@ impl ScsiTarget {
 
     /// The I_T nexus is gone (session closed): release what it held (SPC-2 reservations)
     /// and forget its pending unit attentions. Persistent reservations stay (SPC-4 5.13).
-    pub fn nexus_loss(&self, nexus: &ItNexus) {
+    /// Returns what to wait for before telling the initiator the nexus is gone (a
+    /// Logout Response): the release's publication to the other targets of a shared
+    /// medium, so a command the initiator sends through another gateway once it has the
+    /// response never meets the reservation.
+    pub fn nexus_loss(&self, nexus: &ItNexus) -> TaskWait {
+        let mut wait = TaskWait::default();
         self.directory.nexus_down(nexus.id);
         self.nexuses.write().remove(&nexus.id);
         self.hooks.write().remove(&nexus.id);
@@ -1049,11 +1054,14 @@ impl ScsiTarget {
         for lu in self.all_lus() {
             lu.ua.forget(nexus.id);
             // SPC-2 5.5.1, through the shared state on a medium other targets export.
-            crate::shared_pr::nexus_loss(&lu, nexus);
+            if let Some(acked) = crate::shared_pr::nexus_loss(&lu, nexus) {
+                wait = wait.with_ack(acked);
+            }
             // SBC-4 5.15: a prevention ends with the I_T nexus that made it.
             lu.medium.lock().preventing.remove(&nexus.id);
             lu.device.server().nexus_loss(&lu, nexus.id);
         }
+        wait
     }
 }
 

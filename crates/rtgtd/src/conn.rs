@@ -310,11 +310,13 @@ struct Live {
 }
 
 impl Live {
-    /// The session's I_T nexus is lost (once, here or at drop).
-    fn end_nexus(&mut self) {
+    /// The session's I_T nexus is lost (once, here or at drop). Returns what to wait
+    /// for before answering a logout (rtgt-scsi's `nexus_loss`).
+    fn end_nexus(&mut self) -> Option<rtgt_scsi::tasks::TaskWait> {
         if let (Some(t), Some(n)) = (&self.target, self.nexus.take()) {
-            t.scsi.nexus_loss(&n);
+            return Some(t.scsi.nexus_loss(&n));
         }
+        None
     }
 }
 
@@ -742,7 +744,11 @@ async fn full_feature(
             // RESET answer): its I_T nexus ends first (SAM-5 6.3.4: reservations,
             // prevention, unit attentions), so a command the initiator sends on another
             // session once it has the response never meets what this nexus held.
-            live.end_nexus();
+            // On a medium other gateways export too, the release is published first
+            // (bounded: a cluster that does not answer must not hold the logout).
+            if let Some(w) = live.end_nexus().filter(|w| !w.is_empty()) {
+                let _ = tokio::time::timeout(std::time::Duration::from_secs(10), w.wait()).await;
+            }
         }
         if let Err(e) = output.flush(&mut wr).await {
             tracing::debug!(%peer, "write: {e}");

@@ -265,9 +265,14 @@ impl SharedPr {
             return Ok(());
         }
         self.establish_watch()?;
+        // Read without the update lock: a change published or announced while the
+        // read is under way is at least as new as what it returns, so the read is
+        // kept only if nothing came meanwhile (else a released reservation could come
+        // back from a read that began before its release).
+        let seen = self.w().state.lock().0;
         let state = self.read_meta()?;
         let mut s = self.w().state.lock();
-        if s.1 != state {
+        if s.0 == seen && s.1 != state {
             s.0 += 1;
             s.1 = state;
         }

@@ -90,6 +90,9 @@ if step build cargo build --workspace "${FEATURES[@]}"; then
       runs+=("io-uring-lun:default-lun" "direct-lun:default-lun" "loop-lun:default-lun")
       # An RBD image on a throw-away Ceph cluster (scripts/ceph-cluster.sh).
       runs+=("rbd-lun:default-lun")
+      # Two gateways on one image, iscsi-test-cu's second initiator through the second
+      # (SPC-2 reservations and resets are the LU's): everything the default LUN passes.
+      runs+=("rbd-gateways:default-lun")
       # A file on a throw-away GlusterFS volume (scripts/gluster-cluster.sh).
       runs+=("glfs-lun:default-lun")
     fi

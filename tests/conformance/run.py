@@ -6,7 +6,8 @@ configures one target with one 1 GiB sparse file LUN through rtgtadm (tgtadm syn
 
     iscsi-test-cu -d -v iscsi://127.0.0.1:PORT/IQN/1 iscsi://127.0.0.1:PORT/IQN/1
 
-(the same URL twice so the two-initiator tests run) under a timeout, classifies every test
+(the same URL twice so the two-initiator tests run; the rbd-gateways configuration runs
+two rtgtd on one RBD image and gives one URL per gateway) under a timeout, classifies every test
 pass / skip / fail (classify.py), writes results/<config>.txt and compares it with
 expected/<config>.txt. Some configurations run iscsi-test-cu more than once (a "pass"
 with its own flags, test selection and LUN; see CONFIGS), and the verdicts combine test by
@@ -136,6 +137,11 @@ CONFIGS = {
     # A 1 GiB sparse file on a throw-away one-node GlusterFS volume
     # (scripts/gluster-cluster.sh), through libgfapi (bstype glfs).
     "glfs-lun": (["--glfs"], 1 << 30, DESTRUCTIVE, {}),
+    # Two gateways on one RBD image, as multipath users run them (README: Gateways): two
+    # rtgtd with the same target and LUN, portal groups 1 and 2, librbd's cache off, and
+    # iscsi-test-cu given one URL per gateway, so its second initiator (the two-initiator
+    # reservation tests, MultipathIO) comes in through the other gateway.
+    "rbd-gateways": (["--rbd", "--gateways", "--bsopts-extra", "cache=off"], 1 << 30, DESTRUCTIVE, {}),
     "loop-io-uring-direct-lun": (["--loop", "--bstype", "io_uring", "--bsoflags", "direct"], 1 << 30, DESTRUCTIVE, {}),
 }
 # What `--config all` runs (and CI): the configurations issue 3 asks for.
@@ -194,17 +200,18 @@ def find_bins(args):
 class Daemon:
     """rtgtd -f on a private port and control socket; always killed at exit."""
 
-    def __init__(self, rtgtd, rtgtadm, workdir, logpath):
+    def __init__(self, rtgtd, rtgtadm, workdir, logpath, tpgt=None):
         self.rtgtadm = rtgtadm
         self.port = free_port()
         # A control port number nobody else uses; RTGT_RUN_DIR keeps rtgt's socket private
         # (tgtd, if run instead, uses /run/tgtd/socket.N, hence the random N).
         self.ctl = str(random.randint(1000, 60000))
-        rundir = os.path.join(workdir, "run")
+        rundir = os.path.join(workdir, "run" if tpgt is None else f"run{tpgt}")
         os.makedirs(rundir, exist_ok=True)
         self.env = dict(os.environ, RTGT_RUN_DIR=rundir)
         self.log = open(logpath, "wb")
-        cmd = [rtgtd, "-f", "-C", self.ctl, "--iscsi", f"portal=127.0.0.1:{self.port}"]
+        portal = f"portal=127.0.0.1:{self.port}" + (f",tpgt={tpgt}" if tpgt is not None else "")
+        cmd = [rtgtd, "-f", "-C", self.ctl, "--iscsi", portal]
         say("starting " + " ".join(cmd))
         self.proc = subprocess.Popen(
             cmd, env=self.env, stdin=subprocess.DEVNULL, stdout=self.log, stderr=subprocess.STDOUT,
@@ -245,13 +252,14 @@ class Daemon:
         self.log.close()
 
 
-def run_cu(url, logpath, timeout, stall, flags=("-d",), tests=None):
-    """Runs iscsi-test-cu with `flags` (and `-t tests`); returns (seconds, problem or None).
+def run_cu(url, logpath, timeout, stall, flags=("-d",), tests=None, url2=None):
+    """Runs iscsi-test-cu with `flags` (and `-t tests`) on `url` and `url2` (default: `url`
+    again); returns (seconds, problem or None).
 
     Killed after `timeout` seconds in all, or after `stall` seconds without new output (a
     hung test: libiscsi waits for a lost response forever).
     """
-    cmd = ["iscsi-test-cu", *flags] + (["-t", tests] if tests else []) + ["-v", url, url]
+    cmd = ["iscsi-test-cu", *flags] + (["-t", tests] if tests else []) + ["-v", url, url2 or url]
     say(f"running {' '.join(cmd)}")
     say(f"  (timeout {timeout}s, {stall}s without output counts as a hang; log {os.path.relpath(logpath, ROOT)})")
     t0 = time.time()
@@ -429,18 +437,29 @@ def main(argv):
         glfs = "--glfs" in lun_opts
         if glfs and shutil.which("glusterd") is None:
             raise SystemExit("conformance: glfs-lun needs glusterd (glusterfs-server); run scripts/install-deps.sh")
+        gateways = "--gateways" in lun_opts
+        bsopts_extra = lun_opts[lun_opts.index("--bsopts-extra") + 1] if "--bsopts-extra" in lun_opts else None
         rtgtd, rtgtadm = find_bins(args)
-        lun_opts = [o for o in lun_opts if o not in ("--loop", "--rbd", "--glfs")]
+        lun_opts = [o for o in lun_opts
+                    if o not in ("--loop", "--rbd", "--glfs", "--gateways", "--bsopts-extra", bsopts_extra)]
         work = tempfile.mkdtemp(prefix="rtgt-conformance-")
         daemon = None
+        daemons = []
         loopdev = None
         ceph_dir = os.path.join(work, "ceph")
         cluster = os.path.join(ROOT, "scripts", "ceph-cluster.sh")
         gluster_dir = os.path.join(work, "gluster")
         gluster = os.path.join(ROOT, "scripts", "gluster-cluster.sh")
         try:
-            daemon = Daemon(rtgtd, rtgtadm, work, os.path.join(args.results, f"{args.config}.rtgtd.log"))
+            daemon = Daemon(rtgtd, rtgtadm, work, os.path.join(args.results, f"{args.config}.rtgtd.log"),
+                            tpgt=1 if gateways else None)
+            daemons.append(daemon)
             daemon.wait_ready()
+            if gateways:
+                # Started once the first listens, so the two never probe the same port.
+                gw2 = Daemon(rtgtd, rtgtadm, work, os.path.join(args.results, f"{args.config}.rtgtd2.log"), tpgt=2)
+                daemons.append(gw2)
+                gw2.wait_ready()
             backing = []
             if rbd:
                 t0 = time.time()
@@ -451,7 +470,8 @@ def main(argv):
                 subprocess.run(["rbd", "-c", conf, "create", "--size", str(size >> 20), "--image-feature",
                                 "layering", "rbd/lun1"], check=True, timeout=60)
                 say(f"backing store: rbd/lun1 on a throw-away Ceph cluster (up in {time.time() - t0:.1f}s)")
-                backing = ["--bstype", "rbd", "-b", "rbd/lun1", "--bsopts", f"conf={conf}"]
+                backing = ["--bstype", "rbd", "-b", "rbd/lun1", "--bsopts",
+                           f"conf={conf}" + (f";{bsopts_extra}" if bsopts_extra else "")]
             elif glfs:
                 t0 = time.time()
                 r = subprocess.run(["bash", gluster, "up", gluster_dir], capture_output=True, text=True, timeout=120)
@@ -475,11 +495,19 @@ def main(argv):
                     loopdev = r.stdout.strip()
                     say(f"backing store: loop device {loopdev} over {img}")
                     backing = ["-b", loopdev]
-            daemon.adm(["--op", "new", "--mode", "target", "--tid", "1", "-T", IQN])
-            daemon.adm(["--op", "new", "--mode", "logicalunit", "--tid", "1", "--lun", "1"] + backing + lun_opts)
-            say("LUN: " + " ".join(line.strip() for line in daemon.adm(["--op", "show", "--mode", "target"]).stdout.splitlines()
-                                   if line.strip().startswith(("Backing store type", "Backing store flags", "Block size", "Size"))))
-            daemon.adm(["--op", "bind", "--mode", "target", "--tid", "1", "-I", "ALL"])
+            for i, d in enumerate(daemons):
+                d.adm(["--op", "new", "--mode", "target", "--tid", "1", "-T", IQN])
+                d.adm(["--op", "new", "--mode", "logicalunit", "--tid", "1", "--lun", "1"] + backing + lun_opts)
+                say("LUN: " + " ".join(line.strip() for line in d.adm(["--op", "show", "--mode", "target"]).stdout.splitlines()
+                                       if line.strip().startswith(("Backing store type", "Backing store flags", "Block size", "Size"))))
+                d.adm(["--op", "bind", "--mode", "target", "--tid", "1", "-I", "ALL"])
+                if gateways:
+                    # Active/active: each gateway reports its own group and the other's.
+                    me, peer = i + 1, 2 - i
+                    d.adm(["--op", "update", "--mode", "target", "--tid", "1", "--name", f"alua_state.{me}", "--value", "active"])
+                    d.adm(["--op", "update", "--mode", "target", "--tid", "1", "--name", f"alua_peer.{peer}", "--value", "active"])
+            if gateways:
+                say(f"gateways: tpgt 1 on 127.0.0.1:{daemons[0].port}, tpgt 2 on 127.0.0.1:{daemons[1].port}, one image")
             for (flags, sel, lun, excl), path in zip(passes, logpaths):
                 if excl:
                     sel, dropped = exclude(sel, excl, all_tests())
@@ -497,17 +525,20 @@ def main(argv):
                                + more_luns.pop(lun))
                     say(f"LUN {lun}: {' '.join(CONFIGS[args.config][3][lun])}")
                 url = f"iscsi://127.0.0.1:{daemon.port}/{IQN}/{lun}"
-                secs, problem = run_cu(url, path, args.timeout, args.stall, flags, sel)
+                url2 = f"iscsi://127.0.0.1:{daemons[1].port}/{IQN}/{lun}" if gateways else None
+                secs, problem = run_cu(url, path, args.timeout, args.stall, flags, sel, url2)
                 say(f"iscsi-test-cu ran for {secs:.0f}s")
                 if problem:
                     with open(path, errors="replace") as f:
                         last = classify.last_test(f.read()) or "(before the first test)"
                     problems.append(f"{problem}; killed in {last} (classified fail, later tests not run)")
-            if not daemon.alive():
-                problems.append(f"rtgtd died during the run (exit status {daemon.proc.returncode}); see {args.config}.rtgtd.log")
+            for i, d in enumerate(daemons):
+                if not d.alive():
+                    log = f"{args.config}.rtgtd{'' if i == 0 else i + 1}.log"
+                    problems.append(f"rtgtd died during the run (exit status {d.proc.returncode}); see {log}")
         finally:
-            if daemon is not None:
-                daemon.stop()
+            for d in daemons:
+                d.stop()
             if loopdev:
                 subprocess.run(["losetup", "-d", loopdev], capture_output=True)
             if rbd:

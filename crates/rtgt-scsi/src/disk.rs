@@ -141,8 +141,9 @@ impl Disk {
                 }
                 Ok(ScsiResult::good())
             }
-            op::RESERVE_6 | op::RESERVE_10 => spc::reserve(lu, nexus, cdb),
-            op::RELEASE_6 | op::RELEASE_10 => spc::release(lu, nexus, cdb),
+            // Under the shared state's lock on a medium other targets export too.
+            op::RESERVE_6 | op::RESERVE_10 => crate::shared_pr::reserve(lu, nexus, cdb).await,
+            op::RELEASE_6 | op::RELEASE_10 => crate::shared_pr::release(lu, nexus, cdb).await,
             op::PERSISTENT_RESERVE_IN => spc::pr_in(lu, cdb),
             op::PERSISTENT_RESERVE_OUT => t.persistent_reserve_out(lu, nexus, cdb, data).await,
             op::START_STOP_UNIT => sbc::start_stop_cmd(lu, cdb).await,

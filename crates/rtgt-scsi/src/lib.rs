@@ -43,6 +43,9 @@ mod xcopy;
 mod target_tests;
 
 #[cfg(test)]
+mod shared_tests;
+
+#[cfg(test)]
 mod cache_tests;
 
 #[cfg(test)]

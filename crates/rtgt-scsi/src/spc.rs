@@ -189,7 +189,7 @@ pub(crate) fn reserve(lu: &Lu, nexus: &ItNexus, cdb: &[u8]) -> Outcome<ScsiResul
     if lu.pr.lock().has_registrations() {
         return Err(Fail::Conflict);
     }
-    match lu.spc2.reserve(nexus.id) {
+    match lu.spc2.reserve(nexus) {
         ReserveResult::Granted => Ok(ScsiResult::good()),
         ReserveResult::Conflict => Err(Fail::Conflict),
     }
@@ -203,7 +203,7 @@ pub(crate) fn release(lu: &Lu, nexus: &ItNexus, cdb: &[u8]) -> Outcome<ScsiResul
     if lu.pr.lock().has_registrations() {
         return Err(Fail::Conflict);
     }
-    lu.spc2.release(nexus.id);
+    lu.spc2.release(nexus);
     Ok(ScsiResult::good())
 }
 

@@ -744,9 +744,13 @@ impl ScsiTarget {
         if crate::store_ready::became_ready(lu) {
             self.check_capacity(lu, None);
         }
-        // Reservation changes made through other targets sharing the medium.
-        for (who, code) in crate::shared_pr::remote_uas(lu) {
+        // Reservation changes and resets made through other targets sharing the medium.
+        let remote = crate::shared_pr::remote_events(lu);
+        for (who, code) in remote.uas {
             lu.ua.establish(self.nexuses_in(&who), code);
+        }
+        if let Some(code) = remote.reset {
+            self.remote_reset(lu, code, nexus.id, cmd.tag);
         }
         // SAM-5 5.14: a pending unit attention ends any other command.
         let ua_exempt = spc::ua_exempt(opcode) || server.ua_exempt(opcode);
@@ -774,7 +778,7 @@ impl ScsiTarget {
         // SPC-2 reservations, then persistent ones (SPC-4 5.13.1), as the newest state
         // any target sharing the medium has published.
         crate::shared_pr::refresh(lu);
-        if lu.spc2.conflicts(nexus.id) && !spc::spc2_allowed(opcode) {
+        if lu.spc2.conflicts(nexus) && !spc::spc2_allowed(opcode) {
             return Err(Fail::Conflict);
         }
         if lu.pr.lock().conflicts_for(nexus, spc::pr_access(cdb)) {
@@ -853,8 +857,11 @@ impl ScsiTarget {
         // On a medium shared with other targets, under their common lock.
         let update = crate::shared_pr::begin(lu).await?;
         let fx = spc::pr_out(lu, nexus, cdb, data, &self.name, &ports);
-        let uas = fx.as_ref().map(|f| f.uas.clone()).unwrap_or_default();
-        let fx = match (fx, crate::shared_pr::finish(lu, update, &uas).await) {
+        let event = crate::shared_pr::Event {
+            uas: fx.as_ref().map(|f| f.uas.clone()).unwrap_or_default(),
+            reset: None,
+        };
+        let fx = match (fx, crate::shared_pr::finish(lu, update, &event).await) {
             (Ok(fx), Ok(())) => fx,
             (Err(e), _) | (Ok(_), Err(e)) => return Err(e),
         };
@@ -877,6 +884,28 @@ impl ScsiTarget {
             wait.wait().await;
         }
         Ok(ScsiResult::good())
+    }
+
+    /// A reset of `lu` made through another target exporting its medium, applied to
+    /// this target's nexuses at the first command that sees it (`current`, the nexus
+    /// and tag of that command, which came after it): the LU resets, every task on it
+    /// ends (SAM-5 6.3.3, TAS=0: without a response) and every nexus gets `code`.
+    fn remote_reset(&self, lu: &Arc<Lu>, code: asc::Code, nexus: u64, tag: u64) {
+        let spc2 = lu.spc2.holder();
+        lu.reset();
+        // The shared state already says who holds the SPC-2 reservation now.
+        lu.spc2.set_holder(spc2);
+        let ids = self.nexus_ids();
+        let lun = lu.lun;
+        // This nexus's other tasks on the LU end in the core (its transport is busy
+        // running this command; tasks of it still gathering Data-Out run on).
+        let _ = self
+            .tasks
+            .abort(|n, t, l| n == nexus && l == lun && t != tag);
+        let others: Vec<u64> = ids.iter().copied().filter(|id| *id != nexus).collect();
+        // Nobody waits: the initiators learn of the reset from the unit attention.
+        let _ = self.abort_tasks(&others, Some(lun), None);
+        lu.ua.establish(ids.iter().copied(), code);
     }
 
     /// The I_T nexuses a persistent reservation registration stands for.
@@ -951,13 +980,19 @@ impl ScsiTarget {
                 } else {
                     asc::POWER_ON_RESET_OR_BUS_DEVICE_RESET
                 };
+                let mut wait = mine.join(theirs);
                 for lu in self.all_lus() {
                     lu.reset();
                     lu.ua.establish(ids.iter().copied(), code);
+                    // SAM-5 6.3.2: a hard reset resets every LU, which other targets
+                    // exporting the medium must apply too.
+                    if let Some(acked) = crate::shared_pr::publish_reset(&lu, code) {
+                        wait = wait.with_ack(acked);
+                    }
                 }
                 TmOutcome {
                     response: TmResponse::FunctionComplete,
-                    wait: mine.join(theirs),
+                    wait,
                     close: cold,
                 }
             }
@@ -969,11 +1004,17 @@ impl ScsiTarget {
                 let mine = self.tasks.abort(|n, _, l| n == nexus.id && l == lun);
                 let theirs = self.abort_tasks(&others, Some(lun), None);
                 lu.reset();
-                lu.ua
-                    .establish(ids.iter().copied(), asc::BUS_DEVICE_RESET_FUNCTION_OCCURRED);
+                let code = asc::BUS_DEVICE_RESET_FUNCTION_OCCURRED;
+                lu.ua.establish(ids.iter().copied(), code);
+                let mut wait = mine.join(theirs);
+                // The LU's other targets (gateways of one medium) reset it for their
+                // nexuses too; the function completes once they have the event.
+                if let Some(acked) = crate::shared_pr::publish_reset(&lu, code) {
+                    wait = wait.with_ack(acked);
+                }
                 TmOutcome {
                     response: TmResponse::FunctionComplete,
-                    wait: mine.join(theirs),
+                    wait,
                     close: false,
                 }
             }
@@ -1023,7 +1064,12 @@ impl ScsiTarget {
 
     /// The I_T nexus is gone (session closed): release what it held (SPC-2 reservations)
     /// and forget its pending unit attentions. Persistent reservations stay (SPC-4 5.13).
-    pub fn nexus_loss(&self, nexus: &ItNexus) {
+    /// Returns what to wait for before telling the initiator the nexus is gone (a
+    /// Logout Response): the release's publication to the other targets of a shared
+    /// medium, so a command the initiator sends through another gateway once it has the
+    /// response never meets the reservation.
+    pub fn nexus_loss(&self, nexus: &ItNexus) -> TaskWait {
+        let mut wait = TaskWait::default();
         self.directory.nexus_down(nexus.id);
         self.nexuses.write().remove(&nexus.id);
         self.hooks.write().remove(&nexus.id);
@@ -1031,11 +1077,15 @@ impl ScsiTarget {
         let _ = self.tasks.abort(|n, _, _| n == nexus.id);
         for lu in self.all_lus() {
             lu.ua.forget(nexus.id);
-            lu.spc2.release(nexus.id);
+            // SPC-2 5.5.1, through the shared state on a medium other targets export.
+            if let Some(acked) = crate::shared_pr::nexus_loss(&lu, nexus) {
+                wait = wait.with_ack(acked);
+            }
             // SBC-4 5.15: a prevention ends with the I_T nexus that made it.
             lu.medium.lock().preventing.remove(&nexus.id);
             lu.device.server().nexus_loss(&lu, nexus.id);
         }
+        wait
     }
 }
 

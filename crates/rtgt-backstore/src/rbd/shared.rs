@@ -265,9 +265,14 @@ impl SharedPr {
             return Ok(());
         }
         self.establish_watch()?;
+        // Read without the update lock: a change published or announced while the
+        // read is under way is at least as new as what it returns, so the read is
+        // kept only if nothing came meanwhile (else a released reservation could come
+        // back from a read that began before its release).
+        let seen = self.w().state.lock().0;
         let state = self.read_meta()?;
         let mut s = self.w().state.lock();
-        if s.1 != state {
+        if s.0 == seen && s.1 != state {
             s.0 += 1;
             s.1 = state;
         }
@@ -434,6 +439,14 @@ impl SharedPr {
         let t_write = Instant::now();
         // SAFETY: valid handles and strings.
         check(unsafe { ffi::rbd_metadata_set(self.h.image, key.as_ptr(), value.as_ptr()) })?;
+        // This gateway has the new state now, not when its own notify comes back: its
+        // watch may be down (a loaded cluster drops watches), and then the state read
+        // under the lock, which the change replaced, would stay its latest.
+        {
+            let mut s = w.state.lock();
+            s.0 += 1;
+            s.1 = (!state.is_empty()).then(|| state.to_vec());
+        }
         let t_notify = Instant::now();
         let payload = encode(w.me, state, event);
         let mut reply: *mut c_char = std::ptr::null_mut();

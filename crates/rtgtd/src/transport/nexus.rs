@@ -142,18 +142,20 @@ impl Nexus {
     /// The I_T nexus is lost (SAM-5 6.3.4: reservations, prevention, unit attentions
     /// end): once, here or when dropped. A transport ends it before the session's last
     /// answer goes out, so a command the initiator sends on another session once it
-    /// has that answer never meets what this nexus held.
-    pub fn end(&mut self) {
-        if !std::mem::replace(&mut self.ended, true) {
-            self.target.scsi.nexus_loss(&self.it);
+    /// has that answer never meets what this nexus held. Returns, when it ended it now,
+    /// what to wait for before that answer (a release other gateways must hear of).
+    pub fn end(&mut self) -> Option<rtgt_scsi::tasks::TaskWait> {
+        if std::mem::replace(&mut self.ended, true) {
+            return None;
         }
+        Some(self.target.scsi.nexus_loss(&self.it))
     }
 }
 
 impl Drop for Nexus {
     fn drop(&mut self) {
         self.target.remove_session(self.it.id);
-        self.end();
+        let _ = self.end();
         let mut s = self.daemon.sessions.lock();
         if s.get(&self.key).is_some_and(|h| h.id == self.it.id) {
             s.remove(&self.key);

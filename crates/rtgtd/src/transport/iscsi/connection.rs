@@ -169,8 +169,12 @@ impl<F: CommandFuture> Connection<F> {
         self.carry_out_actions();
         if self.closing.is_some() {
             // The session ends with what is queued (a Logout Response, a TARGET COLD
-            // RESET answer): its I_T nexus ends first (see `Nexus::end`).
-            self.end_nexus();
+            // RESET answer): its I_T nexus ends first (see `Nexus::end`). On a medium
+            // other gateways export too, the release is published first (bounded: a
+            // cluster that does not answer must not hold the logout).
+            if let Some(w) = self.end_nexus().filter(|w| !w.is_empty()) {
+                let _ = tokio::time::timeout(std::time::Duration::from_secs(10), w.wait()).await;
+            }
         }
         self.write_out().await?;
         self.closing.map_or(Ok(()), Err)
@@ -360,10 +364,8 @@ impl<F: CommandFuture> Connection<F> {
         Ok(())
     }
 
-    fn end_nexus(&mut self) {
-        if let Some(n) = &mut self.nexus {
-            n.end();
-        }
+    fn end_nexus(&mut self) -> Option<rtgt_scsi::tasks::TaskWait> {
+        self.nexus.as_mut().and_then(|n| n.end())
     }
 
     /// Everything this turn produced, in one vectored write (or a few, past IOV_MAX).

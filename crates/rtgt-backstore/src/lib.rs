@@ -6,7 +6,8 @@
 //! the device's block sizes).
 //!
 //! Stores: `rdwr` (pread/pwrite on a worker pool), `io_uring` (alias `aio`), `mem` (RAM)
-//! and `null`. `rdwr` and `io_uring` take regular files and block devices.
+//! and `null`. `rdwr` and `io_uring` take regular files and block devices. `handler`:
+//! a separate process serves the blocks (docs/handler-protocol.md).
 
 use std::future::Future;
 use std::io;
@@ -20,6 +21,7 @@ use async_trait::async_trait;
 
 pub mod aligned;
 pub mod bufpool;
+pub mod handler;
 pub mod mem;
 pub mod null;
 pub mod pool;
@@ -193,6 +195,11 @@ pub trait BackingStore: Send + Sync + 'static {
     fn stats(&self) -> IoStats {
         IoStats::default()
     }
+    /// Extra lines for `rtgtadm --op show` (a handler store: attached or not, its pid,
+    /// queues, counters).
+    fn status_lines(&self) -> Vec<String> {
+        Vec::new()
+    }
     /// How `[offset, offset + len)` is allocated, as consecutive extents covering the
     /// whole range in order. The default says everything is allocated.
     async fn allocation(&self, offset: u64, len: u64) -> io::Result<Vec<Extent>> {
@@ -276,8 +283,10 @@ pub struct OpenOptions {
     pub read_only: bool,
     /// Size for stores that have no file (`null`, `mem`).
     pub size: Option<u64>,
-    /// `--bsopts` key=value pairs for stores that take them (`rbd`).
+    /// `--bsopts` key=value pairs for stores that take them (`rbd`, `handler`).
     pub bsopts: Vec<(String, String)>,
+    /// The LU's logical block size (0: not known); a handler must use the same.
+    pub block_size: u32,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -292,6 +301,8 @@ pub enum OpenError {
     },
     #[error("backing file {0} is not a regular file or block device")]
     NotAFile(PathBuf),
+    #[error("bstype handler: {0}")]
+    Handler(String),
     #[error("rbd: {0}")]
     Rbd(#[source] io::Error),
     #[error(
@@ -305,7 +316,7 @@ pub enum OpenError {
 }
 
 /// The bstype names [`open`] accepts, for error messages.
-pub const KNOWN_TYPES: &str = "rdwr, io_uring (alias aio), mem, null, rbd";
+pub const KNOWN_TYPES: &str = "rdwr, io_uring (alias aio), mem, null, rbd, handler";
 
 /// The canonical name of a bstype (`aio` is io_uring's alias, as tgt scripts say aio),
 /// or None when it is unknown.
@@ -316,6 +327,7 @@ pub fn canonical_type(bstype: &str) -> Option<&'static str> {
         "mem" => Some("mem"),
         "null" => Some("null"),
         "rbd" => Some("rbd"),
+        "handler" => Some("handler"),
         _ => None,
     }
 }
@@ -332,6 +344,7 @@ pub fn open(bstype: &str, opts: &OpenOptions) -> Result<Arc<dyn BackingStore>, O
         Some("null") => Ok(Arc::new(null::NullStore::new(
             opts.size.unwrap_or(null::DEFAULT_SIZE),
         ))),
+        Some("handler") => Ok(Arc::new(handler::HandlerStore::open(opts)?)),
         #[cfg(feature = "rbd")]
         Some("rbd") => Ok(Arc::new(rbd::RbdStore::open(opts)?)),
         #[cfg(not(feature = "rbd"))]
@@ -360,6 +373,7 @@ pub fn parse_bsopts(s: &str) -> Result<Vec<(String, String)>, String> {
 /// ready and connect later: rtgtd calls this before it loads its configuration and
 /// forks, as threads (librados's too) do not survive a fork.
 pub fn defer_connections() {
+    handler::defer();
     #[cfg(feature = "rbd")]
     rbd::defer();
 }
@@ -367,6 +381,7 @@ pub fn defer_connections() {
 /// Lets the stores created since [`defer_connections`] connect, waiting up to `wait`
 /// for their first attempts.
 pub fn start_connections(_wait: std::time::Duration) {
+    handler::release();
     #[cfg(feature = "rbd")]
     rbd::release(_wait);
 }

@@ -16,3 +16,19 @@ pub mod layout;
 pub mod shm;
 pub mod sys;
 pub mod wire;
+
+use std::path::{Path, PathBuf};
+
+/// Where a handler socket is: `name` itself when it holds a `/`, else
+/// `$RTGT_RUN_DIR/handlers/NAME.sock` (`/run/rtgt/handlers/NAME.sock` by default).
+/// rtgtd (`-b`) and handlers (fileio_tgt's `name`) resolve names the same way.
+pub fn socket_path(name: &Path) -> PathBuf {
+    if name.as_os_str().to_string_lossy().contains('/') {
+        return name.to_path_buf();
+    }
+    let run = std::env::var_os("RTGT_RUN_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/run/rtgt"));
+    run.join("handlers")
+        .join(format!("{}.sock", name.display()))
+}

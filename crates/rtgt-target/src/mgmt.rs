@@ -646,9 +646,9 @@ fn logicalunit(reg: &Registry, op: &str, req: &Request) -> Result<String> {
                 .collect();
             params.retain(|(k, _)| k != "size");
             // bstype rbd takes tgt bs_rbd's options (conf=, id=, cluster=; `;`-separated)
-            // and checks them itself.
+            // and checks them itself; so does bstype handler (hold=, depth=, queues=, uid=).
             let mut store_opts = Vec::new();
-            if let (Some(opts), "rbd") = (req.bsopts.as_deref(), bstype) {
+            if let (Some(opts), "rbd" | "handler") = (req.bsopts.as_deref(), bstype) {
                 store_opts = rtgt_backstore::parse_bsopts(opts).map_err(AdmError::Invalid)?;
             } else if let Some(opts) = req.bsopts.as_deref() {
                 for (k, v) in parse_kv_list(opts).map_err(AdmError::Invalid)? {
@@ -729,6 +729,7 @@ fn logicalunit(reg: &Registry, op: &str, req: &Request) -> Result<String> {
                 read_only: readonly,
                 size,
                 bsopts: store_opts,
+                block_size,
             };
             let store = match rtgt_backstore::open(bstype, &opts) {
                 Ok(s) => s,

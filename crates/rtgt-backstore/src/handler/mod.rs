@@ -72,9 +72,11 @@ impl Options {
                 "queues" if (1..=64).contains(&n) => o.max_queues = n as u32,
                 "uid" => o.uid = Some(n as u32),
                 "depth" | "queues" => return Err(bad(k, v)),
-                _ => return Err(OpenError::Handler(format!(
+                _ => {
+                    return Err(OpenError::Handler(format!(
                     "unknown --bsopts '{k}' for bstype handler (known: hold, depth, queues, uid)"
-                ))),
+                )))
+                }
             }
         }
         Ok(o)
@@ -108,6 +110,8 @@ pub struct HandlerStatus {
     pub name: String,
     pub queues: u32,
     pub depth: u32,
+    /// Commands the handler holds now.
+    pub in_flight: u64,
     pub attaches: u64,
     pub detaches: u64,
     pub protocol_errors: u64,
@@ -381,6 +385,10 @@ impl HandlerStore {
             name: c.as_ref().map(|c| c.name.clone()).unwrap_or_default(),
             queues: c.as_ref().map(|c| c.queues.len() as u32).unwrap_or(0),
             depth: c.as_ref().map(|c| c.queues[0].depth()).unwrap_or(0),
+            in_flight: c
+                .as_ref()
+                .map(|c| c.queues.iter().map(|q| q.in_flight() as u64).sum())
+                .unwrap_or(0),
             attaches: self.sh.attaches.load(Ordering::Relaxed),
             detaches: self.sh.detaches.load(Ordering::Relaxed),
             protocol_errors: self.sh.protocol_errors.load(Ordering::Relaxed),
@@ -477,7 +485,7 @@ impl BackingStore for HandlerStore {
         let s = self.status();
         vec![
             format!(
-                "Handler: {}, pid {}, queues {}, queue depth {}",
+                "Handler: {}, pid {}, queues {}, queue depth {}, in flight {}",
                 if s.attached {
                     "attached"
                 } else {
@@ -485,7 +493,8 @@ impl BackingStore for HandlerStore {
                 },
                 s.pid,
                 s.queues,
-                s.depth
+                s.depth,
+                s.in_flight
             ),
             format!(
                 "Handler counters: attaches {}, detaches {}, protocol errors {}, reissued {}",

@@ -125,6 +125,10 @@ CONFIGS = {
     # A 1 GiB RBD image (layering only) on a throw-away single-node Ceph cluster
     # (scripts/ceph-cluster.sh), librbd's client cache on as the file LUN's page cache.
     "rbd-lun": (["--rbd"], 1 << 30, DESTRUCTIVE, {}),
+    # LUN 1 served by rtgt-fileio, a device handler in its own process (bstype handler,
+    # docs/handler-protocol.md); run it with --expect default-lun: no regression against
+    # the in-process rdwr LU.
+    "handler-lun": (["--handler"], 1 << 30, DESTRUCTIVE, {}),
     "loop-io-uring-direct-lun": (["--loop", "--bstype", "io_uring", "--bsoflags", "direct"], 1 << 30, DESTRUCTIVE, {}),
 }
 # What `--config all` runs (and CI): the configurations issue 3 asks for.
@@ -166,10 +170,11 @@ def find_bins(args):
     )
     rtgtd = os.environ.get("RTGTD") or os.path.join(bindir, "rtgtd")
     rtgtadm = os.environ.get("RTGTADM") or os.path.join(bindir, "rtgtadm")
+    args.fileio = os.environ.get("RTGT_FILEIO") or os.path.join(bindir, "rtgt-fileio")
     overridden = any(os.environ.get(k) for k in ("RTGT_BIN_DIR", "RTGTD", "RTGTADM"))
     if not args.no_build and not overridden:
-        say("cargo build -p rtgtd -p rtgtadm")
-        r = subprocess.run(["cargo", "build", "-q", "-p", "rtgtd", "-p", "rtgtadm"], cwd=ROOT)
+        say("cargo build -p rtgtd -p rtgtadm -p rtgt-fileio")
+        r = subprocess.run(["cargo", "build", "-q", "-p", "rtgtd", "-p", "rtgtadm", "-p", "rtgt-fileio"], cwd=ROOT)
         if r.returncode != 0:
             raise SystemExit("conformance: cargo build failed")
     for b in (rtgtd, rtgtadm):
@@ -414,7 +419,9 @@ def main(argv):
         if rbd and shutil.which("ceph-mon") is None:
             raise SystemExit("conformance: rbd-lun needs ceph-mon, ceph-osd and rbd; run scripts/install-deps.sh")
         rtgtd, rtgtadm = find_bins(args)
-        lun_opts = [o for o in lun_opts if o not in ("--loop", "--rbd")]
+        handler = "--handler" in lun_opts
+        lun_opts = [o for o in lun_opts if o not in ("--loop", "--rbd", "--handler")]
+        fileio = None
         work = tempfile.mkdtemp(prefix="rtgt-conformance-")
         daemon = None
         loopdev = None
@@ -447,8 +454,19 @@ def main(argv):
                     loopdev = r.stdout.strip()
                     say(f"backing store: loop device {loopdev} over {img}")
                     backing = ["-b", loopdev]
+                if handler:
+                    backing = ["--bstype", "handler", "-b", "lun1"]
             daemon.adm(["--op", "new", "--mode", "target", "--tid", "1", "-T", IQN])
             daemon.adm(["--op", "new", "--mode", "logicalunit", "--tid", "1", "--lun", "1"] + backing + lun_opts)
+            if handler:
+                fileio = subprocess.Popen([args.fileio, "-e", "2", "lun1", img], env=daemon.env,
+                                          stdin=subprocess.DEVNULL, stdout=daemon.log, stderr=subprocess.STDOUT)
+                deadline = time.time() + 30
+                while "Handler: attached" not in daemon.adm(["--op", "show", "--mode", "target"]).stdout:
+                    if time.time() > deadline or fileio.poll() is not None:
+                        raise SystemExit("conformance: rtgt-fileio did not attach; see the rtgtd log")
+                    time.sleep(0.1)
+                say(f"backing store: {img} served by rtgt-fileio (pid {fileio.pid})")
             say("LUN: " + " ".join(line.strip() for line in daemon.adm(["--op", "show", "--mode", "target"]).stdout.splitlines()
                                    if line.strip().startswith(("Backing store type", "Backing store flags", "Block size", "Size"))))
             daemon.adm(["--op", "bind", "--mode", "target", "--tid", "1", "-I", "ALL"])
@@ -478,6 +496,9 @@ def main(argv):
             if not daemon.alive():
                 problems.append(f"rtgtd died during the run (exit status {daemon.proc.returncode}); see {args.config}.rtgtd.log")
         finally:
+            if fileio is not None:
+                fileio.kill()
+                fileio.wait()
             if daemon is not None:
                 daemon.stop()
             if loopdev:

@@ -235,7 +235,7 @@ impl Device {
     ) {
         while !stop.load(Ordering::Relaxed) {
             let mut n = 0;
-            while let Some(c) = q.next() {
+            while let Some(c) = q.take_cmd() {
                 if !delay.is_zero() {
                     std::thread::sleep(delay);
                 }

@@ -99,7 +99,7 @@ pub struct Queue {
 
 impl Queue {
     /// The next command, if rtgtd queued one.
-    pub fn next(&mut self) -> Option<Cmd> {
+    pub fn take_cmd(&mut self) -> Option<Cmd> {
         let tail = self.region.load(layout::CMD_TAIL);
         if tail == self.head {
             return None;

@@ -63,7 +63,7 @@ impl Geometry {
         self.depth.is_power_of_two()
             && self.depth <= MAX_DEPTH
             && self.slot_size > 0
-            && self.slot_size as usize % PAGE == 0
+            && (self.slot_size as usize).is_multiple_of(PAGE)
             && self.slot_size <= MAX_SLOT
     }
 }

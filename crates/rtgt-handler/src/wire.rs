@@ -56,6 +56,7 @@ pub const REJECT_BLOCK_SIZE: u32 = 3;
 pub const REJECT_GEOMETRY: u32 = 4;
 pub const REJECT_BUSY: u32 = 5;
 pub const REJECT_RESERVED: u32 = 6;
+pub const REJECT_WRITE_CACHE: u32 = 7;
 
 /// Words for a status code.
 pub fn reject_text(code: u32) -> &'static str {
@@ -67,6 +68,9 @@ pub fn reject_text(code: u32) -> &'static str {
         REJECT_GEOMETRY => "bad capacity, queue count or depth",
         REJECT_BUSY => "another handler is attached",
         REJECT_RESERVED => "reserved fields not zero",
+        REJECT_WRITE_CACHE => {
+            "the logical unit is write-through (--bsoflags sync) and the handler is not"
+        }
         _ => "unknown reason",
     }
 }

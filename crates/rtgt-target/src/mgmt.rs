@@ -632,6 +632,11 @@ fn logicalunit(reg: &Registry, op: &str, req: &Request) -> Result<String> {
                     "--bsoflags {flags} needs a file or block device; bstype {bstype} has none"
                 )));
             }
+            if bstype == "handler" && direct {
+                return Err(AdmError::invalid(
+                    "--bsoflags direct: a handler opens its own files (rtgt-fileio -o); only sync applies to bstype handler",
+                ));
+            }
             let mut params = match req.params.as_deref() {
                 Some(p) => parse_kv_list(p).map_err(AdmError::Invalid)?,
                 None => Vec::new(),

@@ -488,7 +488,7 @@ fn rogue_hello(name: &str) -> Hello {
 /// Target 1: LUN 1 a handler LU (hold=1: commands wait one second for a handler),
 /// LUN 2 an rdwr disk with a known pattern at LBA 0.
 fn rogue_target(d: &Daemon) -> (PathBuf, Vec<u8>) {
-    handler_target(&d, &["rogue"], &["--bsopts", "hold=1"]);
+    handler_target(d, &["rogue"], &["--bsopts", "hold=1"]);
     let img = d.dir.join("other.img");
     let pattern = prng_bytes(7, MIB);
     std::fs::write(&img, &pattern).unwrap();
@@ -586,7 +586,7 @@ fn handler_claiming_a_length_past_its_slot_is_disconnected() {
     let q = &mut att.queues[0];
     let deadline = Instant::now() + Duration::from_secs(10);
     let cmd = loop {
-        if let Some(cmd) = q.next() {
+        if let Some(cmd) = q.take_cmd() {
             break cmd;
         }
         assert!(

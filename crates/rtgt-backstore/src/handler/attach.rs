@@ -167,8 +167,15 @@ fn handshake(s: &Arc<Shared>, mut sock: UnixStream) {
         return refuse(&mut sock, &s.path, pid, wire::REJECT_BLOCK_SIZE);
     }
     let bs = u64::from(hello.block_size);
-    if hello.capacity == 0 || hello.capacity % bs != 0 || hello.queues == 0 || hello.queues > 64 {
+    if hello.capacity == 0
+        || !hello.capacity.is_multiple_of(bs)
+        || hello.queues == 0
+        || hello.queues > 64
+    {
         return refuse(&mut sock, &s.path, pid, wire::REJECT_GEOMETRY);
+    }
+    if s.opts.sync && hello.flags & wire::device_flag::WRITE_THROUGH == 0 {
+        return refuse(&mut sock, &s.path, pid, wire::REJECT_WRITE_CACHE);
     }
     if s.current().is_some() {
         return refuse(&mut sock, &s.path, pid, wire::REJECT_BUSY);

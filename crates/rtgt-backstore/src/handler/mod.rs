@@ -48,6 +48,9 @@ pub(crate) struct Options {
     pub uid: Option<u32>,
     /// The LU's logical block size: a handler must use the same.
     pub block_size: u32,
+    /// `--bsoflags sync`: the LU is write-through from its creation (WCE=0, fixed), so
+    /// only a handler without a volatile cache (WRITE_THROUGH) may serve it.
+    pub sync: bool,
 }
 
 impl Options {
@@ -62,6 +65,7 @@ impl Options {
             } else {
                 opts.block_size
             },
+            sync: opts.sync,
         };
         let bad = |k: &str, v: &str| OpenError::Handler(format!("bad --bsopts {k}={v}"));
         for (k, v) in &opts.bsopts {
@@ -186,7 +190,7 @@ impl Shared {
 
     fn set_capacity(&self, bytes: u64) -> bool {
         let bs = u64::from(self.opts.block_size);
-        if bytes == 0 || bytes % bs != 0 {
+        if bytes == 0 || !bytes.is_multiple_of(bs) {
             return false;
         }
         self.size.store(bytes, Ordering::Release);
@@ -312,8 +316,10 @@ pub struct HandlerStore {
 
 /// Stores opened before the daemon forks start their listener after it (threads do
 /// not survive fork); see [`crate::defer_connections`].
-static DEFERRED: Mutex<Option<Vec<(Weak<Shared>, std::os::unix::net::UnixListener)>>> =
-    Mutex::new(None);
+static DEFERRED: Mutex<Option<Vec<Deferred>>> = Mutex::new(None);
+
+/// A store and its bound socket, waiting for the daemon to fork.
+type Deferred = (Weak<Shared>, std::os::unix::net::UnixListener);
 
 pub(crate) fn defer() {
     DEFERRED.lock().get_or_insert_with(Vec::new);
@@ -423,7 +429,7 @@ impl BackingStore for HandlerStore {
         let f = self.sh.flags.load(Ordering::Acquire);
         Capabilities {
             read_only: f & device_flag::READ_ONLY != 0,
-            sync: f & device_flag::WRITE_THROUGH != 0,
+            sync: self.sh.opts.sync || f & device_flag::WRITE_THROUGH != 0,
             unmap: self.sh.has(feature::UNMAP),
             unmap_zeroes: f & device_flag::UNMAP_ZEROES != 0,
             logical_block_size: self.sh.opts.block_size,

@@ -220,9 +220,10 @@ fn fileio_round_trip_4096_byte_blocks() {
     mode_round_trip(&["-b", "4096"], &["--blocksize", "4096"]);
 }
 
-/// A handler with another block size than its LU's is refused, and says why.
+/// A handler with another block size than its LU's is refused, and says why; so is one
+/// with a volatile cache for a write-through LU.
 #[test]
-fn fileio_with_the_wrong_block_size_is_refused() {
+fn fileio_with_the_wrong_block_size_or_a_write_cache_is_refused() {
     let d = Daemon::start();
     handler_target(&d, &["disk1"], &[]);
     let img = image(&d, "disk1.img");

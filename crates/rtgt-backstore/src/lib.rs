@@ -106,6 +106,42 @@ impl Counters {
     }
 }
 
+/// A store error that knows where: the first logical block that could not be read or
+/// written (a device handler says so in its completion), for the INFORMATION field of
+/// the sense data (SPC-4 4.5.2.1, SBC-4 4.18). Carried inside an `io::Error`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ErrorAt {
+    /// The errno the store failed with.
+    pub errno: i32,
+    /// The first bad logical block.
+    pub lba: u64,
+}
+
+impl std::fmt::Display for ErrorAt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} at LBA {}",
+            io::Error::from_raw_os_error(self.errno),
+            self.lba
+        )
+    }
+}
+
+impl std::error::Error for ErrorAt {}
+
+impl ErrorAt {
+    pub fn into_io(self) -> io::Error {
+        io::Error::new(io::Error::from_raw_os_error(self.errno).kind(), self)
+    }
+    /// The ErrorAt inside `e`, if any.
+    pub fn of(e: &io::Error) -> Option<ErrorAt> {
+        e.get_ref()
+            .and_then(|x| x.downcast_ref::<ErrorAt>())
+            .copied()
+    }
+}
+
 /// What [`BackingStore::read_at`] and [`BackingStore::write_at`] return: the result
 /// itself when the store finished the I/O within the call (null, mem, a page-cache hit,
 /// a small buffered write), or the I/O still under way. An `async fn` in the trait would

@@ -235,10 +235,15 @@ impl Shared {
                     if again {
                         self.reissued.fetch_add(1, Ordering::Relaxed);
                     }
-                    return if cpl.status == 0 {
-                        Ok(())
-                    } else {
-                        Err(io::Error::from_raw_os_error(-cpl.status))
+                    return match cpl.status {
+                        0 => Ok(()),
+                        // A READ or WRITE says how far it got: the first bad block.
+                        s if matches!(cmd.op, op::READ | op::WRITE) => Err(crate::ErrorAt {
+                            errno: -s,
+                            lba: (cmd.offset + cpl.bytes) / u64::from(self.opts.block_size),
+                        }
+                        .into_io()),
+                        s => Err(io::Error::from_raw_os_error(-s)),
                     };
                 }
                 Err(queue::Detached) => {

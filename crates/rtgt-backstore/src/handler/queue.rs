@@ -178,6 +178,12 @@ impl QSide {
                     c.tag, c.bytes
                 ));
             }
+            if c.status < 0 && c.bytes > len {
+                return Err(format!(
+                    "failed completion of tag {:#x} says {} bytes were done of a {len}-byte command",
+                    c.tag, c.bytes
+                ));
+            }
             if c.status > 0 {
                 return Err(format!(
                     "completion of tag {:#x} has status {}, not 0 or a negative errno",

@@ -216,7 +216,7 @@ pub fn system(reg: &Registry) -> String {
             );
         }
     }
-    out.push_str("    mem\n    null\n    ssc (tape cartridge images: rtgt and tgt formats)\n");
+    out.push_str("    mem\n    null\n    handler (served by another process; bsoflags sync)\n    ssc (tape cartridge images: rtgt and tgt formats)\n");
     let _ = writeln!(
         out,
         "I/O threads: {}",

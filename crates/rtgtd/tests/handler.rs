@@ -307,6 +307,32 @@ fn fileio_nullio_reads_zeroes() {
     assert_eq!(got.len(), SIZE);
     assert!(got.iter().all(|&b| b == 0), "-n read back non-zero bytes");
     assert_same(&std::fs::read(&img).unwrap(), &pattern, "the file under -n");
+
+    // Deleting the LU detaches its handler, which exits, and removes the socket.
+    let mut h = _h;
+    d.adm_ok(&[
+        "--op",
+        "delete",
+        "--mode",
+        "logicalunit",
+        "--tid",
+        "1",
+        "--lun",
+        "1",
+    ]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while h.0.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "rtgt-fileio outlived its LU");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(d
+        .log()
+        .contains("device handler detached: its logical unit was deleted"));
+    let sock = d.run_dir.join("handlers/disk1.sock");
+    while sock.exists() {
+        assert!(Instant::now() < deadline, "the socket outlived its LU");
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 /// -r: the image reads back byte for byte; a WRITE gets DATA PROTECT, WRITE

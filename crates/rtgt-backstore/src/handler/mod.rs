@@ -411,7 +411,9 @@ impl HandlerStore {
 impl Drop for HandlerStore {
     fn drop(&mut self) {
         self.sh.closed.store(true, Ordering::Release);
-        if let Some(c) = self.sh.conn.lock().take() {
+        // Not `if let` on the lock: its guard would live through `fail`, which locks it.
+        let conn = self.sh.conn.lock().clone();
+        if let Some(c) = conn {
             c.fail("its logical unit was deleted", false);
         }
     }

@@ -114,14 +114,16 @@ impl Queue {
     /// wake flag is set only around the sleep: while we work, rtgtd makes no syscall.
     pub fn wait(&mut self, timeout_ms: i32) -> io::Result<()> {
         self.region.set_flag(layout::CMD_SLEEPING, 1);
+        let mut woken = false;
         if self.region.load(layout::CMD_TAIL) == self.head {
-            sys::poll_read(&[self.cmd_efd.as_raw_fd()], timeout_ms)?;
+            woken = sys::poll_read(&[self.cmd_efd.as_raw_fd()], timeout_ms)?[0];
         }
         self.region.set_flag(layout::CMD_SLEEPING, 0);
-        // Non-blocking in effect: poll said it is readable, or we did not sleep; a
-        // zero counter would block, so read only when poll said so.
-        if sys::poll_read(&[self.cmd_efd.as_raw_fd()], 0)?[0] {
-            sys::drain(self.cmd_efd.as_raw_fd())?;
+        // The eventfd is non-blocking; read it only when poll said it is readable (a
+        // count left from a kick we did not sleep for only makes the next poll return
+        // at once).
+        if woken {
+            let _ = sys::drain(self.cmd_efd.as_raw_fd());
         }
         Ok(())
     }

@@ -243,14 +243,17 @@ pub(crate) fn reaper(conn: Arc<Conn>, qi: usize) {
     let mut head = 0u32;
     while !conn.is_dead() {
         q.region.set_flag(layout::CPL_SLEEPING, 1);
+        let mut woken = false;
         if q.region.load(layout::CPL_TAIL) == head {
-            let _ = sys::poll_read(&[q.done_fd.as_raw_fd()], 250);
+            woken = matches!(
+                sys::poll_read(&[q.done_fd.as_raw_fd()], 250).as_deref(),
+                Ok([true])
+            );
         }
         q.region.set_flag(layout::CPL_SLEEPING, 0);
-        if matches!(
-            sys::poll_read(&[q.done_fd.as_raw_fd()], 0).as_deref(),
-            Ok([true])
-        ) {
+        // Read the (non-blocking) eventfd only when poll said so; a count left from a
+        // kick we did not sleep for makes the next poll return at once, harmlessly.
+        if woken {
             let _ = sys::drain(q.done_fd.as_raw_fd());
         }
         if conn.is_dead() {

@@ -6,6 +6,7 @@
 #   bash bench/run.sh --rbd      rbd store vs tgtd's bs_rbd on a throw-away Ceph cluster
 #   bash bench/run.sh --glfs     glfs store vs tgtd's bs_glfs on a throw-away Gluster volume
 #   bash bench/run.sh --scale    1000 LUNs / 100 targets through rtgtadm --batch; 500 idle sessions
+#   bash bench/run.sh --handler  a LU served by rtgt-fileio vs the same file in-process
 # Needs root (tgtd), libiscsi-bin, qemu-img with iSCSI, tgt and iperf3:
 # scripts/install-deps.sh installs them.
 set -euo pipefail
@@ -21,6 +22,11 @@ if [ "${1:-}" = "--glfs" ]; then
   shift
   cargo build --release -q -p rtgtd -p rtgtadm --features rtgtd/glfs
   exec python3 bench/glfs.py "$@"
+fi
+if [ "${1:-}" = "--handler" ]; then
+  shift
+  cargo build --release -q -p rtgtd -p rtgtadm -p rtgt-fileio
+  exec python3 bench/handler.py "$@"
 fi
 cargo build --release -q -p rtgtd -p rtgtadm
 if [ "${1:-}" = "--scale" ]; then exec python3 bench/scale.py; fi

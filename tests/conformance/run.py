@@ -142,6 +142,10 @@ CONFIGS = {
     # iscsi-test-cu given one URL per gateway, so its second initiator (the two-initiator
     # reservation tests, MultipathIO) comes in through the other gateway.
     "rbd-gateways": (["--rbd", "--gateways", "--bsopts-extra", "cache=off"], 1 << 30, DESTRUCTIVE, {}),
+    # LUN 1 served by rtgt-fileio, a device handler in its own process (bstype handler,
+    # docs/handler-protocol.md); run it with --expect default-lun: no regression against
+    # the in-process rdwr LU.
+    "handler-lun": (["--handler"], 1 << 30, DESTRUCTIVE, {}),
     "loop-io-uring-direct-lun": (["--loop", "--bstype", "io_uring", "--bsoflags", "direct"], 1 << 30, DESTRUCTIVE, {}),
 }
 # What `--config all` runs (and CI): the configurations issue 3 asks for.
@@ -183,12 +187,13 @@ def find_bins(args):
     )
     rtgtd = os.environ.get("RTGTD") or os.path.join(bindir, "rtgtd")
     rtgtadm = os.environ.get("RTGTADM") or os.path.join(bindir, "rtgtadm")
+    args.fileio = os.environ.get("RTGT_FILEIO") or os.path.join(bindir, "rtgt-fileio")
     overridden = any(os.environ.get(k) for k in ("RTGT_BIN_DIR", "RTGTD", "RTGTADM"))
     if not args.no_build and not overridden:
         # The networked stores are cargo features; the build scripts/test.sh makes has both.
-        features = ["--features", "rtgtd/rbd,rtgtd/glfs"] if args.config in ("rbd-lun", "glfs-lun") else []
-        say(" ".join(["cargo build -p rtgtd -p rtgtadm"] + features))
-        r = subprocess.run(["cargo", "build", "-q", "-p", "rtgtd", "-p", "rtgtadm"] + features, cwd=ROOT)
+        features = ["--features", "rtgtd/rbd,rtgtd/glfs"] if args.config in ("rbd-lun", "glfs-lun", "rbd-gateways") else []
+        say(" ".join(["cargo build -p rtgtd -p rtgtadm -p rtgt-fileio"] + features))
+        r = subprocess.run(["cargo", "build", "-q", "-p", "rtgtd", "-p", "rtgtadm", "-p", "rtgt-fileio"] + features, cwd=ROOT)
         if r.returncode != 0:
             raise SystemExit("conformance: cargo build failed")
     for b in (rtgtd, rtgtadm):
@@ -440,8 +445,10 @@ def main(argv):
         gateways = "--gateways" in lun_opts
         bsopts_extra = lun_opts[lun_opts.index("--bsopts-extra") + 1] if "--bsopts-extra" in lun_opts else None
         rtgtd, rtgtadm = find_bins(args)
+        handler = "--handler" in lun_opts
         lun_opts = [o for o in lun_opts
-                    if o not in ("--loop", "--rbd", "--glfs", "--gateways", "--bsopts-extra", bsopts_extra)]
+                    if o not in ("--loop", "--rbd", "--glfs", "--handler", "--gateways", "--bsopts-extra", bsopts_extra)]
+        fileio = None
         work = tempfile.mkdtemp(prefix="rtgt-conformance-")
         daemon = None
         daemons = []
@@ -495,9 +502,20 @@ def main(argv):
                     loopdev = r.stdout.strip()
                     say(f"backing store: loop device {loopdev} over {img}")
                     backing = ["-b", loopdev]
+                if handler:
+                    backing = ["--bstype", "handler", "-b", "lun1"]
             for i, d in enumerate(daemons):
                 d.adm(["--op", "new", "--mode", "target", "--tid", "1", "-T", IQN])
                 d.adm(["--op", "new", "--mode", "logicalunit", "--tid", "1", "--lun", "1"] + backing + lun_opts)
+                if handler:
+                    fileio = subprocess.Popen([args.fileio, "-e", "2", "lun1", img], env=d.env,
+                                              stdin=subprocess.DEVNULL, stdout=d.log, stderr=subprocess.STDOUT)
+                    deadline = time.time() + 30
+                    while "Handler: attached" not in d.adm(["--op", "show", "--mode", "target"]).stdout:
+                        if time.time() > deadline or fileio.poll() is not None:
+                            raise SystemExit("conformance: rtgt-fileio did not attach; see the rtgtd log")
+                        time.sleep(0.1)
+                    say(f"backing store: {img} served by rtgt-fileio (pid {fileio.pid})")
                 say("LUN: " + " ".join(line.strip() for line in d.adm(["--op", "show", "--mode", "target"]).stdout.splitlines()
                                        if line.strip().startswith(("Backing store type", "Backing store flags", "Block size", "Size"))))
                 d.adm(["--op", "bind", "--mode", "target", "--tid", "1", "-I", "ALL"])
@@ -537,6 +555,9 @@ def main(argv):
                     log = f"{args.config}.rtgtd{'' if i == 0 else i + 1}.log"
                     problems.append(f"rtgtd died during the run (exit status {d.proc.returncode}); see {log}")
         finally:
+            if fileio is not None:
+                fileio.kill()
+                fileio.wait()
             for d in daemons:
                 d.stop()
             if loopdev:

@@ -6,7 +6,8 @@
 //! the device's block sizes).
 //!
 //! Stores: `rdwr` (pread/pwrite on a worker pool), `io_uring` (alias `aio`), `mem` (RAM)
-//! and `null`. `rdwr` and `io_uring` take regular files and block devices. Behind cargo
+//! and `null`. `rdwr` and `io_uring` take regular files and block devices. `handler`:
+//! a separate process serves the blocks (docs/handler-protocol.md). Behind cargo
 //! features: `rbd` (Ceph RBD images through librbd) and `glfs` (files on GlusterFS
 //! volumes through libgfapi).
 
@@ -24,6 +25,7 @@ pub mod aligned;
 pub mod bufpool;
 #[cfg(feature = "glfs")]
 pub mod glfs;
+pub mod handler;
 pub mod mem;
 pub mod null;
 #[cfg(any(feature = "rbd", feature = "glfs"))]
@@ -107,6 +109,42 @@ impl Counters {
             durable_writes: self.durable_writes.load(Ordering::Relaxed),
             flushes: self.flushes.load(Ordering::Relaxed),
         }
+    }
+}
+
+/// A store error that knows where: the first logical block that could not be read or
+/// written (a device handler says so in its completion), for the INFORMATION field of
+/// the sense data (SPC-4 4.5.2.1, SBC-4 4.18). Carried inside an `io::Error`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ErrorAt {
+    /// The errno the store failed with.
+    pub errno: i32,
+    /// The first bad logical block.
+    pub lba: u64,
+}
+
+impl std::fmt::Display for ErrorAt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} at LBA {}",
+            io::Error::from_raw_os_error(self.errno),
+            self.lba
+        )
+    }
+}
+
+impl std::error::Error for ErrorAt {}
+
+impl ErrorAt {
+    pub fn into_io(self) -> io::Error {
+        io::Error::new(io::Error::from_raw_os_error(self.errno).kind(), self)
+    }
+    /// The ErrorAt inside `e`, if any.
+    pub fn of(e: &io::Error) -> Option<ErrorAt> {
+        e.get_ref()
+            .and_then(|x| x.downcast_ref::<ErrorAt>())
+            .copied()
     }
 }
 
@@ -199,6 +237,11 @@ pub trait BackingStore: Send + Sync + 'static {
     fn stats(&self) -> IoStats {
         IoStats::default()
     }
+    /// Extra lines for `rtgtadm --op show` (a handler store: attached or not, its pid,
+    /// queues, counters).
+    fn status_lines(&self) -> Vec<String> {
+        Vec::new()
+    }
     /// How `[offset, offset + len)` is allocated, as consecutive extents covering the
     /// whole range in order. The default says everything is allocated.
     async fn allocation(&self, offset: u64, len: u64) -> io::Result<Vec<Extent>> {
@@ -282,8 +325,10 @@ pub struct OpenOptions {
     pub read_only: bool,
     /// Size for stores that have no file (`null`, `mem`).
     pub size: Option<u64>,
-    /// `--bsopts` key=value pairs for stores that take them (`rbd`, `glfs`).
+    /// `--bsopts` key=value pairs for stores that take them (`rbd`, `glfs`, `handler`).
     pub bsopts: Vec<(String, String)>,
+    /// The LU's logical block size (0: not known); a handler must use the same.
+    pub block_size: u32,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -298,6 +343,8 @@ pub enum OpenError {
     },
     #[error("backing file {0} is not a regular file or block device")]
     NotAFile(PathBuf),
+    #[error("bstype handler: {0}")]
+    Handler(String),
     #[error("rbd: {0}")]
     Rbd(#[source] io::Error),
     #[error(
@@ -317,7 +364,7 @@ pub enum OpenError {
 }
 
 /// The bstype names [`open`] accepts, for error messages.
-pub const KNOWN_TYPES: &str = "rdwr, io_uring (alias aio), mem, null, rbd, glfs";
+pub const KNOWN_TYPES: &str = "rdwr, io_uring (alias aio), mem, null, rbd, glfs, handler";
 
 /// The canonical name of a bstype (`aio` is io_uring's alias, as tgt scripts say aio),
 /// or None when it is unknown.
@@ -329,6 +376,7 @@ pub fn canonical_type(bstype: &str) -> Option<&'static str> {
         "null" => Some("null"),
         "rbd" => Some("rbd"),
         "glfs" => Some("glfs"),
+        "handler" => Some("handler"),
         _ => None,
     }
 }
@@ -345,6 +393,7 @@ pub fn open(bstype: &str, opts: &OpenOptions) -> Result<Arc<dyn BackingStore>, O
         Some("null") => Ok(Arc::new(null::NullStore::new(
             opts.size.unwrap_or(null::DEFAULT_SIZE),
         ))),
+        Some("handler") => Ok(Arc::new(handler::HandlerStore::open(opts)?)),
         #[cfg(feature = "rbd")]
         Some("rbd") => Ok(Arc::new(rbd::RbdStore::open(opts)?)),
         #[cfg(not(feature = "rbd"))]
@@ -377,6 +426,7 @@ pub fn parse_bsopts(s: &str) -> Result<Vec<(String, String)>, String> {
 /// ready and connect later: rtgtd calls this before it loads its configuration and
 /// forks, as threads (librados's too) do not survive a fork.
 pub fn defer_connections() {
+    handler::defer();
     #[cfg(any(feature = "rbd", feature = "glfs"))]
     opener::defer();
 }
@@ -384,6 +434,7 @@ pub fn defer_connections() {
 /// Lets the stores created since [`defer_connections`] connect, waiting up to `wait`
 /// for their first attempts.
 pub fn start_connections(_wait: std::time::Duration) {
+    handler::release();
     #[cfg(any(feature = "rbd", feature = "glfs"))]
     opener::release(_wait);
 }

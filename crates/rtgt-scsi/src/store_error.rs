@@ -25,8 +25,13 @@ const SPACE_ALLOCATION_FAILED_WRITE_PROTECT: asc::Code = (0x27, 0x07);
 ///   allocate;
 /// - the medium made read-only underneath us (EROFS): DATA PROTECT, WRITE PROTECTED;
 /// - anything else: MEDIUM ERROR, WRITE ERROR or UNRECOVERED READ ERROR.
+///
+/// A store that knows the first bad block ([`rtgt_backstore::ErrorAt`], a device
+/// handler's failed READ or WRITE) has it reported in the INFORMATION field of a MEDIUM
+/// ERROR (SBC-4 4.18.1: the LBA of the first unrecovered block).
 pub(crate) fn io_fail(write: bool, e: &io::Error) -> Fail {
-    let s = match e.raw_os_error() {
+    let at = rtgt_backstore::ErrorAt::of(e);
+    let s = match e.raw_os_error().or(at.map(|a| a.errno)) {
         Some(libc::ETIMEDOUT) => Sense::of(key::NOT_READY, LU_COMMUNICATION_TIMEOUT),
         Some(libc::ENOTCONN | libc::ESHUTDOWN | libc::ECONNREFUSED | libc::EHOSTUNREACH) => {
             Sense::of(key::NOT_READY, LU_COMMUNICATION_FAILURE)
@@ -38,7 +43,10 @@ pub(crate) fn io_fail(write: bool, e: &io::Error) -> Fail {
         _ if write => Sense::of(key::MEDIUM_ERROR, asc::WRITE_ERROR),
         _ => Sense::of(key::MEDIUM_ERROR, asc::UNRECOVERED_READ_ERROR),
     };
-    Fail::Check(s)
+    match at {
+        Some(a) if s.key == key::MEDIUM_ERROR => Fail::Check(s.with_information(a.lba)),
+        _ => Fail::Check(s),
+    }
 }
 
 #[cfg(test)]

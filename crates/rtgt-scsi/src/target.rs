@@ -576,7 +576,11 @@ impl ScsiTarget {
                     physical_block_size: lu.physical_block_size(),
                     params: p.to_pairs(),
                     io_stats: lu.store.as_ref().map(|s| s.stats()).unwrap_or_default(),
-                    media: Vec::new(),
+                    media: lu
+                        .store
+                        .as_ref()
+                        .map(|s| s.status_lines())
+                        .unwrap_or_default(),
                     tray_open: false,
                 };
                 lu.device.server().fill_info(lu, &mut info);

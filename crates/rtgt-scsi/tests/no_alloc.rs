@@ -114,6 +114,7 @@ fn page_cached_file_reads_and_writes_allocate_nothing() {
             read_only: false,
             size: None,
             bsopts: Vec::new(),
+            block_size: 0,
         },
     )
     .unwrap();

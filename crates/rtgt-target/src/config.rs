@@ -640,14 +640,16 @@ fn lun_identity(l: &LunConfig) -> (String, String, String, String) {
     (bstype, flags, path, dt)
 }
 
-/// An rbd or glfs LU's `--bsopts` in a canonical form (sorted `key=value;...`), or None for
+/// An rbd, glfs or handler LU's `--bsopts` in a canonical form (sorted `key=value;...`), or None for
 /// other stores (a null store's `size=` is its `size`). They say which cluster and user
 /// the image is reached with, fixed when the store is opened: a change means the LU is
 /// created again, never ignored. Unparsable options stay as written (they differ, and
 /// the new LU's creation reports them).
 fn canon_bsopts(l: &LunConfig) -> Option<String> {
     let bstype = l.bstype.as_deref().unwrap_or("rdwr");
-    if !rtgt_backstore::is_networked(bstype) {
+    if !rtgt_backstore::is_networked(bstype)
+        && rtgt_backstore::canonical_type(bstype) != Some("handler")
+    {
         return None;
     }
     let raw = l.bsopts.as_deref().unwrap_or("");

@@ -669,6 +669,11 @@ fn logicalunit(reg: &Registry, op: &str, req: &Request) -> Result<String> {
                     "--bsoflags {flags} needs a file or block device; bstype {bstype} has none"
                 )));
             }
+            if bstype == "handler" && direct {
+                return Err(AdmError::invalid(
+                    "--bsoflags direct: a handler opens its own files (rtgt-fileio -o); only sync applies to bstype handler",
+                ));
+            }
             let mut params = match req.params.as_deref() {
                 Some(p) => parse_kv_list(p).map_err(AdmError::Invalid)?,
                 None => Vec::new(),
@@ -683,11 +688,13 @@ fn logicalunit(reg: &Registry, op: &str, req: &Request) -> Result<String> {
                 .collect();
             params.retain(|(k, _)| k != "size");
             // bstypes rbd and glfs take tgt bs_rbd's and bs_glfs's options (conf=, id=,
-            // cluster=; logfile=, loglevel=; `;`-separated) and check them themselves.
+            // cluster=; logfile=, loglevel=; `;`-separated) and check them themselves; so
+            // does bstype handler (hold=, depth=, queues=, uid=).
             let mut store_opts = Vec::new();
-            if let (Some(opts), true) =
-                (req.bsopts.as_deref(), rtgt_backstore::is_networked(bstype))
-            {
+            if let (Some(opts), true) = (
+                req.bsopts.as_deref(),
+                rtgt_backstore::is_networked(bstype) || bstype == "handler",
+            ) {
                 store_opts = rtgt_backstore::parse_bsopts(opts).map_err(AdmError::Invalid)?;
             } else if let Some(opts) = req.bsopts.as_deref() {
                 for (k, v) in parse_kv_list(opts).map_err(AdmError::Invalid)? {
@@ -768,6 +775,7 @@ fn logicalunit(reg: &Registry, op: &str, req: &Request) -> Result<String> {
                 read_only: readonly,
                 size,
                 bsopts: store_opts,
+                block_size,
             };
             let store = match rtgt_backstore::open(bstype, &opts) {
                 Ok(s) => s,

@@ -221,7 +221,7 @@ pub fn system(reg: &Registry) -> String {
             );
         }
     }
-    out.push_str("    mem\n    null\n    ssc (tape cartridge images: rtgt and tgt formats)\n");
+    out.push_str("    mem\n    null\n    handler (served by another process; bsoflags sync)\n    ssc (tape cartridge images: rtgt and tgt formats)\n");
     // The networked stores are cargo features: list what this build has.
     if rtgt_backstore::RBD {
         out.push_str("    rbd (Ceph RBD images)\n");

@@ -1143,7 +1143,7 @@ fn backing_store_types_and_modes() {
             ..new_lu(&reg, 1, 5, &f.path())
         }),
         errno::EINVAL,
-        "unknown backing store type 'libaio' (use rdwr, io_uring (alias aio), mem, null, rbd, glfs)",
+        "unknown backing store type 'libaio' (use rdwr, io_uring (alias aio), mem, null, rbd, glfs, handler)",
     );
     // 512 logical over 4096 physical.
     ok(reg.handle(Request {

@@ -458,9 +458,17 @@ pub fn parse_args(args: &[String]) -> Result<Command, String> {
         _ => {}
     }
     // The daemon runs in another directory: send it an absolute backing-store path
-    // (not for rbd or glfs, whose -b names an image or a file on a Gluster volume).
+    // (not for rbd or glfs, whose -b names an image or a file on a Gluster volume, nor
+    // for a handler's bare NAME, which names a socket under rtgtd's run directory).
     // `None` is tgt's word for no medium (an empty tape drive), not a file name.
-    let names_a_file = !matches!(req.bstype.as_deref(), Some("rbd" | "glfs"));
+    let names_a_file = match req.bstype.as_deref() {
+        Some("rbd" | "glfs") => false,
+        Some("handler") => req
+            .backing_store
+            .as_deref()
+            .is_some_and(|b| b.contains('/')),
+        _ => true,
+    };
     if let Some(b) = req.backing_store.as_mut().filter(|_| names_a_file) {
         if !b.is_empty() && b != "None" && Path::new(b.as_str()).is_relative() {
             if let Ok(cwd) = std::env::current_dir() {

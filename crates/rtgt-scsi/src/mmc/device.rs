@@ -38,6 +38,7 @@ pub fn open_disc_image(
         read_only: meta.len() > 0,
         size: None,
         bsopts: Vec::new(),
+        block_size: 2048,
     };
     rtgt_backstore::open(bstype, &opts)
 }

@@ -1,0 +1,257 @@
+//! One device: a file (or block device) and the I/O modes fileio_tgt names, serving
+//! the commands of one queue.
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use rtgt_handler::client::Queue;
+use rtgt_handler::layout::{cmd_flag, op, Cmd, Cpl};
+
+/// fileio_tgt's I/O modes.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Modes {
+    /// -t: O_DSYNC, every write durable (WCE=0).
+    pub write_through: bool,
+    /// -r: O_RDONLY, writes refused.
+    pub read_only: bool,
+    /// -o: O_DIRECT.
+    pub direct: bool,
+    /// -n: no I/O at all; reads return zeroes.
+    pub nullio: bool,
+    /// -c: the cache is non-volatile: SYNCHRONIZE CACHE and FUA are no-ops.
+    pub nv_cache: bool,
+}
+
+pub struct Device {
+    pub name: String,
+    pub modes: Modes,
+    file: File,
+    /// A second descriptor without O_DIRECT, for transfers the file system will not
+    /// take unaligned (-o with 512-byte blocks on a 4096-byte-sector file system).
+    buffered: Option<File>,
+    regular: bool,
+}
+
+impl Device {
+    pub fn open(name: String, path: PathBuf, modes: Modes) -> io::Result<Device> {
+        let open = |direct: bool| {
+            let mut o = OpenOptions::new();
+            o.read(true).write(!modes.read_only);
+            let mut flags = 0;
+            if modes.write_through {
+                flags |= libc::O_DSYNC;
+            }
+            if direct {
+                flags |= libc::O_DIRECT;
+            }
+            o.custom_flags(flags).open(&path)
+        };
+        let file = open(modes.direct)?;
+        let buffered = if modes.direct {
+            Some(open(false)?)
+        } else {
+            None
+        };
+        let regular = file.metadata()?.file_type().is_file();
+        Ok(Device {
+            name,
+            modes,
+            file,
+            buffered,
+            regular,
+        })
+    }
+
+    /// The size in bytes (a block device's too: seek to its end).
+    pub fn size(&self) -> io::Result<u64> {
+        let end = unsafe { libc::lseek(self.file.as_raw_fd(), 0, libc::SEEK_END) };
+        if end < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(end as u64)
+        }
+    }
+
+    /// Whether holes can be punched (UNMAP): regular files, not -r.
+    pub fn can_unmap(&self) -> bool {
+        self.regular && !self.modes.read_only && !self.modes.nullio
+    }
+
+    fn sync(&self) -> io::Result<()> {
+        // Unlike fileio_tgt, -o still flushes: O_DIRECT bypasses the page cache, not
+        // the disk's volatile cache.
+        if self.modes.nv_cache || self.modes.nullio {
+            return Ok(());
+        }
+        if unsafe { libc::fdatasync(self.file.as_raw_fd()) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    fn with_fallback<T>(&self, mut f: impl FnMut(&File) -> io::Result<T>) -> io::Result<T> {
+        match f(&self.file) {
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) && self.buffered.is_some() => {
+                f(self.buffered.as_ref().unwrap())
+            }
+            r => r,
+        }
+    }
+
+    fn read(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        if self.modes.nullio {
+            buf.fill(0);
+            return Ok(());
+        }
+        self.with_fallback(|f| {
+            let mut done = 0;
+            while done < buf.len() {
+                match f.read_at(&mut buf[done..], offset + done as u64)? {
+                    0 => {
+                        // Past the end of the file reads as zeroes.
+                        buf[done..].fill(0);
+                        break;
+                    }
+                    n => done += n,
+                }
+            }
+            Ok(())
+        })
+    }
+
+    fn write(&self, buf: &[u8], offset: u64, fua: bool) -> io::Result<()> {
+        if self.modes.read_only {
+            return Err(io::Error::from_raw_os_error(libc::EROFS));
+        }
+        if self.modes.nullio {
+            return Ok(());
+        }
+        self.with_fallback(|f| f.write_all_at(buf, offset))?;
+        if fua && !self.modes.write_through {
+            self.sync()?;
+        }
+        Ok(())
+    }
+
+    fn fallocate(&self, mode: i32, offset: u64, len: u64) -> io::Result<()> {
+        let r = unsafe {
+            libc::fallocate(
+                self.file.as_raw_fd(),
+                mode,
+                offset as libc::off_t,
+                len as libc::off_t,
+            )
+        };
+        if r < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(())
+        }
+    }
+
+    fn unmap(&self, offset: u64, len: u64) -> io::Result<()> {
+        if self.modes.nullio {
+            return Ok(());
+        }
+        self.fallocate(
+            libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+            offset,
+            len,
+        )
+    }
+
+    fn write_zeroes(&self, offset: u64, len: u64) -> io::Result<()> {
+        if self.modes.read_only {
+            return Err(io::Error::from_raw_os_error(libc::EROFS));
+        }
+        if self.modes.nullio {
+            return Ok(());
+        }
+        match self.fallocate(libc::FALLOC_FL_ZERO_RANGE, offset, len) {
+            Ok(()) => Ok(()),
+            Err(_) => {
+                let zero = vec![0u8; 1 << 20];
+                let mut done = 0;
+                while done < len {
+                    let n = (len - done).min(zero.len() as u64) as usize;
+                    self.buffered
+                        .as_ref()
+                        .unwrap_or(&self.file)
+                        .write_all_at(&zero[..n], offset + done)?;
+                    done += n as u64;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Does one command; the completion's status is 0 or a negative errno.
+    fn execute(&self, q: &mut Queue, c: &Cmd) -> Cpl {
+        let mut bytes = 0;
+        let r = match c.op {
+            op::READ | op::WRITE => match q.data(c) {
+                None => Err(io::Error::from_raw_os_error(libc::EINVAL)),
+                Some(buf) => {
+                    let r = if c.op == op::READ {
+                        self.read(buf, c.offset)
+                    } else {
+                        self.write(buf, c.offset, c.flags & cmd_flag::FUA != 0)
+                    };
+                    if r.is_ok() {
+                        bytes = c.len;
+                    }
+                    r
+                }
+            },
+            op::FLUSH => self.sync(),
+            op::UNMAP => self.unmap(c.offset, c.len),
+            op::WRITE_ZEROES => self.write_zeroes(c.offset, c.len),
+            _ => Err(io::Error::from_raw_os_error(libc::EOPNOTSUPP)),
+        };
+        Cpl {
+            tag: c.tag,
+            status: match r {
+                Ok(()) => 0,
+                Err(e) => -e.raw_os_error().unwrap_or(libc::EIO),
+            },
+            bytes,
+        }
+    }
+
+    /// Serves one queue until `stop`: take every command queued, do it, complete it,
+    /// then one wake-up for the batch; sleep on the eventfd when the ring is empty
+    /// (`poll_only`: never sleep, fileio_tgt's -l, so rtgtd never has to wake us).
+    pub fn serve(
+        &self,
+        mut q: Queue,
+        stop: Arc<AtomicBool>,
+        poll_only: bool,
+        delay: std::time::Duration,
+    ) {
+        while !stop.load(Ordering::Relaxed) {
+            let mut n = 0;
+            while let Some(c) = q.take_cmd() {
+                if !delay.is_zero() {
+                    std::thread::sleep(delay);
+                }
+                let cpl = self.execute(&mut q, &c);
+                q.complete(cpl);
+                n += 1;
+            }
+            if n > 0 {
+                q.kick();
+                continue;
+            }
+            if poll_only {
+                std::thread::sleep(std::time::Duration::from_micros(50));
+            } else if q.wait(250).is_err() {
+                break;
+            }
+        }
+    }
+}

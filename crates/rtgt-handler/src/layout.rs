@@ -1,0 +1,213 @@
+//! The shared-memory layout of one queue (docs/handler-protocol.md, "Queue region").
+//!
+//! One memfd per queue, created and sealed by rtgtd:
+//!
+//! ```text
+//! 0      header (512 bytes: four 64-byte-aligned control lines, rest reserved)
+//! 512    command ring:    depth x 64-byte entries (rtgtd produces, handler consumes)
+//! ...    completion ring: depth x 16-byte entries (handler produces, rtgtd consumes)
+//! A      data arena:      depth x slot_size bytes, A = next multiple of 4096
+//! ```
+//!
+//! Ring indices are free-running u32 counters; entry `i` lives at `i % depth` (depth is a
+//! power of two). All integers are little-endian. Nothing here does I/O.
+
+/// Size of the header at the start of a queue region.
+pub const HEADER_SIZE: usize = 512;
+/// Command ring tail: written by rtgtd (producer), read by the handler.
+pub const CMD_TAIL: usize = 64;
+/// Command ring head: written by the handler (consumer), read by rtgtd.
+pub const CMD_HEAD: usize = 128;
+/// The handler's wake flag: 1 = "I am about to sleep on the command eventfd, kick me";
+/// 0 = "I am busy polling the ring, don't wake me" (no eventfd write needed).
+pub const CMD_SLEEPING: usize = 132;
+/// Completion ring tail: written by the handler (producer), read by rtgtd.
+pub const CPL_TAIL: usize = 192;
+/// Completion ring head: written by rtgtd (consumer), read by the handler.
+pub const CPL_HEAD: usize = 256;
+/// rtgtd's wake flag for the completion eventfd, as [`CMD_SLEEPING`].
+pub const CPL_SLEEPING: usize = 260;
+
+pub const CMD_ENTRY: usize = 64;
+pub const CPL_ENTRY: usize = 16;
+/// Arena alignment (and slot sizes are multiples of it), so O_DIRECT works on slots.
+pub const PAGE: usize = 4096;
+
+/// Offsets of a queue region's parts for `depth` entries of `slot_size` bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Geometry {
+    pub depth: u32,
+    pub slot_size: u32,
+}
+
+impl Geometry {
+    pub fn cmd_ring(&self) -> usize {
+        HEADER_SIZE
+    }
+    pub fn cpl_ring(&self) -> usize {
+        HEADER_SIZE + self.depth as usize * CMD_ENTRY
+    }
+    pub fn arena(&self) -> usize {
+        let end = self.cpl_ring() + self.depth as usize * CPL_ENTRY;
+        end.div_ceil(PAGE) * PAGE
+    }
+    pub fn arena_size(&self) -> usize {
+        self.depth as usize * self.slot_size as usize
+    }
+    pub fn region_size(&self) -> usize {
+        self.arena() + self.arena_size()
+    }
+    /// Valid: depth a power of two in 1..=4096, slot size a non-zero multiple of 4096 up
+    /// to 16 MiB.
+    pub fn valid(&self) -> bool {
+        self.depth.is_power_of_two()
+            && self.depth <= MAX_DEPTH
+            && self.slot_size > 0
+            && (self.slot_size as usize).is_multiple_of(PAGE)
+            && self.slot_size <= MAX_SLOT
+    }
+}
+
+pub const MAX_DEPTH: u32 = 4096;
+pub const MAX_SLOT: u32 = 16 << 20;
+
+/// Command opcodes (block kind).
+pub mod op {
+    /// Read `len` bytes at `offset` into the arena at `data`.
+    pub const READ: u8 = 1;
+    /// Write `len` bytes from the arena at `data` to `offset`.
+    pub const WRITE: u8 = 2;
+    /// Make every completed write durable.
+    pub const FLUSH: u8 = 3;
+    /// Release `len` bytes at `offset` (they may read back as anything, or zeroes if the
+    /// handler said `UNMAP_ZEROES`).
+    pub const UNMAP: u8 = 4;
+    /// Make `len` bytes at `offset` read as zeroes.
+    pub const WRITE_ZEROES: u8 = 5;
+}
+
+/// Command flags.
+pub mod cmd_flag {
+    /// WRITE: durable before completion (SCSI FUA).
+    pub const FUA: u8 = 1;
+}
+
+/// A command entry (64 bytes on the ring).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Cmd {
+    pub op: u8,
+    pub flags: u8,
+    /// Slot index in the low 16 bits, a generation in the high 16: the completion
+    /// echoes it, and rtgtd rejects a tag that is not in flight.
+    pub tag: u32,
+    pub offset: u64,
+    pub len: u64,
+    /// Offset of the data within the arena (READ, WRITE; 0 otherwise).
+    pub data: u64,
+}
+
+impl Cmd {
+    pub fn encode(&self) -> [u8; CMD_ENTRY] {
+        let mut b = [0u8; CMD_ENTRY];
+        b[0] = self.op;
+        b[1] = self.flags;
+        b[4..8].copy_from_slice(&self.tag.to_le_bytes());
+        b[8..16].copy_from_slice(&self.offset.to_le_bytes());
+        b[16..24].copy_from_slice(&self.len.to_le_bytes());
+        b[24..32].copy_from_slice(&self.data.to_le_bytes());
+        b
+    }
+    pub fn decode(b: &[u8; CMD_ENTRY]) -> Cmd {
+        Cmd {
+            op: b[0],
+            flags: b[1],
+            tag: u32::from_le_bytes(b[4..8].try_into().unwrap()),
+            offset: u64::from_le_bytes(b[8..16].try_into().unwrap()),
+            len: u64::from_le_bytes(b[16..24].try_into().unwrap()),
+            data: u64::from_le_bytes(b[24..32].try_into().unwrap()),
+        }
+    }
+    pub fn slot(&self) -> u32 {
+        self.tag & 0xffff
+    }
+}
+
+/// A completion entry (16 bytes on the ring).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Cpl {
+    pub tag: u32,
+    /// 0 = success, else a negative errno (-EIO: medium error, -EROFS: write protected,
+    /// -ENOSPC: out of space).
+    pub status: i32,
+    /// Bytes transferred: for a successful READ or WRITE it must equal the command's
+    /// `len` (rtgtd disconnects a handler that says otherwise); 0 for other ops.
+    pub bytes: u64,
+}
+
+impl Cpl {
+    pub fn encode(&self) -> [u8; CPL_ENTRY] {
+        let mut b = [0u8; CPL_ENTRY];
+        b[0..4].copy_from_slice(&self.tag.to_le_bytes());
+        b[4..8].copy_from_slice(&self.status.to_le_bytes());
+        b[8..16].copy_from_slice(&self.bytes.to_le_bytes());
+        b
+    }
+    pub fn decode(b: &[u8; CPL_ENTRY]) -> Cpl {
+        Cpl {
+            tag: u32::from_le_bytes(b[0..4].try_into().unwrap()),
+            status: i32::from_le_bytes(b[4..8].try_into().unwrap()),
+            bytes: u64::from_le_bytes(b[8..16].try_into().unwrap()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn geometry_offsets() {
+        let g = Geometry {
+            depth: 32,
+            slot_size: 1 << 20,
+        };
+        assert_eq!(g.cmd_ring(), 512);
+        assert_eq!(g.cpl_ring(), 512 + 32 * 64);
+        assert_eq!(g.arena(), 4096);
+        assert_eq!(g.region_size(), 4096 + (32 << 20));
+        assert!(g.valid());
+        assert!(!Geometry {
+            depth: 3,
+            slot_size: 4096
+        }
+        .valid());
+        assert!(!Geometry {
+            depth: 4,
+            slot_size: 1000
+        }
+        .valid());
+    }
+
+    #[test]
+    fn entries_round_trip() {
+        let c = Cmd {
+            op: op::WRITE,
+            flags: cmd_flag::FUA,
+            tag: 0x0003_0007,
+            offset: 1 << 40,
+            len: 65536,
+            data: 7 << 20,
+        };
+        let b = c.encode();
+        assert_eq!(b[0], 2);
+        assert_eq!(&b[4..8], &[7, 0, 3, 0]);
+        assert_eq!(Cmd::decode(&b), c);
+        assert_eq!(c.slot(), 7);
+        let p = Cpl {
+            tag: 9,
+            status: -5,
+            bytes: 512,
+        };
+        assert_eq!(Cpl::decode(&p.encode()), p);
+    }
+}

@@ -1,0 +1,780 @@
+//! Device handlers in their own process (bstype handler, docs/handler-protocol.md):
+//! `rtgt-fileio` with fileio_tgt's modes round-trips 64 MiB byte for byte through
+//! qemu-img; a `kill -9` of it in the middle of a copy loses nothing and drops no
+//! session; a handler that breaks the protocol is disconnected with a log line naming
+//! it, its LU goes NOT READY, and another LU of the same target is unaffected.
+//!
+//! rtgt-fileio is found next to rtgtd (`cargo build --workspace` builds it) or by
+//! env `RTGT_FILEIO`.
+
+mod common;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::raw::RawConn;
+use common::scsi::{read10, write10, CHECK_CONDITION, GOOD};
+use common::{check, prng_bytes, run_timeout, sparse_file, Daemon};
+use rtgt_handler::client;
+use rtgt_handler::layout::Cpl;
+use rtgt_handler::wire::{self, feature, Hello};
+
+const IQN: &str = "iqn.2026-12.org.rtgt:handler";
+const MIB: usize = 1 << 20;
+const SIZE: usize = 64 * MIB;
+
+fn fileio_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("RTGT_FILEIO") {
+        return p.into();
+    }
+    let p = common::rtgtd_bin().with_file_name("rtgt-fileio");
+    assert!(
+        p.exists(),
+        "{} not found: build it with `cargo build --workspace`",
+        p.display()
+    );
+    p
+}
+
+/// A running rtgt-fileio, killed on drop.
+struct Fileio(Child);
+
+impl Fileio {
+    fn start(d: &Daemon, args: &[&str]) -> Fileio {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(d.dir.join("fileio.log"))
+            .unwrap();
+        let c = Command::new(fileio_bin())
+            .args(args)
+            .env("RTGT_RUN_DIR", &d.run_dir)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start rtgt-fileio");
+        Fileio(c)
+    }
+    fn kill9(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for Fileio {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+fn qemu_img(args: &[&str]) -> String {
+    let o = run_timeout(
+        Command::new("qemu-img").args(args),
+        Duration::from_secs(600),
+    );
+    check(&format!("qemu-img {}", args.join(" ")), &o)
+}
+
+fn show(d: &Daemon) -> String {
+    d.adm_ok(&["--op", "show", "--mode", "target"])
+}
+
+/// Waits until `show` has `n` handler lines saying attached.
+fn wait_attached(d: &Daemon, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let s = show(d);
+        if s.matches("Handler: attached").count() >= n {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "handler never attached:\n{s}\nrtgtd log:\n{}\nrtgt-fileio log:\n{}",
+            d.log(),
+            std::fs::read_to_string(d.dir.join("fileio.log")).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Target 1 with handler LUs named `names` (LUN 1, 2, ...), bound to ALL.
+fn handler_target(d: &Daemon, names: &[&str], extra: &[&str]) {
+    d.new_target("1", IQN);
+    for (i, name) in names.iter().enumerate() {
+        let lun = (i + 1).to_string();
+        let mut a = vec![
+            "--op",
+            "new",
+            "--mode",
+            "logicalunit",
+            "--tid",
+            "1",
+            "--lun",
+            &lun,
+            "--bstype",
+            "handler",
+            "-b",
+            name,
+        ];
+        a.extend_from_slice(extra);
+        d.adm_ok(&a);
+    }
+    d.bind_all("1");
+}
+
+fn image(d: &Daemon, name: &str) -> PathBuf {
+    let p = d.dir.join(name);
+    sparse_file(&p, SIZE as u64);
+    p
+}
+
+fn assert_same(got: &[u8], want: &[u8], what: &str) {
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    if let Some(i) = got.iter().zip(want).position(|(a, b)| a != b) {
+        panic!(
+            "{what} differs at byte {i}: {:#04x}, expected {:#04x}",
+            got[i], want[i]
+        );
+    }
+}
+
+/// Writes a random 64 MiB image through LUN `lun`, reads it back through it, and
+/// checks both the bytes read back and (when `file` is given) the backing file.
+fn round_trip(d: &Daemon, lun: u32, file: Option<&Path>, seed: u64) {
+    let data = prng_bytes(seed, SIZE);
+    let src = d.dir.join(&format!("src{lun}.raw"));
+    std::fs::write(&src, &data).unwrap();
+    let url = d.url(IQN, lun);
+    qemu_img(&[
+        "convert",
+        "-n",
+        "-f",
+        "raw",
+        "-O",
+        "raw",
+        src.to_str().unwrap(),
+        &url,
+    ]);
+    let out = d.dir.join(&format!("out{lun}.raw"));
+    qemu_img(&[
+        "convert",
+        "-f",
+        "raw",
+        "-O",
+        "raw",
+        &url,
+        out.to_str().unwrap(),
+    ]);
+    assert_same(&std::fs::read(&out).unwrap(), &data, "the image read back");
+    if let Some(f) = file {
+        assert_same(&std::fs::read(f).unwrap(), &data, "the backing file");
+    }
+}
+
+/// One LU served by rtgt-fileio with `args`, round-tripped.
+fn mode_round_trip(args: &[&str], lu_extra: &[&str]) {
+    if !common::have_qemu_iscsi() {
+        return;
+    }
+    let d = Daemon::start();
+    handler_target(&d, &["disk1"], lu_extra);
+    let img = image(&d, "disk1.img");
+    let mut a = args.to_vec();
+    a.extend(["disk1", img.to_str().unwrap()]);
+    let _h = Fileio::start(&d, &a);
+    wait_attached(&d, 1);
+    round_trip(&d, 1, Some(&img), 0x6669_6c65);
+    let s = show(&d);
+    assert!(s.contains("Backing store type: handler"), "{s}");
+    assert!(
+        s.contains("Handler counters: attaches 1, detaches 0, protocol errors 0"),
+        "{s}"
+    );
+}
+
+#[test]
+fn fileio_round_trip_default() {
+    mode_round_trip(&["-e", "2"], &[]);
+}
+
+#[test]
+fn fileio_round_trip_write_through() {
+    mode_round_trip(&["-t"], &[]);
+}
+
+#[test]
+fn fileio_round_trip_direct() {
+    mode_round_trip(&["-o", "-e", "2"], &[]);
+}
+
+#[test]
+fn fileio_round_trip_nv_cache() {
+    mode_round_trip(&["-c"], &[]);
+}
+
+#[test]
+fn fileio_round_trip_4096_byte_blocks() {
+    mode_round_trip(&["-b", "4096"], &["--blocksize", "4096"]);
+}
+
+/// A handler with another block size than its LU's is refused, and says why; so is one
+/// with a volatile cache for a write-through LU.
+#[test]
+fn fileio_with_the_wrong_block_size_or_a_write_cache_is_refused() {
+    let d = Daemon::start();
+    handler_target(&d, &["disk1"], &[]);
+    let img = image(&d, "disk1.img");
+    let o = run_timeout(
+        Command::new(fileio_bin())
+            .args(["-b", "4096", "disk1", img.to_str().unwrap()])
+            .env("RTGT_RUN_DIR", &d.run_dir),
+        Duration::from_secs(30),
+    );
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("block size differs"), "{err}");
+    assert!(d
+        .log()
+        .contains("device handler refused: block size differs"));
+}
+
+#[test]
+fn fileio_two_devices_in_one_process() {
+    if !common::have_qemu_iscsi() {
+        return;
+    }
+    let d = Daemon::start();
+    handler_target(&d, &["disk1", "disk2"], &[]);
+    let (i1, i2) = (image(&d, "disk1.img"), image(&d, "disk2.img"));
+    let _h = Fileio::start(
+        &d,
+        &["disk1", i1.to_str().unwrap(), "disk2", i2.to_str().unwrap()],
+    );
+    wait_attached(&d, 2);
+    round_trip(&d, 1, Some(&i1), 1);
+    round_trip(&d, 2, Some(&i2), 2);
+    // One process serves both.
+    let s = show(&d);
+    let pids: Vec<&str> = s
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("Handler: attached, pid "))
+        .map(|l| l.split(',').next().unwrap())
+        .collect();
+    assert_eq!(pids.len(), 2, "{s}");
+    assert_eq!(pids[0], pids[1], "{s}");
+}
+
+/// -n: writes are accepted and dropped, reads return zeroes; the file is untouched.
+#[test]
+fn fileio_nullio_reads_zeroes() {
+    if !common::have_qemu_iscsi() {
+        return;
+    }
+    let d = Daemon::start();
+    handler_target(&d, &["disk1"], &[]);
+    let img = d.dir.join("disk1.img");
+    let pattern = prng_bytes(3, SIZE);
+    std::fs::write(&img, &pattern).unwrap();
+    let _h = Fileio::start(&d, &["-n", "disk1", img.to_str().unwrap()]);
+    wait_attached(&d, 1);
+    let src = d.dir.join("src.raw");
+    std::fs::write(&src, prng_bytes(4, SIZE)).unwrap();
+    let url = d.url(IQN, 1);
+    qemu_img(&[
+        "convert",
+        "-n",
+        "-f",
+        "raw",
+        "-O",
+        "raw",
+        src.to_str().unwrap(),
+        &url,
+    ]);
+    let out = d.dir.join("out.raw");
+    qemu_img(&[
+        "convert",
+        "-f",
+        "raw",
+        "-O",
+        "raw",
+        &url,
+        out.to_str().unwrap(),
+    ]);
+    let got = std::fs::read(&out).unwrap();
+    assert_eq!(got.len(), SIZE);
+    assert!(got.iter().all(|&b| b == 0), "-n read back non-zero bytes");
+    assert_same(&std::fs::read(&img).unwrap(), &pattern, "the file under -n");
+
+    // Deleting the LU detaches its handler, which exits, and removes the socket.
+    let mut h = _h;
+    d.adm_ok(&[
+        "--op",
+        "delete",
+        "--mode",
+        "logicalunit",
+        "--tid",
+        "1",
+        "--lun",
+        "1",
+    ]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while h.0.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "rtgt-fileio outlived its LU");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(d
+        .log()
+        .contains("device handler detached: its logical unit was deleted"));
+    let sock = d.run_dir.join("handlers/disk1.sock");
+    while sock.exists() {
+        assert!(Instant::now() < deadline, "the socket outlived its LU");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// -r: the image reads back byte for byte; a WRITE gets DATA PROTECT, WRITE
+/// PROTECTED (SBC-4 4.13: 07h/27h/00h); the file is unchanged.
+#[test]
+fn fileio_read_only_refuses_writes() {
+    if !common::have_qemu_iscsi() {
+        return;
+    }
+    let d = Daemon::start();
+    handler_target(&d, &["disk1"], &[]);
+    let img = d.dir.join("disk1.img");
+    let data = prng_bytes(5, SIZE);
+    std::fs::write(&img, &data).unwrap();
+    let _h = Fileio::start(&d, &["-r", "disk1", img.to_str().unwrap()]);
+    wait_attached(&d, 1);
+    let out = d.dir.join("out.raw");
+    qemu_img(&[
+        "convert",
+        "-f",
+        "raw",
+        "-O",
+        "raw",
+        &d.url(IQN, 1),
+        out.to_str().unwrap(),
+    ]);
+    assert_same(&std::fs::read(&out).unwrap(), &data, "the image read back");
+
+    let mut c = RawConn::session(d.port, IQN);
+    let (_, r) = c.exec_after_uas(1, &write10(0, 1), 0, &[0xab; 512]);
+    assert_eq!(r.status, CHECK_CONDITION);
+    assert_eq!(r.sense_code(), (0x07, 0x27, 0x00), "{r:?}");
+    // qemu-img's write fails too.
+    let src = d.dir.join("src.raw");
+    std::fs::write(&src, vec![1u8; MIB]).unwrap();
+    let o = run_timeout(
+        Command::new("qemu-img").args([
+            "convert",
+            "-n",
+            "-f",
+            "raw",
+            "-O",
+            "raw",
+            src.to_str().unwrap(),
+            &d.url(IQN, 1),
+        ]),
+        Duration::from_secs(120),
+    );
+    assert!(!o.status.success(), "a write to a -r LU succeeded");
+    assert_same(&std::fs::read(&img).unwrap(), &data, "the file under -r");
+}
+
+/// `kill -9` of rtgt-fileio in the middle of a `qemu-img convert` onto its LU, then a
+/// restart: the copy completes, the image compares equal, the commands the dead
+/// handler held were issued again, and the iSCSI session never dropped.
+#[test]
+fn fileio_killed_mid_copy_then_restarted_loses_nothing() {
+    if !common::have_qemu_iscsi() {
+        return;
+    }
+    let d = Daemon::start();
+    handler_target(&d, &["disk1"], &[]);
+    let img = image(&d, "disk1.img");
+    let img_s = img.to_str().unwrap().to_string();
+    // A slow handler (50 ms per command of at most 1 MiB), so that it holds commands
+    // long enough to be killed while it does.
+    let mut h = Fileio::start(&d, &["--delay-us", "50000", "-e", "2", "disk1", &img_s]);
+    wait_attached(&d, 1);
+    let data = prng_bytes(6, SIZE);
+    let src = d.dir.join("src.raw");
+    std::fs::write(&src, &data).unwrap();
+    let url = d.url(IQN, 1);
+    let mut copy = Command::new("qemu-img")
+        .args([
+            "convert",
+            "-n",
+            "-f",
+            "raw",
+            "-O",
+            "raw",
+            src.to_str().unwrap(),
+            &url,
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Kill while the handler holds commands of the copy.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let s = show(&d);
+        let held = s
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("Handler: attached, "))
+            .and_then(|l| l.split("in flight ").nth(1))
+            .and_then(|n| n.trim().parse::<u64>().ok())
+            .unwrap_or(0);
+        if held >= 1 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the copy never reached the handler:\n{s}"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    h.kill9();
+    assert!(
+        copy.try_wait().unwrap().is_none(),
+        "the copy ended before the handler was killed"
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let _h2 = Fileio::start(&d, &["-e", "2", "disk1", &img_s]);
+    let st = copy.wait_with_output().unwrap();
+    assert!(
+        st.status.success(),
+        "qemu-img convert failed: {}\nrtgtd log:\n{}",
+        String::from_utf8_lossy(&st.stderr),
+        d.log()
+    );
+    assert_same(&std::fs::read(&img).unwrap(), &data, "the backing file");
+    qemu_img(&[
+        "compare",
+        "-f",
+        "raw",
+        "-F",
+        "raw",
+        src.to_str().unwrap(),
+        &url,
+    ]);
+
+    let log = d.log();
+    assert!(
+        log.contains("device handler detached: its socket closed"),
+        "{log}"
+    );
+    assert_eq!(log.matches("device handler attached").count(), 2, "{log}");
+    // The copy's session logged in once and out once, normally: never dropped.
+    let ends: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("session ended"))
+        .collect();
+    assert!(
+        ends.iter().all(|l| l.contains("session ended: logout")),
+        "a session ended other than by logout:\n{log}"
+    );
+    let s = show(&d);
+    assert!(s.contains("Handler: attached"), "{s}");
+    let reissued: u64 = s
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Handler counters: "))
+        .and_then(|l| l.split("reissued ").nth(1))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0);
+    assert!(reissued >= 1, "no command was issued again:\n{s}\n{log}");
+    assert!(
+        s.contains("attaches 2, detaches 1, protocol errors 0"),
+        "{s}"
+    );
+}
+
+// ---- a handler that breaks the protocol ------------------------------------------------
+
+fn rogue_hello(name: &str) -> Hello {
+    Hello {
+        major: wire::MAJOR,
+        minor: wire::MINOR,
+        kind: wire::kind::BLOCK,
+        features: feature::FLUSH,
+        capacity: 1 << 20,
+        block_size: 512,
+        queues: 1,
+        depth: 4,
+        flags: 0,
+        max_xfer: 0,
+        name: name.into(),
+    }
+}
+
+/// Target 1: LUN 1 a handler LU (hold=1: commands wait one second for a handler),
+/// LUN 2 an rdwr disk with a known pattern at LBA 0.
+fn rogue_target(d: &Daemon) -> (PathBuf, Vec<u8>) {
+    handler_target(d, &["rogue"], &["--bsopts", "hold=1"]);
+    let img = d.dir.join("other.img");
+    let pattern = prng_bytes(7, MIB);
+    std::fs::write(&img, &pattern).unwrap();
+    d.adm_ok(&[
+        "--op",
+        "new",
+        "--mode",
+        "logicalunit",
+        "--tid",
+        "1",
+        "--lun",
+        "2",
+        "-b",
+        img.to_str().unwrap(),
+    ]);
+    (d.run_dir.join("handlers/rogue.sock"), pattern)
+}
+
+/// After a rogue handler was thrown out: its LU answers NOT READY, LOGICAL UNIT
+/// COMMUNICATION FAILURE (04h/08h/00h) once the hold expires, the other LU reads its
+/// pattern, and show counts one protocol error.
+fn assert_rogue_outcome(d: &Daemon, c: &mut RawConn, pattern: &[u8], log_says: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !d.log().contains(log_says) {
+        assert!(
+            Instant::now() < deadline,
+            "no log line '{log_says}':\n{}",
+            d.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let log = d.log();
+    let line = log.lines().find(|l| l.contains(log_says)).unwrap();
+    assert!(line.contains("device handler broke the protocol"), "{line}");
+    assert!(
+        line.contains("handler=\"rogue\""),
+        "the log line does not name it: {line}"
+    );
+    let (_, r) = c.exec_after_uas(1, &read10(0, 1), 512, &[]);
+    assert_eq!(r.status, CHECK_CONDITION, "{r:?}");
+    assert_eq!(r.sense_code(), (0x02, 0x08, 0x00), "{r:?}");
+    let (_, r) = c.exec_after_uas(2, &read10(0, 8), 4096, &[]);
+    assert_eq!(r.status, GOOD);
+    assert_eq!(&r.data[..], &pattern[..4096]);
+    let s = show(d);
+    assert!(s.contains("protocol errors 1"), "{s}");
+    assert!(s.contains("Handler: not attached"), "{s}");
+}
+
+#[test]
+fn handler_completing_an_unknown_command_is_disconnected() {
+    let d = Daemon::start();
+    let (sock, pattern) = rogue_target(&d);
+    let mut att = client::connect(&sock, &rogue_hello("rogue")).unwrap();
+    wait_attached(&d, 1);
+    let mut c = RawConn::session(d.port, IQN);
+    att.queues[0].complete(Cpl {
+        tag: 0x0007_0003,
+        status: 0,
+        bytes: 0,
+    });
+    att.queues[0].force_cpl_tail(1);
+    assert_rogue_outcome(&d, &mut c, &pattern, "which is not an outstanding command");
+}
+
+#[test]
+fn handler_moving_the_completion_index_past_the_ring_is_disconnected() {
+    let d = Daemon::start();
+    let (sock, pattern) = rogue_target(&d);
+    let mut att = client::connect(&sock, &rogue_hello("rogue")).unwrap();
+    wait_attached(&d, 1);
+    let mut c = RawConn::session(d.port, IQN);
+    att.queues[0].force_cpl_tail(1000);
+    assert_rogue_outcome(
+        &d,
+        &mut c,
+        &pattern,
+        "entries past head 0; the ring holds 4",
+    );
+}
+
+/// A READ completed with more bytes than the command (and its arena slot) holds.
+#[test]
+fn handler_claiming_a_length_past_its_slot_is_disconnected() {
+    let d = Daemon::start();
+    let (sock, pattern) = rogue_target(&d);
+    let mut att = client::connect(&sock, &rogue_hello("rogue")).unwrap();
+    wait_attached(&d, 1);
+    let mut c = RawConn::session(d.port, IQN);
+    // The capacity-changed unit attention first, so the READ below reaches the store.
+    let (uas, r) = c.exec_after_uas(1, &[0; 6], 0, &[]);
+    assert_eq!(r.status, GOOD, "{uas:?} {r:?}");
+    let p = c.command_pdu(1, &read10(0, 1), 512, &[]);
+    c.send(&p);
+    let q = &mut att.queues[0];
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let cmd = loop {
+        if let Some(cmd) = q.take_cmd() {
+            break cmd;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the READ never reached the handler"
+        );
+        q.wait(100).unwrap();
+    };
+    assert_eq!((cmd.op, cmd.offset, cmd.len), (1, 0, 512));
+    let slot = att.accept.slot_size as u64;
+    q.complete(Cpl {
+        tag: cmd.tag,
+        status: 0,
+        bytes: slot * 4 + 512,
+    });
+    q.kick();
+    // The READ itself ends NOT READY once the hold expires: no handler to re-issue to.
+    let r = c.reply_for(p.itt());
+    assert_eq!(r.status, CHECK_CONDITION, "{r:?}");
+    assert_eq!(r.sense_code(), (0x02, 0x08, 0x00), "{r:?}");
+    assert_rogue_outcome(&d, &mut c, &pattern, "bytes for a 512-byte command");
+}
+
+/// A HELLO with a bad magic, then one with reserved bytes set: both refused with a log
+/// line; a good handler attaches afterwards.
+#[test]
+fn malformed_handshakes_are_refused() {
+    let d = Daemon::start();
+    let (sock, _) = rogue_target(&d);
+    let mut junk = std::os::unix::net::UnixStream::connect(&sock).unwrap();
+    junk.write_all(&[0x55; wire::HELLO_SIZE]).unwrap();
+    let mut b = [0u8; wire::ACCEPT_SIZE];
+    std::io::Read::read_exact(&mut junk, &mut b).unwrap();
+    let a = wire::Accept::decode(&b).unwrap();
+    assert_eq!(a.status, wire::REJECT_VERSION);
+
+    let mut h = rogue_hello("rogue").encode();
+    h[56] = 1;
+    let mut junk = std::os::unix::net::UnixStream::connect(&sock).unwrap();
+    junk.write_all(&h).unwrap();
+    std::io::Read::read_exact(&mut junk, &mut b).unwrap();
+    assert_eq!(
+        wire::Accept::decode(&b).unwrap().status,
+        wire::REJECT_RESERVED
+    );
+
+    let e = match client::connect(
+        &sock,
+        &Hello {
+            kind: wire::kind::SCSI,
+            ..rogue_hello("rogue")
+        },
+    ) {
+        Err(e) => e.to_string(),
+        Ok(_) => panic!("a SCSI-kind handler was accepted"),
+    };
+    assert!(e.contains("kind not supported"), "{e}");
+    let log = d.log();
+    assert!(
+        log.contains("device handler refused: bad magic or unsupported major version"),
+        "{log}"
+    );
+    assert!(
+        log.contains("device handler refused: reserved fields not zero"),
+        "{log}"
+    );
+    let _att = client::connect(&sock, &rogue_hello("rogue")).unwrap();
+    wait_attached(&d, 1);
+    // A second handler for the same LU is refused while the first is attached.
+    let e = client::connect(&sock, &rogue_hello("second"))
+        .err()
+        .map(|e| e.to_string());
+    assert!(
+        e.as_deref().is_some_and(|e| e.contains("another handler")),
+        "{e:?}"
+    );
+}
+
+// ---- the Python binding ----------------------------------------------------------------
+
+fn python_ok() -> bool {
+    let o = Command::new("python3")
+        .args([
+            "-c",
+            "import os,socket; assert os.eventfd and socket.recv_fds",
+        ])
+        .output();
+    let ok = o.is_ok_and(|o| o.status.success());
+    if !ok {
+        eprintln!("SKIPPED: python3 >= 3.10 unavailable");
+    }
+    ok
+}
+
+/// bindings/python/memdisk.py serves a 64 MiB LU that qemu-img round-trips; its fault
+/// injector's MEDIUM ERROR reaches the initiator as UNRECOVERED READ ERROR
+/// (03h/11h/00h) with the bad LBA in the INFORMATION field (SBC-4 4.18.1).
+#[test]
+fn python_memdisk_round_trips_and_injects_medium_errors() {
+    if !common::have_qemu_iscsi() || !python_ok() {
+        return;
+    }
+    let d = Daemon::start();
+    handler_target(&d, &["mem1"], &[]);
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../bindings/python/memdisk.py");
+    let log = std::fs::File::create(d.dir.join("memdisk.log")).unwrap();
+    let child = Command::new("python3")
+        .arg(&script)
+        .args(["--size", "64M", "mem1", "--fail-lba", "100000"])
+        .env("RTGT_RUN_DIR", &d.run_dir)
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let _h = Fileio(child);
+    wait_attached(&d, 1);
+    assert!(show(&d).contains("Handler: attached"));
+
+    let mut c = RawConn::session(d.port, IQN);
+    // Blocks 99998..100001: the third is bad.
+    let (_, r) = c.exec_after_uas(1, &read10(99_998, 4), 2048, &[]);
+    assert_eq!(r.status, CHECK_CONDITION, "{r:?}");
+    assert_eq!(r.sense_code(), (0x03, 0x11, 0x00), "{r:?}");
+    assert_eq!(r.sense[0] & 0x80, 0x80, "VALID not set: {:?}", r.sense);
+    let info = u32::from_be_bytes(r.sense[3..7].try_into().unwrap());
+    assert_eq!(info, 100_000, "INFORMATION: {:?}", r.sense);
+    let (_, r) = c.exec_after_uas(1, &read10(0, 8), 4096, &[]);
+    assert_eq!(r.status, GOOD);
+    drop(c);
+
+    // A 48 MiB round trip, short of the bad block (at 48.8 MiB).
+    let data = prng_bytes(8, SIZE);
+    let src = d.dir.join("src.raw");
+    let url = d.url(IQN, 1);
+    let part = 48 * MIB;
+    std::fs::write(&src, &data[..part]).unwrap();
+    qemu_img(&[
+        "convert",
+        "-n",
+        "-f",
+        "raw",
+        "-O",
+        "raw",
+        src.to_str().unwrap(),
+        &url,
+    ]);
+    let out = d.dir.join("out.raw");
+    qemu_img(&[
+        "dd",
+        "-f",
+        "raw",
+        "-O",
+        "raw",
+        "bs=1M",
+        &format!("count={}", part / MIB),
+        &format!("if={url}"),
+        &format!("of={}", out.display()),
+    ]);
+    assert_same(
+        &std::fs::read(&out).unwrap(),
+        &data[..part],
+        "the image read back",
+    );
+}

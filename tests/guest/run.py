@@ -415,12 +415,26 @@ def config_jukebox(work, route):
     return path, jukebox_setup(start, True, manifests)
 
 
+def guest_bin_dir():
+    """Where the guest's rtgtd and rtgtadm come from: RTGT_GUEST_BIN_DIR, or a build
+    without the optional cargo features (rbd, glfs) in target/guest, as the guest has
+    none of their libraries (librbd, libgfapi); the host's binaries may have them."""
+    given = os.environ.get("RTGT_GUEST_BIN_DIR")
+    if given:
+        return given
+    tdir = os.path.join(os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target")), "guest")
+    r = subprocess.run(["cargo", "build", "-q", "-p", "rtgtd", "-p", "rtgtadm", "--target-dir", tdir],
+                       cwd=ROOT)
+    if r.returncode != 0:
+        raise Failed("cargo build of the guest's rtgtd (default features) failed")
+    return os.path.join(tdir, "debug")
+
+
 def guest_rtgt(work):
     """rtgtd and rtgtadm to run inside the guest (its userland is Debian bookworm like the
     host's), stripped so the initramfs stays small. Always rtgt's, whichever daemon the
     host runs: the host's target only gives the guest devices to pass through."""
-    bindir = os.environ.get("RTGT_BIN_DIR") or os.path.join(
-        os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target")), "debug")
+    bindir = guest_bin_dir()
     out = []
     for name in ("rtgtd", "rtgtadm"):
         src = os.environ.get(name.upper()) or os.path.join(bindir, name)
@@ -432,7 +446,7 @@ def guest_rtgt(work):
     return out
 
 
-def setup_passthrough(d, work):
+def setup_passthrough(d, work, _route):
     """A disk (LUN 1, 64 MiB) and a tape drive with a cartridge (LUN 2) that route A
     attaches to the guest as its own SCSI devices; rtgtd inside the guest passes them
     through (scenarios/passthrough.sh)."""

@@ -7,7 +7,7 @@
 mod common;
 
 use common::raw::RawConn;
-use common::scsi::{be32, Reply, CHECK_CONDITION, GOOD};
+use common::scsi::{be32, check_sense as sense, good, move_medium};
 use common::{prng_bytes, Daemon, TempDir};
 use rtgt_scsi::ssc::medium::{CartridgeType, Format, Label, Medium};
 
@@ -16,25 +16,6 @@ const DRV: &str = "iqn.2026-11.org.rtgt:drives";
 
 const DRIVE: u16 = 100;
 const SLOT1: u16 = 1000;
-
-fn sense(r: &Reply) -> (u8, u8, u8) {
-    assert_eq!(r.status, CHECK_CONDITION, "expected CHECK CONDITION: {r:?}");
-    r.sense_code()
-}
-
-fn good(r: &Reply, what: &str) {
-    assert_eq!(r.status, GOOD, "{what}: {r:?}");
-}
-
-fn move_medium(c: &mut RawConn, src: u16, dst: u16) -> Reply {
-    let (s, d) = (src.to_be_bytes(), dst.to_be_bytes());
-    c.exec(
-        1,
-        &[0xa5, 0, 0, 0, s[0], s[1], d[0], d[1], 0, 0, 0, 0],
-        0,
-        &[],
-    )
-}
 
 /// READ ELEMENT STATUS of one element type, VOLTAG and DVCID set.
 fn element_status(c: &mut RawConn, etype: u8) -> Vec<u8> {

@@ -192,3 +192,25 @@ pub fn write10(lba: u32, blocks: u16) -> [u8; 10] {
     c[0] = 0x2a;
     c
 }
+
+/// (sense key, ASC, ASCQ) of a reply that must be CHECK CONDITION.
+pub fn check_sense(r: &Reply) -> (u8, u8, u8) {
+    assert_eq!(r.status, CHECK_CONDITION, "expected CHECK CONDITION: {r:?}");
+    r.sense_code()
+}
+
+/// Asserts GOOD status, naming the command.
+pub fn good(r: &Reply, what: &str) {
+    assert_eq!(r.status, GOOD, "{what}: {r:?}");
+}
+
+/// MOVE MEDIUM (SMC-3 6.6) on LUN 1 from element `src` to `dst`.
+pub fn move_medium(c: &mut RawConn, src: u16, dst: u16) -> Reply {
+    let (s, d) = (src.to_be_bytes(), dst.to_be_bytes());
+    c.exec(
+        1,
+        &[0xa5, 0, 0, 0, s[0], s[1], d[0], d[1], 0, 0, 0, 0],
+        0,
+        &[],
+    )
+}

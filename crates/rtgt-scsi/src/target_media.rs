@@ -78,11 +78,6 @@ impl DriveHandle {
             .expect("checked when made")
     }
 
-    /// The drive's device type (`tape`, `cd`).
-    pub fn device_type(&self) -> &'static str {
-        self.lu.device.server().name()
-    }
-
     /// Loads the medium whose image is `path` (blocking: runs on the I/O pool).
     pub fn load(&self, path: &Path) -> Result<(), String> {
         self.drive().load(&self.lu, path, &self.nexuses)

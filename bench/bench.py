@@ -187,6 +187,23 @@ class Tgtd(Daemon):
         run(["tgtadm", "-C", str(self.control), "--lld", "iscsi"] + args)
 
 
+class Floor(Daemon):
+    """bench/floor: the socket floor, which serves only null-LUN reads (any target name,
+    any LUN)."""
+    name = "floor"
+    bstype = "-"
+
+    def __init__(self, workdir):
+        self.port = free_port()
+        self.proc = subprocess.Popen(
+            [os.path.join(ROOT, "target", "release", "rtgt-floor"), str(self.port)],
+            stdout=subprocess.DEVNULL, stderr=open(os.path.join(workdir, "floor.log"), "w"))
+        wait_port(self.port, self.proc, "rtgt-floor")
+
+    def setup_luns(self, cached, direct):
+        pass
+
+
 def make_file(path, size):
     if os.path.exists(path) and os.path.getsize(path) == size:
         return
@@ -273,7 +290,9 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     mode = ap.add_mutually_exclusive_group()
     mode.add_argument("--quick", action="store_true", help="3 rounds of 3 s (default)")
-    mode.add_argument("--full", action="store_true", help="5 rounds of 10 s, for the README")
+    mode.add_argument("--full", action="store_true",
+                      help="5 rounds of 10 s, with the A/B variants of FULL_AB and the report"
+                           " in bench/report/")
     ap.add_argument("--rounds", type=int)
     ap.add_argument("--seconds", type=int)
     ap.add_argument("--only", help="comma-separated workload names to run")
@@ -283,15 +302,30 @@ def main():
     ap.add_argument("--dir", default="/var/tmp/rtgt-bench",
                     help="where the 1 GiB backing files live (not tmpfs: O_DIRECT)")
     ap.add_argument("--json", help="also write the results here")
+    ap.add_argument("--report", metavar="DIR",
+                    help="write the Markdown report with its SVG plots here (bench/report.py;"
+                         " default bench/report with --full)")
     ap.add_argument("--baseline", metavar="DIR",
-                    help="compare against the rtgtd and rtgtadm in DIR (an earlier build) "
-                         "instead of tgtd: A/B of a change, same rounds and table")
+                    help="also run the rtgtd and rtgtadm in DIR (an earlier build), as 'base':"
+                         " A/B of a change, same rounds and table (tgtd then runs only with"
+                         " --tgtd)")
     ap.add_argument("--baseline-args", metavar="ARGS",
                     help="extra arguments for the baseline rtgtd instead of --rtgtd-args "
                          "(with --baseline target/release: A/B of an option)")
+    ap.add_argument("--ab", action="append", default=[], metavar="NAME=ARGS",
+                    help="also run this build's rtgtd with ARGS, as NAME (repeatable): A/B of"
+                         " options in the same rounds")
+    ap.add_argument("--no-ab", action="store_true", help="--full without its A/B variants")
+    ap.add_argument("--tgtd", action="store_true", help="run tgtd even with --baseline")
+    ap.add_argument("--no-tgtd", action="store_true", help="don't run tgtd")
+    ap.add_argument("--no-floor", action="store_true", help="don't run the socket floor")
     a = ap.parse_args()
     rounds = a.rounds or (5 if a.full else 3)
     secs = a.seconds or (10 if a.full else 3)
+    ab = list(a.ab)
+    if a.full and not a.no_ab and not ab:
+        ab = list(FULL_AB)
+    report = a.report or (os.path.join(ROOT, "bench", "report") if a.full else None)
 
     os.makedirs(a.dir, exist_ok=True)
     cached = os.path.join(a.dir, "cached.img")
@@ -302,34 +336,47 @@ def main():
 
     workdir = tempfile.mkdtemp(prefix="rtgt-bench-")
     daemons = []
+    args_of = {"rtgtd": a.rtgtd_args}
+    about = {"rtgtd": "this build", "tgtd": f"Debian's tgtd ({a.tgt_bstype})",
+             "floor": "bench/floor, the socket floor (null-LUN reads only)"}
     try:
         daemons.append(Rtgtd(workdir, a.rtgt_bstype, a.rtgtd_args.split()))
         if a.baseline:
             base_args = a.rtgtd_args if a.baseline_args is None else a.baseline_args
             daemons.append(Rtgtd(workdir, a.rtgt_bstype, base_args.split(),
                                  bindir=os.path.abspath(a.baseline), name="base"))
-        else:
+            args_of["base"] = base_args
+            about["base"] = f"the build in {a.baseline}"
+        for spec in ab:
+            name, _, extra = spec.partition("=")
+            daemons.append(Rtgtd(workdir, a.rtgt_bstype, extra.split(), name=name))
+            args_of[name] = extra
+            about[name] = "this build"
+        if not a.no_tgtd and (a.tgtd or not a.baseline):
             daemons.append(Tgtd(workdir, a.tgt_bstype))
+        if not a.no_floor:
+            daemons.append(Floor(workdir))
         for d in daemons:
             d.setup_luns(cached, direct)
 
-        # name -> (unit, what to run against a daemon, returns (rate, ios))
+        # name -> (unit, what to run against a daemon, returns (rate, ios), the floor
+        # serves it too)
         wl = [
             ("4K randread QD1 cached", "IOPS",
-             lambda d: iscsi_perf(d.url("cached"), 1, 8, secs, True)),
+             lambda d: iscsi_perf(d.url("cached"), 1, 8, secs, True), False),
             ("4K randread QD32 cached", "IOPS",
-             lambda d: iscsi_perf(d.url("cached"), 32, 8, secs, True)),
+             lambda d: iscsi_perf(d.url("cached"), 32, 8, secs, True), False),
             ("4K randread QD32 null", "IOPS",
-             lambda d: iscsi_perf(d.url("null"), 32, 8, secs, True)),
+             lambda d: iscsi_perf(d.url("null"), 32, 8, secs, True), True),
             ("4K randread QD32 null 2 sessions", "IOPS",
-             lambda d: iscsi_perf_sessions(d.url("null"), 2, 32, 8, secs, True)),
+             lambda d: iscsi_perf_sessions(d.url("null"), 2, 32, 8, secs, True), True),
             ("4K randread QD32 direct", "IOPS",
-             lambda d: iscsi_perf(d.url("direct"), 32, 8, secs, True)),
-            ("4K write QD32 cached", "IOPS", None),
-            ("64K write QD32 cached", "IOPS", None),
+             lambda d: iscsi_perf(d.url("direct"), 32, 8, secs, True), False),
+            ("4K write QD32 cached", "IOPS", None, False),
+            ("64K write QD32 cached", "IOPS", None, False),
             ("1M seqread QD8 cached", "MB/s",
              lambda d: (lambda r: (r[0] * 2048 * 512 / 1e6, r[1]))(
-                 iscsi_perf(d.url("cached"), 8, 2048, secs, False))),
+                 iscsi_perf(d.url("cached"), 8, 2048, secs, False)), False),
         ]
         only = set(a.only.split(",")) if a.only else None
 
@@ -345,20 +392,24 @@ def main():
             return f
 
         wl = [(n, u, writes("4k", 4096) if n.startswith("4K write") else
-               writes("64k", 65536) if n.startswith("64K write") else f) for n, u, f in wl]
+               writes("64k", 65536) if n.startswith("64K write") else f, fl)
+              for n, u, f, fl in wl]
 
-        log(f"machine: {os.cpu_count()} CPUs, load {loadavg()}; rtgtd pid {daemons[0].proc.pid}"
-            f" ({a.rtgt_bstype}), {daemons[1].name} pid {daemons[1].proc.pid} ({daemons[1].bstype});"
-            f" {rounds} rounds x {secs} s")
+        log(f"machine: {os.cpu_count()} CPUs, load {loadavg()}; "
+            + ", ".join(f"{d.name} pid {d.proc.pid} ({d.bstype})" for d in daemons)
+            + f"; {rounds} rounds x {secs} s")
         results = {}
         loads = [loadavg()]
         iperf = []
-        for name, unit, fn in wl:
+        for name, unit, fn, floor_too in wl:
             if only and not any(o in name for o in only):
                 continue
-            res = {d.name: {"rate": [], "cpu_per_mio": [], "client_busy": []} for d in daemons}
+            ds = [d for d in daemons if floor_too or d.name != "floor"]
+            res = {d.name: {"rate": [], "cpu_per_mio": [], "client_busy": []} for d in ds}
             for r in range(rounds):
-                order = daemons if r % 2 == 0 else daemons[::-1]
+                # Each round starts with the next daemon in turn, so none is always first.
+                k = r % len(ds)
+                order = ds[k:] + ds[:k]
                 for d in order:
                     c0 = d.cpu_seconds()
                     rate, ios = fn(d)
@@ -367,64 +418,111 @@ def main():
                     res[d.name]["cpu_per_mio"].append((c1 - c0) / ios * 1e6 if ios else 0)
                     busy = LAST_CLIENT["cpu"] / LAST_CLIENT["wall"] if LAST_CLIENT["wall"] else 0
                     res[d.name]["client_busy"].append(busy)
-                    log(f"  {name:26} round {r + 1} {d.name:5} {rate:10.0f} {unit}"
-                        f"  cpu {c1 - c0:.2f} s  initiator {busy * 100:.0f}% of a CPU")
+                    log(f"  {name:32} round {r + 1} {d.name:6} {rate:10.0f} {unit}"
+                        f"  cpu {c1 - c0:.2f} s ({(c1 - c0) / ios * 1e6 if ios else 0:.2f} us/io)"
+                        f"  initiator {busy * 100:.0f}% of a CPU")
                 if "seqread" in name:
                     iperf.append(iperf3(secs))
                     log(f"  iperf3 loopback round {r + 1} {iperf[-1] / 1e6:.0f} MB/s")
             results[name] = (unit, res)
             loads.append(loadavg())
 
-        n0, n1 = daemons[0].name, daemons[1].name
+        names = [d.name for d in daemons]
+        n0 = names[0]
         table = []
-        table.append(f"| workload | {n0} | {n1} | {n0}/{n1} | CPU s per 10^6 I/O {n0} | {n1} | ratio |")
-        table.append("|---|---:|---:|---:|---:|---:|---:|")
-        summary = {}
+        table.append("| workload | " + " | ".join(names) + " | " + " | ".join(
+            f"{n0}/{n}" for n in names[1:]) + " | " + " | ".join(
+            f"CPU s per 10^6 I/O {n}" for n in names) + " |")
+        table.append("|---|" + "---:|" * (3 * len(names) - 1))
+        summary = {"daemons": names, "workloads": {}, "rounds": rounds, "seconds": secs,
+                   "args": args_of, "about": about,
+                   "command": "bench/run.sh " + " ".join(sys.argv[1:]),
+                   "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+                   "machine": f"{os.cpu_count()} CPUs, {platform_line()}"}
         for name, (unit, res) in results.items():
             m = {n: statistics.median(v["rate"]) for n, v in res.items()}
             c = {n: statistics.median(v["cpu_per_mio"]) for n, v in res.items()}
-            ratio = m[n0] / m[n1] if m[n1] else float("nan")
-            cr = c[n0] / c[n1] if c[n1] else float("nan")
-            extra = ""
-            if "QD1 " in name:
-                extra = f" ({1e6 / m[n0]:.0f} / {1e6 / m[n1]:.0f} us)"
-            table.append(f"| {name} ({unit}) | {m[n0]:.0f} | {m[n1]:.0f} | {ratio:.2f}x{extra}"
-                         f" | {c[n0]:.1f} | {c[n1]:.1f} | {cr:.2f} |")
-            summary[name] = {"unit": unit, "median": m, "ratio": ratio, "cpu_per_mio": c,
-                             "cpu_ratio": cr, "raw": res}
+            cells = [f"{m[n]:.0f}" if n in m else "" for n in names]
+            ratios = []
+            for n in names[1:]:
+                if n not in m:
+                    ratios.append("")
+                    continue
+                extra = f" ({1e6 / m[n0]:.0f} / {1e6 / m[n]:.0f} us)" if "QD1 " in name else ""
+                ratios.append(f"{m[n0] / m[n]:.2f}x{extra}" if m[n] else "")
+            cpus = [f"{c[n]:.1f}" if n in c else "" for n in names]
+            table.append(f"| {name} ({unit}) | " + " | ".join(cells + ratios + cpus) + " |")
+            summary["workloads"][name] = {"unit": unit, "median": m, "cpu_per_mio": c,
+                                          "raw": res}
+        pad = " |" * (3 * len(names) - 2)
         if iperf:
             ip = statistics.median(iperf) / 1e6
-            table.append(f"| iperf3 loopback, 1 stream (MB/s) | {ip:.0f} | | | | | |")
+            table.append(f"| iperf3 loopback, 1 stream (MB/s) | {ip:.0f} |{pad}")
             seq = [k for k in results if "seqread" in k][0]
-            for n in (n0, n1):
-                table.append(f"| 1M seqread / iperf3, {n} | {summary[seq]['median'][n] / ip * 100:.0f}% | | | | | |")
+            for n in names:
+                if n in summary["workloads"][seq]["median"]:
+                    table.append(f"| 1M seqread / iperf3, {n} | "
+                                 f"{summary['workloads'][seq]['median'][n] / ip * 100:.0f}% |{pad}")
             summary["iperf3_MBps"] = ip
+            summary["iperf3"] = iperf
         rss = {d.name: d.status("VmHWM") for d in daemons}
         thr = {d.name: d.threads() for d in daemons}
-        table.append(f"| peak RSS (VmHWM, MiB) | {rss[n0] / 1024:.1f} | {rss[n1] / 1024:.1f} | | | | |")
-        table.append(f"| threads at end | {thr[n0]} | {thr[n1]} | | | | |")
+        table.append("| peak RSS (VmHWM, MiB) | " + " | ".join(
+            f"{rss[n] / 1024:.1f}" for n in names) + " |" * (2 * len(names)))
+        table.append("| threads at end | " + " | ".join(
+            str(thr[n]) for n in names) + " |" * (2 * len(names)))
         # The initiator's own CPU use during each run (one CPU = 100%): a single-threaded
         # client at ~100% is the ceiling, whatever the target does.
         table.append("")
-        table.append(f"| workload | initiator busy, {n0} run | {n1} run |")
-        table.append("|---|---:|---:|")
+        table.append("| workload | " + " | ".join(f"initiator busy, {n} run" for n in names) + " |")
+        table.append("|---|" + "---:|" * len(names))
         for name, (unit, res) in results.items():
             b = {n: statistics.median(v["client_busy"]) * 100 for n, v in res.items()}
-            table.append(f"| {name} | {b[n0]:.0f}% | {b[n1]:.0f}% |")
+            table.append(f"| {name} | " + " | ".join(
+                f"{b[n]:.0f}%" if n in b else "" for n in names) + " |")
         summary["vmhwm_kb"] = rss
         summary["load"] = loads
         print()
-        print(f"rtgtd ({a.rtgt_bstype}) vs tgtd ({a.tgt_bstype}): medians of {rounds} alternated"
-              f" rounds of {secs} s; {os.cpu_count()} CPUs;"
+        who = ", ".join(f"{n} ({about[n]}; {args_of.get(n) or 'defaults'})" for n in names)
+        print(f"{who}:"
+              f" medians of {rounds} alternated rounds of {secs} s; {os.cpu_count()} CPUs;"
               f" load average during the run: {loads[0]} .. {loads[-1]}")
         print("\n".join(table))
         if a.json:
             with open(a.json, "w") as f:
                 json.dump(summary, f, indent=1)
+        if report:
+            sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+            import report as report_page
+            report_page.write(summary, report)
+            print()
+            for g, fig, ok in report_page.goals(summary):
+                print(f"{'----' if ok is None else 'PASS' if ok else 'FAIL'}  {g}: {fig}")
+            log(f"report: {os.path.join(report, 'README.md')}")
     finally:
         for d in daemons:
             d.stop()
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def platform_line():
+    """CPU model and kernel, for the report's first line."""
+    model = ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return f"{model}, Linux {os.uname().release}"
+
+
+# The same-build variants `--full` runs next to rtgtd's defaults, so that "no workload
+# worse than with --coalesce-us 100 or with coalescing off (the defaults before 22)" is
+# measured in the same run.
+FULL_AB = ["off=--coalesce-us 0", "c100=--coalesce-us 100"]
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # rtgtd vs Debian's tgtd on loopback: builds release, then runs bench/bench.py.
 #   bash bench/run.sh            quick mode (3 rounds x 3 s), for development
-#   bash bench/run.sh --full     5 rounds x 10 s, the README table
+#   bash bench/run.sh --full     5 rounds x 10 s with the socket floor and the A/B variants
+#                                (--coalesce-us 0 / 100); writes bench/report/ (the README links it)
 #   bash bench/run.sh --only QD32 --rounds 5   a subset (substring of workload names)
 #   bash bench/run.sh --rbd      rbd store vs tgtd's bs_rbd on a throw-away Ceph cluster
 #   bash bench/run.sh --glfs     glfs store vs tgtd's bs_glfs on a throw-away Gluster volume
@@ -28,6 +29,6 @@ if [ "${1:-}" = "--handler" ]; then
   cargo build --release -q -p rtgtd -p rtgtadm -p rtgt-fileio
   exec python3 bench/handler.py "$@"
 fi
-cargo build --release -q -p rtgtd -p rtgtadm
+cargo build --release -q -p rtgtd -p rtgtadm -p rtgt-floor
 if [ "${1:-}" = "--scale" ]; then exec python3 bench/scale.py; fi
 exec python3 bench/bench.py "$@"

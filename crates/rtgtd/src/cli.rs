@@ -66,10 +66,11 @@ pub struct Options {
     /// served in one turn. Less CPU per command and fewer, larger TCP segments, at the
     /// price of latency under load, which costs IOPS when the initiator is the
     /// bottleneck (see the README's Performance section for measured trade-offs).
-    /// Queue depth 1 is never delayed. 0 (the default) turns it off; at most 10000.
-    #[arg(long = "coalesce-us", value_name = "US", default_value_t = 0,
-          value_parser = clap::value_parser!(u64).range(0..=10_000))]
-    pub coalesce_us: u64,
+    /// Queue depth 1 is never delayed. `auto` (the default): each reactor naps 100 µs
+    /// only while its own probes measure that napping serves commands at least as fast
+    /// as not napping. 0 turns coalescing off; at most 10000.
+    #[arg(long = "coalesce-us", value_name = "US|auto", value_parser = parse_coalesce)]
+    pub coalesce_us: Option<CoalesceUs>,
     /// Load this configuration file (TOML) at start, through the same requests rtgtadm
     /// sends; SIGHUP applies it again (`rtgtadm config apply`). Its portals and
     /// state_dir apply when --iscsi portal= / --state-dir are not given.
@@ -119,6 +120,22 @@ pub struct IscsiOptions {
     pub nop_count: u32,
     /// A connection must finish its login within this time of connecting.
     pub login_timeout: Duration,
+}
+
+/// `--coalesce-us`: a nap in microseconds, or none for `auto`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CoalesceUs(pub Option<u64>);
+
+fn parse_coalesce(s: &str) -> Result<CoalesceUs, String> {
+    match s {
+        "auto" => Ok(CoalesceUs(None)),
+        _ => match s.parse::<u64>() {
+            Ok(n) if n <= 10_000 => Ok(CoalesceUs(Some(n))),
+            _ => Err(format!(
+                "'{s}' is not 'auto' or microseconds from 0 to 10000"
+            )),
+        },
+    }
 }
 
 fn parse_io_threads(s: &str) -> Result<usize, String> {
@@ -231,6 +248,29 @@ mod tests {
 
     fn opts(args: &[&str]) -> Options {
         Options::parse_from(std::iter::once("rtgtd").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn coalesce_us_auto_by_default_zero_off_or_a_nap() {
+        assert_eq!(opts(&[]).coalesce_us, None);
+        assert_eq!(
+            opts(&["--coalesce-us", "auto"]).coalesce_us,
+            Some(CoalesceUs(None))
+        );
+        assert_eq!(
+            opts(&["--coalesce-us", "0"]).coalesce_us,
+            Some(CoalesceUs(Some(0)))
+        );
+        assert_eq!(
+            opts(&["--coalesce-us", "100"]).coalesce_us,
+            Some(CoalesceUs(Some(100)))
+        );
+        for bad in ["10001", "-1", "fast"] {
+            assert!(
+                Options::try_parse_from(["rtgtd", "--coalesce-us", bad]).is_err(),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

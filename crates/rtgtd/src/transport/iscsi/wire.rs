@@ -5,7 +5,7 @@
 
 use rtgt_iscsi::pdu::{segment_trailer, FrameError, Framer, Pdu, BHS_LEN};
 use rtgt_iscsi::session::DataIn;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 
 pub(super) enum ReadEvent {
@@ -75,6 +75,14 @@ impl InputBuffer {
                 Ok(n) => {
                     self.end += n;
                     if self.end < self.buf.len() {
+                        // A short read emptied the socket: clear its readiness now, so
+                        // the loop waits in epoll instead of making one more read only
+                        // to get EAGAIN. Nothing is lost: the reactor has not polled
+                        // epoll since the read (same thread), and data that arrived
+                        // since is a new edge-triggered event that sets it again.
+                        let _ = rd.as_ref().try_io(Interest::READABLE, || {
+                            Err::<(), _>(std::io::ErrorKind::WouldBlock.into())
+                        });
                         return Ok(true);
                     }
                 }

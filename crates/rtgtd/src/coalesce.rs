@@ -15,10 +15,11 @@
 //! made 4 KiB writes at queue depth 32 11% faster (qemu-img spends less per response when
 //! they come in fewer segments) but cost a single deep-queued reader of the page cache a
 //! quarter of its rate (the reader ran out of answered commands while the reactor
-//! napped). So by default ([`Mode::Adaptive`]) each reactor measures it, as an A/B of its
-//! own: a probe of [`PROBE`] without naps and one with them, then the choice that served
-//! commands at least as fast for [`EXPLOIT`], then probes again. `--coalesce-us N` naps N
-//! µs after every burst (the fixed policy), `--coalesce-us 0` never.
+//! napped). So `--coalesce-us auto` ([`Mode::Adaptive`]) has each reactor measure it, as
+//! an A/B of its own: a probe of [`PROBE`] without naps and one with them, then, if
+//! napping served faster in two pairs in a row, naps for [`EXPLOIT`], then probes again.
+//! `--coalesce-us N` naps N µs after every burst (the fixed policy), `--coalesce-us 0`
+//! (the default) never.
 
 use std::cell::Cell;
 use std::time::{Duration, Instant};
@@ -59,7 +60,7 @@ pub enum Mode {
     Off,
     /// After every burst (`--coalesce-us N`).
     Fixed,
-    /// After a burst while napping measures no slower (the default).
+    /// After a burst while napping measures faster (`--coalesce-us auto`).
     Adaptive,
 }
 
@@ -81,7 +82,7 @@ pub const MIN_BURST: u32 = 4;
 pub const ADAPTIVE_NAP_US: u64 = 100;
 
 impl Policy {
-    /// `--coalesce-us`: none for the adaptive default, 0 for off, N for a fixed nap.
+    /// `--coalesce-us`: none for `auto`, 0 for off, N for a fixed nap.
     pub fn new(us: Option<u64>) -> Self {
         let (mode, us) = match us {
             None => (Mode::Adaptive, ADAPTIVE_NAP_US),
@@ -159,12 +160,17 @@ const PROBE: Duration = Duration::from_millis(10);
 /// How long the choice of the last probes holds before they run again: the worse choice
 /// runs for at most PROBE in PROBE * 2 + EXPLOIT, under 4% of the time.
 const EXPLOIT: Duration = Duration::from_millis(250);
+/// How much faster the napping probe must serve, and in how many pairs of probes in a
+/// row, before the reactor naps.
+const NAP_MARGIN: f64 = 1.03;
+const NAP_WINS: u8 = 2;
 /// Fewer commands than this in a probe is not a load worth napping for.
 const PROBE_MIN_COMMANDS: u64 = 64;
 
 /// What the adaptive policy remembers on a reactor thread: it measures commands served
 /// per second over a probe without naps and one with them (alternating which goes
-/// first), naps for [`EXPLOIT`] if napping served at least as fast, and probes again.
+/// first), naps for [`EXPLOIT`] if napping served faster (by [`NAP_MARGIN`], in
+/// [`NAP_WINS`] pairs in a row), and probes again.
 /// Whole probes, not single cycles, are compared because what a nap saves shows up
 /// partly on the initiator's side (fewer, larger segments to take in), which only a
 /// sustained rate reflects.
@@ -178,6 +184,8 @@ struct Adapt {
     first: Option<f64>,
     /// Which probe goes first next time.
     nap_first: bool,
+    /// Pairs of probes in a row in which napping served faster by [`NAP_MARGIN`].
+    wins: u8,
 }
 
 impl Adapt {
@@ -201,16 +209,27 @@ impl Adapt {
                     self.nap_first = !self.nap_first;
                     Phase::Probe(self.nap_first)
                 }
-                Phase::Probe(_) if !loaded => Phase::Exploit(false),
+                Phase::Probe(_) if !loaded => {
+                    self.wins = 0;
+                    Phase::Exploit(false)
+                }
                 Phase::Probe(nap) => match self.first.take() {
                     None => {
                         self.first = Some(rate);
                         Phase::Probe(!nap)
                     }
-                    // `nap` is the second probe's choice: napping must serve as fast.
+                    // `nap` is the second probe's choice. Napping must serve faster by
+                    // a margin, in two pairs of probes in a row: on a loaded machine a
+                    // 10 ms probe's rate is mostly whether the scheduler ran us, and a
+                    // coin-flip choice measured 20% below never napping.
                     Some(first) => {
                         let (with, without) = if nap { (rate, first) } else { (first, rate) };
-                        Phase::Exploit(with >= without)
+                        if with >= without * NAP_MARGIN {
+                            self.wins = self.wins.saturating_add(1);
+                        } else {
+                            self.wins = 0;
+                        }
+                        Phase::Exploit(self.wins >= NAP_WINS)
                     }
                 },
             };

@@ -250,7 +250,9 @@ pub fn run(mut opts: Options) -> Result<()> {
         (rt, Reactors::default())
     } else {
         // The main thread is reactor 0 and also runs the listeners and control socket.
-        let policy = crate::coalesce::Policy::new(opts.coalesce_us.and_then(|c| c.0));
+        let policy = crate::coalesce::Policy::new(
+            opts.coalesce_us.unwrap_or(crate::cli::DEFAULT_COALESCE).0,
+        );
         let rt = reactor_runtime(policy).context("starting the runtime")?;
         let mut handles = vec![rt.handle().clone()];
         for i in 1..n {

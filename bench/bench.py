@@ -291,7 +291,8 @@ def main():
     mode = ap.add_mutually_exclusive_group()
     mode.add_argument("--quick", action="store_true", help="3 rounds of 3 s (default)")
     mode.add_argument("--full", action="store_true",
-                      help="5 rounds of 10 s, with the A/B variants of FULL_AB and the report"
+                      help="5 rounds of 10 s, with the A/B variants of FULL_AB (auto, c100) and"
+                           " the floor, and the report"
                            " in bench/report/")
     ap.add_argument("--rounds", type=int)
     ap.add_argument("--seconds", type=int)
@@ -519,10 +520,10 @@ def platform_line():
     return f"{model}, Linux {os.uname().release}"
 
 
-# The same-build variants `--full` runs next to rtgtd's defaults, so that "no workload
-# worse than with --coalesce-us 100 or with coalescing off (the defaults before 22)" is
-# measured in the same run.
-FULL_AB = ["off=--coalesce-us 0", "c100=--coalesce-us 100"]
+# The same-build variants `--full` runs next to rtgtd's defaults (coalescing off), so
+# that whether `--coalesce-us auto` or `100` should be the default, and whether the
+# default loses to either anywhere, is measured in the same run.
+FULL_AB = ["auto=--coalesce-us auto", "c100=--coalesce-us 100"]
 
 
 if __name__ == "__main__":

@@ -224,6 +224,9 @@ def write(res, outdir):
                  f"{res['rounds']} rounds of {res['seconds']} s, the daemons alternating "
                  "within each round. The initiators run on the same CPUs as the targets: "
                  "read the ratios, not the absolute numbers.")
+    if res.get("note"):
+        lines.append("")
+        lines.append(f"**Note:** {res['note']}")
     lines.append("")
     lines.append("Daemons: " + "; ".join(
         f"**{d}**: {res.get('args', {}).get(d) or res.get('about', {}).get(d, '')}"

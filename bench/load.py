@@ -321,12 +321,16 @@ def main():
     ap.add_argument("--active", type=int, default=200)
     ap.add_argument("--qd", type=int, default=4)
     ap.add_argument("--storm-rate", type=float, default=100)
+    ap.add_argument("--port", type=int, help="rtgtd's portal port (default: a free one)")
+    ap.add_argument("--log", help="keep rtgtd's log here")
     args = ap.parse_args()
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     workdir = tempfile.mkdtemp(prefix="rtgt-load-")
     d = None
     try:
+        if args.port:
+            bench.free_port = lambda: args.port
         d = bench.Rtgtd(workdir, "null", [], bindir=args.bin)
         d.adm(["--op", "new", "--mode", "target", "--tid", "1", "-T", TARGET])
         d.adm(["--op", "new", "--mode", "logicalunit", "--tid", "1", "--lun", "1",
@@ -359,6 +363,8 @@ def main():
     finally:
         if d is not None:
             d.stop()
+            if args.log:
+                subprocess.run(["cp", os.path.join(workdir, "rtgtd", "rtgtd.log"), args.log])
         subprocess.run(["rm", "-rf", workdir])
 
 

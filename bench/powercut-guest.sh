@@ -51,7 +51,8 @@ esac
 
 if [ "$DAEMON" = rtgtd ]; then
 	export RTGT_RUN_DIR=/run/rtgtd
-	/data/rtgtd -f --iscsi portal=0.0.0.0:3260 >/tmp/daemon.log 2>&1 &
+	# Its log goes to the host with this script's output (what it said before a cut).
+	/data/rtgtd -f --iscsi portal=0.0.0.0:3260 2>&1 | tee /tmp/daemon.log &
 	ADM="/data/rtgtadm --lld iscsi"
 else
 	# Debian's tgtd and tgtadm from the host (bookworm, like the guest); the guest has
@@ -60,7 +61,7 @@ else
 	# tgtd keeps its management socket's lock file in /var/run/tgtd.
 	[ -e /var/run ] || ln -s /run /var/run
 	mkdir -p /run/tgtd
-	/data/tgtd -f --iscsi portal=0.0.0.0:3260 >/tmp/daemon.log 2>&1 &
+	/data/tgtd -f --iscsi portal=0.0.0.0:3260 2>&1 | tee /tmp/daemon.log &
 	ADM="/data/tgtadm --lld iscsi"
 fi
 i=0

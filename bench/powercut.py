@@ -478,7 +478,16 @@ def run_mode(args, daemon, mode, files, rng):
             if window is not None:
                 extra = [w for w in windows_done if w != window]
                 windows = [window] + ([rng.choice(extra)] if extra else [])
-                checked, problems, lost = check(sess, ledger, windows)
+                try:
+                    checked, problems, lost = check(sess, ledger, windows)
+                except Lost as e:
+                    # Nothing cut the power this time: the target went away while the
+                    # data was read back. The cut fails and the mode stops here.
+                    cuts[-1].update(checked=0, problems=1, lost=0, ok=False, rolled_back=0)
+                    print(f"  cut {cut}/{args.cuts}: FAILED, the read-back lost its connection ({e})\n"
+                          + g.logs(), flush=True)
+                    sess.close()
+                    break
                 ok = not problems
                 survived += ok
                 cuts[-1].update(checked=checked, problems=len(problems), lost=lost, ok=ok,

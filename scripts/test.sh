@@ -79,6 +79,10 @@ if step build cargo build --workspace "${FEATURES[@]}"; then
     # through the guest's open-iscsi, the DVD jukebox included (about 4-10 minutes, the
     # guest's build included).
     step guest-interop bash tests/guest/run.sh --no-build
+    # Power cuts: rtgtd in the guest on a cache=none disk, QEMU SIGKILLed mid-write three
+    # times; every acknowledged-durable write must read back (1-3 minutes; the full run,
+    # 20 cuts in each of six store modes, is bench/powercut.py without arguments).
+    step powercut python3 bench/powercut.py --modes rdwr --cuts 3
   fi
   if [ "${SKIP_CONFORMANCE:-0}" != 1 ]; then
     # Each LUN configuration against its expectations: the four disk configurations of

@@ -2,7 +2,8 @@
 """rtgt's guest-kernel interop suite: a real Linux kernel is the initiator.
 
 For each scenario (disk, tape, changer, cd, jukebox, jukebox-toml) and route (A: QEMU's libiscsi with SCSI
-pass-through; B: the guest's own open-iscsi and iscsi_tcp), this starts a fresh daemon on a
+pass-through; B: the guest's own open-iscsi and iscsi_tcp; V: vhost-user-scsi, QEMU's
+vhost-user-scsi-pci on a socket the target is bound to, the guest's memory shared with rtgtd), this starts a fresh daemon on a
 free loopback port, configures it with the tgtadm command line (images made with the
 tgtimg command line), boots the guest (boot.py) and runs scenarios/<scenario>.sh in it, where
 Linux's sd, st, ch and sr drivers, mkfs/fsck, mt, tar, dd, mtx and mount drive the LUNs.
@@ -47,7 +48,10 @@ DEVICE_TYPES = {"disk": ["disk"], "tape": ["tape"], "changer": ["tape", "changer
                 "passthrough": ["disk", "tape", "cd", "changer"]}
 # Scenarios that run another one's guest script with a different host-side set-up.
 SCRIPTS = {"jukebox-toml": "jukebox"}
-ROUTES = ["A", "B"]
+ROUTES = ["A", "B", "V"]
+# Routes run unless --route says otherwise (V, vhost-user-scsi, has its own step in
+# scripts/test.sh).
+DEFAULT_ROUTES = ["A", "B"]
 RESULTS = os.path.join(ROOT, "target", "guest-results")
 
 
@@ -538,7 +542,19 @@ def run_one(flavor, bins, scenario, route, verbose):
         if s is None:
             s = SETUPS[scenario](daemon, work, route)
         portal = f"127.0.0.1:{daemon.port}"
-        if route == "A":
+        if route == "V":
+            if flavor != "rtgtd":
+                raise NotAvailable(f"{flavor} has no vhost-user-scsi")
+            # The target is bound to a vhost-user socket: the guest's virtio_scsi driver
+            # reaches it through QEMU's vhost-user-scsi-pci, no network in between.
+            sock = os.path.join(work, "vhost.sock")
+            daemon._run([daemon.adm_bin, "-C", daemon.ctl, "--lld", "vhost", "--op", "bind", "--mode", "target",
+                         "--tid", "1", "--params", f"socket={sock}"], True)
+            deadline = time.time() + 10
+            while not os.path.exists(sock) and time.time() < deadline:
+                time.sleep(0.05)
+            where = dict(vhost=[sock], ndev=len(s.luns) + 1)
+        elif route == "A":
             where = dict(devices=[f"iscsi://{portal}/{s.iqn}/{lun}" for lun in s.luns])
         else:
             where = dict(iscsi=[f"{portal},{s.iqn}"], ndev=len(s.luns) + 1)
@@ -581,7 +597,8 @@ def main(argv):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--daemon", choices=["rtgtd", "tgtd"], default="rtgtd")
     ap.add_argument("--scenario", default=",".join(SCENARIOS), help="comma-separated (default: all)")
-    ap.add_argument("--route", default=",".join(ROUTES), help="A, B or A,B (default)")
+    ap.add_argument("--route", default=",".join(DEFAULT_ROUTES),
+                    help="A, B, V (vhost-user-scsi) or a list (default A,B)")
     ap.add_argument("--no-build", action="store_true", help="don't run cargo build first")
     ap.add_argument("-v", "--verbose", action="store_true", help="print all the guests' output and console logs")
     a = ap.parse_args(argv)
@@ -592,7 +609,7 @@ def main(argv):
             raise SystemExit(f"guest: unknown scenario {s} (have {', '.join(SCENARIOS)})")
     for r in routes:
         if r not in ROUTES:
-            raise SystemExit(f"guest: unknown route {r} (A or B)")
+            raise SystemExit(f"guest: unknown route {r} (A, B or V)")
 
     missing = [t for t in ("qemu-system-x86_64", "genisoimage") if shutil.which(t) is None]
     if missing or not os.path.exists("/usr/share/qemu/qboot.rom"):

@@ -273,7 +273,7 @@ fn allowed(mode: &str, op: &str) -> Option<&'static str> {
         ("target", "new") => "tT",
         ("target", "delete") => "tF",
         ("target", "show") => "t",
-        ("target", "bind" | "unbind") => "tIQ",
+        ("target", "bind" | "unbind") => "tIQP",
         ("target", "update") => "tnv",
         ("logicalunit", "new") => "tlbEfSyYP",
         ("logicalunit", "delete") => "tl",

@@ -42,10 +42,10 @@ import boot  # noqa: E402
 # refuses, the scenario is "not available" rather than failed. Remove a type from here once
 # it is in main, so a refusal becomes a failure. Every type the suite drives is in main now.
 GATED = set()
-SCENARIOS = ["disk", "tape", "changer", "cd", "jukebox", "jukebox-toml", "passthrough"]
+SCENARIOS = ["disk", "tape", "changer", "cd", "jukebox", "jukebox-toml", "passthrough", "hotplug"]
 DEVICE_TYPES = {"disk": ["disk"], "tape": ["tape"], "changer": ["tape", "changer"], "cd": ["cd"],
                 "jukebox": ["cd", "changer"], "jukebox-toml": ["cd", "changer"],
-                "passthrough": ["disk", "tape", "cd", "changer"]}
+                "passthrough": ["disk", "tape", "cd", "changer"], "hotplug": ["disk"]}
 # Scenarios that run another one's guest script with a different host-side set-up.
 SCRIPTS = {"jukebox-toml": "jukebox"}
 ROUTES = ["A", "B", "V"]
@@ -309,6 +309,33 @@ def setup_cd(d, work, _route):
                  hooks={"load-disc": load, "eject-disc": eject})
 
 
+def setup_hotplug(d, work, _route):
+    """A disk (LUN 1); the guest asks the host to add LUN 2, grow it and remove it while it
+    runs (host-step add-lun, grow-lun, del-lun), as an operator with rtgtadm would."""
+    iqn = "iqn.2026-11.org.rtgt:guest-hotplug"
+    img = os.path.join(work, "disk.img")
+    with open(img, "wb") as f:
+        f.truncate(32 << 20)
+    new = os.path.join(work, "new.img")
+    with open(new, "wb") as f:
+        f.truncate(64 << 20)
+    d.target(1, iqn)
+    d.lu(1, 1, "disk", "-b", img)
+
+    def add(_args):
+        d.lu(1, 2, "disk", "-b", new)
+        return True, "LUN 2 added"
+
+    def grow(_args):
+        d.lu_update(1, 2, "size=96M")
+        return True, "LUN 2 grown"
+
+    def delete(_args):
+        d.adm(["--op", "delete", "--mode", "logicalunit", "--tid", 1, "--lun", 2])
+        return True, "LUN 2 deleted"
+    return Setup(iqn, [1], hooks={"add-lun": add, "grow-lun": grow, "del-lun": delete})
+
+
 JUKEBOX_IQN = "iqn.2026-11.org.rtgt:guest-jukebox"
 DISCS = ["DVD00001", "DVD00002", "DVD00003"]
 
@@ -490,13 +517,15 @@ def setup_passthrough(d, work, _route):
 
 
 SETUPS = {"disk": setup_disk, "tape": setup_tape, "changer": setup_changer, "cd": setup_cd,
-          "jukebox": setup_jukebox, "passthrough": setup_passthrough}
+          "jukebox": setup_jukebox, "passthrough": setup_passthrough,
+          "hotplug": setup_hotplug}
 # Scenarios configured by a file the daemon loads at start (rtgtd --config) instead of
 # rtgtadm: the function writes it and returns (path, Setup).
 CONFIGS = {"jukebox-toml": config_jukebox}
 # Scenarios that need one route: pass-through exports the guest's own SCSI devices, which
 # only route A gives it (through B the guest's devices are the target's, over iSCSI).
-ONLY_ROUTE = {"passthrough": "A"}
+# Hot-plug events are vhost-user-scsi's event queue (route V).
+ONLY_ROUTE = {"passthrough": "A", "hotplug": "V"}
 
 
 def find_bins(flavor, no_build):

@@ -14,6 +14,13 @@ pub struct Seg {
 pub trait GuestMem {
     fn read(&self, addr: u64, buf: &mut [u8]) -> bool;
     fn write(&self, addr: u64, data: &[u8]) -> bool;
+    /// Whether every byte of `addr..addr + len` is guest memory.
+    fn contains(&self, addr: u64, len: u64) -> bool;
+}
+
+/// Whether every segment lies in guest memory.
+pub fn inside(mem: &dyn GuestMem, segs: &[Seg]) -> bool {
+    segs.iter().all(|s| mem.contains(s.addr, u64::from(s.len)))
 }
 
 /// Why a chain can't be served as it is.
@@ -174,5 +181,8 @@ impl GuestMem for FlatMem {
             }
             None => false,
         }
+    }
+    fn contains(&self, addr: u64, len: u64) -> bool {
+        usize::try_from(len).is_ok_and(|l| self.range(addr, l).is_some())
     }
 }

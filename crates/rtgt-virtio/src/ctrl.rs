@@ -1,7 +1,7 @@
 //! The control queue (§5.6.6.2): task management functions and asynchronous
 //! notification queries / subscriptions.
 
-use crate::chain::{read_split, total, write_all, ChainError, GuestMem, Seg, Split};
+use crate::chain::{inside, read_split, total, write_all, ChainError, GuestMem, Seg, Split};
 use crate::VirtioLun;
 
 pub const T_TMF: u32 = 0;
@@ -47,6 +47,9 @@ pub struct CtrlRequest {
 /// Reads a control chain. Its first le32 says which layout follows.
 pub fn parse(mem: &dyn GuestMem, segs: &[Seg]) -> Result<CtrlRequest, ChainError> {
     let split = Split::of(segs)?;
+    if !inside(mem, &split.writable) {
+        return Err(ChainError::OutsideMemory);
+    }
     let (head, _) = read_split(mem, &split.readable, 4)?;
     let ty = u32::from_le_bytes(head[..4].try_into().expect("4"));
     let lun_at = |b: &[u8], at: usize| -> VirtioLun {

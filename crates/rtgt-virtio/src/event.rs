@@ -1,7 +1,7 @@
 //! The event queue (§5.6.6.3): `event(le32) lun[8] reason(le32)`, bit 31 of `event`
 //! saying that events were dropped for want of buffers.
 
-use crate::chain::{total, write_all, ChainError, GuestMem, Seg, Split};
+use crate::chain::{inside, total, write_all, ChainError, GuestMem, Seg, Split};
 
 pub const NO_EVENT: u32 = 0;
 pub const TRANSPORT_RESET: u32 = 1;
@@ -47,6 +47,9 @@ pub fn deliver(
     }
     if total(&split.writable) < EVENT_LEN as u64 {
         return Err(ChainError::ShortResponse);
+    }
+    if !inside(mem, &split.writable) {
+        return Err(ChainError::OutsideMemory);
     }
     write_all(mem, &split.writable, &[&ev.encode(missed)])
 }

@@ -1,7 +1,9 @@
 //! Request queues (§5.6.6.1): the request header and data-out the driver wrote, the
 //! response header, sense and data-in the device writes back.
 
-use crate::chain::{read_split, total, write_all, ChainError, GuestMem, Seg, Split, MAX_DATA};
+use crate::chain::{
+    inside, read_split, total, write_all, ChainError, GuestMem, Seg, Split, MAX_DATA,
+};
 use crate::{response, VirtioLun, CDB_SIZE, SENSE_SIZE};
 
 /// `lun[8] id(le64) task_attr prio crn cdb[cdb_size]` (no T10 PI: not offered).
@@ -41,8 +43,8 @@ pub fn parse(mem: &dyn GuestMem, segs: &[Seg], inout: bool) -> Result<Request, R
         error,
         writable: Vec::new(),
     })?;
-    // Every answer needs the response header's room first.
-    if total(&split.writable) < RESP_HEADER as u64 {
+    // Every answer needs the response header's room, in guest memory, first.
+    if total(&split.writable) < RESP_HEADER as u64 || !inside(mem, &split.writable) {
         return Err(Rejected {
             error: ChainError::ShortResponse,
             writable: Vec::new(),

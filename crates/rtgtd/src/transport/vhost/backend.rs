@@ -1,15 +1,14 @@
 //! The vhost-user device: what it offers QEMU (features, queues), the guest memory it is
 //! given, and the kicks of its queues: 0 control, 1 events, 2.. requests (§5.6.2).
 
-use std::collections::VecDeque;
 use std::io;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
 use rtgt_virtio::ctrl::{self, Ctrl};
 use rtgt_virtio::{feature, response, Seg, VirtioLun};
-use tokio::sync::{mpsc, oneshot, Notify, OnceCell};
+use tokio::sync::{mpsc, oneshot, watch, Notify, OnceCell};
 use vhost::vhost_user::message::{VhostUserProtocolFeatures, VhostUserVirtioFeatures};
 use vhost_user_backend::{VhostUserBackend, VringRwLock, VringT};
 use virtio_queue::QueueT;
@@ -19,6 +18,7 @@ use vmm_sys_util::event::{
     new_event_consumer_and_notifier, EventConsumer, EventFlag, EventNotifier,
 };
 
+use super::events::{self, EventQueue};
 use super::memory::Guest;
 use super::queue::{self, Work};
 use crate::daemon::{Daemon, Reactors};
@@ -53,8 +53,14 @@ pub struct Inner {
     /// The connection's I_T nexus, registered at the first request (None: the target
     /// is gone).
     nexus: OnceCell<Option<Arc<Nexus>>>,
-    /// Buffers the driver posted on the event queue.
-    event_bufs: Mutex<VecDeque<(u16, Vec<Seg>)>>,
+    /// Buffers the driver posted on the event queue, events missed.
+    events: Mutex<EventQueue>,
+    /// The registry's change count, for the event queue's watcher.
+    changes: watch::Receiver<u64>,
+    /// The frontend disconnected.
+    gone: AtomicBool,
+    /// The event watcher runs.
+    watching: AtomicBool,
     vrings: Mutex<Option<Vec<VringRwLock>>>,
 }
 
@@ -65,6 +71,7 @@ impl ScsiBackend {
         rt: tokio::runtime::Handle,
         tid: u32,
         path: &str,
+        changes: watch::Receiver<u64>,
     ) -> Self {
         Self(Arc::new(Inner {
             daemon,
@@ -76,7 +83,10 @@ impl ScsiBackend {
             acked: AtomicU64::new(0),
             queues: Mutex::new(vec![None; REQUEST_QUEUES]),
             nexus: OnceCell::new(),
-            event_bufs: Mutex::new(VecDeque::new()),
+            events: Mutex::new(EventQueue::default()),
+            changes,
+            gone: AtomicBool::new(false),
+            watching: AtomicBool::new(false),
             vrings: Mutex::new(None),
         }))
     }
@@ -84,12 +94,21 @@ impl ScsiBackend {
     /// The frontend went away: the queue tasks end once their commands have, and with
     /// the last of them the I_T nexus (SAM-5 6.3.4).
     pub fn disconnected(&self) {
+        self.0.gone.store(true, Ordering::Release);
         self.0.queues.lock().iter_mut().for_each(|q| *q = None);
         *self.0.vrings.lock() = None;
     }
 
     pub fn guest(&self) -> vm_memory::GuestMemoryLoadGuard<GuestMemoryMmap<()>> {
         self.0.mem.lock().memory()
+    }
+
+    pub fn is_gone(&self) -> bool {
+        self.0.gone.load(Ordering::Acquire)
+    }
+
+    pub fn events_queue(&self) -> parking_lot::MutexGuard<'_, EventQueue> {
+        self.0.events.lock()
     }
 
     pub fn acked(&self) -> u64 {
@@ -322,7 +341,27 @@ impl ScsiBackend {
     /// Event queue (§5.6.6.3): the driver posts buffers for events to come.
     fn events(&self, vring: &VringRwLock) {
         let bufs = self.pop(vring);
-        self.0.event_bufs.lock().extend(bufs);
+        let used = {
+            let mut q = self.0.events.lock();
+            q.bufs.extend(bufs);
+            // An event was dropped for want of a buffer: say so now that there is one
+            // (the driver rescans), rather than with whatever comes next.
+            if q.missed() {
+                let none = rtgt_virtio::event::Event {
+                    event: rtgt_virtio::event::NO_EVENT,
+                    lun: [0; 8],
+                    reason: 0,
+                };
+                q.deliver(self, &none)
+            } else {
+                Vec::new()
+            }
+        };
+        events::give_back(vring, &used);
+        if !self.0.watching.swap(true, Ordering::AcqRel) {
+            let (me, v, c) = (self.clone(), vring.clone(), self.0.changes.clone());
+            self.spawn(events::watch(me, v, c));
+        }
     }
 }
 

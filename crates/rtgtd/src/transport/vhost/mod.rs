@@ -7,11 +7,13 @@
 //!   count, guest memory, and the kicks of the control, event and request queues;
 //! - `queue`: a request queue on a reactor: chains become `ScsiCommand`s through
 //!   `exec::Commands`, completions are written back into the guest's buffers;
+//! - `events`: the event queue, LUNs added, removed and resized as virtio-scsi events;
 //! - `memory`: guest memory behind rtgt-virtio's checked `GuestMem`.
 //!
 //! The layouts (request, response, task management, events) are rtgt-virtio's, sans I/O.
 
 mod backend;
+mod events;
 mod memory;
 mod queue;
 mod socket;

@@ -28,6 +28,11 @@ pub fn watch(daemon: Arc<Daemon>, reactors: Arc<Reactors>) -> JoinHandle<()> {
     daemon
         .registry
         .add_change_hook(Box::new(move || c.notify_one()));
+    // The event queues follow the registry's changes (LUNs added, removed, resized).
+    let (changes_tx, changes) = tokio::sync::watch::channel(0u64);
+    daemon.registry.add_change_hook(Box::new(move || {
+        changes_tx.send_modify(|n| *n += 1);
+    }));
     let rt = tokio::runtime::Handle::current();
     tokio::spawn(async move {
         let mut bound: HashMap<String, Bound> = HashMap::new();
@@ -52,16 +57,17 @@ pub fn watch(daemon: Arc<Daemon>, reactors: Arc<Reactors>) -> JoinHandle<()> {
                     continue;
                 }
                 let stop = Arc::new(AtomicBool::new(false));
-                let (d, r, s, p, h) = (
+                let (d, r, s, p, h, c) = (
                     daemon.clone(),
                     reactors.clone(),
                     stop.clone(),
                     path.clone(),
                     rt.clone(),
+                    changes.clone(),
                 );
                 let spawned = std::thread::Builder::new()
                     .name("rtgt-vhost".into())
-                    .spawn(move || serve(d, r, h, tid, &p, &s));
+                    .spawn(move || serve(d, r, h, c, tid, &p, &s));
                 match spawned {
                     Ok(_) => {
                         bound.insert(path, Bound { tid, stop });
@@ -79,6 +85,7 @@ fn serve(
     daemon: Arc<Daemon>,
     reactors: Arc<Reactors>,
     rt: tokio::runtime::Handle,
+    changes: tokio::sync::watch::Receiver<u64>,
     tid: u32,
     path: &str,
     stop: &AtomicBool,
@@ -92,7 +99,14 @@ fn serve(
     };
     tracing::info!(path, tid, "vhost-user-scsi socket");
     while !stop.load(Ordering::Acquire) {
-        let backend = ScsiBackend::new(daemon.clone(), reactors.clone(), rt.clone(), tid, path);
+        let backend = ScsiBackend::new(
+            daemon.clone(),
+            reactors.clone(),
+            rt.clone(),
+            tid,
+            path,
+            changes.clone(),
+        );
         let mem = GuestMemoryAtomic::new(GuestMemoryMmap::new());
         let mut d = match VhostUserDaemon::new("rtgt-vhost".into(), backend.clone(), mem) {
             Ok(d) => d,

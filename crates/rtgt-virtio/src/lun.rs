@@ -30,7 +30,14 @@ impl VirtioLun {
         Self::Lun { target: b[1], lun }
     }
 
-    /// The field for target `target`, LUN `lun`, as Linux writes it.
+    /// The LUN field of an event (§5.6.6.3). Linux reads it as `lun[2] << 8 | lun[3]`
+    /// (drivers/scsi/virtio_scsi.c, transport reset handling), so the flat space bit is
+    /// left out: with it, LUN 2 came up as LUN 16386.
+    pub fn encode_event(target: u8, lun: u64) -> [u8; 8] {
+        [1, target, (lun >> 8) as u8 & 0x3f, lun as u8, 0, 0, 0, 0]
+    }
+
+    /// The field for target `target`, LUN `lun`, as Linux writes it in requests.
     pub fn encode(target: u8, lun: u64) -> [u8; 8] {
         [
             1,

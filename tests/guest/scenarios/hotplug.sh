@@ -16,6 +16,9 @@ wait_for() {
 	ok "$what"
 }
 disks() { devices 0 | wc -l; }
+two_disks() { [ "$(disks)" = 2 ]; }
+one_disk() { [ "$(disks)" = 1 ]; }
+sectors_are() { [ "$(cat /sys/block/${NEW#/dev/}/size)" = "$1" ]; }
 
 DISK=$(device 0 disk)
 step "disk $DISK, $(cat /sys/block/${DISK#/dev/}/size) sectors; one disk in the guest"
@@ -23,7 +26,7 @@ step "disk $DISK, $(cat /sys/block/${DISK#/dev/}/size) sectors; one disk in the 
 
 step "the host adds LUN 2 (64 MiB): the guest sees a new disk"
 run host-step add-lun
-wait_for "a second disk appeared" sh -c '[ "$(devices 0 | wc -l)" = 2 ]'
+wait_for "a second disk appeared" two_disks
 NEW=$(devices 0 | sed -n 2p)
 sectors=$(cat /sys/block/${NEW#/dev/}/size)
 [ "$sectors" = 131072 ] || fail "new disk $NEW has $sectors sectors, expected 131072"
@@ -36,10 +39,10 @@ ok "new disk: 1 MiB written and read back"
 
 step "the host grows LUN 2 to 96 MiB: the guest sees the new size"
 run host-step grow-lun
-wait_for "$NEW has 196608 sectors" sh -c "[ \"\$(cat /sys/block/${NEW#/dev/}/size)\" = 196608 ]"
+wait_for "$NEW has 196608 sectors" sectors_are 196608
 
 step "the host removes LUN 2: the disk goes away"
 run host-step del-lun
-wait_for "the second disk is gone" sh -c '[ "$(devices 0 | wc -l)" = 1 ]'
+wait_for "the second disk is gone" one_disk
 [ -e "$NEW" ] && fail "$NEW still exists"
 echo "hotplug scenario passed"

@@ -35,12 +35,12 @@ pub fn diff(old: &Inventory, new: &Inventory, acked: u64) -> Vec<Event> {
         match old.get(lun) {
             None if hotplug => v.push(Event {
                 event: event::TRANSPORT_RESET,
-                lun: VirtioLun::encode(0, *lun),
+                lun: VirtioLun::encode_event(0, *lun),
                 reason: event::EVT_RESET_RESCAN,
             }),
             Some((_, was)) if change && was != size && ty == "disk" => v.push(Event {
                 event: event::PARAM_CHANGE,
-                lun: VirtioLun::encode(0, *lun),
+                lun: VirtioLun::encode_event(0, *lun),
                 // ASC | ASCQ << 8: CAPACITY DATA HAS CHANGED.
                 reason: 0x2a | (0x09 << 8),
             }),
@@ -51,7 +51,7 @@ pub fn diff(old: &Inventory, new: &Inventory, acked: u64) -> Vec<Event> {
         for lun in old.keys().filter(|l| !new.contains_key(l)) {
             v.push(Event {
                 event: event::TRANSPORT_RESET,
-                lun: VirtioLun::encode(0, *lun),
+                lun: VirtioLun::encode_event(0, *lun),
                 reason: event::EVT_RESET_REMOVED,
             });
         }
@@ -149,12 +149,12 @@ mod tests {
             vec![
                 Event {
                     event: event::PARAM_CHANGE,
-                    lun: VirtioLun::encode(0, 1),
+                    lun: VirtioLun::encode_event(0, 1),
                     reason: 0x092a
                 },
                 Event {
                     event: event::TRANSPORT_RESET,
-                    lun: VirtioLun::encode(0, 2),
+                    lun: VirtioLun::encode_event(0, 2),
                     reason: event::EVT_RESET_RESCAN
                 },
             ]

@@ -79,9 +79,10 @@ if step build cargo build --workspace "${FEATURES[@]}"; then
     # through the guest's open-iscsi, the DVD jukebox included (about 4-10 minutes, the
     # guest's build included).
     step guest-interop bash tests/guest/run.sh --no-build
-    # vhost-user-scsi (route V): the disk scenario and hot-plug (LUN added, grown,
-    # removed while the guest runs) through QEMU's vhost-user-scsi-pci (about 70 s).
-    step guest-vhost bash tests/guest/run.sh --no-build --route V --scenario disk,hotplug
+    # vhost-user-scsi (route V): the disk scenario, hot-plug (LUN added, grown, removed
+    # while the guest runs) and rtgtd killed and restarted under a dd, through QEMU's
+    # vhost-user-scsi-pci (about 2 minutes).
+    step guest-vhost bash tests/guest/run.sh --no-build --route V --scenario disk,hotplug,reconnect
   fi
   if [ "${SKIP_CONFORMANCE:-0}" != 1 ]; then
     # Each LUN configuration against its expectations: the four disk configurations of

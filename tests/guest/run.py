@@ -42,10 +42,11 @@ import boot  # noqa: E402
 # refuses, the scenario is "not available" rather than failed. Remove a type from here once
 # it is in main, so a refusal becomes a failure. Every type the suite drives is in main now.
 GATED = set()
-SCENARIOS = ["disk", "tape", "changer", "cd", "jukebox", "jukebox-toml", "passthrough", "hotplug"]
+SCENARIOS = ["disk", "tape", "changer", "cd", "jukebox", "jukebox-toml", "passthrough", "hotplug",
+             "reconnect"]
 DEVICE_TYPES = {"disk": ["disk"], "tape": ["tape"], "changer": ["tape", "changer"], "cd": ["cd"],
                 "jukebox": ["cd", "changer"], "jukebox-toml": ["cd", "changer"],
-                "passthrough": ["disk", "tape", "cd", "changer"], "hotplug": ["disk"]}
+                "passthrough": ["disk", "tape", "cd", "changer"], "hotplug": ["disk"], "reconnect": ["disk"]}
 # Scenarios that run another one's guest script with a different host-side set-up.
 SCRIPTS = {"jukebox-toml": "jukebox"}
 ROUTES = ["A", "B", "V"]
@@ -336,6 +337,38 @@ def setup_hotplug(d, work, _route):
     return Setup(iqn, [1], hooks={"add-lun": add, "grow-lun": grow, "del-lun": delete})
 
 
+def setup_reconnect(d, work, _route):
+    """A disk; the guest asks the host (host-step crash) to kill rtgtd with SIGKILL in the
+    middle of a dd and start it again with the configuration it had (`config dump`)."""
+    iqn = "iqn.2026-11.org.rtgt:guest-reconnect"
+    img = os.path.join(work, "disk.img")
+    with open(img, "wb") as f:
+        f.truncate(128 << 20)
+    d.target(1, iqn)
+    d.lu(1, 1, "disk", "-b", img)
+
+    def crash(_args):
+        saved = os.path.join(work, "saved.toml")
+        dump = d._run([d.adm_bin, "-C", d.ctl, "config", "dump"], True).stdout
+        with open(saved, "w") as f:
+            f.write(dump)
+        d.proc.kill()
+        d.proc.wait()
+        ctl_sock = os.path.join(d.env["RTGT_RUN_DIR"], f"socket.{d.ctl}")
+        if os.path.exists(ctl_sock):
+            os.unlink(ctl_sock)
+        d.proc = subprocess.Popen([d.daemon, "-f", "-C", d.ctl, "--iscsi", f"portal=127.0.0.1:{d.port}",
+                                   "--config", saved], env=d.env, stdin=subprocess.DEVNULL, stdout=d.logf,
+                                  stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.time() + 20
+        while d.adm(["--op", "show", "--mode", "target"], check=False).returncode != 0:
+            if time.time() > deadline or d.proc.poll() is not None:
+                return False, "rtgtd did not come back"
+            time.sleep(0.1)
+        return True, f"rtgtd killed and restarted (pid {d.proc.pid})"
+    return Setup(iqn, [1], hooks={"crash": crash})
+
+
 JUKEBOX_IQN = "iqn.2026-11.org.rtgt:guest-jukebox"
 DISCS = ["DVD00001", "DVD00002", "DVD00003"]
 
@@ -518,14 +551,14 @@ def setup_passthrough(d, work, _route):
 
 SETUPS = {"disk": setup_disk, "tape": setup_tape, "changer": setup_changer, "cd": setup_cd,
           "jukebox": setup_jukebox, "passthrough": setup_passthrough,
-          "hotplug": setup_hotplug}
+          "hotplug": setup_hotplug, "reconnect": setup_reconnect}
 # Scenarios configured by a file the daemon loads at start (rtgtd --config) instead of
 # rtgtadm: the function writes it and returns (path, Setup).
 CONFIGS = {"jukebox-toml": config_jukebox}
 # Scenarios that need one route: pass-through exports the guest's own SCSI devices, which
 # only route A gives it (through B the guest's devices are the target's, over iSCSI).
 # Hot-plug events are vhost-user-scsi's event queue (route V).
-ONLY_ROUTE = {"passthrough": "A", "hotplug": "V"}
+ONLY_ROUTE = {"passthrough": "A", "hotplug": "V", "reconnect": "V"}
 
 
 def find_bins(flavor, no_build):

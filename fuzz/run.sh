@@ -7,7 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 SECS=${1:-60}
-TARGETS=${TARGETS:-"pdu login cdb"}
+TARGETS=${TARGETS:-"pdu login cdb virtio"}
 WORK=${FUZZ_WORK:-$(mktemp -d /tmp/rtgt-fuzz.XXXXXX)}
 cargo +nightly fuzz build -O
 pids=()

@@ -83,6 +83,10 @@ if step build cargo build --workspace "${FEATURES[@]}"; then
     # times; every acknowledged-durable write must read back (1-3 minutes; the full run,
     # 20 cuts in each of six store modes, is bench/powercut.py without arguments).
     step powercut python3 bench/powercut.py --modes rdwr --cuts 3
+    # vhost-user-scsi (route V): the disk scenario, hot-plug (LUN added, grown, removed
+    # while the guest runs) and rtgtd killed and restarted under a dd, through QEMU's
+    # vhost-user-scsi-pci (about 2 minutes).
+    step guest-vhost bash tests/guest/run.sh --no-build --route V --scenario disk,hotplug,reconnect
   fi
   if [ "${SKIP_CONFORMANCE:-0}" != 1 ]; then
     # Each LUN configuration against its expectations: the four disk configurations of

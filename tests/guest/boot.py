@@ -51,10 +51,10 @@ def ensure_built(cache):
     return r.returncode == 0
 
 
-def qemu_command(cache, work, initrd, devices, iscsi, ndev, mem, initiator):
+def qemu_command(cache, work, initrd, devices, iscsi, ndev, mem, initiator, vhost=(), smp=1, queues=None):
     append = ["console=ttyS0", "panic=-1", "quiet", "loglevel=4", "no_timer_check", "tsc=reliable"]
     q = [
-        "qemu-system-x86_64", "-M", "pc", "-m", str(mem), "-smp", "1", "-nodefaults",
+        "qemu-system-x86_64", "-M", "pc", "-m", str(mem), "-smp", str(smp), "-nodefaults",
         "-display", "none", "-no-reboot",
         # TCG: KVM is not usable on the machines this runs on. One vCPU boots fastest, and
         # two made iSCSI over the user network much slower.
@@ -79,6 +79,13 @@ def qemu_command(cache, work, initrd, devices, iscsi, ndev, mem, initiator):
                       f"initiator-name={initiator},if=none,id=lun{i},cache.direct=on",
             "-device", f"scsi-generic,drive=lun{i},bus=hba.0,channel=0,scsi-id={i},lun=0",
         ]
+    if vhost:
+        # vhost-user needs every byte of guest RAM in a shared, fd-backed region.
+        q += ["-object", f"memory-backend-memfd,id=mem,size={mem}M,share=on", "-machine", "memory-backend=mem"]
+        for i, sock in enumerate(vhost):
+            nq = f",num_queues={queues}" if queues else ""
+            q += ["-chardev", f"socket,id=vhost{i},path={sock},reconnect-ms=1000",
+                  "-device", f"vhost-user-scsi-pci,id=vscsi{i},chardev=vhost{i}{nq}"]
     if iscsi:
         q += ["-netdev", "user,id=n0,net=10.0.2.0/24", "-device", "virtio-net-pci,netdev=n0"]
         for t in iscsi:
@@ -107,7 +114,7 @@ def run_archive(work, script, args, files):
 
 def boot(script, args=(), devices=(), iscsi=(), ndev=None, files=(), hooks=None, timeout=300,
          mem=768, initiator="iqn.2026-11.org.rtgt:qemu-guest", cache=DEFAULT_CACHE, verbose=False,
-         echo=None):
+         echo=None, vhost=(), smp=1, queues=None):
     """Runs `script` in a fresh guest; returns (status, output text, seconds).
 
     hooks: {name: callable(args) -> (ok, text)} serving the script's host-step calls.
@@ -124,7 +131,8 @@ def boot(script, args=(), devices=(), iscsi=(), ndev=None, files=(), hooks=None,
             with open(run_archive(work, script, args, files), "rb") as extra:
                 shutil.copyfileobj(extra, out)
         open(os.path.join(work, "out.log"), "wb").close()
-        cmd = qemu_command(cache, work, initrd, list(devices), list(iscsi), ndev, mem, initiator)
+        cmd = qemu_command(cache, work, initrd, list(devices), list(iscsi), ndev, mem, initiator,
+                           list(vhost), smp, queues)
         t0 = time.time()
         qemu = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=open(os.path.join(work, "qemu.log"), "wb"),
                                 stderr=subprocess.STDOUT, start_new_session=True)
@@ -244,6 +252,10 @@ def main():
                     help="route A: pass this LUN through (iscsi://127.0.0.1:PORT/IQN/LUN)")
     ap.add_argument("-i", dest="iscsi", action="append", default=[], metavar="PORTAL,IQN",
                     help="route B: log in to this target with the guest's open-iscsi")
+    ap.add_argument("-V", dest="vhost", action="append", default=[], metavar="SOCKET",
+                    help="route V: a vhost-user-scsi controller on rtgtd's socket")
+    ap.add_argument("--smp", type=int, default=1, help="vCPUs (default 1)")
+    ap.add_argument("--queues", type=int, help="route V: request queues (QEMU's default: one per vCPU)")
     ap.add_argument("--ndev", type=int, help="SCSI devices to wait for (default: the number of -d)")
     ap.add_argument("-f", dest="files", action="append", default=[], metavar="FILE", help="copy FILE to /data/")
     ap.add_argument("--hook", action="append", default=[], metavar="NAME=COMMAND",
@@ -266,7 +278,8 @@ def main():
         name, _, cmd = h.partition("=")
         hooks[name] = shell_hook(cmd)
     status, _, secs = boot(a.script, a.args, a.devices, a.iscsi, a.ndev, a.files, hooks, a.timeout, a.mem,
-                           a.initiator, a.cache, a.verbose, echo=print)
+                           a.initiator, a.cache, a.verbose, echo=print, vhost=a.vhost, smp=a.smp,
+                           queues=a.queues)
     print(f"boot: exit status {status} after {secs:.1f}s", file=sys.stderr)
     sys.exit(status)
 

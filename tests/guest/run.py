@@ -2,7 +2,8 @@
 """rtgt's guest-kernel interop suite: a real Linux kernel is the initiator.
 
 For each scenario (disk, tape, changer, cd, jukebox, jukebox-toml) and route (A: QEMU's libiscsi with SCSI
-pass-through; B: the guest's own open-iscsi and iscsi_tcp), this starts a fresh daemon on a
+pass-through; B: the guest's own open-iscsi and iscsi_tcp; V: vhost-user-scsi, QEMU's
+vhost-user-scsi-pci on a socket the target is bound to, the guest's memory shared with rtgtd), this starts a fresh daemon on a
 free loopback port, configures it with the tgtadm command line (images made with the
 tgtimg command line), boots the guest (boot.py) and runs scenarios/<scenario>.sh in it, where
 Linux's sd, st, ch and sr drivers, mkfs/fsck, mt, tar, dd, mtx and mount drive the LUNs.
@@ -41,13 +42,17 @@ import boot  # noqa: E402
 # refuses, the scenario is "not available" rather than failed. Remove a type from here once
 # it is in main, so a refusal becomes a failure. Every type the suite drives is in main now.
 GATED = set()
-SCENARIOS = ["disk", "tape", "changer", "cd", "jukebox", "jukebox-toml", "passthrough"]
+SCENARIOS = ["disk", "tape", "changer", "cd", "jukebox", "jukebox-toml", "passthrough", "hotplug",
+             "reconnect"]
 DEVICE_TYPES = {"disk": ["disk"], "tape": ["tape"], "changer": ["tape", "changer"], "cd": ["cd"],
                 "jukebox": ["cd", "changer"], "jukebox-toml": ["cd", "changer"],
-                "passthrough": ["disk", "tape", "cd", "changer"]}
+                "passthrough": ["disk", "tape", "cd", "changer"], "hotplug": ["disk"], "reconnect": ["disk"]}
 # Scenarios that run another one's guest script with a different host-side set-up.
 SCRIPTS = {"jukebox-toml": "jukebox"}
-ROUTES = ["A", "B"]
+ROUTES = ["A", "B", "V"]
+# Routes run unless --route says otherwise (V, vhost-user-scsi, has its own step in
+# scripts/test.sh).
+DEFAULT_ROUTES = ["A", "B"]
 RESULTS = os.path.join(ROOT, "target", "guest-results")
 
 
@@ -305,6 +310,65 @@ def setup_cd(d, work, _route):
                  hooks={"load-disc": load, "eject-disc": eject})
 
 
+def setup_hotplug(d, work, _route):
+    """A disk (LUN 1); the guest asks the host to add LUN 2, grow it and remove it while it
+    runs (host-step add-lun, grow-lun, del-lun), as an operator with rtgtadm would."""
+    iqn = "iqn.2026-11.org.rtgt:guest-hotplug"
+    img = os.path.join(work, "disk.img")
+    with open(img, "wb") as f:
+        f.truncate(32 << 20)
+    new = os.path.join(work, "new.img")
+    with open(new, "wb") as f:
+        f.truncate(64 << 20)
+    d.target(1, iqn)
+    d.lu(1, 1, "disk", "-b", img)
+
+    def add(_args):
+        d.lu(1, 2, "disk", "-b", new)
+        return True, "LUN 2 added"
+
+    def grow(_args):
+        d.lu_update(1, 2, "size=96M")
+        return True, "LUN 2 grown"
+
+    def delete(_args):
+        d.adm(["--op", "delete", "--mode", "logicalunit", "--tid", 1, "--lun", 2])
+        return True, "LUN 2 deleted"
+    return Setup(iqn, [1], hooks={"add-lun": add, "grow-lun": grow, "del-lun": delete})
+
+
+def setup_reconnect(d, work, _route):
+    """A disk; the guest asks the host (host-step crash) to kill rtgtd with SIGKILL in the
+    middle of a dd and start it again with the configuration it had (`config dump`)."""
+    iqn = "iqn.2026-11.org.rtgt:guest-reconnect"
+    img = os.path.join(work, "disk.img")
+    with open(img, "wb") as f:
+        f.truncate(128 << 20)
+    d.target(1, iqn)
+    d.lu(1, 1, "disk", "-b", img)
+
+    def crash(_args):
+        saved = os.path.join(work, "saved.toml")
+        dump = d._run([d.adm_bin, "-C", d.ctl, "config", "dump"], True).stdout
+        with open(saved, "w") as f:
+            f.write(dump)
+        d.proc.kill()
+        d.proc.wait()
+        ctl_sock = os.path.join(d.env["RTGT_RUN_DIR"], f"socket.{d.ctl}")
+        if os.path.exists(ctl_sock):
+            os.unlink(ctl_sock)
+        d.proc = subprocess.Popen([d.daemon, "-f", "-C", d.ctl, "--iscsi", f"portal=127.0.0.1:{d.port}",
+                                   "--config", saved], env=d.env, stdin=subprocess.DEVNULL, stdout=d.logf,
+                                  stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.time() + 20
+        while d.adm(["--op", "show", "--mode", "target"], check=False).returncode != 0:
+            if time.time() > deadline or d.proc.poll() is not None:
+                return False, "rtgtd did not come back"
+            time.sleep(0.1)
+        return True, f"rtgtd killed and restarted (pid {d.proc.pid})"
+    return Setup(iqn, [1], hooks={"crash": crash})
+
+
 JUKEBOX_IQN = "iqn.2026-11.org.rtgt:guest-jukebox"
 DISCS = ["DVD00001", "DVD00002", "DVD00003"]
 
@@ -486,13 +550,15 @@ def setup_passthrough(d, work, _route):
 
 
 SETUPS = {"disk": setup_disk, "tape": setup_tape, "changer": setup_changer, "cd": setup_cd,
-          "jukebox": setup_jukebox, "passthrough": setup_passthrough}
+          "jukebox": setup_jukebox, "passthrough": setup_passthrough,
+          "hotplug": setup_hotplug, "reconnect": setup_reconnect}
 # Scenarios configured by a file the daemon loads at start (rtgtd --config) instead of
 # rtgtadm: the function writes it and returns (path, Setup).
 CONFIGS = {"jukebox-toml": config_jukebox}
 # Scenarios that need one route: pass-through exports the guest's own SCSI devices, which
 # only route A gives it (through B the guest's devices are the target's, over iSCSI).
-ONLY_ROUTE = {"passthrough": "A"}
+# Hot-plug events are vhost-user-scsi's event queue (route V).
+ONLY_ROUTE = {"passthrough": "A", "hotplug": "V", "reconnect": "V"}
 
 
 def find_bins(flavor, no_build):
@@ -538,7 +604,19 @@ def run_one(flavor, bins, scenario, route, verbose):
         if s is None:
             s = SETUPS[scenario](daemon, work, route)
         portal = f"127.0.0.1:{daemon.port}"
-        if route == "A":
+        if route == "V":
+            if flavor != "rtgtd":
+                raise NotAvailable(f"{flavor} has no vhost-user-scsi")
+            # The target is bound to a vhost-user socket: the guest's virtio_scsi driver
+            # reaches it through QEMU's vhost-user-scsi-pci, no network in between.
+            sock = os.path.join(work, "vhost.sock")
+            daemon._run([daemon.adm_bin, "-C", daemon.ctl, "--lld", "vhost", "--op", "bind", "--mode", "target",
+                         "--tid", "1", "--params", f"socket={sock}"], True)
+            deadline = time.time() + 10
+            while not os.path.exists(sock) and time.time() < deadline:
+                time.sleep(0.05)
+            where = dict(vhost=[sock], ndev=len(s.luns) + 1)
+        elif route == "A":
             where = dict(devices=[f"iscsi://{portal}/{s.iqn}/{lun}" for lun in s.luns])
         else:
             where = dict(iscsi=[f"{portal},{s.iqn}"], ndev=len(s.luns) + 1)
@@ -581,7 +659,8 @@ def main(argv):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--daemon", choices=["rtgtd", "tgtd"], default="rtgtd")
     ap.add_argument("--scenario", default=",".join(SCENARIOS), help="comma-separated (default: all)")
-    ap.add_argument("--route", default=",".join(ROUTES), help="A, B or A,B (default)")
+    ap.add_argument("--route", default=",".join(DEFAULT_ROUTES),
+                    help="A, B, V (vhost-user-scsi) or a list (default A,B)")
     ap.add_argument("--no-build", action="store_true", help="don't run cargo build first")
     ap.add_argument("-v", "--verbose", action="store_true", help="print all the guests' output and console logs")
     a = ap.parse_args(argv)
@@ -592,7 +671,7 @@ def main(argv):
             raise SystemExit(f"guest: unknown scenario {s} (have {', '.join(SCENARIOS)})")
     for r in routes:
         if r not in ROUTES:
-            raise SystemExit(f"guest: unknown route {r} (A or B)")
+            raise SystemExit(f"guest: unknown route {r} (A, B or V)")
 
     missing = [t for t in ("qemu-system-x86_64", "genisoimage") if shutil.which(t) is None]
     if missing or not os.path.exists("/usr/share/qemu/qboot.rom"):

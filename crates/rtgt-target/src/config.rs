@@ -112,6 +112,10 @@ pub struct TargetConfig {
     /// Other gateways' target port groups and their states (`--name alua_peer.TPGT`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub alua_peer: BTreeMap<String, String>,
+    /// vhost-user-scsi sockets serving this target (`--lld vhost --op bind --params
+    /// socket=PATH`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub vhost_socket: Vec<String>,
     #[serde(default, rename = "lun", skip_serializing_if = "Vec::is_empty")]
     pub luns: Vec<LunConfig>,
 }
@@ -407,6 +411,9 @@ fn target_new_steps(t: &TargetConfig) -> Vec<Step> {
     for n in &t.initiator_name {
         steps.push(acl_step("bind", tid, None, Some(n)));
     }
+    for p in &t.vhost_socket {
+        steps.push(vhost_step("bind", tid, p));
+    }
     accounts::binding_steps(
         tid,
         (&[], None),
@@ -436,6 +443,17 @@ fn state_step(tid: u32, s: &str) -> Step {
     r.value = Some(s.into());
     Step {
         what: format!("set tid {tid} state {s}"),
+        request: r,
+        disrupts: None,
+    }
+}
+
+fn vhost_step(op: &str, tid: u32, path: &str) -> Step {
+    let mut r = target_request(op, tid);
+    r.lld = "vhost".into();
+    r.params = Some(format!("socket={path}"));
+    Step {
+        what: format!("{op} tid {tid} vhost socket {path}"),
         request: r,
         disrupts: None,
     }
@@ -607,6 +625,7 @@ fn running_target(t: &crate::Target) -> TargetConfig {
             chap_algorithms: None,
             alua_state: BTreeMap::new(),
             alua_peer: BTreeMap::new(),
+            vhost_socket: t.vhost_sockets(),
             luns,
         };
         state::running_target(t, &mut tc);
@@ -799,6 +818,20 @@ fn plan_target(
             .filter(|n| !has(&c.initiator_name, n))
         {
             steps.push(acl_step("bind", tid, None, Some(n)));
+        }
+        for p in c
+            .vhost_socket
+            .iter()
+            .filter(|p| !d.vhost_socket.contains(p))
+        {
+            steps.push(vhost_step("unbind", tid, p));
+        }
+        for p in d
+            .vhost_socket
+            .iter()
+            .filter(|p| !c.vhost_socket.contains(p))
+        {
+            steps.push(vhost_step("bind", tid, p));
         }
         // LUNs.
         let remove = |lun: u64, why: &str| {

@@ -121,6 +121,9 @@ pub struct Target {
     changed: AtomicU64,
     /// Counters and negotiated keys of its sessions, by sid (see [`report`]).
     details: RwLock<std::collections::HashMap<u64, report::SessionDetails>>,
+    /// vhost-user-scsi sockets serving this target (`--lld vhost --op bind --params
+    /// socket=PATH`): each is one virtio-scsi controller of one virtual machine.
+    vhost_sockets: RwLock<Vec<String>>,
 }
 
 impl Target {
@@ -163,7 +166,13 @@ impl Target {
             max_sessions: AtomicU32::new(0),
             changed: AtomicU64::new(0),
             details: RwLock::new(std::collections::HashMap::new()),
+            vhost_sockets: RwLock::new(Vec::new()),
         }
+    }
+
+    /// The vhost-user-scsi socket paths bound to this target.
+    pub fn vhost_sockets(&self) -> Vec<String> {
+        self.vhost_sockets.read().clone()
     }
 
     /// The registry's change count when a control request last changed this target.

@@ -176,6 +176,11 @@ fn target(reg: &Registry, op: &str, req: &Request) -> Result<String> {
             }
             Ok(out)
         }
+        "bind" | "unbind" if req.lld.eq_ignore_ascii_case("vhost") => {
+            let tid = need_tid(req, &format!("--op {op} --mode target"))?;
+            let t = find_target(reg, tid)?;
+            vhost_bind(reg, &t, op, req)
+        }
         "bind" | "unbind" => {
             let tid = need_tid(req, &format!("--op {op} --mode target"))?;
             let t = find_target(reg, tid)?;
@@ -889,6 +894,49 @@ fn logicalunit(reg: &Registry, op: &str, req: &Request) -> Result<String> {
         }
         _ => Err(unsupported(op, "logicalunit")),
     }
+}
+
+/// `--lld vhost --op bind|unbind --mode target --tid N --params socket=PATH`: the
+/// vhost-user-scsi socket (one virtual machine's virtio-scsi controller) that serves
+/// target N. A path serves one target; the daemon's vhost transport listens on it.
+fn vhost_bind(reg: &Registry, t: &Target, op: &str, req: &Request) -> Result<String> {
+    let path = req
+        .params
+        .as_deref()
+        .unwrap_or("")
+        .split(',')
+        .find_map(|kv| kv.trim().strip_prefix("socket="))
+        .filter(|p| !p.is_empty())
+        .ok_or_else(|| {
+            AdmError::invalid(format!(
+                "--lld vhost --op {op} --mode target requires --params socket=PATH"
+            ))
+        })?;
+    if !path.starts_with('/') {
+        return Err(AdmError::invalid(format!(
+            "vhost socket '{path}' must be an absolute path"
+        )));
+    }
+    if op == "bind" {
+        if let Some(other) = reg
+            .targets()
+            .iter()
+            .find(|o| o.vhost_sockets.read().iter().any(|p| p == path))
+        {
+            return Err(AdmError::Exists(format!(
+                "vhost socket {path} already serves tid {}",
+                other.tid
+            )));
+        }
+        t.vhost_sockets.write().push(path.to_string());
+    } else {
+        let mut v = t.vhost_sockets.write();
+        let i = v.iter().position(|p| p == path).ok_or_else(|| {
+            AdmError::NotFound(format!("vhost socket {path} is not bound to tid {}", t.tid))
+        })?;
+        v.remove(i);
+    }
+    Ok(String::new())
 }
 
 // ---- lld, system, portal, connection ----------------------------------------------------

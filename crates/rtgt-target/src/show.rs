@@ -46,6 +46,9 @@ pub fn target(t: &Target, out: &mut String) {
     if t.max_sessions() != 0 {
         let _ = writeln!(out, "        max_sessions: {}", t.max_sessions());
     }
+    for p in t.vhost_sockets() {
+        let _ = writeln!(out, "        vhost socket: {p}");
+    }
     // ALUA (SPC-4 5.16): one target port group per portal group tag.
     for (tpg, state) in t.scsi.alua_states() {
         let _ = writeln!(out, "        Target port group {tpg}: {}", state.name());

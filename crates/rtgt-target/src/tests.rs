@@ -1246,3 +1246,76 @@ fn readonly_opens_o_rdonly_and_write_cache_updates() {
     );
     assert!(sys.contains("I/O threads: "), "{sys}");
 }
+
+#[test]
+fn vhost_socket_bind_unbind_show_and_config_round_trip() {
+    let reg = Registry::new();
+    reg.set_llds(vec![
+        Lld {
+            name: "iscsi".into(),
+            state: "ready".into(),
+        },
+        Lld {
+            name: "vhost".into(),
+            state: "ready".into(),
+        },
+    ]);
+    ok(new_target(&reg, 1, T1));
+    ok(new_target(&reg, 2, "iqn.2026-11.org.example:disk2"));
+    let vhost = |op: &str, tid: u32, params: Option<&str>| Request {
+        lld: "vhost".into(),
+        tid: Some(tid),
+        params: params.map(str::to_string),
+        ..req("target", op)
+    };
+    err(
+        reg.handle(vhost("bind", 1, None)),
+        errno::EINVAL,
+        "requires --params socket=PATH",
+    );
+    err(
+        reg.handle(vhost("bind", 1, Some("socket=rel.sock"))),
+        errno::EINVAL,
+        "must be an absolute path",
+    );
+    ok(reg.handle(vhost("bind", 1, Some("socket=/run/vm1.sock"))));
+    // One socket serves one target.
+    err(
+        reg.handle(vhost("bind", 2, Some("socket=/run/vm1.sock"))),
+        errno::EEXIST,
+        "already serves tid 1",
+    );
+    assert_eq!(
+        reg.target_by_tid(1).unwrap().vhost_sockets(),
+        ["/run/vm1.sock"]
+    );
+    let shown = ok(reg.handle(Request {
+        tid: Some(1),
+        ..req("target", "show")
+    }));
+    assert!(shown.contains("vhost socket: /run/vm1.sock"), "{shown}");
+    // The dump has it, and the dump builds the same binding in an empty registry.
+    let dumped = config::running(&reg);
+    assert_eq!(dumped.targets[0].vhost_socket, ["/run/vm1.sock"]);
+    let text = toml::to_string(&dumped).unwrap();
+    assert!(
+        text.contains("vhost_socket = [\"/run/vm1.sock\"]"),
+        "{text}"
+    );
+    let reg2 = Registry::new();
+    reg2.set_llds(reg.llds());
+    for (_, step) in dumped.requests() {
+        ok(reg2.handle(step.request));
+    }
+    assert_eq!(
+        reg2.target_by_tid(1).unwrap().vhost_sockets(),
+        ["/run/vm1.sock"]
+    );
+    err(
+        reg.handle(vhost("unbind", 1, Some("socket=/run/vm2.sock"))),
+        errno::ENOENT,
+        "is not bound to tid 1",
+    );
+    ok(reg.handle(vhost("unbind", 1, Some("socket=/run/vm1.sock"))));
+    assert!(reg.target_by_tid(1).unwrap().vhost_sockets().is_empty());
+}

@@ -273,7 +273,7 @@ fn allowed(mode: &str, op: &str) -> Option<&'static str> {
         ("target", "new") => "tT",
         ("target", "delete") => "tF",
         ("target", "show") => "t",
-        ("target", "bind" | "unbind") => "tIQ",
+        ("target", "bind" | "unbind") => "tIQP",
         ("target", "update") => "tnv",
         ("logicalunit", "new") => "tlbEfSyYP",
         ("logicalunit", "delete") => "tl",
@@ -395,6 +395,7 @@ pub fn parse_args(args: &[String]) -> Result<Command, String> {
             need_tid(&req)?;
             match op {
                 "new" => need('T')?,
+                "bind" | "unbind" if req.lld.eq_ignore_ascii_case("vhost") => need('P')?,
                 "bind" | "unbind" if g.get('I').is_none() && g.get('Q').is_none() => {
                     return Err(format!(
                         "--initiator-address (-I) or --initiator-name (-Q) is required for {what}"
@@ -499,6 +500,9 @@ Targets:
   --mode target --op bind|unbind --tid N --initiator-name NAME
         a target admits an initiator whose address or name is bound; bind ALL to
         admit everyone
+  --lld vhost --mode target --op bind|unbind --tid N --params socket=PATH
+        serve the target to a virtual machine over vhost-user-scsi: QEMU's
+        -device vhost-user-scsi-pci on a chardev socket at PATH
   --mode target --op update --tid N --name state --value ready|offline
   --mode target --op update --tid N --name ISCSI-KEY --value V
         e.g. MaxRecvDataSegmentLength, FirstBurstLength, ImmediateData, HeaderDigest

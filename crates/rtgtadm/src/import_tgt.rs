@@ -335,6 +335,7 @@ fn convert_target(
         chap_algorithms: None,
         alua_state: BTreeMap::new(),
         alua_peer: BTreeMap::new(),
+        vhost_socket: Vec::new(),
         luns: Vec::new(),
     };
     // Target-level LUN options, the default of every LUN.

@@ -43,6 +43,8 @@ errors (FILE:LINE:COL: key `K`: what is wrong), and rtgtd refuses to start on th
                               absent is active/optimized); SET TARGET PORT GROUPS
                               from an initiator is saved here too
   alua_peer = { TPGT = \"active\" }     other gateways' groups reported with ours
+  vhost_socket = [\"PATH\"]     vhost-user-scsi sockets serving this target to virtual
+                              machines (--lld vhost --op bind --params socket=PATH)
 
 [[target.lun]]                a LUN of the target above; repeatable
   lun = L                     1 and up (LUN 0 is the target's controller)

@@ -15,6 +15,7 @@
 pub mod exec;
 pub mod iscsi;
 pub mod nexus;
+pub mod vhost;
 
 use std::sync::Arc;
 
@@ -39,10 +40,16 @@ pub struct Registration {
 }
 
 /// Every transport built into this rtgtd, one line each, in `show` order.
-pub const BUILT_IN: &[Registration] = &[Registration {
-    name: iscsi::NAME,
-    open: iscsi::open,
-}];
+pub const BUILT_IN: &[Registration] = &[
+    Registration {
+        name: iscsi::NAME,
+        open: iscsi::open,
+    },
+    Registration {
+        name: vhost::NAME,
+        open: vhost::open,
+    },
+];
 
 /// What a transport provides to the daemon (its name is its [`Registration`]'s).
 pub trait Transport: Send {

@@ -6,7 +6,8 @@
 //! rtgtd keeps what belongs to its own LUN map, nexuses and ports, as LIO does for
 //! TCMU (`passthrough_parse_cdb`):
 //! - REPORT LUNS and unit attentions (the core, before a command reaches here);
-//! - task management (the core; a LOGICAL UNIT RESET is passed on, see `reset`);
+//! - task management (the core; ABORT TASK of a forwarded command and LOGICAL UNIT
+//!   RESET, from `Lu::reset`, are passed on to the handler);
 //! - SPC-2 RESERVE / RELEASE and PERSISTENT RESERVE IN / OUT per I_T nexus, unless the
 //!   handler said OWN_RESERVATIONS (LIO's PASSTHROUGH_PGR);
 //! - ALUA: REPORT / SET TARGET PORT GROUPS and the access states;

@@ -660,6 +660,39 @@ fn a_handler_that_ignores_task_management_is_timed_out() {
     c.assert_works();
 }
 
+/// A SCSI-kind LU in a saved configuration: `config dump` writes its device type, bstype
+/// and `--bsopts` (not the kind, which the device type says), and a daemon started from
+/// the dump has the LU back, which a `-p call` handler serves again.
+#[test]
+fn scsi_kind_lu_survives_a_config_dump_and_restart() {
+    let d = Daemon::start();
+    handler_target(
+        &d,
+        &["disk1"],
+        &["--device-type", "handler", "--bsopts", "hold=9;timeout=7"],
+    );
+    let file = d.dir.join("saved.toml");
+    d.adm_ok(&["config", "dump", file.to_str().unwrap()]);
+    let text = std::fs::read_to_string(&file).unwrap();
+    for want in [
+        "device_type = \"handler\"",
+        "bstype = \"handler\"",
+        "bsopts = \"hold=9;timeout=7\"",
+    ] {
+        assert!(text.contains(want), "no {want} in\n{text}");
+    }
+    assert!(!text.contains("kind"), "{text}");
+    let d2 = Daemon::start_args(&["--config", file.to_str().unwrap()]);
+    let img = image(&d2, "disk1.img");
+    let _h = Fileio::start(&d2, &["-p", "call", "disk1", img.to_str().unwrap()]);
+    wait_attached(&d2, 1);
+    let s = show(&d2);
+    assert!(s.contains("Type: handler"), "{s}");
+    let mut c = RawConn::session(d2.port, IQN);
+    let r = c.exec_after_uas(1, &[0xc0, 0, 0, 0, 0, 0], 64, &[]).1;
+    assert_eq!(r.data, b"rtgt-fileio disk1 parse=call", "{r:?}");
+}
+
 /// The C binding: `bindings/c/memdisk.c`, written against the generated header
 /// `rtgt_handler.h` only, compiles warning-free and serves a LU: blocks written at
 /// scattered LBAs (one of 8 KiB) read back byte for byte.

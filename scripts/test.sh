@@ -98,6 +98,8 @@ if step build cargo build --workspace "${FEATURES[@]}"; then
       runs+=("io-uring-lun:default-lun" "direct-lun:default-lun" "loop-lun:default-lun")
       # LUN 1 served by rtgt-fileio, a device handler in its own process (bstype handler).
       runs+=("handler-lun:default-lun")
+      # The SCSI kind: rtgt-fileio -p call parses and answers every CDB itself.
+      runs+=("handler-call-lun:default-lun")
       # An RBD image on a throw-away Ceph cluster (scripts/ceph-cluster.sh).
       runs+=("rbd-lun:default-lun")
       # Two gateways on one image, iscsi-test-cu's second initiator through the second

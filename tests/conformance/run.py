@@ -153,6 +153,10 @@ CONFIGS = {
     # docs/handler-protocol.md); run it with --expect default-lun: no regression against
     # the in-process rdwr LU.
     "handler-lun": (["--handler"], 1 << 30, DESTRUCTIVE, {}),
+    # The same with the SCSI kind (--device-type handler, rtgt-fileio -p call): every
+    # CDB but rtgtd's own (REPORT LUNS, reservations, ALUA) is parsed and answered by the
+    # handler; run it with --expect default-lun too.
+    "handler-call-lun": (["--handler", "--parse-call"], 1 << 30, DESTRUCTIVE, {}),
     "loop-io-uring-direct-lun": (["--loop", "--bstype", "io_uring", "--bsoflags", "direct"], 1 << 30, DESTRUCTIVE, {}),
 }
 # What `--config all` runs (and CI): the configurations issue 3 asks for.
@@ -453,8 +457,10 @@ def main(argv):
         bsopts_extra = lun_opts[lun_opts.index("--bsopts-extra") + 1] if "--bsopts-extra" in lun_opts else None
         rtgtd, rtgtadm = find_bins(args)
         handler = "--handler" in lun_opts
+        parse_call = "--parse-call" in lun_opts
         lun_opts = [o for o in lun_opts
-                    if o not in ("--loop", "--rbd", "--glfs", "--handler", "--gateways", "--bsopts-extra", bsopts_extra)]
+                    if o not in ("--loop", "--rbd", "--glfs", "--handler", "--parse-call", "--gateways",
+                                 "--bsopts-extra", bsopts_extra)]
         fileio = None
         work = tempfile.mkdtemp(prefix="rtgt-conformance-")
         daemon = None
@@ -511,11 +517,14 @@ def main(argv):
                     backing = ["-b", loopdev]
                 if handler:
                     backing = ["--bstype", "handler", "-b", "lun1"]
+                    if parse_call:
+                        backing = ["--device-type", "handler"] + backing
             for i, d in enumerate(daemons):
                 d.adm(["--op", "new", "--mode", "target", "--tid", "1", "-T", IQN])
                 d.adm(["--op", "new", "--mode", "logicalunit", "--tid", "1", "--lun", "1"] + backing + lun_opts)
                 if handler:
-                    fileio = subprocess.Popen([args.fileio, "-e", "2", "lun1", img], env=d.env,
+                    parse = ["-p", "call"] if parse_call else []
+                    fileio = subprocess.Popen([args.fileio, "-e", "2"] + parse + ["lun1", img], env=d.env,
                                               stdin=subprocess.DEVNULL, stdout=d.log, stderr=subprocess.STDOUT)
                     deadline = time.time() + 30
                     while "Handler: attached" not in d.adm(["--op", "show", "--mode", "target"]).stdout:

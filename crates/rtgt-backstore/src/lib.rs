@@ -291,6 +291,73 @@ pub trait BackingStore: Send + Sync + 'static {
     fn shared_state(&self) -> Option<Arc<dyn SharedState>> {
         None
     }
+    /// Values of the store's own for metrics (a device handler: attached, pid, queues,
+    /// in flight, its counters).
+    fn metrics(&self) -> Vec<StoreMetric> {
+        Vec::new()
+    }
+    /// Which CDBs the store takes raw, as a device server of its own (a device
+    /// handler of the SCSI kind: all; a block one that asked for them: those rtgtd
+    /// does not know).
+    fn raw_cdbs(&self) -> RawCdbs {
+        RawCdbs::None
+    }
+    /// Runs a raw SCSI command at the store (see [`BackingStore::raw_cdbs`]). Err:
+    /// it never reached a device server (InvalidInput: too long for the store;
+    /// NotConnected / TimedOut: nobody to serve it).
+    async fn execute_cdb(&self, _req: CdbRequest<'_>) -> io::Result<CdbReply> {
+        Err(io::Error::from(io::ErrorKind::Unsupported))
+    }
+    /// A logical unit reset the store's device server must hear of (a device handler);
+    /// `tags`: reserved for aborts of named commands (empty).
+    async fn task_management(&self, _lu_reset: bool, _tags: &[u64]) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// One value a store reports for metrics ([`BackingStore::metrics`]): the exporter
+/// names it `rtgt_lun_<name>` with the LU's labels.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreMetric {
+    pub name: &'static str,
+    pub help: &'static str,
+    /// A counter (only grows; `_total` is appended) rather than a gauge.
+    pub counter: bool,
+    pub value: u64,
+}
+
+/// Which CDBs a store takes raw ([`BackingStore::raw_cdbs`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RawCdbs {
+    /// None: rtgtd is the device server.
+    None,
+    /// Those whose opcode rtgtd does not know (scst_user's PARSE_EXCEPTION).
+    Unknown,
+    /// Every one rtgtd does not keep for itself (REPORT LUNS, unit attentions,
+    /// reservations unless the store keeps them: `own_reservations`).
+    All { own_reservations: bool },
+}
+
+/// A raw SCSI command for [`BackingStore::execute_cdb`].
+pub struct CdbRequest<'a> {
+    pub cdb: &'a [u8],
+    /// The I_T nexus it came on (unique for the life of the daemon).
+    pub nexus: u64,
+    /// Data-Out (empty when the command has none).
+    pub data_out: &'a [u8],
+    /// Room for Data-In (the initiator's expected length; 0 with Data-Out).
+    pub data_in_len: u32,
+    /// Completes when task management aborts the command: the store tells its device
+    /// server (ABORT TASK) and the command ends without a result anyone hears.
+    pub abort: Option<std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + 'a>>>,
+}
+
+/// What a store's device server answered.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct CdbReply {
+    pub status: u8,
+    pub data_in: Vec<u8>,
+    pub sense: Vec<u8>,
 }
 
 /// A small blob kept with a shared medium, changed by one process at a time and seen

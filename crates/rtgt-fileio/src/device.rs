@@ -6,11 +6,13 @@ use std::io;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use rtgt_handler::client::Queue;
-use rtgt_handler::layout::{cmd_flag, op, Cmd, Cpl};
+use rtgt_handler::layout::{self, cmd_flag, dir, op, tmf, Cmd, Cpl};
+
+use crate::scsi::{self, Emulated};
 
 /// fileio_tgt's I/O modes.
 #[derive(Clone, Copy, Debug, Default)]
@@ -35,6 +37,23 @@ pub struct Device {
     /// take unaligned (-o with 512-byte blocks on a 4096-byte-sector file system).
     buffered: Option<File>,
     regular: bool,
+    /// `-p call`: the SCSI disk that answers raw CDBs.
+    pub emulated: Option<Emulated>,
+    /// What REPORT HANDLER answers.
+    pub ident: String,
+    /// FREE notifications heard (`-f call`).
+    pub frees: AtomicU64,
+    /// Testing aids: a raw CDB with this opcode is never completed, and task
+    /// management is never answered (a hung handler, for rtgtd's timeout).
+    pub stall_opcode: Option<u8>,
+    pub ignore_tmf: bool,
+}
+
+/// What a command came to.
+enum Done {
+    Complete(Cpl),
+    /// Never completed (the `stall_opcode` / `ignore_tmf` testing aids).
+    Never,
 }
 
 impl Device {
@@ -64,6 +83,11 @@ impl Device {
             file,
             buffered,
             regular,
+            emulated: None,
+            ident: String::new(),
+            frees: AtomicU64::new(0),
+            stall_opcode: None,
+            ignore_tmf: false,
         })
     }
 
@@ -190,10 +214,89 @@ impl Device {
         }
     }
 
+    /// A raw SCSI command: its Data-Out is read from the slot, and its Data-In, or
+    /// with CHECK CONDITION its sense data, written there.
+    fn scsi(&self, q: &mut Queue, c: &Cmd) -> Cpl {
+        let data_out = if c.dir == dir::TO_HANDLER {
+            q.data(c).map(|d| d.to_vec()).unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+        let data_in = if c.dir == dir::FROM_HANDLER {
+            c.len as u32
+        } else {
+            0
+        };
+        let mut r = scsi::answer(
+            self.emulated.as_ref(),
+            &self.ident,
+            c.offset,
+            c.cdb(),
+            data_out,
+            data_in,
+        );
+        if c.dir == dir::FROM_HANDLER && r.data_in.len() as u64 > c.len {
+            // More than the slot carries: refused rather than cut short (rtgtd keeps
+            // MAXIMUM TRANSFER LENGTH within a slot, so initiators do not ask).
+            r = scsi::invalid_field_in_cdb();
+        }
+        let out: &[u8] = if i32::from(r.status) == layout::CHECK_CONDITION {
+            &r.sense[..r.sense.len().min(layout::MAX_SENSE as usize)]
+        } else if c.dir == dir::FROM_HANDLER {
+            &r.data_in
+        } else {
+            &[]
+        };
+        // SAFETY: the slot is this command's until it is completed; sense data (at most
+        // 252 bytes) fits any slot (a multiple of 4096 bytes).
+        if let Some(slot) = unsafe { q.region.arena_slice(c.data, out.len() as u64) } {
+            slot.copy_from_slice(out);
+        }
+        Cpl {
+            tag: c.tag,
+            status: i32::from(r.status),
+            bytes: out.len() as u64,
+        }
+    }
+
+    /// Task management: commands are done one at a time in ring order on a queue, so
+    /// by the time the function is read every command it covers has been completed;
+    /// what is left is to say so (and log it, so a test can see it arrived).
+    fn task_mgmt(&self, c: &Cmd) -> Done {
+        let what = match c.flags {
+            tmf::ABORT_TASK => format!("ABORT TASK of tag {:#x}", c.offset),
+            tmf::LU_RESET => "LOGICAL UNIT RESET".to_string(),
+            f => format!("task management function {f}"),
+        };
+        if self.ignore_tmf {
+            eprintln!("rtgt-fileio: {}: {what}: ignored", self.name);
+            return Done::Never;
+        }
+        eprintln!("rtgt-fileio: {}: {what}", self.name);
+        Done::Complete(Cpl {
+            tag: c.tag,
+            status: 0,
+            bytes: 0,
+        })
+    }
+
     /// Does one command; the completion's status is 0 or a negative errno.
-    fn execute(&self, q: &mut Queue, c: &Cmd) -> Cpl {
+    fn execute(&self, q: &mut Queue, c: &Cmd) -> Done {
         let mut bytes = 0;
         let r = match c.op {
+            op::SCSI
+                if self.stall_opcode.is_some() && c.cdb().first() == self.stall_opcode.as_ref() =>
+            {
+                return Done::Never
+            }
+            op::SCSI => return Done::Complete(self.scsi(q, c)),
+            op::TASK_MGMT => return self.task_mgmt(c),
+            op::FREE => {
+                // -f call: fileio_tgt frees its buffer here; the arena slot is rtgtd's,
+                // so there is only the count to keep.
+                self.frees.fetch_add(1, Ordering::Relaxed);
+                Ok(())
+            }
             op::READ | op::WRITE => match q.data(c) {
                 None => Err(io::Error::from_raw_os_error(libc::EINVAL)),
                 Some(buf) => {
@@ -213,14 +316,14 @@ impl Device {
             op::WRITE_ZEROES => self.write_zeroes(c.offset, c.len),
             _ => Err(io::Error::from_raw_os_error(libc::EOPNOTSUPP)),
         };
-        Cpl {
+        Done::Complete(Cpl {
             tag: c.tag,
             status: match r {
                 Ok(()) => 0,
                 Err(e) => -e.raw_os_error().unwrap_or(libc::EIO),
             },
             bytes,
-        }
+        })
     }
 
     /// Serves one queue until `stop`: take every command queued, do it, complete it,
@@ -239,9 +342,10 @@ impl Device {
                 if !delay.is_zero() {
                     std::thread::sleep(delay);
                 }
-                let cpl = self.execute(&mut q, &c);
-                q.complete(cpl);
-                n += 1;
+                if let Done::Complete(cpl) = self.execute(&mut q, &c) {
+                    q.complete(cpl);
+                    n += 1;
+                }
             }
             if n > 0 {
                 q.kick();

@@ -3,6 +3,7 @@
 //! See the README's "Device handlers" section for what each option does here.
 
 mod device;
+mod scsi;
 
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
@@ -48,10 +49,13 @@ struct Args {
     /// NV cache: SYNCHRONIZE CACHE and FUA are no-ops.
     #[arg(short = 'c', long = "nv_cache")]
     nv_cache: bool,
-    /// Who parses CDBs: std (rtgtd; the block kind). call and excpt need the SCSI kind.
+    /// Who parses CDBs: std (rtgtd; the block kind), call (the handler parses every
+    /// CDB: the SCSI kind, for an LU of --device-type handler), excpt (the block kind,
+    /// and CDBs whose opcode rtgtd does not know come to the handler).
     #[arg(short = 'p', long = "parse", default_value = "std")]
     parse: String,
-    /// Free notifications: ignore (rtgtd owns the buffers, there is nothing to free).
+    /// Free notifications: ignore, or call (rtgtd tells the handler when each command
+    /// is finished and its arena slot handed back).
     #[arg(short = 'f', long = "on_free", default_value = "ignore")]
     on_free: String,
     /// Buffer reuse: all|read|write|none. rtgtd's arena slots are always reused.
@@ -74,6 +78,12 @@ struct Args {
     /// can kill the handler while commands are in flight.
     #[arg(long = "delay-us", default_value_t = 0, hide = true)]
     delay_us: u64,
+    /// Testing aid: never complete a raw CDB with this opcode (a hung handler).
+    #[arg(long = "stall-opcode", hide = true, value_parser = parse_opcode)]
+    stall_opcode: Option<u8>,
+    /// Testing aid: never answer task management.
+    #[arg(long = "ignore-tmf", hide = true)]
+    ignore_tmf: bool,
     /// Seconds to keep trying to reach rtgtd's socket.
     #[arg(long = "wait", default_value_t = 30)]
     wait: u64,
@@ -81,6 +91,11 @@ struct Args {
     /// ($RTGT_RUN_DIR/handlers/NAME.sock, or a path with a /).
     #[arg(required = true, num_args = 2..)]
     devices: Vec<String>,
+}
+
+fn parse_opcode(s: &str) -> Result<u8, String> {
+    let t = s.trim_start_matches("0x");
+    u8::from_str_radix(t, 16).map_err(|e| format!("{s}: {e} (a hex opcode)"))
 }
 
 static CAPACITY_CHANGED: AtomicBool = AtomicBool::new(false);
@@ -123,25 +138,15 @@ fn main() -> ExitCode {
     if !(a.block.is_power_of_two() && a.block >= 512) {
         return fail(format!("-b {}: a power of two of at least 512", a.block));
     }
-    match a.parse.as_str() {
-        "std" => {}
-        "call" | "excpt" => {
-            return fail(format!(
-                "-p {}: parsing CDBs in the handler needs the SCSI kind of handler, which this rtgt does not have yet",
-                a.parse
-            ))
-        }
-        p => return fail(format!("-p {p}: use std, call or excpt")),
+    let parse = a.parse.as_str();
+    if !matches!(parse, "std" | "call" | "excpt") {
+        return fail(format!("-p {parse}: use std, call or excpt"));
     }
-    match a.on_free.as_str() {
-        "ignore" => {}
-        "call" => {
-            return fail(
-                "-f call: free notifications need the SCSI kind; in the block kind rtgtd owns every buffer".into(),
-            )
-        }
+    let free_notify = match a.on_free.as_str() {
+        "ignore" => false,
+        "call" => true,
         f => return fail(format!("-f {f}: use ignore or call")),
-    }
+    };
     if !matches!(a.mem_reuse.as_str(), "all" | "read" | "write" | "none") {
         return fail(format!("-m {}: use all, read, write or none", a.mem_reuse));
     }
@@ -162,8 +167,8 @@ fn main() -> ExitCode {
     let mut workers = Vec::new();
     for pair in a.devices.chunks(2) {
         let (name, path) = (pair[0].clone(), PathBuf::from(&pair[1]));
-        let dev = match Device::open(name.clone(), path.clone(), modes) {
-            Ok(d) => Arc::new(d),
+        let mut dev = match Device::open(name.clone(), path.clone(), modes) {
+            Ok(d) => d,
             Err(e) => return fail(format!("{}: {e}", path.display())),
         };
         let size = match dev.size() {
@@ -173,7 +178,23 @@ fn main() -> ExitCode {
         if size == 0 {
             return fail(format!("{}: smaller than one block", path.display()));
         }
+        dev.ident = format!("rtgt-fileio {name} parse={parse}");
+        dev.stall_opcode = a.stall_opcode;
+        dev.ignore_tmf = a.ignore_tmf;
+        if parse == "call" {
+            match scsi::Emulated::open(&name, &path, modes, a.block, size) {
+                Ok(e) => dev.emulated = Some(e),
+                Err(e) => return fail(format!("{}: {e}", path.display())),
+            }
+        }
+        let dev = Arc::new(dev);
         let mut features = feature::FLUSH | feature::FUA | feature::WRITE_ZEROES;
+        if parse == "excpt" {
+            features |= feature::SCSI_EXCEPT;
+        }
+        if free_notify {
+            features |= feature::FREE_NOTIFY;
+        }
         let mut flags = 0;
         if dev.can_unmap() {
             features |= feature::UNMAP;
@@ -188,7 +209,11 @@ fn main() -> ExitCode {
         let hello = Hello {
             major: wire::MAJOR,
             minor: wire::MINOR,
-            kind: wire::kind::BLOCK,
+            kind: if parse == "call" {
+                wire::kind::SCSI
+            } else {
+                wire::kind::BLOCK
+            },
             features,
             capacity: size,
             block_size: a.block,

@@ -84,12 +84,57 @@ pub mod op {
     pub const UNMAP: u8 = 4;
     /// Make `len` bytes at `offset` read as zeroes.
     pub const WRITE_ZEROES: u8 = 5;
+    /// A raw SCSI command (the SCSI kind, and the block kind's `SCSI_EXCEPT` feature):
+    /// the CDB is inline, `offset` is the I_T nexus id, `len` the Data-Out length (the
+    /// bytes are in the arena at `data`) or the Data-In allocation (room at `data`).
+    pub const SCSI: u8 = 6;
+    /// A command is finished and its response sent (`FREE_NOTIFY`, fileio_tgt's
+    /// `-f call`): `offset` is the finished command's tag, `len` its SCSI status,
+    /// flag `ABORTED` set when the initiator aborted it. Completed with status 0.
+    pub const FREE: u8 = 7;
+    /// Task management (`flags`: a [`tmf`] function; ABORT TASK: `offset` is the tag
+    /// of the command to abort). The handler completes it, with status 0, once it is
+    /// done with every command it covers (completing them first, with any status:
+    /// rtgtd does not answer aborted commands). It arrives in a slot of its own (the
+    /// last of the queue), so there is room for it even when every other slot is busy.
+    pub const TASK_MGMT: u8 = 8;
 }
+
+/// Task management functions (SAM-5 7), in a TASK_MGMT entry's `flags`.
+pub mod tmf {
+    /// ABORT TASK: the command whose tag is `offset`.
+    pub const ABORT_TASK: u8 = 1;
+    /// LOGICAL UNIT RESET: every command of the LU, and the handler's own state of it
+    /// (a SCSI-kind handler: PREVENT ALLOW MEDIUM REMOVAL, SPC-2 reservations it keeps).
+    pub const LU_RESET: u8 = 2;
+}
+
+/// Which way a SCSI command's data moves (`dir` of a SCSI entry).
+pub mod dir {
+    pub const NONE: u8 = 0;
+    /// Data-Out: the initiator's bytes are in the arena for the handler.
+    pub const TO_HANDLER: u8 = 1;
+    /// Data-In: the handler puts its answer in the arena.
+    pub const FROM_HANDLER: u8 = 2;
+}
+
+/// Longest CDB carried inline in a command entry (SPC-4 4.2: every fixed CDB, and
+/// variable-length ones of up to 32 bytes).
+pub const MAX_CDB: usize = 32;
+
+/// Longest sense data a SCSI completion may give (SPC-4 4.5.1).
+pub const MAX_SENSE: u64 = 252;
+
+/// SCSI status CHECK CONDITION (SAM-5 5.3): a SCSI completion with it carries sense
+/// data, not Data-In, in the slot.
+pub const CHECK_CONDITION: i32 = 0x02;
 
 /// Command flags.
 pub mod cmd_flag {
     /// WRITE: durable before completion (SCSI FUA).
     pub const FUA: u8 = 1;
+    /// FREE: the finished command was aborted (task management); no response went out.
+    pub const ABORTED: u8 = 2;
 }
 
 /// A command entry (64 bytes on the ring).
@@ -102,8 +147,14 @@ pub struct Cmd {
     pub tag: u32,
     pub offset: u64,
     pub len: u64,
-    /// Offset of the data within the arena (READ, WRITE; 0 otherwise).
+    /// Offset of the data within the arena (READ, WRITE, SCSI; 0 otherwise).
     pub data: u64,
+    /// SCSI: the data direction ([`dir`]).
+    pub dir: u8,
+    /// SCSI: the CDB's length (1..=32).
+    pub cdb_len: u8,
+    /// SCSI: the CDB, zero-padded.
+    pub cdb: [u8; MAX_CDB],
 }
 
 impl Cmd {
@@ -115,10 +166,16 @@ impl Cmd {
         b[8..16].copy_from_slice(&self.offset.to_le_bytes());
         b[16..24].copy_from_slice(&self.len.to_le_bytes());
         b[24..32].copy_from_slice(&self.data.to_le_bytes());
+        b[2] = self.cdb_len;
+        b[3] = self.dir;
+        b[32..64].copy_from_slice(&self.cdb);
         b
     }
     pub fn decode(b: &[u8; CMD_ENTRY]) -> Cmd {
         Cmd {
+            cdb_len: b[2],
+            dir: b[3],
+            cdb: b[32..64].try_into().unwrap(),
             op: b[0],
             flags: b[1],
             tag: u32::from_le_bytes(b[4..8].try_into().unwrap()),
@@ -130,9 +187,18 @@ impl Cmd {
     pub fn slot(&self) -> u32 {
         self.tag & 0xffff
     }
+
+    /// A SCSI entry's CDB (empty when its length is out of range).
+    pub fn cdb(&self) -> &[u8] {
+        self.cdb.get(..usize::from(self.cdb_len)).unwrap_or(&[])
+    }
 }
 
-/// A completion entry (16 bytes on the ring).
+/// A completion entry (16 bytes on the ring). For a SCSI command, `status` is the SCSI
+/// status byte (0..=255) or a negative errno (the command never reached a device
+/// server: rtgtd answers HARDWARE ERROR, or NOT READY for -ENOTCONN / -ETIMEDOUT), and
+/// `bytes` is the Data-In length put in the slot, or with CHECK CONDITION the length of
+/// the sense data put there (at most [`MAX_SENSE`]).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Cpl {
     pub tag: u32,
@@ -197,12 +263,29 @@ mod tests {
             offset: 1 << 40,
             len: 65536,
             data: 7 << 20,
+            ..Cmd::default()
         };
         let b = c.encode();
         assert_eq!(b[0], 2);
         assert_eq!(&b[4..8], &[7, 0, 3, 0]);
         assert_eq!(Cmd::decode(&b), c);
         assert_eq!(c.slot(), 7);
+        let mut cdb = [0u8; MAX_CDB];
+        cdb[..10].copy_from_slice(&[0x28, 0, 0, 0, 0, 8, 0, 0, 1, 0]);
+        let s = Cmd {
+            op: op::SCSI,
+            tag: 5,
+            offset: 42,
+            len: 512,
+            dir: dir::FROM_HANDLER,
+            cdb_len: 10,
+            cdb,
+            ..Cmd::default()
+        };
+        let b = s.encode();
+        assert_eq!((b[0], b[2], b[3], b[32], b[37]), (6, 10, 2, 0x28, 8));
+        assert_eq!(Cmd::decode(&b), s);
+        assert_eq!(s.cdb(), &cdb[..10]);
         let p = Cpl {
             tag: 9,
             status: -5,

@@ -8,9 +8,11 @@
 //! - [`shm`]: a mapped queue region, with the atomics of the ring indices.
 //! - [`sys`]: memfd, eventfd, SCM_RIGHTS, peer credentials (thin libc wrappers).
 //! - [`client`]: the handler's side: connect, handshake, take commands, complete them.
+//! - [`cheader`]: the C header `bindings/c/rtgt_handler.h`, generated from the above.
 //!
 //! rtgtd's side is `rtgt_backstore::handler`, a backing store.
 
+pub mod cheader;
 pub mod client;
 pub mod layout;
 pub mod shm;

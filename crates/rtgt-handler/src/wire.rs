@@ -14,13 +14,15 @@ pub const NOTIFY_SIZE: usize = 16;
 /// The protocol's major version: a handler and rtgtd talk only when they agree on it;
 /// minor versions and feature bits cover additions.
 pub const MAJOR: u16 = 1;
-pub const MINOR: u16 = 0;
+pub const MINOR: u16 = 1;
 
 /// Handler kinds.
 pub mod kind {
     /// Reads, writes, flushes, unmaps; rtgtd does all of SCSI.
     pub const BLOCK: u32 = 1;
-    /// Raw CDBs (not implemented by this rtgtd: refused with `REJECT_KIND`).
+    /// Raw CDBs: the handler is the device server; rtgtd keeps REPORT LUNS, unit
+    /// attentions, task management and reservations (for an LU of device type
+    /// `handler`).
     pub const SCSI: u32 = 2;
 }
 
@@ -34,8 +36,14 @@ pub mod feature {
     pub const WRITE_ZEROES: u64 = 1 << 2;
     /// The FUA flag on WRITE.
     pub const FUA: u64 = 1 << 3;
+    /// Block kind: CDBs whose opcode rtgtd does not know go to the handler as SCSI
+    /// commands (scst_user's PARSE_EXCEPTION, fileio_tgt's `-p excpt`).
+    pub const SCSI_EXCEPT: u64 = 1 << 4;
+    /// FREE commands tell the handler when each command is finished (fileio_tgt's
+    /// `-f call`, scst_user's ON_FREE_CMD).
+    pub const FREE_NOTIFY: u64 = 1 << 5;
     /// Every feature this version defines.
-    pub const ALL: u64 = FLUSH | UNMAP | WRITE_ZEROES | FUA;
+    pub const ALL: u64 = FLUSH | UNMAP | WRITE_ZEROES | FUA | SCSI_EXCEPT | FREE_NOTIFY;
 }
 
 /// HELLO flags: properties of the device.
@@ -46,6 +54,9 @@ pub mod device_flag {
     pub const WRITE_THROUGH: u32 = 1 << 1;
     /// Unmapped ranges read back as zeroes.
     pub const UNMAP_ZEROES: u32 = 1 << 2;
+    /// SCSI kind: RESERVE / RELEASE and PERSISTENT RESERVE IN / OUT go to the handler
+    /// (LIO's PASSTHROUGH_PGR); without it rtgtd keeps them per I_T nexus.
+    pub const OWN_RESERVATIONS: u32 = 1 << 3;
 }
 
 /// ACCEPT status codes.
@@ -57,6 +68,8 @@ pub const REJECT_GEOMETRY: u32 = 4;
 pub const REJECT_BUSY: u32 = 5;
 pub const REJECT_RESERVED: u32 = 6;
 pub const REJECT_WRITE_CACHE: u32 = 7;
+/// Kind 2 (SCSI) at an LU of device type disk, or kind 1 at one of device type handler.
+pub const REJECT_KIND_MISMATCH: u32 = 8;
 
 /// Words for a status code.
 pub fn reject_text(code: u32) -> &'static str {
@@ -68,6 +81,9 @@ pub fn reject_text(code: u32) -> &'static str {
         REJECT_GEOMETRY => "bad capacity, queue count or depth",
         REJECT_BUSY => "another handler is attached",
         REJECT_RESERVED => "reserved fields not zero",
+        REJECT_KIND_MISMATCH => {
+            "the logical unit's device type wants the other kind (SCSI: --device-type handler)"
+        }
         REJECT_WRITE_CACHE => {
             "the logical unit is write-through (--bsoflags sync) and the handler is not"
         }

@@ -118,4 +118,6 @@ registry! {
     Changer = "changer" => crate::smc::Changer,
     /// A real SCSI device passed through (`--bstype sg|bsg`).
     PassThrough = "pt" => crate::pt::PassThrough,
+    /// A device handler of the SCSI kind in its own process (`--bstype handler`).
+    Handler = "handler" => crate::scsi_handler::ScsiHandler,
 }

@@ -26,6 +26,7 @@ mod range;
 mod reserve;
 mod saved_state;
 mod sbc;
+mod scsi_handler;
 pub mod sense;
 mod shared_pr;
 pub mod smc;
@@ -213,6 +214,8 @@ pub struct LuInfo {
     /// A cd drive whose tray an initiator opened (START STOP UNIT, MMC-6 6.39): the
     /// disc on it is not loaded, and a saved configuration keeps the drive empty.
     pub tray_open: bool,
+    /// The backing store's own values for metrics (a device handler's).
+    pub store_metrics: Vec<rtgt_backstore::StoreMetric>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

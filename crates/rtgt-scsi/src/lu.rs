@@ -218,10 +218,19 @@ impl Lu {
     /// What a logical unit reset ends: SPC-2 reservations (SPC-2 5.5.1) and the medium
     /// removal lock (SBC-4 5.15). Persistent reservations survive (SPC-4 5.13.4); mode
     /// parameters stay as they are, as nothing is saved and the LU is not power-cycled.
+    /// A store with a device server of its own (a device handler) hears of the reset
+    /// too, from a task of its own: the caller may be a reactor.
     pub fn reset(&self) {
         self.spc2.clear();
         self.medium.lock().preventing.clear();
         self.device.server().reset(self);
+        if let (Some(store), Ok(rt)) = (self.store.clone(), tokio::runtime::Handle::try_current()) {
+            rt.spawn(async move {
+                if let Err(e) = store.task_management(true, &[]).await {
+                    tracing::warn!("LOGICAL UNIT RESET at the backing store: {e}");
+                }
+            });
+        }
     }
 
     /// The device type's own state (for its own module).

@@ -582,6 +582,7 @@ impl ScsiTarget {
                         .map(|s| s.status_lines())
                         .unwrap_or_default(),
                     tray_open: false,
+                    store_metrics: lu.store.as_ref().map(|s| s.metrics()).unwrap_or_default(),
                 };
                 lu.device.server().fill_info(lu, &mut info);
                 info
@@ -742,7 +743,10 @@ impl ScsiTarget {
         let sa = opcodes::has_service_action(opcode).then(|| u16::from(cdb[1] & 0x1f));
         let server = lu.device.server();
         let table = lu.device.opcodes(Features { thin: lu.thin() });
-        if !table.is_known(opcode) {
+        // An opcode rtgtd does not know goes to a block handler that asked for those
+        // (scst_user's PARSE_EXCEPTION), after the checks below.
+        let raw = !table.is_known(opcode) && crate::scsi_handler::takes_unknown(lu);
+        if !table.is_known(opcode) && !raw {
             return Err(invalid_opcode());
         }
         if crate::store_ready::became_ready(lu) {
@@ -765,7 +769,7 @@ impl ScsiTarget {
         }
         // An unknown service action of a known opcode (SPC-4 4.2.5.1): the field
         // pointer names the SERVICE ACTION field.
-        if !table.is_supported(opcode, sa) {
+        if !raw && !table.is_supported(opcode, sa) {
             return Err(invalid_cdb_at(1, Some(4)));
         }
         cdb::check_control(cdb)?;
@@ -815,7 +819,11 @@ impl ScsiTarget {
                     cdb,
                     task,
                 };
-                lu.device.execute(&ctx, data).await
+                if raw {
+                    crate::scsi_handler::forward_unknown(&ctx, data).await
+                } else {
+                    lu.device.execute(&ctx, data).await
+                }
             }
         };
         if r.is_ok() && (crate::saved_state::changes(cdb) || server.changes_saved_state(cdb)) {

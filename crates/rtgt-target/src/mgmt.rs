@@ -650,7 +650,16 @@ fn logicalunit(reg: &Registry, op: &str, req: &Request) -> Result<String> {
                     req.bstype.as_deref().unwrap_or("")
                 )));
             }
-            if !matches!(device_type, DeviceType::Disk | DeviceType::Cd) {
+            let scsi_handler = device_type == DeviceType::Handler;
+            if scsi_handler && req.bstype.as_deref() != Some("handler") {
+                return Err(AdmError::invalid(
+                    "device type handler is served by a SCSI-kind device handler: add --bstype handler -b NAME",
+                ));
+            }
+            if !matches!(
+                device_type,
+                DeviceType::Disk | DeviceType::Cd | DeviceType::Handler
+            ) {
                 return crate::media::new_lu(&t, tid, lun, device_type, req);
             }
             let cd = device_type == DeviceType::Cd;
@@ -701,6 +710,11 @@ fn logicalunit(reg: &Registry, op: &str, req: &Request) -> Result<String> {
                 rtgt_backstore::is_networked(bstype) || bstype == "handler",
             ) {
                 store_opts = rtgt_backstore::parse_bsopts(opts).map_err(AdmError::Invalid)?;
+                if store_opts.iter().any(|(k, _)| k == "kind") {
+                    return Err(AdmError::invalid(
+                        "--bsopts kind: the device type says it (disk: block, handler: scsi)",
+                    ));
+                }
             } else if let Some(opts) = req.bsopts.as_deref() {
                 for (k, v) in parse_kv_list(opts).map_err(AdmError::Invalid)? {
                     if k == "size" && fileless {
@@ -716,6 +730,9 @@ fn logicalunit(reg: &Registry, op: &str, req: &Request) -> Result<String> {
                         )));
                     }
                 }
+            }
+            if scsi_handler {
+                store_opts.push(("kind".into(), "scsi".into()));
             }
             for v in sizes {
                 if !fileless {

@@ -54,6 +54,8 @@ struct LunView {
     readonly: bool,
     write_cache: bool,
     stats: IoSnapshot,
+    #[serde(skip)]
+    store_metrics: Vec<rtgt_backstore::StoreMetric>,
 }
 
 #[derive(Serialize)]
@@ -148,6 +150,7 @@ fn lun_views(reg: &Registry, tid: Option<u32>) -> Vec<LunView> {
                 readonly: l.readonly,
                 write_cache: l.write_cache,
                 stats: stats.get(&l.lun).cloned().unwrap_or_default(),
+                store_metrics: l.store_metrics,
             });
         }
     }
@@ -396,6 +399,12 @@ pub fn metrics_text(reg: &Registry) -> String {
             l.lun
         );
         counters(&mut f, "rtgt_lun", "LU", &labels, &l.stats);
+        for m in &l.store_metrics {
+            let fam = format!("rtgt_lun_{}", m.name);
+            f.declare(&fam, if m.counter { "counter" } else { "gauge" }, m.help);
+            let suffix = if m.counter { "_total" } else { "" };
+            f.sample(&fam, format!("{fam}{suffix}{{{labels}}} {}", m.value));
+        }
     }
     for s in sessions {
         let labels = format!(

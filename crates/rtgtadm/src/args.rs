@@ -421,8 +421,9 @@ pub fn parse_args(args: &[String]) -> Result<Command, String> {
                         need('b')?;
                     }
                     if let Some(t) = req.device_type.as_deref() {
-                        const KNOWN: &[&str] =
-                            &["disk", "tape", "cd", "changer", "osd", "ssc", "pt"];
+                        const KNOWN: &[&str] = &[
+                            "disk", "tape", "cd", "changer", "osd", "ssc", "pt", "handler",
+                        ];
                         if !KNOWN.contains(&t) {
                             return Err(format!("unknown device type: {t} (use disk)"));
                         }
@@ -529,6 +530,10 @@ Logical units:
   --mode logicalunit --op new --tid N --lun L --device-type pt --bstype sg|bsg
         --backing-store /dev/sgN|/dev/bsg/H:C:T:L   a real SCSI device passed through;
         --params reservations=emulate|passthrough,queue_depth=N,timeout=SECONDS
+  --mode logicalunit --op new --tid N --lun L [--device-type handler] --bstype handler
+        --backing-store NAME [--bsopts hold=S;timeout=S;depth=N;queues=N;uid=N]
+        served by a device handler in its own process (rtgt-fileio): a disk whose
+        blocks it serves, or with --device-type handler one that answers raw CDBs
   --mode logicalunit --op bind|unbind --tid N --lun L --initiator-name NAME
         LUN masking: a LUN with names bound is seen only by those initiators
 
@@ -568,7 +573,8 @@ Options:
   -f, --bsoflags FLAGS        sync, direct, or both (sync,direct or sync:direct)
   -S, --bsopts OPTS           backing-store options: size=N for mem and null
   -y, --blocksize N           logical block size: 512 (default) or 4096
-  -Y, --device-type TYPE      disk (default), cd, tape, changer or pt (pass-through)
+  -Y, --device-type TYPE      disk (default), cd, tape, changer, pt (pass-through) or
+                              handler (a SCSI-kind device handler)
   -P, --params K=V,...        logical unit parameters: readonly=0|1, write_cache=on|off,
                               nv_cache=0|1, physical_blocksize=N, vendor_id=, product_id=,
                               scsi_id=, scsi_sn=, removable=, online=, sense_format=, size=

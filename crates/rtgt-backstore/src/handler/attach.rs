@@ -26,8 +26,13 @@ pub(crate) struct Conn {
     pub name: String,
     pub features: u64,
     pub queues: Vec<QSide>,
+    /// How long it may hold a command (`--bsopts timeout=`).
+    pub timeout: Duration,
     sock: UnixStream,
     dead: AtomicBool,
+    /// It was disconnected for holding a command too long: what it held is failed,
+    /// not issued again (it may still be writing).
+    hung: AtomicBool,
     next_queue: AtomicUsize,
     store: Weak<Shared>,
 }
@@ -35,6 +40,22 @@ pub(crate) struct Conn {
 impl Conn {
     pub fn is_dead(&self) -> bool {
         self.dead.load(Ordering::Acquire)
+    }
+
+    pub fn is_hung(&self) -> bool {
+        self.hung.load(Ordering::Acquire)
+    }
+
+    /// Disconnects a handler that held a command past its timeout.
+    pub fn time_out(&self, why: &str) {
+        if self.is_dead() {
+            return;
+        }
+        self.hung.store(true, Ordering::Release);
+        if let Some(s) = self.store.upgrade() {
+            s.timeouts.fetch_add(1, Ordering::Relaxed);
+        }
+        self.fail(&format!("timed out: {why}"), false);
     }
 
     /// The queue for the next command (round robin).
@@ -160,8 +181,11 @@ fn handshake(s: &Arc<Shared>, mut sock: UnixStream) {
         Ok(h) => h,
         Err(code) => return refuse(&mut sock, &s.path, pid, code),
     };
-    if hello.kind != wire::kind::BLOCK {
+    if !matches!(hello.kind, wire::kind::BLOCK | wire::kind::SCSI) {
         return refuse(&mut sock, &s.path, pid, wire::REJECT_KIND);
+    }
+    if hello.kind != s.opts.kind {
+        return refuse(&mut sock, &s.path, pid, wire::REJECT_KIND_MISMATCH);
     }
     if hello.block_size != s.opts.block_size {
         return refuse(&mut sock, &s.path, pid, wire::REJECT_BLOCK_SIZE);
@@ -190,6 +214,12 @@ fn handshake(s: &Arc<Shared>, mut sock: UnixStream) {
     };
     let geo = Geometry { depth, slot_size };
     let nq = hello.queues.min(s.opts.max_queues);
+    let mut features = hello.features & wire::feature::ALL;
+    if hello.kind == wire::kind::SCSI {
+        // Block operations and the exception path are the block kind's.
+        features &= wire::feature::FREE_NOTIFY;
+    }
+    let free_notify = features & wire::feature::FREE_NOTIFY != 0;
     let mut queues = Vec::new();
     let mut fds: Vec<OwnedFd> = Vec::new();
     for qi in 0..nq {
@@ -200,7 +230,7 @@ fn handshake(s: &Arc<Shared>, mut sock: UnixStream) {
             let done = sys::eventfd(true)?;
             let region = Region::map(memfd.as_raw_fd(), geo)?;
             let dup = [memfd.try_clone()?, kick.try_clone()?, done.try_clone()?];
-            Ok((QSide::new(region, memfd, kick, done), dup))
+            Ok((QSide::new(region, memfd, kick, done, free_notify), dup))
         })();
         match made {
             Ok((q, dup)) => {
@@ -214,7 +244,6 @@ fn handshake(s: &Arc<Shared>, mut sock: UnixStream) {
         }
     }
     let generation = s.generation.fetch_add(1, Ordering::AcqRel);
-    let features = hello.features & wire::feature::ALL;
     let accept = Accept {
         major: wire::MAJOR,
         minor: wire::MINOR,
@@ -243,8 +272,10 @@ fn handshake(s: &Arc<Shared>, mut sock: UnixStream) {
         },
         features,
         queues,
+        timeout: s.opts.timeout,
         sock,
         dead: AtomicBool::new(false),
+        hung: AtomicBool::new(false),
         next_queue: AtomicUsize::new(0),
         store: Arc::downgrade(s),
     });

@@ -25,21 +25,31 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use parking_lot::Mutex;
-use rtgt_handler::layout::{cmd_flag, op, Cmd};
+use rtgt_handler::layout::{self, cmd_flag, op, Cmd};
 use rtgt_handler::wire::{device_flag, feature, Hello};
 
-use crate::{BackingStore, Capabilities, Counters, IoFuture, IoStats, OpenError, OpenOptions};
+use crate::{
+    BackingStore, Capabilities, CdbReply, CdbRequest, Counters, IoFuture, IoStats, OpenError,
+    OpenOptions, RawCdbs, StoreMetric,
+};
 use attach::Conn;
 
 /// Bytes per arena slot: the largest transfer one command carries; larger ones are
 /// split.
-pub(crate) const SLOT_SIZE: u32 = 1 << 20;
+pub const SLOT_SIZE: u32 = 1 << 20;
+
+/// `timeout=`'s default, in seconds: below Linux's 30 s SCSI command timeout, so that a
+/// hung handler is noticed before the initiator starts aborting.
+const DEFAULT_TIMEOUT: u64 = 20;
 
 /// `--bsopts` of a handler LU.
 #[derive(Clone, Debug)]
 pub(crate) struct Options {
     /// How long commands wait for a handler when none is attached.
     pub hold: Duration,
+    /// How long a handler may hold a command (or a task management function) before it
+    /// is taken for hung and disconnected.
+    pub timeout: Duration,
     /// Commands in flight per queue (at most).
     pub depth: u32,
     /// Queues per handler (at most).
@@ -51,12 +61,17 @@ pub(crate) struct Options {
     /// `--bsoflags sync`: the LU is write-through from its creation (WCE=0, fixed), so
     /// only a handler without a volatile cache (WRITE_THROUGH) may serve it.
     pub sync: bool,
+    /// The kind of handler the LU takes: block (device type disk) or SCSI (device
+    /// type handler; rtgt-target passes `kind=scsi`, which no saved configuration
+    /// repeats: the device type says it).
+    pub kind: u32,
 }
 
 impl Options {
     fn parse(opts: &OpenOptions) -> Result<Options, OpenError> {
         let mut o = Options {
             hold: Duration::from_secs(30),
+            timeout: Duration::from_secs(DEFAULT_TIMEOUT),
             depth: 64,
             max_queues: 16,
             uid: None,
@@ -66,19 +81,29 @@ impl Options {
                 opts.block_size
             },
             sync: opts.sync,
+            kind: rtgt_handler::wire::kind::BLOCK,
         };
         let bad = |k: &str, v: &str| OpenError::Handler(format!("bad --bsopts {k}={v}"));
         for (k, v) in &opts.bsopts {
+            if k == "kind" {
+                o.kind = match v.as_str() {
+                    "block" => rtgt_handler::wire::kind::BLOCK,
+                    "scsi" => rtgt_handler::wire::kind::SCSI,
+                    _ => return Err(bad(k, v)),
+                };
+                continue;
+            }
             let n: u64 = v.parse().map_err(|_| bad(k, v))?;
             match k.as_str() {
                 "hold" => o.hold = Duration::from_secs(n),
+                "timeout" if n > 0 => o.timeout = Duration::from_secs(n),
                 "depth" if n.is_power_of_two() && n <= 4096 => o.depth = n as u32,
                 "queues" if (1..=64).contains(&n) => o.max_queues = n as u32,
                 "uid" => o.uid = Some(n as u32),
-                "depth" | "queues" => return Err(bad(k, v)),
+                "depth" | "queues" | "timeout" => return Err(bad(k, v)),
                 _ => {
                     return Err(OpenError::Handler(format!(
-                    "unknown --bsopts '{k}' for bstype handler (known: hold, depth, queues, uid)"
+                    "unknown --bsopts '{k}' for bstype handler (known: hold, timeout, depth, queues, uid)"
                 )))
                 }
             }
@@ -92,6 +117,9 @@ impl Options {
         let mut v = Vec::new();
         if self.hold != Duration::from_secs(30) {
             v.push(format!("hold={}", self.hold.as_secs()));
+        }
+        if self.timeout != Duration::from_secs(DEFAULT_TIMEOUT) {
+            v.push(format!("timeout={}", self.timeout.as_secs()));
         }
         if self.depth != 64 {
             v.push(format!("depth={}", self.depth));
@@ -121,6 +149,12 @@ pub struct HandlerStatus {
     pub protocol_errors: u64,
     /// Commands issued again to a later handler after the one holding them went away.
     pub reissued: u64,
+    /// Raw SCSI commands sent (the SCSI kind, or the block kind's unknown opcodes).
+    pub raw_cdbs: u64,
+    /// Commands the handler did not complete within `timeout` (it was disconnected).
+    pub timeouts: u64,
+    /// Task management functions passed to the handler.
+    pub task_mgmt: u64,
 }
 
 pub(crate) struct Shared {
@@ -140,6 +174,40 @@ pub(crate) struct Shared {
     detaches: AtomicU64,
     protocol_errors: AtomicU64,
     reissued: AtomicU64,
+    raw_cdbs: AtomicU64,
+    timeouts: AtomicU64,
+    task_mgmt: AtomicU64,
+}
+
+/// Raw CDBs that give the same result when sent again to a new handler after the one
+/// holding them went away (SBC-4 reads, writes, cache synchronisation, WRITE SAME,
+/// UNMAP, VERIFY; SPC-4 TEST UNIT READY, INQUIRY, MODE SENSE; READ CAPACITY). The
+/// others fail with NOT READY, LOGICAL UNIT COMMUNICATION FAILURE, which initiators
+/// retry.
+fn repeatable(opcode: u8) -> bool {
+    matches!(
+        opcode,
+        0x00 | 0x08
+            | 0x0a
+            | 0x12
+            | 0x1a
+            | 0x25
+            | 0x28
+            | 0x2a
+            | 0x2f
+            | 0x35
+            | 0x41
+            | 0x42
+            | 0x5a
+            | 0x88
+            | 0x8a
+            | 0x8f
+            | 0x91
+            | 0x93
+            | 0x9e
+            | 0xa8
+            | 0xaa
+    )
 }
 
 impl Shared {
@@ -246,12 +314,124 @@ impl Shared {
                         s => Err(io::Error::from_raw_os_error(-s)),
                     };
                 }
+                Err(queue::Detached) if conn.is_hung() => {
+                    return Err(io::Error::from_raw_os_error(libc::ENOTCONN))
+                }
                 Err(queue::Detached) => {
                     again = true;
                     // A fresh deadline: this command was accepted, it deserves the
                     // full hold for the next handler.
                     deadline = tokio::time::Instant::now() + self.opts.hold;
                 }
+            }
+        }
+    }
+
+    /// Runs a raw SCSI command on whichever handler is attached, issuing it again if
+    /// the handler holding it goes away and it is [`repeatable`].
+    async fn scsi(&self, req: CdbRequest<'_>) -> io::Result<CdbReply> {
+        let invalid = || io::Error::from(io::ErrorKind::InvalidInput);
+        if req.cdb.is_empty() || req.cdb.len() > layout::MAX_CDB {
+            return Err(invalid());
+        }
+        // Without Data-Out the handler gets a whole slot for Data-In, whatever the
+        // initiator expects: the transport reports a residual against what the CDB
+        // really returned (RFC 7143 11.4.5), as for an LU rtgtd serves itself.
+        let (dir, mut room) = if !req.data_out.is_empty() {
+            (layout::dir::TO_HANDLER, req.data_out.len() as u64)
+        } else {
+            (layout::dir::FROM_HANDLER, 0)
+        };
+        let mut cmd = Cmd {
+            op: op::SCSI,
+            offset: req.nexus,
+            len: room,
+            dir,
+            cdb_len: req.cdb.len() as u8,
+            ..Cmd::default()
+        };
+        cmd.cdb[..req.cdb.len()].copy_from_slice(req.cdb);
+        let write = (dir == layout::dir::TO_HANDLER).then_some(req.data_out);
+        self.raw_cdbs.fetch_add(1, Ordering::Relaxed);
+        let mut deadline = tokio::time::Instant::now() + self.opts.hold;
+        let mut again = false;
+        let mut abort = req.abort;
+        let mut aborted = false;
+        loop {
+            let conn = self.wait_conn(deadline).await?;
+            let q = conn.pick();
+            let slot = u64::from(q.region.geo.slot_size);
+            if dir == layout::dir::FROM_HANDLER {
+                room = slot;
+            } else if room > slot {
+                return Err(invalid());
+            }
+            cmd.len = room;
+            let tag = AtomicU32::new(0);
+            let fut = q.submit_with(cmd, write, &tag, |region, cmd, cpl| {
+                let n = if cpl.status == layout::CHECK_CONDITION || dir == layout::dir::FROM_HANDLER
+                {
+                    cpl.bytes as usize
+                } else {
+                    0
+                };
+                let mut v = vec![0u8; n];
+                if n > 0 {
+                    region.copy_out(cmd.data, &mut v);
+                }
+                v
+            });
+            tokio::pin!(fut);
+            let ran = match abort.take() {
+                None => fut.await,
+                Some(a) => {
+                    tokio::select! {
+                        biased;
+                        r = &mut fut => r,
+                        () = a => {
+                            // ABORT TASK reaches the handler (SAM-5 7.2); the command
+                            // still ends by its completion, or by the handler's timeout.
+                            aborted = true;
+                            self.task_mgmt.fetch_add(1, Ordering::Relaxed);
+                            let t = tag.load(Ordering::Acquire);
+                            let (r, _) = tokio::join!(&mut fut, q.task_mgmt(layout::tmf::ABORT_TASK, t));
+                            r
+                        }
+                    }
+                }
+            };
+            match ran {
+                Ok((cpl, bytes)) => {
+                    if again {
+                        self.reissued.fetch_add(1, Ordering::Relaxed);
+                    }
+                    if cpl.status < 0 {
+                        return Err(io::Error::from_raw_os_error(-cpl.status));
+                    }
+                    let status = cpl.status as u8;
+                    return Ok(if cpl.status == layout::CHECK_CONDITION {
+                        CdbReply {
+                            status,
+                            sense: bytes,
+                            ..CdbReply::default()
+                        }
+                    } else {
+                        CdbReply {
+                            status,
+                            data_in: bytes,
+                            ..CdbReply::default()
+                        }
+                    });
+                }
+                // An aborted command is never issued again; nobody hears its end.
+                Err(queue::Detached) if aborted => {
+                    return Err(io::Error::from_raw_os_error(libc::ECANCELED))
+                }
+                Err(queue::Detached) if repeatable(req.cdb[0]) && !conn.is_hung() => {
+                    again = true;
+                    deadline = tokio::time::Instant::now() + self.opts.hold;
+                }
+                Err(queue::Detached) => return Err(io::Error::from_raw_os_error(libc::ENOTCONN)),
             }
         }
     }
@@ -370,6 +550,9 @@ impl HandlerStore {
             detaches: AtomicU64::new(0),
             protocol_errors: AtomicU64::new(0),
             reissued: AtomicU64::new(0),
+            raw_cdbs: AtomicU64::new(0),
+            timeouts: AtomicU64::new(0),
+            task_mgmt: AtomicU64::new(0),
         });
         let w = Arc::downgrade(&sh);
         let mut d = DEFERRED.lock();
@@ -404,6 +587,9 @@ impl HandlerStore {
             detaches: self.sh.detaches.load(Ordering::Relaxed),
             protocol_errors: self.sh.protocol_errors.load(Ordering::Relaxed),
             reissued: self.sh.reissued.load(Ordering::Relaxed),
+            raw_cdbs: self.sh.raw_cdbs.load(Ordering::Relaxed),
+            timeouts: self.sh.timeouts.load(Ordering::Relaxed),
+            task_mgmt: self.sh.task_mgmt.load(Ordering::Relaxed),
         }
     }
 }
@@ -491,6 +677,122 @@ impl BackingStore for HandlerStore {
     fn bsopts(&self) -> Option<String> {
         self.sh.opts.text()
     }
+    fn metrics(&self) -> Vec<StoreMetric> {
+        let s = self.status();
+        let m = |name, help, counter, value| StoreMetric {
+            name,
+            help,
+            counter,
+            value,
+        };
+        vec![
+            m(
+                "handler_attached",
+                "1 while a device handler serves the LU.",
+                false,
+                u64::from(s.attached),
+            ),
+            m(
+                "handler_pid",
+                "Process id of the device handler (the last one while none is attached).",
+                false,
+                s.pid.max(0) as u64,
+            ),
+            m(
+                "handler_queues",
+                "Queues of the attached device handler.",
+                false,
+                u64::from(s.queues),
+            ),
+            m(
+                "handler_queue_depth",
+                "Entries per queue of the attached device handler.",
+                false,
+                u64::from(s.depth),
+            ),
+            m(
+                "handler_in_flight",
+                "Commands the device handler holds now.",
+                false,
+                s.in_flight,
+            ),
+            m(
+                "handler_attaches",
+                "Device handlers that attached.",
+                true,
+                s.attaches,
+            ),
+            m(
+                "handler_detaches",
+                "Device handlers that went away.",
+                true,
+                s.detaches,
+            ),
+            m(
+                "handler_protocol_errors",
+                "Device handlers disconnected for breaking the protocol.",
+                true,
+                s.protocol_errors,
+            ),
+            m(
+                "handler_timeouts",
+                "Device handlers disconnected for holding a command past timeout=.",
+                true,
+                s.timeouts,
+            ),
+            m(
+                "handler_reissued",
+                "Commands issued again to a later device handler.",
+                true,
+                s.reissued,
+            ),
+            m(
+                "handler_raw_cdbs",
+                "Raw SCSI commands sent to the device handler.",
+                true,
+                s.raw_cdbs,
+            ),
+            m(
+                "handler_task_management",
+                "Task management functions sent to the device handler.",
+                true,
+                s.task_mgmt,
+            ),
+        ]
+    }
+    fn raw_cdbs(&self) -> RawCdbs {
+        if self.sh.opts.kind == rtgt_handler::wire::kind::SCSI {
+            RawCdbs::All {
+                own_reservations: self.sh.flags.load(Ordering::Acquire)
+                    & device_flag::OWN_RESERVATIONS
+                    != 0,
+            }
+        } else if self.sh.current().is_some() && self.sh.has(feature::SCSI_EXCEPT) {
+            RawCdbs::Unknown
+        } else {
+            RawCdbs::None
+        }
+    }
+    async fn execute_cdb(&self, req: CdbRequest<'_>) -> io::Result<CdbReply> {
+        self.sh.scsi(req).await
+    }
+    /// LOGICAL UNIT RESET (SAM-5 7.7) on every queue of the attached handler; one that
+    /// does not answer within `timeout=` is disconnected by its queue's watchdog.
+    async fn task_management(&self, lu_reset: bool, tags: &[u64]) -> io::Result<()> {
+        let Some(conn) = self.sh.current() else {
+            return Ok(());
+        };
+        let _ = tags;
+        if lu_reset {
+            self.sh.task_mgmt.fetch_add(1, Ordering::Relaxed);
+            for q in &conn.queues {
+                if q.task_mgmt(layout::tmf::LU_RESET, 0).await.is_err() {
+                    return Err(io::Error::from_raw_os_error(libc::ENOTCONN));
+                }
+            }
+        }
+        Ok(())
+    }
     fn stats(&self) -> IoStats {
         self.sh.counters.snapshot()
     }
@@ -510,8 +812,8 @@ impl BackingStore for HandlerStore {
                 s.in_flight
             ),
             format!(
-                "Handler counters: attaches {}, detaches {}, protocol errors {}, reissued {}",
-                s.attaches, s.detaches, s.protocol_errors, s.reissued
+                "Handler counters: attaches {}, detaches {}, protocol errors {}, reissued {}, raw CDBs {}, timeouts {}, task management {}",
+                s.attaches, s.detaches, s.protocol_errors, s.reissued, s.raw_cdbs, s.timeouts, s.task_mgmt
             ),
         ]
     }

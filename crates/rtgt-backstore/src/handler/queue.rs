@@ -7,7 +7,9 @@
 //! exactly the bytes asked. Anything else is a protocol error: the handler is detached.
 
 use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use rtgt_handler::layout::{self, Cmd, Cpl};
@@ -28,9 +30,15 @@ enum Slot {
         op: u8,
         len: u64,
         tx: Option<oneshot::Sender<Cpl>>,
+        /// When it went on the ring (the handler's timeout counts from here).
+        since: Instant,
     },
-    /// Completed, its submitter still copying data out.
-    Done,
+    /// Completed, its submitter still copying data out. The tag and status are what
+    /// a FREE notification names.
+    Done {
+        tag: u32,
+        status: i32,
+    },
 }
 
 struct State {
@@ -49,6 +57,13 @@ pub(crate) struct QSide {
     pub done_fd: OwnedFd,
     state: Mutex<State>,
     permits: Semaphore,
+    /// FREE_NOTIFY was agreed: a slot is handed back only after the handler heard
+    /// that its command is finished.
+    free_notify: bool,
+    /// The slot kept for TASK_MGMT entries (the last one), None at depth 1; one
+    /// function at a time uses it.
+    tmf_slot: Option<u32>,
+    tmf_lock: tokio::sync::Mutex<()>,
 }
 
 /// Why a command got no completion.
@@ -56,8 +71,16 @@ pub(crate) struct QSide {
 pub(crate) struct Detached;
 
 impl QSide {
-    pub fn new(region: Region, memfd: OwnedFd, kick_fd: OwnedFd, done_fd: OwnedFd) -> QSide {
+    pub fn new(
+        region: Region,
+        memfd: OwnedFd,
+        kick_fd: OwnedFd,
+        done_fd: OwnedFd,
+        free_notify: bool,
+    ) -> QSide {
         let depth = region.geo.depth;
+        let tmf_slot = (depth >= 2).then_some(depth - 1);
+        let commands = depth - u32::from(tmf_slot.is_some());
         QSide {
             region,
             _memfd: memfd,
@@ -67,9 +90,12 @@ impl QSide {
                 cmd_tail: 0,
                 slots: (0..depth).map(|_| Slot::Free).collect(),
                 gens: vec![0; depth as usize],
-                free: (0..depth).rev().collect(),
+                free: (0..commands).rev().collect(),
             }),
-            permits: Semaphore::new(depth as usize),
+            permits: Semaphore::new(commands as usize),
+            free_notify,
+            tmf_slot,
+            tmf_lock: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -88,10 +114,32 @@ impl QSide {
     /// slot's arena bytes first; `read` receives them after a successful completion.
     pub async fn submit(
         &self,
-        mut cmd: Cmd,
+        cmd: Cmd,
         write: Option<&[u8]>,
         read: Option<&mut [u8]>,
     ) -> Result<Cpl, Detached> {
+        let (cpl, ()) = self
+            .submit_with(cmd, write, &AtomicU32::new(0), |region, cmd, cpl| {
+                if let Some(r) = read {
+                    if cpl.status == 0 {
+                        region.copy_out(cmd.data, r);
+                    }
+                }
+            })
+            .await?;
+        Ok(cpl)
+    }
+
+    /// Sends one command, waits for its completion, and lets `out` read the slot
+    /// (checked completion in hand) before the slot is handed back. `tag` receives the
+    /// command's tag once it is on the ring (for an ABORT TASK naming it).
+    pub async fn submit_with<R>(
+        &self,
+        mut cmd: Cmd,
+        write: Option<&[u8]>,
+        tag: &AtomicU32,
+        out: impl FnOnce(&Region, &Cmd, &Cpl) -> R,
+    ) -> Result<(Cpl, R), Detached> {
         let permit = self.permits.acquire().await.map_err(|_| Detached)?;
         permit.forget();
         let slot_size = u64::from(self.region.geo.slot_size);
@@ -102,7 +150,10 @@ impl QSide {
             st.gens[idx as usize] = gen;
             let (tx, rx) = oneshot::channel();
             cmd.tag = u32::from(gen) << 16 | idx;
-            if matches!(cmd.op, layout::op::READ | layout::op::WRITE) {
+            if matches!(
+                cmd.op,
+                layout::op::READ | layout::op::WRITE | layout::op::SCSI
+            ) {
                 cmd.data = u64::from(idx) * slot_size;
             }
             if let Some(w) = write {
@@ -113,29 +164,125 @@ impl QSide {
                 op: cmd.op,
                 len: cmd.len,
                 tx: Some(tx),
+                since: Instant::now(),
             };
-            let tail = st.cmd_tail;
-            self.region.write_cmd(tail, &cmd);
-            st.cmd_tail = tail.wrapping_add(1);
-            self.region.store(layout::CMD_TAIL, st.cmd_tail);
+            self.post(&mut st, &cmd);
+            tag.store(cmd.tag, Ordering::Release);
             (rx, idx)
         };
+        self.kick_handler();
+        let guard = SlotGuard { q: self, idx };
+        let cpl = rx.await.map_err(|_| Detached)?;
+        let r = out(&self.region, &cmd, &cpl);
+        drop(guard);
+        Ok((cpl, r))
+    }
+
+    /// Puts `cmd` on the command ring (the caller holds its slot, so there is room).
+    fn post(&self, st: &mut State, cmd: &Cmd) {
+        let tail = st.cmd_tail;
+        self.region.write_cmd(tail, cmd);
+        st.cmd_tail = tail.wrapping_add(1);
+        self.region.store(layout::CMD_TAIL, st.cmd_tail);
+    }
+
+    fn kick_handler(&self) {
         if self.region.peer_sleeping(layout::CMD_SLEEPING) {
             sys::kick(self.kick_fd.as_raw_fd());
         }
-        let guard = SlotGuard { q: self, idx };
-        let cpl = rx.await.map_err(|_| Detached)?;
-        if let Some(r) = read {
-            if cpl.status == 0 {
-                self.region.copy_out(cmd.data, r);
-            }
+    }
+
+    /// A command is finished: its slot is free again, or with FREE_NOTIFY it carries
+    /// the FREE notification first (whose completion frees it).
+    fn finished(&self, st: &mut State, idx: u32, tag: u32, status: i32, aborted: bool) {
+        if !self.free_notify || self.permits.is_closed() || Some(idx) == self.tmf_slot {
+            return self.free_slot(st, idx);
         }
+        let gen = st.gens[idx as usize].wrapping_add(1);
+        st.gens[idx as usize] = gen;
+        let cmd = Cmd {
+            op: layout::op::FREE,
+            flags: if aborted {
+                layout::cmd_flag::ABORTED
+            } else {
+                0
+            },
+            tag: u32::from(gen) << 16 | idx,
+            offset: u64::from(tag),
+            len: status as u32 as u64,
+            ..Cmd::default()
+        };
+        st.slots[idx as usize] = Slot::Busy {
+            gen,
+            op: layout::op::FREE,
+            len: 0,
+            tx: None,
+            since: Instant::now(),
+        };
+        self.post(st, &cmd);
+        self.kick_handler();
+    }
+
+    /// Sends a task management function ([`layout::tmf`]) in the queue's own slot for
+    /// them and waits until the handler completed it. Ok at once on a queue too shallow
+    /// to have that slot: its commands end by completing or by the handler's timeout.
+    pub async fn task_mgmt(&self, func: u8, tag: u32) -> Result<(), Detached> {
+        let Some(idx) = self.tmf_slot else {
+            return Ok(());
+        };
+        let _one = self.tmf_lock.lock().await;
+        let rx = {
+            let mut st = self.state.lock();
+            if self.permits.is_closed() {
+                return Err(Detached);
+            }
+            let gen = st.gens[idx as usize].wrapping_add(1);
+            st.gens[idx as usize] = gen;
+            let (tx, rx) = oneshot::channel();
+            let cmd = Cmd {
+                op: layout::op::TASK_MGMT,
+                flags: func,
+                tag: u32::from(gen) << 16 | idx,
+                offset: u64::from(tag),
+                ..Cmd::default()
+            };
+            st.slots[idx as usize] = Slot::Busy {
+                gen,
+                op: layout::op::TASK_MGMT,
+                len: 0,
+                tx: Some(tx),
+                since: Instant::now(),
+            };
+            self.post(&mut st, &cmd);
+            rx
+        };
+        self.kick_handler();
+        let guard = SlotGuard { q: self, idx };
+        let r = rx.await.map(|_| ()).map_err(|_| Detached);
         drop(guard);
-        Ok(cpl)
+        r
+    }
+
+    /// The command (or notification) the handler has held longest, and for how long.
+    pub fn oldest(&self) -> Option<(u32, u8, Duration)> {
+        let st = self.state.lock();
+        st.slots
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| match s {
+                Slot::Busy { gen, op, since, .. } => {
+                    Some((u32::from(*gen) << 16 | i as u32, *op, since.elapsed()))
+                }
+                _ => None,
+            })
+            .max_by_key(|x| x.2)
     }
 
     fn free_slot(&self, st: &mut State, idx: u32) {
         st.slots[idx as usize] = Slot::Free;
+        if Some(idx) == self.tmf_slot {
+            return;
+        }
         st.free.push(idx);
         self.permits.add_permits(1);
     }
@@ -163,6 +310,7 @@ impl QSide {
                     op,
                     len,
                     tx,
+                    ..
                 }) if *g == gen => (*op, *len, tx.take()),
                 _ => {
                     return Err(format!(
@@ -171,7 +319,26 @@ impl QSide {
                     ))
                 }
             };
-            if c.status == 0 && matches!(op, layout::op::READ | layout::op::WRITE) && c.bytes != len
+            if op == layout::op::SCSI {
+                let max = if c.status == layout::CHECK_CONDITION {
+                    layout::MAX_SENSE
+                } else {
+                    len
+                };
+                if c.status > 0xff || c.bytes > max {
+                    return Err(format!(
+                        "SCSI completion of tag {:#x} has status {} and {} bytes (at most {max})",
+                        c.tag, c.status, c.bytes
+                    ));
+                }
+            } else if matches!(op, layout::op::FREE | layout::op::TASK_MGMT) && c.status != 0 {
+                return Err(format!(
+                    "completion of notification tag {:#x} (op {op}) has status {}, not 0",
+                    c.tag, c.status
+                ));
+            } else if c.status == 0
+                && matches!(op, layout::op::READ | layout::op::WRITE)
+                && c.bytes != len
             {
                 return Err(format!(
                     "completion of tag {:#x} says {} bytes for a {len}-byte command",
@@ -184,7 +351,7 @@ impl QSide {
                     c.tag, c.bytes
                 ));
             }
-            if c.status > 0 {
+            if c.status > 0 && op != layout::op::SCSI {
                 return Err(format!(
                     "completion of tag {:#x} has status {}, not 0 or a negative errno",
                     c.tag, c.status
@@ -192,11 +359,16 @@ impl QSide {
             }
             match tx {
                 Some(tx) => {
-                    st.slots[idx as usize] = Slot::Done;
+                    st.slots[idx as usize] = Slot::Done {
+                        tag: c.tag,
+                        status: c.status,
+                    };
                     // A submitter that went away meanwhile frees the slot on drop.
                     let _ = tx.send(c);
                 }
-                None => self.free_slot(&mut st, idx),
+                None if op == layout::op::FREE => self.free_slot(&mut st, idx),
+                // Its submitter gave up (aborted): the handler is done with the slot.
+                None => self.finished(&mut st, idx, c.tag, c.status, true),
             }
         }
         self.region.store(layout::CPL_HEAD, *head);
@@ -212,7 +384,7 @@ impl QSide {
         let st = self.state.lock();
         st.slots
             .iter()
-            .filter(|s| matches!(s, Slot::Busy { .. }))
+            .filter(|s| matches!(s, Slot::Busy { op, .. } if *op != layout::op::FREE))
             .count()
     }
 }
@@ -230,7 +402,9 @@ impl Drop for SlotGuard<'_> {
             Slot::Busy { tx, .. } => {
                 tx.take();
             }
-            Slot::Done => self.q.free_slot(&mut st, self.idx),
+            &mut Slot::Done { tag, status } => {
+                self.q.finished(&mut st, self.idx, tag, status, false)
+            }
             Slot::Free => {}
         }
     }
@@ -241,7 +415,23 @@ impl Drop for SlotGuard<'_> {
 pub(crate) fn reaper(conn: Arc<Conn>, qi: usize) {
     let q = &conn.queues[qi];
     let mut head = 0u32;
+    let mut checked = Instant::now();
     while !conn.is_dead() {
+        // A handler that holds a command past `timeout=` is hung (or ignores task
+        // management): it is disconnected, and what it held fails with NOT READY,
+        // LOGICAL UNIT COMMUNICATION FAILURE rather than going to the next handler,
+        // since the hung one may still write.
+        if checked.elapsed() >= Duration::from_millis(250) {
+            checked = Instant::now();
+            if let Some((tag, op, age)) = q.oldest().filter(|o| o.2 > conn.timeout) {
+                conn.time_out(&format!(
+                    "queue {qi}: it held command {tag:#x} (op {op}) for {:.1} s, past timeout={}",
+                    age.as_secs_f64(),
+                    conn.timeout.as_secs()
+                ));
+                break;
+            }
+        }
         q.region.set_flag(layout::CPL_SLEEPING, 1);
         let mut woken = false;
         if q.region.load(layout::CPL_TAIL) == head {

@@ -355,7 +355,7 @@ impl PassThrough {
         }
         if cdb[0] == opc::INQUIRY && cdb[1] & 0x01 != 0 && r.status == status::GOOD {
             match cdb[2] {
-                0x83 => r.data_in = self.vpd83(ctx, &r.data_in),
+                0x83 => r.data_in = vpd83(ctx, &r.data_in),
                 0xb0 => self.clamp_block_limits(&mut r.data_in),
                 _ => {}
             }
@@ -408,34 +408,36 @@ impl PassThrough {
         }
         out
     }
+}
 
-    /// VPD 83h: the device's logical unit designators (association 00b) and rtgt's
-    /// target port and target device ones (SPC-4 7.8.6), not the device's own port's.
-    fn vpd83(&self, ctx: &Ctx<'_>, page: &[u8]) -> Vec<u8> {
-        if page.len() < 4 {
-            return page.to_vec();
-        }
-        let end = (4 + usize::from(u16::from_be_bytes([page[2], page[3]]))).min(page.len());
-        let mut body = Vec::new();
-        let mut i = 4;
-        while i + 4 <= end {
-            let len = usize::from(page[i + 3]);
-            let next = i + 4 + len;
-            if next > end {
-                break; // a descriptor running past the page: garbage, dropped
-            }
-            if (page[i + 1] >> 4) & 0x03 == 0 {
-                body.extend_from_slice(&page[i..next]);
-            }
-            i = next;
-        }
-        crate::inquiry::port_designators(&mut body, ctx.target.name(), ctx.nexus());
-        let mut out = vec![page[0], page[1]];
-        out.extend_from_slice(&(body.len() as u16).to_be_bytes());
-        out.extend(body);
-        out
+/// VPD 83h: the device's logical unit designators (association 00b) and rtgt's
+/// target port and target device ones (SPC-4 7.8.6), not the device's own port's.
+pub(crate) fn vpd83(ctx: &Ctx<'_>, page: &[u8]) -> Vec<u8> {
+    if page.len() < 4 {
+        return page.to_vec();
     }
+    let end = (4 + usize::from(u16::from_be_bytes([page[2], page[3]]))).min(page.len());
+    let mut body = Vec::new();
+    let mut i = 4;
+    while i + 4 <= end {
+        let len = usize::from(page[i + 3]);
+        let next = i + 4 + len;
+        if next > end {
+            break; // a descriptor running past the page: garbage, dropped
+        }
+        if (page[i + 1] >> 4) & 0x03 == 0 {
+            body.extend_from_slice(&page[i..next]);
+        }
+        i = next;
+    }
+    crate::inquiry::port_designators(&mut body, ctx.target.name(), ctx.nexus());
+    let mut out = vec![page[0], page[1]];
+    out.extend_from_slice(&(body.len() as u16).to_be_bytes());
+    out.extend(body);
+    out
+}
 
+impl PassThrough {
     /// A disk's Block Limits (SBC-4 6.6.4): MAXIMUM TRANSFER LENGTH no larger than the
     /// queue takes, so initiators never send what rtgt must refuse.
     fn clamp_block_limits(&self, page: &mut [u8]) {
@@ -460,7 +462,7 @@ impl PassThrough {
 /// no more is sent than that, whatever residual the driver reported. Some devices (QEMU's
 /// scsi-generic over its iSCSI driver, for one) report none, so the whole allocation
 /// length would go back padded with zeros.
-fn trim_inquiry(cdb: &[u8], data: &mut Vec<u8>) {
+pub(crate) fn trim_inquiry(cdb: &[u8], data: &mut Vec<u8>) {
     let own = if cdb[1] & 0x01 != 0 {
         (data.len() >= 4).then(|| 4 + usize::from(u16::from_be_bytes([data[2], data[3]])))
     } else {

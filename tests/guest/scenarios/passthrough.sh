@@ -1,5 +1,6 @@
 # Pass-through (--device-type pt): rtgtd runs INSIDE the guest and exports the guest's own
-# SCSI devices -- a disk, a tape drive, a DVD drive and a media changer that the host's
+# SCSI devices -- QEMU's own scsi-hd disk and scsi-cd DVD drive (holding an ISO) on the
+# guest's virtio-scsi controller, and a tape drive and a media changer that the host's
 # target attaches through route A, so the guest has real sd / st / sr / ch / sg / bsg
 # nodes -- once through their sg nodes (tid 1) and
 # once through their bsg nodes (tid 2). The guest's open-iscsi logs in to it over the
@@ -10,27 +11,32 @@
 #   changer: mtx status, load and unload (the changer's drive is the host's);
 # then, through sg: two initiators (a second open-iscsi iface with its own name) on the
 # passed-through tape drive: the second is refused (RESERVATION CONFLICT) while the first
-# holds an SPC-2 reservation rtgt emulates, and gets it once released; the tape device is
-# deleted from under its LU (the guest's SCSI layer removes it, so SG_IO says ENODEV): the
-# initiator gets NOT READY, LOGICAL UNIT COMMUNICATION FAILURE and INQUIRY qualifier 001b,
-# and the disk LU keeps serving.
+# holds an SPC-2 reservation rtgt emulates, and gets it once released; then the devices
+# are pulled from under their LUs: QEMU unplugs the scsi-hd (QMP device_del; the guest
+# removes the disk, so SG_IO says ENODEV) and the host's target deletes the tape's LU
+# (the device then answers ILLEGAL REQUEST, LOGICAL UNIT NOT SUPPORTED): each time the
+# initiator gets NOT READY, LOGICAL UNIT COMMUNICATION FAILURE and INQUIRY qualifier
+# 001b, and the DVD and changer LUs keep serving.
 . /data/lib.sh
 
 PORTAL=127.0.0.1:3260
 IQN=iqn.2026-12.org.rtgt:guest-pt
 up() { cut -d' ' -f1 /proc/uptime; }
 
-# The route-A devices: the first disk and the first tape, with their sg and bsg nodes.
+# The devices: the disk and the DVD drive are QEMU's own (scsi-hd, scsi-cd); the tape
+# drive and the changer come from the host's target through route A.
 hctl_of() { # TYPE: H:C:T:L of the first device of that type
 	for d in $(ls -d /sys/bus/scsi/devices/*:*:*:* | sort); do
 		[ "$(cat "$d/type")" = "$1" ] && { echo "${d##*/}"; return 0; }
 	done
 	return 1
 }
-DISK=$(hctl_of 0) || fail "no disk from the host"
+DISK=$(hctl_of 0) || fail "no QEMU scsi-hd"
 TAPE=$(hctl_of 1) || fail "no tape from the host"
-CD=$(hctl_of 5) || fail "no DVD drive from the host"
+CD=$(hctl_of 5) || fail "no QEMU scsi-cd"
 CHANGER=$(hctl_of 8) || fail "no changer from the host"
+grep -q QEMU "/sys/bus/scsi/devices/$DISK/vendor" || fail "the disk $DISK is not QEMU's own"
+grep -q QEMU "/sys/bus/scsi/devices/$CD/vendor" || fail "the DVD drive $CD is not QEMU's own"
 sg_of() { echo "/dev/$(ls /sys/bus/scsi/devices/$1/scsi_generic)"; }
 step "devices to pass through: disk $DISK $(sg_of "$DISK") /dev/bsg/$DISK, tape $TAPE $(sg_of "$TAPE") /dev/bsg/$TAPE, dvd $CD, changer $CHANGER"
 run lsscsi -g
@@ -278,29 +284,75 @@ ok "released by the first, reserved by the second"
 run sg_raw -v "$S2" 17 00 00 00 00 00
 run iscsiadm -m node -T "$T" -p $PORTAL -I second --logout
 
-step "the tape device disappears from under its LU"
-D=$(session_dev "$T" 0)
-S1=$(tape_sgs | sed -n 1p)
-echo 1 >"/sys/bus/scsi/devices/$TAPE/delete"
-[ -e "/sys/bus/scsi/devices/$TAPE" ] && fail "the guest did not delete $TAPE"
-ok "deleted $TAPE from the guest's SCSI layer"
-sg_turs -v "$S1" >/tmp/g 2>&1
+# The sg node of the LUN of type TYPE in the session to $T (the first initiator's).
+session_sg() { # TYPE
+	for s in /sys/class/iscsi_session/session*; do
+		[ "$(cat "$s/targetname")" = "$T" ] || continue
+		for d in "$s"/device/target*/*:*:*:*; do
+			[ "$(cat "$d/type" 2>/dev/null)" = "$1" ] && { echo "/dev/$(ls "$d/scsi_generic")"; return 0; }
+		done
+	done
+	return 1
+}
+# gone_check NODE WHAT: the initiator's commands to a LU whose device was pulled get NOT
+# READY, LOGICAL UNIT COMMUNICATION FAILURE (after whatever unit attention the device
+# had pending, shown as it comes), and INQUIRY says peripheral qualifier 001b.
+gone_check() {
+	i=0
+	while :; do
+		echo "\$ sg_raw -v $1 00 00 00 00 00 00   (TEST UNIT READY)"
+		sg_raw -v "$1" 00 00 00 00 00 00 >/tmp/g 2>&1
+		sed 's/^/   /' /tmp/g
+		grep -qF "Logical unit communication failure" /tmp/g && break
+		i=$((i + 1)); [ $i -lt 4 ] || fail "$2: no LOGICAL UNIT COMMUNICATION FAILURE"
+	done
+	expect_in /tmp/g "Not Ready" "$2: TEST UNIT READY"
+	ok "$2: NOT READY, LOGICAL UNIT COMMUNICATION FAILURE (02/08/00)"
+	run sg_inq -v "$1"
+	expect_in /tmp/run.out "PQual=1" "$2: INQUIRY"
+	ok "$2: INQUIRY says peripheral qualifier 001b"
+}
+# still_serving: the DVD LU (QEMU's scsi-cd) and the changer (route A) answer through
+# rtgt after a pulled device: the ISO's files checked again, mtx status.
+still_serving() {
+	kill -0 $RTGTD 2>/dev/null || fail "rtgtd died"
+	R=$(session_dev "$T" 5)
+	echo 3 >/proc/sys/vm/drop_caches
+	run mount -t iso9660 -o ro "$R" /mnt/cd
+	(cd /mnt/cd && sha256sum -c /data/ptdisc.sha256) >/tmp/c 2>&1 || { cat /tmp/c; fail "$1: the ISO's files"; }
+	run umount /mnt/cd
+	C=$(session_dev "$T" 8)
+	run mtx -f "$C" status
+	expect_in /tmp/run.out "Storage Element 1:Full :VolumeTag=A0000001" "$1: mtx status"
+	ok "$1: the DVD LU ($(grep -c ': OK' /tmp/c) files match) and the changer LU still serve"
+}
+
+step "QEMU unplugs the scsi-hd under the disk LU (QMP device_del)"
+SD=$(session_sg 0) || fail "no disk in the session"
+ST=$(session_sg 1) || fail "no tape in the session"
+run host-step device-del hd0
+i=0
+while [ -e "/sys/bus/scsi/devices/$DISK" ]; do
+	i=$((i + 1)); [ $i -lt 100 ] || fail "the guest did not remove $DISK"
+	sleep 0.1
+done
+ok "the guest removed $DISK"
+gone_check "$SD" "disk LU, its scsi-hd unplugged"
+still_serving "after device_del"
+
+step "the host's target deletes the LU under the tape LU (route A)"
+run host-step delete-lu 2
+gone_check "$ST" "tape LU, its LU deleted on the host"
+# What the device itself (the guest's own node of the route-A tape) now answers: the
+# host's target has no LUN 2 any more.
+echo "\$ sg_raw -v $(sg_of "$TAPE") 00 00 00 00 00 00   (the device's own answer)"
+sg_raw -v "$(sg_of "$TAPE")" 00 00 00 00 00 00 >/tmp/g 2>&1
 sed 's/^/   /' /tmp/g
-sg_raw -v "$S1" 00 00 00 00 00 00 >/tmp/g 2>&1
-sed 's/^/   /' /tmp/g
-expect_in /tmp/g "Not Ready" "TEST UNIT READY on the vanished device"
-expect_in /tmp/g "Logical unit communication failure" "TEST UNIT READY on the vanished device"
-ok "NOT READY, LOGICAL UNIT COMMUNICATION FAILURE"
-run sg_inq -v "$S1"
-expect_in /tmp/run.out "PQual=1" "INQUIRY of the vanished device"
-ok "INQUIRY: peripheral qualifier 001b"
-kill -0 $RTGTD 2>/dev/null || fail "rtgtd died"
-dd if=/dev/urandom of=/tmp/blob bs=1M count=4 2>/dev/null
-run dd if=/tmp/blob of="$D" bs=64k oflag=direct
-run dd if="$D" of=/tmp/back bs=64k count=64 iflag=direct
-cmp /tmp/blob /tmp/back || fail "the disk LU after the tape vanished"
-ok "the disk LU still serves (4 MiB byte-exact)"
+expect_in /tmp/g "Logical unit not supported" "the device's own answer after the host deleted its LU"
+ok "the device underneath answers ILLEGAL REQUEST, LOGICAL UNIT NOT SUPPORTED; rtgt's LU reports it gone"
+still_serving "after the host's LU deletion"
 run $A --op show --mode target
+expect_in /tmp/run.out "Online: No" "show: a pulled LU is offline"
 iscsiadm -m node --logoutall=all >/dev/null 2>&1
 echo "--- rtgtd log (tail) ---"
 tail -n 8 /tmp/rtgtd.log

@@ -18,8 +18,9 @@
 //! - a LOGICAL UNIT RESET resets the device (sg's SG_SCSI_RESET). ABORT TASK cannot
 //!   take a command back from SG_IO; the command finishes and its result is dropped.
 //!
-//! A device that is gone (ENODEV / ENXIO, or the host byte DID_NO_CONNECT /
-//! DID_BAD_TARGET) makes the LU answer NOT READY, LOGICAL UNIT COMMUNICATION FAILURE
+//! A device that is gone (ENODEV / ENXIO, the host byte DID_NO_CONNECT /
+//! DID_BAD_TARGET, or the device's own target answering ILLEGAL REQUEST, LOGICAL UNIT
+//! NOT SUPPORTED because its LU was deleted there) makes the LU answer NOT READY, LOGICAL UNIT COMMUNICATION FAILURE
 //! (SPC-4 table 49, 08h/00h) and INQUIRY with peripheral qualifier 001b ("not currently
 //! connected", SPC-4 6.6.2); the LU's other commands, and every other LU, go on.
 
@@ -549,6 +550,13 @@ pub(crate) fn map_completion(
     } else {
         Vec::new()
     };
+    // The device's own target no longer has its LU (SPC-4 4.5.2 / SAM-5 5.11: ILLEGAL
+    // REQUEST, LOGICAL UNIT NOT SUPPORTED for a LUN outside its map), as when a target
+    // behind an iSCSI-attached device deletes it. rtgt's LU still exists in its own
+    // map, so it says what it says for any vanished device.
+    if !sense.is_empty() && sense_code(&sense) == Some((key::ILLEGAL_REQUEST, 0x25, 0x00)) {
+        return (Err(PassThrough::gone_sense().into()), true);
+    }
     (
         Ok(ScsiResult {
             status: c.status,
@@ -558,6 +566,16 @@ pub(crate) fn map_completion(
         }),
         false,
     )
+}
+
+/// Sense key, ASC and ASCQ of fixed (70h/71h) or descriptor (72h/73h) sense data
+/// (SPC-4 4.5.2, 4.5.3); None when it is too short or of another format.
+fn sense_code(s: &[u8]) -> Option<(u8, u8, u8)> {
+    match s.first()? & 0x7f {
+        0x70 | 0x71 if s.len() >= 14 => Some((s[2] & 0x0f, s[12], s[13])),
+        0x72 | 0x73 if s.len() >= 4 => Some((s[1] & 0x0f, s[2], s[3])),
+        _ => None,
+    }
 }
 
 impl DeviceServer for PassThrough {

@@ -440,6 +440,36 @@ async fn a_vanished_device_did_no_connect() {
 }
 
 #[tokio::test]
+async fn a_vanished_device_lun_not_supported() {
+    // An iSCSI-attached device whose target deleted its LU: the device answers
+    // ILLEGAL REQUEST, LOGICAL UNIT NOT SUPPORTED (fixed sense, then descriptor).
+    for (fmt, name) in [(0x70u8, "lunfixed"), (0x72, "lundesc")] {
+        gone_after(
+            move |_, sense| {
+                let s: Vec<u8> = if fmt == 0x70 {
+                    let mut s = vec![0u8; 18];
+                    s[0] = 0x70;
+                    s[2] = 0x05;
+                    s[7] = 10;
+                    s[12] = 0x25;
+                    s
+                } else {
+                    vec![0x72, 0x05, 0x25, 0x00, 0, 0, 0, 0]
+                };
+                sense[..s.len()].copy_from_slice(&s);
+                Ok(Completion {
+                    status: status::CHECK_CONDITION,
+                    sense_len: s.len() as u32,
+                    ..Completion::default()
+                })
+            },
+            name,
+        )
+        .await;
+    }
+}
+
+#[tokio::test]
 async fn reservations_are_emulated_per_nexus() {
     let (t, f) = target("resv", 1, &[]);
     let r = exec_len(&t, 1, 2, &[0x16, 0, 0, 0, 0, 0], 0).await;

@@ -15,6 +15,9 @@
 //!   in place of the device's own port ones (its LU designators stay); a disk's VPD
 //!   B0h says no more than the queue takes (MAXIMUM TRANSFER LENGTH);
 //! - REQUEST SENSE reports rtgt's pending unit attention first, then asks the device;
+//! - commands run on the I/O pool, but all pass-through LUs together hold at most half
+//!   of its threads ([`pool_share_limit`]): a tape's REWIND or ERASE can take hours,
+//!   and the disks' I/O must still find a thread;
 //! - a LOGICAL UNIT RESET resets the device (sg's SG_SCSI_RESET). ABORT TASK cannot
 //!   take a command back from SG_IO; the command finishes and its result is dropped.
 //!
@@ -193,6 +196,17 @@ fn open_device(kind: &str, path: &str) -> Result<Arc<dyn SgIo>, String> {
 fn num<T: std::str::FromStr>(k: &str, v: &str) -> Result<T, ScsiError> {
     v.parse()
         .map_err(|_| ScsiError::BadParam(format!("{k}={v}: not a number")))
+}
+
+/// The I/O-pool threads all pass-through LUs together may hold: half the pool (at least
+/// one), the rest is left to every other backing store.
+pub fn pool_share_limit() -> usize {
+    (rtgt_backstore::pool::pool().threads() / 2).max(1)
+}
+
+fn pool_share() -> &'static Semaphore {
+    static SHARE: OnceLock<Semaphore> = OnceLock::new();
+    SHARE.get_or_init(|| Semaphore::new(pool_share_limit()))
 }
 
 /// Runs one command synchronously (only while the LU is being made).
@@ -383,6 +397,13 @@ impl PassThrough {
         };
         let _permit = self
             .queue
+            .acquire()
+            .await
+            .map_err(|_| Sense::of(key::HARDWARE_ERROR, asc::INTERNAL_TARGET_FAILURE))?;
+        // SG_IO holds a pool thread for the whole command, and a tape's REWIND or
+        // ERASE takes minutes to hours: pass-through commands together never hold more
+        // than their share of the pool, so the disks' I/O always finds a thread.
+        let _share = pool_share()
             .acquire()
             .await
             .map_err(|_| Sense::of(key::HARDWARE_ERROR, asc::INTERNAL_TARGET_FAILURE))?;

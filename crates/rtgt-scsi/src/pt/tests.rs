@@ -469,6 +469,64 @@ async fn a_vanished_device_lun_not_supported() {
     }
 }
 
+/// Long commands at pass-through devices (a tape rewinding, say) hold at most their
+/// share of the I/O pool: with more of them in flight than the pool has threads, other
+/// work on the pool still runs at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_commands_leave_the_pool_to_others() {
+    let threads = rtgt_backstore::pool::pool().threads();
+    let share = super::pool_share_limit();
+    assert!(share < threads, "{share} of {threads}");
+    let gate = Arc::new((std::sync::Mutex::new(false), std::sync::Condvar::new()));
+    let started = Arc::new(AtomicUsize::new(0));
+    // One tape per command (a tape takes one command at a time), as many as the pool
+    // has threads.
+    let mut tapes = Vec::new();
+    for i in 0..threads {
+        let (t, f) = target(&format!("long{i}"), 1, &[]);
+        let (g, s) = (gate.clone(), started.clone());
+        f.then(move |_, _| {
+            s.fetch_add(1, Ordering::SeqCst);
+            let (m, c) = &*g;
+            let mut open = m.lock().unwrap();
+            while !*open {
+                open = c.wait(open).unwrap();
+            }
+            Ok(Completion::default())
+        });
+        tapes.push(tokio::spawn(async move {
+            // REWIND
+            exec_len(&t, 1, 2, &[0x01, 0, 0, 0, 0, 0], 0).await.status
+        }));
+    }
+    let t0 = std::time::Instant::now();
+    while started.load(Ordering::SeqCst) < share && t0.elapsed().as_secs() < 10 {
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    assert_eq!(
+        started.load(Ordering::SeqCst),
+        share,
+        "no more than the share reached the pool"
+    );
+    // Another backing store's I/O still gets a thread.
+    let other = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        rtgt_backstore::pool::run(|| Ok(42)),
+    )
+    .await;
+    let open_gate = || {
+        *gate.0.lock().unwrap() = true;
+        gate.1.notify_all();
+    };
+    open_gate();
+    assert_eq!(other.expect("the pool was starved").unwrap(), 42);
+    for h in tapes {
+        assert_eq!(h.await.unwrap(), status::GOOD);
+    }
+    assert_eq!(started.load(Ordering::SeqCst), threads);
+}
+
 #[tokio::test]
 async fn reservations_are_emulated_per_nexus() {
     let (t, f) = target("resv", 1, &[]);

@@ -31,9 +31,10 @@ pub mod sgio;
 #[cfg(test)]
 mod tests;
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 
+use parking_lot::Mutex;
 use tokio::sync::Semaphore;
 
 use crate::cdb::{invalid_cdb, Outcome};
@@ -92,10 +93,14 @@ pub(crate) struct PassThrough {
     block_size: u32,
     /// Commands in flight at the device (`queue_depth=`).
     queue: Arc<Semaphore>,
-    timeout_ms: u32,
+    /// The queue's permits to take out of use as commands in flight finish, after
+    /// `--op update queue_depth=` lowered the depth below what is in flight.
+    queue_debt: AtomicUsize,
+    timeout_ms: AtomicU32,
     reservations: Reservations,
-    /// Its own parameters as given, canonical (for `show` and a dump).
-    own: Vec<(String, String)>,
+    /// Its own parameters as given (for `show` and a dump), and the queue depth in
+    /// force; `--op update` changes them.
+    own: Mutex<(Own, usize)>,
     /// The device went away (ENODEV, DID_NO_CONNECT, ...).
     gone: AtomicBool,
 }
@@ -104,6 +109,7 @@ pub(crate) struct PassThrough {
 const OWN_KEYS: &[&str] = &["reservations", "queue_depth", "timeout"];
 
 /// A pass-through LU's own parameters.
+#[derive(Clone)]
 struct Own {
     reservations: Reservations,
     queue_depth: Option<usize>,
@@ -196,6 +202,34 @@ fn open_device(kind: &str, path: &str) -> Result<Arc<dyn SgIo>, String> {
 fn num<T: std::str::FromStr>(k: &str, v: &str) -> Result<T, ScsiError> {
     v.parse()
         .map_err(|_| ScsiError::BadParam(format!("{k}={v}: not a number")))
+}
+
+/// A command's place in its device's queue (`queue_depth=`). Given back when it ends,
+/// unless an update lowered the depth, when it is taken out of use instead.
+struct QueueSlot<'a>(&'a PassThrough);
+
+impl<'a> QueueSlot<'a> {
+    async fn take(pt: &'a PassThrough) -> Result<QueueSlot<'a>, Sense> {
+        pt.queue
+            .acquire()
+            .await
+            .map_err(|_| Sense::of(key::HARDWARE_ERROR, asc::INTERNAL_TARGET_FAILURE))?
+            .forget();
+        Ok(QueueSlot(pt))
+    }
+}
+
+impl Drop for QueueSlot<'_> {
+    fn drop(&mut self) {
+        let paid = self
+            .0
+            .queue_debt
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |d| d.checked_sub(1))
+            .is_ok();
+        if !paid {
+            self.0.queue.add_permits(1);
+        }
+    }
 }
 
 /// The I/O-pool threads all pass-through LUs together may hold: half the pool (at least
@@ -299,9 +333,10 @@ impl PassThrough {
             inquiry,
             block_size,
             queue: Arc::new(Semaphore::new(queue_depth)),
-            timeout_ms: timeout_s.saturating_mul(1000),
+            queue_debt: AtomicUsize::new(0),
+            timeout_ms: AtomicU32::new(timeout_s.saturating_mul(1000)),
             reservations,
-            own: own.canonical(),
+            own: Mutex::new((own, queue_depth)),
             gone: AtomicBool::new(false),
         };
         tracing::info!(
@@ -395,11 +430,7 @@ impl PassThrough {
         } else {
             (Dir::None, Vec::new())
         };
-        let _permit = self
-            .queue
-            .acquire()
-            .await
-            .map_err(|_| Sense::of(key::HARDWARE_ERROR, asc::INTERNAL_TARGET_FAILURE))?;
+        let _permit = QueueSlot::take(self).await?;
         // SG_IO holds a pool thread for the whole command, and a tape's REWIND or
         // ERASE takes minutes to hours: pass-through commands together never hold more
         // than their share of the pool, so the disks' I/O always finds a thread.
@@ -409,7 +440,7 @@ impl PassThrough {
             .map_err(|_| Sense::of(key::HARDWARE_ERROR, asc::INTERNAL_TARGET_FAILURE))?;
         let dev = self.dev.clone();
         let cdb = ctx.cdb.to_vec();
-        let timeout = self.timeout_ms;
+        let timeout = self.timeout_ms.load(Ordering::Relaxed);
         let ran = rtgt_backstore::pool::run(move || {
             let mut buf = buf;
             let mut sense = vec![0u8; SENSE_MAX];
@@ -599,7 +630,89 @@ fn sense_code(s: &[u8]) -> Option<(u8, u8, u8)> {
     }
 }
 
+impl PassThrough {
+    /// `--op update --params` of its own keys: `queue_depth=` and `timeout=` take
+    /// effect for the commands that come next (a lower depth as commands in flight
+    /// finish); `reservations=` is refused, as switching would drop or expose the
+    /// reservations held. Every LU's parameters in the same update go to the core.
+    fn update(
+        &self,
+        target: &crate::ScsiTarget,
+        lu: &Lu,
+        params: &[(String, String)],
+    ) -> Result<(), ScsiError> {
+        let next = {
+            let own = self.own.lock();
+            let mut given = own.0.canonical();
+            given.extend(
+                params
+                    .iter()
+                    .filter(|(k, _)| OWN_KEYS.contains(&k.trim()))
+                    .cloned(),
+            );
+            Own::parse(&given)?
+        };
+        if next.reservations != self.reservations {
+            return Err(ScsiError::BadParam(
+                "reservations= can't change on a running logical unit (the reservations held \
+                 would be dropped or handed to the device); delete the logical unit and \
+                 create it again with the other mode"
+                    .into(),
+            ));
+        }
+        let rest: Vec<(String, String)> = params
+            .iter()
+            .filter(|(k, _)| !OWN_KEYS.contains(&k.trim()))
+            .cloned()
+            .collect();
+        if !rest.is_empty() {
+            target.update_lu(lu.lun, &rest)?;
+        }
+        let mut own = self.own.lock();
+        if let Some(n) = next.timeout_s {
+            self.timeout_ms
+                .store(n.saturating_mul(1000), Ordering::Relaxed);
+        }
+        if let Some(depth) = next.queue_depth {
+            let was = own.1;
+            if depth > was {
+                // Pay off a lowering not yet done before adding permits.
+                let mut more = depth - was;
+                while more > 0
+                    && self
+                        .queue_debt
+                        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |d| d.checked_sub(1))
+                        .is_ok()
+                {
+                    more -= 1;
+                }
+                self.queue.add_permits(more);
+            } else if depth < was {
+                let fewer = was - depth;
+                let gone = self.queue.forget_permits(fewer);
+                self.queue_debt.fetch_add(fewer - gone, Ordering::AcqRel);
+            }
+            own.1 = depth;
+        }
+        own.0 = next;
+        tracing::info!(lun = lu.lun, params = ?own.0.canonical(), "pass-through parameters updated");
+        Ok(())
+    }
+}
+
 impl DeviceServer for PassThrough {
+    fn configure(
+        &self,
+        target: &crate::ScsiTarget,
+        lu: &Lu,
+        params: &[(String, String)],
+    ) -> Option<Result<(), ScsiError>> {
+        params
+            .iter()
+            .any(|(k, _)| OWN_KEYS.contains(&k.trim()))
+            .then(|| self.update(target, lu, params))
+    }
+
     fn name(&self) -> &'static str {
         "pt"
     }
@@ -634,6 +747,6 @@ impl DeviceServer for PassThrough {
     fn fill_info(&self, _lu: &Lu, info: &mut LuInfo) {
         info.backing_store_type = self.dev.kind().into();
         info.online = !self.gone.load(Ordering::Acquire);
-        info.params.extend(self.own.iter().cloned());
+        info.params.extend(self.own.lock().0.canonical());
     }
 }

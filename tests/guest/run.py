@@ -16,7 +16,7 @@ first unless --no-build), or RTGT_BIN_DIR, or RTGTD / RTGTADM / RTGTIMG.
 
 Device types rtgtd does not have yet are not failures: a scenario whose device type rtgtadm
 (or rtgtimg) refuses is reported as N/A with the tool's message (see GATED).
-Exits non-zero if any scenario fails. Logs: target/guest-results/.
+Exits non-zero if any scenario fails. Logs: target/guest-results/ (or RTGT_GUEST_RESULTS).
 """
 
 import argparse
@@ -48,7 +48,8 @@ DEVICE_TYPES = {"disk": ["disk"], "tape": ["tape"], "changer": ["tape", "changer
 # Scenarios that run another one's guest script with a different host-side set-up.
 SCRIPTS = {"jukebox-toml": "jukebox"}
 ROUTES = ["A", "B"]
-RESULTS = os.path.join(ROOT, "target", "guest-results")
+# RTGT_GUEST_RESULTS: somewhere else (two runs at once must not share their logs).
+RESULTS = os.environ.get("RTGT_GUEST_RESULTS") or os.path.join(ROOT, "target", "guest-results")
 
 
 def say(msg):

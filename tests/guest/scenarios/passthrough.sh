@@ -48,7 +48,8 @@ step "rtgtd in the guest on $PORTAL"
 ip link set lo up
 pidof iscsid >/dev/null || { modprobe iscsi_tcp; iscsid; }
 export RTGT_RUN_DIR=/run/rtgtd
-/data/rtgtd -f --iscsi portal=$PORTAL >/tmp/rtgtd.log 2>&1 &
+# Four I/O-pool threads: pass-through may hold two of them (see "long commands" below).
+/data/rtgtd -f -t 4 --iscsi portal=$PORTAL >/tmp/rtgtd.log 2>&1 &
 RTGTD=$!
 i=0
 until /data/rtgtadm --mode system --op show >/dev/null 2>&1; do
@@ -76,6 +77,14 @@ $A --op new --mode logicalunit --tid 1 --lun 9 --device-type pt --bstype sg -b "
 	fail "an sg LU on a bsg node was accepted"
 expect_in /tmp/bad "is not an sg node" "sg LU on a bsg node"
 ok "$(cat /tmp/bad)"
+# Queue depth and command timeout change on a running LU; the reservations mode does
+# not (with the reason).
+run $A --op update --mode logicalunit --tid 1 --lun 1 --params queue_depth=4,timeout=60
+echo "\$ rtgtadm ... --op update --tid 1 --lun 1 --params reservations=passthrough   (must fail)"
+$A --op update --mode logicalunit --tid 1 --lun 1 --params reservations=passthrough >/tmp/bad 2>&1 &&
+	fail "reservations= changed on a running LU"
+expect_in /tmp/bad "can't change on a running logical unit" "update reservations="
+ok "$(cat /tmp/bad)"
 # The configuration file round trip: a dump, and `config apply --dry-run` of it finds
 # nothing to change.
 run /data/rtgtadm config dump /tmp/rtgt.toml
@@ -83,6 +92,9 @@ run cat /tmp/rtgt.toml
 expect_in /tmp/rtgt.toml 'device_type = "pt"' "config dump: a pass-through LU"
 expect_in /tmp/rtgt.toml 'bstype = "bsg"' "config dump: a bsg LU"
 expect_in /tmp/rtgt.toml "backing_store = \"/dev/bsg/$DISK\"" "config dump: the bsg node"
+grep -qE 'queue_depth = "?4"?' /tmp/rtgt.toml || fail "config dump: no updated queue depth"
+grep -qE 'timeout = "?60"?' /tmp/rtgt.toml || fail "config dump: no updated timeout"
+ok "config dump: the updated queue_depth and timeout"
 run /data/rtgtadm config apply /tmp/rtgt.toml --dry-run
 run iscsiadm -m discovery -t sendtargets -p $PORTAL
 
@@ -196,13 +208,22 @@ for kind in sg bsg; do
 	[ $kind = bsg ] && run iscsiadm -m node -T "$T" -p $PORTAL --logout
 done
 
-step "libiscsi's iscsi-test-cu over the passed-through disk (tid 1, sg): a subset"
+step "libiscsi's iscsi-test-cu over the passed-through disk (tid 1, sg)"
 # Not a verdict of its own: each failure is to be explained by what the device under
 # the pass-through answers (the log has both: the test's failure and the device's
 # answer through sg3_utils on its own node).
-# Only with the argument "cu" (RTGT_GUEST_CU=1 on the host): under TCG the subset takes
-# minutes, too long for every run of the suite.
-if [ "${1:-}" != cu ]; then
+# Only with the argument "cu" (RTGT_GUEST_CU=1 on the host: a named subset) or "cu-all"
+# (RTGT_GUEST_CU=all: the whole suite): under TCG they take minutes, too long for every
+# run of the suite.
+if [ "${1:-}" = cu-all ] && command -v iscsi-test-cu >/dev/null; then
+	c0=$(up)
+	iscsi-test-cu -d "iscsi://$PORTAL/$IQN-sg/1" >/tmp/cu 2>&1
+	echo "CU whole suite: $(awk '$1 == "suites" {printf "suites=%s ", $2} $1 == "tests" {printf "tests=%s ran=%s passed=%s failed=%s inactive=%s", $2, $3, $4, $5, $6}' /tmp/cu) ($(awk -v a="$c0" -v b="$(up)" 'BEGIN{printf "%.0f", b-a}')s)"
+	sed 's/^/   cu| /' /tmp/cu
+fi
+if [ "${1:-}" = cu-all ]; then
+	:
+elif [ "${1:-}" != cu ]; then
 	echo "   (skipped: run with RTGT_GUEST_CU=1 for it)"
 elif command -v iscsi-test-cu >/dev/null; then
 	for t in SCSI.TestUnitReady SCSI.Inquiry SCSI.ReadCapacity10 SCSI.ReadCapacity16 \
@@ -283,6 +304,81 @@ run sg_raw -v "$S2" 00 00 00 00 00 00
 ok "released by the first, reserved by the second"
 run sg_raw -v "$S2" 17 00 00 00 00 00
 run iscsiadm -m node -T "$T" -p $PORTAL -I second --logout
+
+step "long commands: a slow device (scsi_debug, every command delayed) through sg and through bsg"
+# sg's commands are queued with write() and collected with read(), so eight slow ones
+# run at the device at once; bsg's hold an I/O-pool thread each, and pass-through
+# holds at most half of the pool (two of rtgtd -t 4's threads), so they go two at a
+# time while a file-backed LU on the same pool still answers at once.
+modprobe scsi_debug ptype=3 delay=250 dev_size_mb=8 || fail "modprobe scsi_debug"
+i=0
+until SDBG=$(grep -l scsi_debug /sys/bus/scsi/devices/*/model 2>/dev/null | head -n 1) && [ -n "$SDBG" ]; do
+	i=$((i + 1)); [ $i -lt 300 ] || fail "no scsi_debug device"
+	sleep 0.1
+done
+SDBG=$(basename "$(dirname "$SDBG")")
+i=0
+until [ -d "/sys/bus/scsi/devices/$SDBG/scsi_generic" ] && [ -c "/dev/bsg/$SDBG" ]; do
+	i=$((i + 1)); [ $i -lt 300 ] || fail "no sg / bsg node for $SDBG"
+	sleep 0.1
+done
+sg_turs "$(sg_of "$SDBG")" >/dev/null 2>&1 # its POWER ON unit attention
+c0=$(up)
+run sg_turs "$(sg_of "$SDBG")"
+ok "scsi_debug $SDBG $(sg_of "$SDBG"): one TEST UNIT READY at the device itself takes $(awk -v a="$c0" -v b="$(up)" 'BEGIN{printf "%.1f", b-a}')s"
+head -c 1048576 /dev/urandom >/tmp/file.img && truncate -s 16M /tmp/file.img
+run $A --op new --mode target --tid 3 -T $IQN-slow
+run $A --op new --mode logicalunit --tid 3 --lun 1 --device-type pt --bstype sg -b "$(sg_of "$SDBG")"
+run $A --op new --mode logicalunit --tid 3 --lun 2 --device-type pt --bstype bsg -b "/dev/bsg/$SDBG"
+run $A --op new --mode logicalunit --tid 3 --lun 3 --bstype rdwr -b /tmp/file.img
+run $A --op bind --mode target --tid 3 -I ALL
+run iscsiadm -m discovery -t sendtargets -p $PORTAL
+run iscsiadm -m node -T "$IQN-slow" -p $PORTAL --login
+iscsiadm -m session --rescan >/dev/null 2>&1
+slow_sg() { # LUN: the sg node of that LUN in the session to $IQN-slow
+	for s in /sys/class/iscsi_session/session*; do
+		[ "$(cat "$s/targetname")" = "$IQN-slow" ] || continue
+		for d in "$s"/device/target*/*:*:*:"$1"; do
+			[ -d "$d/scsi_generic" ] && { echo "/dev/$(ls "$d/scsi_generic")"; return 0; }
+		done
+	done
+	return 1
+}
+i=0
+until L1=$(slow_sg 1) && L2=$(slow_sg 2) && L3=$(slow_sg 3); do
+	i=$((i + 1)); [ $i -lt 300 ] || { lsscsi -g; fail "the slow target's LUNs did not appear"; }
+	sleep 0.1
+done
+sg_turs "$L1" >/dev/null 2>&1; sg_turs "$L2" >/dev/null 2>&1; sg_turs "$L3" >/dev/null 2>&1
+# eight TEST UNIT READYs at once on NODE; prints the seconds until all ended
+eight() {
+	c0=$(up)
+	for n in 1 2 3 4 5 6 7 8; do sg_turs "$1" >/tmp/tur.$n 2>&1 & done
+	wait
+	for n in 1 2 3 4 5 6 7 8; do [ ! -s /tmp/tur.$n ] || { cat /tmp/tur.$n; fail "a TEST UNIT READY on $1"; }; done
+	awk -v a="$c0" -v b="$(up)" 'BEGIN{printf "%.1f", b-a}'
+}
+SG8=$(eight "$L1")
+ok "sg: eight slow commands at once took ${SG8}s (async write/read: no thread waits for them)"
+# The file-backed LU's read alone, then while bsg's eight run.
+c1=$(up)
+run sg_raw -r 131072 -o /tmp/file.read "$L3" 28 00 00 00 00 00 00 01 00 00
+ALONE_S=$(awk -v a="$c1" -v b="$(up)" 'BEGIN{printf "%.1f", b-a}')
+c0=$(up)
+eight "$L2" >/tmp/bsg8 &
+B=$!
+sleep 1
+c1=$(up)
+run sg_raw -r 131072 -o /tmp/file.read "$L3" 28 00 00 00 00 00 00 01 00 00
+FILE_S=$(awk -v a="$c1" -v b="$(up)" 'BEGIN{printf "%.1f", b-a}')
+wait $B
+BSG8=$(cat /tmp/bsg8)
+cmp -n 131072 /tmp/file.read /tmp/file.img || fail "the file LU's data"
+ok "bsg: eight slow commands took ${BSG8}s (two pool threads at a time); the file LU read 128 KiB meanwhile in ${FILE_S}s (alone ${ALONE_S}s)"
+awk -v s="$SG8" -v b="$BSG8" 'BEGIN{exit !(b > s * 1.5)}' || fail "sg (${SG8}s) did not overlap the slow commands more than bsg (${BSG8}s)"
+awk -v f="$FILE_S" -v b="$BSG8" 'BEGIN{exit !(f < b / 2)}' || fail "the file LU waited for the pass-through commands (${FILE_S}s of ${BSG8}s)"
+ok "long pass-through commands leave the pool to the file LU"
+run iscsiadm -m node -T "$IQN-slow" -p $PORTAL --logout
 
 # The sg node of the LUN of type TYPE in the session to $T (the first initiator's).
 session_sg() { # TYPE

@@ -1,5 +1,6 @@
 //! SCSI pass-through (`--device-type pt`, bstype `sg` or `bsg`): a real SCSI device's
-//! commands go to it through the kernel's SG_IO ([`sgio`]), on the I/O pool so a
+//! commands go to it through the sg driver's asynchronous write/read interface
+//! ([`sgq`]) or the kernel's SG_IO on the I/O pool ([`sgio`]; bsg has only that), so a
 //! reactor never waits on the device.
 //!
 //! Unlike tgt's pass-through, which forwards every CDB so that all initiators share one
@@ -15,8 +16,8 @@
 //!   in place of the device's own port ones (its LU designators stay); a disk's VPD
 //!   B0h says no more than the queue takes (MAXIMUM TRANSFER LENGTH);
 //! - REQUEST SENSE reports rtgt's pending unit attention first, then asks the device;
-//! - commands run on the I/O pool, but all pass-through LUs together hold at most half
-//!   of its threads ([`pool_share_limit`]): a tape's REWIND or ERASE can take hours,
+//! - commands that run on the I/O pool (bsg's; sg's when its queue is full): all
+//!   pass-through LUs together hold at most half of its threads ([`pool_share_limit`]): a tape's REWIND or ERASE can take hours,
 //!   and the disks' I/O must still find a thread;
 //! - a LOGICAL UNIT RESET resets the device (sg's SG_SCSI_RESET). ABORT TASK cannot
 //!   take a command back from SG_IO; the command finishes and its result is dropped.
@@ -28,6 +29,7 @@
 //! connected", SPC-4 6.6.2); the LU's other commands, and every other LU, go on.
 
 pub mod sgio;
+pub mod sgq;
 #[cfg(test)]
 mod tests;
 
@@ -431,6 +433,26 @@ impl PassThrough {
             (Dir::None, Vec::new())
         };
         let _permit = QueueSlot::take(self).await?;
+        let timeout = self.timeout_ms.load(Ordering::Relaxed);
+        let mut req = sgq::Request {
+            cdb: ctx.cdb.to_vec(),
+            dir,
+            buf,
+            sense: vec![0u8; SENSE_MAX],
+            timeout_ms: timeout,
+        };
+        // sg: queued with write(), collected with read(); nothing waits meanwhile.
+        if let Some(q) = self.dev.queue() {
+            match q.submit(req) {
+                Ok(done) => {
+                    let d = done.await.map_err(|_| {
+                        Sense::of(key::HARDWARE_ERROR, asc::INTERNAL_TARGET_FAILURE)
+                    })?;
+                    return self.finish(ctx, dir, d.buf, &d.sense, d.result);
+                }
+                Err(back) => req = back,
+            }
+        }
         // SG_IO holds a pool thread for the whole command, and a tape's REWIND or
         // ERASE takes minutes to hours: pass-through commands together never hold more
         // than their share of the pool, so the disks' I/O always finds a thread.
@@ -439,13 +461,16 @@ impl PassThrough {
             .await
             .map_err(|_| Sense::of(key::HARDWARE_ERROR, asc::INTERNAL_TARGET_FAILURE))?;
         let dev = self.dev.clone();
-        let cdb = ctx.cdb.to_vec();
-        let timeout = self.timeout_ms.load(Ordering::Relaxed);
         let ran = rtgt_backstore::pool::run(move || {
-            let mut buf = buf;
-            let mut sense = vec![0u8; SENSE_MAX];
-            let r = dev.execute(&cdb, dir, &mut buf, &mut sense, timeout);
-            Ok((r, buf, sense))
+            let mut req = req;
+            let r = dev.execute(
+                &req.cdb,
+                req.dir,
+                &mut req.buf,
+                &mut req.sense,
+                req.timeout_ms,
+            );
+            Ok((r, req.buf, req.sense))
         })
         .await;
         let (r, buf, sense) = match ran {
@@ -455,7 +480,19 @@ impl PassThrough {
                 return Err(Sense::of(key::HARDWARE_ERROR, asc::INTERNAL_TARGET_FAILURE).into());
             }
         };
-        let (out, gone) = map_completion(dir, buf, &sense, r);
+        self.finish(ctx, dir, buf, &sense, r)
+    }
+
+    /// The initiator's result of one ended command; notes a device that went away.
+    fn finish(
+        &self,
+        ctx: &Ctx<'_>,
+        dir: Dir,
+        buf: Vec<u8>,
+        sense: &[u8],
+        r: std::io::Result<Completion>,
+    ) -> Outcome<ScsiResult> {
+        let (out, gone) = map_completion(dir, buf, sense, r);
         if gone && !self.gone.swap(true, Ordering::AcqRel) {
             tracing::error!(lun = ctx.lu.lun, "pass-through device is gone");
         }

@@ -3,7 +3,7 @@
 //! which gives the header back with status, sense and residual. No thread waits for a
 //! command while it runs at the device: a tape's REWIND or ERASE, which can take hours,
 //! holds nothing of the I/O pool. One reader thread per device polls the node while it
-//! has commands in flight and ends when it has none.
+//! has commands in flight and ends after half a second with none.
 //!
 //! The buffers a queued command points into (data, sense) live in the pending map until
 //! `read()` has returned that command: with sg's indirect I/O (no SG_FLAG_DIRECT_IO)
@@ -25,7 +25,8 @@ use super::sgio::{dxfer, Completion, Dir, SgIoHdr};
 /// sg takes at most this many queued commands per open file (SG_MAX_QUEUE); beyond it
 /// `write()` fails with EDOM, so such a command goes the blocking way instead.
 const SG_MAX_QUEUE: usize = 16;
-/// How long the reader waits in poll() before it looks whether anything is in flight.
+/// How long the reader waits in poll() before it looks whether anything is in flight
+/// (and ends if nothing is).
 const POLL_MS: libc::c_int = 500;
 
 /// One command for [`SgQueue::submit`].
@@ -162,13 +163,6 @@ impl SgQueue {
 fn reader(inner: Arc<Inner>) {
     let fd = inner.file.as_raw_fd();
     loop {
-        {
-            let mut st = inner.state.lock();
-            if st.pending.is_empty() {
-                st.reader = false;
-                return;
-            }
-        }
         let mut p = libc::pollfd {
             fd,
             events: libc::POLLIN,
@@ -177,6 +171,13 @@ fn reader(inner: Arc<Inner>) {
         // SAFETY: one valid pollfd.
         let n = unsafe { libc::poll(&mut p, 1, POLL_MS) };
         if n == 0 {
+            // Idle for POLL_MS with nothing in flight: end (a thread per command would
+            // double a QD1 command's latency; one idling forever would outlive its LU).
+            let mut st = inner.state.lock();
+            if st.pending.is_empty() {
+                st.reader = false;
+                return;
+            }
             continue;
         }
         if n < 0 {

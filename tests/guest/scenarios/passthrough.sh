@@ -221,6 +221,7 @@ CU_SUBSET="TestUnitReady Inquiry ReadCapacity10 ReadCapacity16 Read6 Read10 Read
 	ModeSense6 ReportSupportedOpcodes Mandatory PreventAllow StartStopUnit NoMedia
 	Reserve6 PrinReadKeys PrinReportCapabilities ProutRegister ProutReserve ProutClear
 	ReadDefectData10 Sanitize OrWrite ExtendedCopy ReceiveCopyResults WriteAtomic16"
+[ -n "${2:-}" ] && CU_SUBSET=$(echo "$2" | tr , ' ')
 if [ "${1:-}" = cu-all ]; then
 	# Every SCSI.* suite of this libiscsi, one at a time so the log shows each as it ends.
 	CU_SUBSET=$(iscsi-test-cu -l 2>/dev/null | awk -F. 'NF == 2 && $1 == "SCSI" {print $2}')
@@ -262,6 +263,14 @@ elif command -v iscsi-test-cu >/dev/null; then
 		# INQUIRY claims SBC-3 (a version descriptor) for a page of 60 bytes or more.
 		sg_vpd -p bl "$dev" 2>&1 | sed 's/^/     bl| /'
 		sg_inq -d "$dev" 2>&1 | grep -i -E "version|descriptor|SBC|SPC" | sed 's/^/     inq| /'
+		# Read10/12/16.DpoFua, Write10/12/16.DpoFua: with DPOFUA 0 in the mode parameter
+		# header the tests want DPO / FUA refused; the device says 0 and takes them.
+		sg_modes -6 -p 8 "$dev" 2>&1 | grep -i -E "dpofua|DPO" | sed 's/^/     modes| /'
+		sg_raw -r 512 "$dev" 28 18 00 00 00 00 00 00 01 00 >/tmp/r 2>&1
+		echo "     READ(10) DPO+FUA: $(grep -E "SCSI Status|Received|Sense|Additional" /tmp/r | tr -s ' ' | tr '\n' ' ')"
+		head -c 512 /dev/zero >/tmp/z
+		sg_raw -s 512 -i /tmp/z "$dev" 2a 18 00 00 00 00 00 00 01 00 >/tmp/r 2>&1
+		echo "     WRITE(10) DPO+FUA: $(grep -E "SCSI Status|Sense|Additional" /tmp/r | tr -s ' ' | tr '\n' ' ')"
 	done
 	# Which allocation length the AllocLength test stumbles on, in its own words.
 	iscsi-test-cu -d -V -t SCSI.Inquiry.AllocLength "iscsi://$PORTAL/$IQN-sg/1" >/tmp/cu 2>&1

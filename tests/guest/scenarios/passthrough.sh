@@ -271,6 +271,18 @@ elif command -v iscsi-test-cu >/dev/null; then
 		head -c 512 /dev/zero >/tmp/z
 		sg_raw -s 512 -i /tmp/z "$dev" 2a 18 00 00 00 00 00 00 01 00 >/tmp/r 2>&1
 		echo "     WRITE(10) DPO+FUA: $(grep -E "SCSI Status|Sense|Additional" /tmp/r | tr -s ' ' | tr '\n' ' ')"
+		# Verify10/12/16: their tests compare Data-Out (BYTCHK 01b), which the device
+		# refuses; WriteVerify10/16.Dpo: DPO taken with DPOFUA 0, as above.
+		sg_raw -s 512 -i /tmp/z "$dev" 2f 02 00 00 00 00 00 00 01 00 >/tmp/r 2>&1
+		echo "     VERIFY(10) BYTCHK=1: $(grep -E "SCSI Status|Sense|Additional" /tmp/r | tr -s ' ' | tr '\n' ' ')"
+		sg_raw "$dev" 2f 00 00 00 00 00 00 00 01 00 >/tmp/r 2>&1
+		echo "     VERIFY(10) BYTCHK=0: $(grep -E "SCSI Status|Sense|Additional" /tmp/r | tr -s ' ' | tr '\n' ' ')"
+		sg_raw -s 512 -i /tmp/z "$dev" 2e 10 00 00 00 00 00 00 01 00 >/tmp/r 2>&1
+		echo "     WRITE AND VERIFY(10) DPO: $(grep -E "SCSI Status|Sense|Additional" /tmp/r | tr -s ' ' | tr '\n' ' ')"
+		# WriteSame10/16.WriteProtect: WRPROTECT set on a device without protection
+		# information (SBC-4 5.49: INVALID FIELD IN CDB); the device takes it.
+		sg_raw -s 512 -i /tmp/z "$dev" 41 20 00 00 00 00 00 00 01 00 >/tmp/r 2>&1
+		echo "     WRITE SAME(10) WRPROTECT=1: $(grep -E "SCSI Status|Sense|Additional" /tmp/r | tr -s ' ' | tr '\n' ' ')"
 	done
 	# Which allocation length the AllocLength test stumbles on, in its own words.
 	iscsi-test-cu -d -V -t SCSI.Inquiry.AllocLength "iscsi://$PORTAL/$IQN-sg/1" >/tmp/cu 2>&1

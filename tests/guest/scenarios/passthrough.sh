@@ -283,6 +283,16 @@ elif command -v iscsi-test-cu >/dev/null; then
 		# information (SBC-4 5.49: INVALID FIELD IN CDB); the device takes it.
 		sg_raw -s 512 -i /tmp/z "$dev" 41 20 00 00 00 00 00 00 01 00 >/tmp/r 2>&1
 		echo "     WRITE SAME(10) WRPROTECT=1: $(grep -E "SCSI Status|Sense|Additional" /tmp/r | tr -s ' ' | tr '\n' ' ')"
+		# ModeSense6.Control-*: the Control mode page, which the device refuses.
+		sg_raw -r 255 "$dev" 1a 00 0a 00 ff 00 >/tmp/r 2>&1
+		echo "     MODE SENSE(6) Control page: $(grep -E "SCSI Status|Sense|Additional" /tmp/r | tr -s ' ' | tr '\n' ' ')"
+		# CompareAndWrite, OrWrite, WriteAtomic16, ExtendedCopy: commands the device
+		# does not know, with Data-Out; its own node answers host status DID_ERROR
+		# (a transport error, no SCSI status), which rtgt reports as HARDWARE ERROR,
+		# LOGICAL UNIT COMMUNICATION FAILURE.
+		head -c 1024 /dev/zero >/tmp/z2
+		sg_raw -v -s 1024 -i /tmp/z2 "$dev" 89 00 00 00 00 00 00 00 00 00 00 00 00 01 00 00 >/tmp/r 2>&1
+		echo "     COMPARE AND WRITE: $(grep -E "Host_status|SCSI Status|Sense|Additional" /tmp/r | tr -s ' ' | tr '\n' ' ')"
 	done
 	# Which allocation length the AllocLength test stumbles on, in its own words.
 	iscsi-test-cu -d -V -t SCSI.Inquiry.AllocLength "iscsi://$PORTAL/$IQN-sg/1" >/tmp/cu 2>&1

@@ -9,6 +9,10 @@ Two routes to a target on the host's loopback:
         through (scsi-generic) to the guest's virtio-scsi HBA, so the guest's sd / st / sr /
         ch drivers talk to the target's own device; each -d is a virtio-scsi target of its
         own (H:0:ID:0), in the order given. Repeatable.
+  --hd FILE / --cd ISO   a local QEMU device on the same virtio-scsi HBA, after the -d ones:
+        a scsi-hd on a raw image, a scsi-cd holding an ISO (QEMU emulates them; no target
+        is involved). Their QEMU ids are hd0, hd1, ... and cd0, ...; the script can unplug
+        one with `host-step device-del ID` (QMP device_del, as an operator pulls a device).
   -i 127.0.0.1:PORT,IQN   route B: the guest's own open-iscsi and iscsi_tcp log in over QEMU's
         user network (the guest is 10.0.2.15; the host's 127.0.0.1 is 10.0.2.2) and see the
         target's real LUN map. Give --ndev (the LUN count, LUN 0 included) so the guest waits
@@ -25,6 +29,7 @@ reporting one (kernel panic, QEMU failure: the console log is printed).
 """
 
 import argparse
+import json
 import os
 import re
 import select
@@ -51,7 +56,8 @@ def ensure_built(cache):
     return r.returncode == 0
 
 
-def qemu_command(cache, work, initrd, devices, iscsi, ndev, mem, initiator, vhost=(), smp=1, queues=None):
+def qemu_command(cache, work, initrd, devices, iscsi, ndev, mem, initiator, vhost=(), smp=1, queues=None,
+                 local=()):
     append = ["console=ttyS0", "panic=-1", "quiet", "loglevel=4", "no_timer_check", "tsc=reliable"]
     q = [
         "qemu-system-x86_64", "-M", "pc", "-m", str(mem), "-smp", str(smp), "-nodefaults",
@@ -68,6 +74,8 @@ def qemu_command(cache, work, initrd, devices, iscsi, ndev, mem, initiator, vhos
         "-chardev", f"socket,id=ctl,path={work}/ctl.sock,server=on,wait=off",
         "-device", "virtserialport,chardev=ctl,name=rtgt.ctl",
         "-device", "virtio-scsi-pci,id=hba",
+        # QMP, for host steps that act on QEMU itself (device-del).
+        "-qmp", f"unix:{work}/qmp.sock,server=on,wait=off",
     ]
     for i, url in enumerate(devices):
         m = ISCSI_URL.match(url)
@@ -86,11 +94,20 @@ def qemu_command(cache, work, initrd, devices, iscsi, ndev, mem, initiator, vhos
             nq = f",num_queues={queues}" if queues else ""
             q += ["-chardev", f"socket,id=vhost{i},path={sock},reconnect-ms=1000",
                   "-device", f"vhost-user-scsi-pci,id=vscsi{i},chardev=vhost{i}{nq}"]
+    counts = {"hd": 0, "cd": 0}
+    for j, (kind, path) in enumerate(local):
+        qid = f"{kind}{counts[kind]}"
+        counts[kind] += 1
+        media = ",media=cdrom,readonly=on" if kind == "cd" else ""
+        q += [
+            "-drive", f"file={path},format=raw,if=none,id=drv-{qid},cache=writeback{media}",
+            "-device", f"scsi-{kind},drive=drv-{qid},bus=hba.0,channel=0,scsi-id={len(devices) + j},lun=0,id={qid}",
+        ]
     if iscsi:
         q += ["-netdev", "user,id=n0,net=10.0.2.0/24", "-device", "virtio-net-pci,netdev=n0"]
         for t in iscsi:
             append.append("rtgt.iscsi=" + t.replace("127.0.0.1", "10.0.2.2").replace("localhost", "10.0.2.2"))
-    append.append(f"rtgt.ndev={ndev if ndev is not None else len(devices)}")
+    append.append(f"rtgt.ndev={ndev if ndev is not None else len(devices) + len(local)}")
     q += ["-append", " ".join(append)]
     return q
 
@@ -112,16 +129,64 @@ def run_archive(work, script, args, files):
     return path
 
 
+def qmp(sock_path, command, arguments, wait_event=None, timeout=20):
+    """One QMP command on QEMU's monitor socket; returns its "return" value. With
+    wait_event (name, device id), also waits for that event (device_del only asks the
+    guest; DEVICE_DELETED says the device is gone)."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(timeout)
+        s.connect(sock_path)
+        f = s.makefile("rwb")
+
+        def message():
+            line = f.readline()
+            if not line:
+                raise RuntimeError("QMP: QEMU closed the monitor")
+            return json.loads(line)
+
+        def call(name, args=None):
+            f.write(json.dumps({"execute": name, **({"arguments": args} if args else {})}).encode() + b"\n")
+            f.flush()
+            while True:
+                m = message()
+                if "return" in m:
+                    return m["return"]
+                if "error" in m:
+                    raise RuntimeError(f"QMP {name}: {m['error'].get('desc', m['error'])}")
+                if m.get("event") == (wait_event or ("", ""))[0]:
+                    events.append(m)
+
+        events = []
+        message()  # the greeting
+        call("qmp_capabilities")
+        ret = call(command, arguments)
+        if wait_event:
+            name, dev = wait_event
+            while not any(e.get("data", {}).get("device") == dev for e in events):
+                m = message()
+                if m.get("event") == name:
+                    events.append(m)
+        return ret
+
+
 def boot(script, args=(), devices=(), iscsi=(), ndev=None, files=(), hooks=None, timeout=300,
          mem=768, initiator="iqn.2026-11.org.rtgt:qemu-guest", cache=DEFAULT_CACHE, verbose=False,
-         echo=None, vhost=(), smp=1, queues=None):
+         echo=None, vhost=(), smp=1, queues=None, local=()):
     """Runs `script` in a fresh guest; returns (status, output text, seconds).
 
     hooks: {name: callable(args) -> (ok, text)} serving the script's host-step calls.
     echo: called with each line of the script's output as it arrives (None: quiet).
+    local: [("hd" | "cd", path)], QEMU's own scsi-hd / scsi-cd devices (ids hd0, cd0, ...).
     """
     hooks = dict(hooks or {})
     work = tempfile.mkdtemp(prefix="rtgt-guest-")
+
+    def device_del(hargs):
+        # QMP device_del of a local device; done when QEMU reports DEVICE_DELETED.
+        qmp(os.path.join(work, "qmp.sock"), "device_del", {"id": hargs[0]},
+            wait_event=("DEVICE_DELETED", hargs[0]))
+        return True, f"QEMU deleted device {hargs[0]}"
+    hooks.setdefault("device-del", device_del)
     qemu = None
     try:
         initrd = os.path.join(work, "initrd")
@@ -132,7 +197,7 @@ def boot(script, args=(), devices=(), iscsi=(), ndev=None, files=(), hooks=None,
                 shutil.copyfileobj(extra, out)
         open(os.path.join(work, "out.log"), "wb").close()
         cmd = qemu_command(cache, work, initrd, list(devices), list(iscsi), ndev, mem, initiator,
-                           list(vhost), smp, queues)
+                           list(vhost), smp, queues, list(local))
         t0 = time.time()
         qemu = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=open(os.path.join(work, "qemu.log"), "wb"),
                                 stderr=subprocess.STDOUT, start_new_session=True)
@@ -256,6 +321,10 @@ def main():
                     help="route V: a vhost-user-scsi controller on rtgtd's socket")
     ap.add_argument("--smp", type=int, default=1, help="vCPUs (default 1)")
     ap.add_argument("--queues", type=int, help="route V: request queues (QEMU's default: one per vCPU)")
+    ap.add_argument("--hd", dest="local", action="append", type=lambda p: ("hd", p), default=[],
+                    metavar="FILE", help="a local QEMU scsi-hd on this raw image (id hd0, hd1, ...)")
+    ap.add_argument("--cd", dest="local", action="append", type=lambda p: ("cd", p), metavar="ISO",
+                    help="a local QEMU scsi-cd holding this ISO (id cd0, ...)")
     ap.add_argument("--ndev", type=int, help="SCSI devices to wait for (default: the number of -d)")
     ap.add_argument("-f", dest="files", action="append", default=[], metavar="FILE", help="copy FILE to /data/")
     ap.add_argument("--hook", action="append", default=[], metavar="NAME=COMMAND",
@@ -279,7 +348,7 @@ def main():
         hooks[name] = shell_hook(cmd)
     status, _, secs = boot(a.script, a.args, a.devices, a.iscsi, a.ndev, a.files, hooks, a.timeout, a.mem,
                            a.initiator, a.cache, a.verbose, echo=print, vhost=a.vhost, smp=a.smp,
-                           queues=a.queues)
+                           queues=a.queues, local=a.local)
     print(f"boot: exit status {status} after {secs:.1f}s", file=sys.stderr)
     sys.exit(status)
 

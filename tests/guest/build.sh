@@ -36,6 +36,7 @@ MODS=(
   virtio_pci virtio_scsi virtio_net virtio_console
   sd_mod st sr_mod ch sg
   iscsi_tcp isofs
+  scsi_debug
 )
 
 command -v apt-get >/dev/null && command -v dpkg >/dev/null ||

@@ -17,7 +17,7 @@ first unless --no-build), or RTGT_BIN_DIR, or RTGTD / RTGTADM / RTGTIMG.
 
 Device types rtgtd does not have yet are not failures: a scenario whose device type rtgtadm
 (or rtgtimg) refuses is reported as N/A with the tool's message (see GATED).
-Exits non-zero if any scenario fails. Logs: target/guest-results/.
+Exits non-zero if any scenario fails. Logs: target/guest-results/ (or RTGT_GUEST_RESULTS).
 """
 
 import argparse
@@ -53,7 +53,8 @@ ROUTES = ["A", "B", "V"]
 # Routes run unless --route says otherwise (V, vhost-user-scsi, has its own step in
 # scripts/test.sh).
 DEFAULT_ROUTES = ["A", "B"]
-RESULTS = os.path.join(ROOT, "target", "guest-results")
+# RTGT_GUEST_RESULTS: somewhere else (two runs at once must not share their logs).
+RESULTS = os.environ.get("RTGT_GUEST_RESULTS") or os.path.join(ROOT, "target", "guest-results")
 
 
 def say(msg):
@@ -178,8 +179,10 @@ class Setup:
     """What a scenario's guest gets: the target, its LUNs (LUN 0 not counted), the
     scenario's arguments and files, and the host steps it may ask for."""
 
-    def __init__(self, iqn, luns, args=(), files=(), hooks=None):
+    def __init__(self, iqn, luns, args=(), files=(), hooks=None, local=()):
         self.iqn, self.luns, self.args, self.files, self.hooks = iqn, luns, list(args), list(files), hooks or {}
+        # QEMU's own devices beside route A's (boot.py local=): [("hd" | "cd", path)].
+        self.local = list(local)
 
 
 # --- scenario set-ups: tgtadm / tgtimg command lines, as a tgt user writes them ----------
@@ -511,9 +514,12 @@ def guest_rtgt(work):
 
 
 def setup_passthrough(d, work, _route):
-    """A disk (LUN 1, 64 MiB) and a tape drive with a cartridge (LUN 2) that route A
-    attaches to the guest as its own SCSI devices; rtgtd inside the guest passes them
-    through (scenarios/passthrough.sh)."""
+    """What rtgtd inside the guest passes through (scenarios/passthrough.sh): QEMU's own
+    scsi-hd (64 MiB, id hd0) and scsi-cd holding an ISO (id cd0) on the guest's
+    virtio-scsi controller, and, from this target through route A, a tape drive with a
+    cartridge (LUN 2) and a small library: an empty drive (LUN 4) and a changer (LUN 5)
+    with two cartridges. Host steps: `device-del hd0` (boot.py, QMP) pulls the disk;
+    `delete-lu 2` deletes the tape's LU on this target, from under route A."""
     iqn = "iqn.2026-11.org.rtgt:guest-pt-source"
     img = os.path.join(work, "disk.img")
     with open(img, "wb") as f:
@@ -530,10 +536,7 @@ def setup_passthrough(d, work, _route):
     with open(smc, "wb") as f:
         f.write(bytes(1024))
     d.target(1, iqn)
-    d.lu(1, 1, "disk", "-b", img)
     d.lu(1, 2, "tape", "--bstype", "ssc", "-b", tape)
-    d.lu(1, 3, "cd", "-b", disc)
-    # A small library: an empty drive (LUN 4) and a changer (LUN 5) with two cartridges.
     d.lu(1, 4, "tape", "--bstype", "ssc")
     d.lu(1, 5, "changer", "-b", smc)
     for p in [f"media_home={home}",
@@ -543,10 +546,17 @@ def setup_passthrough(d, work, _route):
               "element_type=2,start_address=1000,quantity=4",
               *[f"element_type=2,address={1000 + i},barcode={b},sides=1" for i, b in enumerate(BARCODES[:2])]]:
         d.lu_update(1, 5, p)
-    # RTGT_GUEST_CU=1: also a subset of libiscsi's iscsi-test-cu over the passed-through
-    # disk (several minutes under TCG).
-    args = ["cu"] if os.environ.get("RTGT_GUEST_CU") == "1" else []
-    return Setup(iqn, [1, 2, 3, 4, 5], args=args, files=guest_rtgt(work) + [manifest])
+
+    def delete_lu(args):
+        d.adm(["--op", "delete", "--mode", "logicalunit", "--tid", 1, "--lun", int(args[0])])
+        return True, f"the host target deleted LUN {int(args[0])}"
+    # RTGT_GUEST_CU=1: also libiscsi's iscsi-test-cu over the passed-through disk (a
+    # named subset; =all: every SCSI.* suite; =Inquiry,Read10,...: those SCSI.* suites);
+    # minutes to hours under TCG.
+    cu = os.environ.get("RTGT_GUEST_CU", "")
+    args = ["cu-all"] if cu == "all" else ["cu"] if cu == "1" else ["cu", cu] if cu not in ("", "0") else []
+    return Setup(iqn, [2, 4, 5], args=args, files=guest_rtgt(work) + [manifest],
+                 hooks={"delete-lu": delete_lu}, local=[("hd", img), ("cd", disc)])
 
 
 SETUPS = {"disk": setup_disk, "tape": setup_tape, "changer": setup_changer, "cd": setup_cd,
@@ -617,7 +627,7 @@ def run_one(flavor, bins, scenario, route, verbose):
                 time.sleep(0.05)
             where = dict(vhost=[sock], ndev=len(s.luns) + 1)
         elif route == "A":
-            where = dict(devices=[f"iscsi://{portal}/{s.iqn}/{lun}" for lun in s.luns])
+            where = dict(devices=[f"iscsi://{portal}/{s.iqn}/{lun}" for lun in s.luns], local=s.local)
         else:
             where = dict(iscsi=[f"{portal},{s.iqn}"], ndev=len(s.luns) + 1)
         say(f"[{name}] {scenario} through route {route}: {where}")
@@ -631,7 +641,7 @@ def run_one(flavor, bins, scenario, route, verbose):
             script = os.path.join(HERE, "scenarios", SCRIPTS.get(scenario, scenario) + ".sh")
             status, out, secs = boot.boot(script, s.args,
                                           files=s.files, hooks=s.hooks, verbose=verbose,
-                                          timeout=(1200 if s.args == ["cu"] else 600)
+                                          timeout=(3600 if s.args == ["cu-all"] else 2400 if s.args[:1] == ["cu"] else 600)
                                           if scenario == "passthrough" else 240,
                                           echo=echo, **where)
         if daemon.proc.poll() is not None:

@@ -1,5 +1,6 @@
 //! SCSI pass-through (`--device-type pt`, bstype `sg` or `bsg`): a real SCSI device's
-//! commands go to it through the kernel's SG_IO ([`sgio`]), on the I/O pool so a
+//! commands go to it through the sg driver's asynchronous write/read interface
+//! ([`sgq`]) or the kernel's SG_IO on the I/O pool ([`sgio`]; bsg has only that), so a
 //! reactor never waits on the device.
 //!
 //! Unlike tgt's pass-through, which forwards every CDB so that all initiators share one
@@ -15,21 +16,27 @@
 //!   in place of the device's own port ones (its LU designators stay); a disk's VPD
 //!   B0h says no more than the queue takes (MAXIMUM TRANSFER LENGTH);
 //! - REQUEST SENSE reports rtgt's pending unit attention first, then asks the device;
+//! - commands that run on the I/O pool (bsg's; sg's when its queue is full): all
+//!   pass-through LUs together hold at most half of its threads ([`pool_share_limit`]): a tape's REWIND or ERASE can take hours,
+//!   and the disks' I/O must still find a thread;
 //! - a LOGICAL UNIT RESET resets the device (sg's SG_SCSI_RESET). ABORT TASK cannot
 //!   take a command back from SG_IO; the command finishes and its result is dropped.
 //!
-//! A device that is gone (ENODEV / ENXIO, or the host byte DID_NO_CONNECT /
-//! DID_BAD_TARGET) makes the LU answer NOT READY, LOGICAL UNIT COMMUNICATION FAILURE
+//! A device that is gone (ENODEV / ENXIO, the host byte DID_NO_CONNECT /
+//! DID_BAD_TARGET, or the device's own target answering ILLEGAL REQUEST, LOGICAL UNIT
+//! NOT SUPPORTED because its LU was deleted there) makes the LU answer NOT READY, LOGICAL UNIT COMMUNICATION FAILURE
 //! (SPC-4 table 49, 08h/00h) and INQUIRY with peripheral qualifier 001b ("not currently
 //! connected", SPC-4 6.6.2); the LU's other commands, and every other LU, go on.
 
 pub mod sgio;
+pub mod sgq;
 #[cfg(test)]
 mod tests;
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 
+use parking_lot::Mutex;
 use tokio::sync::Semaphore;
 
 use crate::cdb::{invalid_cdb, Outcome};
@@ -88,10 +95,14 @@ pub(crate) struct PassThrough {
     block_size: u32,
     /// Commands in flight at the device (`queue_depth=`).
     queue: Arc<Semaphore>,
-    timeout_ms: u32,
+    /// The queue's permits to take out of use as commands in flight finish, after
+    /// `--op update queue_depth=` lowered the depth below what is in flight.
+    queue_debt: AtomicUsize,
+    timeout_ms: AtomicU32,
     reservations: Reservations,
-    /// Its own parameters as given, canonical (for `show` and a dump).
-    own: Vec<(String, String)>,
+    /// Its own parameters as given (for `show` and a dump), and the queue depth in
+    /// force; `--op update` changes them.
+    own: Mutex<(Own, usize)>,
     /// The device went away (ENODEV, DID_NO_CONNECT, ...).
     gone: AtomicBool,
 }
@@ -100,6 +111,7 @@ pub(crate) struct PassThrough {
 const OWN_KEYS: &[&str] = &["reservations", "queue_depth", "timeout"];
 
 /// A pass-through LU's own parameters.
+#[derive(Clone)]
 struct Own {
     reservations: Reservations,
     queue_depth: Option<usize>,
@@ -194,6 +206,45 @@ fn num<T: std::str::FromStr>(k: &str, v: &str) -> Result<T, ScsiError> {
         .map_err(|_| ScsiError::BadParam(format!("{k}={v}: not a number")))
 }
 
+/// A command's place in its device's queue (`queue_depth=`). Given back when it ends,
+/// unless an update lowered the depth, when it is taken out of use instead.
+struct QueueSlot<'a>(&'a PassThrough);
+
+impl<'a> QueueSlot<'a> {
+    async fn take(pt: &'a PassThrough) -> Result<QueueSlot<'a>, Sense> {
+        pt.queue
+            .acquire()
+            .await
+            .map_err(|_| Sense::of(key::HARDWARE_ERROR, asc::INTERNAL_TARGET_FAILURE))?
+            .forget();
+        Ok(QueueSlot(pt))
+    }
+}
+
+impl Drop for QueueSlot<'_> {
+    fn drop(&mut self) {
+        let paid = self
+            .0
+            .queue_debt
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |d| d.checked_sub(1))
+            .is_ok();
+        if !paid {
+            self.0.queue.add_permits(1);
+        }
+    }
+}
+
+/// The I/O-pool threads all pass-through LUs together may hold: half the pool (at least
+/// one), the rest is left to every other backing store.
+pub fn pool_share_limit() -> usize {
+    (rtgt_backstore::pool::pool().threads() / 2).max(1)
+}
+
+fn pool_share() -> &'static Semaphore {
+    static SHARE: OnceLock<Semaphore> = OnceLock::new();
+    SHARE.get_or_init(|| Semaphore::new(pool_share_limit()))
+}
+
 /// Runs one command synchronously (only while the LU is being made).
 fn call(dev: &dyn SgIo, cdb: &[u8], len: usize) -> Option<Vec<u8>> {
     let mut data = vec![0u8; len];
@@ -284,9 +335,10 @@ impl PassThrough {
             inquiry,
             block_size,
             queue: Arc::new(Semaphore::new(queue_depth)),
-            timeout_ms: timeout_s.saturating_mul(1000),
+            queue_debt: AtomicUsize::new(0),
+            timeout_ms: AtomicU32::new(timeout_s.saturating_mul(1000)),
             reservations,
-            own: own.canonical(),
+            own: Mutex::new((own, queue_depth)),
             gone: AtomicBool::new(false),
         };
         tracing::info!(
@@ -380,19 +432,45 @@ impl PassThrough {
         } else {
             (Dir::None, Vec::new())
         };
-        let _permit = self
-            .queue
+        let _permit = QueueSlot::take(self).await?;
+        let timeout = self.timeout_ms.load(Ordering::Relaxed);
+        let mut req = sgq::Request {
+            cdb: ctx.cdb.to_vec(),
+            dir,
+            buf,
+            sense: vec![0u8; SENSE_MAX],
+            timeout_ms: timeout,
+        };
+        // sg: queued with write(), collected with read(); nothing waits meanwhile.
+        if let Some(q) = self.dev.queue() {
+            match q.submit(req) {
+                Ok(done) => {
+                    let d = done.await.map_err(|_| {
+                        Sense::of(key::HARDWARE_ERROR, asc::INTERNAL_TARGET_FAILURE)
+                    })?;
+                    return self.finish(ctx, dir, d.buf, &d.sense, d.result);
+                }
+                Err(back) => req = back,
+            }
+        }
+        // SG_IO holds a pool thread for the whole command, and a tape's REWIND or
+        // ERASE takes minutes to hours: pass-through commands together never hold more
+        // than their share of the pool, so the disks' I/O always finds a thread.
+        let _share = pool_share()
             .acquire()
             .await
             .map_err(|_| Sense::of(key::HARDWARE_ERROR, asc::INTERNAL_TARGET_FAILURE))?;
         let dev = self.dev.clone();
-        let cdb = ctx.cdb.to_vec();
-        let timeout = self.timeout_ms;
         let ran = rtgt_backstore::pool::run(move || {
-            let mut buf = buf;
-            let mut sense = vec![0u8; SENSE_MAX];
-            let r = dev.execute(&cdb, dir, &mut buf, &mut sense, timeout);
-            Ok((r, buf, sense))
+            let mut req = req;
+            let r = dev.execute(
+                &req.cdb,
+                req.dir,
+                &mut req.buf,
+                &mut req.sense,
+                req.timeout_ms,
+            );
+            Ok((r, req.buf, req.sense))
         })
         .await;
         let (r, buf, sense) = match ran {
@@ -402,7 +480,19 @@ impl PassThrough {
                 return Err(Sense::of(key::HARDWARE_ERROR, asc::INTERNAL_TARGET_FAILURE).into());
             }
         };
-        let (out, gone) = map_completion(dir, buf, &sense, r);
+        self.finish(ctx, dir, buf, &sense, r)
+    }
+
+    /// The initiator's result of one ended command; notes a device that went away.
+    fn finish(
+        &self,
+        ctx: &Ctx<'_>,
+        dir: Dir,
+        buf: Vec<u8>,
+        sense: &[u8],
+        r: std::io::Result<Completion>,
+    ) -> Outcome<ScsiResult> {
+        let (out, gone) = map_completion(dir, buf, sense, r);
         if gone && !self.gone.swap(true, Ordering::AcqRel) {
             tracing::error!(lun = ctx.lu.lun, "pass-through device is gone");
         }
@@ -551,6 +641,13 @@ pub(crate) fn map_completion(
     } else {
         Vec::new()
     };
+    // The device's own target no longer has its LU (SPC-4 4.5.2 / SAM-5 5.11: ILLEGAL
+    // REQUEST, LOGICAL UNIT NOT SUPPORTED for a LUN outside its map), as when a target
+    // behind an iSCSI-attached device deletes it. rtgt's LU still exists in its own
+    // map, so it says what it says for any vanished device.
+    if !sense.is_empty() && sense_code(&sense) == Some((key::ILLEGAL_REQUEST, 0x25, 0x00)) {
+        return (Err(PassThrough::gone_sense().into()), true);
+    }
     (
         Ok(ScsiResult {
             status: c.status,
@@ -562,7 +659,99 @@ pub(crate) fn map_completion(
     )
 }
 
+/// Sense key, ASC and ASCQ of fixed (70h/71h) or descriptor (72h/73h) sense data
+/// (SPC-4 4.5.2, 4.5.3); None when it is too short or of another format.
+fn sense_code(s: &[u8]) -> Option<(u8, u8, u8)> {
+    match s.first()? & 0x7f {
+        0x70 | 0x71 if s.len() >= 14 => Some((s[2] & 0x0f, s[12], s[13])),
+        0x72 | 0x73 if s.len() >= 4 => Some((s[1] & 0x0f, s[2], s[3])),
+        _ => None,
+    }
+}
+
+impl PassThrough {
+    /// `--op update --params` of its own keys: `queue_depth=` and `timeout=` take
+    /// effect for the commands that come next (a lower depth as commands in flight
+    /// finish); `reservations=` is refused, as switching would drop or expose the
+    /// reservations held. Every LU's parameters in the same update go to the core.
+    fn update(
+        &self,
+        target: &crate::ScsiTarget,
+        lu: &Lu,
+        params: &[(String, String)],
+    ) -> Result<(), ScsiError> {
+        let next = {
+            let own = self.own.lock();
+            let mut given = own.0.canonical();
+            given.extend(
+                params
+                    .iter()
+                    .filter(|(k, _)| OWN_KEYS.contains(&k.trim()))
+                    .cloned(),
+            );
+            Own::parse(&given)?
+        };
+        if next.reservations != self.reservations {
+            return Err(ScsiError::BadParam(
+                "reservations= can't change on a running logical unit (the reservations held \
+                 would be dropped or handed to the device); delete the logical unit and \
+                 create it again with the other mode"
+                    .into(),
+            ));
+        }
+        let rest: Vec<(String, String)> = params
+            .iter()
+            .filter(|(k, _)| !OWN_KEYS.contains(&k.trim()))
+            .cloned()
+            .collect();
+        if !rest.is_empty() {
+            target.update_lu(lu.lun, &rest)?;
+        }
+        let mut own = self.own.lock();
+        if let Some(n) = next.timeout_s {
+            self.timeout_ms
+                .store(n.saturating_mul(1000), Ordering::Relaxed);
+        }
+        if let Some(depth) = next.queue_depth {
+            let was = own.1;
+            if depth > was {
+                // Pay off a lowering not yet done before adding permits.
+                let mut more = depth - was;
+                while more > 0
+                    && self
+                        .queue_debt
+                        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |d| d.checked_sub(1))
+                        .is_ok()
+                {
+                    more -= 1;
+                }
+                self.queue.add_permits(more);
+            } else if depth < was {
+                let fewer = was - depth;
+                let gone = self.queue.forget_permits(fewer);
+                self.queue_debt.fetch_add(fewer - gone, Ordering::AcqRel);
+            }
+            own.1 = depth;
+        }
+        own.0 = next;
+        tracing::info!(lun = lu.lun, params = ?own.0.canonical(), "pass-through parameters updated");
+        Ok(())
+    }
+}
+
 impl DeviceServer for PassThrough {
+    fn configure(
+        &self,
+        target: &crate::ScsiTarget,
+        lu: &Lu,
+        params: &[(String, String)],
+    ) -> Option<Result<(), ScsiError>> {
+        params
+            .iter()
+            .any(|(k, _)| OWN_KEYS.contains(&k.trim()))
+            .then(|| self.update(target, lu, params))
+    }
+
     fn name(&self) -> &'static str {
         "pt"
     }
@@ -597,6 +786,6 @@ impl DeviceServer for PassThrough {
     fn fill_info(&self, _lu: &Lu, info: &mut LuInfo) {
         info.backing_store_type = self.dev.kind().into();
         info.online = !self.gone.load(Ordering::Acquire);
-        info.params.extend(self.own.iter().cloned());
+        info.params.extend(self.own.lock().0.canonical());
     }
 }

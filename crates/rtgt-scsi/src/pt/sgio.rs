@@ -2,7 +2,9 @@
 //! header (`struct sg_io_hdr`, include/scsi/sg.h) on `/dev/sgN`, and bsg's SG_IO with a
 //! version 4 header (`struct sg_io_v4`, include/uapi/linux/bsg.h) on `/dev/bsg/H:C:T:L`.
 //! bsg in Linux 6.1 has no read/write queue interface any more, only the blocking
-//! ioctl, so both run on the I/O pool, one pool thread per command in flight.
+//! ioctl, so bsg's commands run on the I/O pool, one pool thread per command in flight;
+//! sg's go through its asynchronous write/read interface ([`super::sgq`]) and take SG_IO
+//! on the pool only when that queue is full.
 //!
 //! [`SgIo`] is the seam: the pass-through logic above it is tested with a fake device.
 
@@ -56,6 +58,12 @@ pub trait SgIo: Send + Sync + 'static {
 
     /// "sg" or "bsg".
     fn kind(&self) -> &'static str;
+
+    /// sg's asynchronous queue (write/read), where the node has one: commands queued
+    /// there hold no thread while they run.
+    fn queue(&self) -> Option<&super::sgq::SgQueue> {
+        None
+    }
 }
 
 const SG_IO: libc::c_ulong = 0x2285;
@@ -73,29 +81,29 @@ const FALLBACK_MAX_TRANSFER: u32 = 256 * 1024;
 
 #[repr(C)]
 #[derive(Default)]
-struct SgIoHdr {
-    interface_id: libc::c_int,
-    dxfer_direction: libc::c_int,
-    cmd_len: u8,
-    mx_sb_len: u8,
-    iovec_count: u16,
-    dxfer_len: u32,
-    dxferp: usize,
-    cmdp: usize,
-    sbp: usize,
-    timeout: u32,
-    flags: u32,
-    pack_id: libc::c_int,
-    usr_ptr: usize,
-    status: u8,
-    masked_status: u8,
-    msg_status: u8,
-    sb_len_wr: u8,
-    host_status: u16,
-    driver_status: u16,
-    resid: libc::c_int,
-    duration: u32,
-    info: u32,
+pub(crate) struct SgIoHdr {
+    pub interface_id: libc::c_int,
+    pub dxfer_direction: libc::c_int,
+    pub cmd_len: u8,
+    pub mx_sb_len: u8,
+    pub iovec_count: u16,
+    pub dxfer_len: u32,
+    pub dxferp: usize,
+    pub cmdp: usize,
+    pub sbp: usize,
+    pub timeout: u32,
+    pub flags: u32,
+    pub pack_id: libc::c_int,
+    pub usr_ptr: usize,
+    pub status: u8,
+    pub masked_status: u8,
+    pub msg_status: u8,
+    pub sb_len_wr: u8,
+    pub host_status: u16,
+    pub driver_status: u16,
+    pub resid: libc::c_int,
+    pub duration: u32,
+    pub info: u32,
 }
 
 #[repr(C)]
@@ -141,6 +149,8 @@ pub struct Node {
     file: File,
     bsg: bool,
     max_transfer: u32,
+    /// sg only: its asynchronous queue, on a file of its own.
+    queue: Option<super::sgq::SgQueue>,
 }
 
 fn ioctl_int(file: &File, req: libc::c_ulong) -> io::Result<libc::c_int> {
@@ -221,10 +231,22 @@ pub fn open(kind: &str, path: &str) -> Result<Node, String> {
         Ok(n) if n > 0 => n as u32,
         _ => FALLBACK_MAX_TRANSFER,
     };
+    let queue = if bsg {
+        None
+    } else {
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(path)
+            .map_err(|e| format!("{path}: {e}"))?;
+        Some(super::sgq::SgQueue::new(f))
+    };
     Ok(Node {
         file,
         bsg,
         max_transfer,
+        queue,
     })
 }
 
@@ -238,7 +260,7 @@ fn usage(kind: &str) -> &'static str {
     }
 }
 
-fn dxfer(dir: Dir) -> libc::c_int {
+pub(crate) fn dxfer(dir: Dir) -> libc::c_int {
     match dir {
         Dir::None => -1,
         Dir::ToDevice => -2,
@@ -345,6 +367,10 @@ impl SgIo for Node {
 
     fn max_transfer(&self) -> u32 {
         self.max_transfer
+    }
+
+    fn queue(&self) -> Option<&super::sgq::SgQueue> {
+        self.queue.as_ref()
     }
 
     fn kind(&self) -> &'static str {

@@ -22,6 +22,8 @@ pub(crate) struct Fake {
     max_transfer: u32,
     pub seen: Mutex<Vec<Vec<u8>>>,
     pub resets: AtomicUsize,
+    /// The timeout the last command was given, in ms.
+    pub last_timeout: AtomicUsize,
     /// Answers for the next commands, in order.
     inject: Mutex<Vec<Inject>>,
 }
@@ -40,6 +42,7 @@ impl Fake {
             max_transfer,
             seen: Mutex::new(Vec::new()),
             resets: AtomicUsize::new(0),
+            last_timeout: AtomicUsize::new(0),
             inject: Mutex::new(Vec::new()),
         });
         FAKES
@@ -75,9 +78,11 @@ impl SgIo for Fake {
         dir: Dir,
         data: &mut [u8],
         sense: &mut [u8],
-        _timeout_ms: u32,
+        timeout_ms: u32,
     ) -> io::Result<Completion> {
         self.seen.lock().push(cdb.to_vec());
+        self.last_timeout
+            .store(timeout_ms as usize, Ordering::SeqCst);
         let injected = {
             let mut q = self.inject.lock();
             (!q.is_empty()).then(|| q.remove(0))
@@ -440,6 +445,94 @@ async fn a_vanished_device_did_no_connect() {
 }
 
 #[tokio::test]
+async fn a_vanished_device_lun_not_supported() {
+    // An iSCSI-attached device whose target deleted its LU: the device answers
+    // ILLEGAL REQUEST, LOGICAL UNIT NOT SUPPORTED (fixed sense, then descriptor).
+    for (fmt, name) in [(0x70u8, "lunfixed"), (0x72, "lundesc")] {
+        gone_after(
+            move |_, sense| {
+                let s: Vec<u8> = if fmt == 0x70 {
+                    let mut s = vec![0u8; 18];
+                    s[0] = 0x70;
+                    s[2] = 0x05;
+                    s[7] = 10;
+                    s[12] = 0x25;
+                    s
+                } else {
+                    vec![0x72, 0x05, 0x25, 0x00, 0, 0, 0, 0]
+                };
+                sense[..s.len()].copy_from_slice(&s);
+                Ok(Completion {
+                    status: status::CHECK_CONDITION,
+                    sense_len: s.len() as u32,
+                    ..Completion::default()
+                })
+            },
+            name,
+        )
+        .await;
+    }
+}
+
+/// Long commands at pass-through devices (a tape rewinding, say) hold at most their
+/// share of the I/O pool: with more of them in flight than the pool has threads, other
+/// work on the pool still runs at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_commands_leave_the_pool_to_others() {
+    let threads = rtgt_backstore::pool::pool().threads();
+    let share = super::pool_share_limit();
+    assert!(share < threads, "{share} of {threads}");
+    let gate = Arc::new((std::sync::Mutex::new(false), std::sync::Condvar::new()));
+    let started = Arc::new(AtomicUsize::new(0));
+    // One tape per command (a tape takes one command at a time), as many as the pool
+    // has threads.
+    let mut tapes = Vec::new();
+    for i in 0..threads {
+        let (t, f) = target(&format!("long{i}"), 1, &[]);
+        let (g, s) = (gate.clone(), started.clone());
+        f.then(move |_, _| {
+            s.fetch_add(1, Ordering::SeqCst);
+            let (m, c) = &*g;
+            let mut open = m.lock().unwrap();
+            while !*open {
+                open = c.wait(open).unwrap();
+            }
+            Ok(Completion::default())
+        });
+        tapes.push(tokio::spawn(async move {
+            // REWIND
+            exec_len(&t, 1, 2, &[0x01, 0, 0, 0, 0, 0], 0).await.status
+        }));
+    }
+    let t0 = std::time::Instant::now();
+    while started.load(Ordering::SeqCst) < share && t0.elapsed().as_secs() < 10 {
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    assert_eq!(
+        started.load(Ordering::SeqCst),
+        share,
+        "no more than the share reached the pool"
+    );
+    // Another backing store's I/O still gets a thread.
+    let other = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        rtgt_backstore::pool::run(|| Ok(42)),
+    )
+    .await;
+    let open_gate = || {
+        *gate.0.lock().unwrap() = true;
+        gate.1.notify_all();
+    };
+    open_gate();
+    assert_eq!(other.expect("the pool was starved").unwrap(), 42);
+    for h in tapes {
+        assert_eq!(h.await.unwrap(), status::GOOD);
+    }
+    assert_eq!(started.load(Ordering::SeqCst), threads);
+}
+
+#[tokio::test]
 async fn reservations_are_emulated_per_nexus() {
     let (t, f) = target("resv", 1, &[]);
     let r = exec_len(&t, 1, 2, &[0x16, 0, 0, 0, 0, 0], 0).await;
@@ -520,9 +613,12 @@ async fn tape_defaults_and_bad_parameters() {
         .iter()
         .any(|(k, _)| k == "queue_depth" || k == "timeout"));
     let pt = |lu: &crate::lu::Lu| {
-        lu.device
-            .state::<super::PassThrough>()
-            .map(|p| (p.queue.available_permits(), p.timeout_ms))
+        lu.device.state::<super::PassThrough>().map(|p| {
+            (
+                p.queue.available_permits(),
+                p.timeout_ms.load(Ordering::SeqCst),
+            )
+        })
     };
     let lu = t.all_lus().into_iter().find(|l| l.lun == 2).unwrap();
     assert_eq!(pt(&lu), Some((1, 14_000_000)));
@@ -601,4 +697,99 @@ async fn inquiry_data_is_cut_to_its_own_length_when_the_residual_says_nothing() 
     // The allocation length still cuts a longer page (the core's truncation).
     let r = exec_len(&t, 1, 2, &[0x12, 0, 0, 0, 20, 0], 20).await;
     assert_eq!(r.data_in.len(), 20);
+}
+
+fn kv(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+/// `--op update`: queue_depth= and timeout= change on a running LU, reservations= is
+/// refused, a bad value is refused and changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn update_queue_depth_and_timeout() {
+    let (t, f) = target("upd", 0, &[("queue_depth", "1")]);
+    let t = Arc::new(t);
+    let gate = Arc::new((std::sync::Mutex::new(false), std::sync::Condvar::new()));
+    let started = Arc::new(AtomicUsize::new(0));
+    let block = |f: &Fake| {
+        let (g, s) = (gate.clone(), started.clone());
+        f.then(move |_, _| {
+            s.fetch_add(1, Ordering::SeqCst);
+            let (m, c) = &*g;
+            let mut open = m.lock().unwrap();
+            while !*open {
+                open = c.wait(open).unwrap();
+            }
+            Ok(Completion::default())
+        });
+    };
+    let reached = |n: usize| {
+        let s = started.clone();
+        async move {
+            let t0 = std::time::Instant::now();
+            while s.load(Ordering::SeqCst) < n && t0.elapsed().as_secs() < 2 {
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            s.load(Ordering::SeqCst)
+        }
+    };
+    let spawn = |t: &Arc<ScsiTarget>| {
+        let t = t.clone();
+        tokio::spawn(async move { exec_len(&t, 1, 2, &[0, 0, 0, 0, 0, 0], 0).await.status })
+    };
+    for _ in 0..3 {
+        block(&f);
+    }
+    let mut running: Vec<_> = (0..3).map(|_| spawn(&t)).collect();
+    assert_eq!(
+        reached(1).await,
+        1,
+        "queue_depth=1: one command at the device"
+    );
+    t.update_lu(2, &kv(&[("queue_depth", "3"), ("timeout", "60")]))
+        .unwrap();
+    assert_eq!(reached(3).await, 3, "queue_depth=3: the other two go on");
+    // Lowered to 1 while three are in flight: it holds once they have finished.
+    t.update_lu(2, &kv(&[("queue_depth", "1")])).unwrap();
+    *gate.0.lock().unwrap() = true;
+    gate.1.notify_all();
+    for h in running.drain(..) {
+        assert_eq!(h.await.unwrap(), status::GOOD);
+    }
+    *gate.0.lock().unwrap() = false;
+    started.store(0, Ordering::SeqCst);
+    for _ in 0..2 {
+        block(&f);
+    }
+    running.extend((0..2).map(|_| spawn(&t)));
+    assert_eq!(reached(2).await, 1, "queue_depth=1 again");
+    *gate.0.lock().unwrap() = true;
+    gate.1.notify_all();
+    for h in running {
+        assert_eq!(h.await.unwrap(), status::GOOD);
+    }
+    let info = t.lu_info().into_iter().find(|l| l.lun == 2).unwrap();
+    assert!(info.params.contains(&("queue_depth".into(), "1".into())));
+    assert!(info.params.contains(&("timeout".into(), "60".into())));
+    // Refusals: the mode of reservations, and bad values (nothing changes).
+    let e = t
+        .update_lu(2, &kv(&[("reservations", "passthrough")]))
+        .unwrap_err();
+    assert!(e.to_string().contains("can't change on a running"), "{e}");
+    let e = t.update_lu(2, &kv(&[("queue_depth", "0")])).unwrap_err();
+    assert!(e.to_string().contains("queue_depth=0"), "{e}");
+    let e = t
+        .update_lu(2, &kv(&[("timeout", "30"), ("colour", "red")]))
+        .unwrap_err();
+    assert!(e.to_string().contains("colour"), "{e}");
+    let info = t.lu_info().into_iter().find(|l| l.lun == 2).unwrap();
+    assert!(info.params.contains(&("timeout".into(), "60".into())));
+    // The command timeout given to the device is the new one.
+    let r = exec_len(&t, 1, 2, &[0, 0, 0, 0, 0, 0], 0).await;
+    assert_eq!(r.status, status::GOOD);
+    assert_eq!(f.last_timeout.load(Ordering::SeqCst), 60_000);
 }

@@ -1065,3 +1065,55 @@ fn iser_keys(p: &SessionParams) -> Vec<(String, String)> {
         ),
     ]
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn framer(max: usize) -> Framer {
+        Framer {
+            header_digest: false,
+            data_digest: false,
+            max_data: max,
+        }
+    }
+
+    fn nop_out(data: usize) -> Vec<u8> {
+        let mut p = Pdu::new(op::NOP_OUT);
+        p.set_flags(0x80);
+        p.data = vec![7; data];
+        p.fix_lengths();
+        let mut b = Vec::new();
+        p.encode_into(&mut b, false, false);
+        b
+    }
+
+    #[test]
+    fn one_pdu_per_send() {
+        let b = nop_out(100);
+        let p = parse(&framer(8192), &b).unwrap();
+        assert_eq!(p.opcode(), op::NOP_OUT);
+        assert_eq!(p.data, vec![7; 100]);
+    }
+
+    /// RFC 7145 §7.2: a PDU whose data segment exceeds the negotiated
+    /// TargetRecvDataSegmentLength ends the connection (an error, not a PDU).
+    #[test]
+    fn larger_than_negotiated_is_refused() {
+        let b = nop_out(8193);
+        assert!(parse(&framer(8192), &b).is_err());
+        assert!(parse(&framer(16384), &b).is_ok());
+    }
+
+    /// A Send holding less or more than its BHS says (truncated, or two PDUs in one
+    /// message) is refused too: iSER carries exactly one PDU per Send.
+    #[test]
+    fn lengths_must_match_the_send() {
+        let b = nop_out(100);
+        assert!(parse(&framer(8192), &b[..b.len() - 4]).is_err());
+        let mut two = b.clone();
+        two.extend_from_slice(&b);
+        assert!(parse(&framer(8192), &two).is_err());
+        assert!(parse(&framer(8192), &b[..20]).is_err());
+    }
+}

@@ -51,7 +51,8 @@ MODS=(
 )
 if [ "$RDMA" = 1 ]; then
   # iproute2 for `ip` and `rdma` (its other tools are deleted below); the rxe provider.
-  PKGS+=(ibverbs-providers iproute2 libbpf1 libelf1 zlib1g libmnl0 libbsd0 libmd0)
+  # tgt: Debian's tgtd has iSER built in, the peer the iser scenario compares against.
+  PKGS+=(ibverbs-providers iproute2 libbpf1 libelf1 zlib1g libmnl0 libbsd0 libmd0 tgt libaio1)
   # crc32_generic is no depends= of rdma_rxe, but rxe needs the crc32 hash at
   # `rdma link add`; ext4 is a module in the generic kernel.
   MODS+=(rdma_rxe ib_uverbs rdma_ucm rdma_cm ib_cm iw_cm ib_core configfs crc32_generic
@@ -104,6 +105,7 @@ for f in bin/ss sbin/bridge sbin/dcb sbin/devlink sbin/rtacct sbin/rtmon sbin/tc
   sbin/tipc sbin/vdpa usr/bin/lnstat usr/bin/nstat usr/bin/routel usr/sbin/arpd \
   usr/sbin/genl usr/bin/ctstat usr/bin/rtstat; do rm -f "${R:?}/$f"; done
 rm -rf "$R"/usr/lib/x86_64-linux-gnu/tc
+rm -f "$R"/usr/sbin/tgt-admin # perl
 # busybox fills the gaps (mount, ip, cmp, find, ...) but never replaces a real tool: the
 # scenarios mean GNU tar and mt-st, not their busybox look-alikes. For the same reason
 # /bin/sh is dash: Debian's static busybox, as a shell, prefers its own applets to PATH.

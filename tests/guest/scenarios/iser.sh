@@ -115,6 +115,7 @@ SCSI.CompareAndWrite.Simple"
 truncate -s 64M /tmp/lun2.img
 run $A --op new --mode logicalunit --tid 1 --lun 2 -b /tmp/lun2.img
 # cu URL NAME: "pass", "fail" or "none" (the name selects no test in this libiscsi).
+# Each test name's result is also kept in /tmp/cu.rtgtd for the tgtd comparison below.
 cu() {
 	timeout 120 iscsi-test-cu -d -v -t "$2" "$1" >/tmp/cu.out 2>&1
 	if grep -q "FAILED" /tmp/cu.out; then echo fail
@@ -129,6 +130,7 @@ for t in $TESTS; do
 	[ "$tcp" = none ] && continue
 	total=$((total + 1))
 	echo "   $t: tcp $tcp, iser $rdma"
+	echo "$t $rdma" >>/tmp/cu.rtgtd
 	if [ "$tcp" = pass ] && [ "$rdma" != pass ]; then
 		case " $KNOWN_CLIENT_BUGS " in
 		*" $t "*) client=$((client + 1)) ;;
@@ -152,3 +154,32 @@ done
 ok "no session left"
 kill -0 $RTGTD 2>/dev/null || fail "rtgtd died"
 grep -E "iSER|WARN|ERROR" /tmp/rtgtd.log | tail -n 6
+
+if [ "${1:-}" = cu ] && command -v tgtd >/dev/null; then
+	step "the same iscsi-test-cu names over iser:// against Debian's tgtd (for comparison)"
+	kill $RTGTD
+	wait $RTGTD 2>/dev/null
+	# tgtd opens TCP 3260 on every address by default, and its iSER pool must fit the guest.
+	tgtd -f --iser pool_sz_mb=128 --iscsi portal=127.0.0.1:3261 >/tmp/tgtd.log 2>&1 &
+	i=0
+	until tgtadm --mode system --op show >/dev/null 2>&1; do
+		i=$((i + 1)); [ $i -lt 150 ] || { cat /tmp/tgtd.log; fail "tgtd did not start"; }
+		sleep 0.1
+	done
+	T="tgtadm --lld iser"
+	run $T --mode target --op new --tid 1 -T $IQN
+	run $T --mode logicalunit --op new --tid 1 --lun 2 -b /tmp/lun2.img
+	run $T --mode target --op bind --tid 1 -I ALL
+	# tgt 1.0.85's iSER login wants an initiator-name ACL too (fixed in 1.0.95).
+	for n in iscsi-test iscsi-test-2; do
+		run $T --mode target --op bind --tid 1 -Q iqn.2007-10.com.github:sahlberg:libiscsi:$n
+	done
+	tp=0 tf=0 diff=""
+	while read -r t r; do
+		g=$(cu "iser://$ADDR:3260/$IQN/2" "$t")
+		echo "   $t: rtgtd $r, tgtd $g"
+		[ "$g" = pass ] && tp=$((tp + 1)) || tf=$((tf + 1))
+		[ "$g" = "$r" ] || diff="$diff $t"
+	done </tmp/cu.rtgtd
+	ok "tgtd over iSER: $tp passed, $tf failed; different from rtgtd:${diff:- none}"
+fi

@@ -110,10 +110,16 @@ impl Slots {
     }
 }
 
+/// The most one RDMA Read or Write work request moves: larger transfers are split
+/// (soft-RoCE's largest message is 8 MiB; a command may be 16 MiB or more).
+const RDMA_CHUNK: usize = 1 << 20;
+
 /// An RDMA operation in flight and the buffer it moves (registered for it).
 struct RdmaOp {
     mr: *mut ibv_mr,
     buf: Vec<u8>,
+    /// Its work requests not yet completed.
+    pending: usize,
     /// An RDMA Read's R2T: its data becomes this Data-Out.
     read: Option<Pdu>,
 }
@@ -121,7 +127,8 @@ struct RdmaOp {
 /// Work waiting for room on the send queue, in order.
 enum Work {
     Send(Vec<u8>),
-    Rdma(usize, ibv_wr_opcode::Type, Stag),
+    /// Slot, opcode, remote buffer, and the byte range of this work request.
+    Rdma(usize, ibv_wr_opcode::Type, Stag, usize, usize),
 }
 
 /// The queue pair and everything registered for it.
@@ -320,7 +327,13 @@ impl Conn {
         if mr.is_null() {
             return Err(last_error("ibv_reg_mr"));
         }
-        let op = RdmaOp { mr, buf, read };
+        let len = buf.len();
+        let op = RdmaOp {
+            mr,
+            buf,
+            pending: len.div_ceil(RDMA_CHUNK),
+            read,
+        };
         let slot = match self.free_rdma.pop() {
             Some(s) => {
                 self.rdma[s] = Some(op);
@@ -331,7 +344,11 @@ impl Conn {
                 self.rdma.len() - 1
             }
         };
-        self.waiting.push_back(Work::Rdma(slot, opcode, remote));
+        for off in (0..len).step_by(RDMA_CHUNK) {
+            let n = RDMA_CHUNK.min(len - off);
+            self.waiting
+                .push_back(Work::Rdma(slot, opcode, remote, off, n));
+        }
         Ok(())
     }
 
@@ -356,17 +373,17 @@ impl Conn {
                         wr.wr_id = WR_SEND | i as u64;
                         wr.opcode = ibv_wr_opcode::IBV_WR_SEND;
                     }
-                    Work::Rdma(slot, opcode, remote) => {
+                    Work::Rdma(slot, opcode, remote, off, n) => {
                         let op = self.rdma[slot].as_mut().expect("in flight");
                         sge = ibv_sge {
-                            addr: op.buf.as_mut_ptr() as u64,
-                            length: op.buf.len() as u32,
+                            addr: op.buf.as_mut_ptr().add(off) as u64,
+                            length: n as u32,
                             lkey: (*op.mr).lkey,
                         };
                         wr.wr_id = WR_RDMA | slot as u64;
                         wr.opcode = opcode;
                         wr.wr.rdma = rdma_t {
-                            remote_addr: remote.base,
+                            remote_addr: remote.base + off as u64,
                             rkey: remote.stag,
                         };
                     }
@@ -421,14 +438,23 @@ impl Conn {
         if kind == WR_SEND {
             self.free_sends.push(slot);
         }
+        // An RDMA operation is done when its last work request is.
         let op = if kind == WR_RDMA {
-            let op = self.rdma[slot].take();
-            self.free_rdma.push(slot);
-            if let Some(op) = &op {
-                // SAFETY: registered by `rdma`, deregistered once.
-                unsafe { ibv_dereg_mr(op.mr) };
+            let last = self.rdma[slot].as_mut().is_some_and(|op| {
+                op.pending -= 1;
+                op.pending == 0
+            });
+            if last {
+                let op = self.rdma[slot].take();
+                self.free_rdma.push(slot);
+                if let Some(op) = &op {
+                    // SAFETY: registered by `rdma`, deregistered once.
+                    unsafe { ibv_dereg_mr(op.mr) };
+                }
+                op
+            } else {
+                None
             }
-            op
         } else {
             None
         };
@@ -1032,6 +1058,15 @@ fn parse(framer: &Framer, body: &[u8]) -> Result<Pdu, String> {
         .and_then(|b| b.try_into().ok())
         .ok_or_else(|| format!("a Send of {} bytes holds no BHS", body.len()))?;
     let rest = framer.rest_len(&bhs).map_err(|e| e.to_string())?;
+    // The Send's length delimits the PDU, so some initiators (libiscsi) leave out the
+    // data segment's padding to 4 bytes: taken as if it were there.
+    let dsl = u32::from_be_bytes([0, bhs[5], bhs[6], bhs[7]]) as usize;
+    let pad = (4 - dsl % 4) % 4;
+    if pad > 0 && body.len() == BHS_LEN + rest - pad {
+        let mut padded = body[BHS_LEN..].to_vec();
+        padded.resize(rest, 0);
+        return framer.parse(bhs, &padded).map_err(|(e, _)| e.to_string());
+    }
     if body.len() != BHS_LEN + rest {
         return Err(format!(
             "PDU of {} bytes in a Send of {}",
@@ -1098,6 +1133,16 @@ mod tests {
 
     /// RFC 7145 §7.2: a PDU whose data segment exceeds the negotiated
     /// TargetRecvDataSegmentLength ends the connection (an error, not a PDU).
+    /// libiscsi sends the data segment without its padding; the Send delimits it.
+    #[test]
+    fn unpadded_data_segment() {
+        let b = nop_out(526);
+        assert_eq!(b.len(), BHS_LEN + 528);
+        let p = parse(&framer(8192), &b[..BHS_LEN + 526]).unwrap();
+        assert_eq!(p.data, vec![7; 526]);
+        assert!(parse(&framer(8192), &b[..BHS_LEN + 525]).is_err());
+    }
+
     #[test]
     fn larger_than_negotiated_is_refused() {
         let b = nop_out(8193);

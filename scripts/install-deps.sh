@@ -30,6 +30,9 @@
 #                     isnsd and isnsadm: the iSNS test registers rtgtd's targets with them
 #   lintian, dpkg-dev the Debian package's checks (scripts/test-deb.sh); dpkg-dev's
 #                     dpkg-shlibdeps computes the package's library dependencies
+#   cmake libclang-dev
+#                     rtgtd's rdma feature (iSER): rdma-mummy-sys builds its loader stub
+#                     with cmake and its bindings with bindgen (libclang)
 #   cargo-deb (cargo install, pinned)
 #                     builds the Debian packages rtgt and rtgt-rbd
 # Works as root without a terminal (CI=true, no stdin); uses sudo otherwise.
@@ -58,6 +61,8 @@ command -v rbd >/dev/null 2>&1 || need+=(ceph-common)
 command -v isnsd >/dev/null 2>&1 || [ -x /usr/sbin/isnsd ] || need+=(open-isns-server)
 command -v isnsadm >/dev/null 2>&1 || [ -x /usr/sbin/isnsadm ] || need+=(open-isns-utils)
 command -v cc >/dev/null 2>&1 || need+=(build-essential)
+command -v cmake >/dev/null 2>&1 || need+=(cmake)
+ls /usr/lib/llvm-*/lib/libclang.so* >/dev/null 2>&1 || need+=(libclang-dev)
 command -v curl >/dev/null 2>&1 || need+=(curl ca-certificates)
 # ISO 9660 images for the CD/DVD tests (crates/rtgtd/tests/cd.rs, tests/guest).
 command -v genisoimage >/dev/null 2>&1 || need+=(genisoimage)

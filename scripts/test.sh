@@ -67,6 +67,10 @@ step fmt cargo fmt --all -- --check
 step clippy cargo clippy --workspace --all-targets "${FEATURES[@]}" -- -D warnings
 # The default build (no librbd or libgfapi needed) must stay clean as well.
 step clippy-default cargo clippy --workspace --all-targets -- -D warnings
+# The iSER transport (cargo feature rdma): clippy and its unit tests (no RDMA device
+# needed; the guest suite's iser scenario runs it on soft-RoCE).
+step clippy-rdma cargo clippy -p rtgtd --all-targets --features rtgtd/rdma -- -D warnings
+step rdma-unit cargo test -p rtgtd --features rtgtd/rdma --bin rtgtd iser
 if step build cargo build --workspace "${FEATURES[@]}"; then
   step cargo-test cargo test --workspace "${FEATURES[@]}"
   if [ "${SKIP_DEB:-0}" != 1 ]; then
@@ -76,8 +80,8 @@ if step build cargo build --workspace "${FEATURES[@]}"; then
   fi
   if [ "${SKIP_GUEST:-0}" != 1 ]; then
     # Linux's own sd, st, ch and sr drivers against rtgtd, through QEMU's libiscsi and
-    # through the guest's open-iscsi, the DVD jukebox included (about 4-10 minutes, the
-    # guest's build included).
+    # through the guest's open-iscsi, the DVD jukebox included, and iSER on soft-RoCE in
+    # the RDMA guest (about 4-10 minutes, the guests' builds included, + the iser scenario).
     step guest-interop bash tests/guest/run.sh --no-build
     # Power cuts: rtgtd in the guest on a cache=none disk, QEMU SIGKILLed mid-write three
     # times; every acknowledged-durable write must read back (1-3 minutes; the full run,

@@ -50,15 +50,18 @@ DEFAULT_CACHE = os.environ.get("RTGT_GUEST_CACHE") or os.path.join(ROOT, "target
 ISCSI_URL = re.compile(r"^iscsi://([^/]+)/([^/]+)/(\d+)$")
 
 
-def ensure_built(cache):
-    """Builds (or checks) the guest; returns False with a message if that failed."""
-    r = subprocess.run(["bash", os.path.join(HERE, "build.sh"), cache], stdin=subprocess.DEVNULL)
+def ensure_built(cache, rdma=False):
+    """Builds (or checks) the guest (rdma: the RDMA flavour); returns False with a
+    message if that failed."""
+    env = dict(os.environ, RTGT_GUEST_RDMA="1" if rdma else "0")
+    r = subprocess.run(["bash", os.path.join(HERE, "build.sh"), cache], stdin=subprocess.DEVNULL, env=env)
     return r.returncode == 0
 
 
 def qemu_command(cache, work, initrd, devices, iscsi, ndev, mem, initiator, vhost=(), smp=1, queues=None,
-                 local=()):
-    append = ["console=ttyS0", "panic=-1", "quiet", "loglevel=4", "no_timer_check", "tsc=reliable"]
+                 local=(), kargs=()):
+    append = ["console=ttyS0", "panic=-1", "quiet", "loglevel=4", "no_timer_check", "tsc=reliable",
+              *kargs]
     q = [
         "qemu-system-x86_64", "-M", "pc", "-m", str(mem), "-smp", str(smp), "-nodefaults",
         "-display", "none", "-no-reboot",
@@ -171,7 +174,7 @@ def qmp(sock_path, command, arguments, wait_event=None, timeout=20):
 
 def boot(script, args=(), devices=(), iscsi=(), ndev=None, files=(), hooks=None, timeout=300,
          mem=768, initiator="iqn.2026-11.org.rtgt:qemu-guest", cache=DEFAULT_CACHE, verbose=False,
-         echo=None, vhost=(), smp=1, queues=None, local=()):
+         echo=None, vhost=(), smp=1, queues=None, local=(), kargs=()):
     """Runs `script` in a fresh guest; returns (status, output text, seconds).
 
     hooks: {name: callable(args) -> (ok, text)} serving the script's host-step calls.
@@ -197,7 +200,7 @@ def boot(script, args=(), devices=(), iscsi=(), ndev=None, files=(), hooks=None,
                 shutil.copyfileobj(extra, out)
         open(os.path.join(work, "out.log"), "wb").close()
         cmd = qemu_command(cache, work, initrd, list(devices), list(iscsi), ndev, mem, initiator,
-                           list(vhost), smp, queues, list(local))
+                           list(vhost), smp, queues, list(local), kargs)
         t0 = time.time()
         qemu = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=open(os.path.join(work, "qemu.log"), "wb"),
                                 stderr=subprocess.STDOUT, start_new_session=True)

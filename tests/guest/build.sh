@@ -5,6 +5,12 @@
 #
 #   bash tests/guest/build.sh [CACHE]     (default: RTGT_GUEST_CACHE or target/guest)
 #
+# RTGT_GUEST_RDMA=1 builds the RDMA flavour (its own cache, default target/guest-rdma):
+# Debian's generic kernel (the cloud one has neither rdma_rxe nor ib_iser), soft-RoCE and
+# the kernel's iSER initiator, the RDMA user space (libibverbs, librdmacm, the rxe
+# provider, iproute2's `rdma`), ext4 as a module. The guest's /init then brings up rxe0
+# on dummy0 when the kernel command line has rtgt.rdma=ADDR/PREFIX.
+#
 # Everything comes from Debian packages, fetched with `apt-get download` and unpacked with
 # `dpkg -x`; nothing is installed on the host. The result is CACHE/vmlinuz and
 # CACHE/initrd.cpio (uncompressed newc). Idempotent: a stamp of the package versions, the
@@ -14,8 +20,14 @@ set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
-CACHE=${1:-${RTGT_GUEST_CACHE:-$ROOT/target/guest}}
-KERNEL_META=${RTGT_GUEST_KERNEL:-linux-image-cloud-amd64}
+RDMA=${RTGT_GUEST_RDMA:-0}
+if [ "$RDMA" = 1 ]; then
+  CACHE=${1:-${RTGT_GUEST_CACHE:-$ROOT/target/guest-rdma}}
+  KERNEL_META=${RTGT_GUEST_KERNEL:-linux-image-amd64}
+else
+  CACHE=${1:-${RTGT_GUEST_CACHE:-$ROOT/target/guest}}
+  KERNEL_META=${RTGT_GUEST_KERNEL:-linux-image-cloud-amd64}
+fi
 mkdir -p "$CACHE"
 CACHE=$(cd "$CACHE" && pwd)
 log() { printf 'guest-build: %s\n' "$*" >&2; }
@@ -38,6 +50,15 @@ MODS=(
   iscsi_tcp isofs
   scsi_debug
 )
+if [ "$RDMA" = 1 ]; then
+  # iproute2 for `ip` and `rdma` (its other tools are deleted below); the rxe provider.
+  # tgt: Debian's tgtd has iSER built in, the peer the iser scenario compares against.
+  PKGS+=(ibverbs-providers iproute2 libbpf1 libelf1 zlib1g libmnl0 libbsd0 libmd0 tgt libaio1)
+  # crc32_generic is no depends= of rdma_rxe, but rxe needs the crc32 hash at
+  # `rdma link add`; ext4 is a module in the generic kernel.
+  MODS+=(rdma_rxe ib_uverbs rdma_ucm rdma_cm ib_cm iw_cm ib_core configfs crc32_generic
+    dummy udp_tunnel ip6_udp_tunnel ib_iser ext4 crc32c_generic)
+fi
 
 command -v apt-get >/dev/null && command -v dpkg >/dev/null ||
   { log "needs apt-get and dpkg (Debian)"; exit 2; }
@@ -50,7 +71,7 @@ VERSIONS=$(apt-cache policy "$KPKG" "${PKGS[@]}" | awk '/^[^ ]/ {p = $1} /Candid
 
 stamp=$( {
   echo "$VERSIONS"
-  echo "${MODS[*]}"
+  echo "${MODS[*]} rdma=$RDMA"
   cat "$HERE/build.sh" "$HERE/init" "$HERE/host-step" "$HERE/newc.py"
 } | sha256sum | cut -d' ' -f1)
 if [ "$(cat "$CACHE/stamp" 2>/dev/null)" = "$stamp" ] && [ -s "$CACHE/vmlinuz" ] && [ -s "$CACHE/initrd.cpio" ]; then
@@ -79,6 +100,13 @@ for p in "${PKGS[@]}"; do dpkg -x "$(deb "$p")" "$R"; done
 rm -rf "$R"/usr/share/{doc,man,info,locale,lintian,bug,bash-completion,zsh} \
   "$R"/usr/lib/x86_64-linux-gnu/gconv "$R"/etc/init.d "$R"/lib/systemd "$R"/usr/lib/systemd
 mkdir -p "$R"/{proc,sys,dev,tmp,run,mnt,root,data,var/lib,var/lock,etc/iscsi}
+# iproute2 (RDMA flavour): only ip and rdma; ss, tc and the rest would pull in krb5,
+# xtables and db5.3.
+for f in bin/ss sbin/bridge sbin/dcb sbin/devlink sbin/rtacct sbin/rtmon sbin/tc \
+  sbin/tipc sbin/vdpa usr/bin/lnstat usr/bin/nstat usr/bin/routel usr/sbin/arpd \
+  usr/sbin/genl usr/bin/ctstat usr/bin/rtstat; do rm -f "${R:?}/$f"; done
+rm -rf "$R"/usr/lib/x86_64-linux-gnu/tc
+rm -f "$R"/usr/sbin/tgt-admin # perl
 # busybox fills the gaps (mount, ip, cmp, find, ...) but never replaces a real tool: the
 # scenarios mean GNU tar and mt-st, not their busybox look-alikes. For the same reason
 # /bin/sh is dash: Debian's static busybox, as a shell, prefers its own applets to PATH.

@@ -42,11 +42,12 @@ import boot  # noqa: E402
 # refuses, the scenario is "not available" rather than failed. Remove a type from here once
 # it is in main, so a refusal becomes a failure. Every type the suite drives is in main now.
 GATED = set()
-SCENARIOS = ["disk", "tape", "changer", "cd", "jukebox", "jukebox-toml", "passthrough", "hotplug",
+SCENARIOS = ["disk", "tape", "changer", "cd", "jukebox", "jukebox-toml", "passthrough", "iser", "hotplug",
              "reconnect"]
 DEVICE_TYPES = {"disk": ["disk"], "tape": ["tape"], "changer": ["tape", "changer"], "cd": ["cd"],
                 "jukebox": ["cd", "changer"], "jukebox-toml": ["cd", "changer"],
-                "passthrough": ["disk", "tape", "cd", "changer"], "hotplug": ["disk"], "reconnect": ["disk"]}
+                "passthrough": ["disk", "tape", "cd", "changer"], "iser": ["disk"], "hotplug": ["disk"],
+                "reconnect": ["disk"]}
 # Scenarios that run another one's guest script with a different host-side set-up.
 SCRIPTS = {"jukebox-toml": "jukebox"}
 ROUTES = ["A", "B", "V"]
@@ -482,26 +483,30 @@ def config_jukebox(work, route):
     return path, jukebox_setup(start, True, manifests)
 
 
-def guest_bin_dir():
+def guest_bin_dir(rdma=False):
     """Where the guest's rtgtd and rtgtadm come from: RTGT_GUEST_BIN_DIR, or a build
     without the optional cargo features (rbd, glfs) in target/guest, as the guest has
-    none of their libraries (librbd, libgfapi); the host's binaries may have them."""
-    given = os.environ.get("RTGT_GUEST_BIN_DIR")
+    none of their libraries (librbd, libgfapi); the host's binaries may have them. The
+    iSER scenario's rtgtd has the rdma feature."""
+    given = os.environ.get("RTGT_GUEST_RDMA_BIN_DIR" if rdma else "RTGT_GUEST_BIN_DIR")
     if given:
         return given
+    # One target directory for both: only rtgtd itself (and the rdma binding) differ, and
+    # each scenario copies the binary right after its build.
     tdir = os.path.join(os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target")), "guest")
-    r = subprocess.run(["cargo", "build", "-q", "-p", "rtgtd", "-p", "rtgtadm", "--target-dir", tdir],
-                       cwd=ROOT)
+    features = ["--features", "rtgtd/rdma"] if rdma else []
+    r = subprocess.run(["cargo", "build", "-q", "-p", "rtgtd", "-p", "rtgtadm", "--target-dir", tdir,
+                        *features], cwd=ROOT)
     if r.returncode != 0:
-        raise Failed("cargo build of the guest's rtgtd (default features) failed")
+        raise Failed(f"cargo build of the guest's rtgtd ({'rdma' if rdma else 'default features'}) failed")
     return os.path.join(tdir, "debug")
 
 
-def guest_rtgt(work):
+def guest_rtgt(work, rdma=False):
     """rtgtd and rtgtadm to run inside the guest (its userland is Debian bookworm like the
     host's), stripped so the initramfs stays small. Always rtgt's, whichever daemon the
     host runs: the host's target only gives the guest devices to pass through."""
-    bindir = guest_bin_dir()
+    bindir = guest_bin_dir(rdma)
     out = []
     for name in ("rtgtd", "rtgtadm"):
         src = os.environ.get(name.upper()) or os.path.join(bindir, name)
@@ -559,8 +564,23 @@ def setup_passthrough(d, work, _route):
                  hooks={"delete-lu": delete_lu}, local=[("hd", img), ("cd", disc)])
 
 
+# The RDMA guest (build.sh with RTGT_GUEST_RDMA=1): its own cache, the address /init gives
+# dummy0 and rxe0 (rtgt.rdma=), the RAM soft-RoCE and ib_iser want.
+RDMA_CACHE = os.environ.get("RTGT_GUEST_RDMA_CACHE") or os.path.join(ROOT, "target", "guest-rdma")
+RDMA_BOOT = dict(cache=RDMA_CACHE, kargs=["rtgt.rdma=198.51.100.1/24"], mem=1536)
+
+
+def setup_iser(_d, work, _route):
+    """Nothing on the host: rtgtd (with the rdma feature) runs inside the RDMA guest and
+    serves one target over TCP and iSER; the guest's own initiator logs in over both
+    (scenarios/iser.sh). RTGT_GUEST_CU=1: also libiscsi's iscsi-test-cu over iser://
+    beside iscsi://, per test name (several minutes more under TCG)."""
+    args = ["cu"] if os.environ.get("RTGT_GUEST_CU") == "1" else []
+    return Setup("", [], args=args, files=guest_rtgt(work, rdma=True))
+
+
 SETUPS = {"disk": setup_disk, "tape": setup_tape, "changer": setup_changer, "cd": setup_cd,
-          "jukebox": setup_jukebox, "passthrough": setup_passthrough,
+          "jukebox": setup_jukebox, "passthrough": setup_passthrough, "iser": setup_iser,
           "hotplug": setup_hotplug, "reconnect": setup_reconnect}
 # Scenarios configured by a file the daemon loads at start (rtgtd --config) instead of
 # rtgtadm: the function writes it and returns (path, Setup).
@@ -568,7 +588,11 @@ CONFIGS = {"jukebox-toml": config_jukebox}
 # Scenarios that need one route: pass-through exports the guest's own SCSI devices, which
 # only route A gives it (through B the guest's devices are the target's, over iSCSI).
 # Hot-plug events are vhost-user-scsi's event queue (route V).
-ONLY_ROUTE = {"passthrough": "A", "hotplug": "V", "reconnect": "V"}
+# iSER: the guest's kernel initiator logs in by itself, as through route B (but to the
+# rtgtd inside the guest, over soft-RoCE).
+ONLY_ROUTE = {"passthrough": "A", "iser": "B", "hotplug": "V", "reconnect": "V"}
+# Scenarios whose target runs inside the guest: no daemon on the host, no LUNs attached.
+GUEST_ONLY = {"iser": RDMA_BOOT}
 
 
 def find_bins(flavor, no_build):
@@ -605,6 +629,10 @@ def run_one(flavor, bins, scenario, route, verbose):
             if flavor != "rtgtd":
                 raise NotAvailable(f"{flavor} has no configuration file of rtgt's form")
             config, s = CONFIGS[scenario](work, route)
+        if scenario in GUEST_ONLY:
+            if flavor != "rtgtd":
+                raise NotAvailable(f"the {scenario} scenario runs rtgtd inside the guest")
+            return run_in_guest(name, scenario, guest_log, work, verbose, t0)
         daemon = Daemon(flavor, bins, work, os.path.join(RESULTS, name + ".daemon.log"),
                         args=["--config", config] if config else [])
         if flavor == "rtgtd":
@@ -665,6 +693,30 @@ def run_one(flavor, bins, scenario, route, verbose):
         shutil.rmtree(work, ignore_errors=True)
 
 
+def run_in_guest(name, scenario, guest_log, work, verbose, t0):
+    """A scenario with nothing on the host (GUEST_ONLY): the guest runs the target too."""
+    s = SETUPS[scenario](None, work, None)
+    say(f"[{name}] {scenario}: target and initiator inside the guest")
+    with open(guest_log, "w") as log:
+        def echo(line):
+            log.write(line + "\n")
+            log.flush()
+            if verbose or line.startswith(("== ", "   ok: ", "FAIL")):
+                print("    | " + line, flush=True)
+        script = os.path.join(HERE, "scenarios", scenario + ".sh")
+        status, out, secs = boot.boot(script, s.args, files=s.files, verbose=verbose,
+                                      timeout=1800 if s.args == ["cu"] else 600,
+                                      echo=echo, ndev=0, **GUEST_ONLY[scenario])
+    if status == 0:
+        return "PASS", time.time() - t0, f"guest {secs:.1f}s"
+    if not verbose:
+        print(f"    | (the last 60 lines of the guest's output; all of it in {guest_log})")
+        for line in out.splitlines()[-60:]:
+            print("    | " + line)
+    tail = [ln for ln in out.splitlines() if ln.startswith("FAIL")] or out.splitlines()[-3:]
+    return "FAIL", time.time() - t0, f"guest exit {status}: " + " / ".join(tail)
+
+
 def main(argv):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--daemon", choices=["rtgtd", "tgtd"], default="rtgtd")
@@ -693,8 +745,10 @@ def main(argv):
     if a.daemon == "tgtd" and os.geteuid() != 0:
         raise SystemExit("guest: tgtd needs root (its control socket is in /var/run/tgtd)")
     bins = find_bins(a.daemon, a.no_build)
-    if not boot.ensure_built(boot.DEFAULT_CACHE):
+    if any(s not in GUEST_ONLY for s in scenarios) and not boot.ensure_built(boot.DEFAULT_CACHE):
         raise SystemExit("guest: building the guest failed")
+    if any(s in GUEST_ONLY for s in scenarios) and not boot.ensure_built(RDMA_CACHE, rdma=True):
+        raise SystemExit("guest: building the RDMA guest failed")
     os.makedirs(RESULTS, exist_ok=True)
 
     results = []

@@ -25,6 +25,9 @@ pub const LOGIN_MAX_DATA_SEGMENT: usize = DEFAULT_MAX_RECV_DATA_SEGMENT_LENGTH a
 pub const MAX_LOGIN_PDUS: u32 = 64;
 /// Our iSCSIProtocolLevel: RFC 7143 is level 1 (RFC 7144 §13.1).
 pub const ISCSI_PROTOCOL_LEVEL: u8 = 1;
+/// The MaxOutstandingUnexpectedPDUs we grant an iSER initiator (RFC 7145 §6.3.4): the
+/// receive buffers an iSER connection posts beyond the CmdSN window.
+pub const MAX_OUTSTANDING_UNEXPECTED_PDUS: u32 = 32;
 
 /// Login stages (CSG / NSG values, RFC 7143 §11.12.3).
 pub mod stage {
@@ -238,7 +241,11 @@ pub(crate) fn key_use(key: &str) -> Option<KeyUse> {
         | "OFMarker"
         | "IFMarkInt"
         | "OFMarkInt"
-        | "RDMAExtensions" => KeyUse::Lo,
+        | "RDMAExtensions"
+        | "MaxOutstandingUnexpectedPDUs" => KeyUse::Lo,
+        // RFC 7145 §6.3.2, §6.3.3: IO keys; with one connection per session, the leading
+        // login is the only one.
+        "TargetRecvDataSegmentLength" | "InitiatorRecvDataSegmentLength" => KeyUse::Lo,
         "MaxRecvDataSegmentLength" | "InitiatorAlias" | "TargetAlias" | "TargetAddress" => {
             KeyUse::All
         }
@@ -538,7 +545,11 @@ impl Login {
             grant = false;
         }
         let to_ffp = grant && nsg == stage::FULL_FEATURE;
-        if (to_ffp || self.stage == stage::OPERATIONAL) && !self.mrdsl_declared {
+        // Under iSER, MaxRecvDataSegmentLength is irrelevant (RFC 7145 §6.3.2): not declared.
+        if (to_ffp || self.stage == stage::OPERATIONAL)
+            && !self.mrdsl_declared
+            && !self.p.rdma_extensions
+        {
             // RFC 7143 §13.12: declare what we accept; the initiator keeps 8192 otherwise.
             self.mrdsl_declared = true;
             reply.push(
@@ -1003,9 +1014,42 @@ impl Login {
             }
             "IFMarkInt" | "OFMarkInt" => keys::REJECT.into(),
             "RDMAExtensions" => {
-                // RFC 7145 §6.3.1: AND; there is no RDMA here.
-                boolean()?;
-                "No".into()
+                // RFC 7145 §6.3.1: AND; Yes only on an iSER connection.
+                p.rdma_extensions = boolean()? && d.rdma_data_segment_limit.is_some();
+                keys::bool_str(p.rdma_extensions).into()
+            }
+            "TargetRecvDataSegmentLength" | "InitiatorRecvDataSegmentLength" => {
+                // RFC 7145 §6.3.2, §6.3.3: Minimum, 512..2^24-1; bounded by what our
+                // receive and send buffers hold. Irrelevant without iSER.
+                let Some(limit) = d.rdma_data_segment_limit else {
+                    return Ok(Some(keys::IRRELEVANT.into()));
+                };
+                let n = num(512, (1 << 24) - 1)?.min(limit as u64) as u32;
+                if k == "TargetRecvDataSegmentLength" {
+                    p.target_recv_data_segment_length = n;
+                } else {
+                    p.initiator_recv_data_segment_length = n;
+                }
+                n.to_string()
+            }
+            "MaxOutstandingUnexpectedPDUs" => {
+                // RFC 7145 §6.3.4: Minimum, with 0 meaning no limit; ours is what the
+                // receive buffers beyond the command window hold.
+                let Some(_) = d.rdma_data_segment_limit else {
+                    return Ok(Some(keys::IRRELEVANT.into()));
+                };
+                let n = num(0, u32::MAX as u64)? as u32;
+                if n == 1 {
+                    // 0 or 2..2^32-1 (RFC 7145 §6.3.4).
+                    return fail(
+                        LoginStatus::INITIATOR_ERROR,
+                        format!("{k}=1 is out of range"),
+                    );
+                }
+                let ours = MAX_OUTSTANDING_UNEXPECTED_PDUS;
+                let m = if n == 0 { ours } else { n.min(ours) };
+                p.max_outstanding_unexpected_pdus = m;
+                m.to_string()
             }
             _ => keys::NOT_UNDERSTOOD.into(),
         };

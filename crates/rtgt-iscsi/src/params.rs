@@ -97,6 +97,14 @@ pub struct SessionParams {
     pub exp_cmd_sn: u32,
     /// StatSN to put in the next response after the final Login Response.
     pub stat_sn: u32,
+    /// RDMAExtensions=Yes (RFC 7145 §6.3.1): the session's data moves by RDMA.
+    pub rdma_extensions: bool,
+    /// iSER's limits on the data in one Send (RFC 7145 §6.3.2, §6.3.3; default 8192):
+    /// what we receive, what we may send.
+    pub target_recv_data_segment_length: u32,
+    pub initiator_recv_data_segment_length: u32,
+    /// RFC 7145 §6.3.4: 0 = no limit.
+    pub max_outstanding_unexpected_pdus: u32,
 }
 
 impl Default for SessionParams {
@@ -131,6 +139,10 @@ impl Default for SessionParams {
             iscsi_protocol_level: 0,
             exp_cmd_sn: 0,
             stat_sn: 0,
+            rdma_extensions: false,
+            target_recv_data_segment_length: DEFAULT_MAX_RECV_DATA_SEGMENT_LENGTH,
+            initiator_recv_data_segment_length: DEFAULT_MAX_RECV_DATA_SEGMENT_LENGTH,
+            max_outstanding_unexpected_pdus: 0,
         }
     }
 }
@@ -157,6 +169,11 @@ pub struct TargetDefaults {
     pub data_pdu_in_order: bool,
     pub data_sequence_in_order: bool,
     pub target_alias: Option<String>,
+    /// The connection is an iSER one (RFC 7145): RDMAExtensions=Yes is accepted, and
+    /// this is the most data we take in one Send (our TargetRecvDataSegmentLength and
+    /// InitiatorRecvDataSegmentLength limit, what the posted receive buffers hold).
+    /// None on TCP, where RDMAExtensions is answered No.
+    pub rdma_data_segment_limit: Option<u32>,
 }
 
 impl Default for TargetDefaults {
@@ -178,6 +195,7 @@ impl Default for TargetDefaults {
             data_pdu_in_order: true,
             data_sequence_in_order: true,
             target_alias: None,
+            rdma_data_segment_limit: None,
         }
     }
 }

@@ -9,6 +9,8 @@ pub const FEATURES: &[&str] = &[
     "rbd",
     #[cfg(feature = "glfs")]
     "glfs",
+    #[cfg(feature = "rdma")]
+    "rdma",
 ];
 
 /// `0.1.0 (features: rbd)`, or `(features: none)`.

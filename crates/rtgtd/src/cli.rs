@@ -27,6 +27,12 @@ pub struct Options {
     /// time of connecting, default 30).
     #[arg(long = "iscsi", value_name = "OPTIONS")]
     pub iscsi: Vec<String>,
+    /// Serve iSCSI over RDMA too (iSER, RFC 7145; an rtgtd built with the rdma feature
+    /// and an RDMA device), every target on both: --iser alone listens on all addresses,
+    /// port 3260 of the RDMA connection manager's TCP port space; options, comma
+    /// separated: portal=IP:PORT (repeatable).
+    #[arg(long = "iser", value_name = "OPTIONS", num_args = 0..=1, default_missing_value = "")]
+    pub iser: Vec<String>,
     /// Control port: a private control socket per instance (`socket.N`).
     #[arg(short = 'C', long = "control-port", default_value_t = 0)]
     pub control_port: u16,
@@ -233,6 +239,31 @@ impl Options {
         })
     }
 
+    /// The iSER listeners of all `--iser` options; None without `--iser`.
+    pub fn iser_portals(&self) -> Result<Option<Vec<SocketAddr>>> {
+        if self.iser.is_empty() {
+            return Ok(None);
+        }
+        let mut portals = Vec::new();
+        for item in self.iser.iter().flat_map(|g| g.split(',')) {
+            let item = item.trim();
+            if item.is_empty() {
+                continue;
+            }
+            match item.split_once('=') {
+                Some(("portal", v)) => portals.push(parse_portal(v)?),
+                _ => bail!("unknown --iser option '{item}' (known: portal=IP:PORT)"),
+            }
+        }
+        if portals.is_empty() {
+            portals.push(SocketAddr::new(
+                IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+                ISCSI_PORT,
+            ));
+        }
+        Ok(Some(portals))
+    }
+
     pub fn state_dir(&self) -> PathBuf {
         if let Some(d) = &self.state_dir {
             return d.clone();
@@ -299,6 +330,19 @@ mod tests {
         let i = opts(&[]).iscsi_options().unwrap();
         assert_eq!(i.portals[0].port(), 3260);
         assert!(i.portals[0].ip().is_unspecified());
+    }
+
+    #[test]
+    fn iser_portals() {
+        assert!(opts(&[]).iser_portals().unwrap().is_none());
+        let p = opts(&["--iser"]).iser_portals().unwrap().unwrap();
+        assert_eq!(p, vec!["[::]:3260".parse().unwrap()]);
+        let p = opts(&["--iser", "portal=198.51.100.1:3260"])
+            .iser_portals()
+            .unwrap()
+            .unwrap();
+        assert_eq!(p, vec!["198.51.100.1:3260".parse().unwrap()]);
+        assert!(opts(&["--iser", "pool_sz_mb=128"]).iser_portals().is_err());
     }
 
     #[test]

@@ -433,6 +433,57 @@ fn result_functions_per_key() {
     }
 }
 
+/// An iSER connection (RFC 7145 §6.3): RDMAExtensions=Yes is accepted, the data
+/// segment lengths are the minimum of both sides' (ours bounded by the transport's
+/// buffers), MaxOutstandingUnexpectedPDUs too (0 from the initiator means no limit,
+/// so ours), and MaxRecvDataSegmentLength is not declared.
+#[test]
+fn iser_keys() {
+    let mut ctx = Ctx::new();
+    let mut l = Login::new(TargetDefaults {
+        rdma_data_segment_limit: Some(16384),
+        ..TargetDefaults::default()
+    });
+    let mut kv = normal_ids();
+    kv.extend_from_slice(&[
+        ("RDMAExtensions", "Yes"),
+        ("TargetRecvDataSegmentLength", "262144"),
+        ("InitiatorRecvDataSegmentLength", "8192"),
+        ("MaxOutstandingUnexpectedPDUs", "0"),
+    ]);
+    let step = l.handle(&req(T | OP | NSG_FF, &text(&kv)), &mut ctx);
+    let r = pairs(&step);
+    assert_eq!(r.get("RDMAExtensions"), Some("Yes"));
+    assert_eq!(r.get("TargetRecvDataSegmentLength"), Some("16384"));
+    assert_eq!(r.get("InitiatorRecvDataSegmentLength"), Some("8192"));
+    assert_eq!(
+        r.get("MaxOutstandingUnexpectedPDUs"),
+        Some(
+            crate::login::MAX_OUTSTANDING_UNEXPECTED_PDUS
+                .to_string()
+                .as_str()
+        )
+    );
+    assert_eq!(r.get("MaxRecvDataSegmentLength"), None);
+    // MaxOutstandingUnexpectedPDUs=1 is out of range (0 or 2..2^32-1).
+    let mut l = Login::new(TargetDefaults {
+        rdma_data_segment_limit: Some(16384),
+        ..TargetDefaults::default()
+    });
+    let mut kv = normal_ids();
+    kv.extend_from_slice(&[("MaxOutstandingUnexpectedPDUs", "1")]);
+    let step = l.handle(&req(T | OP | NSG_FF, &text(&kv)), &mut Ctx::new());
+    expect_fail(&step, LoginStatus::INITIATOR_ERROR);
+    // On TCP the iSER keys are irrelevant and RDMAExtensions is No.
+    let step = one_shot(&[
+        ("RDMAExtensions", "Yes"),
+        ("TargetRecvDataSegmentLength", "8192"),
+    ]);
+    let r = pairs(&step);
+    assert_eq!(r.get("RDMAExtensions"), Some("No"));
+    assert_eq!(r.get("TargetRecvDataSegmentLength"), Some("Irrelevant"));
+}
+
 #[test]
 fn declaratives_are_not_answered() {
     let step = one_shot(&[

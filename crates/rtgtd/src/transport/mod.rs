@@ -14,6 +14,8 @@
 
 pub mod exec;
 pub mod iscsi;
+#[cfg(feature = "rdma")]
+pub mod iser;
 pub mod nexus;
 pub mod vhost;
 
@@ -45,6 +47,11 @@ pub const BUILT_IN: &[Registration] = &[
         name: iscsi::NAME,
         open: iscsi::open,
     },
+    #[cfg(feature = "rdma")]
+    Registration {
+        name: iser::NAME,
+        open: iser::open,
+    },
     Registration {
         name: vhost::NAME,
         open: vhost::open,
@@ -72,6 +79,33 @@ pub trait Transport: Send {
         daemon: &Arc<Daemon>,
         reactors: &Arc<Reactors>,
     ) -> Result<Vec<JoinHandle<()>>>;
+
+    /// Its state in `--mode lld --op show` once opened.
+    fn state(&self) -> &'static str {
+        "ready"
+    }
+}
+
+/// A transport asked for that cannot run here (iSER without an RDMA device, or in a
+/// build without it): it says so in one log line once logging is up (opening comes
+/// before that), and the others serve as before.
+pub struct Unavailable(pub String);
+
+impl Transport for Unavailable {
+    fn register(&self, _registry: &Registry) {}
+
+    fn start(
+        self: Box<Self>,
+        _daemon: &Arc<Daemon>,
+        _reactors: &Arc<Reactors>,
+    ) -> Result<Vec<JoinHandle<()>>> {
+        tracing::warn!("{}", self.0);
+        Ok(Vec::new())
+    }
+
+    fn state(&self) -> &'static str {
+        "unavailable"
+    }
 }
 
 /// Opens every built-in transport the command line asks for. The registry learns which
@@ -83,12 +117,19 @@ pub fn open_all(opts: &Options, registry: &Registry) -> Result<Vec<Box<dyn Trans
         let t = (r.open)(opts)?;
         llds.push(rtgt_target::Lld {
             name: r.name.into(),
-            state: if t.is_some() { "ready" } else { "not started" }.into(),
+            state: t.as_ref().map_or("not started", |t| t.state()).into(),
         });
         if let Some(t) = t {
             t.register(registry);
             open.push(t);
         }
+    }
+    #[cfg(not(feature = "rdma"))]
+    if opts.iser_portals()?.is_some() {
+        open.push(Box::new(Unavailable(
+            "--iser: this rtgtd is built without the rdma feature; serving iSCSI over TCP only"
+                .into(),
+        )) as Box<dyn Transport>);
     }
     registry.set_llds(llds);
     Ok(open)

@@ -392,7 +392,7 @@ impl<F: CommandFuture> Connection<F> {
 }
 
 /// Completes when the daemon stops: true, or false if it is gone.
-async fn stop_signal(rx: &mut watch::Receiver<bool>) -> bool {
+pub(in crate::transport) async fn stop_signal(rx: &mut watch::Receiver<bool>) -> bool {
     rx.wait_for(|s| *s).await.is_ok()
 }
 
@@ -429,7 +429,7 @@ impl Liveness {
 }
 
 /// Applies a completion to the session machine; Err if the connection must end.
-fn apply(
+pub(in crate::transport) fn apply(
     done: Completion,
     session: &mut Session,
     actions: &mut Vec<Action>,
@@ -477,7 +477,7 @@ fn apply(
     Ok(())
 }
 
-fn to_attr(a: Attr) -> TaskAttr {
+pub(in crate::transport) fn to_attr(a: Attr) -> TaskAttr {
     match a {
         Attr::Untagged | Attr::Simple => TaskAttr::Simple,
         Attr::Ordered => TaskAttr::Ordered,
@@ -486,7 +486,7 @@ fn to_attr(a: Attr) -> TaskAttr {
     }
 }
 
-fn to_tm(f: TmfFunction) -> Option<TmFunction> {
+pub(in crate::transport) fn to_tm(f: TmfFunction) -> Option<TmFunction> {
     Some(match f {
         TmfFunction::AbortTask => TmFunction::AbortTask,
         TmfFunction::AbortTaskSet => TmFunction::AbortTaskSet,
@@ -500,7 +500,7 @@ fn to_tm(f: TmfFunction) -> Option<TmFunction> {
 }
 
 /// RFC 7143 §11.6.1 response codes.
-fn tmf_code(r: TmResponse) -> u8 {
+pub(in crate::transport) fn tmf_code(r: TmResponse) -> u8 {
     match r {
         TmResponse::FunctionComplete => tmf_response::FUNCTION_COMPLETE,
         TmResponse::FunctionRejected => tmf_response::FUNCTION_REJECTED,

@@ -24,20 +24,20 @@ use crate::transport::nexus::limit_reached;
 /// Data segments during login are at most 8192 bytes (RFC 7143 §13.12 default).
 const LOGIN_MAX_DATA: usize = 8192;
 
-struct Ctx<'a> {
-    daemon: &'a Daemon,
-    peer: SocketAddr,
-    target: Option<Arc<Target>>,
+pub(in crate::transport) struct Ctx<'a> {
+    pub daemon: &'a Daemon,
+    pub peer: SocketAddr,
+    pub target: Option<Arc<Target>>,
     /// The portal group the connection came in through (RFC 7143 §10.1.1.1).
-    tpgt: u16,
+    pub tpgt: u16,
     /// ISID and TSIH of the login (RFC 7143 §11.12.5, §11.12.6): a login that reinstates
     /// an existing session (same initiator and ISID) or adds a connection to one
     /// (TSIH set) makes no new session, so the session limits don't refuse it.
-    isid: [u8; 6],
-    tsih: u16,
+    pub isid: [u8; 6],
+    pub tsih: u16,
     /// The peer is locked out after failed authentications: CHAP runs as usual but
     /// no answer is accepted, so the lockout is no oracle.
-    locked_out: bool,
+    pub locked_out: bool,
 }
 
 impl LoginContext for Ctx<'_> {
@@ -236,7 +236,12 @@ pub(super) struct LoggedIn {
 
 /// Logs a failed login with who and from where, counts authentication failures for the
 /// rate limit. True for an authentication failure, whose answer is held back a little.
-fn login_failed(daemon: &Daemon, login: &Login, peer: SocketAddr, locked_out: bool) -> bool {
+pub(in crate::transport) fn login_failed(
+    daemon: &Daemon,
+    login: &Login,
+    peer: SocketAddr,
+    locked_out: bool,
+) -> bool {
     let p = login.params();
     let status = login
         .failure_status()

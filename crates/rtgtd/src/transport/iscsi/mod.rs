@@ -7,10 +7,10 @@
 //! - `registration`: the session's I_T nexus, port names and negotiated keys;
 //! - `send_targets`: what discovery shows.
 
-mod connection;
-mod login;
-mod registration;
-mod send_targets;
+pub(super) mod connection;
+pub(super) mod login;
+pub(super) mod registration;
+pub(super) mod send_targets;
 mod wire;
 
 use std::net::{SocketAddr, TcpListener};

@@ -13,7 +13,7 @@ use crate::transport::nexus::NewSession;
 
 /// The session `params` logged in to target `t` through portal group `tpgt`, as
 /// [`crate::transport::nexus::Nexus::attach`] registers it.
-pub(super) fn new_session(
+pub(in crate::transport) fn new_session(
     id: u64,
     t: &Arc<Target>,
     params: &SessionParams,

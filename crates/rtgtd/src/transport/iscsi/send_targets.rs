@@ -10,7 +10,7 @@ use rtgt_target::Target;
 use crate::daemon::Daemon;
 
 /// The targets this initiator may see in SendTargets, with the addresses to reach them.
-pub(super) fn discovered(
+pub(in crate::transport) fn discovered(
     daemon: &Daemon,
     params: &SessionParams,
     peer: SocketAddr,
@@ -30,6 +30,17 @@ pub(super) fn discovered(
             }
         })
         .collect();
+    discovered_at(daemon, params, peer, addresses, session_target)
+}
+
+/// The same, every target reached at `addresses` (iSER: its own portal).
+pub(in crate::transport) fn discovered_at(
+    daemon: &Daemon,
+    params: &SessionParams,
+    peer: SocketAddr,
+    addresses: Vec<(SocketAddr, u16)>,
+    session_target: Option<&Target>,
+) -> Vec<DiscoveredTarget> {
     daemon
         .registry
         .targets()

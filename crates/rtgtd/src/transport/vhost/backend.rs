@@ -232,7 +232,9 @@ impl ScsiBackend {
                     }
                 };
                 let _ = vring.add_used(head, len);
-                let _ = vring.signal_used_queue();
+                // A lost notification here would hang the driver's error handler: see
+                // queue::RESIGNAL.
+                queue::signal_with_resignal(&vring).await;
             });
         }
     }

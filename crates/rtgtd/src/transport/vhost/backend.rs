@@ -234,7 +234,8 @@ impl ScsiBackend {
                 let _ = vring.add_used(head, len);
                 // A lost notification here would hang the driver's error handler: see
                 // queue::RESIGNAL.
-                queue::signal_with_resignal(&vring).await;
+                let _ = vring.signal_used_queue();
+                queue::late_signals(vring).await;
             });
         }
     }

@@ -73,10 +73,9 @@ async fn resignal(at: Option<tokio::time::Instant>) {
     }
 }
 
-/// Notifies the driver now and again at each [`RESIGNAL`] step (for queues whose
-/// answers are not batched, the control queue).
-pub async fn signal_with_resignal(vring: &VringRwLock) {
-    let _ = vring.signal_used_queue();
+/// Notifies the driver again at each [`RESIGNAL`] step, for queues whose notifications
+/// are not batched by a queue task (the control and event queues).
+pub async fn late_signals(vring: VringRwLock) {
     for d in RESIGNAL {
         tokio::time::sleep(d).await;
         let _ = vring.signal_used_queue();

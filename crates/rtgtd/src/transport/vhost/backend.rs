@@ -222,6 +222,7 @@ impl ScsiBackend {
                 let len = match req.ctrl {
                     Ctrl::Tmf { subtype, lun, tag } => {
                         let r = me.task_management(subtype, lun, tag).await;
+                        tracing::debug!(subtype, tag, response = r, "vhost: task management");
                         ctrl::tmf_reply(&Guest(&me.guest()), &req.writable, r).unwrap_or(0)
                     }
                     // No asynchronous events are supported (MMC media events go as

@@ -8,7 +8,7 @@ free loopback port, configures it with the tgtadm command line (images made with
 tgtimg command line), boots the guest (boot.py) and runs scenarios/<scenario>.sh in it, where
 Linux's sd, st, ch and sr drivers, mkfs/fsck, mt, tar, dd, mtx and mount drive the LUNs.
 
-    bash tests/guest/run.sh [--daemon rtgtd|tgtd] [--scenario disk,tape,...] [--route A,B]
+    bash tests/guest/run.sh [--daemon rtgtd|tgtd] [--scenario disk,tape,...] [--route A,B,V] [--smp N --queues Q]
                             [--no-build] [-v]
 
 --daemon tgtd runs the same scenarios against Debian's tgtd (tgtadm, tgtimg): the reference
@@ -616,7 +616,7 @@ def find_bins(flavor, no_build):
     return bins
 
 
-def run_one(flavor, bins, scenario, route, verbose):
+def run_one(flavor, bins, scenario, route, verbose, smp=1, queues=None):
     """Returns (verdict, seconds, detail): verdict PASS, FAIL or N/A."""
     name = f"{flavor}-{scenario}-{route}"
     work = tempfile.mkdtemp(prefix=f"rtgt-guest-{name}-")
@@ -653,7 +653,7 @@ def run_one(flavor, bins, scenario, route, verbose):
             deadline = time.time() + 10
             while not os.path.exists(sock) and time.time() < deadline:
                 time.sleep(0.05)
-            where = dict(vhost=[sock], ndev=len(s.luns) + 1)
+            where = dict(vhost=[sock], ndev=len(s.luns) + 1, queues=queues)
         elif route == "A":
             where = dict(devices=[f"iscsi://{portal}/{s.iqn}/{lun}" for lun in s.luns], local=s.local)
         else:
@@ -671,7 +671,7 @@ def run_one(flavor, bins, scenario, route, verbose):
                                           files=s.files, hooks=s.hooks, verbose=verbose,
                                           timeout=(3600 if s.args == ["cu-all"] else 2400 if s.args[:1] == ["cu"] else 600)
                                           if scenario == "passthrough" else 240,
-                                          echo=echo, **where)
+                                          echo=echo, smp=smp, **where)
         if daemon.proc.poll() is not None:
             return "FAIL", time.time() - t0, f"the daemon died (status {daemon.proc.returncode})"
         if status == 0:
@@ -724,6 +724,9 @@ def main(argv):
     ap.add_argument("--route", default=",".join(DEFAULT_ROUTES),
                     help="A, B, V (vhost-user-scsi) or a list (default A,B)")
     ap.add_argument("--no-build", action="store_true", help="don't run cargo build first")
+    ap.add_argument("--smp", type=int, default=1, help="the guest's vCPUs (default 1)")
+    ap.add_argument("--queues", type=int, default=None,
+                    help="route V: request queues (QEMU's num_queues; default one per vCPU)")
     ap.add_argument("-v", "--verbose", action="store_true", help="print all the guests' output and console logs")
     a = ap.parse_args(argv)
     scenarios = a.scenario.split(",")
@@ -757,7 +760,7 @@ def main(argv):
         for r in routes:
             if ONLY_ROUTE.get(s, r) != r:
                 continue
-            verdict, secs, detail = run_one(a.daemon, bins, s, r, a.verbose)
+            verdict, secs, detail = run_one(a.daemon, bins, s, r, a.verbose, a.smp, a.queues)
             say(f"[{a.daemon}-{s}-{r}] {verdict} ({secs:.1f}s) {detail}")
             results.append((s, r, verdict, secs, detail))
     say(f"summary ({a.daemon}, {time.time() - t0:.0f}s):")

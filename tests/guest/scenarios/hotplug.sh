@@ -24,6 +24,23 @@ DISK=$(device 0 disk)
 step "disk $DISK, $(cat /sys/block/${DISK#/dev/}/size) sectors; one disk in the guest"
 [ "$(disks)" = 1 ] || fail "expected 1 disk, have $(disks)"
 
+step "a LOGICAL UNIT RESET on the control queue (sg_reset -d): answered, I/O goes on"
+head -c 262144 /dev/urandom >/tmp/before
+run dd if=/tmp/before of="$DISK" bs=64k oflag=direct status=none
+# SG_SCSI_RESET_DEVICE: virtio_scsi sends VIRTIO_SCSI_T_TMF_LOGICAL_UNIT_RESET and fails
+# the ioctl unless the answer is FUNCTION COMPLETE (virtio 1.2 §5.6.6.2).
+run sg_reset -d "$DISK"
+# The next command meets the reset's unit attention (29h/03h); the kernel expects it after
+# its own reset and retries, so the read must still return the bytes written before.
+run dd if="$DISK" of=/tmp/after bs=64k count=4 iflag=direct status=none
+cmp /tmp/before /tmp/after || fail "after the LUN reset: data read back differs"
+ok "256 KiB written before the reset read back after it"
+head -c 65536 /dev/urandom >/tmp/before
+run dd if=/tmp/before of="$DISK" bs=64k seek=8 oflag=direct status=none
+run dd if="$DISK" of=/tmp/after bs=64k skip=8 count=1 iflag=direct status=none
+cmp /tmp/before /tmp/after || fail "after the LUN reset: a new write read back differs"
+ok "a write after the reset read back"
+
 step "the host adds LUN 2 (64 MiB): the guest sees a new disk"
 run host-step add-lun
 wait_for "a second disk appeared" two_disks

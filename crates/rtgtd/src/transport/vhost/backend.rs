@@ -222,6 +222,7 @@ impl ScsiBackend {
                 let len = match req.ctrl {
                     Ctrl::Tmf { subtype, lun, tag } => {
                         let r = me.task_management(subtype, lun, tag).await;
+                        tracing::debug!(subtype, tag, response = r, "vhost: task management");
                         ctrl::tmf_reply(&Guest(&me.guest()), &req.writable, r).unwrap_or(0)
                     }
                     // No asynchronous events are supported (MMC media events go as
@@ -232,7 +233,10 @@ impl ScsiBackend {
                     }
                 };
                 let _ = vring.add_used(head, len);
+                // A lost notification here would hang the driver's error handler: see
+                // queue::RESIGNAL.
                 let _ = vring.signal_used_queue();
+                queue::late_signals(vring).await;
             });
         }
     }

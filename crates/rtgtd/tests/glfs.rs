@@ -3,7 +3,8 @@
 //! private 127.0.0.X): a qemu-img round trip is byte-exact and the brick's file holds
 //! the image; the brick killed during FUA writes gives NOT READY (never MEDIUM ERROR),
 //! logged once, and every acknowledged write is there afterwards; a stalled brick gives
-//! LOGICAL UNIT COMMUNICATION TIME-OUT after `timeout`, and a write write-behind
+//! LOGICAL UNIT COMMUNICATION TIME-OUT after `timeout` (and fences the LU until the
+//! timed-out request is back from gfapi), and a write write-behind
 //! acknowledged meanwhile reaches the brick once a retried SYNCHRONIZE CACHE succeeds;
 //! a LU created while the volume is stopped is NOT READY and becomes ready by itself; a
 //! thin LU's GET LBA STATUS follows the file's holes, UNMAP and WRITE SAME of zeroes
@@ -318,7 +319,22 @@ fn glfs_lun_on_a_real_volume() {
     let t = Instant::now();
     let r = s.exec(2, &write16(0, 8, true), 0, &[0x5a; 4096]);
     let took = t.elapsed();
+    // The timed-out write may still land: until gfapi has given it back, the LU is
+    // fenced and a new write fails at once (NOT READY, LU COMMUNICATION FAILURE) rather
+    // than racing it to the brick.
+    let t = Instant::now();
+    let fenced = s.exec(2, &write16(0, 8, true), 0, &[0x5c; 4096]);
+    let fenced_took = t.elapsed();
     unsafe { libc::kill(pid, libc::SIGCONT) };
+    assert_eq!(
+        (fenced.status, fenced.sense_code()),
+        (CHECK_CONDITION, (0x02, 0x08, 0x00)),
+        "a write while a timed-out one is outstanding"
+    );
+    assert!(
+        fenced_took < Duration::from_secs(1),
+        "the fenced write waited {fenced_took:?}"
+    );
     assert_eq!(r.status, CHECK_CONDITION, "write with the brick stalled");
     assert!(
         matches!(r.sense_code(), (0x02, 0x08, 0x01) | (0x02, 0x08, 0x00)),

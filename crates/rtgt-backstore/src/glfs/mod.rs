@@ -24,6 +24,13 @@
 //! within `timeout` gets LOGICAL UNIT COMMUNICATION TIME-OUT (rtgt-scsi's store_error).
 //! The first failure of an outage is logged, the rest only counted, and the recovery is
 //! logged with that count.
+//!
+//! A timed-out request is not cancelled (gfapi cannot): it may still reach the brick
+//! later, after a newer write to the same blocks that the initiator was told is done,
+//! and overwrite it. So a timeout fences the LU ([`Fence`]): until every request that
+//! was in flight has come back from gfapi, new requests fail at once with NOT READY,
+//! LOGICAL UNIT COMMUNICATION FAILURE (the initiator retries them), and no acknowledged
+//! write can be overtaken by an older one.
 
 mod ffi;
 mod spec;
@@ -31,7 +38,7 @@ pub use spec::{GlfsSpec, BSOPTS, DEFAULT_TIMEOUT_SECS};
 
 use std::ffi::{c_int, c_void, CString};
 use std::io;
-use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -232,6 +239,31 @@ struct Pending {
     /// drops the callback of a request whose file was closed meanwhile, which would
     /// leave the command waiting for its timeout).
     _handles: Arc<Handles>,
+    /// Counts the request in flight until the callback runs.
+    fence: Arc<Fence>,
+}
+
+/// Requests handed to gfapi and not yet called back, and whether a timeout left some of
+/// them behind: while it did, no new request is issued (see the module's comment).
+#[derive(Default)]
+struct Fence {
+    in_flight: AtomicU64,
+    draining: AtomicBool,
+}
+
+impl Fence {
+    /// May a new request go to gfapi? Not while requests a timeout abandoned may still
+    /// land; once none is in flight any more, the fence lifts.
+    fn open(&self) -> bool {
+        if !self.draining.load(Ordering::Acquire) {
+            return true;
+        }
+        if self.in_flight.load(Ordering::Acquire) == 0 {
+            self.draining.store(false, Ordering::Release);
+            return true;
+        }
+        false
+    }
 }
 
 extern "C" fn on_complete(
@@ -246,6 +278,7 @@ extern "C" fn on_complete(
     // SAFETY: `data` is the Box<Pending> leaked at submission, reclaimed exactly once,
     // here.
     let mut p = unsafe { Box::from_raw(data as *mut Pending) };
+    p.fence.in_flight.fetch_sub(1, Ordering::AcqRel);
     if let Some(tx) = p.tx.take() {
         let _ = tx.send(Done {
             ret,
@@ -279,6 +312,7 @@ pub(crate) struct Inner {
     /// 0 until the file is open.
     size: AtomicU64,
     health: Health,
+    fence: Arc<Fence>,
 }
 
 impl opener::Connect for Inner {
@@ -411,6 +445,7 @@ impl GlfsStore {
             conn: OnceLock::new(),
             size: AtomicU64::new(0),
             health: Health::default(),
+            fence: Arc::default(),
         });
         opener::start(&inner, wait).map_err(OpenError::Glfs)?;
         Ok(Self {
@@ -427,12 +462,18 @@ impl GlfsStore {
     /// reclaims it. Not async, so no raw pointer lives across an await.
     fn submit(&self, buf: Vec<u8>, submit: Box<Submit<'_>>) -> io::Result<oneshot::Receiver<Done>> {
         let h = self.handles()?.clone();
+        let fence = &self.inner.fence;
+        if !fence.open() {
+            return Err(not_open());
+        }
         let fd = h.fd;
         let (tx, rx) = oneshot::channel();
+        fence.in_flight.fetch_add(1, Ordering::AcqRel);
         let p = Box::into_raw(Box::new(Pending {
             tx: Some(tx),
             buf,
             _handles: h,
+            fence: fence.clone(),
         }));
         // SAFETY: `p` stays alive until on_complete reclaims it, and its buffer's heap
         // allocation does not move; nothing here touches `p` after a successful
@@ -441,7 +482,9 @@ impl GlfsStore {
             let rc = submit(fd, &mut (*p).buf, on_complete, p as *mut c_void);
             if rc != 0 {
                 let e = errno();
-                drop(Box::from_raw(p));
+                let p = Box::from_raw(p);
+                p.fence.in_flight.fetch_sub(1, Ordering::AcqRel);
+                drop(p);
                 return Err(io::Error::from_raw_os_error(e));
             }
         }
@@ -457,8 +500,12 @@ impl GlfsStore {
             Ok(rx) => {
                 let limit = Duration::from_secs(self.inner.spec.timeout.into());
                 match tokio::time::timeout(limit, rx).await {
-                    // Gfapi still owns the request; its completion frees it.
-                    Err(_) => Err(libc::ETIMEDOUT),
+                    // Gfapi still owns the request; its completion frees it. Until
+                    // then it may still land, so nothing new goes out (Fence).
+                    Err(_) => {
+                        self.inner.fence.draining.store(true, Ordering::Release);
+                        Err(libc::ETIMEDOUT)
+                    }
                     Ok(Err(_)) => Err(libc::EIO),
                     Ok(Ok(d)) if d.ret < 0 => Err(d.errno),
                     Ok(Ok(d)) => Ok(d),

@@ -252,6 +252,9 @@ impl ScsiBackend {
         let Some(nexus) = self.nexus().await else {
             return response::BAD_TARGET;
         };
+        // SAM-5 7.1: a function addressed to a LUN with no LU is answered INCORRECT
+        // LOGICAL UNIT NUMBER (the core says so itself for the functions it runs).
+        let lu_exists = || nexus.target().scsi.lu_info().iter().any(|i| i.lun == lun);
         let (function, referenced) = match subtype {
             ctrl::tmf::ABORT_TASK => (TmFunction::AbortTask, Some(tag)),
             ctrl::tmf::ABORT_TASK_SET => (TmFunction::AbortTaskSet, None),
@@ -259,31 +262,33 @@ impl ScsiBackend {
             ctrl::tmf::CLEAR_ACA => (TmFunction::ClearAca, None),
             ctrl::tmf::LOGICAL_UNIT_RESET => (TmFunction::LogicalUnitReset, None),
             ctrl::tmf::I_T_NEXUS_RESET => {
-                // SAM-5 7.5: every task of this nexus, on every logical unit, aborted.
-                let luns = nexus.target().scsi.lu_info();
-                for l in luns.iter().map(|i| i.lun) {
-                    let out = nexus.target().scsi.task_management(
-                        nexus.it(),
-                        TmFunction::AbortTaskSet,
-                        l,
-                        None,
-                    );
-                    out.wait.wait().await;
+                // SAM-5 7.6: every task of this nexus, on every logical unit, aborted;
+                // the service response is FUNCTION COMPLETE. All aborted first, then
+                // waited for: waiting LU by LU let a later LU's task complete while an
+                // earlier one's was still being waited for.
+                let scsi = &nexus.target().scsi;
+                let waits: Vec<_> = scsi
+                    .lu_info()
+                    .iter()
+                    .map(|i| {
+                        scsi.task_management(nexus.it(), TmFunction::AbortTaskSet, i.lun, None)
+                            .wait
+                    })
+                    .collect();
+                for w in waits {
+                    w.wait().await;
                 }
                 self.flush().await;
-                return response::FUNCTION_SUCCEEDED;
+                return response::OK;
             }
-            ctrl::tmf::QUERY_TASK => {
-                let found = self.query(Some(tag)).await;
-                return if found {
-                    response::FUNCTION_SUCCEEDED
-                } else {
-                    response::OK
-                };
-            }
-            ctrl::tmf::QUERY_TASK_SET => {
-                let found = self.query(None).await;
-                return if found {
+            // SAM-5 7.8, 7.9: FUNCTION SUCCEEDED when the task (any task) is in the
+            // LU's task set for this nexus, FUNCTION COMPLETE when not.
+            ctrl::tmf::QUERY_TASK | ctrl::tmf::QUERY_TASK_SET => {
+                if !lu_exists() {
+                    return response::INCORRECT_LUN;
+                }
+                let which = (subtype == ctrl::tmf::QUERY_TASK).then_some(tag);
+                return if self.query(lun, which).await {
                     response::FUNCTION_SUCCEEDED
                 } else {
                     response::OK
@@ -322,8 +327,8 @@ impl ScsiBackend {
         }
     }
 
-    /// Whether a queue holds task `tag` (or any task).
-    async fn query(&self, tag: Option<u64>) -> bool {
+    /// Whether a queue holds task `tag` (None: any task) of LUN `lun`.
+    async fn query(&self, lun: u64, tag: Option<u64>) -> bool {
         let waits: Vec<_> = self
             .0
             .queues
@@ -332,7 +337,7 @@ impl ScsiBackend {
             .flatten()
             .filter_map(|tx| {
                 let (otx, orx) = oneshot::channel();
-                tx.send(Work::Query(tag, otx)).ok().map(|()| orx)
+                tx.send(Work::Query(lun, tag, otx)).ok().map(|()| orx)
             })
             .collect();
         let mut found = false;

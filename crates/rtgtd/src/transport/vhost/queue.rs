@@ -22,13 +22,15 @@ pub enum Work {
     /// Answer once the completions already received are written back (a task
     /// management function's answer waits for that).
     Flush(oneshot::Sender<()>),
-    /// Whether task `tag` (None: any task) is still held (QUERY TASK, QUERY TASK SET).
-    Query(Option<u64>, oneshot::Sender<bool>),
+    /// Whether task `tag` (None: any task) of a LUN is still held (QUERY TASK, QUERY
+    /// TASK SET).
+    Query(u64, Option<u64>, oneshot::Sender<bool>),
 }
 
 /// A command running on the core: where its answer goes.
 struct Pending {
     head: u16,
+    lun: u64,
     writable: Vec<Seg>,
 }
 
@@ -100,7 +102,7 @@ pub async fn run(backend: ScsiBackend, vring: VringRwLock, mut rx: mpsc::Unbound
                 Some(Work::Request(head, segs)) => {
                     let mut done = None;
                     if let (Some(n), Some((cmd, writable))) = (&nexus, q.parse(head, &segs, nexus.as_deref())) {
-                        q.pending.insert(cmd.tag, Pending { head, writable });
+                        q.pending.insert(cmd.tag, Pending { head, lun: cmd.lun, writable });
                         cmds.submit(n, cmd, |c| done = Some(c));
                     }
                     if let Some(c) = done {
@@ -114,10 +116,10 @@ pub async fn run(backend: ScsiBackend, vring: VringRwLock, mut rx: mpsc::Unbound
                     q.flush_signal();
                     let _ = tx.send(());
                 }
-                Some(Work::Query(tag, tx)) => {
+                Some(Work::Query(lun, tag, tx)) => {
                     let held = match tag {
-                        Some(t) => q.pending.contains_key(&t),
-                        None => !q.pending.is_empty(),
+                        Some(t) => q.pending.get(&t).is_some_and(|p| p.lun == lun),
+                        None => q.pending.values().any(|p| p.lun == lun),
                     };
                     let _ = tx.send(held);
                 }

@@ -609,6 +609,9 @@ fn task_management_on_the_control_queue() {
     assert_eq!((r.response, r.status), (S_OK, GOOD), "{r:?}");
     assert_eq!(r.data, pattern(7 * 512, 512));
     assert!(!d.log().contains("panicked"), "{}", d.log());
+    // Stopped while the handlers are still there to answer its flush.
+    drop(vm);
+    drop(d);
 }
 
 /// The length chain `head` of queue `q` was put back with (0: nothing written); the
@@ -761,4 +764,102 @@ fn malformed_chains_are_refused_and_the_daemon_serves_on() {
     assert_eq!((r.response, r.status), (S_OK, GOOD), "{r:?}");
     assert_eq!(r.data, pattern(9 * 512, 512));
     assert!(!d.log().contains("panicked"), "{}", d.log());
+    // Stopped while the handlers are still there to answer its flush.
+    drop(vm);
+    drop(d);
+}
+
+/// The target's sessions' ids (`rtgtadm sessions --json`).
+fn sids(d: &Daemon) -> Vec<u64> {
+    let out = d.adm_ok(&["sessions", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["sid"].as_u64().unwrap())
+        .collect()
+}
+
+fn wait_log(d: &Daemon, what: &str, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while d.log().matches(what).count() < n {
+        assert!(
+            Instant::now() < deadline,
+            "no {n}x {what:?} in\n{}",
+            d.log()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// A session closed by rtgtadm (`session close`, `--op delete --mode conn`), and a
+/// graceful stop: the command running is answered (not failed), no new request is
+/// taken off the ring (QEMU offers it again after reconnecting), then the connection is
+/// shut and the session is gone; the next front end gets a new session; the stop ends
+/// as soon as the command is answered.
+#[test]
+fn session_close_and_stop_reach_the_vm() {
+    let (mut d, sock, h1, _h2) = setup();
+    let l1 = vlun(0, 1);
+    let mut round = 0;
+    let mut last_sid = 0;
+    for how in ["session close", "delete conn", "stop"] {
+        round += 1;
+        let mut vm = Vm::new(&sock);
+        let mut tag = 1000;
+        vm.ready(l1, &mut tag);
+        let s = sids(&d);
+        assert_eq!(s.len(), 1, "{how}: {s:?}");
+        assert_ne!(s[0], last_sid, "{how}: a new session");
+        last_sid = s[0];
+        vm.cmd(l1, 10, &read10(100, 1), &[], 512);
+        h1.wait_held(1);
+        let t0 = Instant::now();
+        let sid = last_sid.to_string();
+        match how {
+            "session close" => drop(d.adm_ok(&["session", "close", &sid])),
+            "delete conn" => drop(d.adm_ok(&[
+                "--op", "delete", "--mode", "conn", "--tid", "1", "--sid", &sid, "--cid", "0",
+            ])),
+            _ => unsafe {
+                libc::kill(d.pid() as i32, libc::SIGTERM);
+            },
+        }
+        wait_log(&d, "vhost: closing the session", round);
+        // Taken no more: left on the ring.
+        vm.cmd(l1, 11, &read10(5, 1), &[], 512);
+        std::thread::sleep(Duration::from_millis(300));
+        assert!(!vm.answered(10) && !vm.answered(11), "{how}");
+        if how != "stop" {
+            assert_eq!(
+                sids(&d).len(),
+                1,
+                "{how}: the session waits for its command"
+            );
+        }
+        h1.release_all();
+        let (_, r) = vm.wait_cmd(10);
+        assert_eq!((r.response, r.status), (S_OK, GOOD), "{how}: {r:?}");
+        assert_eq!(r.data, pattern(100 * 512, 512));
+        if how == "stop" {
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while d.alive() {
+                assert!(Instant::now() < deadline, "the stop waited for a logout");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        } else {
+            wait_log(&d, "vhost: frontend gone", round);
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while !sids(&d).is_empty() {
+                assert!(Instant::now() < deadline, "{how}: the session stayed");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "{how}: {:?}",
+            t0.elapsed()
+        );
+        assert!(!vm.answered(11), "{how}: a request taken while closing");
+    }
 }

@@ -57,8 +57,13 @@ pub struct Inner {
     events: Mutex<EventQueue>,
     /// The registry's change count, for the event queue's watcher.
     changes: watch::Receiver<u64>,
-    /// The frontend disconnected.
-    gone: AtomicBool,
+    /// The frontend disconnected (true), for the tasks that outlive a kick.
+    gone: watch::Sender<bool>,
+    /// The session is being closed (`rtgtadm --op delete --mode conn`, a graceful
+    /// stop): no new requests are taken off the rings.
+    closing: AtomicBool,
+    /// Ends the connection from this side (vhost-user-backend's handle on its socket).
+    shutdown: Mutex<Option<vhost_user_backend::ShutdownHandle>>,
     /// The event watcher runs.
     watching: AtomicBool,
     vrings: Mutex<Option<Vec<VringRwLock>>>,
@@ -85,7 +90,9 @@ impl ScsiBackend {
             nexus: OnceCell::new(),
             events: Mutex::new(EventQueue::default()),
             changes,
-            gone: AtomicBool::new(false),
+            gone: watch::channel(false).0,
+            closing: AtomicBool::new(false),
+            shutdown: Mutex::new(None),
             watching: AtomicBool::new(false),
             vrings: Mutex::new(None),
         }))
@@ -94,7 +101,7 @@ impl ScsiBackend {
     /// The frontend went away: the queue tasks end once their commands have, and with
     /// the last of them the I_T nexus (SAM-5 6.3.4).
     pub fn disconnected(&self) {
-        self.0.gone.store(true, Ordering::Release);
+        self.0.gone.send_replace(true);
         self.0.queues.lock().iter_mut().for_each(|q| *q = None);
         *self.0.vrings.lock() = None;
     }
@@ -104,7 +111,53 @@ impl ScsiBackend {
     }
 
     pub fn is_gone(&self) -> bool {
-        self.0.gone.load(Ordering::Acquire)
+        *self.0.gone.borrow()
+    }
+
+    /// Completes once the frontend has disconnected.
+    pub async fn until_gone(&self) {
+        let mut rx = self.0.gone.subscribe();
+        let _ = rx.wait_for(|g| *g).await;
+    }
+
+    /// How to end the connection from this side, once it is up.
+    pub fn set_shutdown(&self, h: Option<vhost_user_backend::ShutdownHandle>) {
+        *self.0.shutdown.lock() = h;
+    }
+
+    /// Ends the session from this side, as a mature target does when a session is
+    /// closed or the daemon stops: no new request is taken off the rings (they stay
+    /// available, and QEMU offers them again after it reconnects, since it restarts
+    /// each queue at its used index), the commands already running end and are
+    /// answered (bounded by the stop's drain time), then the connection is shut. The
+    /// I_T nexus ends with it (SAM-5 6.3.4); QEMU, with `reconnect-ms=`, connects
+    /// again and gets a new one.
+    async fn close_session(&self, why: &str) {
+        tracing::info!(path = %self.0.path, "vhost: closing the session ({why})");
+        let idle: Vec<_> = {
+            let queues = self.0.queues.lock();
+            self.0.closing.store(true, Ordering::Release);
+            queues
+                .iter()
+                .flatten()
+                .filter_map(|tx| {
+                    let (otx, orx) = oneshot::channel();
+                    tx.send(Work::Idle(otx)).ok().map(|()| orx)
+                })
+                .collect()
+        };
+        let drained = tokio::time::timeout(crate::stop::DRAIN, async {
+            for w in idle {
+                let _ = w.await;
+            }
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!(path = %self.0.path, "vhost: commands still running after {:?}; closing anyway", crate::stop::DRAIN);
+        }
+        if let Some(h) = self.0.shutdown.lock().take() {
+            h.shutdown();
+        }
     }
 
     pub fn events_queue(&self) -> parking_lot::MutexGuard<'_, EventQueue> {
@@ -146,6 +199,19 @@ impl ScsiBackend {
                 // in a queue's `Commands`, whose completion says it was aborted.
                 let (tx, _rx) = mpsc::unbounded_channel();
                 let close = Arc::new(Notify::new());
+                // `rtgtadm --op delete --mode conn/session` notifies `close`; a graceful
+                // stop says so on `daemon.stop`. A guest can't be asked to log out.
+                let (me, c, mut stop) =
+                    (self.clone(), close.clone(), self.0.daemon.stop.subscribe());
+                self.spawn(async move {
+                    tokio::select! {
+                        () = c.notified() => me.close_session("closed by rtgtadm").await,
+                        () = async { drop(stop.wait_for(|s| *s).await) } => {
+                            me.close_session("stopping").await
+                        }
+                        () = me.until_gone() => {}
+                    }
+                });
                 let s = NewSession {
                     target: t,
                     it,
@@ -186,13 +252,18 @@ impl ScsiBackend {
     }
 
     fn requests(&self, q: usize, vrings: &[VringRwLock]) {
+        // Under the lock `close_session` sets the flag with, so no chain popped here
+        // reaches a queue after its last `Idle`.
+        let mut queues = self.0.queues.lock();
+        if self.0.closing.load(Ordering::Acquire) {
+            return;
+        }
         let chains = self.pop(&vrings[q]);
         tracing::debug!(q, n = chains.len(), "vhost: requests");
         if chains.is_empty() {
             return;
         }
         let idx = q - 2;
-        let mut queues = self.0.queues.lock();
         let tx = queues[idx].get_or_insert_with(|| {
             let (tx, rx) = mpsc::unbounded_channel();
             let (me, vring) = (self.clone(), vrings[q].clone());
@@ -206,6 +277,9 @@ impl ScsiBackend {
 
     /// Control queue (§5.6.6.2): task management and asynchronous notification.
     fn control(&self, vring: &VringRwLock) {
+        if self.0.closing.load(Ordering::Acquire) {
+            return;
+        }
         for (head, segs) in self.pop(vring) {
             let parsed = ctrl::parse(&Guest(&self.guest()), &segs);
             let req = match parsed {

@@ -25,6 +25,8 @@ pub enum Work {
     /// Whether task `tag` (None: any task) of a LUN is still held (QUERY TASK, QUERY
     /// TASK SET).
     Query(u64, Option<u64>, oneshot::Sender<bool>),
+    /// Answer once no command is running (the session is being closed).
+    Idle(oneshot::Sender<()>),
 }
 
 /// A command running on the core: where its answer goes.
@@ -43,6 +45,8 @@ struct Queue {
     /// [`RESIGNAL`] step that is.
     resignal_at: Option<tokio::time::Instant>,
     resignal_step: usize,
+    /// Waiting for no command to be running.
+    idle: Vec<oneshot::Sender<()>>,
 }
 
 /// After a burst of answers the driver is notified again this long after the previous
@@ -94,6 +98,7 @@ pub async fn run(backend: ScsiBackend, vring: VringRwLock, mut rx: mpsc::Unbound
         signal: false,
         resignal_at: None,
         resignal_step: 0,
+        idle: Vec::new(),
     };
     loop {
         tokio::select! {
@@ -123,6 +128,7 @@ pub async fn run(backend: ScsiBackend, vring: VringRwLock, mut rx: mpsc::Unbound
                     };
                     let _ = tx.send(held);
                 }
+                Some(Work::Idle(tx)) => q.idle.push(tx),
             },
             c = cmds.next() => q.apply(c),
             () = resignal(q.resignal_at) => {
@@ -137,6 +143,11 @@ pub async fn run(backend: ScsiBackend, vring: VringRwLock, mut rx: mpsc::Unbound
             q.apply(c);
         }
         q.flush_signal();
+        if q.pending.is_empty() {
+            for tx in q.idle.drain(..) {
+                let _ = tx.send(());
+            }
+        }
     }
     // The frontend is gone: let the commands still running end before the nexus does.
     cmds.drain(tokio::time::Instant::now() + std::time::Duration::from_secs(30))

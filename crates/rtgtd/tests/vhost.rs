@@ -863,3 +863,32 @@ fn session_close_and_stop_reach_the_vm() {
         assert!(!vm.answered(11), "{how}: a request taken while closing");
     }
 }
+
+/// QEMU swaps a queue's call notifier with SET_VRING_CALL, which asks no reply, and
+/// then looks for a notification on the old one: one sent in between would be lost. So
+/// rtgtd notifies the new notifier once as soon as it has it, with nothing new on the
+/// ring (virtio 1.2 §2.7.10: a notification only says to look).
+#[test]
+fn a_new_call_notifier_is_notified_at_once() {
+    let (d, sock, _h1, _h2) = setup();
+    let mut vm = Vm::new(&sock);
+    let mut tag = 1000;
+    vm.ready(vlun(0, 1), &mut tag);
+    for q in [REQ_Q, CTRL_Q] {
+        let call = vm.fake.new_call(q);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            if let Ok(n) = call.read() {
+                assert!(n >= 1);
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "queue {q}: the new notifier never notified"
+            );
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+    drop(vm);
+    drop(d);
+}

@@ -276,6 +276,14 @@ impl Fake {
         self.push_with(q, descs, false)
     }
 
+    /// Hands queue `q` a new call notifier (as QEMU does at an MSI-X mask or unmask)
+    /// and returns it.
+    pub fn new_call(&mut self, q: usize) -> EventFd {
+        let call = EventFd::new(libc::EFD_NONBLOCK).unwrap();
+        self.fe.set_vring_call(q, &call).unwrap();
+        call
+    }
+
     /// The used ring's entries (head, length) added since the last call.
     pub fn used(&mut self, q: usize) -> Vec<(u16, u32)> {
         let off = self.vqs[q].off;

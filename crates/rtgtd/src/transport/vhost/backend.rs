@@ -21,6 +21,7 @@ use vmm_sys_util::event::{
 use super::events::{self, EventQueue};
 use super::memory::Guest;
 use super::queue::{self, Work};
+use super::vring::CallVring;
 use crate::daemon::{Daemon, Reactors};
 use crate::transport::nexus::{NewSession, Nexus};
 
@@ -307,10 +308,7 @@ impl ScsiBackend {
                     }
                 };
                 let _ = vring.add_used(head, len);
-                // A lost notification here would hang the driver's error handler: see
-                // queue::RESIGNAL.
                 let _ = vring.signal_used_queue();
-                queue::late_signals(vring).await;
             });
         }
     }
@@ -450,7 +448,7 @@ impl ScsiBackend {
 
 impl VhostUserBackend for ScsiBackend {
     type Bitmap = ();
-    type Vring = VringRwLock;
+    type Vring = CallVring;
 
     fn num_queues(&self) -> usize {
         NUM_QUEUES
@@ -500,7 +498,7 @@ impl VhostUserBackend for ScsiBackend {
         &self,
         device_event: u16,
         evset: EventSet,
-        vrings: &[VringRwLock],
+        vrings: &[CallVring],
         _thread_id: usize,
     ) -> io::Result<()> {
         tracing::debug!(device_event, ?evset, "vhost: kick");
@@ -508,13 +506,16 @@ impl VhostUserBackend for ScsiBackend {
             return Ok(());
         }
         let q = device_event as usize;
-        if self.0.vrings.lock().is_none() {
-            *self.0.vrings.lock() = Some(vrings.to_vec());
-        }
+        let vrings: Vec<VringRwLock> = self
+            .0
+            .vrings
+            .lock()
+            .get_or_insert_with(|| vrings.iter().map(|v| v.0.clone()).collect())
+            .clone();
         match q {
             0 => self.control(&vrings[0]),
             1 => self.events(&vrings[1]),
-            q if q < vrings.len() && q < NUM_QUEUES => self.requests(q, vrings),
+            q if q < vrings.len() && q < NUM_QUEUES => self.requests(q, &vrings),
             _ => {}
         }
         Ok(())

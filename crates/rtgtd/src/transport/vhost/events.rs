@@ -135,8 +135,6 @@ pub async fn watch(backend: ScsiBackend, vring: VringRwLock, mut changes: watch:
             let used = backend.events_queue().deliver(&backend, ev);
             give_back(&vring, &used);
         }
-        // A lost notification would leave the event unseen: see queue::RESIGNAL.
-        tokio::spawn(super::queue::late_signals(vring.clone()));
     }
 }
 

@@ -334,22 +334,9 @@ impl ScsiBackend {
             ctrl::tmf::CLEAR_ACA => (TmFunction::ClearAca, None),
             ctrl::tmf::LOGICAL_UNIT_RESET => (TmFunction::LogicalUnitReset, None),
             ctrl::tmf::I_T_NEXUS_RESET => {
-                // SAM-5 7.6: every task of this nexus, on every logical unit, aborted;
-                // the service response is FUNCTION COMPLETE. All aborted first, then
-                // waited for: waiting LU by LU let a later LU's task complete while an
-                // earlier one's was still being waited for.
-                let scsi = &nexus.target().scsi;
-                let waits: Vec<_> = scsi
-                    .lu_info()
-                    .iter()
-                    .map(|i| {
-                        scsi.task_management(nexus.it(), TmFunction::AbortTaskSet, i.lun, None)
-                            .wait
-                    })
-                    .collect();
-                for w in waits {
-                    w.wait().await;
-                }
+                // SAM-5 7.6: the nexus's tasks on every LU aborted, then 6.3.4's I_T
+                // nexus loss (29h/07h for it); FUNCTION COMPLETE.
+                nexus.target().scsi.it_nexus_reset(nexus.it()).wait().await;
                 self.flush().await;
                 return response::OK;
             }

@@ -12,6 +12,10 @@
 //!   memory, readable after writable, a response that does not fit, a chain whose NEXT
 //!   leaves the table): the answer the spec prescribes or the chain put back empty, a
 //!   log line, the queue still serving, and the daemon serving the next connection.
+//! - A session closed by rtgtadm and a graceful stop: the running command answered, no
+//!   new one taken, the connection shut, the next front end served.
+//! - A new call notifier (SET_VRING_CALL) notified at once.
+//! - The event queue: LUN added, resized, removed; a bad buffer; EVENTS_MISSED.
 
 mod common;
 #[path = "vhost/frontend.rs"]
@@ -250,8 +254,13 @@ struct Vm {
 
 impl Vm {
     fn new(path: &Path) -> Vm {
+        Self::with_features(path, 0)
+    }
+
+    /// With virtio-scsi feature bits `extra` negotiated too.
+    fn with_features(path: &Path, extra: u64) -> Vm {
         Vm {
-            fake: Fake::connect(path, 3, 0),
+            fake: Fake::connect(path, 3, extra),
             pending: HashMap::new(),
             done: Vec::new(),
             poll_no: 0,
@@ -311,7 +320,7 @@ impl Vm {
 
     fn poll(&mut self) {
         self.poll_no += 1;
-        for q in [CTRL_Q, REQ_Q] {
+        for q in [CTRL_Q, REQ_Q, EVENT_Q] {
             for (head, len) in self.fake.used(q) {
                 let d = match self.pending.remove(&(q, head)) {
                     Some(Pending::Cmd {
@@ -895,6 +904,96 @@ fn a_new_call_notifier_is_notified_at_once() {
             std::thread::sleep(Duration::from_millis(2));
         }
     }
+    drop(vm);
+    drop(d);
+}
+
+const EVENT_Q: usize = 1;
+const F_HOTPLUG: u64 = 1 << 1;
+const F_CHANGE: u64 = 1 << 2;
+
+/// Posts an event buffer (device-writable, 16 bytes) and returns (head, address).
+fn post_event_buffer(vm: &mut Vm) -> (u16, u64) {
+    let b = vm.fake.alloc(16);
+    vm.fake.write(b, &[0xee; 16]);
+    (vm.fake.push(EVENT_Q, &[Desc::w(b, 16)]), b)
+}
+
+/// The event written into buffer `b` once it is put back: (event, lun, reason).
+fn event_in(vm: &mut Vm, head: u16, b: u64) -> (u32, [u8; 8], u32) {
+    assert_eq!(used_len_on(vm, EVENT_Q, head), 16);
+    let e = vm.fake.read(b, 16);
+    (
+        u32::from_le_bytes(e[..4].try_into().unwrap()),
+        e[4..12].try_into().unwrap(),
+        u32::from_le_bytes(e[12..].try_into().unwrap()),
+    )
+}
+
+/// The event queue (§5.6.6.3) with HOTPLUG and CHANGE negotiated: a LUN added is
+/// TRANSPORT_RESET / RESCAN, resized PARAM_CHANGE 2Ah/09h, removed TRANSPORT_RESET /
+/// REMOVED; a buffer the device can't write is put back empty (logged) and the event
+/// goes into the next; an event with no buffer posted is dropped and the next buffer
+/// says EVENTS_MISSED.
+#[test]
+fn lun_changes_arrive_on_the_event_queue() {
+    let (d, sock, _h1, _h2) = setup();
+    let mut vm = Vm::with_features(&sock, F_HOTPLUG | F_CHANGE);
+    let mut tag = 1000;
+    vm.ready(vlun(0, 1), &mut tag);
+    // A device-readable buffer first, then a good one.
+    let bad = vm.fake.alloc(16);
+    let bad_head = vm.fake.push(EVENT_Q, &[Desc::r(bad, 16)]);
+    let (head, b) = post_event_buffer(&mut vm);
+    // rtgtd takes posted buffers at their kick; the event must find both there.
+    std::thread::sleep(Duration::from_millis(300));
+    let img = d.dir.join("lun3.img");
+    common::sparse_file(&img, 1 << 20);
+    let lun3 = [
+        "--op",
+        "new",
+        "--mode",
+        "logicalunit",
+        "--tid",
+        "1",
+        "--lun",
+        "3",
+        "-b",
+        img.to_str().unwrap(),
+    ];
+    d.adm_ok(&lun3);
+    assert_eq!(event_in(&mut vm, head, b), (1, [1, 0, 0, 3, 0, 0, 0, 0], 1));
+    assert_eq!(used_len_on(&mut vm, EVENT_Q, bad_head), 0);
+    assert!(d.log().contains("bad event buffer"), "{}", d.log());
+
+    let (head, b) = post_event_buffer(&mut vm);
+    std::thread::sleep(Duration::from_millis(300));
+    d.update_lu("1", "3", "size=2M");
+    assert_eq!(
+        event_in(&mut vm, head, b),
+        (3, [1, 0, 0, 3, 0, 0, 0, 0], 0x2a | 0x09 << 8)
+    );
+
+    // No buffer: the removal is dropped, the next buffer says so.
+    d.adm_ok(&[
+        "--op",
+        "delete",
+        "--mode",
+        "logicalunit",
+        "--tid",
+        "1",
+        "--lun",
+        "3",
+    ]);
+    wait_log(&d, "vhost: event", 3);
+    std::thread::sleep(Duration::from_millis(100));
+    let (head, b) = post_event_buffer(&mut vm);
+    assert_eq!(event_in(&mut vm, head, b).0, 0x8000_0000, "EVENTS_MISSED");
+    // And the next event has no missed bit.
+    let (head, b) = post_event_buffer(&mut vm);
+    std::thread::sleep(Duration::from_millis(300));
+    d.adm_ok(&lun3);
+    assert_eq!(event_in(&mut vm, head, b), (1, [1, 0, 0, 3, 0, 0, 0, 0], 1));
     drop(vm);
     drop(d);
 }

@@ -1,6 +1,8 @@
 # In the guest (tests/guest/boot.py): the same LUN seen twice, through vhost-user-scsi
 # (virtio) and through the guest's open-iscsi; dd with O_DIRECT on each, 4 KiB and 1 MiB,
-# reads and writes. Prints "RESULT PATH OP BS MB/s" lines.
+# reads and writes (sequential), then random 4 KiB reads and writes at queue depth 1 with
+# /data/randio (bench/randio.c, built static by vhost.sh: the guest has no fio), 15 s
+# each. Prints "RESULT PATH OP BS MB/s" lines.
 . /data/lib.sh
 path_of() {
 	case $(readlink -f /sys/block/$1/device) in
@@ -20,5 +22,10 @@ for d in $(ls /sys/block | grep '^sd'); do
 		r=$(dd if=/dev/$d of=/dev/null bs=$bs count=$n iflag=direct 2>&1 | tail -1 | mbs)
 		echo "RESULT $p write $bs $w"
 		echo "RESULT $p read $bs $r"
+	done
+	for op in write read; do
+		set -- $(/data/randio /dev/$d $op 15)
+		echo "RESULT $p rand$op 4k $2"
+		echo "IOPS $p rand$op $1"
 	done
 done

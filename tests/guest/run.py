@@ -22,6 +22,7 @@ Exits non-zero if any scenario fails. Logs: target/guest-results/ (or RTGT_GUEST
 
 import argparse
 import hashlib
+import json
 import os
 import random
 import shutil
@@ -342,8 +343,11 @@ def setup_hotplug(d, work, _route):
 
 
 def setup_reconnect(d, work, _route):
-    """A disk; the guest asks the host (host-step crash) to kill rtgtd with SIGKILL in the
-    middle of a dd and start it again with the configuration it had (`config dump`)."""
+    """A disk; the guest asks the host, each in the middle of a dd, to kill rtgtd with
+    SIGKILL and start it again with the configuration it had (`config dump`; host-step
+    crash), to close the vhost session (host-step close-session: `rtgtadm session
+    close`), and to stop rtgtd gracefully (SIGTERM) and start it again (host-step
+    stop)."""
     iqn = "iqn.2026-11.org.rtgt:guest-reconnect"
     img = os.path.join(work, "disk.img")
     with open(img, "wb") as f:
@@ -351,13 +355,18 @@ def setup_reconnect(d, work, _route):
     d.target(1, iqn)
     d.lu(1, 1, "disk", "-b", img)
 
-    def crash(_args):
+    def restart(sig):
         saved = os.path.join(work, "saved.toml")
         dump = d._run([d.adm_bin, "-C", d.ctl, "config", "dump"], True).stdout
         with open(saved, "w") as f:
             f.write(dump)
-        d.proc.kill()
-        d.proc.wait()
+        t0 = time.time()
+        d.proc.send_signal(sig)
+        try:
+            d.proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            return False, "rtgtd did not stop within 15 s"
+        took = time.time() - t0
         ctl_sock = os.path.join(d.env["RTGT_RUN_DIR"], f"socket.{d.ctl}")
         if os.path.exists(ctl_sock):
             os.unlink(ctl_sock)
@@ -369,8 +378,18 @@ def setup_reconnect(d, work, _route):
             if time.time() > deadline or d.proc.poll() is not None:
                 return False, "rtgtd did not come back"
             time.sleep(0.1)
-        return True, f"rtgtd killed and restarted (pid {d.proc.pid})"
-    return Setup(iqn, [1], hooks={"crash": crash})
+        return True, f"rtgtd {sig.name} (gone in {took:.1f} s) and restarted (pid {d.proc.pid})"
+
+    def close_session(_args):
+        out = d._run([d.adm_bin, "-C", d.ctl, "sessions", "--json"], True).stdout
+        sids = [s["sid"] for s in json.loads(out)]
+        if len(sids) != 1:
+            return False, f"sessions: {sids}"
+        d._run([d.adm_bin, "-C", d.ctl, "session", "close", str(sids[0])], True)
+        return True, f"session {sids[0]} closed"
+    return Setup(iqn, [1], hooks={"crash": lambda _a: restart(signal.SIGKILL),
+                                  "stop": lambda _a: restart(signal.SIGTERM),
+                                  "close-session": close_session})
 
 
 JUKEBOX_IQN = "iqn.2026-11.org.rtgt:guest-jukebox"

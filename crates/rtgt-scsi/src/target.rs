@@ -1074,6 +1074,26 @@ impl ScsiTarget {
         }
     }
 
+    /// I_T NEXUS RESET (SAM-5 7.6) received on `nexus`, for a transport whose nexus
+    /// outlives the function (virtio-scsi's): the I_T nexus loss of SAM-5 6.3.4 without
+    /// forgetting the nexus. Its tasks on every LU end, the SPC-2 reservations and
+    /// medium removal preventions it holds go, what was pending for it is replaced by
+    /// I_T NEXUS LOSS OCCURRED (29h/07h) on every LU. Returns what to wait for before
+    /// the function's answer.
+    pub fn it_nexus_reset(&self, nexus: &ItNexus) -> TaskWait {
+        let mut wait = self.tasks.abort(|n, _, _| n == nexus.id);
+        for lu in self.all_lus() {
+            if let Some(acked) = crate::shared_pr::nexus_loss(&lu, nexus) {
+                wait = wait.with_ack(acked);
+            }
+            lu.medium.lock().preventing.remove(&nexus.id);
+            lu.device.server().nexus_loss(&lu, nexus.id);
+            lu.ua.forget(nexus.id);
+            lu.ua.establish([nexus.id], asc::I_T_NEXUS_LOSS_OCCURRED);
+        }
+        wait
+    }
+
     /// The I_T nexus is gone (session closed): release what it held (SPC-2 reservations)
     /// and forget its pending unit attentions. Persistent reservations stay (SPC-4 5.13).
     /// Returns what to wait for before telling the initiator the nexus is gone (a

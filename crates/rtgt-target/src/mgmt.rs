@@ -1115,7 +1115,10 @@ fn connection(reg: &Registry, op: &str, req: &Request) -> Result<String> {
                 .ok_or_else(|| {
                     AdmError::NotFound(format!("can't find the session (tid {tid}, sid {sid})"))
                 })?;
-            if !s.connections.iter().any(|c| c.cid == cid) {
+            // A session with no network connection (vhost-user: the VM's socket) is
+            // its own connection 0.
+            let only = s.connections.is_empty() && cid == 0;
+            if !only && !s.connections.iter().any(|c| c.cid == cid) {
                 return Err(AdmError::NotFound(format!(
                     "can't find the connection (tid {tid}, sid {sid}, cid {cid})"
                 )));

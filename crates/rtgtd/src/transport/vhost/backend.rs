@@ -21,6 +21,7 @@ use vmm_sys_util::event::{
 use super::events::{self, EventQueue};
 use super::memory::Guest;
 use super::queue::{self, Work};
+use super::vring::CallVring;
 use crate::daemon::{Daemon, Reactors};
 use crate::transport::nexus::{NewSession, Nexus};
 
@@ -57,8 +58,13 @@ pub struct Inner {
     events: Mutex<EventQueue>,
     /// The registry's change count, for the event queue's watcher.
     changes: watch::Receiver<u64>,
-    /// The frontend disconnected.
-    gone: AtomicBool,
+    /// The frontend disconnected (true), for the tasks that outlive a kick.
+    gone: watch::Sender<bool>,
+    /// The session is being closed (`rtgtadm --op delete --mode conn`, a graceful
+    /// stop): no new requests are taken off the rings.
+    closing: AtomicBool,
+    /// Ends the connection from this side (vhost-user-backend's handle on its socket).
+    shutdown: Mutex<Option<vhost_user_backend::ShutdownHandle>>,
     /// The event watcher runs.
     watching: AtomicBool,
     vrings: Mutex<Option<Vec<VringRwLock>>>,
@@ -85,7 +91,9 @@ impl ScsiBackend {
             nexus: OnceCell::new(),
             events: Mutex::new(EventQueue::default()),
             changes,
-            gone: AtomicBool::new(false),
+            gone: watch::channel(false).0,
+            closing: AtomicBool::new(false),
+            shutdown: Mutex::new(None),
             watching: AtomicBool::new(false),
             vrings: Mutex::new(None),
         }))
@@ -94,7 +102,7 @@ impl ScsiBackend {
     /// The frontend went away: the queue tasks end once their commands have, and with
     /// the last of them the I_T nexus (SAM-5 6.3.4).
     pub fn disconnected(&self) {
-        self.0.gone.store(true, Ordering::Release);
+        self.0.gone.send_replace(true);
         self.0.queues.lock().iter_mut().for_each(|q| *q = None);
         *self.0.vrings.lock() = None;
     }
@@ -104,7 +112,53 @@ impl ScsiBackend {
     }
 
     pub fn is_gone(&self) -> bool {
-        self.0.gone.load(Ordering::Acquire)
+        *self.0.gone.borrow()
+    }
+
+    /// Completes once the frontend has disconnected.
+    pub async fn until_gone(&self) {
+        let mut rx = self.0.gone.subscribe();
+        let _ = rx.wait_for(|g| *g).await;
+    }
+
+    /// How to end the connection from this side, once it is up.
+    pub fn set_shutdown(&self, h: Option<vhost_user_backend::ShutdownHandle>) {
+        *self.0.shutdown.lock() = h;
+    }
+
+    /// Ends the session from this side, as a mature target does when a session is
+    /// closed or the daemon stops: no new request is taken off the rings (they stay
+    /// available, and QEMU offers them again after it reconnects, since it restarts
+    /// each queue at its used index), the commands already running end and are
+    /// answered (bounded by the stop's drain time), then the connection is shut. The
+    /// I_T nexus ends with it (SAM-5 6.3.4); QEMU, with `reconnect-ms=`, connects
+    /// again and gets a new one.
+    async fn close_session(&self, why: &str) {
+        tracing::info!(path = %self.0.path, "vhost: closing the session ({why})");
+        let idle: Vec<_> = {
+            let queues = self.0.queues.lock();
+            self.0.closing.store(true, Ordering::Release);
+            queues
+                .iter()
+                .flatten()
+                .filter_map(|tx| {
+                    let (otx, orx) = oneshot::channel();
+                    tx.send(Work::Idle(otx)).ok().map(|()| orx)
+                })
+                .collect()
+        };
+        let drained = tokio::time::timeout(crate::stop::DRAIN, async {
+            for w in idle {
+                let _ = w.await;
+            }
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!(path = %self.0.path, "vhost: commands still running after {:?}; closing anyway", crate::stop::DRAIN);
+        }
+        if let Some(h) = self.0.shutdown.lock().take() {
+            h.shutdown();
+        }
     }
 
     pub fn events_queue(&self) -> parking_lot::MutexGuard<'_, EventQueue> {
@@ -146,6 +200,19 @@ impl ScsiBackend {
                 // in a queue's `Commands`, whose completion says it was aborted.
                 let (tx, _rx) = mpsc::unbounded_channel();
                 let close = Arc::new(Notify::new());
+                // `rtgtadm --op delete --mode conn/session` notifies `close`; a graceful
+                // stop says so on `daemon.stop`. A guest can't be asked to log out.
+                let (me, c, mut stop) =
+                    (self.clone(), close.clone(), self.0.daemon.stop.subscribe());
+                self.spawn(async move {
+                    tokio::select! {
+                        () = c.notified() => me.close_session("closed by rtgtadm").await,
+                        () = async { drop(stop.wait_for(|s| *s).await) } => {
+                            me.close_session("stopping").await
+                        }
+                        () = me.until_gone() => {}
+                    }
+                });
                 let s = NewSession {
                     target: t,
                     it,
@@ -186,13 +253,18 @@ impl ScsiBackend {
     }
 
     fn requests(&self, q: usize, vrings: &[VringRwLock]) {
+        // Under the lock `close_session` sets the flag with, so no chain popped here
+        // reaches a queue after its last `Idle`.
+        let mut queues = self.0.queues.lock();
+        if self.0.closing.load(Ordering::Acquire) {
+            return;
+        }
         let chains = self.pop(&vrings[q]);
         tracing::debug!(q, n = chains.len(), "vhost: requests");
         if chains.is_empty() {
             return;
         }
         let idx = q - 2;
-        let mut queues = self.0.queues.lock();
         let tx = queues[idx].get_or_insert_with(|| {
             let (tx, rx) = mpsc::unbounded_channel();
             let (me, vring) = (self.clone(), vrings[q].clone());
@@ -206,6 +278,9 @@ impl ScsiBackend {
 
     /// Control queue (§5.6.6.2): task management and asynchronous notification.
     fn control(&self, vring: &VringRwLock) {
+        if self.0.closing.load(Ordering::Acquire) {
+            return;
+        }
         for (head, segs) in self.pop(vring) {
             let parsed = ctrl::parse(&Guest(&self.guest()), &segs);
             let req = match parsed {
@@ -233,10 +308,7 @@ impl ScsiBackend {
                     }
                 };
                 let _ = vring.add_used(head, len);
-                // A lost notification here would hang the driver's error handler: see
-                // queue::RESIGNAL.
                 let _ = vring.signal_used_queue();
-                queue::late_signals(vring).await;
             });
         }
     }
@@ -252,6 +324,9 @@ impl ScsiBackend {
         let Some(nexus) = self.nexus().await else {
             return response::BAD_TARGET;
         };
+        // SAM-5 7.1: a function addressed to a LUN with no LU is answered INCORRECT
+        // LOGICAL UNIT NUMBER (the core says so itself for the functions it runs).
+        let lu_exists = || nexus.target().scsi.lu_info().iter().any(|i| i.lun == lun);
         let (function, referenced) = match subtype {
             ctrl::tmf::ABORT_TASK => (TmFunction::AbortTask, Some(tag)),
             ctrl::tmf::ABORT_TASK_SET => (TmFunction::AbortTaskSet, None),
@@ -259,31 +334,20 @@ impl ScsiBackend {
             ctrl::tmf::CLEAR_ACA => (TmFunction::ClearAca, None),
             ctrl::tmf::LOGICAL_UNIT_RESET => (TmFunction::LogicalUnitReset, None),
             ctrl::tmf::I_T_NEXUS_RESET => {
-                // SAM-5 7.5: every task of this nexus, on every logical unit, aborted.
-                let luns = nexus.target().scsi.lu_info();
-                for l in luns.iter().map(|i| i.lun) {
-                    let out = nexus.target().scsi.task_management(
-                        nexus.it(),
-                        TmFunction::AbortTaskSet,
-                        l,
-                        None,
-                    );
-                    out.wait.wait().await;
-                }
+                // SAM-5 7.6: the nexus's tasks on every LU aborted, then 6.3.4's I_T
+                // nexus loss (29h/07h for it); FUNCTION COMPLETE.
+                nexus.target().scsi.it_nexus_reset(nexus.it()).wait().await;
                 self.flush().await;
-                return response::FUNCTION_SUCCEEDED;
+                return response::OK;
             }
-            ctrl::tmf::QUERY_TASK => {
-                let found = self.query(Some(tag)).await;
-                return if found {
-                    response::FUNCTION_SUCCEEDED
-                } else {
-                    response::OK
-                };
-            }
-            ctrl::tmf::QUERY_TASK_SET => {
-                let found = self.query(None).await;
-                return if found {
+            // SAM-5 7.8, 7.9: FUNCTION SUCCEEDED when the task (any task) is in the
+            // LU's task set for this nexus, FUNCTION COMPLETE when not.
+            ctrl::tmf::QUERY_TASK | ctrl::tmf::QUERY_TASK_SET => {
+                if !lu_exists() {
+                    return response::INCORRECT_LUN;
+                }
+                let which = (subtype == ctrl::tmf::QUERY_TASK).then_some(tag);
+                return if self.query(lun, which).await {
                     response::FUNCTION_SUCCEEDED
                 } else {
                     response::OK
@@ -322,8 +386,8 @@ impl ScsiBackend {
         }
     }
 
-    /// Whether a queue holds task `tag` (or any task).
-    async fn query(&self, tag: Option<u64>) -> bool {
+    /// Whether a queue holds task `tag` (None: any task) of LUN `lun`.
+    async fn query(&self, lun: u64, tag: Option<u64>) -> bool {
         let waits: Vec<_> = self
             .0
             .queues
@@ -332,7 +396,7 @@ impl ScsiBackend {
             .flatten()
             .filter_map(|tx| {
                 let (otx, orx) = oneshot::channel();
-                tx.send(Work::Query(tag, otx)).ok().map(|()| orx)
+                tx.send(Work::Query(lun, tag, otx)).ok().map(|()| orx)
             })
             .collect();
         let mut found = false;
@@ -371,7 +435,7 @@ impl ScsiBackend {
 
 impl VhostUserBackend for ScsiBackend {
     type Bitmap = ();
-    type Vring = VringRwLock;
+    type Vring = CallVring;
 
     fn num_queues(&self) -> usize {
         NUM_QUEUES
@@ -421,7 +485,7 @@ impl VhostUserBackend for ScsiBackend {
         &self,
         device_event: u16,
         evset: EventSet,
-        vrings: &[VringRwLock],
+        vrings: &[CallVring],
         _thread_id: usize,
     ) -> io::Result<()> {
         tracing::debug!(device_event, ?evset, "vhost: kick");
@@ -429,13 +493,16 @@ impl VhostUserBackend for ScsiBackend {
             return Ok(());
         }
         let q = device_event as usize;
-        if self.0.vrings.lock().is_none() {
-            *self.0.vrings.lock() = Some(vrings.to_vec());
-        }
+        let vrings: Vec<VringRwLock> = self
+            .0
+            .vrings
+            .lock()
+            .get_or_insert_with(|| vrings.iter().map(|v| v.0.clone()).collect())
+            .clone();
         match q {
             0 => self.control(&vrings[0]),
             1 => self.events(&vrings[1]),
-            q if q < vrings.len() && q < NUM_QUEUES => self.requests(q, vrings),
+            q if q < vrings.len() && q < NUM_QUEUES => self.requests(q, &vrings),
             _ => {}
         }
         Ok(())

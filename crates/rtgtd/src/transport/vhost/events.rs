@@ -114,7 +114,13 @@ pub async fn watch(backend: ScsiBackend, vring: VringRwLock, mut changes: watch:
             .collect()
     };
     let mut known = inventory();
-    while changes.changed().await.is_ok() {
+    loop {
+        // Ends with the connection, not at the next registry change: this task holds
+        // the backend, and with it the session's I_T nexus.
+        tokio::select! {
+            r = changes.changed() => if r.is_err() { return },
+            () = backend.until_gone() => return,
+        }
         if backend.is_gone() {
             return;
         }
@@ -129,8 +135,6 @@ pub async fn watch(backend: ScsiBackend, vring: VringRwLock, mut changes: watch:
             let used = backend.events_queue().deliver(&backend, ev);
             give_back(&vring, &used);
         }
-        // A lost notification would leave the event unseen: see queue::RESIGNAL.
-        tokio::spawn(super::queue::late_signals(vring.clone()));
     }
 }
 

@@ -8,7 +8,9 @@
 //! - `queue`: a request queue on a reactor: chains become `ScsiCommand`s through
 //!   `exec::Commands`, completions are written back into the guest's buffers;
 //! - `events`: the event queue, LUNs added, removed and resized as virtio-scsi events;
-//! - `memory`: guest memory behind rtgt-virtio's checked `GuestMem`.
+//! - `memory`: guest memory behind rtgt-virtio's checked `GuestMem`;
+//! - `vring`: the vhost-user library's vring, which notifies a call notifier QEMU hands
+//!   over at once (no notification lost in QEMU's unacknowledged notifier swap).
 //!
 //! The layouts (request, response, task management, events) are rtgt-virtio's, sans I/O.
 
@@ -17,6 +19,7 @@ mod events;
 mod memory;
 mod queue;
 mod socket;
+mod vring;
 
 use std::sync::Arc;
 

@@ -22,13 +22,17 @@ pub enum Work {
     /// Answer once the completions already received are written back (a task
     /// management function's answer waits for that).
     Flush(oneshot::Sender<()>),
-    /// Whether task `tag` (None: any task) is still held (QUERY TASK, QUERY TASK SET).
-    Query(Option<u64>, oneshot::Sender<bool>),
+    /// Whether task `tag` (None: any task) of a LUN is still held (QUERY TASK, QUERY
+    /// TASK SET).
+    Query(u64, Option<u64>, oneshot::Sender<bool>),
+    /// Answer once no command is running (the session is being closed).
+    Idle(oneshot::Sender<()>),
 }
 
 /// A command running on the core: where its answer goes.
 struct Pending {
     head: u16,
+    lun: u64,
     writable: Vec<Seg>,
 }
 
@@ -37,49 +41,8 @@ struct Queue {
     vring: VringRwLock,
     pending: HashMap<u64, Pending>,
     signal: bool,
-    /// When to notify the driver once more after the last answers, and which
-    /// [`RESIGNAL`] step that is.
-    resignal_at: Option<tokio::time::Instant>,
-    resignal_step: usize,
-}
-
-/// After a burst of answers the driver is notified again this long after the previous
-/// notification, once per entry, unless new answers restart the sequence.
-///
-/// Why: QEMU's virtio-pci masks a queue's MSI-X vector by handing the backend a
-/// "masked" notifier with VHOST_USER_SET_VRING_CALL, and on unmask hands back the guest
-/// notifier and then tests the masked one for a notification it must forward. That
-/// message asks no reply (QEMU's vhost-user.c, vhost_set_vring_file), so QEMU's test
-/// can run before this backend has switched notifiers: a notification sent into that
-/// window lands on the masked notifier after QEMU has looked, and is never delivered.
-/// Linux's virtio_scsi never times a command out, so the guest waits forever (seen in
-/// the SCSI scan under TCG: the answer on the used ring, the guest idle, an eventfd
-/// count of 1 left on the request queue's masked notifier, and one notification
-/// written by hand to the current call fd unblocking it). The backend is not told
-/// when the notifier changes (vhost-user-backend handles the message itself), so a
-/// later notification, to whatever notifier is current by then, is the remedy. The
-/// cost is one interrupt that finds nothing new (virtio 1.2 §2.7.10: the driver reads
-/// the used ring, the notification only says to look). The 1 s entry covers a backend
-/// thread held off the CPU for longer than 20 ms on a loaded host.
-pub const RESIGNAL: [std::time::Duration; 2] = [
-    std::time::Duration::from_millis(20),
-    std::time::Duration::from_secs(1),
-];
-
-async fn resignal(at: Option<tokio::time::Instant>) {
-    match at {
-        Some(t) => tokio::time::sleep_until(t).await,
-        None => std::future::pending().await,
-    }
-}
-
-/// Notifies the driver again at each [`RESIGNAL`] step, for queues whose notifications
-/// are not batched by a queue task (the control and event queues).
-pub async fn late_signals(vring: VringRwLock) {
-    for d in RESIGNAL {
-        tokio::time::sleep(d).await;
-        let _ = vring.signal_used_queue();
-    }
+    /// Waiting for no command to be running.
+    idle: Vec<oneshot::Sender<()>>,
 }
 
 pub async fn run(backend: ScsiBackend, vring: VringRwLock, mut rx: mpsc::UnboundedReceiver<Work>) {
@@ -90,8 +53,7 @@ pub async fn run(backend: ScsiBackend, vring: VringRwLock, mut rx: mpsc::Unbound
         vring,
         pending: HashMap::new(),
         signal: false,
-        resignal_at: None,
-        resignal_step: 0,
+        idle: Vec::new(),
     };
     loop {
         tokio::select! {
@@ -100,7 +62,7 @@ pub async fn run(backend: ScsiBackend, vring: VringRwLock, mut rx: mpsc::Unbound
                 Some(Work::Request(head, segs)) => {
                     let mut done = None;
                     if let (Some(n), Some((cmd, writable))) = (&nexus, q.parse(head, &segs, nexus.as_deref())) {
-                        q.pending.insert(cmd.tag, Pending { head, writable });
+                        q.pending.insert(cmd.tag, Pending { head, lun: cmd.lun, writable });
                         cmds.submit(n, cmd, |c| done = Some(c));
                     }
                     if let Some(c) = done {
@@ -114,27 +76,26 @@ pub async fn run(backend: ScsiBackend, vring: VringRwLock, mut rx: mpsc::Unbound
                     q.flush_signal();
                     let _ = tx.send(());
                 }
-                Some(Work::Query(tag, tx)) => {
+                Some(Work::Query(lun, tag, tx)) => {
                     let held = match tag {
-                        Some(t) => q.pending.contains_key(&t),
-                        None => !q.pending.is_empty(),
+                        Some(t) => q.pending.get(&t).is_some_and(|p| p.lun == lun),
+                        None => q.pending.values().any(|p| p.lun == lun),
                     };
                     let _ = tx.send(held);
                 }
+                Some(Work::Idle(tx)) => q.idle.push(tx),
             },
             c = cmds.next() => q.apply(c),
-            () = resignal(q.resignal_at) => {
-                let _ = q.vring.signal_used_queue();
-                q.resignal_step += 1;
-                q.resignal_at = RESIGNAL
-                    .get(q.resignal_step)
-                    .map(|d| tokio::time::Instant::now() + *d);
-            }
         }
         while let Some(c) = cmds.try_next() {
             q.apply(c);
         }
         q.flush_signal();
+        if q.pending.is_empty() {
+            for tx in q.idle.drain(..) {
+                let _ = tx.send(());
+            }
+        }
     }
     // The frontend is gone: let the commands still running end before the nexus does.
     cmds.drain(tokio::time::Instant::now() + std::time::Duration::from_secs(30))
@@ -245,8 +206,6 @@ impl Queue {
     fn flush_signal(&mut self) {
         if std::mem::take(&mut self.signal) {
             let _ = self.vring.signal_used_queue();
-            self.resignal_step = 0;
-            self.resignal_at = Some(tokio::time::Instant::now() + RESIGNAL[0]);
         }
     }
 }

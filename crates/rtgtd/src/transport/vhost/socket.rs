@@ -123,6 +123,7 @@ fn serve(
         if stop.load(Ordering::Acquire) {
             break;
         }
+        backend.set_shutdown(d.shutdown_handle());
         tracing::info!(path, tid, "vhost: frontend connected");
         if let Err(e) = d.wait() {
             tracing::info!(path, "vhost: connection ended: {e}");
@@ -132,6 +133,10 @@ fn serve(
         }
         backend.disconnected();
         tracing::info!(path, tid, "vhost: frontend gone");
+        // Stopping: QEMU's reconnect would only find a session that ends at once.
+        if *daemon.stop.borrow() {
+            break;
+        }
     }
     let _ = std::fs::remove_file(path);
 }

@@ -41,9 +41,11 @@ def log(msg):
 
 
 def free_port():
-    """A free loopback port below the ephemeral range, so no client socket takes it."""
+    """A free loopback port below the ephemeral range, so no client socket takes it.
+    RTGT_BENCH_PORTS=LOW-HIGH keeps it in a range (a machine shared by several users)."""
+    low, _, high = os.environ.get("RTGT_BENCH_PORTS", "11000-29000").partition("-")
     for _ in range(200):
-        p = random.randint(11000, 29000)
+        p = random.randint(int(low), int(high))
         with socket.socket() as s:
             try:
                 s.bind(("127.0.0.1", p))

@@ -8,6 +8,7 @@
 #   bash bench/run.sh --glfs     glfs store vs tgtd's bs_glfs on a throw-away Gluster volume
 #   bash bench/run.sh --scale    1000 LUNs / 100 targets through rtgtadm --batch; 500 idle sessions
 #   bash bench/run.sh --handler  a LU served by rtgt-fileio vs the same file in-process
+# RTGT_BENCH_PORTS=LOW-HIGH keeps the daemons' loopback ports in that range.
 # Needs root (tgtd), libiscsi-bin, qemu-img with iSCSI, tgt and iperf3:
 # scripts/install-deps.sh installs them.
 set -euo pipefail

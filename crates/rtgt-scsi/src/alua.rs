@@ -141,6 +141,17 @@ impl PortGroups {
             .unwrap_or(AluaState::ActiveOptimized)
     }
 
+    /// Whether every group of this daemon is in an active state, in which [`refuse`]
+    /// refuses nothing.
+    pub fn all_active(&self) -> bool {
+        self.groups.values().all(|g| {
+            matches!(
+                g.state,
+                AluaState::ActiveOptimized | AluaState::ActiveNonOptimized
+            )
+        })
+    }
+
     pub fn states(&self) -> Vec<(u16, AluaState)> {
         self.groups.iter().map(|(&id, g)| (id, g.state)).collect()
     }

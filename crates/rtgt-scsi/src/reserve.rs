@@ -7,7 +7,9 @@
 //! gateways export (shared_pr.rs) each gateway can tell a holder that logged in through
 //! another target port from its own nexuses: the reservation is the LU's.
 
-use parking_lot::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use parking_lot::{Mutex, MutexGuard};
 use serde::{Deserialize, Serialize};
 
 use crate::pr::PortPair;
@@ -52,6 +54,11 @@ impl Spc2Holder {
 #[derive(Default)]
 pub(crate) struct Spc2Reservation {
     holder: Mutex<Option<Spc2Holder>>,
+    /// Whether `holder` is Some, written under its lock: every command asks
+    /// [`Spc2Reservation::conflicts`], and almost no LU is ever reserved, so the answer
+    /// for an unreserved LU takes no lock. A command racing a RESERVE from another nexus
+    /// may run either side of it, as it may with the lock (SAM-5 leaves their order open).
+    held: AtomicBool,
     /// Holders of this process whose I_T nexus was lost while the release is still
     /// being published: a shared state read meanwhile that names one of them is stale
     /// (nexus ids are never reused), so the reservation stays released here.
@@ -74,7 +81,7 @@ impl Spc2Reservation {
     /// lost here. Returns whether it was one lost here (the shared state is stale).
     pub fn set_holder(&self, h: Option<Spc2Holder>) -> bool {
         let stale = h.as_ref().is_some_and(|h| self.lost.lock().contains(h));
-        *self.holder.lock() = if stale { None } else { h };
+        self.set(&mut self.holder.lock(), if stale { None } else { h });
         stale
     }
 
@@ -91,7 +98,7 @@ impl Spc2Reservation {
 
     /// Does the reservation stop `nexus` from running a command that needs access?
     pub fn conflicts(&self, nexus: &ItNexus) -> bool {
-        matches!(&*self.holder.lock(), Some(h) if !h.is(nexus))
+        self.held.load(Ordering::Acquire) && matches!(&*self.holder.lock(), Some(h) if !h.is(nexus))
     }
 
     /// RESERVE: the holder may reserve again (SPC-2 7.21.2: a reservation by the same
@@ -101,7 +108,7 @@ impl Spc2Reservation {
         match &*h {
             Some(other) if !other.is(nexus) => ReserveResult::Conflict,
             _ => {
-                *h = Some(Spc2Holder::of(nexus));
+                self.set(&mut h, Some(Spc2Holder::of(nexus)));
                 ReserveResult::Granted
             }
         }
@@ -112,7 +119,7 @@ impl Spc2Reservation {
     pub fn release(&self, nexus: &ItNexus) {
         let mut h = self.holder.lock();
         if h.as_ref().is_some_and(|h| h.is(nexus)) {
-            *h = None;
+            self.set(&mut h, None);
         }
     }
 
@@ -121,7 +128,7 @@ impl Spc2Reservation {
     pub fn release_lost(&self, nexus: &ItNexus) -> bool {
         let mut h = self.holder.lock();
         if h.as_ref().is_some_and(|h| h.is_exactly(nexus)) {
-            *h = None;
+            self.set(&mut h, None);
             return true;
         }
         false
@@ -129,7 +136,13 @@ impl Spc2Reservation {
 
     /// Ends the reservation whoever holds it (reset).
     pub fn clear(&self) {
-        *self.holder.lock() = None;
+        self.set(&mut self.holder.lock(), None);
+    }
+
+    /// Every change of the holder goes through here, under its lock, to keep `held` true.
+    fn set(&self, guard: &mut MutexGuard<'_, Option<Spc2Holder>>, h: Option<Spc2Holder>) {
+        self.held.store(h.is_some(), Ordering::Release);
+        **guard = h;
     }
 }
 

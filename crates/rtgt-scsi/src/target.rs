@@ -4,6 +4,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -179,6 +180,10 @@ pub struct ScsiTarget {
     tasks: TaskSet,
     /// Target port groups and their asymmetric access states (SPC-4 5.16).
     alua: RwLock<PortGroups>,
+    /// Whether every group of `alua` is active (kept by [`ScsiTarget::edit_alua`]): then
+    /// no command is refused for its port group's state, and the command path takes no
+    /// lock to learn so (nearly every target never leaves the active states).
+    alua_active: AtomicBool,
     /// Where state that outlives the daemon is kept (APTPL persistent reservations).
     state_dir: Option<PathBuf>,
 }
@@ -213,13 +218,22 @@ impl ScsiTarget {
             hooks: RwLock::new(HashMap::new()),
             tasks: TaskSet::default(),
             alua: RwLock::new(PortGroups::default()),
+            alua_active: AtomicBool::new(true),
             state_dir,
         }
     }
 
     /// The target port groups: one per iSCSI portal group tag the daemon serves.
     pub fn set_port_groups(&self, tpgts: &[u16]) {
-        self.alua.write().set_ids(tpgts);
+        self.edit_alua(|a| a.set_ids(tpgts));
+    }
+
+    /// Every change of the port groups goes through here, to keep `alua_active` true.
+    fn edit_alua<R>(&self, edit: impl FnOnce(&mut PortGroups) -> R) -> R {
+        let mut a = self.alua.write();
+        let r = edit(&mut a);
+        self.alua_active.store(a.all_active(), Ordering::Release);
+        r
     }
 
     /// The target port groups and their asymmetric access states.
@@ -232,9 +246,7 @@ impl ScsiTarget {
     /// STATE CHANGED (SPC-4 5.16.2.2).
     pub fn set_alua_state(&self, tpg: u16, state: AluaState) -> Result<(), ScsiError> {
         let changed = self
-            .alua
-            .write()
-            .set_implicit(tpg, state)
+            .edit_alua(|a| a.set_implicit(tpg, state))
             .ok_or(ScsiError::NoSuchPortGroup(tpg))?;
         if changed {
             tracing::info!(target = %self.name, tpg, state = state.name(), "ALUA state changed");
@@ -257,7 +269,7 @@ impl ScsiTarget {
     /// `tpg` is reported in; every I_T nexus is told ASYMMETRIC ACCESS STATE CHANGED
     /// when what REPORT TARGET PORT GROUPS says changed (SPC-4 5.16.2.2).
     pub fn set_alua_peer(&self, tpg: u16, state: Option<AluaState>) -> Result<(), ScsiError> {
-        let changed = self.alua.write().set_peer(tpg, state).map_err(|()| {
+        let changed = self.edit_alua(|a| a.set_peer(tpg, state)).map_err(|()| {
             ScsiError::BadParam(format!(
                 "alua_peer.{tpg}: portal group {tpg} is this daemon's own (use alua_state.{tpg})"
             ))
@@ -634,7 +646,9 @@ impl ScsiTarget {
         let mut data = std::mem::take(&mut cmd.data_out);
         let written = data.len() as u64;
         let (r, elapsed) = crate::stats::timed(self.run(&lu, &cmd, &mut data, task)).await;
-        let mut res = finish(r, lu.descriptor_sense(), data_out_len);
+        // The sense format is looked up (under the mode page lock) only for sense data.
+        let descriptor = matches!(r, Err(Fail::Check(_))) && lu.descriptor_sense();
+        let mut res = finish(r, descriptor, data_out_len);
         if let Some(n) = cdb::allocation_length(&cmd.cdb) {
             res.data_in.truncate(n);
         }
@@ -775,7 +789,7 @@ impl ScsiTarget {
         cdb::check_control(cdb)?;
         // A target port group in standby or unavailable state refuses most commands
         // (SPC-4 5.16.2.4), before reservations are looked at.
-        if server.alua() {
+        if server.alua() && !self.alua_active.load(Ordering::Acquire) {
             if let Some(s) = alua::refuse(self.alua.read().state(nexus.target_port_group), cdb) {
                 return Err(s.into());
             }
@@ -844,7 +858,7 @@ impl ScsiTarget {
         cdb: &[u8],
         param: &[u8],
     ) -> Outcome<ScsiResult> {
-        if self.alua.write().set_explicit(cdb, param)? {
+        if self.edit_alua(|a| a.set_explicit(cdb, param))? {
             // SPC-4 5.16.2.3: the other I_T nexuses learn of an explicit change.
             let ids = self.nexus_ids().into_iter().filter(|id| *id != nexus.id);
             let ids: Vec<u64> = ids.collect();

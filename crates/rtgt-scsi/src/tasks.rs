@@ -87,7 +87,7 @@ impl TaskGuard {
         let mut rx = {
             // Under the lock an abort takes to set the flag, so it is either seen here
             // or sent on the channel made here.
-            let _set = self.set.tasks.lock();
+            let _set = self.set.shard(self.slot.nexus).lock();
             if self.aborted() {
                 return;
             }
@@ -103,7 +103,7 @@ impl TaskGuard {
 impl Drop for TaskGuard {
     fn drop(&mut self) {
         {
-            let mut tasks = self.set.tasks.lock();
+            let mut tasks = self.set.shard(self.slot.nexus).lock();
             if let Some(slot) = tasks.live.remove(&self.id) {
                 if tasks.spare.len() < SPARE_SLOTS {
                     tasks.spare.push(slot);
@@ -154,8 +154,20 @@ impl TaskWait {
     }
 }
 
-/// Slots kept for reuse: one task set's usual depth, a few KiB at most.
-const SPARE_SLOTS: usize = 256;
+/// Slots kept for reuse per shard: one nexus's usual depth, a few KiB at most.
+const SPARE_SLOTS: usize = 128;
+
+/// The task set is split by I_T nexus, each part under its own lock: a command takes a
+/// lock twice (begin, end), and with one lock per target, sessions of one target served
+/// by different reactors bounced it between CPUs on every command. A function that
+/// looks across nexuses (an abort) takes every part's lock, in order, so it sees the
+/// set at one instant as before.
+const SHARDS: usize = 8;
+
+/// A shard on a cache line of its own, so two reactors' shards don't share one.
+#[derive(Default)]
+#[repr(align(128))]
+struct Shard(Mutex<Tasks>);
 
 #[derive(Default)]
 struct Tasks {
@@ -170,7 +182,18 @@ struct Tasks {
 #[derive(Default)]
 struct TaskSetInner {
     next: AtomicU64,
-    tasks: Mutex<Tasks>,
+    shards: [Shard; SHARDS],
+}
+
+impl TaskSetInner {
+    fn shard(&self, nexus: u64) -> &Mutex<Tasks> {
+        &self.shards[(nexus % SHARDS as u64) as usize].0
+    }
+
+    /// Every shard, locked in order (always the same order: no deadlock between two).
+    fn lock_all(&self) -> Vec<parking_lot::MutexGuard<'_, Tasks>> {
+        self.shards.iter().map(|s| s.0.lock()).collect()
+    }
 }
 
 #[derive(Default, Clone)]
@@ -187,7 +210,7 @@ impl TaskSet {
             abort_signal: OnceLock::new(),
             finished: OnceLock::new(),
         };
-        let mut tasks = self.0.tasks.lock();
+        let mut tasks = self.0.shard(nexus).lock();
         // A spare is reusable once its last guard is gone (the guard drops its own
         // reference just after putting the slot back, so it may not be yet).
         let slot = match tasks.spare.pop() {
@@ -211,9 +234,9 @@ impl TaskSet {
 
     /// Aborts the tasks `pred(nexus, tag, lun)` selects; returns what to wait for.
     pub fn abort(&self, pred: impl Fn(u64, u64, u64) -> bool) -> TaskWait {
-        let tasks = self.0.tasks.lock();
+        let shards = self.0.lock_all();
         let mut wait = Vec::new();
-        for s in tasks.live.values() {
+        for s in shards.iter().flat_map(|t| t.live.values()) {
             if pred(s.nexus, s.tag, s.lun) {
                 s.aborted.store(true, Ordering::Release);
                 if let Some(signal) = s.abort_signal.get() {
@@ -235,17 +258,16 @@ impl TaskSet {
     /// Whether some task matches `pred(nexus, tag, lun)`.
     pub fn has(&self, pred: impl Fn(u64, u64, u64) -> bool) -> bool {
         self.0
-            .tasks
-            .lock()
-            .live
-            .values()
+            .lock_all()
+            .iter()
+            .flat_map(|t| t.live.values())
             .any(|s| pred(s.nexus, s.tag, s.lun))
     }
 
     /// Number of tasks in the set (for tests).
     #[cfg(test)]
     pub fn len(&self) -> usize {
-        self.0.tasks.lock().live.len()
+        self.0.lock_all().iter().map(|t| t.live.len()).sum()
     }
 }
 
@@ -280,15 +302,20 @@ mod tests {
         let _ = set.abort(|_, _, _| true);
         assert!(a.aborted());
         drop(a);
-        let b = set.begin(2, 11, 2);
+        // Spare slots are kept per shard, that is per nexus.
+        let b = set.begin(1, 11, 2);
         assert_eq!(Arc::as_ptr(&b.slot), first, "no new allocation");
         assert!(!b.aborted(), "the abort was the old task's");
-        assert!(set.has(|n, t, l| (n, t, l) == (2, 11, 2)));
-        assert!(!set.has(|n, _, _| n == 1));
+        assert!(set.has(|n, t, l| (n, t, l) == (1, 11, 2)));
+        assert!(!set.has(|_, t, _| t == 10));
         // A task still running keeps its slot: the next one gets another.
-        let c = set.begin(3, 12, 3);
+        let c = set.begin(1, 12, 3);
         assert_ne!(Arc::as_ptr(&c.slot), first);
         assert_eq!(set.len(), 2);
+        // Another nexus's task lands in another shard, seen by aborts all the same.
+        let d = set.begin(2, 12, 3);
+        assert_eq!(set.abort(|_, t, _| t == 12).len(), 2);
+        assert!(c.aborted() && d.aborted() && !b.aborted());
     }
 
     #[tokio::test]

@@ -41,9 +41,11 @@ def log(msg):
 
 
 def free_port():
-    """A free loopback port below the ephemeral range, so no client socket takes it."""
+    """A free loopback port below the ephemeral range, so no client socket takes it
+    (within RTGT_BENCH_PORTS=LO-HI when set: a shared machine's own range)."""
+    lo, hi = map(int, os.environ.get("RTGT_BENCH_PORTS", "11000-29000").split("-"))
     for _ in range(200):
-        p = random.randint(11000, 29000)
+        p = random.randint(lo, hi)
         with socket.socket() as s:
             try:
                 s.bind(("127.0.0.1", p))

@@ -73,6 +73,17 @@ impl Region {
         self.word(flag).load(Ordering::Relaxed) != 0
     }
 
+    /// As [`Region::peer_sleeping`], and clears the flag when it was set, so that of the
+    /// commands (or completions) published while the consumer sleeps only the first
+    /// kicks it: one eventfd write per wake-up, not one per entry
+    /// (docs/handler-protocol.md, "Wake-ups"). The consumer sets the flag again before
+    /// it next sleeps.
+    pub fn take_sleeping(&self, flag: usize) -> bool {
+        fence(Ordering::SeqCst);
+        let w = self.word(flag);
+        w.load(Ordering::Relaxed) != 0 && w.swap(0, Ordering::AcqRel) != 0
+    }
+
     fn slot_index(&self, index: u32) -> usize {
         (index & (self.geo.depth - 1)) as usize
     }

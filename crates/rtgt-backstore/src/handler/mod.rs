@@ -785,7 +785,8 @@ impl BackingStore for HandlerStore {
         let _ = tags;
         if lu_reset {
             self.sh.task_mgmt.fetch_add(1, Ordering::Relaxed);
-            for q in &conn.queues {
+            for (qi, q) in conn.queues.iter().enumerate() {
+                queue::ensure_reaper(&conn, qi);
                 if q.task_mgmt(layout::tmf::LU_RESET, 0).await.is_err() {
                     return Err(io::Error::from_raw_os_error(libc::ENOTCONN));
                 }

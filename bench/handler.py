@@ -59,6 +59,7 @@ def main():
     ap.add_argument("--seconds", type=int, default=5)
     ap.add_argument("--threads", type=int, default=2, help="rtgt-fileio -e (queues)")
     ap.add_argument("--dir", default="/var/tmp/rtgt-bench")
+    ap.add_argument("--bindir", help="rtgtd, rtgtadm and rtgt-fileio from here (another build: a before/after)")
     ap.add_argument("--fileio-args", default="", help="more rtgt-fileio options (an A/B)")
     ap.add_argument("--per-thread", action="store_true", help="log CPU per thread name")
     ap.add_argument("--only", default="", help="only workloads whose name contains this")
@@ -71,7 +72,7 @@ def main():
     d = None
     fileio = None
     try:
-        d = bench.Rtgtd(workdir, "rdwr", [])
+        d = bench.Rtgtd(workdir, "rdwr", [], bindir=a.bindir)
         for tid, name in ((1, "inproc"), (2, "handler")):
             d.adm(["--op", "new", "--mode", "target", "--tid", str(tid), "-T", IQN[name]])
             lu = ["-b", img] if name == "inproc" else ["--bstype", "handler", "-b", "bench"]

@@ -165,3 +165,30 @@ impl Drop for Region {
         unsafe { libc::munmap(self.ptr.cast(), self.len) };
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::AsRawFd;
+
+    /// The first producer to see the consumer asleep clears its flag (and kicks); the
+    /// ones after it see it awake and do not, until the consumer sleeps again.
+    #[test]
+    fn only_the_first_kick_of_a_sleep_counts() {
+        let geo = Geometry {
+            depth: 4,
+            slot_size: 4096,
+        };
+        let fd = crate::sys::sealed_memfd("t", geo.region_size() as u64).unwrap();
+        let r = Region::map(fd.as_raw_fd(), geo).unwrap();
+        assert!(!r.take_sleeping(layout::CPL_SLEEPING), "awake at first");
+        r.set_flag(layout::CPL_SLEEPING, 1);
+        assert!(r.peer_sleeping(layout::CPL_SLEEPING));
+        assert!(r.take_sleeping(layout::CPL_SLEEPING));
+        assert!(!r.take_sleeping(layout::CPL_SLEEPING));
+        assert_eq!(r.load(layout::CPL_SLEEPING), 0);
+        assert_eq!(r.load(layout::CMD_SLEEPING), 0, "the other flag untouched");
+        r.set_flag(layout::CPL_SLEEPING, 1);
+        assert!(r.take_sleeping(layout::CPL_SLEEPING));
+    }
+}

@@ -170,8 +170,8 @@ def say(msg):
 def free_port():
     # Below the kernel's ephemeral range (32768 and up), so no client socket takes the
     # port between this probe and rtgtd's bind; a slice per process (by pid) keeps
-    # parallel runs apart.
-    base = 10000 + (os.getpid() % 500) * 20
+    # parallel runs apart (RTGT_PORT_BASE: twenty ports of one's own on a shared machine).
+    base = int(os.environ.get("RTGT_PORT_BASE", 10000 + (os.getpid() % 500) * 20))
     for i in range(20):
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
             try:

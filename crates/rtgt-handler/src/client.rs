@@ -148,7 +148,7 @@ impl Queue {
 
     /// Wakes rtgtd if it sleeps on the completion ring.
     pub fn kick(&self) {
-        if self.region.peer_sleeping(layout::CPL_SLEEPING) {
+        if self.region.take_sleeping(layout::CPL_SLEEPING) {
             sys::kick(self.cpl_efd.as_raw_fd());
         }
     }

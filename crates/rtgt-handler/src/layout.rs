@@ -19,13 +19,15 @@ pub const CMD_TAIL: usize = 64;
 /// Command ring head: written by the handler (consumer), read by rtgtd.
 pub const CMD_HEAD: usize = 128;
 /// The handler's wake flag: 1 = "I am about to sleep on the command eventfd, kick me";
-/// 0 = "I am busy polling the ring, don't wake me" (no eventfd write needed).
+/// 0 = "I am busy polling the ring, don't wake me" (no eventfd write needed). rtgtd
+/// clears it when it kicks, so one kick serves a sleep however many commands follow.
 pub const CMD_SLEEPING: usize = 132;
 /// Completion ring tail: written by the handler (producer), read by rtgtd.
 pub const CPL_TAIL: usize = 192;
 /// Completion ring head: written by rtgtd (consumer), read by the handler.
 pub const CPL_HEAD: usize = 256;
-/// rtgtd's wake flag for the completion eventfd, as [`CMD_SLEEPING`].
+/// rtgtd's wake flag for the completion eventfd, as [`CMD_SLEEPING`] (the handler
+/// clears it when it kicks).
 pub const CPL_SLEEPING: usize = 260;
 
 pub const CMD_ENTRY: usize = 64;

@@ -73,6 +73,17 @@ impl Region {
         self.word(flag).load(Ordering::Relaxed) != 0
     }
 
+    /// As [`Region::peer_sleeping`], and clears the flag when it was set, so that of the
+    /// commands (or completions) published while the consumer sleeps only the first
+    /// kicks it: one eventfd write per wake-up, not one per entry
+    /// (docs/handler-protocol.md, "Wake-ups"). The consumer sets the flag again before
+    /// it next sleeps.
+    pub fn take_sleeping(&self, flag: usize) -> bool {
+        fence(Ordering::SeqCst);
+        let w = self.word(flag);
+        w.load(Ordering::Relaxed) != 0 && w.swap(0, Ordering::AcqRel) != 0
+    }
+
     fn slot_index(&self, index: u32) -> usize {
         (index & (self.geo.depth - 1)) as usize
     }
@@ -152,5 +163,32 @@ impl Region {
 impl Drop for Region {
     fn drop(&mut self) {
         unsafe { libc::munmap(self.ptr.cast(), self.len) };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::AsRawFd;
+
+    /// The first producer to see the consumer asleep clears its flag (and kicks); the
+    /// ones after it see it awake and do not, until the consumer sleeps again.
+    #[test]
+    fn only_the_first_kick_of_a_sleep_counts() {
+        let geo = Geometry {
+            depth: 4,
+            slot_size: 4096,
+        };
+        let fd = crate::sys::sealed_memfd("t", geo.region_size() as u64).unwrap();
+        let r = Region::map(fd.as_raw_fd(), geo).unwrap();
+        assert!(!r.take_sleeping(layout::CPL_SLEEPING), "awake at first");
+        r.set_flag(layout::CPL_SLEEPING, 1);
+        assert!(r.peer_sleeping(layout::CPL_SLEEPING));
+        assert!(r.take_sleeping(layout::CPL_SLEEPING));
+        assert!(!r.take_sleeping(layout::CPL_SLEEPING));
+        assert_eq!(r.load(layout::CPL_SLEEPING), 0);
+        assert_eq!(r.load(layout::CMD_SLEEPING), 0, "the other flag untouched");
+        r.set_flag(layout::CPL_SLEEPING, 1);
+        assert!(r.take_sleeping(layout::CPL_SLEEPING));
     }
 }

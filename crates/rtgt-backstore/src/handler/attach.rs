@@ -33,7 +33,6 @@ pub(crate) struct Conn {
     /// It was disconnected for holding a command too long: what it held is failed,
     /// not issued again (it may still be writing).
     hung: AtomicBool,
-    next_queue: AtomicUsize,
     store: Weak<Shared>,
 }
 
@@ -58,9 +57,22 @@ impl Conn {
         self.fail(&format!("timed out: {why}"), false);
     }
 
-    /// The queue for the next command (round robin).
-    pub fn pick(&self) -> &QSide {
-        let i = self.next_queue.fetch_add(1, Ordering::Relaxed) % self.queues.len();
+    /// The queue for a command from this thread: each submitting thread (a reactor)
+    /// has a queue of its own while there are enough, as blk-mq maps CPUs to hardware
+    /// queues, so that one queue's completions wake one reactor, which reaps them itself
+    /// ([`queue::ensure_reaper`]); another queue only when that one is full.
+    pub fn pick(self: &Arc<Self>) -> &QSide {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        thread_local! {
+            static MINE: usize = NEXT.fetch_add(1, Ordering::Relaxed);
+        }
+        let n = self.queues.len();
+        let first = MINE.with(|m| *m) % n;
+        let i = (0..n)
+            .map(|k| (first + k) % n)
+            .find(|&i| self.queues[i].has_room())
+            .unwrap_or(first);
+        queue::ensure_reaper(self, i);
         &self.queues[i]
     }
 
@@ -276,7 +288,6 @@ fn handshake(s: &Arc<Shared>, mut sock: UnixStream) {
         sock,
         dead: AtomicBool::new(false),
         hung: AtomicBool::new(false),
-        next_queue: AtomicUsize::new(0),
         store: Arc::downgrade(s),
     });
     s.attached(conn.clone(), &hello);

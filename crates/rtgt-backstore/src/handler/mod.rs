@@ -266,8 +266,19 @@ impl Shared {
         true
     }
 
-    /// The attached handler, waiting until `deadline` for one.
-    async fn wait_conn(&self, deadline: tokio::time::Instant) -> io::Result<Arc<Conn>> {
+    /// The attached handler, waiting until `deadline` for one (the hold from now, when
+    /// it is None: the clock is read only when there is something to wait for).
+    async fn wait_conn(
+        &self,
+        deadline: &mut Option<tokio::time::Instant>,
+    ) -> io::Result<Arc<Conn>> {
+        if let Some(c) = self.current() {
+            if !self.closed.load(Ordering::Acquire) {
+                return Ok(c);
+            }
+        }
+        let deadline =
+            *deadline.get_or_insert_with(|| tokio::time::Instant::now() + self.opts.hold);
         let mut rx = self.changed.subscribe();
         loop {
             if self.closed.load(Ordering::Acquire) {
@@ -293,10 +304,10 @@ impl Shared {
         write: Option<&[u8]>,
         mut read: Option<&mut [u8]>,
     ) -> io::Result<()> {
-        let mut deadline = tokio::time::Instant::now() + self.opts.hold;
+        let mut deadline = None;
         let mut again = false;
         loop {
-            let conn = self.wait_conn(deadline).await?;
+            let conn = self.wait_conn(&mut deadline).await?;
             let q = conn.pick();
             match q.submit(cmd, write, read.as_deref_mut()).await {
                 Ok(cpl) => {
@@ -321,7 +332,7 @@ impl Shared {
                     again = true;
                     // A fresh deadline: this command was accepted, it deserves the
                     // full hold for the next handler.
-                    deadline = tokio::time::Instant::now() + self.opts.hold;
+                    deadline = None;
                 }
             }
         }
@@ -353,12 +364,12 @@ impl Shared {
         cmd.cdb[..req.cdb.len()].copy_from_slice(req.cdb);
         let write = (dir == layout::dir::TO_HANDLER).then_some(req.data_out);
         self.raw_cdbs.fetch_add(1, Ordering::Relaxed);
-        let mut deadline = tokio::time::Instant::now() + self.opts.hold;
+        let mut deadline = None;
         let mut again = false;
         let mut abort = req.abort;
         let mut aborted = false;
         loop {
-            let conn = self.wait_conn(deadline).await?;
+            let conn = self.wait_conn(&mut deadline).await?;
             let q = conn.pick();
             let slot = u64::from(q.region.geo.slot_size);
             if dir == layout::dir::FROM_HANDLER {
@@ -429,7 +440,7 @@ impl Shared {
                 }
                 Err(queue::Detached) if repeatable(req.cdb[0]) && !conn.is_hung() => {
                     again = true;
-                    deadline = tokio::time::Instant::now() + self.opts.hold;
+                    deadline = None;
                 }
                 Err(queue::Detached) => return Err(io::Error::from_raw_os_error(libc::ENOTCONN)),
             }
@@ -785,7 +796,8 @@ impl BackingStore for HandlerStore {
         let _ = tags;
         if lu_reset {
             self.sh.task_mgmt.fetch_add(1, Ordering::Relaxed);
-            for q in &conn.queues {
+            for (qi, q) in conn.queues.iter().enumerate() {
+                queue::ensure_reaper(&conn, qi);
                 if q.task_mgmt(layout::tmf::LU_RESET, 0).await.is_err() {
                     return Err(io::Error::from_raw_os_error(libc::ENOTCONN));
                 }

@@ -7,7 +7,7 @@
 //! exactly the bytes asked. Anything else is a protocol error: the handler is detached.
 
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -43,6 +43,8 @@ enum Slot {
 
 struct State {
     cmd_tail: u32,
+    /// The completion ring's head: whoever reaps holds the state lock.
+    cpl_head: u32,
     slots: Vec<Slot>,
     gens: Vec<u16>,
     free: Vec<u32>,
@@ -64,6 +66,22 @@ pub(crate) struct QSide {
     /// function at a time uses it.
     tmf_slot: Option<u32>,
     tmf_lock: tokio::sync::Mutex<()>,
+    /// Who sleeps on the completion eventfd ([`reaping`]): decided at the first command.
+    mode: AtomicU8,
+    /// The async reaper task is alive (it clears this when its runtime drops it).
+    async_alive: AtomicBool,
+}
+
+/// Who waits for completions (owns the wake flag `CPL_SLEEPING`), decided once per
+/// queue, by the first command sent on it.
+mod reaping {
+    pub const UNDECIDED: u8 = 0;
+    /// A task on the runtime of the queue's first submitter, with the completion
+    /// eventfd in that runtime's epoll: a handler's kick wakes the reactor itself, and
+    /// completions wake their commands on it without another thread in between.
+    pub const ASYNC: u8 = 1;
+    /// The queue's thread (no runtime with I/O where the first command came from).
+    pub const THREAD: u8 = 2;
 }
 
 /// Why a command got no completion.
@@ -88,6 +106,7 @@ impl QSide {
             done_fd,
             state: Mutex::new(State {
                 cmd_tail: 0,
+                cpl_head: 0,
                 slots: (0..depth).map(|_| Slot::Free).collect(),
                 gens: vec![0; depth as usize],
                 free: (0..commands).rev().collect(),
@@ -96,6 +115,8 @@ impl QSide {
             free_notify,
             tmf_slot,
             tmf_lock: tokio::sync::Mutex::new(()),
+            mode: AtomicU8::new(reaping::UNDECIDED),
+            async_alive: AtomicBool::new(false),
         }
     }
 
@@ -187,7 +208,7 @@ impl QSide {
     }
 
     fn kick_handler(&self) {
-        if self.region.peer_sleeping(layout::CMD_SLEEPING) {
+        if self.region.take_sleeping(layout::CMD_SLEEPING) {
             sys::kick(self.kick_fd.as_raw_fd());
         }
     }
@@ -288,19 +309,20 @@ impl QSide {
     }
 
     /// Takes every completion posted so far. Err: the handler broke the protocol.
-    pub fn reap(&self, head: &mut u32) -> Result<usize, String> {
+    pub fn reap(&self) -> Result<usize, String> {
         let depth = self.region.geo.depth;
+        let mut st = self.state.lock();
+        let head = st.cpl_head;
         let tail = self.region.load(layout::CPL_TAIL);
-        let pending = tail.wrapping_sub(*head);
+        let pending = tail.wrapping_sub(head);
         if pending > depth {
             return Err(format!(
                 "completion tail {tail} is {pending} entries past head {head}; the ring holds {depth}"
             ));
         }
-        let mut st = self.state.lock();
         for _ in 0..pending {
-            let c = self.region.read_cpl(*head);
-            *head = head.wrapping_add(1);
+            let c = self.region.read_cpl(st.cpl_head);
+            st.cpl_head = st.cpl_head.wrapping_add(1);
             let idx = c.tag & 0xffff;
             let gen = (c.tag >> 16) as u16;
             let slot = st.slots.get_mut(idx as usize);
@@ -371,8 +393,18 @@ impl QSide {
                 None => self.finished(&mut st, idx, c.tag, c.status, true),
             }
         }
-        self.region.store(layout::CPL_HEAD, *head);
+        self.region.store(layout::CPL_HEAD, st.cpl_head);
         Ok(pending as usize)
+    }
+
+    /// Whether the handler posted completions not reaped yet.
+    fn completions_waiting(&self) -> bool {
+        self.region.load(layout::CPL_TAIL) != self.state.lock().cpl_head
+    }
+
+    /// A command could take a slot now.
+    pub fn has_room(&self) -> bool {
+        self.permits.available_permits() > 0
     }
 
     pub fn depth(&self) -> u32 {
@@ -410,11 +442,94 @@ impl Drop for SlotGuard<'_> {
     }
 }
 
-/// The reaper of one queue: sleeps on the completion eventfd (setting the wake flag
-/// only while it sleeps) and delivers completions, until the connection dies.
+/// Makes sure someone waits for queue `qi`'s completions before a command goes on it:
+/// the first command decides who (an async task on its runtime when it has I/O, else
+/// the queue's thread); a task whose runtime went away is started again on the caller's.
+pub(crate) fn ensure_reaper(conn: &Arc<Conn>, qi: usize) {
+    let q = &conn.queues[qi];
+    let mode = q.mode.load(Ordering::Acquire);
+    if mode == reaping::THREAD || (mode == reaping::ASYNC && q.async_alive.load(Ordering::Acquire))
+    {
+        return;
+    }
+    if q.async_alive
+        .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+        .is_err()
+    {
+        return;
+    }
+    // Every runtime of rtgtd's has I/O enabled (registering on one without panics).
+    let afd = tokio::runtime::Handle::try_current().ok().and_then(|rt| {
+        let fd = q.done_fd.try_clone().ok()?;
+        let _in = rt.enter();
+        // SAFETY: the AsyncFd owns `fd`, a descriptor of its own, open until it drops.
+        unsafe {
+            tokio::io::unix::AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE)
+        }
+        .ok()
+        .map(|afd| (rt, afd))
+    });
+    match afd {
+        Some((rt, afd)) => {
+            q.mode.store(reaping::ASYNC, Ordering::Release);
+            rt.spawn(reap_async(conn.clone(), qi, afd));
+        }
+        None => {
+            q.async_alive.store(false, Ordering::Release);
+            // Only the first command decides: a queue never changes from a task to
+            // the thread (both would handle the wake flag).
+            let _ = q.mode.compare_exchange(
+                reaping::UNDECIDED,
+                reaping::THREAD,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            );
+        }
+    }
+}
+
+/// Clears `async_alive` when the task ends, or its runtime drops it.
+struct Alive<'a>(&'a AtomicBool);
+
+impl Drop for Alive<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
+    }
+}
+
+/// The async reaper of one queue: sleeps in its runtime's epoll on the completion
+/// eventfd (setting the wake flag only while it sleeps) and delivers completions, until
+/// the connection dies.
+async fn reap_async(conn: Arc<Conn>, qi: usize, afd: tokio::io::unix::AsyncFd<OwnedFd>) {
+    let q = &conn.queues[qi];
+    let _alive = Alive(&q.async_alive);
+    while !conn.is_dead() {
+        q.region.set_flag(layout::CPL_SLEEPING, 1);
+        if !q.completions_waiting() {
+            match afd.readable().await {
+                Ok(mut ready) => {
+                    let _ = sys::drain(q.done_fd.as_raw_fd());
+                    ready.clear_ready();
+                }
+                Err(_) => break,
+            }
+        }
+        q.region.set_flag(layout::CPL_SLEEPING, 0);
+        if conn.is_dead() {
+            break;
+        }
+        if let Err(e) = q.reap() {
+            conn.fail(&format!("queue {qi}: {e}"), true);
+            break;
+        }
+    }
+}
+
+/// The thread of one queue: the watchdog, and the reaper when no async task is (it
+/// sleeps on the completion eventfd, setting the wake flag only while it sleeps), until
+/// the connection dies.
 pub(crate) fn reaper(conn: Arc<Conn>, qi: usize) {
     let q = &conn.queues[qi];
-    let mut head = 0u32;
     let mut checked = Instant::now();
     while !conn.is_dead() {
         // A handler that holds a command past `timeout=` is hung (or ignores task
@@ -432,9 +547,23 @@ pub(crate) fn reaper(conn: Arc<Conn>, qi: usize) {
                 break;
             }
         }
+        if q.mode.load(Ordering::Acquire) != reaping::THREAD {
+            // An async task reaps (or none yet: no command was sent). Should its
+            // runtime have gone away, completions are still delivered, at this pace,
+            // until a command from a live runtime starts a new task. The wake flag is
+            // the task's alone.
+            std::thread::sleep(Duration::from_millis(250));
+            if !q.async_alive.load(Ordering::Acquire) && q.completions_waiting() {
+                if let Err(e) = q.reap() {
+                    conn.fail(&format!("queue {qi}: {e}"), true);
+                    break;
+                }
+            }
+            continue;
+        }
         q.region.set_flag(layout::CPL_SLEEPING, 1);
         let mut woken = false;
-        if q.region.load(layout::CPL_TAIL) == head {
+        if !q.completions_waiting() {
             woken = matches!(
                 sys::poll_read(&[q.done_fd.as_raw_fd()], 250).as_deref(),
                 Ok([true])
@@ -449,7 +578,7 @@ pub(crate) fn reaper(conn: Arc<Conn>, qi: usize) {
         if conn.is_dead() {
             break;
         }
-        if let Err(e) = q.reap(&mut head) {
+        if let Err(e) = q.reap() {
             conn.fail(&format!("queue {qi}: {e}"), true);
             break;
         }

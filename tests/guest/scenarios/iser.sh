@@ -102,58 +102,122 @@ run mount -o ro "$dev" /mnt/iser
 same_tree /tmp/tree /mnt/iser/tree "ext4 over iSER"
 run umount /mnt/iser
 
-if [ "${1:-}" = cu ]; then
-step "libiscsi's iscsi-test-cu over iser:// against TCP, per test name (LUN 2)"
-# One iscsi-test-cu per test name: libiscsi 1.19's iSER client sometimes crashes at
-# teardown, which would silently end the tests after it; its *.Async tests segfault (not
-# listed). Every test that passes over TCP must pass over iSER, except where libiscsi
-# 1.19's iSER client is at fault:
-# - it ignores the Data-In residual (it copies the whole allocation length), so an
-#   INQUIRY shorter than asked looks wrong, against any target;
-# - with ImmediateData=Yes (which rtgtd allows; tgt forces No) its WRITEs declare
-#   immediate data in DataSegmentLength but leave it out of the Send (its
-#   iser_prepare_write_cmd only registers the buffer; later libiscsi sends it as a
-#   second SGE): rtgtd drops the connection ("PDU of 560 bytes in a Send of 48").
-KNOWN_CLIENT_BUGS="SCSI.Inquiry.AllocLength SCSI.Inquiry.BlockLimits SCSI.Write10.Simple
-SCSI.Write16.Simple SCSI.WriteSame10.Simple SCSI.CompareAndWrite.Simple SCSI.Write10.BeyondEol
-SCSI.Write10.ZeroBlocks"
-TESTS="SCSI.TestUnitReady.Simple SCSI.Inquiry.Standard SCSI.Inquiry.AllocLength
-SCSI.Inquiry.EVPD SCSI.Inquiry.SupportedVPD SCSI.Inquiry.BlockLimits SCSI.ReadCapacity10.Simple
-SCSI.ReadCapacity16.Simple SCSI.ReadCapacity16.Alloclen SCSI.Read10.Simple SCSI.Read10.BeyondEol
-SCSI.Read10.ZeroBlocks SCSI.Write10.Simple SCSI.Write10.BeyondEol SCSI.Write10.ZeroBlocks
-SCSI.Read16.Simple SCSI.Write16.Simple SCSI.Verify10.Simple SCSI.WriteSame10.Simple
-SCSI.CompareAndWrite.Simple"
+# libiscsi's iscsi-test-cu. libiscsi 1.19 (bookworm's) has an iSER client with known
+# faults (the research notes in the README's iSER section have the evidence):
+# - its WRITEs with immediate data declare the data in DataSegmentLength but leave it out
+#   of the Send (iser_prepare_write_cmd registers the buffer for RDMA Read and never adds
+#   it to the Send's SGE), so ImmediateData=Yes breaks every write; tgt never sees it as
+#   it forces ImmediateData=No. Against rtgtd the admin sets ImmediateData=No on the
+#   target for this initiator, as below;
+# - it ignores the Data-In residual (copies the whole allocation length), so an INQUIRY
+#   shorter than asked looks wrong against any target (Inquiry.AllocLength, BlockLimits);
+# - its *.Async tests (1000 commands queued) crash it.
+# It sometimes crashes at teardown too, which ends the tests after it without a word:
+# each suite runs in a process of its own, and a test left without a verdict runs again
+# alone.
+CU_KNOWN_CLIENT_BUGS="SCSI.Inquiry.AllocLength SCSI.Inquiry.BlockLimits SCSI.Read10.Async
+SCSI.Write10.Async"
+# The subset every run (CI) has: commands with Data-In (RDMA Write), with Data-Out (RDMA
+# Read), residuals, both sides of a COMPARE AND WRITE, a VERIFY with data.
+CU_SUBSET="SCSI.TestUnitReady SCSI.Inquiry SCSI.ReadCapacity16 SCSI.Read10 SCSI.Write16
+SCSI.Verify10 SCSI.WriteVerify10 SCSI.CompareAndWrite SCSI.WriteSame10 SCSI.Unmap
+iSCSI.iSCSIResiduals"
+# verdicts FAMILY < CUnit -v output: "FAMILY.Suite.Test pass|fail|crash" per test begun.
+verdicts() {
+	awk -v f="$1" '
+	function put(r) { if (t != "") print f "." s "." t, r; t = "" }
+	/^Suite: / { put("crash"); s = $2; next }
+	/^  Test: / { put("crash"); t = $2 }
+	/(^|\.\.\.)passed/ { put("pass") }
+	/(^|\.\.\.)FAILED/ { put("fail") }
+	END { put("crash") }'
+}
+# cu_name URL NAME SIDE: one process for NAME (a suite, or one test), then each of its
+# tests without a verdict once more alone (no verdict then: "crash", or "hang" after the
+# time limit); "TEST VERDICT" lines appended to /tmp/cu.SIDE, the suite's time to
+# /tmp/cu.SIDE.time.
+cu_name() {
+	s0=$(up)
+	timeout 300 iscsi-test-cu -d -v -t "$2" "$1" >/tmp/cu.out 2>&1
+	verdicts "${2%%.*}" </tmp/cu.out | grep -v " crash$" >/tmp/cu.v
+	for t in $(grep -E "^$2(\.|$)" /tmp/cu.list | awk -F. 'NF == 3'); do
+		v=$(awk -v t="$t" '$1 == t {print $2}' /tmp/cu.v)
+		if [ -z "$v" ]; then
+			timeout 120 iscsi-test-cu -d -v -t "$t" "$1" >/tmp/cu.one 2>&1
+			rc=$?
+			v=$(verdicts "${t%%.*}" </tmp/cu.one | grep -v " crash$" | awk '{print $2}')
+			[ -n "$v" ] || { [ $rc = 124 ] && v=hang || v=crash; }
+			cat /tmp/cu.one >>/tmp/cu.out
+		fi
+		echo "$t $v" >>"/tmp/cu.$3"
+	done
+	echo "$2 $(secs "$s0" "$(up)")" >>"/tmp/cu.$3.time"
+	cp /tmp/cu.out "/tmp/cu.$3.$2.out"
+}
+# cu_side URL SIDE NAMES...: every name; prints "SIDE: N tests, P passed, F failed, C
+# crashed or hung, in Ss".
+cu_side() {
+	url=$1 side=$2
+	shift 2
+	: >"/tmp/cu.$side"
+	: >"/tmp/cu.$side.time"
+	c0=$(up)
+	for n in "$@"; do cu_name "$url" "$n" "$side"; done
+	echo "   $side: $(wc -l <"/tmp/cu.$side") tests, $(grep -c " pass$" "/tmp/cu.$side") passed," \
+		"$(grep -c " fail$" "/tmp/cu.$side") failed, $(grep -c -E " (crash|hang)$" "/tmp/cu.$side")" \
+		"crashed or hung, in $(secs "$c0" "$(up)")s"
+}
+# compare A B: tests that pass on side A and not on side B.
+compare() {
+	awk 'NR == FNR { a[$1] = $2; next } a[$1] == "pass" && $2 != "pass" { print $1 }' \
+		"/tmp/cu.$1" "/tmp/cu.$2"
+}
+iscsi-test-cu -l 2>/dev/null >/tmp/cu.list
+CU_NAMES=$CU_SUBSET
+[ "${1:-}" = cu-all ] && CU_NAMES=$(awk -F. 'NF == 2 && ($1 == "SCSI" || $1 == "iSCSI")' /tmp/cu.list)
 truncate -s 64M /tmp/lun2.img
 run $A --op new --mode logicalunit --tid 1 --lun 2 -b /tmp/lun2.img
-# cu URL NAME: "pass", "fail" or "none" (the name selects no test in this libiscsi).
-# Each test name's result is also kept in /tmp/cu.rtgtd for the tgtd comparison below.
-cu() {
-	timeout 120 iscsi-test-cu -d -v -t "$2" "$1" >/tmp/cu.out 2>&1
-	if grep -q "FAILED" /tmp/cu.out; then echo fail
-	elif grep -q "passed" /tmp/cu.out; then echo pass
-	else echo none; fi
-}
-c0=$(up)
-total=0 same=0 client=0
-for t in $TESTS; do
-	tcp=$(cu "iscsi://127.0.0.1:3260/$IQN/2" "$t")
-	rdma=$(cu "iser://$ADDR:3260/$IQN/2" "$t")
-	[ "$tcp" = none ] && continue
-	total=$((total + 1))
-	echo "   $t: tcp $tcp, iser $rdma"
-	echo "$t $rdma" >>/tmp/cu.rtgtd
-	if [ "$tcp" = pass ] && [ "$rdma" != pass ]; then
-		case " $(echo $KNOWN_CLIENT_BUGS) " in
-		*" $t "*) client=$((client + 1)) ;;
-		*) sed 's/^/   | /' /tmp/cu.out | tail -n 20; fail "$t passes over TCP, not over iSER" ;;
-		esac
-	else
-		same=$((same + 1))
-	fi
+
+step "a Send shorter than its PDU (libiscsi 1.19's WRITE with ImmediateData=Yes): that connection closed, the others unaffected"
+# RFC 7143 §7.8: DataSegmentLength inconsistent with what arrived is a format error; the
+# target terminates the connection (RFC 7145 §10.1.3: an iSER-level error, the
+# connection closed). It must end the client's connection, not hang it or the target.
+t0=$(up)
+timeout 60 iscsi-test-cu -d -v -t SCSI.Write10.Simple "iser://$ADDR:3260/$IQN/2" >/tmp/cu.bad 2>&1
+rc=$?
+grep -q "in a Send of" /tmp/rtgtd.log || { tail -n 20 /tmp/cu.bad; fail "rtgtd did not refuse the short Send"; }
+grep "in a Send of" /tmp/rtgtd.log | tail -n 1 | sed 's/^.*INFO /   rtgtd: /'
+[ $rc != 124 ] || fail "the client's connection hung (60 s)"
+ok "the client's connection ended after $(secs "$t0" "$(up)")s (iscsi-test-cu status $rc: $(grep -c FAILED /tmp/cu.bad) failed)"
+dd if="$dev" of=/tmp/back bs=1M count=4 iflag=direct 2>/dev/null
+head -c 4194304 /tmp/lun1.img | cmp -s - /tmp/back || fail "the kernel's iSER session no longer reads right"
+kill -0 $RTGTD 2>/dev/null || fail "rtgtd died"
+ok "the kernel's iSER session still reads 4 MiB byte-exact"
+rm -f /tmp/back
+
+step "libiscsi's iscsi-test-cu over iscsi:// and iser:// (LUN 2, ImmediateData=No on the target)"
+run $A --op update --mode target --tid 1 --name ImmediateData --value No
+cu_side "iscsi://127.0.0.1:3260/$IQN/2" rtgtd-tcp $CU_NAMES
+cu_side "iser://$ADDR:3260/$IQN/2" rtgtd-iser $CU_NAMES
+bad="" client=""
+for t in $(compare rtgtd-tcp rtgtd-iser); do
+	case " $(echo $CU_KNOWN_CLIENT_BUGS) " in
+	*" $t "*) client="$client $t" ;;
+	*) bad="$bad $t" ;;
+	esac
 done
-[ $total -gt 0 ] || fail "iscsi-test-cu selected no test"
-ok "iscsi-test-cu: $total tests, $same as over TCP, $client known libiscsi 1.19 iSER client failures, in $(secs "$c0" "$(up)")s"
+for t in $bad; do
+	echo "   $t: tcp $(awk -v t="$t" '$1 == t {print $2}' /tmp/cu.rtgtd-tcp), iser $(awk -v t="$t" '$1 == t {print $2}' /tmp/cu.rtgtd-iser)"
+done
+echo "   known libiscsi 1.19 iSER client faults:${client:- none}"
+if [ "${1:-}" = cu-all ]; then
+	# The whole suite: a report (every verdict below), not a gate.
+	ok "whole suite, passing over TCP and not over iSER (beyond the known client faults):${bad:- none}"
+else
+	[ -z "$bad" ] || fail "passing over TCP, not over iSER:$bad"
+	ok "every test that passes over TCP passes over iSER (beyond the known client faults)"
 fi
+grep -q "in a Send of" /tmp/cu.rtgtd-iser.*.out 2>/dev/null && fail "a short Send with ImmediateData=No"
 
 step "logout"
 run iscsiadm -m node -T $IQN -p $ADDR -I iser --logout
@@ -166,8 +230,9 @@ ok "no session left"
 kill -0 $RTGTD 2>/dev/null || fail "rtgtd died"
 grep -E "iSER|WARN|ERROR" /tmp/rtgtd.log | tail -n 6
 
-if [ "${1:-}" = cu ] && command -v tgtd >/dev/null; then
-	step "the same iscsi-test-cu names over iser:// against Debian's tgtd (for comparison)"
+
+if [ "${1:-}" = cu ] || [ "${1:-}" = cu-all ]; then
+	step "the same iscsi-test-cu names against Debian's tgtd, over iser:// and iscsi:// (comparison)"
 	kill $RTGTD
 	wait $RTGTD 2>/dev/null
 	# tgtd opens TCP 3260 on every address by default, and its iSER pool must fit the guest.
@@ -177,20 +242,31 @@ if [ "${1:-}" = cu ] && command -v tgtd >/dev/null; then
 		i=$((i + 1)); [ $i -lt 150 ] || { cat /tmp/tgtd.log; fail "tgtd did not start"; }
 		sleep 0.1
 	done
-	T="tgtadm --lld iser"
-	run $T --mode target --op new --tid 1 -T $IQN
-	run $T --mode logicalunit --op new --tid 1 --lun 2 -b /tmp/lun2.img
-	run $T --mode target --op bind --tid 1 -I ALL
-	# tgt 1.0.85's iSER login wants an initiator-name ACL too (fixed in 1.0.95).
-	for n in iscsi-test iscsi-test-2; do
-		run $T --mode target --op bind --tid 1 -Q iqn.2007-10.com.github:sahlberg:libiscsi:$n
+	# tgt refuses a TCP login to an iSER target: one target per transport, on copies of
+	# the same (fresh) LUN.
+	truncate -s 0 /tmp/lun2.img /tmp/lun3.img
+	truncate -s 64M /tmp/lun2.img /tmp/lun3.img
+	for lld in iser:1:2 iscsi:2:3; do
+		l=${lld%%:*} tid=${lld#*:}
+		tid=${tid%:*} f=/tmp/lun${lld##*:}.img
+		run tgtadm --lld $l --mode target --op new --tid $tid -T $IQN-$l
+		run tgtadm --lld $l --mode logicalunit --op new --tid $tid --lun 2 -b $f
+		run tgtadm --lld $l --mode target --op bind --tid $tid -I ALL
+		# tgt 1.0.85's iSER login wants an initiator-name ACL too (fixed in 1.0.95).
+		for n in iscsi-test iscsi-test-2; do
+			run tgtadm --lld $l --mode target --op bind --tid $tid -Q iqn.2007-10.com.github:sahlberg:libiscsi:$n
+		done
 	done
-	tp=0 tf=0 diff=""
-	while read -r t r; do
-		g=$(cu "iser://$ADDR:3260/$IQN/2" "$t")
-		echo "   $t: rtgtd $r, tgtd $g"
-		[ "$g" = pass ] && tp=$((tp + 1)) || tf=$((tf + 1))
-		[ "$g" = "$r" ] || diff="$diff $t"
-	done </tmp/cu.rtgtd
-	ok "tgtd over iSER: $tp passed, $tf failed; different from rtgtd:${diff:- none}"
+	cu_side "iscsi://127.0.0.1:3261/$IQN-iscsi/2" tgtd-tcp $CU_NAMES
+	cu_side "iser://$ADDR:3260/$IQN-iser/2" tgtd-iser $CU_NAMES
+	echo "   tgtd, passing over TCP and not over iSER: $(compare tgtd-tcp tgtd-iser | tr '\n' ' ')"
+	echo "   passing on tgtd-iser, not on rtgtd-iser: $(compare tgtd-iser rtgtd-iser | tr '\n' ' ')"
+	echo "   passing on rtgtd-iser, not on tgtd-iser: $(compare rtgtd-iser tgtd-iser | tr '\n' ' ')"
+	# Every verdict, one line per test (the host keeps the log as the results file).
+	echo "CU-TABLE test rtgtd-tcp rtgtd-iser tgtd-tcp tgtd-iser"
+	awk '{ v[$1] = v[$1] " " $2; if (!($1 in seen)) { seen[$1] = 1; order[++n] = $1 } }
+		END { for (i = 1; i <= n; i++) print "CU-TABLE " order[i] v[order[i]] }' \
+		/tmp/cu.rtgtd-tcp /tmp/cu.rtgtd-iser /tmp/cu.tgtd-tcp /tmp/cu.tgtd-iser
+	for s in rtgtd-tcp rtgtd-iser tgtd-tcp tgtd-iser; do sed "s/^/CU-TIME $s /" /tmp/cu.$s.time; done
+	ok "tgtd compared"
 fi

@@ -126,7 +126,8 @@ struct RdmaOp {
 
 /// Work waiting for room on the send queue, in order.
 enum Work {
-    Send(Vec<u8>),
+    /// A Send, and the STag it invalidates (Send with Invalidate), if any.
+    Send(Vec<u8>, Option<u32>),
     /// Slot, opcode, remote buffer, and the byte range of this work request.
     Rdma(usize, ibv_wr_opcode::Type, Stag, usize, usize),
 }
@@ -146,6 +147,10 @@ pub(super) struct Conn {
     free_rdma: Vec<usize>,
     peer: SocketAddr,
     local: SocketAddr,
+    /// The initiator takes Send with Invalidate (its CM header did not say otherwise).
+    send_inv: bool,
+    /// Responses sent with Invalidate.
+    invalidated: u64,
 }
 
 // SAFETY: the verbs objects are used by one task at a time (the CM task until accept,
@@ -201,6 +206,8 @@ impl Conn {
             free_rdma: Vec::new(),
             peer: from_sockaddr(rdma_get_peer_addr(&*id)),
             local: from_sockaddr(rdma_get_local_addr(&*id)),
+            send_inv: cm_header_flags(req) & SEND_W_INV_NOT_SUPPORTED == 0,
+            invalidated: 0,
         };
         if cq.is_null() {
             c.release();
@@ -227,9 +234,16 @@ impl Conn {
             if ibv_req_notify_cq(cq, 0) != 0 {
                 return Err(last_error("ibv_req_notify_cq"));
             }
-            // The iSER CM header of the accept (RFC 7145 §9.1 / IB Annex A12): we
-            // never send with invalidate, and take the initiator's STags as they are.
-            let private = [0x40u8, 0, 0, 0];
+            // The iSER CM header of the accept (IB Annex A12, as Linux's initiator and
+            // targets read it): Send with Invalidate when the initiator takes it (the
+            // target may invalidate the command's STag with its SCSI Response, RFC
+            // 7145); the initiator's STags are taken as they are.
+            let flags = if c.send_inv {
+                0
+            } else {
+                SEND_W_INV_NOT_SUPPORTED
+            };
+            let private = [flags, 0, 0, 0];
             let mut param: rdma_conn_param = std::mem::zeroed();
             param.private_data = private.as_ptr().cast();
             param.private_data_len = private.len() as u8;
@@ -300,10 +314,24 @@ impl Conn {
 
     /// Queues a PDU as a Send, behind the iSER header.
     fn send_pdu(&mut self, p: &Pdu) {
+        self.send_pdu_inv(p, None);
+    }
+
+    /// Queues a PDU as a Send that also invalidates `inv` (a STag of the initiator's).
+    fn send_pdu_inv(&mut self, p: &Pdu, inv: Option<u32>) {
         let mut b = Vec::with_capacity(header::LEN + BHS_LEN + p.data.len() + 4);
         b.extend_from_slice(&Header::CONTROL.encode());
         p.encode_into(&mut b, false, false);
-        self.waiting.push_back(Work::Send(b));
+        self.waiting.push_back(Work::Send(b, inv));
+    }
+
+    /// A command's SCSI Response, with Invalidate of its one STag where the initiator
+    /// takes it. A bidirectional command's response invalidates neither (Linux's
+    /// initiator checks the STag against each of the command's buffers).
+    fn send_response(&mut self, p: &Pdu, b: Option<Buffers>) {
+        let inv = b.and_then(|b| to_invalidate(self.send_inv, &b));
+        self.invalidated += u64::from(inv.is_some());
+        self.send_pdu_inv(p, inv);
     }
 
     /// Queues an RDMA operation moving `buf` (Write: to the initiator; Read: from it).
@@ -356,7 +384,7 @@ impl Conn {
     fn post_waiting(&mut self) -> Result<()> {
         while let Some(w) = self.waiting.front() {
             if self.sq_used == SQ_DEPTH
-                || (matches!(w, Work::Send(_)) && self.free_sends.is_empty())
+                || (matches!(w, Work::Send(..)) && self.free_sends.is_empty())
             {
                 break;
             }
@@ -366,12 +394,19 @@ impl Conn {
                 let mut wr: ibv_send_wr = std::mem::zeroed();
                 let mut sge;
                 match w {
-                    Work::Send(b) => {
+                    Work::Send(b, inv) => {
                         let i = self.free_sends.pop().expect("checked");
                         self.send.slot_mut(i)[..b.len()].copy_from_slice(&b);
                         sge = self.send.sge(i, b.len());
                         wr.wr_id = WR_SEND | i as u64;
                         wr.opcode = ibv_wr_opcode::IBV_WR_SEND;
+                        if let Some(stag) = inv {
+                            wr.opcode = ibv_wr_opcode::IBV_WR_SEND_WITH_INV;
+                            wr.imm_data_invalidated_rkey_union =
+                                imm_data_invalidated_rkey_union_t {
+                                    invalidated_rkey: stag,
+                                };
+                        }
                     }
                     Work::Rdma(slot, opcode, remote, off, n) => {
                         let op = self.rdma[slot].as_mut().expect("in flight");
@@ -828,6 +863,7 @@ impl<F: CommandFuture> Serving<'_, F> {
                     rdma_extensions = params.rdma_extensions,
                     trdsl = params.target_recv_data_segment_length,
                     irdsl = params.initiator_recv_data_segment_length,
+                    send_with_invalidate = self.conn.send_inv,
                     "iSER session logged in"
                 );
                 Some(nexus)
@@ -881,12 +917,11 @@ impl<F: CommandFuture> Serving<'_, F> {
     fn carry_out(&mut self, a: Action) {
         match a {
             Action::Send(p) if p.opcode() == op::R2T => self.rdma_read(p),
-            Action::Send(p) => {
-                if p.opcode() == op::SCSI_RSP {
-                    self.stags.remove(&p.itt());
-                }
-                self.conn.send_pdu(&p);
+            Action::Send(p) if p.opcode() == op::SCSI_RSP => {
+                let b = self.stags.remove(&p.itt());
+                self.conn.send_response(&p, b);
             }
+            Action::Send(p) => self.conn.send_pdu(&p),
             Action::SendDataIn(d) => self.data_in(d),
             Action::Execute(req) => self.execute(req),
             Action::TaskManagement(t) => self.task_management(t),
@@ -967,8 +1002,8 @@ impl<F: CommandFuture> Serving<'_, F> {
             return;
         }
         if let Some(r) = rsp {
-            self.stags.remove(&itt);
-            self.conn.send_pdu(&r);
+            let b = self.stags.remove(&itt);
+            self.conn.send_response(&r, b);
         }
     }
 
@@ -1044,10 +1079,40 @@ impl<F: CommandFuture> Serving<'_, F> {
         if let Some(f) = &mut self.full {
             if let Some(n) = f.nexus.as_mut() {
                 n.end();
-                tracing::info!(peer = %self.conn.peer, initiator = %f.params.initiator_name, "iSER session ended: {why}");
+                tracing::info!(
+                    peer = %self.conn.peer,
+                    initiator = %f.params.initiator_name,
+                    sends_with_invalidate = self.conn.invalidated,
+                    "iSER session ended: {why}"
+                );
             }
         }
     }
+}
+
+/// The STag a command's SCSI Response invalidates: its one buffer's, where the
+/// initiator takes Send with Invalidate; none for a command with both (or neither).
+fn to_invalidate(send_inv: bool, b: &Buffers) -> Option<u32> {
+    match (b.read, b.write) {
+        (Some(s), None) | (None, Some(s)) if send_inv => Some(s.stag),
+        _ => None,
+    }
+}
+
+/// The iSER CM header's flag (IB Annex A12): the side that sets it does not take Send
+/// with Invalidate.
+const SEND_W_INV_NOT_SUPPORTED: u8 = 0x40;
+
+/// The flags byte of the initiator's iSER CM header, in its connection request's
+/// private data; without one, as if it said it takes no Send with Invalidate.
+///
+/// # Safety
+/// `req` is a live connection request's parameters.
+unsafe fn cm_header_flags(req: &rdma_conn_param) -> u8 {
+    if req.private_data.is_null() || req.private_data_len < 1 {
+        return SEND_W_INV_NOT_SUPPORTED;
+    }
+    *req.private_data.cast::<u8>()
 }
 
 /// A PDU out of one Send's bytes (after the iSER header): its lengths must agree with
@@ -1121,6 +1186,21 @@ mod tests {
         let mut b = Vec::new();
         p.encode_into(&mut b, false, false);
         b
+    }
+
+    #[test]
+    fn a_response_invalidates_its_commands_one_stag() {
+        let s = |stag| Some(Stag { stag, base: 0x1000 });
+        let b = |read, write| Buffers {
+            read,
+            write,
+            solicited_from: None,
+        };
+        assert_eq!(to_invalidate(true, &b(s(7), None)), Some(7));
+        assert_eq!(to_invalidate(true, &b(None, s(9))), Some(9));
+        assert_eq!(to_invalidate(true, &b(s(7), s(9))), None);
+        assert_eq!(to_invalidate(true, &b(None, None)), None);
+        assert_eq!(to_invalidate(false, &b(s(7), None)), None);
     }
 
     #[test]

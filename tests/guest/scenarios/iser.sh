@@ -259,6 +259,42 @@ fi
 kill -0 $RTGTD 2>/dev/null || fail "rtgtd died"
 grep -E "iSER|WARN|ERROR" /tmp/rtgtd.log | tail -n 6
 
+step "NOP-In pings on an iSER connection (rtgtd again, with nop_interval=1)"
+# RFC 7143 §11.19: a quiet connection gets a NOP-In ping (TTT set) each interval; the
+# initiator answers with a NOP-Out. The kernel's session must take them and stay up.
+kill $RTGTD
+wait $RTGTD 2>/dev/null
+/data/rtgtd -f --iscsi portal=127.0.0.1:3260,nop_interval=1,nop_count=3 --iser portal=$ADDR:3260 \
+	--state-dir /tmp/rtgt-state >/tmp/rtgtd-nop.log 2>&1 &
+RTGTD=$!
+i=0
+until /data/rtgtadm --mode system --op show >/dev/null 2>&1; do
+	i=$((i + 1)); [ $i -lt 150 ] || { cat /tmp/rtgtd-nop.log; fail "rtgtd did not start again"; }
+	sleep 0.1
+done
+run $A --op new --mode target --tid 1 -T $IQN
+run $A --op new --mode logicalunit --tid 1 --lun 1 -b /tmp/lun1.img
+run $A --op bind --mode target --tid 1 -I ALL
+run iscsiadm -m node -T $IQN -p $ADDR -I iser --login
+sleep 5
+iscsiadm -m session -P 3 >/tmp/sess.out 2>&1
+dev=/dev/$(sed -n 's/.*Attached scsi disk \([a-z]*\).*/\1/p' /tmp/sess.out | tail -n 1)
+[ -b "$dev" ] || { cat /tmp/sess.out; fail "no disk after the second iSER login"; }
+dd if="$dev" of=/tmp/back bs=1M count=1 iflag=direct 2>/dev/null
+head -c 1048576 /tmp/lun1.img | cmp -s - /tmp/back || fail "$dev reads wrong after 5 quiet seconds"
+run iscsiadm -m node -T $IQN -p $ADDR -I iser --logout
+i=0
+until grep -q "iSER session ended" /tmp/rtgtd-nop.log; do
+	i=$((i + 1)); [ $i -lt 50 ] || fail "no end of the iSER session in rtgtd's log"
+	sleep 0.1
+done
+grep "iSER session ended" /tmp/rtgtd-nop.log | sed 's/^.*INFO /   rtgtd: /'
+grep -q "iSER session ended: logout" /tmp/rtgtd-nop.log || fail "the iSER session did not end by its logout"
+n=$(sed -n 's/.*nop_in_pings=\([0-9]*\).*/\1/p' /tmp/rtgtd-nop.log | tail -n 1)
+[ "${n:-0}" -ge 2 ] || fail "${n:-no} NOP-In pings in 5 quiet seconds at nop_interval=1"
+ok "$n NOP-In pings answered over iSER; the session ended by its logout, then read right"
+rm -f /tmp/back
+
 
 if [ "${1:-}" = cu ] || [ "${1:-}" = cu-all ]; then
 	step "the same iscsi-test-cu names against Debian's tgtd, over iser:// and iscsi:// (comparison)"

@@ -69,6 +69,17 @@ const WR_SLOT: u64 = (1 << 62) - 1;
 
 type Ended = &'static str;
 
+/// The timers of `--iscsi` that iSER connections keep too.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Timing {
+    /// A connection must finish its login within this time of connecting.
+    pub login_timeout: Duration,
+    /// NOP-In pings on a quiet connection (RFC 7143 §11.19); None: no pings.
+    pub nop_interval: Option<Duration>,
+    /// Intervals of silence, with a ping unanswered, before the peer is taken as gone.
+    pub nop_count: u32,
+}
+
 /// Registered memory of fixed slots.
 struct Slots {
     mem: Vec<u8>,
@@ -527,7 +538,7 @@ impl Conn {
         daemon: Arc<Daemon>,
         gone: Arc<Notify>,
         map: Gone,
-        login_timeout: Duration,
+        timing: Timing,
     ) {
         let peer = self.peer;
         // SAFETY: the channel's fd lives as long as self.
@@ -538,7 +549,7 @@ impl Conn {
         });
         match registered {
             Some(fd) => {
-                let mut s = Serving::new(&mut self, daemon, gone, login_timeout);
+                let mut s = Serving::new(&mut self, daemon, gone, timing);
                 let why = s.run(&fd).await;
                 s.finish(why).await;
             }
@@ -598,6 +609,12 @@ struct Serving<'c, F> {
     close: Arc<Notify>,
     stop_rx: watch::Receiver<bool>,
     stop_asked: bool,
+    /// NOP-In pings: the interval and count, a tick per interval, when a PDU (or RDMA
+    /// Read data) last came from the initiator, pings sent.
+    nop: Option<(Duration, u32)>,
+    ticker: tokio::time::Interval,
+    last_rx: tokio::time::Instant,
+    pings: u64,
 }
 
 impl<'c> Serving<'c, ()> {
@@ -606,7 +623,7 @@ impl<'c> Serving<'c, ()> {
         conn: &'c mut Conn,
         daemon: Arc<Daemon>,
         gone: Arc<Notify>,
-        login_timeout: Duration,
+        timing: Timing,
     ) -> Serving<'c, impl CommandFuture> {
         let peer = conn.peer;
         let locked_out = daemon.guard.locked_out(peer.ip());
@@ -620,7 +637,7 @@ impl<'c> Serving<'c, ()> {
             conn,
             daemon,
             gone,
-            deadline: tokio::time::Instant::now() + login_timeout,
+            deadline: tokio::time::Instant::now() + timing.login_timeout,
             login: Some(LoginState {
                 login: Login::new(defaults),
                 target: None,
@@ -636,6 +653,15 @@ impl<'c> Serving<'c, ()> {
             close: Arc::new(Notify::new()),
             stop_rx,
             stop_asked: false,
+            nop: timing.nop_interval.map(|i| (i, timing.nop_count.max(1))),
+            ticker: {
+                let every = timing.nop_interval.unwrap_or(Duration::from_secs(3600));
+                let mut t = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+                t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                t
+            },
+            last_rx: tokio::time::Instant::now(),
+            pings: 0,
         }
     }
 }
@@ -674,6 +700,11 @@ impl<F: CommandFuture> Serving<'_, F> {
                         let f = self.full.as_mut().expect("full feature phase");
                         let p = f.session.async_logout_request(self.daemon.stop_timeout);
                         self.actions.push(Action::Send(p));
+                    }
+                }
+                _ = self.ticker.tick(), if self.nop.is_some() && !in_login => {
+                    if let Err(why) = self.check_liveness() {
+                        return why;
                     }
                 }
                 _ = self.close.notified() => return "closed by the target",
@@ -723,6 +754,7 @@ impl<F: CommandFuture> Serving<'_, F> {
 
     /// One receive or finished RDMA Read.
     async fn take(&mut self, d: Done) -> Result<(), Ended> {
+        self.last_rx = tokio::time::Instant::now();
         match d {
             Done::DataOut(p) => {
                 if let Some(f) = &mut self.full {
@@ -1071,6 +1103,27 @@ impl<F: CommandFuture> Serving<'_, F> {
         }
     }
 
+    /// NOP-In pings (RFC 7143 §11.19), as on TCP connections: a quiet interval sends
+    /// one; `nop_count` quiet intervals with one unanswered end the connection.
+    fn check_liveness(&mut self) -> Result<(), Ended> {
+        let (interval, count) = self.nop.expect("ticks only when enabled");
+        let Some(f) = self.full.as_mut() else {
+            return Ok(());
+        };
+        let quiet = self.last_rx.elapsed();
+        if quiet >= interval * count && f.session.ping_outstanding() {
+            tracing::info!(peer = %self.conn.peer, "no answer to NOP-In pings, dropping connection");
+            return Err("ping timeout");
+        }
+        if quiet >= interval {
+            if let Some(p) = f.session.ping() {
+                self.pings += 1;
+                self.actions.push(Action::Send(p));
+            }
+        }
+        Ok(())
+    }
+
     async fn finish(&mut self, why: Ended) {
         if self.stop_asked {
             let until = tokio::time::Instant::now() + crate::stop::DRAIN;
@@ -1083,6 +1136,7 @@ impl<F: CommandFuture> Serving<'_, F> {
                     peer = %self.conn.peer,
                     initiator = %f.params.initiator_name,
                     sends_with_invalidate = self.conn.invalidated,
+                    nop_in_pings = self.pings,
                     "iSER session ended: {why}"
                 );
             }

@@ -117,12 +117,12 @@ run umount /mnt/iser
 # alone.
 CU_KNOWN_CLIENT_BUGS="SCSI.Inquiry.AllocLength SCSI.Inquiry.BlockLimits SCSI.Read10.Async
 SCSI.Write10.Async"
-# The subset every run (CI) has, one test of each kind: Data-In (RDMA Write), Data-Out
-# (RDMA Read), both in one command, residuals both ways, a known client fault.
+# The subset every run (CI) has, one quick test of each kind: Data-In (RDMA Write),
+# Data-Out (RDMA Read), residuals both ways, a known client fault. (VERIFY and COMPARE
+# AND WRITE take a minute each under TCG: they are in the whole suite.)
 CU_SUBSET="SCSI.TestUnitReady.Simple SCSI.Inquiry.Standard SCSI.Inquiry.AllocLength
-SCSI.ReadCapacity16.Simple SCSI.Read10.Simple SCSI.Write10.Simple SCSI.Verify10.Simple
-SCSI.CompareAndWrite.Simple iSCSI.iSCSIResiduals.Read10Residuals
-iSCSI.iSCSIResiduals.Write10Residuals"
+SCSI.ReadCapacity16.Simple SCSI.Read10.Simple SCSI.Write10.Simple SCSI.Write16.BeyondEol
+iSCSI.iSCSIResiduals.Read10Residuals iSCSI.iSCSIResiduals.Write10Residuals"
 # verdicts FAMILY < CUnit -v output: "FAMILY.Suite.Test pass|fail|crash" per test begun.
 verdicts() {
 	awk -v f="$1" '
@@ -224,6 +224,8 @@ step "libiscsi's iscsi-test-cu over iscsi:// and iser:// (LUN 2, ImmediateData=N
 run $A --op update --mode target --tid 1 --name ImmediateData --value No
 cu_side "iscsi://127.0.0.1:3260/$IQN/2" rtgtd-tcp $CU_NAMES
 cu_side "iser://$ADDR:3260/$IQN/2" rtgtd-iser $CU_NAMES
+# Connections rtgtd closed for a protocol error while the suite ran (none expected).
+grep -E "dropping connection|iSER: " /tmp/rtgtd.log | grep -v "in a Send of 48" | tail -n 5 | sed 's/^.*INFO /   rtgtd: /'
 bad="" client=""
 for t in $(compare rtgtd-tcp rtgtd-iser); do
 	case " $(echo $CU_KNOWN_CLIENT_BUGS) " in

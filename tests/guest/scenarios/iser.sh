@@ -104,6 +104,7 @@ esac
 tgtd_side() {
 	step "the same iscsi-test-cu names against Debian's tgtd over iser:// (comparison)"
 	# tgtd opens TCP 3260 on every address by default, and its iSER pool must fit the guest.
+	mkdir -p /run/tgtd /var/run/tgtd 2>/dev/null
 	tgtd -f --iser pool_sz_mb=128 --iscsi portal=127.0.0.1:3261 >/tmp/tgtd.log 2>&1 &
 	i=0
 	until tgtadm --mode system --op show >/dev/null 2>&1; do

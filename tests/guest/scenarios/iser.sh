@@ -1,14 +1,18 @@
-# iSER (RFC 7145) with Linux's iSER initiator (ib_iser): rtgtd, built with the rdma
-# feature, runs INSIDE the RDMA guest (build.sh with RTGT_GUEST_RDMA=1) on soft-RoCE
-# (rxe0 on dummy0 at $ADDR, brought up by /init from rtgt.rdma=). One target is served
-# over TCP (127.0.0.1:3260) and iSER ($ADDR:3260) at once; the kernel logs in over both.
+# iSER (RFC 7145) with Linux's iSER initiator (ib_iser) and libiscsi's iser:// client:
+# rtgtd, built with the rdma feature, runs INSIDE the RDMA guest (build.sh with
+# RTGT_GUEST_RDMA=1) on soft-RoCE (rxe0 on dummy0 at $ADDR, brought up by /init from
+# rtgt.rdma=). One target is served over TCP (127.0.0.1:3260) and iSER ($ADDR:3260) at
+# once; the kernel logs in over both.
 #
 # Checks: discovery (SendTargets names the iSER portal) and login over iSER; `show` lists
 # an iser and an iscsi session of the same target, `rtgtadm connections` the iSER keys;
 # direct I/O of 64 MiB in 4 MiB blocks and 16 MiB in 1 MiB blocks (past tgt's 512 KiB
 # iSER ceiling) read back byte-exact, and the backing file holds them; mkfs, fsck and a
-# file tree on ext4 over iSER; a clean logout. Argument "cu" (RTGT_GUEST_CU=1): also
-# libiscsi's iscsi-test-cu over iser:// beside iscsi://, per test name (minutes more).
+# file tree on ext4 over iSER; a Send shorter than its PDU closes that connection only;
+# a subset of libiscsi's iscsi-test-cu over iscsi:// and iser://; Send with Invalidate;
+# a clean logout; NOP-In pings. Arguments: "cu" (RTGT_GUEST_CU=1): the subset, then
+# against Debian's tgtd too; "cu-all" (=all): the whole suite, rtgtd then tgtd;
+# "cu-rtgtd" / "cu-tgtd" (=rtgtd / =tgtd): one side of that each.
 . /data/lib.sh
 ADDR=198.51.100.1
 IQN=iqn.2026-12.org.rtgt:iser

@@ -12,7 +12,8 @@
 # a subset of libiscsi's iscsi-test-cu over iscsi:// and iser://; Send with Invalidate;
 # a clean logout; NOP-In pings. Arguments: "cu" (RTGT_GUEST_CU=1): the subset, then
 # against Debian's tgtd too; "cu-all" (=all): the whole suite, rtgtd then tgtd;
-# "cu-rtgtd" / "cu-tgtd" (=rtgtd / =tgtd): one side of that each.
+# "cu-rtgtd" / "cu-tgtd" (=rtgtd / =tgtd): one side of that each; "cu-iser" (=iser):
+# rtgtd's iSER side alone.
 . /data/lib.sh
 ADDR=198.51.100.1
 IQN=iqn.2026-12.org.rtgt:iser
@@ -270,7 +271,8 @@ rm -f /tmp/back
 step "libiscsi's iscsi-test-cu over iscsi:// and iser:// (LUN 2; ImmediateData=No, InitialR2T=Yes on the target)"
 run $A --op update --mode target --tid 1 --name ImmediateData --value No
 run $A --op update --mode target --tid 1 --name InitialR2T --value Yes
-cu_side "iscsi://127.0.0.1:3260/$IQN/2" rtgtd-tcp $CU_NAMES
+: >/tmp/cu.rtgtd-tcp
+[ "${1:-}" = cu-iser ] || cu_side "iscsi://127.0.0.1:3260/$IQN/2" rtgtd-tcp $CU_NAMES
 cu_side "iser://$ADDR:3260/$IQN/2" rtgtd-iser $CU_NAMES
 # Connections rtgtd closed for a protocol error while the suite ran (none expected).
 grep -E "dropping connection|iSER: " /tmp/rtgtd.log | grep -v "in a Send of 48" | tail -n 5 | sed 's/^.*INFO /   rtgtd: /'

@@ -285,6 +285,11 @@ for t in $(compare rtgtd-tcp rtgtd-iser); do
 done
 for t in $bad; do
 	echo "   $t: tcp $(awk -v t="$t" '$1 == t {print $2}' /tmp/cu.rtgtd-tcp), iser $(awk -v t="$t" '$1 == t {print $2}' /tmp/cu.rtgtd-iser)"
+	# What the client said about it (its suite's output).
+	f=$(ls /tmp/cu.rtgtd-iser.*.out 2>/dev/null | while read -r o; do
+		case "$t" in "$(basename "$o" .out | sed 's/^cu\.rtgtd-iser\.//')"*) echo "$o" ;; esac
+	done | head -n 1)
+	[ -n "$f" ] && grep -A8 "Test: ${t##*.} " "$f" | head -n 12 | sed 's/^/   | /'
 done
 echo "   known libiscsi 1.19 iSER client faults:${client:- none}"
 if [ "${1:-}" != cu ] && [ -n "${1:-}" ]; then

@@ -341,12 +341,12 @@ run $A --op new --mode target --tid 1 -T $IQN
 run $A --op new --mode logicalunit --tid 1 --lun 1 -b /tmp/lun1.img
 run $A --op bind --mode target --tid 1 -I ALL
 run iscsiadm -m node -T $IQN -p $ADDR -I iser --login
-sleep 5
+sleep 7
 iscsiadm -m session -P 3 >/tmp/sess.out 2>&1
 dev=/dev/$(sed -n 's/.*Attached scsi disk \([a-z]*\).*/\1/p' /tmp/sess.out | tail -n 1)
 [ -b "$dev" ] || { cat /tmp/sess.out; fail "no disk after the second iSER login"; }
 dd if="$dev" of=/tmp/back bs=1M count=1 iflag=direct 2>/dev/null
-head -c 1048576 /tmp/lun1.img | cmp -s - /tmp/back || fail "$dev reads wrong after 5 quiet seconds"
+head -c 1048576 /tmp/lun1.img | cmp -s - /tmp/back || fail "$dev reads wrong after 7 quiet seconds"
 run iscsiadm -m node -T $IQN -p $ADDR -I iser --logout
 i=0
 until grep -q "iSER session ended" /tmp/rtgtd-nop.log; do
@@ -356,7 +356,7 @@ done
 grep "iSER session ended" /tmp/rtgtd-nop.log | sed 's/^.*INFO /   rtgtd: /'
 grep -q "iSER session ended: logout" /tmp/rtgtd-nop.log || fail "the iSER session did not end by its logout"
 n=$(sed -n 's/.*nop_in_pings=\([0-9]*\).*/\1/p' /tmp/rtgtd-nop.log | tail -n 1)
-[ "${n:-0}" -ge 2 ] || fail "${n:-no} NOP-In pings in 5 quiet seconds at nop_interval=1"
+[ "${n:-0}" -ge 2 ] || fail "${n:-no} NOP-In pings in 7 quiet seconds at nop_interval=1"
 ok "$n NOP-In pings answered over iSER; the session ended by its logout, then read right"
 rm -f /tmp/back
 

@@ -593,8 +593,13 @@ def setup_iser(_d, work, _route):
     """Nothing on the host: rtgtd (with the rdma feature) runs inside the RDMA guest and
     serves one target over TCP and iSER; the guest's own initiator logs in over both
     (scenarios/iser.sh). RTGT_GUEST_CU=1: also libiscsi's iscsi-test-cu over iser://
-    beside iscsi://, per test name (several minutes more under TCG)."""
-    args = ["cu"] if os.environ.get("RTGT_GUEST_CU") == "1" else []
+    beside iscsi://, per test name (several minutes more under TCG); RTGT_GUEST_CU=all:
+    the whole suite, suite by suite, over TCP and iSER against rtgtd and then over iSER
+    against Debian's tgtd in the same guest (an hour under TCG); =rtgtd or =tgtd: one
+    side of that (two runs at once halve the time)."""
+    cu = os.environ.get("RTGT_GUEST_CU", "")
+    args = {"all": ["cu-all"], "rtgtd": ["cu-rtgtd"], "tgtd": ["cu-tgtd"], "iser": ["cu-iser"],
+            "1": ["cu"]}.get(cu, [])
     return Setup("", [], args=args, files=guest_rtgt(work, rdma=True))
 
 
@@ -724,7 +729,8 @@ def run_in_guest(name, scenario, guest_log, work, verbose, t0):
                 print("    | " + line, flush=True)
         script = os.path.join(HERE, "scenarios", scenario + ".sh")
         status, out, secs = boot.boot(script, s.args, files=s.files, verbose=verbose,
-                                      timeout=1800 if s.args == ["cu"] else 600,
+                                      timeout={"cu": 1800, "cu-all": 5400, "cu-rtgtd": 3600, "cu-tgtd": 3600, "cu-iser": 3600}.get(
+                                          s.args[0] if s.args else "", 600),
                                       echo=echo, ndev=0, **GUEST_ONLY[scenario])
     if status == 0:
         return "PASS", time.time() - t0, f"guest {secs:.1f}s"

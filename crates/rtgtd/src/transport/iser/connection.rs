@@ -69,6 +69,17 @@ const WR_SLOT: u64 = (1 << 62) - 1;
 
 type Ended = &'static str;
 
+/// The timers of `--iscsi` that iSER connections keep too.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Timing {
+    /// A connection must finish its login within this time of connecting.
+    pub login_timeout: Duration,
+    /// NOP-In pings on a quiet connection (RFC 7143 §11.19); None: no pings.
+    pub nop_interval: Option<Duration>,
+    /// Intervals of silence, with a ping unanswered, before the peer is taken as gone.
+    pub nop_count: u32,
+}
+
 /// Registered memory of fixed slots.
 struct Slots {
     mem: Vec<u8>,
@@ -126,7 +137,8 @@ struct RdmaOp {
 
 /// Work waiting for room on the send queue, in order.
 enum Work {
-    Send(Vec<u8>),
+    /// A Send, and the STag it invalidates (Send with Invalidate), if any.
+    Send(Vec<u8>, Option<u32>),
     /// Slot, opcode, remote buffer, and the byte range of this work request.
     Rdma(usize, ibv_wr_opcode::Type, Stag, usize, usize),
 }
@@ -146,6 +158,10 @@ pub(super) struct Conn {
     free_rdma: Vec<usize>,
     peer: SocketAddr,
     local: SocketAddr,
+    /// The initiator takes Send with Invalidate (its CM header did not say otherwise).
+    send_inv: bool,
+    /// Responses sent with Invalidate.
+    invalidated: u64,
 }
 
 // SAFETY: the verbs objects are used by one task at a time (the CM task until accept,
@@ -201,6 +217,8 @@ impl Conn {
             free_rdma: Vec::new(),
             peer: from_sockaddr(rdma_get_peer_addr(&*id)),
             local: from_sockaddr(rdma_get_local_addr(&*id)),
+            send_inv: cm_header_flags(req) & SEND_W_INV_NOT_SUPPORTED == 0,
+            invalidated: 0,
         };
         if cq.is_null() {
             c.release();
@@ -227,9 +245,16 @@ impl Conn {
             if ibv_req_notify_cq(cq, 0) != 0 {
                 return Err(last_error("ibv_req_notify_cq"));
             }
-            // The iSER CM header of the accept (RFC 7145 §9.1 / IB Annex A12): we
-            // never send with invalidate, and take the initiator's STags as they are.
-            let private = [0x40u8, 0, 0, 0];
+            // The iSER CM header of the accept (IB Annex A12, as Linux's initiator and
+            // targets read it): Send with Invalidate when the initiator takes it (the
+            // target may invalidate the command's STag with its SCSI Response, RFC
+            // 7145); the initiator's STags are taken as they are.
+            let flags = if c.send_inv {
+                0
+            } else {
+                SEND_W_INV_NOT_SUPPORTED
+            };
+            let private = [flags, 0, 0, 0];
             let mut param: rdma_conn_param = std::mem::zeroed();
             param.private_data = private.as_ptr().cast();
             param.private_data_len = private.len() as u8;
@@ -300,10 +325,24 @@ impl Conn {
 
     /// Queues a PDU as a Send, behind the iSER header.
     fn send_pdu(&mut self, p: &Pdu) {
+        self.send_pdu_inv(p, None);
+    }
+
+    /// Queues a PDU as a Send that also invalidates `inv` (a STag of the initiator's).
+    fn send_pdu_inv(&mut self, p: &Pdu, inv: Option<u32>) {
         let mut b = Vec::with_capacity(header::LEN + BHS_LEN + p.data.len() + 4);
         b.extend_from_slice(&Header::CONTROL.encode());
         p.encode_into(&mut b, false, false);
-        self.waiting.push_back(Work::Send(b));
+        self.waiting.push_back(Work::Send(b, inv));
+    }
+
+    /// A command's SCSI Response, with Invalidate of its one STag where the initiator
+    /// takes it. A bidirectional command's response invalidates neither (Linux's
+    /// initiator checks the STag against each of the command's buffers).
+    fn send_response(&mut self, p: &Pdu, b: Option<Buffers>) {
+        let inv = b.and_then(|b| to_invalidate(self.send_inv, &b));
+        self.invalidated += u64::from(inv.is_some());
+        self.send_pdu_inv(p, inv);
     }
 
     /// Queues an RDMA operation moving `buf` (Write: to the initiator; Read: from it).
@@ -356,7 +395,7 @@ impl Conn {
     fn post_waiting(&mut self) -> Result<()> {
         while let Some(w) = self.waiting.front() {
             if self.sq_used == SQ_DEPTH
-                || (matches!(w, Work::Send(_)) && self.free_sends.is_empty())
+                || (matches!(w, Work::Send(..)) && self.free_sends.is_empty())
             {
                 break;
             }
@@ -366,12 +405,19 @@ impl Conn {
                 let mut wr: ibv_send_wr = std::mem::zeroed();
                 let mut sge;
                 match w {
-                    Work::Send(b) => {
+                    Work::Send(b, inv) => {
                         let i = self.free_sends.pop().expect("checked");
                         self.send.slot_mut(i)[..b.len()].copy_from_slice(&b);
                         sge = self.send.sge(i, b.len());
                         wr.wr_id = WR_SEND | i as u64;
                         wr.opcode = ibv_wr_opcode::IBV_WR_SEND;
+                        if let Some(stag) = inv {
+                            wr.opcode = ibv_wr_opcode::IBV_WR_SEND_WITH_INV;
+                            wr.imm_data_invalidated_rkey_union =
+                                imm_data_invalidated_rkey_union_t {
+                                    invalidated_rkey: stag,
+                                };
+                        }
                     }
                     Work::Rdma(slot, opcode, remote, off, n) => {
                         let op = self.rdma[slot].as_mut().expect("in flight");
@@ -492,7 +538,7 @@ impl Conn {
         daemon: Arc<Daemon>,
         gone: Arc<Notify>,
         map: Gone,
-        login_timeout: Duration,
+        timing: Timing,
     ) {
         let peer = self.peer;
         // SAFETY: the channel's fd lives as long as self.
@@ -503,7 +549,7 @@ impl Conn {
         });
         match registered {
             Some(fd) => {
-                let mut s = Serving::new(&mut self, daemon, gone, login_timeout);
+                let mut s = Serving::new(&mut self, daemon, gone, timing);
                 let why = s.run(&fd).await;
                 s.finish(why).await;
             }
@@ -563,6 +609,12 @@ struct Serving<'c, F> {
     close: Arc<Notify>,
     stop_rx: watch::Receiver<bool>,
     stop_asked: bool,
+    /// NOP-In pings: the interval and count, a tick per interval, when a PDU (or RDMA
+    /// Read data) last came from the initiator, pings sent.
+    nop: Option<(Duration, u32)>,
+    ticker: tokio::time::Interval,
+    last_rx: tokio::time::Instant,
+    pings: u64,
 }
 
 impl<'c> Serving<'c, ()> {
@@ -571,7 +623,7 @@ impl<'c> Serving<'c, ()> {
         conn: &'c mut Conn,
         daemon: Arc<Daemon>,
         gone: Arc<Notify>,
-        login_timeout: Duration,
+        timing: Timing,
     ) -> Serving<'c, impl CommandFuture> {
         let peer = conn.peer;
         let locked_out = daemon.guard.locked_out(peer.ip());
@@ -585,7 +637,7 @@ impl<'c> Serving<'c, ()> {
             conn,
             daemon,
             gone,
-            deadline: tokio::time::Instant::now() + login_timeout,
+            deadline: tokio::time::Instant::now() + timing.login_timeout,
             login: Some(LoginState {
                 login: Login::new(defaults),
                 target: None,
@@ -601,6 +653,15 @@ impl<'c> Serving<'c, ()> {
             close: Arc::new(Notify::new()),
             stop_rx,
             stop_asked: false,
+            nop: timing.nop_interval.map(|i| (i, timing.nop_count.max(1))),
+            ticker: {
+                let every = timing.nop_interval.unwrap_or(Duration::from_secs(3600));
+                let mut t = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+                t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                t
+            },
+            last_rx: tokio::time::Instant::now(),
+            pings: 0,
         }
     }
 }
@@ -639,6 +700,11 @@ impl<F: CommandFuture> Serving<'_, F> {
                         let f = self.full.as_mut().expect("full feature phase");
                         let p = f.session.async_logout_request(self.daemon.stop_timeout);
                         self.actions.push(Action::Send(p));
+                    }
+                }
+                _ = self.ticker.tick(), if self.nop.is_some() && !in_login => {
+                    if let Err(why) = self.check_liveness() {
+                        return why;
                     }
                 }
                 _ = self.close.notified() => return "closed by the target",
@@ -688,6 +754,7 @@ impl<F: CommandFuture> Serving<'_, F> {
 
     /// One receive or finished RDMA Read.
     async fn take(&mut self, d: Done) -> Result<(), Ended> {
+        self.last_rx = tokio::time::Instant::now();
         match d {
             Done::DataOut(p) => {
                 if let Some(f) = &mut self.full {
@@ -828,6 +895,7 @@ impl<F: CommandFuture> Serving<'_, F> {
                     rdma_extensions = params.rdma_extensions,
                     trdsl = params.target_recv_data_segment_length,
                     irdsl = params.initiator_recv_data_segment_length,
+                    send_with_invalidate = self.conn.send_inv,
                     "iSER session logged in"
                 );
                 Some(nexus)
@@ -881,12 +949,11 @@ impl<F: CommandFuture> Serving<'_, F> {
     fn carry_out(&mut self, a: Action) {
         match a {
             Action::Send(p) if p.opcode() == op::R2T => self.rdma_read(p),
-            Action::Send(p) => {
-                if p.opcode() == op::SCSI_RSP {
-                    self.stags.remove(&p.itt());
-                }
-                self.conn.send_pdu(&p);
+            Action::Send(p) if p.opcode() == op::SCSI_RSP => {
+                let b = self.stags.remove(&p.itt());
+                self.conn.send_response(&p, b);
             }
+            Action::Send(p) => self.conn.send_pdu(&p),
             Action::SendDataIn(d) => self.data_in(d),
             Action::Execute(req) => self.execute(req),
             Action::TaskManagement(t) => self.task_management(t),
@@ -967,8 +1034,8 @@ impl<F: CommandFuture> Serving<'_, F> {
             return;
         }
         if let Some(r) = rsp {
-            self.stags.remove(&itt);
-            self.conn.send_pdu(&r);
+            let b = self.stags.remove(&itt);
+            self.conn.send_response(&r, b);
         }
     }
 
@@ -1036,6 +1103,27 @@ impl<F: CommandFuture> Serving<'_, F> {
         }
     }
 
+    /// NOP-In pings (RFC 7143 §11.19), as on TCP connections: a quiet interval sends
+    /// one; `nop_count` quiet intervals with one unanswered end the connection.
+    fn check_liveness(&mut self) -> Result<(), Ended> {
+        let (interval, count) = self.nop.expect("ticks only when enabled");
+        let Some(f) = self.full.as_mut() else {
+            return Ok(());
+        };
+        let quiet = self.last_rx.elapsed();
+        if quiet >= interval * count && f.session.ping_outstanding() {
+            tracing::info!(peer = %self.conn.peer, "no answer to NOP-In pings, dropping connection");
+            return Err("ping timeout");
+        }
+        if quiet >= interval {
+            if let Some(p) = f.session.ping() {
+                self.pings += 1;
+                self.actions.push(Action::Send(p));
+            }
+        }
+        Ok(())
+    }
+
     async fn finish(&mut self, why: Ended) {
         if self.stop_asked {
             let until = tokio::time::Instant::now() + crate::stop::DRAIN;
@@ -1044,10 +1132,41 @@ impl<F: CommandFuture> Serving<'_, F> {
         if let Some(f) = &mut self.full {
             if let Some(n) = f.nexus.as_mut() {
                 n.end();
-                tracing::info!(peer = %self.conn.peer, initiator = %f.params.initiator_name, "iSER session ended: {why}");
+                tracing::info!(
+                    peer = %self.conn.peer,
+                    initiator = %f.params.initiator_name,
+                    sends_with_invalidate = self.conn.invalidated,
+                    nop_in_pings = self.pings,
+                    "iSER session ended: {why}"
+                );
             }
         }
     }
+}
+
+/// The STag a command's SCSI Response invalidates: its one buffer's, where the
+/// initiator takes Send with Invalidate; none for a command with both (or neither).
+fn to_invalidate(send_inv: bool, b: &Buffers) -> Option<u32> {
+    match (b.read, b.write) {
+        (Some(s), None) | (None, Some(s)) if send_inv => Some(s.stag),
+        _ => None,
+    }
+}
+
+/// The iSER CM header's flag (IB Annex A12): the side that sets it does not take Send
+/// with Invalidate.
+const SEND_W_INV_NOT_SUPPORTED: u8 = 0x40;
+
+/// The flags byte of the initiator's iSER CM header, in its connection request's
+/// private data; without one, as if it said it takes no Send with Invalidate.
+///
+/// # Safety
+/// `req` is a live connection request's parameters.
+unsafe fn cm_header_flags(req: &rdma_conn_param) -> u8 {
+    if req.private_data.is_null() || req.private_data_len < 1 {
+        return SEND_W_INV_NOT_SUPPORTED;
+    }
+    *req.private_data.cast::<u8>()
 }
 
 /// A PDU out of one Send's bytes (after the iSER header): its lengths must agree with
@@ -1121,6 +1240,21 @@ mod tests {
         let mut b = Vec::new();
         p.encode_into(&mut b, false, false);
         b
+    }
+
+    #[test]
+    fn a_response_invalidates_its_commands_one_stag() {
+        let s = |stag| Some(Stag { stag, base: 0x1000 });
+        let b = |read, write| Buffers {
+            read,
+            write,
+            solicited_from: None,
+        };
+        assert_eq!(to_invalidate(true, &b(s(7), None)), Some(7));
+        assert_eq!(to_invalidate(true, &b(None, s(9))), Some(9));
+        assert_eq!(to_invalidate(true, &b(s(7), s(9))), None);
+        assert_eq!(to_invalidate(true, &b(None, None)), None);
+        assert_eq!(to_invalidate(false, &b(s(7), None)), None);
     }
 
     #[test]

@@ -6,7 +6,6 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::os::fd::RawFd;
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::{bail, Result};
 use parking_lot::Mutex;
@@ -16,7 +15,7 @@ use tokio::io::Interest;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
-use super::connection::Conn;
+use super::connection::{Conn, Timing};
 use super::verbs::*;
 use crate::daemon::{Daemon, Reactors};
 use crate::transport::Transport;
@@ -25,7 +24,7 @@ use crate::transport::Transport;
 pub(super) struct Listener {
     channel: *mut rdma_event_channel,
     ids: Vec<(*mut rdma_cm_id, SocketAddr)>,
-    login_timeout: Duration,
+    timing: Timing,
 }
 
 // SAFETY: the channel and ids are only used by the task `start` spawns (and freed
@@ -37,7 +36,7 @@ unsafe impl Send for Listener {}
 pub(super) type Gone = Arc<Mutex<HashMap<usize, Arc<Notify>>>>;
 
 impl Listener {
-    pub(super) fn open(portals: &[SocketAddr], login_timeout: Duration) -> Result<Listener> {
+    pub(super) fn open(portals: &[SocketAddr], timing: Timing) -> Result<Listener> {
         // SAFETY: plain librdmacm calls; every pointer passed is valid or checked.
         unsafe {
             let channel = rdma_create_event_channel();
@@ -47,7 +46,7 @@ impl Listener {
             let mut l = Listener {
                 channel,
                 ids: Vec::new(),
-                login_timeout,
+                timing,
             };
             for &p in portals {
                 let mut id = std::ptr::null_mut();
@@ -147,9 +146,8 @@ impl Listener {
                     Ok(conn) => {
                         let signal = Arc::new(Notify::new());
                         gone.lock().insert(id as usize, signal.clone());
-                        let (daemon, gone, timeout) =
-                            (daemon.clone(), gone.clone(), self.login_timeout);
-                        reactors.spawn(conn.serve(daemon, signal, gone, timeout));
+                        let (daemon, gone) = (daemon.clone(), gone.clone());
+                        reactors.spawn(conn.serve(daemon, signal, gone, self.timing));
                     }
                     Err(e) => {
                         tracing::warn!(%peer, "iSER: refusing a connection: {e:#}");

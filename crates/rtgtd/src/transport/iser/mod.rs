@@ -35,13 +35,16 @@ pub fn open(opts: &Options) -> Result<Opened> {
     let Some(portals) = opts.iser_portals()? else {
         return Ok(None);
     };
-    let login_timeout = opts.iscsi_options()?.login_timeout;
-    Ok(Some(
-        match listener::Listener::open(&portals, login_timeout) {
-            Ok(l) => Box::new(l),
-            Err(e) => Box::new(super::Unavailable(format!(
-                "iSER: no RDMA listener ({e:#}); serving iSCSI over TCP only"
-            ))),
-        },
-    ))
+    let o = opts.iscsi_options()?;
+    let timing = connection::Timing {
+        login_timeout: o.login_timeout,
+        nop_interval: o.nop_interval,
+        nop_count: o.nop_count,
+    };
+    Ok(Some(match listener::Listener::open(&portals, timing) {
+        Ok(l) => Box::new(l),
+        Err(e) => Box::new(super::Unavailable(format!(
+            "iSER: no RDMA listener ({e:#}); serving iSCSI over TCP only"
+        ))),
+    }))
 }

@@ -72,7 +72,7 @@ step clippy-default cargo clippy --workspace --all-targets -- -D warnings
 step clippy-rdma cargo clippy -p rtgtd --all-targets --features rtgtd/rdma -- -D warnings
 step rdma-unit cargo test -p rtgtd --features rtgtd/rdma --bin rtgtd iser
 if step build cargo build --workspace "${FEATURES[@]}"; then
-  step cargo-test cargo test --workspace "${FEATURES[@]}"
+  step cargo-test cargo test --workspace --no-fail-fast "${FEATURES[@]}"
   if [ "${SKIP_DEB:-0}" != 1 ]; then
     # The Debian package: built (release), lintian without errors, installed with
     # apt-get, the installed rtgtd --demo read with iscsi-inq, completions, purged clean.

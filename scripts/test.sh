@@ -87,11 +87,12 @@ if step build cargo build --workspace "${FEATURES[@]}"; then
     # times; every acknowledged-durable write must read back (1-3 minutes; the full run,
     # 20 cuts in each of six store modes, is bench/powercut.py without arguments).
     step powercut python3 bench/powercut.py --modes rdwr --cuts 3
-    # vhost-user-scsi (route V): the disk scenario, hot-plug (a LUN reset from the guest;
+    # vhost-user-scsi (route V): the disk, tape, changer, cd and jukebox scenarios (the same
+    # as over iSCSI, about 30 s together), hot-plug (a LUN reset from the guest;
     # a LUN added, grown, removed while the guest runs) and rtgtd killed, its session closed,
     # and rtgtd stopped gracefully and restarted, each under a dd, through QEMU's
     # vhost-user-scsi-pci (about 2 minutes).
-    step guest-vhost bash tests/guest/run.sh --no-build --route V --scenario disk,hotplug,reconnect
+    step guest-vhost bash tests/guest/run.sh --no-build --route V --scenario disk,tape,changer,cd,jukebox,hotplug,reconnect
     # The disk scenario again with 2 vCPUs and 2 request queues (about 15 s).
     step guest-vhost-mq bash tests/guest/run.sh --no-build --route V --scenario disk --smp 2 --queues 2
   fi

@@ -1095,14 +1095,9 @@ impl ScsiTarget {
     /// I_T NEXUS LOSS OCCURRED (29h/07h) on every LU. Returns what to wait for before
     /// the function's answer.
     pub fn it_nexus_reset(&self, nexus: &ItNexus) -> TaskWait {
-        let mut wait = self.tasks.abort(|n, _, _| n == nexus.id);
+        let wait = self.tasks.abort(|n, _, _| n == nexus.id);
+        let wait = self.release_nexus(nexus, wait);
         for lu in self.all_lus() {
-            if let Some(acked) = crate::shared_pr::nexus_loss(&lu, nexus) {
-                wait = wait.with_ack(acked);
-            }
-            lu.medium.lock().preventing.remove(&nexus.id);
-            lu.device.server().nexus_loss(&lu, nexus.id);
-            lu.ua.forget(nexus.id);
             lu.ua.establish([nexus.id], asc::I_T_NEXUS_LOSS_OCCURRED);
         }
         wait
@@ -1115,12 +1110,19 @@ impl ScsiTarget {
     /// medium, so a command the initiator sends through another gateway once it has the
     /// response never meets the reservation.
     pub fn nexus_loss(&self, nexus: &ItNexus) -> TaskWait {
-        let mut wait = TaskWait::default();
+        let wait = TaskWait::default();
         self.directory.nexus_down(nexus.id);
         self.nexuses.write().remove(&nexus.id);
         self.hooks.write().remove(&nexus.id);
         // SAM-5 6.3.4: the nexus's tasks end with it.
         let _ = self.tasks.abort(|n, _, _| n == nexus.id);
+        self.release_nexus(nexus, wait)
+    }
+
+    /// What every LU holds for `nexus` goes (SAM-5 6.3.4): its pending unit attentions,
+    /// its SPC-2 reservations and medium removal preventions. Adds to `wait` what the
+    /// shared state must acknowledge first.
+    fn release_nexus(&self, nexus: &ItNexus, mut wait: TaskWait) -> TaskWait {
         for lu in self.all_lus() {
             lu.ua.forget(nexus.id);
             // SPC-2 5.5.1, through the shared state on a medium other targets export.

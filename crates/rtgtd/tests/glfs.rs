@@ -116,7 +116,12 @@ impl Drop for Gluster {
 }
 
 fn new_lu(d: &Daemon, lun: &str, spec: &str, bsopts: &str) -> String {
-    d.adm_ok(&[
+    new_lu_with(d, lun, spec, bsopts, &[])
+}
+
+/// [`new_lu`] with more rtgtadm arguments (`--bsoflags ...`).
+fn new_lu_with(d: &Daemon, lun: &str, spec: &str, bsopts: &str, more: &[&str]) -> String {
+    let mut args = vec![
         "--op",
         "new",
         "--mode",
@@ -131,7 +136,9 @@ fn new_lu(d: &Daemon, lun: &str, spec: &str, bsopts: &str) -> String {
         spec,
         "--bsopts",
         bsopts,
-    ])
+    ];
+    args.extend_from_slice(more);
+    d.adm_ok(&args)
 }
 
 /// A session with every pending unit attention consumed.
@@ -613,24 +620,13 @@ fn glfs_full_volume_is_space_allocation_failure() {
     // load (cores: the test's payload over a malloc chunk header, found by
     // write-behind's next iobuf_get2). With O_DSYNC write-behind stands aside, and
     // the README says to do the same on a volume that may fill up.
-    d.adm_ok(&[
-        "--op",
-        "new",
-        "--mode",
-        "logicalunit",
-        "--tid",
+    new_lu_with(
+        &d,
         "1",
-        "--lun",
-        "1",
-        "--bstype",
-        "glfs",
-        "-b",
         &g.spec("big.img"),
-        "--bsopts",
         "timeout=10",
-        "--bsoflags",
-        "sync",
-    ]);
+        &["--bsoflags", "sync"],
+    );
     d.bind_all("1");
     let mut s = session(&d);
     const CHUNK: u32 = 128; // 64 KiB: immediate data within the first burst

@@ -16,6 +16,7 @@ pub mod exec;
 pub mod iscsi;
 #[cfg(feature = "rdma")]
 pub mod iser;
+pub mod liveness;
 pub mod nexus;
 pub mod vhost;
 

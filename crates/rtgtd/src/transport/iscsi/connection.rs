@@ -6,7 +6,6 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use rtgt_iscsi::params::{SessionParams, SessionType};
 use rtgt_iscsi::pdu::{Framer, Pdu};
@@ -25,6 +24,7 @@ use super::wire::{InputBuffer, Output, ReadEvent};
 use crate::cli::IscsiOptions;
 use crate::daemon::Daemon;
 use crate::transport::exec::{CommandFuture, Commands, Completion};
+use crate::transport::liveness::{Liveness, Verdict};
 use crate::transport::nexus::Nexus;
 
 /// Why a connection ends (for its log line).
@@ -145,7 +145,7 @@ impl Connection<()> {
             close,
             stop_rx,
             stop_asked: false,
-            liveness: Liveness::start(&config).await,
+            liveness: Liveness::new(config.nop_interval, config.nop_count),
         })
     }
 }
@@ -220,7 +220,7 @@ impl<F: CommandFuture> Connection<F> {
                 return Err("connection closed");
             }
         }
-        self.liveness.rx_seen = true;
+        self.liveness.seen();
         while let Some(ev) = self.input.next_pdu(&self.framer) {
             match ev {
                 Ok(ReadEvent::Pdu(p)) => self.session.on_pdu(p, &mut self.actions),
@@ -347,19 +347,17 @@ impl<F: CommandFuture> Connection<F> {
     /// NOP-In pings (RFC 7143 §11.19): a peer silent for `nop_count` intervals with a
     /// ping unanswered is gone.
     fn check_liveness(&mut self) -> Result<(), Ended> {
-        let l = &mut self.liveness;
-        let interval = l.interval.expect("ticks only when enabled");
-        if std::mem::take(&mut l.rx_seen) {
-            l.last_rx = Instant::now();
-        }
-        if l.last_rx.elapsed() >= interval * l.count && self.session.ping_outstanding() {
-            tracing::info!(peer = %self.peer, "no answer to NOP-In pings, dropping connection");
-            return Err("ping timeout");
-        }
-        if l.last_rx.elapsed() >= interval {
-            if let Some(p) = self.session.ping() {
-                self.actions.push(Action::Send(p));
+        match self.liveness.check(self.session.ping_outstanding()) {
+            Verdict::Gone => {
+                tracing::info!(peer = %self.peer, "no answer to NOP-In pings, dropping connection");
+                return Err("ping timeout");
             }
+            Verdict::Ping => {
+                if let Some(p) = self.session.ping() {
+                    self.actions.push(Action::Send(p));
+                }
+            }
+            Verdict::Heard => {}
         }
         Ok(())
     }
@@ -394,38 +392,6 @@ impl<F: CommandFuture> Connection<F> {
 /// Completes when the daemon stops: true, or false if it is gone.
 pub(in crate::transport) async fn stop_signal(rx: &mut watch::Receiver<bool>) -> bool {
     rx.wait_for(|s| *s).await.is_ok()
-}
-
-/// When the initiator was last heard from, for NOP-In pings.
-struct Liveness {
-    interval: Option<Duration>,
-    count: u32,
-    ticker: tokio::time::Interval,
-    /// When a PDU last arrived, as of the last tick: the ticker is the only reader, so a
-    /// read only sets `rx_seen` (a clock read per read was measurable at 150K IOPS) and
-    /// the tick turns it into a time. Checks happen at ticks only, so this is as exact.
-    last_rx: Instant,
-    rx_seen: bool,
-}
-
-impl Liveness {
-    async fn start(config: &IscsiOptions) -> Self {
-        let interval = config.nop_interval;
-        let mut ticker = tokio::time::interval(interval.unwrap_or(Duration::from_secs(3600)));
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        ticker.tick().await;
-        Self {
-            interval,
-            count: config.nop_count.max(1),
-            ticker,
-            last_rx: Instant::now(),
-            rx_seen: false,
-        }
-    }
-
-    fn enabled(&self) -> bool {
-        self.interval.is_some()
-    }
 }
 
 /// Applies a completion to the session machine; Err if the connection must end.

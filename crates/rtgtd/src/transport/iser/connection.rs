@@ -46,6 +46,7 @@ use crate::daemon::Daemon;
 use crate::transport::exec::{CommandFuture, Commands, Completion};
 use crate::transport::iscsi::connection::{apply, stop_signal, tmf_code, to_attr, to_tm};
 use crate::transport::iscsi::login::{login_failed, Ctx};
+use crate::transport::liveness::{Liveness, Verdict};
 use crate::transport::nexus::Nexus;
 
 /// The most data one Send carries, either way: our TargetRecvDataSegmentLength and
@@ -611,9 +612,7 @@ struct Serving<'c, F> {
     stop_asked: bool,
     /// NOP-In pings: the interval and count, a tick per interval, when a PDU (or RDMA
     /// Read data) last came from the initiator, pings sent.
-    nop: Option<(Duration, u32)>,
-    ticker: tokio::time::Interval,
-    last_rx: tokio::time::Instant,
+    liveness: Liveness,
     pings: u64,
 }
 
@@ -653,14 +652,7 @@ impl<'c> Serving<'c, ()> {
             close: Arc::new(Notify::new()),
             stop_rx,
             stop_asked: false,
-            nop: timing.nop_interval.map(|i| (i, timing.nop_count.max(1))),
-            ticker: {
-                let every = timing.nop_interval.unwrap_or(Duration::from_secs(3600));
-                let mut t = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
-                t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                t
-            },
-            last_rx: tokio::time::Instant::now(),
+            liveness: Liveness::new(timing.nop_interval, timing.nop_count),
             pings: 0,
         }
     }
@@ -702,7 +694,7 @@ impl<F: CommandFuture> Serving<'_, F> {
                         self.actions.push(Action::Send(p));
                     }
                 }
-                _ = self.ticker.tick(), if self.nop.is_some() && !in_login => {
+                _ = self.liveness.ticker.tick(), if self.liveness.enabled() && !in_login => {
                     if let Err(why) = self.check_liveness() {
                         return why;
                     }
@@ -754,7 +746,7 @@ impl<F: CommandFuture> Serving<'_, F> {
 
     /// One receive or finished RDMA Read.
     async fn take(&mut self, d: Done) -> Result<(), Ended> {
-        self.last_rx = tokio::time::Instant::now();
+        self.liveness.seen();
         match d {
             Done::DataOut(p) => {
                 if let Some(f) = &mut self.full {
@@ -1106,20 +1098,21 @@ impl<F: CommandFuture> Serving<'_, F> {
     /// NOP-In pings (RFC 7143 §11.19), as on TCP connections: a quiet interval sends
     /// one; `nop_count` quiet intervals with one unanswered end the connection.
     fn check_liveness(&mut self) -> Result<(), Ended> {
-        let (interval, count) = self.nop.expect("ticks only when enabled");
         let Some(f) = self.full.as_mut() else {
             return Ok(());
         };
-        let quiet = self.last_rx.elapsed();
-        if quiet >= interval * count && f.session.ping_outstanding() {
-            tracing::info!(peer = %self.conn.peer, "no answer to NOP-In pings, dropping connection");
-            return Err("ping timeout");
-        }
-        if quiet >= interval {
-            if let Some(p) = f.session.ping() {
-                self.pings += 1;
-                self.actions.push(Action::Send(p));
+        match self.liveness.check(f.session.ping_outstanding()) {
+            Verdict::Gone => {
+                tracing::info!(peer = %self.conn.peer, "no answer to NOP-In pings, dropping connection");
+                return Err("ping timeout");
             }
+            Verdict::Ping => {
+                if let Some(p) = f.session.ping() {
+                    self.pings += 1;
+                    self.actions.push(Action::Send(p));
+                }
+            }
+            Verdict::Heard => {}
         }
         Ok(())
     }

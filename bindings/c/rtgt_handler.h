@@ -1,4 +1,4 @@
-/* rtgt device-handler protocol 1.1: C declarations.
+/* rtgt device-handler protocol 1.2: C declarations.
  * GENERATED from the Rust crate rtgt-handler (src/cheader.rs); do not edit.
  * A test compares this file with the generator: RTGT_UPDATE_HEADER=1 cargo test -p
  * rtgt-handler rewrites it. The protocol is described in docs/handler-protocol.md.
@@ -12,7 +12,7 @@
 #include <stdint.h>
 
 #define RTGT_HANDLER_MAJOR                   1
-#define RTGT_HANDLER_MINOR                   1
+#define RTGT_HANDLER_MINOR                   2
 #define RTGT_HELLO_MAGIC                     "RTGTHELO"
 #define RTGT_ACCEPT_MAGIC                    "RTGTACPT"
 #define RTGT_NOTIFY_MAGIC                    "RTGN"
@@ -43,6 +43,7 @@
 #define RTGT_NOTIFY_CAPACITY                 1u
 #define RTGT_HEADER_SIZE                     512
 #define RTGT_OFF_CMD_TAIL                    64
+#define RTGT_OFF_CMD_CPU                     68
 #define RTGT_OFF_CMD_HEAD                    128
 #define RTGT_OFF_CMD_SLEEPING                132
 #define RTGT_OFF_CPL_TAIL                    192

@@ -69,6 +69,7 @@ pub fn header() -> String {
     def("RTGT_HEADER_SIZE", format!("{}", layout::HEADER_SIZE));
     for (n, v) in [
         ("CMD_TAIL", layout::CMD_TAIL),
+        ("CMD_CPU", layout::CMD_CPU),
         ("CMD_HEAD", layout::CMD_HEAD),
         ("CMD_SLEEPING", layout::CMD_SLEEPING),
         ("CPL_TAIL", layout::CPL_TAIL),

@@ -16,6 +16,11 @@
 pub const HEADER_SIZE: usize = 512;
 /// Command ring tail: written by rtgtd (producer), read by the handler.
 pub const CMD_TAIL: usize = 64;
+/// A hint, written by rtgtd when it kicks the handler: 1 + the CPU the thread that
+/// queued the command ran on (0: none given). A handler whose queue thread runs there
+/// is woken by a local context switch rather than an inter-processor interrupt, which
+/// on a virtual machine is a VM exit on each side.
+pub const CMD_CPU: usize = 68;
 /// Command ring head: written by the handler (consumer), read by rtgtd.
 pub const CMD_HEAD: usize = 128;
 /// The handler's wake flag: 1 = "I am about to sleep on the command eventfd, kick me";

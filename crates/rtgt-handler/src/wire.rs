@@ -14,7 +14,7 @@ pub const NOTIFY_SIZE: usize = 16;
 /// The protocol's major version: a handler and rtgtd talk only when they agree on it;
 /// minor versions and feature bits cover additions.
 pub const MAJOR: u16 = 1;
-pub const MINOR: u16 = 1;
+pub const MINOR: u16 = 2;
 
 /// Handler kinds.
 pub mod kind {

@@ -209,6 +209,10 @@ impl QSide {
 
     fn kick_handler(&self) {
         if self.region.take_sleeping(layout::CMD_SLEEPING) {
+            // Where we run, for a handler that follows its queue's reactor (layout::CMD_CPU).
+            let cpu = unsafe { libc::sched_getcpu() };
+            self.region
+                .store(layout::CMD_CPU, u32::try_from(cpu + 1).unwrap_or(0));
             sys::kick(self.kick_fd.as_raw_fd());
         }
     }

@@ -329,18 +329,15 @@ impl Device {
     /// Serves one queue until `stop`: take every command queued, do it, complete it,
     /// then one wake-up for the batch; sleep on the eventfd when the ring is empty
     /// (`poll_only`: never sleep, fileio_tgt's -l, so rtgtd never has to wake us).
-    /// After a batch the ring is polled for up to `poll` before sleeping, while such
-    /// polls keep finding work ([`Poller`]).
+    /// `follow_cpu`: after each sleep, move to the CPU rtgtd's hint names, if it changed.
     pub fn serve(
         &self,
         mut q: Queue,
         stop: Arc<AtomicBool>,
         poll_only: bool,
-        poll: std::time::Duration,
         follow_cpu: bool,
         delay: std::time::Duration,
     ) {
-        let mut poller = Poller::new(poll);
         let mut on_cpu = None;
         while !stop.load(Ordering::Relaxed) {
             let mut n = 0;
@@ -355,17 +352,15 @@ impl Device {
             }
             if n > 0 {
                 q.kick();
-                if poller.poll(&q) {
-                    continue;
-                }
+                continue;
             }
             if poll_only {
                 std::thread::sleep(std::time::Duration::from_micros(50));
             } else if q.wait(250).is_err() {
                 break;
             }
-            // --follow-cpu: run where rtgtd's reactor for this queue runs, so its kicks
-            // and ours are local context switches, not interrupts to another CPU.
+            // Run where rtgtd's reactor for this queue runs, so its kicks and ours are
+            // local context switches, not interrupts to another (maybe halted) vCPU.
             if follow_cpu {
                 let hint = q.cpu_hint();
                 if hint.is_some() && hint != on_cpu {
@@ -373,47 +368,6 @@ impl Device {
                     let _ = rtgt_handler::sys::pin_to_cpu(hint.unwrap_or(0));
                 }
             }
-        }
-    }
-}
-
-/// Whether to poll the command ring after a batch, and for how long: adaptive, so that
-/// an idle or slow initiator costs no spinning. A poll that finds the next command
-/// keeps polling on; one that runs out makes the next `backoff` batches go straight to
-/// sleep (doubling, up to [`Poller::MAX_BACKOFF`]), and a later poll that pays resets it.
-pub struct Poller {
-    spin: std::time::Duration,
-    skip: u32,
-    backoff: u32,
-}
-
-impl Poller {
-    const MAX_BACKOFF: u32 = 64;
-
-    pub fn new(spin: std::time::Duration) -> Poller {
-        Poller {
-            spin,
-            skip: 0,
-            backoff: 1,
-        }
-    }
-
-    /// Polls `q` if the policy says so; true when a command arrived.
-    pub fn poll(&mut self, q: &Queue) -> bool {
-        if self.spin.is_zero() {
-            return false;
-        }
-        if self.skip > 0 {
-            self.skip -= 1;
-            return false;
-        }
-        if q.poll_for(self.spin) {
-            self.backoff = 1;
-            true
-        } else {
-            self.skip = self.backoff;
-            self.backoff = (self.backoff * 2).min(Self::MAX_BACKOFF);
-            false
         }
     }
 }

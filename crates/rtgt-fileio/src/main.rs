@@ -65,15 +65,11 @@ struct Args {
     /// rtgtd never has to wake the handler (the wake flag stays "don't wake me").
     #[arg(short = 'l', long = "non_blocking")]
     non_blocking: bool,
-    /// After a batch, poll the command ring for up to this many microseconds before
-    /// sleeping (rtgtd then needs no wake-up for the next command), while such polls
-    /// keep finding work; 0: sleep at once.
-    #[arg(long = "poll-us", default_value_t = 0)]
-    poll_us: u64,
-    /// Run each queue's thread on the CPU of the rtgtd thread that feeds it (the hint
-    /// rtgtd leaves when it wakes us), following it when it moves.
-    #[arg(long = "follow-cpu")]
-    follow_cpu: bool,
+    /// Let each queue's thread run on any CPU. By default it is bound to the CPU of
+    /// the rtgtd thread that feeds it (the hint rtgtd leaves when it wakes it), and
+    /// follows it when it moves: wake-ups each way are then local context switches.
+    #[arg(long = "no-follow-cpu")]
+    no_follow_cpu: bool,
     /// 1: complete a batch of commands, then one wake-up; 0: a wake-up per command.
     #[arg(short = 'M', long = "multi_cmd", default_value_t = 1)]
     multi_cmd: u8,
@@ -249,10 +245,9 @@ fn main() -> ExitCode {
             let (d, s) = (dev.clone(), stop.clone());
             let poll_only = a.non_blocking;
             let delay = Duration::from_micros(a.delay_us);
-            let poll = Duration::from_micros(a.poll_us);
-            let follow = a.follow_cpu;
+            let follow = !a.no_follow_cpu;
             workers.push(std::thread::spawn(move || {
-                d.serve(q, s, poll_only, poll, follow, delay)
+                d.serve(q, s, poll_only, follow, delay)
             }));
         }
         attached.push((dev, att, u64::from(a.block)));

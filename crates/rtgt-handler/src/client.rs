@@ -116,27 +116,6 @@ impl Queue {
         (self.region.load(layout::CMD_CPU) as usize).checked_sub(1)
     }
 
-    /// Polls the command ring for up to `spin` without sleeping. The wake flag stays
-    /// clear ("busy, don't wake me": rtgtd makes no system call for what it queues
-    /// meanwhile). True when a command arrived. On a virtual machine a sleeping
-    /// thread's wake-up crosses to another vCPU, which may be halted: tens of
-    /// microseconds before it runs, where a poll sees the command within one cache
-    /// miss.
-    pub fn poll_for(&self, spin: std::time::Duration) -> bool {
-        let start = std::time::Instant::now();
-        loop {
-            for _ in 0..64 {
-                if self.region.load(layout::CMD_TAIL) != self.head {
-                    return true;
-                }
-                std::hint::spin_loop();
-            }
-            if start.elapsed() >= spin {
-                return false;
-            }
-        }
-    }
-
     /// Sleeps until rtgtd queues a command or `timeout_ms` passes (-1: forever). The
     /// wake flag is set only around the sleep: while we work, rtgtd makes no syscall.
     pub fn wait(&mut self, timeout_ms: i32) -> io::Result<()> {

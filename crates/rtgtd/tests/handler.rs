@@ -18,7 +18,7 @@ use common::raw::RawConn;
 use common::scsi::{read10, write10, CHECK_CONDITION, GOOD, RESERVATION_CONFLICT};
 use common::{check, prng_bytes, run_timeout, sparse_file, Daemon};
 use rtgt_handler::client;
-use rtgt_handler::layout::Cpl;
+use rtgt_handler::layout::{self, Cpl};
 use rtgt_handler::wire::{self, feature, Hello};
 
 const IQN: &str = "iqn.2026-12.org.rtgt:handler";
@@ -1005,6 +1005,55 @@ fn handler_claiming_a_length_past_its_slot_is_disconnected() {
     assert_eq!(r.status, CHECK_CONDITION, "{r:?}");
     assert_eq!(r.sense_code(), (0x02, 0x08, 0x00), "{r:?}");
     assert_rogue_outcome(&d, &mut c, &pattern, "bytes for a 512-byte command");
+}
+
+/// A kick leaves the CPU of the rtgtd thread that sent it in the queue header
+/// (protocol 1.2's `cmd_cpu`, which rtgt-fileio follows), and the command it announced
+/// completes as usual.
+#[test]
+fn a_kick_says_which_cpu_it_came_from() {
+    let d = Daemon::start();
+    let (sock, _) = rogue_target(&d);
+    let mut att = client::connect(&sock, &rogue_hello("rogue")).unwrap();
+    wait_attached(&d, 1);
+    let mut c = RawConn::session(d.port, IQN);
+    let (uas, r) = c.exec_after_uas(1, &[0; 6], 0, &[]);
+    assert_eq!(r.status, GOOD, "{uas:?} {r:?}");
+    let q = &mut att.queues[0];
+    assert_eq!(q.cpu_hint(), None, "a hint before any kick");
+    // Asleep, as far as rtgtd can tell: the READ below must kick.
+    q.region.set_flag(layout::CMD_SLEEPING, 1);
+    let p = c.command_pdu(1, &read10(0, 1), 512, &[]);
+    c.send(&p);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let cmd = loop {
+        if let Some(cmd) = q.take_cmd() {
+            break cmd;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the READ never reached the handler"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    };
+    assert_eq!(
+        q.region.load(layout::CMD_SLEEPING),
+        0,
+        "the kick cleared the flag"
+    );
+    let cpus = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_CONF) } as usize;
+    let cpu = q.cpu_hint().expect("the kick left no CPU hint");
+    assert!(cpu < cpus, "hint {cpu} with {cpus} CPUs");
+    q.data(&cmd).unwrap().fill(0x5a);
+    q.complete(Cpl {
+        tag: cmd.tag,
+        status: 0,
+        bytes: cmd.len,
+    });
+    q.kick();
+    let r = c.reply_for(p.itt());
+    assert_eq!(r.status, GOOD, "{r:?}");
+    assert_eq!(&r.data[..], &[0x5a; 512][..]);
 }
 
 /// A HELLO with a bad magic, then one with reserved bytes set: both refused with a log

@@ -513,7 +513,9 @@ def guest_bin_dir(rdma=False):
     # One target directory for both: only rtgtd itself (and the rdma binding) differ, and
     # each scenario copies the binary right after its build.
     tdir = os.path.join(os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target")), "guest")
-    features = ["--features", "rtgtd/rdma"] if rdma else []
+    # The RDMA guest also gets iser_peer, the misbehaving iSER initiator (an example of
+    # rtgtd's that needs the rdma feature).
+    features = ["--features", "rtgtd/rdma", "--bins", "--example", "iser_peer"] if rdma else []
     r = subprocess.run(["cargo", "build", "-q", "-p", "rtgtd", "-p", "rtgtadm", "--target-dir", tdir,
                         *features], cwd=ROOT)
     if r.returncode != 0:
@@ -527,8 +529,9 @@ def guest_rtgt(work, rdma=False):
     host runs: the host's target only gives the guest devices to pass through."""
     bindir = guest_bin_dir(rdma)
     out = []
-    for name in ("rtgtd", "rtgtadm"):
-        src = os.environ.get(name.upper()) or os.path.join(bindir, name)
+    for rel in ("rtgtd", "rtgtadm") + (("examples/iser_peer",) if rdma else ()):
+        name = os.path.basename(rel)
+        src = os.environ.get(name.upper()) or os.path.join(bindir, rel)
         dst = os.path.join(work, name)
         r = subprocess.run(["strip", "-o", dst, src], capture_output=True, text=True)
         if r.returncode != 0:

@@ -268,6 +268,82 @@ kill -0 $RTGTD 2>/dev/null || fail "rtgtd died"
 ok "the kernel's iSER session still reads 4 MiB byte-exact"
 rm -f /tmp/back
 
+step "bad input from a misbehaving iSER initiator (iser_peer), while the kernel's iSER session does byte-exact I/O"
+# iser_peer (crates/rtgtd/examples/iser_peer.rs) logs in over iSER with the same RDMA
+# binding as rtgtd, then misbehaves; each case must end with the RFC's answer (a Reject,
+# or that connection closed) while the kernel's session on LUN 1 writes and reads back
+# 4 MiB at a time, byte-exact, the whole time, and rtgtd serves on.
+t0=$(up)
+head -c 4194304 /dev/urandom >/tmp/io.want
+rm -f /tmp/io.stop /tmp/io.err /tmp/io.rounds
+(
+	n=0
+	while [ ! -e /tmp/io.stop ]; do
+		o=$((n % 8 * 4))
+		dd if=/tmp/io.want of="$dev" bs=1M count=4 seek=$o oflag=direct 2>/dev/null || { echo "write $n failed" >/tmp/io.err; exit; }
+		dd if="$dev" of=/tmp/io.back bs=1M count=4 skip=$o iflag=direct 2>/dev/null || { echo "read $n failed" >/tmp/io.err; exit; }
+		cmp -s /tmp/io.want /tmp/io.back || { echo "round $n read back wrong" >/tmp/io.err; exit; }
+		n=$((n + 1))
+		echo $n >/tmp/io.rounds
+	done
+) &
+IO=$!
+# peer CASE ARGS...: runs iser_peer, shows its lines and rtgtd's iSER lines since.
+peer() {
+	l0=$(wc -l </tmp/rtgtd.log)
+	timeout 60 /data/iser_peer $ADDR:3260 $IQN "$@" >/tmp/peer.out 2>&1
+	prc=$?
+	sed 's/^/   /' /tmp/peer.out
+	i=0
+	while [ "$(qps)" != "$q0" ]; do
+		i=$((i + 1)); [ $i -lt 100 ] || { rdma resource show qp; fail "$1: rtgtd kept the connection's queue pair"; }
+		sleep 0.1
+	done
+	tail -n +$((l0 + 1)) /tmp/rtgtd.log | grep -E "iSER|Reject|oversized" | sed 's/^.*INFO /   rtgtd: /'
+	tail -n +$((l0 + 1)) /tmp/rtgtd.log >/tmp/peer.log
+	kill -0 $RTGTD 2>/dev/null || fail "$1: rtgtd died"
+	[ ! -e /tmp/io.err ] || fail "$1: the kernel's session: $(cat /tmp/io.err)"
+}
+# (a) RFC 7145 §7.3.6 / §10: the initiator gone in the middle of the target's RDMA Read of
+# a WRITE's data (64 MiB, InitialR2T=Yes: all of it read); the connection ends, its reads
+# are flushed with the queue pair, the command never runs.
+peer drop-mid-read 2 64 300
+[ $prc = 0 ] || fail "drop-mid-read: iser_peer exited with $prc"
+i=0
+until grep -q "iSER session ended.*iser-peer" /tmp/rtgtd.log; do
+	i=$((i + 1)); [ $i -lt 100 ] || fail "drop-mid-read: no end of iser_peer's session"
+	sleep 0.1
+done
+n=$(grep "iSER session ended.*iser-peer" /tmp/rtgtd.log | tail -n 1 | sed -n 's/.*rdma_reads_in_flight=\([0-9]*\).*/\1/p')
+[ "${n:-0}" -gt 0 ] || fail "drop-mid-read: no RDMA Read in flight when the connection ended"
+ok "disconnect in the middle of an RDMA Read: session ended with $n RDMA Read(s) in flight, queue pair freed"
+# (b) RFC 7145 §6.3.4: 1024 immediate NOP-Outs at once, past MaxOutstandingUnexpectedPDUs
+# (32) and past the 192 receives rtgtd posts: that connection closed.
+peer flood 1024
+[ $prc = 0 ] || fail "flood: iser_peer exited with $prc (the connection was not closed)"
+grep -q "more unexpected PDUs at once than MaxOutstandingUnexpectedPDUs" /tmp/peer.log || fail "flood: rtgtd did not say why it closed"
+ok "more unexpected PDUs than the credit: that connection closed"
+# (c) RFC 7145 §6.3.2: a PDU past the TargetRecvDataSegmentLength negotiated (8192): the
+# connection closed; also one larger than rtgtd's receive buffers (the receive fails).
+peer oversize 12288
+[ $prc = 0 ] || fail "oversize: iser_peer exited with $prc"
+grep -q "dropping connection" /tmp/peer.log || fail "oversize: rtgtd did not say why it closed"
+peer oversize 20480
+[ $prc = 0 ] || fail "oversize (past the receive buffer): iser_peer exited with $prc"
+ok "PDUs larger than TargetRecvDataSegmentLength and than the receive buffer: that connection closed"
+# (d) a command asking for more than rtgtd buffers for one (MAX_EDTL, 64 MiB): a Reject
+# (RFC 7143 §11.17.1, Invalid PDU Field), and the connection serves on.
+peer huge 2
+[ $prc = 0 ] || fail "huge: iser_peer exited with $prc"
+[ "$(grep -c "Reject, reason 0x09" /tmp/peer.out)" = 2 ] || fail "huge: not two Rejects with reason 0x09"
+ok "READ and WRITE of 65 MiB: Reject (Invalid PDU Field), then a READ on the same connection GOOD"
+touch /tmp/io.stop
+wait $IO
+[ ! -e /tmp/io.err ] || fail "the kernel's session: $(cat /tmp/io.err)"
+[ "$(cat /tmp/io.rounds 2>/dev/null || echo 0)" -ge 1 ] || fail "the kernel's session did no I/O during the abuse"
+ok "the kernel's iSER session: $(cat /tmp/io.rounds 2>/dev/null || echo 0) rounds of 4 MiB written and read back byte-exact meanwhile ($(secs "$t0" "$(up)")s); rtgtd serves on"
+rm -f /tmp/io.want /tmp/io.back
+
 step "libiscsi's iscsi-test-cu over iscsi:// and iser:// (LUN 2; ImmediateData=No, InitialR2T=Yes on the target)"
 run $A --op update --mode target --tid 1 --name ImmediateData --value No
 run $A --op update --mode target --tid 1 --name InitialR2T --value Yes
@@ -312,8 +388,8 @@ ok "no session left"
 # Send with Invalidate (RFC 7145): where the initiator's CM header allows it (Linux's
 # ib_iser does when it registers every buffer), each response invalidates its command's
 # STag; the initiator checks the STag and fails the command if it is not the command's.
-grep "iSER session logged in" /tmp/rtgtd.log | grep -v libiscsi | head -n 1 >/tmp/inv.in
-grep "iSER session ended" /tmp/rtgtd.log | grep -v libiscsi | head -n 1 >/tmp/inv.out
+grep "iSER session logged in" /tmp/rtgtd.log | grep -v -e libiscsi -e iser-peer | head -n 1 >/tmp/inv.in
+grep "iSER session ended" /tmp/rtgtd.log | grep -v -e libiscsi -e iser-peer | head -n 1 >/tmp/inv.out
 n=$(sed -n 's/.*sends_with_invalidate=\([0-9]*\).*/\1/p' /tmp/inv.out)
 if grep -q "send_with_invalidate=true" /tmp/inv.in; then
 	[ "${n:-0}" -gt 0 ] || { cat /tmp/inv.in /tmp/inv.out; fail "the kernel's session takes Send with Invalidate, none was sent"; }

@@ -506,9 +506,17 @@ impl Conn {
             None
         };
         if wc.status != ibv_wc_status::IBV_WC_SUCCESS {
+            let what = match kind {
+                WR_RECV => "a receive",
+                WR_SEND => "a Send",
+                _ => "an RDMA Read or Write",
+            };
+            // SAFETY: libibverbs returns a static string for any status.
+            let why = unsafe { std::ffi::CStr::from_ptr(ibv_wc_status_str(wc.status)) };
             return Err(format!(
-                "work completion status {} (opcode {})",
-                wc.status, wc.opcode
+                "{what} failed: {} (work completion status {})",
+                why.to_string_lossy(),
+                wc.status
             ));
         }
         match kind {
@@ -614,6 +622,8 @@ struct Serving<'c, F> {
     /// Read data) last came from the initiator, pings sent.
     liveness: Liveness,
     pings: u64,
+    /// Unexpected PDUs (immediate, RFC 7145 §6.3.4) in the current batch of receives.
+    unexpected: u32,
 }
 
 impl<'c> Serving<'c, ()> {
@@ -654,6 +664,7 @@ impl<'c> Serving<'c, ()> {
             stop_asked: false,
             liveness: Liveness::new(timing.nop_interval, timing.nop_count),
             pings: 0,
+            unexpected: 0,
         }
     }
 }
@@ -671,6 +682,7 @@ impl<F: CommandFuture> Serving<'_, F> {
                         tracing::info!(peer = %self.conn.peer, "iSER: {e}");
                         return "queue pair error";
                     }
+                    self.unexpected = 0;
                     for d in done.drain(..) {
                         if let Err(why) = self.take(d).await {
                             return why;
@@ -794,6 +806,29 @@ impl<F: CommandFuture> Serving<'_, F> {
                     self.stags.insert(pdu.itt(), b);
                 }
                 if let Some(f) = &mut self.full {
+                    if unexpected(&pdu) {
+                        self.unexpected += 1;
+                        let limit = match f.params.max_outstanding_unexpected_pdus {
+                            0 => MAX_OUTSTANDING_UNEXPECTED_PDUS,
+                            n => n,
+                        };
+                        if self.unexpected > limit {
+                            // More unexpected PDUs outstanding at once than the
+                            // MaxOutstandingUnexpectedPDUs we declared: none of this
+                            // batch is answered yet, so all were outstanding together,
+                            // which RFC 7145 §6.3.4 forbids the initiator. Past it, its
+                            // Sends eat the receives posted for the CmdSN window, and
+                            // once those are gone the RDMA layer ends the connection
+                            // anyway (§8: a Send finds no receive posted for it). So it
+                            // ends here, as a protocol error: this connection alone.
+                            tracing::info!(
+                                %peer,
+                                limit,
+                                "iSER: dropping connection: more unexpected PDUs at once than MaxOutstandingUnexpectedPDUs"
+                            );
+                            return Err("protocol error");
+                        }
+                    }
                     f.session.on_pdu(pdu, &mut self.actions);
                     Ok(())
                 } else {
@@ -1125,16 +1160,28 @@ impl<F: CommandFuture> Serving<'_, F> {
         if let Some(f) = &mut self.full {
             if let Some(n) = f.nexus.as_mut() {
                 n.end();
+                // RDMA Reads still out when the connection ended (the initiator gone in
+                // the middle of reading a WRITE's data): their buffers are freed with
+                // the queue pair, after it is destroyed; their commands never ran.
+                let reads = self.conn.rdma.iter().flatten().filter(|o| o.read.is_some());
                 tracing::info!(
                     peer = %self.conn.peer,
                     initiator = %f.params.initiator_name,
                     sends_with_invalidate = self.conn.invalidated,
                     nop_in_pings = self.pings,
+                    rdma_reads_in_flight = reads.count(),
                     "iSER session ended: {why}"
                 );
             }
         }
     }
+}
+
+/// An "unexpected" PDU (RFC 7145 §6.3.4): one the initiator sends for immediate
+/// delivery, outside the CmdSN window's credit, except a NOP-Out answering our ping
+/// (ITT 0xffffffff), which the initiator sends when asked.
+fn unexpected(p: &Pdu) -> bool {
+    p.immediate() && !(p.opcode() == op::NOP_OUT && p.itt() == rtgt_iscsi::pdu::RESERVED_TAG)
 }
 
 /// The STag a command's SCSI Response invalidates: its one buffer's, where the
@@ -1248,6 +1295,25 @@ mod tests {
         assert_eq!(to_invalidate(true, &b(s(7), s(9))), None);
         assert_eq!(to_invalidate(true, &b(None, None)), None);
         assert_eq!(to_invalidate(false, &b(s(7), None)), None);
+    }
+
+    /// RFC 7145 §6.3.4: immediate PDUs count against MaxOutstandingUnexpectedPDUs,
+    /// except a NOP-Out answering the target's ping; CmdSN-ordered ones do not.
+    #[test]
+    fn which_pdus_are_unexpected() {
+        let pdu = |opcode, immediate, itt| {
+            let mut p = Pdu::new(opcode);
+            p.set_immediate(immediate);
+            p.set_itt(itt);
+            p
+        };
+        assert!(unexpected(&pdu(op::NOP_OUT, true, 5)));
+        assert!(!unexpected(&pdu(op::NOP_OUT, true, 0xffff_ffff)));
+        assert!(unexpected(&pdu(op::TMF_REQ, true, 6)));
+        assert!(unexpected(&pdu(op::LOGOUT_REQ, true, 7)));
+        assert!(!unexpected(&pdu(op::SCSI_CMD, false, 8)));
+        assert!(!unexpected(&pdu(op::NOP_OUT, false, 9)));
+        assert!(!unexpected(&pdu(op::DATA_OUT, false, 10)));
     }
 
     #[test]

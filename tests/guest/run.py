@@ -603,6 +603,9 @@ def setup_iser(_d, work, _route):
     cu = os.environ.get("RTGT_GUEST_CU", "")
     args = {"all": ["cu-all"], "rtgtd": ["cu-rtgtd"], "tgtd": ["cu-tgtd"], "iser": ["cu-iser"],
             "1": ["cu"]}.get(cu, [])
+    if os.environ.get("RTGT_GUEST_ISER_BENCH") == "1" and not args:
+        # The registered buffer pool against a registration per command (scenarios/iser.sh).
+        args = ["bench"]
     return Setup("", [], args=args, files=guest_rtgt(work, rdma=True))
 
 
@@ -732,7 +735,7 @@ def run_in_guest(name, scenario, guest_log, work, verbose, t0):
                 print("    | " + line, flush=True)
         script = os.path.join(HERE, "scenarios", scenario + ".sh")
         status, out, secs = boot.boot(script, s.args, files=s.files, verbose=verbose,
-                                      timeout={"cu": 1800, "cu-all": 5400, "cu-rtgtd": 3600, "cu-tgtd": 3600, "cu-iser": 3600}.get(
+                                      timeout={"cu": 1800, "cu-all": 5400, "cu-rtgtd": 3600, "cu-tgtd": 3600, "cu-iser": 3600, "bench": 1800}.get(
                                           s.args[0] if s.args else "", 600),
                                       echo=echo, ndev=0, **GUEST_ONLY[scenario])
     if status == 0:

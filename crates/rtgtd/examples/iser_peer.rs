@@ -30,10 +30,16 @@ use rtgt_iscsi::pdu::{op, Pdu, BHS_LEN, RESERVED_TAG};
 
 /// The iSER header in front of every PDU (RFC 7145 §9.2).
 const ISER_LEN: usize = 28;
-/// Our receive and send slots: iSER header, BHS, data up to 24 KiB (the oversize case).
-const SLOT: usize = ISER_LEN + BHS_LEN + 24 * 1024 + 1024;
-const RECVS: usize = 1536;
-const SENDS: usize = 1280;
+/// A receive slot: iSER header, BHS, what the target may send (our
+/// InitiatorRecvDataSegmentLength, 8192), room to spare.
+const SLOT: usize = 10240;
+const RECVS: usize = 1100;
+/// Send slots: many small ones (the flood), or a few that hold 24 KiB of data (the
+/// oversize case).
+const SENDS: usize = 1100;
+const SEND_SLOT: usize = 1024;
+const BIG_SENDS: usize = 16;
+const BIG_SEND_SLOT: usize = ISER_LEN + BHS_LEN + 24 * 1024 + 1024;
 const TRDSL: usize = 8192;
 
 struct Peer {
@@ -45,6 +51,8 @@ struct Peer {
     recv_mr: *mut ibv_mr,
     send: Vec<u8>,
     send_mr: *mut ibv_mr,
+    send_slot: usize,
+    sends: usize,
     next_send: usize,
     cmd_sn: u32,
     exp_stat_sn: u32,
@@ -72,7 +80,11 @@ fn die(what: &str) -> ! {
 
 impl Peer {
     /// Connects to `addr` (RDMA_PS_TCP), with every receive posted first.
-    unsafe fn connect(addr: SocketAddrV4) -> Peer {
+    unsafe fn connect(addr: SocketAddrV4, big_sends: bool) -> Peer {
+        let (sends, send_slot) = match big_sends {
+            true => (BIG_SENDS, BIG_SEND_SLOT),
+            false => (SENDS, SEND_SLOT),
+        };
         let ch = rdma_create_event_channel();
         if ch.is_null() {
             die("rdma_create_event_channel");
@@ -122,8 +134,10 @@ impl Peer {
             cq,
             recv: vec![0; RECVS * SLOT],
             recv_mr: null_mut(),
-            send: vec![0; SENDS * SLOT],
+            send: vec![0; sends * send_slot],
             send_mr: null_mut(),
+            send_slot,
+            sends,
             next_send: 0,
             cmd_sn: 1,
             exp_stat_sn: 0,
@@ -187,6 +201,17 @@ impl Peer {
     /// Posts `p` as one Send behind an iSER header naming `write` / `read` buffers
     /// (STag, address).
     unsafe fn send_pdu(&mut self, p: &Pdu, write: Option<(u32, u64)>, read: Option<(u32, u64)>) {
+        self.send_pdus(std::slice::from_ref(p), write, read);
+    }
+
+    /// Posts each PDU as a Send, all in one chain of work requests (one doorbell: the
+    /// target's receives see them together).
+    unsafe fn send_pdus(
+        &mut self,
+        ps: &[Pdu],
+        write: Option<(u32, u64)>,
+        read: Option<(u32, u64)>,
+    ) {
         let mut h = [0u8; ISER_LEN];
         h[0] = 0x10;
         if let Some((stag, va)) = write {
@@ -199,24 +224,39 @@ impl Peer {
             h[16..20].copy_from_slice(&stag.to_be_bytes());
             h[20..28].copy_from_slice(&va.to_be_bytes());
         }
-        let mut b = h.to_vec();
-        p.encode_into(&mut b, false, false);
-        let i = self.next_send;
-        self.next_send = (i + 1) % SENDS;
-        self.send[i * SLOT..i * SLOT + b.len()].copy_from_slice(&b);
-        let mut sge = ibv_sge {
-            addr: self.send[i * SLOT..].as_mut_ptr() as u64,
-            length: b.len() as u32,
-            lkey: (*self.send_mr).lkey,
-        };
-        let mut wr: ibv_send_wr = std::mem::zeroed();
-        wr.wr_id = (1 << 32) | i as u64;
-        wr.opcode = ibv_wr_opcode::IBV_WR_SEND;
-        wr.sg_list = &mut sge;
-        wr.num_sge = 1;
-        wr.send_flags = ibv_send_flags::IBV_SEND_SIGNALED.0;
+        let mut sges = Vec::with_capacity(ps.len());
+        for p in ps {
+            let mut b = h.to_vec();
+            p.encode_into(&mut b, false, false);
+            let i = self.next_send;
+            self.next_send = (i + 1) % self.sends;
+            let at = i * self.send_slot;
+            self.send[at..at + b.len()].copy_from_slice(&b);
+            sges.push((
+                i,
+                ibv_sge {
+                    addr: self.send[at..].as_mut_ptr() as u64,
+                    length: b.len() as u32,
+                    lkey: (*self.send_mr).lkey,
+                },
+            ));
+        }
+        let mut wrs: Vec<ibv_send_wr> = Vec::with_capacity(ps.len());
+        for (i, sge) in sges.iter_mut() {
+            let mut wr: ibv_send_wr = std::mem::zeroed();
+            wr.wr_id = (1 << 32) | *i as u64;
+            wr.opcode = ibv_wr_opcode::IBV_WR_SEND;
+            wr.sg_list = sge;
+            wr.num_sge = 1;
+            wr.send_flags = ibv_send_flags::IBV_SEND_SIGNALED.0;
+            wrs.push(wr);
+        }
+        for k in 1..wrs.len() {
+            let next: *mut ibv_send_wr = &mut wrs[k];
+            wrs[k - 1].next = next;
+        }
         let mut bad = null_mut();
-        if ibv_post_send((*self.id).qp, &mut wr, &mut bad) != 0 {
+        if ibv_post_send((*self.id).qp, wrs.as_mut_ptr(), &mut bad) != 0 {
             die("ibv_post_send");
         }
     }
@@ -438,7 +478,7 @@ fn main() {
     let target = &args[2];
     // SAFETY: verbs and CM calls on objects this program made and keeps to its end.
     unsafe {
-        let mut p = Peer::connect(addr);
+        let mut p = Peer::connect(addr, args[3] == "oversize");
         p.login(target);
         println!("iser_peer: logged in to {target} over iSER at {addr}");
         match args[3].as_str() {
@@ -481,17 +521,20 @@ unsafe fn drop_mid_read(p: &mut Peer, lun: u16, mib: u32, ms: u64) {
 
 /// `n` immediate NOP-Outs at once, each asking for a NOP-In (ITT set).
 unsafe fn flood(p: &mut Peer, n: usize) {
-    let n = n.min(SENDS);
-    for i in 0..n {
-        let mut nop = Pdu::new(op::NOP_OUT);
-        nop.set_immediate(true);
-        nop.set_flags(0x80);
-        nop.set_itt(0x10000 + i as u32);
-        nop.set_ttt(RESERVED_TAG);
-        nop.set_u32(24, p.cmd_sn);
-        nop.set_u32(28, p.exp_stat_sn);
-        p.send_pdu(&nop, None, None);
-    }
+    let n = n.min(p.sends);
+    let nops: Vec<Pdu> = (0..n)
+        .map(|i| {
+            let mut nop = Pdu::new(op::NOP_OUT);
+            nop.set_immediate(true);
+            nop.set_flags(0x80);
+            nop.set_itt(0x10000 + i as u32);
+            nop.set_ttt(RESERVED_TAG);
+            nop.set_u32(24, p.cmd_sn);
+            nop.set_u32(28, p.exp_stat_sn);
+            nop
+        })
+        .collect();
+    p.send_pdus(&nops, None, None);
     let mut answered = 0;
     let why = loop {
         match p.wait(Duration::from_secs(20)) {
@@ -520,7 +563,7 @@ unsafe fn oversize(p: &mut Peer, bytes: usize) {
     nop.set_ttt(RESERVED_TAG);
     nop.set_u32(24, p.cmd_sn);
     nop.set_u32(28, p.exp_stat_sn);
-    nop.data = vec![0xa5; bytes.min(SLOT - ISER_LEN - BHS_LEN - 4)];
+    nop.data = vec![0xa5; bytes.min(p.send_slot - ISER_LEN - BHS_LEN - 4)];
     nop.fix_lengths();
     p.send_pdu(&nop, None, None);
     match p.wait(Duration::from_secs(20)) {

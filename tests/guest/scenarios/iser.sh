@@ -9,11 +9,15 @@
 # direct I/O of 64 MiB in 4 MiB blocks and 16 MiB in 1 MiB blocks (past tgt's 512 KiB
 # iSER ceiling) read back byte-exact, and the backing file holds them; mkfs, fsck and a
 # file tree on ext4 over iSER; a Send shorter than its PDU closes that connection only;
+# bad input from iser_peer (a disconnect mid RDMA Read, a flood past
+# MaxOutstandingUnexpectedPDUs, PDUs past TargetRecvDataSegmentLength and past the receive
+# buffers, commands past what rtgtd buffers) while the kernel's session I/O stays exact;
 # a subset of libiscsi's iscsi-test-cu over iscsi:// and iser://; Send with Invalidate;
 # a clean logout; NOP-In pings. Arguments: "cu" (RTGT_GUEST_CU=1): the subset, then
 # against Debian's tgtd too; "cu-all" (=all): the whole suite, rtgtd then tgtd;
 # "cu-rtgtd" / "cu-tgtd" (=rtgtd / =tgtd): one side of that each; "cu-iser" (=iser):
-# rtgtd's iSER side alone.
+# rtgtd's iSER side alone; "bench" (RTGT_GUEST_ISER_BENCH=1): the buffer pool against a
+# registration per command, instead of the rest.
 . /data/lib.sh
 ADDR=198.51.100.1
 IQN=iqn.2026-12.org.rtgt:iser
@@ -361,7 +365,7 @@ peer() {
 	kill -0 $RTGTD 2>/dev/null || fail "$1: rtgtd died"
 	[ ! -e /tmp/io.err ] || fail "$1: the kernel's session: $(cat /tmp/io.err)"
 }
-# (a) RFC 7145 §7.3.6 / §10: the initiator gone in the middle of the target's RDMA Read of
+# (a) RFC 7145 §7.3.6 (an R2T is an RDMA Read): the initiator gone in the middle of the target's RDMA Read of
 # a WRITE's data (32 MiB, InitialR2T=Yes: all of it read); the connection ends, its reads
 # are flushed with the queue pair, the command never runs.
 peer drop-mid-read 2 32 300

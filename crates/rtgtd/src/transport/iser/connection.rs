@@ -869,8 +869,8 @@ impl<F: CommandFuture> Serving<'_, F> {
                             // which RFC 7145 §6.3.4 forbids the initiator. Past it, its
                             // Sends eat the receives posted for the CmdSN window, and
                             // once those are gone the RDMA layer ends the connection
-                            // anyway (§8: a Send finds no receive posted for it). So it
-                            // ends here, as a protocol error: this connection alone.
+                            // anyway (a Send that finds no receive posted for it). So
+                            // it ends here, as a protocol error: this connection alone.
                             tracing::info!(
                                 %peer,
                                 limit,

@@ -377,7 +377,9 @@ until grep -q "iSER session ended.*iser-peer" /tmp/rtgtd.log; do
 done
 n=$(grep "iSER session ended.*iser-peer" /tmp/rtgtd.log | tail -n 1 | sed -n 's/.*rdma_reads_in_flight=\([0-9]*\).*/\1/p')
 [ "${n:-0}" -gt 0 ] || fail "drop-mid-read: no RDMA Read in flight when the connection ended"
-ok "disconnect in the middle of an RDMA Read: session ended with $n RDMA Read(s) in flight, queue pair freed"
+# LUN 2 was all zeros: nothing of the cut WRITE (0x5a bytes) may have reached it.
+[ "$(head -c 33554432 /tmp/lun2.img | tr -d '\000' | head -c 1 | wc -c)" = 0 ] || fail "drop-mid-read: part of the cut WRITE was written"
+ok "disconnect in the middle of an RDMA Read: session ended with $n RDMA Read(s) in flight, queue pair freed, nothing written"
 # (b) RFC 7145 §6.3.4: 1024 immediate NOP-Outs at once, past MaxOutstandingUnexpectedPDUs
 # (32) and past the 192 receives rtgtd posts: that connection closed.
 peer flood 1024

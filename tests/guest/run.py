@@ -513,7 +513,9 @@ def guest_bin_dir(rdma=False):
     # One target directory for both: only rtgtd itself (and the rdma binding) differ, and
     # each scenario copies the binary right after its build.
     tdir = os.path.join(os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target")), "guest")
-    features = ["--features", "rtgtd/rdma"] if rdma else []
+    # The RDMA guest also gets iser_peer, the misbehaving iSER initiator (an example of
+    # rtgtd's that needs the rdma feature).
+    features = ["--features", "rtgtd/rdma", "--bins", "--example", "iser_peer"] if rdma else []
     r = subprocess.run(["cargo", "build", "-q", "-p", "rtgtd", "-p", "rtgtadm", "--target-dir", tdir,
                         *features], cwd=ROOT)
     if r.returncode != 0:
@@ -527,8 +529,9 @@ def guest_rtgt(work, rdma=False):
     host runs: the host's target only gives the guest devices to pass through."""
     bindir = guest_bin_dir(rdma)
     out = []
-    for name in ("rtgtd", "rtgtadm"):
-        src = os.environ.get(name.upper()) or os.path.join(bindir, name)
+    for rel in ("rtgtd", "rtgtadm") + (("examples/iser_peer",) if rdma else ()):
+        name = os.path.basename(rel)
+        src = os.environ.get(name.upper()) or os.path.join(bindir, rel)
         dst = os.path.join(work, name)
         r = subprocess.run(["strip", "-o", dst, src], capture_output=True, text=True)
         if r.returncode != 0:
@@ -600,6 +603,9 @@ def setup_iser(_d, work, _route):
     cu = os.environ.get("RTGT_GUEST_CU", "")
     args = {"all": ["cu-all"], "rtgtd": ["cu-rtgtd"], "tgtd": ["cu-tgtd"], "iser": ["cu-iser"],
             "1": ["cu"]}.get(cu, [])
+    if os.environ.get("RTGT_GUEST_ISER_BENCH") == "1" and not args:
+        # The registered buffer pool against a registration per command (scenarios/iser.sh).
+        args = ["bench"]
     return Setup("", [], args=args, files=guest_rtgt(work, rdma=True))
 
 
@@ -729,7 +735,7 @@ def run_in_guest(name, scenario, guest_log, work, verbose, t0):
                 print("    | " + line, flush=True)
         script = os.path.join(HERE, "scenarios", scenario + ".sh")
         status, out, secs = boot.boot(script, s.args, files=s.files, verbose=verbose,
-                                      timeout={"cu": 1800, "cu-all": 5400, "cu-rtgtd": 3600, "cu-tgtd": 3600, "cu-iser": 3600}.get(
+                                      timeout={"cu": 1800, "cu-all": 5400, "cu-rtgtd": 3600, "cu-tgtd": 3600, "cu-iser": 3600, "bench": 1800}.get(
                                           s.args[0] if s.args else "", 600),
                                       echo=echo, ndev=0, **GUEST_ONLY[scenario])
     if status == 0:

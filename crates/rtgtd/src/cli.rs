@@ -30,7 +30,8 @@ pub struct Options {
     /// Serve iSCSI over RDMA too (iSER, RFC 7145; an rtgtd built with the rdma feature
     /// and an RDMA device), every target on both: --iser alone listens on all addresses,
     /// port 3260 of the RDMA connection manager's TCP port space; options, comma
-    /// separated: portal=IP:PORT (repeatable).
+    /// separated: portal=IP:PORT (repeatable), pool_mb=N (each connection's registered
+    /// buffer pool for command data, MiB; default 16; 0: register each command's buffer).
     #[arg(long = "iser", value_name = "OPTIONS", num_args = 0..=1, default_missing_value = "")]
     pub iser: Vec<String>,
     /// Control port: a private control socket per instance (`socket.N`).
@@ -252,7 +253,8 @@ impl Options {
             }
             match item.split_once('=') {
                 Some(("portal", v)) => portals.push(parse_portal(v)?),
-                _ => bail!("unknown --iser option '{item}' (known: portal=IP:PORT)"),
+                Some(("pool_mb", _)) => {}
+                _ => bail!("unknown --iser option '{item}' (known: portal=IP:PORT, pool_mb=N)"),
             }
         }
         if portals.is_empty() {
@@ -262,6 +264,23 @@ impl Options {
             ));
         }
         Ok(Some(portals))
+    }
+
+    /// `--iser pool_mb=N`: each iSER connection's registered buffer pool, MiB (the last
+    /// one given); None: the default. (Read only by the iSER transport, feature rdma.)
+    #[cfg_attr(not(feature = "rdma"), allow(dead_code))]
+    pub fn iser_pool_mb(&self) -> Result<Option<usize>> {
+        let mut mb = None;
+        for item in self.iser.iter().flat_map(|g| g.split(',')) {
+            if let Some(("pool_mb", v)) = item.trim().split_once('=') {
+                let n: usize = v
+                    .parse()
+                    .map_err(|_| anyhow::anyhow!("--iser pool_mb={v}: not a number of MiB"))?;
+                anyhow::ensure!(n <= 4096, "--iser pool_mb={n}: at most 4096");
+                mb = Some(n);
+            }
+        }
+        Ok(mb)
     }
 
     pub fn state_dir(&self) -> PathBuf {
@@ -343,6 +362,11 @@ mod tests {
             .unwrap();
         assert_eq!(p, vec!["198.51.100.1:3260".parse().unwrap()]);
         assert!(opts(&["--iser", "pool_sz_mb=128"]).iser_portals().is_err());
+        let o = opts(&["--iser", "portal=198.51.100.1:3260,pool_mb=0"]);
+        assert!(o.iser_portals().is_ok());
+        assert_eq!(o.iser_pool_mb().unwrap(), Some(0));
+        assert_eq!(opts(&["--iser"]).iser_pool_mb().unwrap(), None);
+        assert!(opts(&["--iser", "pool_mb=lots"]).iser_pool_mb().is_err());
     }
 
     #[test]

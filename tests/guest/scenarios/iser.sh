@@ -9,11 +9,15 @@
 # direct I/O of 64 MiB in 4 MiB blocks and 16 MiB in 1 MiB blocks (past tgt's 512 KiB
 # iSER ceiling) read back byte-exact, and the backing file holds them; mkfs, fsck and a
 # file tree on ext4 over iSER; a Send shorter than its PDU closes that connection only;
+# bad input from iser_peer (a disconnect mid RDMA Read, a flood past
+# MaxOutstandingUnexpectedPDUs, PDUs past TargetRecvDataSegmentLength and past the receive
+# buffers, commands past what rtgtd buffers) while the kernel's session I/O stays exact;
 # a subset of libiscsi's iscsi-test-cu over iscsi:// and iser://; Send with Invalidate;
 # a clean logout; NOP-In pings. Arguments: "cu" (RTGT_GUEST_CU=1): the subset, then
 # against Debian's tgtd too; "cu-all" (=all): the whole suite, rtgtd then tgtd;
 # "cu-rtgtd" / "cu-tgtd" (=rtgtd / =tgtd): one side of that each; "cu-iser" (=iser):
-# rtgtd's iSER side alone.
+# rtgtd's iSER side alone; "bench" (RTGT_GUEST_ISER_BENCH=1): the buffer pool against a
+# registration per command, instead of the rest.
 . /data/lib.sh
 ADDR=198.51.100.1
 IQN=iqn.2026-12.org.rtgt:iser
@@ -158,6 +162,63 @@ grep -q "iSER portal $ADDR:3260" /tmp/rtgtd.log || { cat /tmp/rtgtd.log; fail "n
 ok "iSER portal $ADDR:3260 listening"
 truncate -s 256M /tmp/lun1.img
 A="/data/rtgtadm --lld iser"
+
+# "bench" (RTGT_GUEST_ISER_BENCH=1): the registered buffer pool (the default, pool_mb=16)
+# against a memory registration per command (pool_mb=0), alternated, five rounds, instead of the
+# rest of the scenario: 64 MiB
+# of direct I/O in 1 MiB and 4 MiB blocks from the kernel's iSER session, the time and
+# rtgtd's CPU (utime + stime, in clock ticks) of each; every read checked byte-exact.
+if [ "${1:-}" = bench ]; then
+	step "bench: registered buffer pool (pool_mb=16) against a registration per command (pool_mb=0)"
+	kill $RTGTD
+	wait $RTGTD 2>/dev/null
+	cpu() { awk '{print $14 + $15}' /proc/$RTGTD/stat; }
+	head -c 67108864 /dev/urandom >/tmp/blob
+	for round in 1 2 3 4; do
+		for pool in 0 16; do
+			/data/rtgtd -f --iscsi portal=127.0.0.1:3260 --iser portal=$ADDR:3260,pool_mb=$pool \
+				--state-dir /tmp/rtgt-state >/tmp/rtgtd-bench.log 2>&1 &
+			RTGTD=$!
+			i=0
+			until /data/rtgtadm --mode system --op show >/dev/null 2>&1; do
+				i=$((i + 1)); [ $i -lt 150 ] || { cat /tmp/rtgtd-bench.log; fail "rtgtd did not start (bench)"; }
+				sleep 0.1
+			done
+			$A --op new --mode target --tid 1 -T $IQN >/dev/null
+			$A --op new --mode logicalunit --tid 1 --lun 1 -b /tmp/lun1.img >/dev/null
+			$A --op bind --mode target --tid 1 -I ALL >/dev/null
+			iscsiadm -m discovery -t st -p $ADDR -I iser >/dev/null 2>&1
+			iscsiadm -m node -T $IQN -p $ADDR -I iser --login >/dev/null 2>&1 || fail "bench: login"
+			dev=""
+			i=0
+			while [ $i -lt 100 ] && ! [ -b "$dev" ]; do
+				sleep 0.1
+				i=$((i + 1))
+				iscsiadm -m session -P 3 >/tmp/sess.out 2>&1
+				dev=/dev/$(sed -n 's/.*Attached scsi disk \([a-z]*\).*/\1/p' /tmp/sess.out | tail -n 1)
+			done
+			[ -b "$dev" ] || fail "bench: no disk"
+			q=/sys/block/${dev#/dev/}/queue
+			cat $q/max_hw_sectors_kb >$q/max_sectors_kb 2>/dev/null
+			for bs in 1 4; do
+				c0=$(cpu) t0=$(up)
+				dd if=/tmp/blob of="$dev" bs=${bs}M count=$((64 / bs)) oflag=direct 2>/dev/null || fail "bench: write"
+				c1=$(cpu) t1=$(up)
+				dd if="$dev" of=/tmp/back bs=${bs}M count=$((64 / bs)) iflag=direct 2>/dev/null || fail "bench: read"
+				c2=$(cpu) t2=$(up)
+				cmp -s /tmp/blob /tmp/back || fail "bench: pool_mb=$pool bs=${bs}M read back wrong"
+				echo "BENCH round=$round pool_mb=$pool bs=${bs}M write_s=$(secs "$t0" "$t1") write_ticks=$((c1 - c0)) read_s=$(secs "$t1" "$t2") read_ticks=$((c2 - c1))"
+			done
+			iscsiadm -m node -T $IQN -p $ADDR -I iser --logout >/dev/null 2>&1
+			kill $RTGTD
+			wait $RTGTD 2>/dev/null
+		done
+	done
+	rm -f /tmp/blob /tmp/back
+	ok "bench (BENCH lines: 64 MiB each, every read byte-exact)"
+	exit 0
+fi
+
 run $A --op new --mode target --tid 1 -T $IQN
 run $A --op new --mode logicalunit --tid 1 --lun 1 -b /tmp/lun1.img
 run $A --op bind --mode target --tid 1 -I ALL
@@ -268,14 +329,93 @@ kill -0 $RTGTD 2>/dev/null || fail "rtgtd died"
 ok "the kernel's iSER session still reads 4 MiB byte-exact"
 rm -f /tmp/back
 
+step "bad input from a misbehaving iSER initiator (iser_peer), while the kernel's iSER session does byte-exact I/O"
+# iser_peer (crates/rtgtd/examples/iser_peer.rs) logs in over iSER with the same RDMA
+# binding as rtgtd, then misbehaves; each case must end with the RFC's answer (a Reject,
+# or that connection closed) while the kernel's session on LUN 1 writes and reads back
+# 4 MiB at a time, byte-exact, the whole time, and rtgtd serves on.
+t0=$(up)
+head -c 4194304 /dev/urandom >/tmp/io.want
+rm -f /tmp/io.stop /tmp/io.err /tmp/io.rounds
+(
+	n=0
+	while [ ! -e /tmp/io.stop ]; do
+		o=$((n % 8 * 4))
+		dd if=/tmp/io.want of="$dev" bs=1M count=4 seek=$o oflag=direct 2>/dev/null || { echo "write $n failed" >/tmp/io.err; exit; }
+		dd if="$dev" of=/tmp/io.back bs=1M count=4 skip=$o iflag=direct 2>/dev/null || { echo "read $n failed" >/tmp/io.err; exit; }
+		cmp -s /tmp/io.want /tmp/io.back || { echo "round $n read back wrong" >/tmp/io.err; exit; }
+		n=$((n + 1))
+		echo $n >/tmp/io.rounds
+	done
+) &
+IO=$!
+# peer CASE ARGS...: runs iser_peer, shows its lines and rtgtd's iSER lines since.
+peer() {
+	l0=$(wc -l </tmp/rtgtd.log)
+	timeout 60 /data/iser_peer $ADDR:3260 $IQN "$@" >/tmp/peer.out 2>&1
+	prc=$?
+	sed 's/^/   /' /tmp/peer.out
+	i=0
+	while [ "$(qps)" != "$q0" ]; do
+		i=$((i + 1)); [ $i -lt 100 ] || { rdma resource show qp; fail "$1: rtgtd kept the connection's queue pair"; }
+		sleep 0.1
+	done
+	tail -n +$((l0 + 1)) /tmp/rtgtd.log | grep -E "iSER|Reject|oversized" | sed 's/^.*INFO /   rtgtd: /'
+	tail -n +$((l0 + 1)) /tmp/rtgtd.log >/tmp/peer.log
+	kill -0 $RTGTD 2>/dev/null || fail "$1: rtgtd died"
+	[ ! -e /tmp/io.err ] || fail "$1: the kernel's session: $(cat /tmp/io.err)"
+}
+# (a) RFC 7145 §7.3.6 (an R2T is an RDMA Read): the initiator gone in the middle of the target's RDMA Read of
+# a WRITE's data (32 MiB, InitialR2T=Yes: all of it read); the connection ends, its reads
+# are flushed with the queue pair, the command never runs.
+peer drop-mid-read 2 32 300
+[ $prc = 0 ] || fail "drop-mid-read: iser_peer exited with $prc"
+i=0
+until grep -q "iSER session ended.*iser-peer" /tmp/rtgtd.log; do
+	i=$((i + 1)); [ $i -lt 100 ] || fail "drop-mid-read: no end of iser_peer's session"
+	sleep 0.1
+done
+n=$(grep "iSER session ended.*iser-peer" /tmp/rtgtd.log | tail -n 1 | sed -n 's/.*rdma_reads_in_flight=\([0-9]*\).*/\1/p')
+[ "${n:-0}" -gt 0 ] || fail "drop-mid-read: no RDMA Read in flight when the connection ended"
+# LUN 2 was all zeros: nothing of the cut WRITE (0x5a bytes) may have reached it.
+[ "$(head -c 33554432 /tmp/lun2.img | tr -d '\000' | head -c 1 | wc -c)" = 0 ] || fail "drop-mid-read: part of the cut WRITE was written"
+ok "disconnect in the middle of an RDMA Read: session ended with $n RDMA Read(s) in flight, queue pair freed, nothing written"
+# (b) RFC 7145 §6.3.4: 1024 immediate NOP-Outs at once, past MaxOutstandingUnexpectedPDUs
+# (32) and past the 192 receives rtgtd posts: that connection closed.
+peer flood 1024
+[ $prc = 0 ] || fail "flood: iser_peer exited with $prc (the connection was not closed)"
+grep -q "more unexpected PDUs at once than MaxOutstandingUnexpectedPDUs" /tmp/peer.log || fail "flood: rtgtd did not say why it closed"
+ok "more unexpected PDUs than the credit: that connection closed"
+# (c) RFC 7145 §6.3.2: a PDU past the TargetRecvDataSegmentLength negotiated (8192): the
+# connection closed; also one larger than rtgtd's receive buffers (the receive fails).
+peer oversize 12288
+[ $prc = 0 ] || fail "oversize: iser_peer exited with $prc"
+grep -q "dropping connection" /tmp/peer.log || fail "oversize: rtgtd did not say why it closed"
+peer oversize 20480
+[ $prc = 0 ] || fail "oversize (past the receive buffer): iser_peer exited with $prc"
+ok "PDUs larger than TargetRecvDataSegmentLength and than the receive buffer: that connection closed"
+# (d) a command asking for more than rtgtd buffers for one (MAX_EDTL, 64 MiB): a Reject
+# (RFC 7143 §11.17.1, Invalid PDU Field), and the connection serves on.
+peer huge 2
+[ $prc = 0 ] || fail "huge: iser_peer exited with $prc"
+[ "$(grep -c "Reject, reason 0x09" /tmp/peer.out)" = 2 ] || fail "huge: not two Rejects with reason 0x09"
+ok "READ and WRITE of 65 MiB: Reject (Invalid PDU Field), then a READ on the same connection GOOD"
+touch /tmp/io.stop
+wait $IO
+[ ! -e /tmp/io.err ] || fail "the kernel's session: $(cat /tmp/io.err)"
+[ "$(cat /tmp/io.rounds 2>/dev/null || echo 0)" -ge 1 ] || fail "the kernel's session did no I/O during the abuse"
+ok "the kernel's iSER session: $(cat /tmp/io.rounds 2>/dev/null || echo 0) rounds of 4 MiB written and read back byte-exact meanwhile ($(secs "$t0" "$(up)")s); rtgtd serves on"
+rm -f /tmp/io.want /tmp/io.back
+
 step "libiscsi's iscsi-test-cu over iscsi:// and iser:// (LUN 2; ImmediateData=No, InitialR2T=Yes on the target)"
 run $A --op update --mode target --tid 1 --name ImmediateData --value No
 run $A --op update --mode target --tid 1 --name InitialR2T --value Yes
 : >/tmp/cu.rtgtd-tcp
+cu_l0=$(wc -l </tmp/rtgtd.log)
 [ "${1:-}" = cu-iser ] || cu_side "iscsi://127.0.0.1:3260/$IQN/2" rtgtd-tcp $CU_NAMES
 cu_side "iser://$ADDR:3260/$IQN/2" rtgtd-iser $CU_NAMES
 # Connections rtgtd closed for a protocol error while the suite ran (none expected).
-grep -E "dropping connection|iSER: " /tmp/rtgtd.log | grep -v "in a Send of 48" | tail -n 5 | sed 's/^.*INFO /   rtgtd: /'
+tail -n +$((cu_l0 + 1)) /tmp/rtgtd.log | grep -E "dropping connection|iSER: " | grep -v "in a Send of 48" | tail -n 5 | sed 's/^.*INFO /   rtgtd: /'
 bad="" client=""
 for t in $(compare rtgtd-tcp rtgtd-iser); do
 	case " $(echo $CU_KNOWN_CLIENT_BUGS) " in
@@ -312,8 +452,8 @@ ok "no session left"
 # Send with Invalidate (RFC 7145): where the initiator's CM header allows it (Linux's
 # ib_iser does when it registers every buffer), each response invalidates its command's
 # STag; the initiator checks the STag and fails the command if it is not the command's.
-grep "iSER session logged in" /tmp/rtgtd.log | grep -v libiscsi | head -n 1 >/tmp/inv.in
-grep "iSER session ended" /tmp/rtgtd.log | grep -v libiscsi | head -n 1 >/tmp/inv.out
+grep "iSER session logged in" /tmp/rtgtd.log | grep -v -e libiscsi -e iser-peer | head -n 1 >/tmp/inv.in
+grep "iSER session ended" /tmp/rtgtd.log | grep -v -e libiscsi -e iser-peer | head -n 1 >/tmp/inv.out
 n=$(sed -n 's/.*sends_with_invalidate=\([0-9]*\).*/\1/p' /tmp/inv.out)
 if grep -q "send_with_invalidate=true" /tmp/inv.in; then
 	[ "${n:-0}" -gt 0 ] || { cat /tmp/inv.in /tmp/inv.out; fail "the kernel's session takes Send with Invalidate, none was sent"; }

@@ -16,9 +16,10 @@
 //!   finds no receive buffer, and the QP (only this connection) breaks.
 //!
 //! Buffers: receives and sends come from two registered pools of fixed slots made at
-//! accept; a command's data buffer is registered for its RDMA operation and
-//! deregistered when it completes, so a command's size has no ceiling beyond the SCSI
-//! layer's (MAX_EDTL).
+//! accept; command data goes through the connection's registered buffer pool (`pool`),
+//! a work request per chunk, so a command's size has no ceiling beyond the SCSI
+//! layer's (MAX_EDTL) and nothing is registered per command (with `pool_mb=0`, each
+//! command's buffer is registered for its RDMA operation instead).
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -41,6 +42,7 @@ use tokio::sync::{watch, Notify};
 
 use super::header::{self, Header, Stag};
 use super::listener::Gone;
+use super::pool::{self, Pool};
 use super::verbs::*;
 use crate::daemon::Daemon;
 use crate::transport::exec::{CommandFuture, Commands, Completion};
@@ -67,6 +69,8 @@ const WR_RECV: u64 = 1 << 62;
 const WR_SEND: u64 = 2 << 62;
 const WR_RDMA: u64 = 3 << 62;
 const WR_SLOT: u64 = (1 << 62) - 1;
+/// An RDMA work request's wr_id also holds its pool chunk + 1 (0: none) from this bit.
+const WR_CHUNK_SHIFT: u32 = 31;
 
 type Ended = &'static str;
 
@@ -126,7 +130,8 @@ impl Slots {
 /// (soft-RoCE's largest message is 8 MiB; a command may be 16 MiB or more).
 const RDMA_CHUNK: usize = 1 << 20;
 
-/// An RDMA operation in flight and the buffer it moves (registered for it).
+/// An RDMA operation in flight and the buffer it moves (through the pool, or registered
+/// for it: `mr`, null with a pool).
 struct RdmaOp {
     mr: *mut ibv_mr,
     buf: Vec<u8>,
@@ -157,6 +162,8 @@ pub(super) struct Conn {
     waiting: VecDeque<Work>,
     rdma: Vec<Option<RdmaOp>>,
     free_rdma: Vec<usize>,
+    /// The registered buffer pool command data goes through; None: `pool_mb=0`.
+    pool: Option<Pool>,
     peer: SocketAddr,
     local: SocketAddr,
     /// The initiator takes Send with Invalidate (its CM header did not say otherwise).
@@ -182,7 +189,11 @@ impl Conn {
     ///
     /// # Safety
     /// `id` is the request's new CM id, its event not yet acknowledged.
-    pub(super) unsafe fn accept(id: *mut rdma_cm_id, req: &rdma_conn_param) -> Result<Conn> {
+    pub(super) unsafe fn accept(
+        id: *mut rdma_cm_id,
+        req: &rdma_conn_param,
+        pool_bytes: usize,
+    ) -> Result<Conn> {
         let verbs = (*id).verbs;
         let mut dev: ibv_device_attr = std::mem::zeroed();
         if ibv_query_device(verbs, &mut dev) != 0 {
@@ -216,6 +227,7 @@ impl Conn {
             waiting: VecDeque::new(),
             rdma: Vec::new(),
             free_rdma: Vec::new(),
+            pool: None,
             peer: from_sockaddr(rdma_get_peer_addr(&*id)),
             local: from_sockaddr(rdma_get_local_addr(&*id)),
             send_inv: cm_header_flags(req) & SEND_W_INV_NOT_SUPPORTED == 0,
@@ -240,6 +252,9 @@ impl Conn {
         let setup = (|| -> Result<()> {
             c.recv = Slots::new(pd, RECVS)?;
             c.send = Slots::new(pd, SENDS)?;
+            if pool_bytes > 0 {
+                c.pool = Some(Pool::new(pd, pool_bytes)?);
+            }
             for i in 0..RECVS {
                 c.post_recv(i)?;
             }
@@ -284,8 +299,13 @@ impl Conn {
                 rdma_destroy_qp(self.id);
             }
             for op in self.rdma.iter_mut().filter_map(Option::take) {
-                ibv_dereg_mr(op.mr);
+                if !op.mr.is_null() {
+                    ibv_dereg_mr(op.mr);
+                }
                 rtgt_backstore::bufpool::give(op.buf);
+            }
+            if let Some(p) = &mut self.pool {
+                p.release();
             }
             for s in [&mut self.recv, &mut self.send] {
                 if !s.mr.is_null() {
@@ -354,24 +374,29 @@ impl Conn {
         mut buf: Vec<u8>,
         read: Option<Pdu>,
     ) -> Result<()> {
-        // SAFETY: the buffer stays in `self.rdma` (never moved: a Vec's heap block
-        // does not move with it) until its completion or the connection's release.
-        let mr = unsafe {
-            ibv_reg_mr(
-                self.pd,
-                buf.as_mut_ptr().cast(),
-                buf.len(),
-                ibv_access_flags::IBV_ACCESS_LOCAL_WRITE.0 as i32,
-            )
+        let (mr, step) = if self.pool.is_some() {
+            (std::ptr::null_mut(), pool::CHUNK)
+        } else {
+            // SAFETY: the buffer stays in `self.rdma` (never moved: a Vec's heap block
+            // does not move with it) until its completion or the connection's release.
+            let mr = unsafe {
+                ibv_reg_mr(
+                    self.pd,
+                    buf.as_mut_ptr().cast(),
+                    buf.len(),
+                    ibv_access_flags::IBV_ACCESS_LOCAL_WRITE.0 as i32,
+                )
+            };
+            if mr.is_null() {
+                return Err(last_error("ibv_reg_mr"));
+            }
+            (mr, RDMA_CHUNK)
         };
-        if mr.is_null() {
-            return Err(last_error("ibv_reg_mr"));
-        }
         let len = buf.len();
         let op = RdmaOp {
             mr,
             buf,
-            pending: len.div_ceil(RDMA_CHUNK),
+            pending: len.div_ceil(step),
             read,
         };
         let slot = match self.free_rdma.pop() {
@@ -384,8 +409,8 @@ impl Conn {
                 self.rdma.len() - 1
             }
         };
-        for off in (0..len).step_by(RDMA_CHUNK) {
-            let n = RDMA_CHUNK.min(len - off);
+        for off in (0..len).step_by(step) {
+            let n = step.min(len - off);
             self.waiting
                 .push_back(Work::Rdma(slot, opcode, remote, off, n));
         }
@@ -395,8 +420,11 @@ impl Conn {
     /// Posts waiting work while the send queue and the send slots have room.
     fn post_waiting(&mut self) -> Result<()> {
         while let Some(w) = self.waiting.front() {
+            // An RDMA work request waits for a free chunk of the pool (and the
+            // Sends behind it with it: a response never overtakes its data).
             if self.sq_used == SQ_DEPTH
                 || (matches!(w, Work::Send(..)) && self.free_sends.is_empty())
+                || (matches!(w, Work::Rdma(..)) && self.pool.as_ref().is_some_and(Pool::full))
             {
                 break;
             }
@@ -422,12 +450,24 @@ impl Conn {
                     }
                     Work::Rdma(slot, opcode, remote, off, n) => {
                         let op = self.rdma[slot].as_mut().expect("in flight");
-                        sge = ibv_sge {
-                            addr: op.buf.as_mut_ptr().add(off) as u64,
-                            length: n as u32,
-                            lkey: (*op.mr).lkey,
-                        };
                         wr.wr_id = WR_RDMA | slot as u64;
+                        match &mut self.pool {
+                            Some(pool) => {
+                                let c = pool.take(off, n).expect("checked");
+                                if opcode == ibv_wr_opcode::IBV_WR_RDMA_WRITE {
+                                    pool.chunk_mut(c)[..n].copy_from_slice(&op.buf[off..off + n]);
+                                }
+                                sge = pool.sge(c, n);
+                                wr.wr_id |= (c as u64 + 1) << WR_CHUNK_SHIFT;
+                            }
+                            None => {
+                                sge = ibv_sge {
+                                    addr: op.buf.as_mut_ptr().add(off) as u64,
+                                    length: n as u32,
+                                    lkey: (*op.mr).lkey,
+                                };
+                            }
+                        }
                         wr.opcode = opcode;
                         wr.wr.rdma = rdma_t {
                             remote_addr: remote.base + off as u64,
@@ -477,8 +517,18 @@ impl Conn {
     }
 
     fn completion(&mut self, wc: &ibv_wc, out: &mut Vec<Done>) -> Result<(), String> {
-        let slot = (wc.wr_id & WR_SLOT) as usize;
+        let slot = (wc.wr_id & WR_SLOT & ((1 << WR_CHUNK_SHIFT) - 1)) as usize;
         let kind = wc.wr_id & !WR_SLOT;
+        let chunk = ((wc.wr_id & WR_SLOT) >> WR_CHUNK_SHIFT) as usize;
+        if let (WR_RDMA, 1.., Some(pool)) = (kind, chunk, &mut self.pool) {
+            // The chunk is free again; an RDMA Read's data is copied out of it first.
+            let (off, n) = pool.give(chunk - 1);
+            if let Some(op) = self.rdma[slot].as_mut() {
+                if op.read.is_some() && wc.status == ibv_wc_status::IBV_WC_SUCCESS {
+                    op.buf[off..off + n].copy_from_slice(&pool.chunk(chunk - 1)[..n]);
+                }
+            }
+        }
         if kind != WR_RECV {
             self.sq_used -= 1;
         }
@@ -494,7 +544,7 @@ impl Conn {
             if last {
                 let op = self.rdma[slot].take();
                 self.free_rdma.push(slot);
-                if let Some(op) = &op {
+                if let Some(op) = op.as_ref().filter(|op| !op.mr.is_null()) {
                     // SAFETY: registered by `rdma`, deregistered once.
                     unsafe { ibv_dereg_mr(op.mr) };
                 }
@@ -506,9 +556,17 @@ impl Conn {
             None
         };
         if wc.status != ibv_wc_status::IBV_WC_SUCCESS {
+            let what = match kind {
+                WR_RECV => "a receive",
+                WR_SEND => "a Send",
+                _ => "an RDMA Read or Write",
+            };
+            // SAFETY: libibverbs returns a static string for any status.
+            let why = unsafe { std::ffi::CStr::from_ptr(ibv_wc_status_str(wc.status)) };
             return Err(format!(
-                "work completion status {} (opcode {})",
-                wc.status, wc.opcode
+                "{what} failed: {} (work completion status {})",
+                why.to_string_lossy(),
+                wc.status
             ));
         }
         match kind {
@@ -614,6 +672,8 @@ struct Serving<'c, F> {
     /// Read data) last came from the initiator, pings sent.
     liveness: Liveness,
     pings: u64,
+    /// Unexpected PDUs (immediate, RFC 7145 §6.3.4) in the current batch of receives.
+    unexpected: u32,
 }
 
 impl<'c> Serving<'c, ()> {
@@ -654,6 +714,7 @@ impl<'c> Serving<'c, ()> {
             stop_asked: false,
             liveness: Liveness::new(timing.nop_interval, timing.nop_count),
             pings: 0,
+            unexpected: 0,
         }
     }
 }
@@ -671,6 +732,7 @@ impl<F: CommandFuture> Serving<'_, F> {
                         tracing::info!(peer = %self.conn.peer, "iSER: {e}");
                         return "queue pair error";
                     }
+                    self.unexpected = 0;
                     for d in done.drain(..) {
                         if let Err(why) = self.take(d).await {
                             return why;
@@ -794,6 +856,29 @@ impl<F: CommandFuture> Serving<'_, F> {
                     self.stags.insert(pdu.itt(), b);
                 }
                 if let Some(f) = &mut self.full {
+                    if unexpected(&pdu) {
+                        self.unexpected += 1;
+                        let limit = match f.params.max_outstanding_unexpected_pdus {
+                            0 => MAX_OUTSTANDING_UNEXPECTED_PDUS,
+                            n => n,
+                        };
+                        if self.unexpected > limit {
+                            // More unexpected PDUs outstanding at once than the
+                            // MaxOutstandingUnexpectedPDUs we declared: none of this
+                            // batch is answered yet, so all were outstanding together,
+                            // which RFC 7145 §6.3.4 forbids the initiator. Past it, its
+                            // Sends eat the receives posted for the CmdSN window, and
+                            // once those are gone the RDMA layer ends the connection
+                            // anyway (a Send that finds no receive posted for it). So
+                            // it ends here, as a protocol error: this connection alone.
+                            tracing::info!(
+                                %peer,
+                                limit,
+                                "iSER: dropping connection: more unexpected PDUs at once than MaxOutstandingUnexpectedPDUs"
+                            );
+                            return Err("protocol error");
+                        }
+                    }
                     f.session.on_pdu(pdu, &mut self.actions);
                     Ok(())
                 } else {
@@ -1125,16 +1210,28 @@ impl<F: CommandFuture> Serving<'_, F> {
         if let Some(f) = &mut self.full {
             if let Some(n) = f.nexus.as_mut() {
                 n.end();
+                // RDMA Reads still out when the connection ended (the initiator gone in
+                // the middle of reading a WRITE's data): their buffers are freed with
+                // the queue pair, after it is destroyed; their commands never ran.
+                let reads = self.conn.rdma.iter().flatten().filter(|o| o.read.is_some());
                 tracing::info!(
                     peer = %self.conn.peer,
                     initiator = %f.params.initiator_name,
                     sends_with_invalidate = self.conn.invalidated,
                     nop_in_pings = self.pings,
+                    rdma_reads_in_flight = reads.count(),
                     "iSER session ended: {why}"
                 );
             }
         }
     }
+}
+
+/// An "unexpected" PDU (RFC 7145 §6.3.4): one the initiator sends for immediate
+/// delivery, outside the CmdSN window's credit, except a NOP-Out answering our ping
+/// (ITT 0xffffffff), which the initiator sends when asked.
+fn unexpected(p: &Pdu) -> bool {
+    p.immediate() && !(p.opcode() == op::NOP_OUT && p.itt() == rtgt_iscsi::pdu::RESERVED_TAG)
 }
 
 /// The STag a command's SCSI Response invalidates: its one buffer's, where the
@@ -1248,6 +1345,25 @@ mod tests {
         assert_eq!(to_invalidate(true, &b(s(7), s(9))), None);
         assert_eq!(to_invalidate(true, &b(None, None)), None);
         assert_eq!(to_invalidate(false, &b(s(7), None)), None);
+    }
+
+    /// RFC 7145 §6.3.4: immediate PDUs count against MaxOutstandingUnexpectedPDUs,
+    /// except a NOP-Out answering the target's ping; CmdSN-ordered ones do not.
+    #[test]
+    fn which_pdus_are_unexpected() {
+        let pdu = |opcode, immediate, itt| {
+            let mut p = Pdu::new(opcode);
+            p.set_immediate(immediate);
+            p.set_itt(itt);
+            p
+        };
+        assert!(unexpected(&pdu(op::NOP_OUT, true, 5)));
+        assert!(!unexpected(&pdu(op::NOP_OUT, true, 0xffff_ffff)));
+        assert!(unexpected(&pdu(op::TMF_REQ, true, 6)));
+        assert!(unexpected(&pdu(op::LOGOUT_REQ, true, 7)));
+        assert!(!unexpected(&pdu(op::SCSI_CMD, false, 8)));
+        assert!(!unexpected(&pdu(op::NOP_OUT, false, 9)));
+        assert!(!unexpected(&pdu(op::DATA_OUT, false, 10)));
     }
 
     #[test]

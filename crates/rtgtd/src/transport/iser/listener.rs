@@ -25,6 +25,8 @@ pub(super) struct Listener {
     channel: *mut rdma_event_channel,
     ids: Vec<(*mut rdma_cm_id, SocketAddr)>,
     timing: Timing,
+    /// Each connection's registered buffer pool, bytes (0: registration per command).
+    pool: usize,
 }
 
 // SAFETY: the channel and ids are only used by the task `start` spawns (and freed
@@ -36,7 +38,7 @@ unsafe impl Send for Listener {}
 pub(super) type Gone = Arc<Mutex<HashMap<usize, Arc<Notify>>>>;
 
 impl Listener {
-    pub(super) fn open(portals: &[SocketAddr], timing: Timing) -> Result<Listener> {
+    pub(super) fn open(portals: &[SocketAddr], timing: Timing, pool: usize) -> Result<Listener> {
         // SAFETY: plain librdmacm calls; every pointer passed is valid or checked.
         unsafe {
             let channel = rdma_create_event_channel();
@@ -47,6 +49,7 @@ impl Listener {
                 channel,
                 ids: Vec::new(),
                 timing,
+                pool,
             };
             for &p in portals {
                 let mut id = std::ptr::null_mut();
@@ -86,7 +89,10 @@ impl Transport for Listener {
         reactors: &Arc<Reactors>,
     ) -> Result<Vec<JoinHandle<()>>> {
         for (_, p) in &self.ids {
-            tracing::info!("iSER portal {p} (RDMA CM)");
+            tracing::info!(
+                pool_mb = self.pool >> 20,
+                "iSER portal {p} (RDMA CM), a registered buffer pool per connection"
+            );
         }
         // SAFETY: the channel (and its fd) lives as long as the daemon.
         let fd = unsafe {
@@ -142,7 +148,7 @@ impl Listener {
             RDMA_CM_EVENT_CONNECT_REQUEST => {
                 let param = ev.param.conn;
                 let peer = from_sockaddr(rdma_get_peer_addr(&*id));
-                match Conn::accept(id, &param) {
+                match Conn::accept(id, &param, self.pool) {
                     Ok(conn) => {
                         let signal = Arc::new(Notify::new());
                         gone.lock().insert(id as usize, signal.clone());

@@ -10,7 +10,8 @@
 //! - `header`: the iSER header;
 //! - `verbs`: libibverbs and librdmacm, loaded at run time;
 //! - `listener`: the connection manager's events, accepting;
-//! - `connection`: one connection, login to logout.
+//! - `connection`: one connection, login to logout;
+//! - `pool`: the registered buffer pool command data goes through.
 //!
 //! Every target is reachable through every transport: an iSER portal serves the same
 //! targets as the iSCSI portals, and `show` says which transport each session uses.
@@ -18,6 +19,7 @@
 mod connection;
 pub mod header;
 mod listener;
+pub mod pool;
 mod verbs;
 
 use anyhow::Result;
@@ -41,10 +43,13 @@ pub fn open(opts: &Options) -> Result<Opened> {
         nop_interval: o.nop_interval,
         nop_count: o.nop_count,
     };
-    Ok(Some(match listener::Listener::open(&portals, timing) {
-        Ok(l) => Box::new(l),
-        Err(e) => Box::new(super::Unavailable(format!(
-            "iSER: no RDMA listener ({e:#}); serving iSCSI over TCP only"
-        ))),
-    }))
+    let pool_mb = opts.iser_pool_mb()?.unwrap_or(pool::DEFAULT_MB);
+    Ok(Some(
+        match listener::Listener::open(&portals, timing, pool_mb << 20) {
+            Ok(l) => Box::new(l),
+            Err(e) => Box::new(super::Unavailable(format!(
+                "iSER: no RDMA listener ({e:#}); serving iSCSI over TCP only"
+            ))),
+        },
+    ))
 }

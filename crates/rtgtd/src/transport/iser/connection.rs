@@ -170,6 +170,8 @@ pub(super) struct Conn {
     send_inv: bool,
     /// Responses sent with Invalidate.
     invalidated: u64,
+    /// RDMA Reads we may have outstanding (the ORD agreed at accept).
+    ord: u8,
 }
 
 // SAFETY: the verbs objects are used by one task at a time (the CM task until accept,
@@ -232,6 +234,7 @@ impl Conn {
             local: from_sockaddr(rdma_get_local_addr(&*id)),
             send_inv: cm_header_flags(req) & SEND_W_INV_NOT_SUPPORTED == 0,
             invalidated: 0,
+            ord: 0,
         };
         if cq.is_null() {
             c.release();
@@ -274,9 +277,10 @@ impl Conn {
             let mut param: rdma_conn_param = std::mem::zeroed();
             param.private_data = private.as_ptr().cast();
             param.private_data_len = private.len() as u8;
-            // IRD/ORD: we only issue RDMA Reads, as many at once as both sides allow.
-            param.responder_resources = req.initiator_depth.min(dev.max_qp_rd_atom as u8);
-            param.initiator_depth = req.responder_resources.min(dev.max_qp_init_rd_atom as u8);
+            let (ord, ird) = read_depths(req, &dev);
+            c.ord = ord;
+            param.initiator_depth = ord;
+            param.responder_resources = ird;
             param.rnr_retry_count = 7;
             if rdma_accept(id, &mut param) != 0 {
                 return Err(last_error("rdma_accept"));
@@ -973,6 +977,7 @@ impl<F: CommandFuture> Serving<'_, F> {
                     trdsl = params.target_recv_data_segment_length,
                     irdsl = params.initiator_recv_data_segment_length,
                     send_with_invalidate = self.conn.send_inv,
+                    rdma_read_depth = self.conn.ord,
                     "iSER session logged in"
                 );
                 Some(nexus)
@@ -1048,6 +1053,13 @@ impl<F: CommandFuture> Serving<'_, F> {
     fn rdma_read(&mut self, r2t: Pdu) {
         let itt = r2t.itt();
         let (offset, len) = (r2t.u32_at(40), r2t.u32_at(44));
+        if self.conn.ord == 0 {
+            // The initiator's CM request offered no responder resources: an RDMA Read
+            // would wait on the send queue for good.
+            tracing::info!(peer = %self.conn.peer, itt, "iSER: R2T needed but the initiator takes no RDMA Reads");
+            self.closing = Some("protocol error");
+            return;
+        }
         let Some((w, from)) = self.stags.get_mut(&itt).and_then(|b| {
             let from = *b.solicited_from.get_or_insert(offset);
             Some((b.write?, from))
@@ -1243,6 +1255,25 @@ fn to_invalidate(send_inv: bool, b: &Buffers) -> Option<u32> {
     }
 }
 
+/// The RDMA Read depths of the accept: (initiator depth, responder resources), from
+/// the connection request and our device's limits.
+///
+/// The request's values are already the passive side's view: the CM hands us the
+/// REQ's Responder Resources as `initiator_depth` and its Initiator Depth as
+/// `responder_resources` (as tgt reads them too). So `initiator_depth` is how many RDMA
+/// Reads the initiator serves at once: the most we may have outstanding (our ORD). We
+/// serve none; the peer's own ORD is granted within our device's. An ORD of 0 would
+/// leave every RDMA Read waiting on the send queue for good: libiscsi asks with
+/// responder resources 4 and initiator depth 0, and reading the fields the other way
+/// round gave it an ORD of 0, so none of its WRITEs ever completed.
+fn read_depths(req: &rdma_conn_param, dev: &ibv_device_attr) -> (u8, u8) {
+    let cap = |n: i32| u8::try_from(n.max(0)).unwrap_or(u8::MAX);
+    (
+        req.initiator_depth.min(cap(dev.max_qp_init_rd_atom)),
+        req.responder_resources.min(cap(dev.max_qp_rd_atom)),
+    )
+}
+
 /// The iSER CM header's flag (IB Annex A12): the side that sets it does not take Send
 /// with Invalidate.
 const SEND_W_INV_NOT_SUPPORTED: u8 = 0x40;
@@ -1330,6 +1361,30 @@ mod tests {
         let mut b = Vec::new();
         p.encode_into(&mut b, false, false);
         b
+    }
+
+    /// The request's depths as the passive side's CM reports them (already swapped):
+    /// libiscsi 1.19 connects with responder resources 4, initiator depth 0; Linux's
+    /// ib_iser with responder resources = its device's max_qp_rd_atom, initiator depth 1.
+    #[test]
+    fn rdma_read_depth_is_what_the_initiator_serves() {
+        // SAFETY: all-zero is a valid value of both C structs.
+        let (mut req, mut dev): (rdma_conn_param, ibv_device_attr) =
+            unsafe { (std::mem::zeroed(), std::mem::zeroed()) };
+        dev.max_qp_init_rd_atom = 128;
+        dev.max_qp_rd_atom = 128;
+        // libiscsi: the event says initiator_depth 4 (its responder resources).
+        req.initiator_depth = 4;
+        req.responder_resources = 0;
+        assert_eq!(read_depths(&req, &dev), (4, 0));
+        // ib_iser on soft-RoCE (max_qp_rd_atom 128).
+        req.initiator_depth = 128;
+        req.responder_resources = 1;
+        assert_eq!(read_depths(&req, &dev), (128, 1));
+        // Our device's limits bound both.
+        dev.max_qp_init_rd_atom = 16;
+        dev.max_qp_rd_atom = 0;
+        assert_eq!(read_depths(&req, &dev), (16, 0));
     }
 
     #[test]

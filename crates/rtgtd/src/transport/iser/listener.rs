@@ -144,11 +144,20 @@ impl Listener {
     ) -> Option<*mut rdma_cm_id> {
         use rdma_cm_event_type::*;
         let id = ev.id;
+        tracing::debug!(
+            event = ev.event,
+            status = ev.status,
+            id = id as usize,
+            "iSER: CM event"
+        );
         match ev.event {
             RDMA_CM_EVENT_CONNECT_REQUEST => {
                 let param = ev.param.conn;
                 let peer = from_sockaddr(rdma_get_peer_addr(&*id));
-                match Conn::accept(id, &param, self.pool) {
+                let t0 = std::time::Instant::now();
+                let accepted = Conn::accept(id, &param, self.pool);
+                tracing::debug!(%peer, id = id as usize, took = ?t0.elapsed(), ok = accepted.is_ok(), "iSER: accept");
+                match accepted {
                     Ok(conn) => {
                         let signal = Arc::new(Notify::new());
                         gone.lock().insert(id as usize, signal.clone());

@@ -149,8 +149,8 @@ impl Lowat {
         self.reads_checked = self.reads;
     }
 
-    /// The turn's output is out; `unanswered` commands are still running here. Sets the
-    /// mark for the wait that follows.
+    /// The turn's output is out; `unanswered` commands are still running here (on their
+    /// store). Sets the mark for the wait that follows.
     pub(super) fn after_turn(&mut self, rd: &OwnedReadHalf, unanswered: usize) {
         if self.cmds > 0 {
             self.per_cmd = self.bytes / self.cmds as usize;
@@ -171,8 +171,11 @@ impl Lowat {
             }
             None => false,
         };
-        // The commands the initiator will send back for what we answered.
-        let owed = self.last_depth.saturating_sub(unanswered as u32);
+        // The commands the initiator will send back for what we answered. None while a
+        // command waits on its store: its completion wakes the connection anyway, and
+        // commands held under a mark would not reach the store meanwhile (O_DIRECT
+        // reads lose depth at the device).
+        let owed = if unanswered == 0 { self.last_depth } else { 0 };
         let owed = owed as usize;
         self.batch = if off || self.last_depth < MIN_DEPTH || owed < 4 {
             0

@@ -414,12 +414,10 @@ impl<F: CommandFuture> Connection<F> {
     }
 }
 
-/// The next tick of the low-water mark's check (never without batching).
+/// When the low-water mark's check is due (never without batching).
 async fn lowat_check(l: &mut Option<Lowat>) {
     match l {
-        Some(l) => {
-            l.check.tick().await;
-        }
+        Some(l) => l.check.as_mut().await,
         None => std::future::pending().await,
     }
 }

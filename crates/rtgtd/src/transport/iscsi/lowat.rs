@@ -19,8 +19,8 @@
 //! session) the mark stays at one byte: latency is untouched.
 //!
 //! If the initiator stops short (its application wants no more, a flush after a
-//! burst), bytes below the mark would wait; a check every [`FALLBACK`] lowers the mark
-//! again when bytes sat under it that long, and the connection then stops batching for
+//! burst), bytes below the mark would wait; a check [`FALLBACK`] after the last turn
+//! lowers the mark again when bytes sat under it that long, and the connection then stops batching for
 //! [`BACKOFF_MIN`], doubled for each stall in a row up to about a second: an initiator
 //! that keeps stopping short is delayed about once a second, a busy one that was
 //! merely descheduled now and then loses little batching.
@@ -28,8 +28,10 @@
 use std::os::fd::AsRawFd;
 use std::time::Duration;
 
+use std::pin::Pin;
+
 use tokio::net::tcp::OwnedReadHalf;
-use tokio::time::Instant;
+use tokio::time::{Instant, Sleep};
 
 /// Below this many commands outstanding at the initiator the mark stays at one byte.
 pub(super) const MIN_DEPTH: u32 = 8;
@@ -59,22 +61,21 @@ pub(super) struct Lowat {
     batch: usize,
     /// The mark the socket has now (1: the kernel's default).
     mark: usize,
-    /// Reads that brought bytes, and their count at the last check.
-    reads: u64,
-    reads_checked: u64,
     /// Batching is off until then (the initiator stopped short under the mark).
     off_until: Option<Instant>,
     /// The last stall, and how many came in a row.
     last_stall: Option<Instant>,
     strikes: u32,
     /// Checks whether bytes wait under the mark, while there is one.
-    pub(super) check: tokio::time::Interval,
+    /// Fires when no turn ended for [`FALLBACK`] while a mark is set: each turn pushes
+    /// it later (a later deadline costs tokio no wake-up; a ticking interval cost one
+    /// eventfd write and one epoll return per tick).
+    pub(super) check: Pin<Box<Sleep>>,
 }
 
 impl Lowat {
     pub(super) fn new() -> Self {
-        let mut check = tokio::time::interval(FALLBACK);
-        check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let check = Box::pin(tokio::time::sleep(FALLBACK));
         Self {
             depth: 0,
             cmds: 0,
@@ -83,8 +84,6 @@ impl Lowat {
             last_depth: 0,
             batch: 0,
             mark: 1,
-            reads: 0,
-            reads_checked: 0,
             off_until: None,
             last_stall: None,
             strikes: 0,
@@ -95,9 +94,6 @@ impl Lowat {
     /// Bytes read from the socket this turn.
     pub(super) fn read(&mut self, n: usize) {
         self.bytes += n;
-        if n > 0 {
-            self.reads += 1;
-        }
     }
 
     /// A SCSI Command arrived: `unseen` of our statuses were not yet seen by the
@@ -116,20 +112,18 @@ impl Lowat {
         self.mark > 1
     }
 
-    /// The check timer ticked: if bytes wait under the mark and none were read since
-    /// the last check, the initiator stopped short: lower the mark (the kernel then
-    /// reports the socket readable) and stop batching for a while. Bytes at or over the
-    /// mark are a batch whose readiness this tick merely came first. Nothing at all for
-    /// a whole tick: the initiator is idle; the mark goes (an idle connection must not
-    /// tick) and its depth is measured afresh.
+    /// No turn for [`FALLBACK`] with the mark set. Bytes under the mark: the initiator
+    /// stopped short: lower the mark (the kernel then reports the socket readable) and
+    /// stop batching for a while. Nothing at all: the initiator is idle; the mark goes
+    /// (an idle connection must not keep a timer) and its depth is measured afresh.
+    /// Bytes at or over the mark are a batch whose readiness this check merely beat.
     pub(super) fn checked(&mut self, rd: &OwnedReadHalf) {
-        let idle = self.reads == self.reads_checked;
-        let waiting = if idle { unread(rd).max(0) as usize } else { 0 };
-        if idle && waiting == 0 {
+        let waiting = unread(rd).max(0) as usize;
+        if waiting == 0 {
             self.last_depth = 0;
             self.batch = 0;
             self.set(rd, 1);
-        } else if idle && waiting < self.mark {
+        } else if waiting < self.mark {
             let now = Instant::now();
             // Stalls in a row (each within a few off periods of the last) double the
             // off period; a scheduler hiccup of a busy initiator, now and then, costs
@@ -145,8 +139,9 @@ impl Lowat {
             self.last_stall = Some(now);
             self.off_until = Some(now + BACKOFF_MIN * (1 << self.strikes));
             self.set(rd, 1);
+        } else {
+            self.check.as_mut().reset(Instant::now() + FALLBACK);
         }
-        self.reads_checked = self.reads;
     }
 
     /// The turn's output is out; `unanswered` commands are still running here (on their
@@ -188,6 +183,9 @@ impl Lowat {
         };
         let mark = (self.batch * self.per_cmd).clamp(1, MAX_MARK);
         self.set(rd, mark);
+        if self.mark > 1 {
+            self.check.as_mut().reset(Instant::now() + FALLBACK);
+        }
     }
 
     fn set(&mut self, rd: &OwnedReadHalf, mark: usize) {

@@ -272,6 +272,11 @@ impl Session {
         self.exp_cmd_sn
     }
 
+    /// The StatSN the next status will carry.
+    pub fn stat_sn(&self) -> u32 {
+        self.stat_sn
+    }
+
     pub fn max_cmd_sn(&self) -> u32 {
         self.exp_cmd_sn.wrapping_add(CMD_WINDOW - 1)
     }

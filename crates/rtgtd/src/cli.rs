@@ -24,7 +24,8 @@ pub struct Options {
     /// [ADDR]:PORT), tpgt=N (the portal group tag of the portal before it, default 1;
     /// each portal group is an ALUA target port group), nop_interval=SECONDS (0 disables
     /// pings), nop_count=N, login_timeout=SECONDS (a login must be complete within this
-    /// time of connecting, default 30).
+    /// time of connecting, default 30), batch=1|0 (1, the default: while an initiator
+    /// keeps a deep queue, wake for a batch of its commands, not for each one).
     #[arg(long = "iscsi", value_name = "OPTIONS")]
     pub iscsi: Vec<String>,
     /// Serve iSCSI over RDMA too (iSER, RFC 7145; an rtgtd built with the rdma feature
@@ -128,6 +129,8 @@ pub struct IscsiOptions {
     pub nop_count: u32,
     /// A connection must finish its login within this time of connecting.
     pub login_timeout: Duration,
+    /// Batching by the receive low-water mark (`transport/iscsi/lowat.rs`).
+    pub batch: bool,
 }
 
 /// `--coalesce-us`: a nap in microseconds, or none for `auto`.
@@ -178,6 +181,7 @@ impl Options {
         let mut nop_interval = Some(Duration::from_secs(10));
         let mut nop_count = 3;
         let mut login_timeout = Duration::from_secs(30);
+        let mut batch = true;
         for group in &self.iscsi {
             for item in group.split(',').filter(|s| !s.is_empty()) {
                 let (k, v) = item
@@ -216,8 +220,15 @@ impl Options {
                             format!("bad nop_count '{v}': a positive count expected")
                         })?;
                     }
+                    "batch" => {
+                        batch = match v {
+                            "1" => true,
+                            "0" => false,
+                            _ => bail!("bad batch '{v}': 1 or 0 expected"),
+                        };
+                    }
                     other => bail!(
-                        "unknown --iscsi option '{other}' (known: portal, tpgt, nop_interval, nop_count, login_timeout)"
+                        "unknown --iscsi option '{other}' (known: portal, tpgt, nop_interval, nop_count, login_timeout, batch)"
                     ),
                 }
             }
@@ -237,6 +248,7 @@ impl Options {
             nop_interval,
             nop_count,
             login_timeout,
+            batch,
         })
     }
 

@@ -257,3 +257,57 @@ fn discovery_session_lists_the_target() {
     );
     assert_others_fine(&mut d, &mut witness);
 }
+
+/// After a deep queue the connection waits for a batch (SO_RCVLOWAT, lowat.rs); an
+/// initiator that then sends less than the batch must still be answered, within the
+/// 1 ms check's reach, and queue depth 1 afterwards keeps working.
+#[test]
+fn a_lone_command_after_a_deep_queue_is_answered() {
+    let (mut d, mut witness) = setup();
+    let mut c = RawConn::session(d.port, IQN);
+    c.assert_works();
+    for round in 0..3 {
+        // 32 commands in one write: the initiator keeps 32 outstanding.
+        let mut wire = Vec::new();
+        let mut itts = Vec::new();
+        for _ in 0..32 {
+            let p = c.scsi_cmd(1, &[0; 6], 0, c.cmd_sn);
+            c.cmd_sn = c.cmd_sn.wrapping_add(1);
+            itts.push(p.itt());
+            wire.extend_from_slice(&p.encode(false, false));
+        }
+        c.send_bytes(&wire);
+        for _ in 0..32 {
+            let r = c.recv();
+            assert_eq!(r.opcode(), op::SCSI_RSP, "round {round}: {r:?}");
+            assert!(
+                itts.contains(&r.itt()),
+                "round {round}: unknown ITT in {r:?}"
+            );
+            c.exp_stat_sn = r.stat_sn().wrapping_add(1);
+        }
+        // Then one command alone: under any batch the target may wait for.
+        let t = std::time::Instant::now();
+        let sn = c.cmd_sn;
+        let p = c.scsi_cmd(1, &[0; 6], 0, sn);
+        c.cmd_sn = c.cmd_sn.wrapping_add(1);
+        c.send(&p);
+        match c.recv_wait(Duration::from_secs(2)) {
+            Recv::Pdu(r) => {
+                assert_eq!(r.itt(), p.itt(), "round {round}");
+                c.exp_stat_sn = r.stat_sn().wrapping_add(1);
+            }
+            other => panic!("round {round}: a lone command after a deep queue: {other:?}"),
+        }
+        assert!(
+            t.elapsed() < Duration::from_millis(500),
+            "round {round}: answered after {:?}",
+            t.elapsed()
+        );
+        // Queue depth 1 goes on working.
+        for _ in 0..20 {
+            c.test_unit_ready(1);
+        }
+    }
+    assert_others_fine(&mut d, &mut witness);
+}

@@ -20,6 +20,7 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::{watch, Notify};
 
 use super::login::LoggedIn;
+use super::lowat::Lowat;
 use super::wire::{InputBuffer, Output, ReadEvent};
 use crate::cli::IscsiOptions;
 use crate::daemon::Daemon;
@@ -61,6 +62,8 @@ pub(super) struct Connection<F> {
     stop_rx: watch::Receiver<bool>,
     stop_asked: bool,
     liveness: Liveness,
+    /// Batching by the receive low-water mark (None: `--iscsi batch=0`).
+    lowat: Option<Lowat>,
 }
 
 impl Connection<()> {
@@ -146,6 +149,7 @@ impl Connection<()> {
             stop_rx,
             stop_asked: false,
             liveness: Liveness::new(config.nop_interval, config.nop_count),
+            lowat: (config.batch && !discovery).then(Lowat::new),
         })
     }
 }
@@ -177,6 +181,9 @@ impl<F: CommandFuture> Connection<F> {
             }
         }
         self.write_out().await?;
+        if let Some(l) = &mut self.lowat {
+            l.after_turn(&self.rd, self.session.tasks_in_flight());
+        }
         self.closing.map_or(Ok(()), Err)
     }
 
@@ -201,6 +208,12 @@ impl<F: CommandFuture> Connection<F> {
             done = self.commands.next() => self.apply(done),
             _ = self.liveness.ticker.tick(), if self.liveness.enabled() => self.check_liveness(),
             _ = self.close.notified() => Err("closed by the target"),
+            _ = lowat_check(&mut self.lowat), if self.lowat.as_ref().is_some_and(Lowat::marked) => {
+                if let Some(l) = &mut self.lowat {
+                    l.checked(&self.rd);
+                }
+                Ok(())
+            }
         }
     }
 
@@ -212,6 +225,7 @@ impl<F: CommandFuture> Connection<F> {
 
     /// Reads what the socket has and feeds every whole PDU to the session machine.
     fn read_pdus(&mut self) -> Result<(), Ended> {
+        let before = self.input.buffered();
         match self.input.fill(&self.rd) {
             Ok(true) => {}
             Ok(false) => return Err("connection closed"),
@@ -221,9 +235,20 @@ impl<F: CommandFuture> Connection<F> {
             }
         }
         self.liveness.seen();
+        if let Some(l) = &mut self.lowat {
+            l.read(self.input.buffered().saturating_sub(before));
+        }
         while let Some(ev) = self.input.next_pdu(&self.framer) {
             match ev {
-                Ok(ReadEvent::Pdu(p)) => self.session.on_pdu(p, &mut self.actions),
+                Ok(ReadEvent::Pdu(p)) => {
+                    if let Some(l) = &mut self.lowat {
+                        if p.opcode() == rtgt_iscsi::pdu::op::SCSI_CMD {
+                            let unseen = self.session.stat_sn().wrapping_sub(p.exp_stat_sn());
+                            l.command(unseen, self.session.tasks_in_flight() + 1);
+                        }
+                    }
+                    self.session.on_pdu(p, &mut self.actions)
+                }
                 Ok(ReadEvent::DataDigestError(p)) => {
                     tracing::info!(peer = %self.peer, "data digest error");
                     self.session.on_data_digest_error(p, &mut self.actions);
@@ -386,6 +411,14 @@ impl<F: CommandFuture> Connection<F> {
         if self.nexus.is_some() {
             tracing::info!(peer = %self.peer, initiator = %self.params.initiator_name, "session ended: {reason}");
         }
+    }
+}
+
+/// When the low-water mark's check is due (never without batching).
+async fn lowat_check(l: &mut Option<Lowat>) {
+    match l {
+        Some(l) => l.check.as_mut().await,
+        None => std::future::pending().await,
     }
 }
 

@@ -9,6 +9,7 @@
 
 pub(super) mod connection;
 pub(super) mod login;
+mod lowat;
 pub(super) mod registration;
 pub(super) mod send_targets;
 mod wire;

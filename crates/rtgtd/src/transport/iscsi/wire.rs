@@ -52,6 +52,11 @@ impl InputBuffer {
         }
     }
 
+    /// Bytes received and not yet framed.
+    pub(super) fn buffered(&self) -> usize {
+        self.end - self.start
+    }
+
     /// Reads what the socket has without waiting. Ok(false) at end of stream.
     pub(super) fn fill(&mut self, rd: &OwnedReadHalf) -> std::io::Result<bool> {
         loop {

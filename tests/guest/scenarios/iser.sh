@@ -16,7 +16,9 @@
 # a clean logout; NOP-In pings. Arguments: "cu" (RTGT_GUEST_CU=1): the subset, then
 # against Debian's tgtd too; "cu-all" (=all): the whole suite, rtgtd then tgtd;
 # "cu-rtgtd" / "cu-tgtd" (=rtgtd / =tgtd): one side of that each; "cu-iser" (=iser):
-# rtgtd's iSER side alone; "bench" (RTGT_GUEST_ISER_BENCH=1): the buffer pool against a
+# rtgtd's iSER side alone; "cu-suite NAME" (=suite:NAME): only that name (a suite, e.g.
+# SCSI.ProutReserve, or a test) over iser:// against rtgtd, right after start, with
+# rtgtd's RDMA CM trace; "bench" (RTGT_GUEST_ISER_BENCH=1): the buffer pool against a
 # registration per command, instead of the rest.
 . /data/lib.sh
 ADDR=198.51.100.1
@@ -155,6 +157,8 @@ fi
 
 step "rtgtd in the guest: iSCSI on 127.0.0.1:3260, iSER on $ADDR:3260"
 export RTGT_RUN_DIR=/run/rtgtd
+# cu-suite: rtgtd's RDMA CM events and accepts in its log.
+[ "${1:-}" = cu-suite ] && export RTGT_LOG=rtgtd::transport::iser=debug
 /data/rtgtd -f --iscsi portal=127.0.0.1:3260 --iser portal=$ADDR:3260 --state-dir /tmp/rtgt-state \
 	>/tmp/rtgtd.log 2>&1 &
 RTGTD=$!
@@ -227,6 +231,31 @@ fi
 run $A --op new --mode target --tid 1 -T $IQN
 run $A --op new --mode logicalunit --tid 1 --lun 1 -b /tmp/lun1.img
 run $A --op bind --mode target --tid 1 -I ALL
+
+# "cu-suite NAME" (RTGT_GUEST_CU=suite:NAME): only that iscsi-test-cu name (a suite such
+# as SCSI.ProutReserve, or one test) over iser:// against rtgtd, in one process as the
+# whole-suite run has it, then rtgtd's CM trace of the run; nothing else.
+if [ "${1:-}" = cu-suite ]; then
+	step "iscsi-test-cu $2 over iser:// against rtgtd alone"
+	truncate -s 64M /tmp/lun2.img
+	run $A --op new --mode logicalunit --tid 1 --lun 2 -b /tmp/lun2.img
+	run $A --op update --mode target --tid 1 --name ImmediateData --value No
+	run $A --op update --mode target --tid 1 --name InitialR2T --value Yes
+	# RTGT_GUEST_PRELOAD=/path/lib.so on the host (e.g. tests/guest/cmtrace.c built):
+	# preloaded into iscsi-test-cu (its RDMA CM calls and events in /tmp/cmtrace.log).
+	# An iscsi-test-cu there (a libiscsi built from source) runs instead of bookworm's.
+	for so in /data/*.so; do [ -e "$so" ] && export LD_PRELOAD=$so; done
+	[ -x /data/iscsi-test-cu ] && export PATH=/data:$PATH
+	cu_side "iser://$ADDR:3260/$IQN/2" rtgtd-iser "$2"
+	unset LD_PRELOAD
+	[ -e /tmp/cmtrace.log ] && sed 's/^/   client: /' /tmp/cmtrace.log
+	grep -B3 -A8 "Failed\|FAILED\|Login Failed" /tmp/cu.out | head -n 60 | sed 's/^/   | /'
+	grep -E "CM event|accept|iSER session|dropping|WARN" /tmp/rtgtd.log | sed 's/^/   rtgtd: /'
+	kill $RTGTD
+	wait $RTGTD 2>/dev/null
+	ok "suite $2 over iSER (CU lines)"
+	exit 0
+fi
 
 step "discovery and login over iSER (iscsiadm -I iser)"
 t0=$(up)

@@ -43,11 +43,16 @@ secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f", b - a }'; }
 #   with "revents is not POLLIN" (1.20 takes 0 as "look at the CM events"). Under TCG a
 #   command that takes longer (a COMPARE AND WRITE of 255 blocks, a slow moment of the
 #   loaded host) fails that way against any target; such a test is run once more alone.
+# - it never disconnects an iSER connection (iscsi_destroy_context skips the transport's
+#   disconnect as iSER leaves iscsi->fd at -1) yet frees its state: the connection's CM
+#   thread lives on and, on the target's disconnect after the logout, posts the semaphore
+#   of the next connect that got the same memory, failing it ("Conn disconnected
+#   event"): SCSI.ProutReserve.AccessEARO in its suite (docs/iser-libiscsi.md).
 # It sometimes crashes at teardown too, which ends the tests after it without a word:
 # each suite runs in a process of its own, and a test left without a verdict runs again
 # alone.
 CU_KNOWN_CLIENT_BUGS="SCSI.Inquiry.AllocLength SCSI.Inquiry.BlockLimits SCSI.ModeSense6.Residuals
-SCSI.Read10.Async SCSI.Write10.Async"
+SCSI.Read10.Async SCSI.Write10.Async SCSI.ProutReserve.AccessEARO"
 # The subset every run (CI) has: Data-In (RDMA Write), Data-Out (RDMA Read: WRITE,
 # COMPARE AND WRITE, the EXTENDED COPY parameter list), write-then-read round trips,
 # and a known client fault.

@@ -604,10 +604,11 @@ def setup_iser(_d, work, _route):
     cu = os.environ.get("RTGT_GUEST_CU", "")
     args = {"all": ["cu-all"], "rtgtd": ["cu-rtgtd"], "tgtd": ["cu-tgtd"], "iser": ["cu-iser"],
             "1": ["cu"]}.get(cu, [])
-    if cu.startswith("suite:"):
+    if cu.startswith("suite:") or cu.startswith("suite+tgtd:"):
         # One iscsi-test-cu name (a suite such as SCSI.ProutReserve, or one test) over
-        # iser:// against rtgtd, nothing else: a short run to chase one failure.
-        args = ["cu-suite", cu[len("suite:"):]]
+        # iser:// against rtgtd (then tgtd), nothing else: a short run to chase one failure.
+        kind, name = cu.split(":", 1)
+        args = ["cu-suite", name] + (["tgtd"] if kind == "suite+tgtd" else [])
     if os.environ.get("RTGT_GUEST_ISER_BENCH") == "1" and not args:
         # The registered buffer pool against a registration per command (scenarios/iser.sh).
         args = ["bench"]

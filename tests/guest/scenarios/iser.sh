@@ -18,8 +18,9 @@
 # "cu-rtgtd" / "cu-tgtd" (=rtgtd / =tgtd): one side of that each; "cu-iser" (=iser):
 # rtgtd's iSER side alone; "cu-suite NAME" (=suite:NAME): only that name (a suite, e.g.
 # SCSI.ProutReserve, or a test) over iser:// against rtgtd, right after start, with
-# rtgtd's RDMA CM trace; "bench" (RTGT_GUEST_ISER_BENCH=1): the buffer pool against a
-# registration per command, instead of the rest.
+# rtgtd's RDMA CM trace ("cu-suite NAME tgtd", =suite+tgtd:NAME: then against tgtd);
+# "bench" (RTGT_GUEST_ISER_BENCH=1): the buffer pool against a registration per
+# command, instead of the rest.
 . /data/lib.sh
 ADDR=198.51.100.1
 IQN=iqn.2026-12.org.rtgt:iser
@@ -258,6 +259,16 @@ if [ "${1:-}" = cu-suite ]; then
 	grep -E "CM event|accept|iSER session|dropping|WARN" /tmp/rtgtd.log | sed 's/^/   rtgtd: /'
 	kill $RTGTD
 	wait $RTGTD 2>/dev/null
+	if [ "${3:-}" = tgtd ]; then
+		# The same name against Debian's tgtd (=suite+tgtd:NAME), traced the same way.
+		rm -f /tmp/cmtrace.log
+		: >/tmp/cu.rtgtd-tcp
+		CU_NAMES=$2
+		for so in /data/*.so; do [ -e "$so" ] && export LD_PRELOAD=$so; done
+		tgtd_side
+		unset LD_PRELOAD
+		[ -e /tmp/cmtrace.log ] && sed 's/^/   client-tgtd: /' /tmp/cmtrace.log
+	fi
 	ok "suite $2 over iSER (CU lines)"
 	exit 0
 fi

@@ -599,14 +599,23 @@ def setup_iser(_d, work, _route):
     beside iscsi://, per test name (several minutes more under TCG); RTGT_GUEST_CU=all:
     the whole suite, suite by suite, over TCP and iSER against rtgtd and then over iSER
     against Debian's tgtd in the same guest (an hour under TCG); =rtgtd or =tgtd: one
-    side of that (two runs at once halve the time)."""
+    side of that (two runs at once halve the time); =suite:NAME: only that iscsi-test-cu
+    name over iser:// against rtgtd."""
     cu = os.environ.get("RTGT_GUEST_CU", "")
     args = {"all": ["cu-all"], "rtgtd": ["cu-rtgtd"], "tgtd": ["cu-tgtd"], "iser": ["cu-iser"],
             "1": ["cu"]}.get(cu, [])
+    if cu.startswith("suite:") or cu.startswith("suite+tgtd:"):
+        # One iscsi-test-cu name (a suite such as SCSI.ProutReserve, or one test) over
+        # iser:// against rtgtd (then tgtd), nothing else: a short run to chase one failure.
+        kind, name = cu.split(":", 1)
+        args = ["cu-suite", name] + (["tgtd"] if kind == "suite+tgtd" else [])
     if os.environ.get("RTGT_GUEST_ISER_BENCH") == "1" and not args:
         # The registered buffer pool against a registration per command (scenarios/iser.sh).
         args = ["bench"]
-    return Setup("", [], args=args, files=guest_rtgt(work, rdma=True))
+    # RTGT_GUEST_PRELOAD: files for /data, colon-separated (a .so is preloaded into
+    # iscsi-test-cu, an iscsi-test-cu replaces bookworm's; scenarios/iser.sh, cu-suite).
+    extra = [f for f in os.environ.get("RTGT_GUEST_PRELOAD", "").split(":") if f]
+    return Setup("", [], args=args, files=guest_rtgt(work, rdma=True) + extra)
 
 
 SETUPS = {"disk": setup_disk, "tape": setup_tape, "changer": setup_changer, "cd": setup_cd,

@@ -156,7 +156,14 @@ impl Listener {
                 let peer = from_sockaddr(rdma_get_peer_addr(&*id));
                 let t0 = std::time::Instant::now();
                 let accepted = Conn::accept(id, &param, self.pool);
-                tracing::debug!(%peer, id = id as usize, took = ?t0.elapsed(), ok = accepted.is_ok(), "iSER: accept");
+                // The QP number too: the IB CM tells connections apart by it (a stale
+                // connection is one whose remote QPN an older one still holds).
+                let qpn = if (*id).qp.is_null() {
+                    0
+                } else {
+                    (*(*id).qp).qp_num
+                };
+                tracing::debug!(%peer, id = id as usize, qpn, took = ?t0.elapsed(), ok = accepted.is_ok(), "iSER: accept");
                 match accepted {
                     Ok(conn) => {
                         let signal = Arc::new(Notify::new());

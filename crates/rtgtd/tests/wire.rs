@@ -263,7 +263,10 @@ fn discovery_session_lists_the_target() {
 /// 1 ms check's reach, and queue depth 1 afterwards keeps working.
 #[test]
 fn a_lone_command_after_a_deep_queue_is_answered() {
-    let (mut d, mut witness) = setup();
+    let mut d = Daemon::start_args(&["--iscsi", "batch=1"]);
+    d.add_disk(1, IQN, GIB, &[]);
+    let mut witness = RawConn::session(d.port, IQN);
+    witness.assert_works();
     let mut c = RawConn::session(d.port, IQN);
     c.assert_works();
     for round in 0..3 {

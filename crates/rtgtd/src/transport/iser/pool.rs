@@ -22,8 +22,9 @@ use super::verbs::*;
 /// guest, 256 KiB chunks (four times the work requests) lost to a registration per
 /// command on 4 MiB commands, 1 MiB ones did not (README, *iSER*).
 pub(super) const CHUNK: usize = 1 << 20;
-/// The default size of a connection's pool, MiB: sixteen 4 MiB commands (Linux's iSER
-/// initiator sends up to its max_sectors) in flight at once.
+/// The default size of a connection's pool, MiB: sixteen 1 MiB work requests in flight
+/// at once, four whole 4 MiB commands (Linux's iSER initiator sends up to its
+/// max_sectors); larger ones stream through it.
 pub const DEFAULT_MB: usize = 16;
 
 /// Registered memory in chunks, and which are free.

@@ -558,12 +558,12 @@ fn glfs_lun_on_a_real_volume() {
     // Each LU opens its volume on a thread of its own; glusterd, just restarted above,
     // may refuse a mount for a moment ("No such file or directory"), and that LU is
     // NOT READY (02/08/00) until the opener's retry gets through: wait for it, bounded.
-    let t0 = Instant::now();
+    let opening = Instant::now();
     let r = loop {
         let (_, r) = s2.exec_after_uas(2, &read16(0, 8), 4096, &[]);
         if r.status == CHECK_CONDITION
             && r.sense_code().0 == 0x02
-            && t0.elapsed() < Duration::from_secs(60)
+            && opening.elapsed() < Duration::from_secs(60)
         {
             std::thread::sleep(Duration::from_millis(500));
             continue;

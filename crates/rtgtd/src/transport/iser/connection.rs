@@ -95,16 +95,7 @@ impl Slots {
     /// # Safety
     /// `pd` is a live protection domain.
     unsafe fn new(pd: *mut ibv_pd, n: usize) -> Result<Slots> {
-        let mut mem = vec![0u8; n * SLOT];
-        let mr = ibv_reg_mr(
-            pd,
-            mem.as_mut_ptr().cast(),
-            mem.len(),
-            ibv_access_flags::IBV_ACCESS_LOCAL_WRITE.0 as i32,
-        );
-        if mr.is_null() {
-            return Err(last_error("ibv_reg_mr"));
-        }
+        let (mem, mr) = super::pool::registered(pd, n * SLOT, "ibv_reg_mr")?;
         Ok(Slots { mem, mr })
     }
 

@@ -27,6 +27,29 @@ pub(super) const CHUNK: usize = 1 << 20;
 /// max_sectors); larger ones stream through it.
 pub const DEFAULT_MB: usize = 16;
 
+/// `len` zeroed bytes registered for local writes (the receive slots, the pool): the
+/// memory and its registration, which the caller deregisters before dropping the memory.
+///
+/// # Safety
+/// `pd` is a live protection domain.
+pub(super) unsafe fn registered(
+    pd: *mut ibv_pd,
+    len: usize,
+    what: &str,
+) -> Result<(Vec<u8>, *mut ibv_mr)> {
+    let mut mem = vec![0u8; len];
+    let mr = ibv_reg_mr(
+        pd,
+        mem.as_mut_ptr().cast(),
+        mem.len(),
+        ibv_access_flags::IBV_ACCESS_LOCAL_WRITE.0 as i32,
+    );
+    if mr.is_null() {
+        return Err(last_error(what));
+    }
+    Ok((mem, mr))
+}
+
 /// Registered memory in chunks, and which are free.
 pub(super) struct Pool {
     mem: Vec<u8>,
@@ -43,16 +66,7 @@ impl Pool {
     /// `pd` is a live protection domain.
     pub(super) unsafe fn new(pd: *mut ibv_pd, bytes: usize) -> Result<Pool> {
         let n = bytes.div_ceil(CHUNK).max(1);
-        let mut mem = vec![0u8; n * CHUNK];
-        let mr = ibv_reg_mr(
-            pd,
-            mem.as_mut_ptr().cast(),
-            mem.len(),
-            ibv_access_flags::IBV_ACCESS_LOCAL_WRITE.0 as i32,
-        );
-        if mr.is_null() {
-            return Err(last_error("ibv_reg_mr (the iSER buffer pool)"));
-        }
+        let (mem, mr) = registered(pd, n * CHUNK, "ibv_reg_mr (the iSER buffer pool)")?;
         Ok(Pool {
             mem,
             mr,

@@ -190,8 +190,8 @@ class Tgtd(Daemon):
 
 
 class Floor(Daemon):
-    """bench/floor: the socket floor, which serves only null-LUN reads (any target name,
-    any LUN)."""
+    """bench/floor: the socket floor, which serves null-LUN reads and 4 KiB writes (immediate
+    data, discarded) at any target name and LUN."""
     name = "floor"
     bstype = "-"
 
@@ -341,7 +341,7 @@ def main():
     daemons = []
     args_of = {"rtgtd": a.rtgtd_args}
     about = {"rtgtd": "this build", "tgtd": f"Debian's tgtd ({a.tgt_bstype})",
-             "floor": "bench/floor, the socket floor (null-LUN reads only)"}
+             "floor": "bench/floor, the socket floor (null-LUN reads, 4K writes discarded)"}
     try:
         daemons.append(Rtgtd(workdir, a.rtgt_bstype, a.rtgtd_args.split()))
         if a.baseline:
@@ -375,7 +375,7 @@ def main():
              lambda d: iscsi_perf_sessions(d.url("null"), 2, 32, 8, secs, True), True),
             ("4K randread QD32 direct", "IOPS",
              lambda d: iscsi_perf(d.url("direct"), 32, 8, secs, True), False),
-            ("4K write QD32 cached", "IOPS", None, False),
+            ("4K write QD32 cached", "IOPS", None, True),
             ("64K write QD32 cached", "IOPS", None, False),
             ("1M seqread QD8 cached", "MB/s",
              lambda d: (lambda r: (r[0] * 2048 * 512 / 1e6, r[1]))(

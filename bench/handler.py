@@ -50,6 +50,13 @@ def thread_cpu(pid):
         name = st[st.index("(") + 1:st.rindex(")")]
         fields = st.rsplit(")", 1)[1].split()
         out[name] = out.get(name, 0) + (int(fields[11]) + int(fields[12])) / bench.CLK_TCK
+        try:
+            with open(f"/proc/{pid}/task/{t}/status") as f:
+                cs = sum(int(l.split()[1]) for l in f if "ctxt_switches" in l)
+        except OSError:
+            continue
+        # Context switches per I/O once divided like the CPU seconds ("NAME cs").
+        out[name + " cs"] = out.get(name + " cs", 0) + cs / 1e6
     return out
 
 

@@ -9,8 +9,14 @@
 //! One blocking thread per connection, no event loop, no SCSI core, no store (the data is
 //! a static zeroed buffer), no digests. Just enough of the login (RFC 7143 6, 13) and of
 //! INQUIRY / READ CAPACITY / REPORT LUNS that iscsi-perf and libiscsi accept the "disk":
-//! 1 GiB of 512-byte blocks, at any LUN. Other commands answer GOOD without data;
-//! commands that send data (writes) are not supported.
+//! 1 GiB of 512-byte blocks, at any LUN. Other commands answer GOOD without data.
+//!
+//! Writes whose data all comes as immediate data (a 4 KiB WRITE under libiscsi's
+//! ImmediateData=Yes, FirstBurstLength 256 KiB) are read off the connection and answered
+//! GOOD: the data is discarded where it was received, never copied. That is the write
+//! floor: what any target must do per WRITE before it stores anything, so an initiator's
+//! own write ceiling can be told from the target's. Writes that need an R2T (more than
+//! the first burst) are not supported.
 //!
 //! `rtgt-floor PORT` listens on 127.0.0.1:PORT until killed.
 
@@ -109,7 +115,7 @@ impl Connection {
                 bhs.copy_from_slice(h);
                 // A data segment is copied only when there is one: a READ has none, so
                 // the read path allocates nothing.
-                let seg = if dlen > 0 {
+                let seg = if dlen > 0 && h[0] & 0x3f != 0x01 {
                     buf[at + BHS + ahs..at + BHS + ahs + dlen].to_vec()
                 } else {
                     Vec::new()
@@ -330,7 +336,9 @@ impl Connection {
                 self.respond(0x21, 0x80, &itt, true, Data::None);
                 let r = self.headers.last_mut().expect("just pushed");
                 r[20..24].fill(0);
-                if edtl > 0 {
+                // A WRITE's data came as immediate data (the W bit, RFC 7143 11.3.1):
+                // all of it was taken, no residual.
+                if edtl > 0 && h[1] & 0x20 == 0 {
                     r[1] |= 0x02; // U: residual underflow
                     r[44..48].copy_from_slice(&(edtl as u32).to_be_bytes());
                 }

@@ -320,9 +320,14 @@ impl Reactors {
 /// sleeps as `policy` says (see [`crate::coalesce`]).
 fn reactor_runtime(policy: crate::coalesce::Policy) -> std::io::Result<tokio::runtime::Runtime> {
     policy.prepare_thread();
+    // Device handlers are woken once per turn, when the reactor has nothing else to do.
+    rtgt_backstore::handler::defer_kicks();
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
-        .on_thread_park(move || policy.before_idle())
+        .on_thread_park(move || {
+            rtgt_backstore::handler::end_of_turn();
+            policy.before_idle()
+        })
         .build()
 }
 

@@ -290,6 +290,9 @@ fn handshake(s: &Arc<Shared>, mut sock: UnixStream) {
         hung: AtomicBool::new(false),
         store: Arc::downgrade(s),
     });
+    for (qi, q) in conn.queues.iter().enumerate() {
+        q.set_owner(&conn, qi);
+    }
     s.attached(conn.clone(), &hello);
     for qi in 0..conn.queues.len() {
         let c = conn.clone();
@@ -331,5 +334,37 @@ fn monitor(conn: Arc<Conn>) {
             }
             Err(_) => return conn.fail("its socket closed", false),
         }
+    }
+}
+
+#[cfg(test)]
+impl Conn {
+    /// A connection with one queue (depth 4) and no handler behind it, and the queue's
+    /// kick eventfd as a handler would hold it.
+    pub(crate) fn for_test() -> (Arc<Conn>, OwnedFd) {
+        let geo = Geometry {
+            depth: 4,
+            slot_size: 4096,
+        };
+        let memfd = sys::sealed_memfd("rtgt-test-q", geo.region_size() as u64).unwrap();
+        let kick = sys::eventfd(true).unwrap();
+        let done = sys::eventfd(true).unwrap();
+        let region = Region::map(memfd.as_raw_fd(), geo).unwrap();
+        let theirs = kick.try_clone().unwrap();
+        let (sock, _) = UnixStream::pair().unwrap();
+        let conn = Arc::new(Conn {
+            generation: 0,
+            pid: 0,
+            name: "test".into(),
+            features: 0,
+            queues: vec![QSide::new(region, memfd, kick, done, false)],
+            timeout: Duration::from_secs(5),
+            sock,
+            dead: AtomicBool::new(false),
+            hung: AtomicBool::new(false),
+            store: Weak::new(),
+        });
+        conn.queues[0].set_owner(&conn, 0);
+        (conn, theirs)
     }
 }

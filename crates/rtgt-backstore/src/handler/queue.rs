@@ -6,9 +6,10 @@
 //! flight with the same generation, and a READ or WRITE completion must account for
 //! exactly the bytes asked. Anything else is a protocol error: the handler is detached.
 
+use std::cell::{Cell, RefCell};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU8, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
@@ -70,6 +71,63 @@ pub(crate) struct QSide {
     mode: AtomicU8,
     /// The async reaper task is alive (it clears this when its runtime drops it).
     async_alive: AtomicBool,
+    /// The connection holding this queue and its index, for a reactor that holds the
+    /// kick back until the end of its turn ([`defer_kicks`]); set once attached.
+    owner: OnceLock<(Weak<Conn>, usize)>,
+    /// A reactor holds a kick of this queue back (it is on that reactor's list).
+    kick_held: AtomicBool,
+}
+
+/// The kicks a reactor holds back: since when, and which queues (connection, index).
+type Held = (Option<Instant>, Vec<(Arc<Conn>, usize)>);
+
+thread_local! {
+    /// This thread is a reactor that calls [`end_of_turn`] before it goes idle.
+    static DEFERRING: Cell<bool> = const { Cell::new(false) };
+    /// The queues whose kick this reactor holds back, and since when.
+    static HELD: RefCell<Held> = const { RefCell::new((None, Vec::new())) };
+}
+
+/// How long a reactor that never goes idle may hold a kick back: the next command it
+/// sends after that kicks at once (the queue's watchdog thread kicks too, at its pace).
+const MAX_HOLD: Duration = Duration::from_micros(200);
+
+/// Makes the calling thread (a reactor) hold back the handlers' wake-ups until it calls
+/// [`end_of_turn`], which it must do before it sleeps.
+///
+/// A handler thread woken in the middle of a reactor's turn runs for the one command
+/// posted so far and sleeps again, or, on the reactor's CPU (where rtgt-fileio follows
+/// it), preempts the reactor at the kick's `write`: either way one wake-up and two
+/// context switches per command rather than per batch. Waking it when the turn is over
+/// hands it every command the turn read off the network at once.
+pub fn defer_kicks() {
+    DEFERRING.with(|d| d.set(true));
+}
+
+/// Wakes every handler whose kick this reactor held back ([`defer_kicks`]).
+pub fn end_of_turn() {
+    let held = HELD.with(|h| {
+        let mut h = h.borrow_mut();
+        h.0 = None;
+        std::mem::take(&mut h.1)
+    });
+    if held.is_empty() {
+        return;
+    }
+    for (conn, qi) in &held {
+        let q = &conn.queues[*qi];
+        q.kick_held.store(false, Ordering::Release);
+        q.kick_now();
+    }
+    // Keep the list's allocation for the next turn.
+    let mut held = held;
+    held.clear();
+    HELD.with(|h| {
+        let mut h = h.borrow_mut();
+        if h.1.is_empty() {
+            h.1 = held;
+        }
+    });
 }
 
 /// Who waits for completions (owns the wake flag `CPL_SLEEPING`), decided once per
@@ -117,7 +175,14 @@ impl QSide {
             tmf_lock: tokio::sync::Mutex::new(()),
             mode: AtomicU8::new(reaping::UNDECIDED),
             async_alive: AtomicBool::new(false),
+            owner: OnceLock::new(),
+            kick_held: AtomicBool::new(false),
         }
+    }
+
+    /// Names the connection holding this queue (needed to hold its kicks back).
+    pub fn set_owner(&self, conn: &Arc<Conn>, qi: usize) {
+        let _ = self.owner.set((Arc::downgrade(conn), qi));
     }
 
     /// The handler is gone: waiters for a slot or a completion learn it now.
@@ -207,7 +272,48 @@ impl QSide {
         self.region.store(layout::CMD_TAIL, st.cmd_tail);
     }
 
+    /// Wakes the handler if it sleeps on the command ring: now, or at the end of the
+    /// reactor's turn when it holds kicks back ([`defer_kicks`]).
     fn kick_handler(&self) {
+        if DEFERRING.with(|d| d.get()) {
+            if let Some((conn, qi)) = self.owner.get() {
+                if self.hold_kick(conn, *qi) {
+                    return;
+                }
+            }
+        }
+        self.kick_now();
+    }
+
+    /// Puts this queue on the reactor's list of kicks held back. False: kick now (its
+    /// connection is gone, or the reactor has held kicks back too long).
+    fn hold_kick(&self, conn: &Weak<Conn>, qi: usize) -> bool {
+        HELD.with(|h| {
+            let mut h = h.borrow_mut();
+            let since = *h.0.get_or_insert_with(Instant::now);
+            if !self.kick_held.load(Ordering::Acquire) {
+                let Some(conn) = conn.upgrade() else {
+                    return false;
+                };
+                self.kick_held.store(true, Ordering::Release);
+                h.1.push((conn, qi));
+            }
+            if since.elapsed() > MAX_HOLD {
+                drop(h);
+                end_of_turn();
+            }
+            true
+        })
+    }
+
+    /// The watchdog's backstop for a kick a reactor holds back and never sends.
+    fn kick_if_held(&self) {
+        if self.kick_held.load(Ordering::Acquire) {
+            self.kick_now();
+        }
+    }
+
+    fn kick_now(&self) {
         if self.region.take_sleeping(layout::CMD_SLEEPING) {
             // Where we run, for a handler that follows its queue's reactor (layout::CMD_CPU).
             let cpu = unsafe { libc::sched_getcpu() };
@@ -542,6 +648,7 @@ pub(crate) fn reaper(conn: Arc<Conn>, qi: usize) {
         // since the hung one may still write.
         if checked.elapsed() >= Duration::from_millis(250) {
             checked = Instant::now();
+            q.kick_if_held();
             if let Some((tag, op, age)) = q.oldest().filter(|o| o.2 > conn.timeout) {
                 conn.time_out(&format!(
                     "queue {qi}: it held command {tag:#x} (op {op}) for {:.1} s, past timeout={}",
@@ -586,5 +693,61 @@ pub(crate) fn reaper(conn: Arc<Conn>, qi: usize) {
             conn.fail(&format!("queue {qi}: {e}"), true);
             break;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reactor_holds_kicks_back_until_its_turn_ends() {
+        let (conn, kick) = Conn::for_test();
+        let q = &conn.queues[0];
+        let kicked = || {
+            let r = sys::poll_read(&[kick.as_raw_fd()], 0).unwrap()[0];
+            if r {
+                sys::drain(kick.as_raw_fd()).unwrap();
+            }
+            r
+        };
+        // Not a reactor: a sleeping handler is woken at once, an awake one not at all.
+        q.region.set_flag(layout::CMD_SLEEPING, 1);
+        q.kick_handler();
+        assert!(kicked());
+        q.kick_handler();
+        assert!(!kicked(), "the kick cleared the wake flag");
+
+        defer_kicks();
+        q.region.set_flag(layout::CMD_SLEEPING, 1);
+        q.kick_handler();
+        q.kick_handler();
+        assert!(!kicked(), "held back during the turn");
+        end_of_turn();
+        assert!(kicked(), "sent when the turn ends");
+        end_of_turn();
+        assert!(!kicked(), "once");
+
+        // A handler awake when the turn ends is not woken.
+        q.kick_handler();
+        end_of_turn();
+        assert!(!kicked());
+
+        // A reactor that never goes idle: the first command after MAX_HOLD kicks.
+        q.region.set_flag(layout::CMD_SLEEPING, 1);
+        q.kick_handler();
+        assert!(!kicked());
+        std::thread::sleep(MAX_HOLD * 2);
+        q.kick_handler();
+        assert!(kicked(), "held no longer than MAX_HOLD");
+
+        // Nor another command: the queue's watchdog thread sends a held kick.
+        q.region.set_flag(layout::CMD_SLEEPING, 1);
+        q.kick_handler();
+        assert!(!kicked());
+        q.kick_if_held();
+        assert!(kicked(), "the watchdog's backstop");
+        end_of_turn();
+        assert!(!q.kick_held.load(Ordering::Acquire));
     }
 }

@@ -534,7 +534,7 @@ fn spawn_listener(w: Weak<Shared>, l: std::os::unix::net::UnixListener) {
         .expect("spawn the handler listener");
 }
 
-pub use queue::{defer_kicks, end_of_turn};
+pub use queue::{defer_kicks, end_of_turn, send_overdue_kicks};
 pub use rtgt_handler::socket_path;
 
 impl HandlerStore {

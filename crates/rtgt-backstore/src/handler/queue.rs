@@ -104,6 +104,16 @@ pub fn defer_kicks() {
     DEFERRING.with(|d| d.set(true));
 }
 
+/// Wakes the handlers whose kicks this reactor has held back for longer than
+/// [`MAX_HOLD`]: for a reactor that stays busy with other work between its commands
+/// to a handler, called at the end of each connection's turn.
+pub fn send_overdue_kicks() {
+    let overdue = HELD.with(|h| h.borrow().0.is_some_and(|t| t.elapsed() > MAX_HOLD));
+    if overdue {
+        end_of_turn();
+    }
+}
+
 /// Wakes every handler whose kick this reactor held back ([`defer_kicks`]).
 pub fn end_of_turn() {
     let held = HELD.with(|h| {
@@ -741,7 +751,16 @@ mod tests {
         q.kick_handler();
         assert!(kicked(), "held no longer than MAX_HOLD");
 
-        // Nor another command: the queue's watchdog thread sends a held kick.
+        // Nor another command: the end of a connection's turn sends it once overdue.
+        q.region.set_flag(layout::CMD_SLEEPING, 1);
+        q.kick_handler();
+        send_overdue_kicks();
+        assert!(!kicked(), "not overdue yet");
+        std::thread::sleep(MAX_HOLD * 2);
+        send_overdue_kicks();
+        assert!(kicked(), "overdue");
+
+        // Nor that: the queue's watchdog thread sends a held kick.
         q.region.set_flag(layout::CMD_SLEEPING, 1);
         q.kick_handler();
         assert!(!kicked());

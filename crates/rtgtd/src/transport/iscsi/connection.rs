@@ -181,6 +181,12 @@ impl<F: CommandFuture> Connection<F> {
             }
         }
         self.write_out().await?;
+        // A reactor kept busy by other connections may not go idle for a while: kicks
+        // it has held back longer than their bound go out at the end of a connection's
+        // turn too (handler::defer_kicks). Flushing every kick here instead cost 4K
+        // reads through rtgt-fileio 81% against 87-91% of in-process (woken mid-turn,
+        // the handler preempts the reactor before it parks).
+        rtgt_backstore::handler::send_overdue_kicks();
         if let Some(l) = &mut self.lowat {
             l.after_turn(&self.rd, self.session.tasks_in_flight());
         }

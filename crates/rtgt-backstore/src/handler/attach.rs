@@ -235,16 +235,7 @@ fn handshake(s: &Arc<Shared>, mut sock: UnixStream) {
     let mut queues = Vec::new();
     let mut fds: Vec<OwnedFd> = Vec::new();
     for qi in 0..nq {
-        let made = (|| -> std::io::Result<(QSide, [OwnedFd; 3])> {
-            let memfd =
-                sys::sealed_memfd(&format!("rtgt-handler-q{qi}"), geo.region_size() as u64)?;
-            let kick = sys::eventfd(true)?;
-            let done = sys::eventfd(true)?;
-            let region = Region::map(memfd.as_raw_fd(), geo)?;
-            let dup = [memfd.try_clone()?, kick.try_clone()?, done.try_clone()?];
-            Ok((QSide::new(region, memfd, kick, done, free_notify), dup))
-        })();
-        match made {
+        match new_queue(qi, geo, free_notify) {
             Ok((q, dup)) => {
                 queues.push(q);
                 fds.extend(dup);
@@ -337,6 +328,17 @@ fn monitor(conn: Arc<Conn>) {
     }
 }
 
+/// Queue `qi`'s rtgtd side, and the handler's copies of its memfd, command (kick) eventfd
+/// and completion eventfd, in the order ACCEPT passes them.
+fn new_queue(qi: u32, geo: Geometry, free_notify: bool) -> std::io::Result<(QSide, [OwnedFd; 3])> {
+    let memfd = sys::sealed_memfd(&format!("rtgt-handler-q{qi}"), geo.region_size() as u64)?;
+    let kick = sys::eventfd(true)?;
+    let done = sys::eventfd(true)?;
+    let region = Region::map(memfd.as_raw_fd(), geo)?;
+    let dup = [memfd.try_clone()?, kick.try_clone()?, done.try_clone()?];
+    Ok((QSide::new(region, memfd, kick, done, free_notify), dup))
+}
+
 #[cfg(test)]
 impl Conn {
     /// A connection with one queue (depth 4) and no handler behind it, and the queue's
@@ -346,18 +348,14 @@ impl Conn {
             depth: 4,
             slot_size: 4096,
         };
-        let memfd = sys::sealed_memfd("rtgt-test-q", geo.region_size() as u64).unwrap();
-        let kick = sys::eventfd(true).unwrap();
-        let done = sys::eventfd(true).unwrap();
-        let region = Region::map(memfd.as_raw_fd(), geo).unwrap();
-        let theirs = kick.try_clone().unwrap();
+        let (q, [_, theirs, _]) = new_queue(0, geo, false).unwrap();
         let (sock, _) = UnixStream::pair().unwrap();
         let conn = Arc::new(Conn {
             generation: 0,
             pid: 0,
             name: "test".into(),
             features: 0,
-            queues: vec![QSide::new(region, memfd, kick, done, false)],
+            queues: vec![q],
             timeout: Duration::from_secs(5),
             sock,
             dead: AtomicBool::new(false),

@@ -116,26 +116,15 @@ pub fn send_overdue_kicks() {
 
 /// Wakes every handler whose kick this reactor held back ([`defer_kicks`]).
 pub fn end_of_turn() {
-    let held = HELD.with(|h| {
-        let mut h = h.borrow_mut();
-        h.0 = None;
-        std::mem::take(&mut h.1)
-    });
-    if held.is_empty() {
-        return;
-    }
-    for (conn, qi) in &held {
-        let q = &conn.queues[*qi];
-        q.kick_held.store(false, Ordering::Release);
-        q.kick_now();
-    }
-    // Keep the list's allocation for the next turn.
-    let mut held = held;
-    held.clear();
     HELD.with(|h| {
         let mut h = h.borrow_mut();
-        if h.1.is_empty() {
-            h.1 = held;
+        h.0 = None;
+        // Drained in place, keeping the allocation: `kick_now` never touches the list, and
+        // dropping a connection here runs no kick.
+        for (conn, qi) in h.1.drain(..) {
+            let q = &conn.queues[qi];
+            q.kick_held.store(false, Ordering::Release);
+            q.kick_now();
         }
     });
 }
@@ -288,6 +277,8 @@ impl QSide {
         if DEFERRING.with(|d| d.get()) {
             if let Some((conn, qi)) = self.owner.get() {
                 if self.hold_kick(conn, *qi) {
+                    // A reactor that has held kicks back too long sends them now.
+                    send_overdue_kicks();
                     return;
                 }
             }
@@ -296,21 +287,17 @@ impl QSide {
     }
 
     /// Puts this queue on the reactor's list of kicks held back. False: kick now (its
-    /// connection is gone, or the reactor has held kicks back too long).
+    /// connection is gone).
     fn hold_kick(&self, conn: &Weak<Conn>, qi: usize) -> bool {
         HELD.with(|h| {
             let mut h = h.borrow_mut();
-            let since = *h.0.get_or_insert_with(Instant::now);
+            h.0.get_or_insert_with(Instant::now);
             if !self.kick_held.load(Ordering::Acquire) {
                 let Some(conn) = conn.upgrade() else {
                     return false;
                 };
                 self.kick_held.store(true, Ordering::Release);
                 h.1.push((conn, qi));
-            }
-            if since.elapsed() > MAX_HOLD {
-                drop(h);
-                end_of_turn();
             }
             true
         })

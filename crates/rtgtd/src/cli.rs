@@ -137,11 +137,13 @@ pub struct IscsiOptions {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct CoalesceUs(pub Option<u64>);
 
-/// `--coalesce-us` when not given: off. `auto` measured 20% below off on 4 KiB page-cache
-/// reads at QD32 on a heavily loaded 2-CPU machine (its probes were mostly scheduler
-/// noise there); make it the default only once a quiet `bench/run.sh --full` shows it
-/// worse than off and than `100` nowhere (the run has both as variants).
-pub const DEFAULT_COALESCE: CoalesceUs = CoalesceUs(Some(0));
+/// `--coalesce-us` when not given: `auto`. Each reactor naps only while its own A/B says
+/// napping serves faster, so it keeps the gains of naps where they pay (4 KiB writes at
+/// QD32: 1.18x of never napping on a quiet 2-CPU Xeon, with less CPU per write) without
+/// the fixed nap's loss where they do not (page-cache reads by a CPU-bound initiator).
+/// Off until a quiet same-run A/B showed it losing to off nowhere (issue 22; README,
+/// *Performance*). `--coalesce-us 0` turns it off.
+pub const DEFAULT_COALESCE: CoalesceUs = CoalesceUs(None);
 
 fn parse_coalesce(s: &str) -> Result<CoalesceUs, String> {
     match s {
@@ -322,12 +324,12 @@ mod tests {
     }
 
     #[test]
-    fn coalesce_us_off_by_default_auto_or_a_nap() {
+    fn coalesce_us_auto_by_default_off_or_a_nap() {
         assert_eq!(opts(&[]).coalesce_us, None);
         assert_eq!(
             DEFAULT_COALESCE,
-            CoalesceUs(Some(0)),
-            "off unless asked for"
+            CoalesceUs(None),
+            "adaptive unless told otherwise"
         );
         assert_eq!(
             opts(&["--coalesce-us", "auto"]).coalesce_us,

@@ -76,7 +76,7 @@ pub struct Options {
     /// bottleneck (see the README's Performance section for measured trade-offs).
     /// Queue depth 1 is never delayed. `auto`: each reactor naps 100 µs only while its
     /// own probes (10 ms with naps, 10 ms without, every quarter second) measure that
-    /// napping serves commands faster. 0 (the default) turns coalescing off; at most
+    /// napping serves commands faster (the default). 0 turns coalescing off; at most
     /// 10000.
     #[arg(long = "coalesce-us", value_name = "US|auto", value_parser = parse_coalesce)]
     pub coalesce_us: Option<CoalesceUs>,

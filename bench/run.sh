@@ -2,7 +2,7 @@
 # rtgtd vs Debian's tgtd on loopback: builds release, then runs bench/bench.py.
 #   bash bench/run.sh            quick mode (3 rounds x 3 s), for development
 #   bash bench/run.sh --full     5 rounds x 10 s with the socket floor and the A/B variants
-#                                (--coalesce-us 0 / 100, --iscsi batch=1); writes bench/report/ (the README links it)
+#                                (--coalesce-us auto / 100, --iscsi batch=0); writes bench/report/ (the README links it)
 #   bash bench/run.sh --only QD32 --rounds 5   a subset (substring of workload names)
 #   bash bench/run.sh --rbd      rbd store vs tgtd's bs_rbd on a throw-away Ceph cluster
 #   bash bench/run.sh --glfs     glfs store vs tgtd's bs_glfs on a throw-away Gluster volume

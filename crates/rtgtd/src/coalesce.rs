@@ -15,11 +15,11 @@
 //! made 4 KiB writes at queue depth 32 11% faster (qemu-img spends less per response when
 //! they come in fewer segments) but cost a single deep-queued reader of the page cache a
 //! quarter of its rate (the reader ran out of answered commands while the reactor
-//! napped). So `--coalesce-us auto` ([`Mode::Adaptive`], the default) has each reactor
-//! measure it, as an A/B of its own: a probe of [`PROBE`] without naps and one with them,
-//! then, if napping served faster in two pairs in a row, naps for [`EXPLOIT`], then
-//! probes again. `--coalesce-us N` naps N µs after every burst (the fixed policy),
-//! `--coalesce-us 0` never.
+//! napped). So `--coalesce-us auto` ([`Mode::Adaptive`]) has each reactor measure it, as
+//! an A/B of its own: a probe of [`PROBE`] without naps and one with them, then, if
+//! napping served faster in two pairs in a row, naps for [`EXPLOIT`], then probes again.
+//! `--coalesce-us N` naps N µs after every burst (the fixed policy), `--coalesce-us 0`
+//! (the default) never.
 
 use std::cell::Cell;
 use std::time::{Duration, Instant};

@@ -276,9 +276,11 @@ impl QSide {
     fn kick_handler(&self) {
         if DEFERRING.with(|d| d.get()) {
             if let Some((conn, qi)) = self.owner.get() {
-                if self.hold_kick(conn, *qi) {
+                if let Some(overdue) = self.hold_kick(conn, *qi) {
                     // A reactor that has held kicks back too long sends them now.
-                    send_overdue_kicks();
+                    if overdue {
+                        end_of_turn();
+                    }
                     return;
                 }
             }
@@ -286,20 +288,19 @@ impl QSide {
         self.kick_now();
     }
 
-    /// Puts this queue on the reactor's list of kicks held back. False: kick now (its
-    /// connection is gone).
-    fn hold_kick(&self, conn: &Weak<Conn>, qi: usize) -> bool {
+    /// Puts this queue on the reactor's list of kicks held back, and says whether the
+    /// reactor has held kicks longer than [`MAX_HOLD`] (one look at the list, not a
+    /// second through [`send_overdue_kicks`]). None: kick now (its connection is gone).
+    fn hold_kick(&self, conn: &Weak<Conn>, qi: usize) -> Option<bool> {
         HELD.with(|h| {
             let mut h = h.borrow_mut();
-            h.0.get_or_insert_with(Instant::now);
+            let since = *h.0.get_or_insert_with(Instant::now);
             if !self.kick_held.load(Ordering::Acquire) {
-                let Some(conn) = conn.upgrade() else {
-                    return false;
-                };
+                let conn = conn.upgrade()?;
                 self.kick_held.store(true, Ordering::Release);
                 h.1.push((conn, qi));
             }
-            true
+            Some(since.elapsed() > MAX_HOLD)
         })
     }
 

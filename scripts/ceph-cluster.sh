@@ -10,7 +10,8 @@
 #   scripts/ceph-cluster.sh down /tmp/c1
 #
 # Environment: CEPH_MEM=4G (memstore capacity; writes past ~95% of it make the OSD full),
-# CEPH_PORT=N (mon port; default: the first free 32-port window from a hash of DIR).
+# CEPH_PORT=N (mon port; default: a free 32-port window in 10000-16975 picked from a hash
+# of DIR, the next one if its port is taken at bind time).
 # Startup takes 1-3 s on two cores.
 set -euo pipefail
 die() { echo "ceph-cluster: $*" >&2; exit 1; }
@@ -51,18 +52,46 @@ for b in ceph ceph-mon ceph-osd monmaptool rbd; do
 done
 [ -e "$CONF" ] && down
 mkdir -p "$DIR"/{run,log,mon.a,osd.0}
-trap 'rc=$?; [ $rc = 0 ] || { echo "ceph-cluster: start failed (rc=$rc), logs in $DIR/log" >&2; tail -5 "$DIR"/log/* >&2 2>/dev/null; down; }' EXIT
-
-free_window() { ! ss -Htln "( sport >= :$1 and sport <= :$(($1 + 31)) )" 2>/dev/null | grep -q .; }
-PORT=${CEPH_PORT:-$((40000 + 32 * ($(printf '%s' "$DIR" | cksum | cut -d' ' -f1) % 600)))}
-if [ -z "${CEPH_PORT:-}" ]; then
-  for _ in $(seq 1 600); do
-    free_window "$PORT" && break
-    PORT=$((PORT + 32)); [ "$PORT" -lt 59200 ] || PORT=40000
+# On failure: say where it stopped (the logs go with the directory), then clean up.
+failed() {
+  echo "ceph-cluster: start failed (rc=$1), logs in $DIR/log (removed):" >&2
+  local f
+  for f in "$DIR"/log/*; do
+    [ -s "$f" ] || continue
+    echo "--- ${f##*/}:" >&2
+    case $f in
+      *.err) grep -v '^$' "$f" | tail -n 8 >&2 || true;;
+      *) grep -F -- ' -1 ' "$f" | tail -n 8 >&2 || true;;
+    esac
   done
-fi
-FSID=$(cat /proc/sys/kernel/random/uuid)
+  down
+}
+trap 'rc=$?; [ $rc = 0 ] || failed $rc' EXIT
 
+# The mon's port and the OSD's (PORT+1..PORT+20) come from a 32-port window between
+# 10000 and 16999: below the kernel's ephemeral range (32768+ by default), where every
+# outgoing connection takes its local port, and below the 20000-31999 the Rust tests'
+# free_port() hands out. A window is free when no TCP socket in any state (an
+# established or TIME_WAIT connection blocks a bind as surely as a listener) holds one
+# of its ports. Someone can still take a port between that look and the bind, so a mon
+# that cannot bind is stopped and the next free window tried.
+LO=10000 WINDOWS=218
+in_window() { ss -Htan "( sport >= :$1 and sport <= :$(($1 + 31)) )" 2>/dev/null | grep -q .; }
+next_window() { # $1: a window's first port; prints the next free window's
+  local p=$1 _
+  for _ in $(seq 1 $WINDOWS); do
+    p=$((p + 32)); [ "$p" -lt $((LO + 32 * WINDOWS)) ] || p=$LO
+    in_window "$p" || { echo "$p"; return 0; }
+  done
+  die "no free 32-port window between $LO and $((LO + 32 * WINDOWS - 1))"
+}
+if [ -n "${CEPH_PORT:-}" ]; then
+  PORT=$CEPH_PORT TRIES=1
+else
+  PORT=$(next_window $((LO + 32 * ($(printf '%s' "$DIR" | cksum | cut -d' ' -f1) % WINDOWS) - 32)))
+  TRIES=5
+fi
+write_conf() {
 cat >"$CONF" <<CONF
 # throw-away cluster made by rtgt ceph-cluster.sh
 [global]
@@ -75,6 +104,8 @@ ms bind ipv6 = false
 ms bind msgr1 = false
 ms bind port min = $((PORT + 1))
 ms bind port max = $((PORT + 20))
+ms bind retry count = 2
+ms bind retry delay = 1
 auth cluster required = none
 auth service required = none
 auth client required = none
@@ -116,11 +147,27 @@ rados osd op timeout = 30
 rados mon op timeout = 30
 client mount timeout = 30
 CONF
+}
 
 C() { timeout 30 ceph -c "$CONF" --connect-timeout 10 "$@"; }
-monmaptool --create --clobber --fsid "$FSID" --addv a "[v2:127.0.0.1:$PORT]" "$DIR/monmap" >/dev/null
-ceph-mon -c "$CONF" -i a --mkfs --monmap "$DIR/monmap" 2>>"$DIR/log/setup.err"
-ceph-mon -c "$CONF" -i a 2>>"$DIR/log/setup.err"
+# ceph-mon binds before it daemonizes and exits 1 when it cannot (ms bind retry count
+# tries, a second apart), so a clean exit means it is listening.
+start_mon() {
+  FSID=$(cat /proc/sys/kernel/random/uuid)
+  write_conf
+  rm -rf "$DIR/mon.a"; mkdir -p "$DIR/mon.a"
+  monmaptool --create --clobber --fsid "$FSID" --addv a "[v2:127.0.0.1:$PORT]" "$DIR/monmap" >/dev/null
+  ceph-mon -c "$CONF" -i a --mkfs --monmap "$DIR/monmap" 2>>"$DIR/log/setup.err" ||
+    die "ceph-mon --mkfs failed"
+  echo "ceph-mon on port $PORT" >>"$DIR/log/setup.err"
+  ceph-mon -c "$CONF" -i a 2>>"$DIR/log/setup.err"
+}
+for try in $(seq 1 "$TRIES"); do
+  start_mon && break
+  [ "$try" -lt "$TRIES" ] || die "ceph-mon could not bind its port (last $PORT; $TRIES attempt(s))"
+  echo "ceph-cluster: port $PORT was taken; trying another window" >&2
+  PORT=$(next_window "$PORT")
+done
 for _ in $(seq 1 100); do C mon stat >/dev/null 2>&1 && break; sleep 0.1; done
 OSD_UUID=$(cat /proc/sys/kernel/random/uuid)
 [ "$(C osd new "$OSD_UUID" 0)" = 0 ] || die "osd new failed"

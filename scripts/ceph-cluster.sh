@@ -10,7 +10,7 @@
 #   scripts/ceph-cluster.sh down /tmp/c1
 #
 # Environment: CEPH_MEM=4G (memstore capacity; writes past ~95% of it make the OSD full),
-# CEPH_PORT=N (mon port; default: a free 32-port window in 10000-16975 picked from a hash
+# CEPH_PORT=N (mon port; default: a free 32-port window in 7000-9975 picked from a hash
 # of DIR, the next one if its port is taken at bind time).
 # Startup takes 1-3 s on two cores.
 set -euo pipefail
@@ -69,13 +69,15 @@ failed() {
 trap 'rc=$?; [ $rc = 0 ] || failed $rc' EXIT
 
 # The mon's port and the OSD's (PORT+1..PORT+20) come from a 32-port window between
-# 10000 and 16999: below the kernel's ephemeral range (32768+ by default), where every
-# outgoing connection takes its local port, and below the 20000-31999 the Rust tests'
-# free_port() hands out. A window is free when no TCP socket in any state (an
+# 7000 and 9975: below the kernel's ephemeral range (32768+ by default), where every
+# outgoing connection takes its local port, and apart from the ports the suite's own
+# probes hand out (the Rust tests' free_port() 20000-31999, the conformance run's
+# 10000-19999, bench.py's 11000-29000), so none of them can take a port of the window
+# between this script's look and the OSD's bind. A window is free when no TCP socket in any state (an
 # established or TIME_WAIT connection blocks a bind as surely as a listener) holds one
 # of its ports. Someone can still take a port between that look and the bind, so a mon
 # that cannot bind is stopped and the next free window tried.
-LO=10000 WINDOWS=218
+LO=7000 WINDOWS=93
 in_window() { ss -Htan "( sport >= :$1 and sport <= :$(($1 + 31)) )" 2>/dev/null | grep -q .; }
 next_window() { # $1: a window's first port; prints the next free window's
   local p=$1 _

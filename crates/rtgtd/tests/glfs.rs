@@ -321,8 +321,7 @@ fn glfs_lun_on_a_real_volume() {
     // TIME-OUT after the LU's timeout (3 s) instead of hanging, and works once the brick
     // runs again.
     let pid = g.brick_pid();
-    // SAFETY: signals to the brick this test's volume started.
-    unsafe { libc::kill(pid, libc::SIGSTOP) };
+    common::stop_process(pid);
     let t = Instant::now();
     let r = s.exec(2, &write16(0, 8, true), 0, &[0x5a; 4096]);
     let took = t.elapsed();
@@ -332,7 +331,7 @@ fn glfs_lun_on_a_real_volume() {
     let t = Instant::now();
     let fenced = s.exec(2, &write16(0, 8, true), 0, &[0x5c; 4096]);
     let fenced_took = t.elapsed();
-    unsafe { libc::kill(pid, libc::SIGCONT) };
+    common::continue_process(pid);
     assert_eq!(
         (fenced.status, fenced.sense_code()),
         (CHECK_CONDITION, (0x02, 0x08, 0x00)),
@@ -368,14 +367,14 @@ fn glfs_lun_on_a_real_volume() {
     let pid = g.brick_pid();
     let data = prng_bytes(77, 64 << 10);
     let lba: u64 = 4096;
-    unsafe { libc::kill(pid, libc::SIGSTOP) };
+    common::stop_process(pid);
     let stopped = Instant::now();
     let r = s.exec(2, &write16(lba, 128, false), 0, &data);
     let sync = [0x35u8, 0, 0, 0, 0, 0, 0, 0, 0, 0];
     let r2 = s.exec(2, &sync, 0, &[]);
     // Longer than the ping timeout (3 s), so gfapi fails the flush and its writes.
     std::thread::sleep(Duration::from_secs(8).saturating_sub(stopped.elapsed()));
-    unsafe { libc::kill(pid, libc::SIGCONT) };
+    common::continue_process(pid);
     assert_eq!(r.status, GOOD, "write acknowledged by write-behind");
     assert_eq!(
         r2.status, CHECK_CONDITION,

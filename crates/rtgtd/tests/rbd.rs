@@ -456,10 +456,9 @@ fn rbd_gateways_on_a_real_cluster() {
     // again, without waiting for a reservation change of its own, and then enforces
     // what A reserves.
     let pid_b = b.pid() as i32;
-    // SAFETY: signals to the gateway this test started.
-    unsafe { libc::kill(pid_b, libc::SIGSTOP) };
+    common::stop_process(pid_b);
     std::thread::sleep(Duration::from_secs(9));
-    unsafe { libc::kill(pid_b, libc::SIGCONT) };
+    common::continue_process(pid_b);
     let t = Instant::now();
     while !b.log().contains("re-established") {
         assert!(
@@ -550,12 +549,11 @@ fn rbd_gateways_on_a_real_cluster() {
     // UNIT COMMUNICATION TIME-OUT after the client timeout (5 s) instead of hanging;
     // when it comes back they work again.
     let osd = c.osd_pid();
-    // SAFETY: signals to the OSD this test started.
-    unsafe { libc::kill(osd, libc::SIGSTOP) };
+    common::stop_process(osd);
     let t = Instant::now();
     let r = sb.exec(1, &write10(20, 1), 0, &block(0x77));
     let took = t.elapsed();
-    unsafe { libc::kill(osd, libc::SIGCONT) };
+    common::continue_process(osd);
     assert_eq!(r.status, CHECK_CONDITION, "write with the cluster stalled");
     assert_eq!(
         r.sense_code(),

@@ -213,6 +213,53 @@ fn tool_result(tool: &str, ok: bool, why: &str) -> bool {
     false
 }
 
+/// Stops process `pid` (SIGSTOP) and returns once every one of its threads is stopped.
+/// kill(2) only queues a stop: one thread is woken to begin the group stop, and on a
+/// loaded machine the others can run on meanwhile (an OSD answered a write sent after
+/// kill() had returned, and a test saw GOOD where a stalled cluster must time out).
+pub fn stop_process(pid: i32) {
+    // SAFETY: a signal to a process the calling test started.
+    assert_eq!(
+        unsafe { libc::kill(pid, libc::SIGSTOP) },
+        0,
+        "SIGSTOP {pid}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let tasks: Vec<char> = std::fs::read_dir(format!("/proc/{pid}/task"))
+            .map(|d| {
+                d.flatten()
+                    .filter_map(|t| std::fs::read_to_string(t.path().join("stat")).ok())
+                    // "tid (comm) S ...": the state follows the last ')' (comm may hold one).
+                    .filter_map(|st| {
+                        st.rsplit_once(')')
+                            .and_then(|(_, r)| r.trim().chars().next())
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        // T: stopped; Z / X: a thread that is exiting does not run either.
+        if !tasks.is_empty() && tasks.iter().all(|s| matches!(s, 'T' | 't' | 'Z' | 'X')) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "process {pid} did not stop: {tasks:?}"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// Lets a process stopped by [`stop_process`] run again.
+pub fn continue_process(pid: i32) {
+    // SAFETY: a signal to a process the calling test started.
+    assert_eq!(
+        unsafe { libc::kill(pid, libc::SIGCONT) },
+        0,
+        "SIGCONT {pid}"
+    );
+}
+
 /// A deterministic pseudo-random byte stream (SplitMix64), so a failing run can be repeated.
 pub fn prng_bytes(seed: u64, len: usize) -> Vec<u8> {
     let mut s = seed;

@@ -70,13 +70,12 @@ trap 'rc=$?; [ $rc = 0 ] || failed $rc' EXIT
 
 # The mon's port and the OSD's (PORT+1..PORT+20) come from a 32-port window between
 # 7000 and 9975: below the kernel's ephemeral range (32768+ by default), where every
-# outgoing connection takes its local port, and apart from the ports the suite's own
-# probes hand out (the Rust tests' free_port() 20000-31999, the conformance run's
-# 10000-19999, bench.py's 11000-29000), so none of them can take a port of the window
-# between this script's look and the OSD's bind. A window is free when no TCP socket in any state (an
-# established or TIME_WAIT connection blocks a bind as surely as a listener) holds one
-# of its ports. Someone can still take a port between that look and the bind, so a mon
-# that cannot bind is stopped and the next free window tried.
+# outgoing connection takes its local port, and apart from the ranges the suite's own
+# port probes use (Rust tests 20000-31999, conformance 10000-19999, bench.py
+# 11000-29000). A window is free when no TCP socket in any state holds one of its ports:
+# an established or TIME_WAIT connection blocks a bind as surely as a listener. Another
+# program can still take a port between that look and the bind, so a mon that cannot
+# bind makes the script try the next free window.
 LO=7000 WINDOWS=93
 in_window() { ss -Htan "( sport >= :$1 and sport <= :$(($1 + 31)) )" 2>/dev/null | grep -q .; }
 next_window() { # $1: a window's first port; prints the next free window's
@@ -156,9 +155,11 @@ C() { timeout 30 ceph -c "$CONF" --connect-timeout 10 "$@"; }
 # tries, a second apart), so a clean exit means it is listening.
 start_mon() {
   FSID=$(cat /proc/sys/kernel/random/uuid)
-  write_conf
+  write_conf || die "cannot write $CONF"
   rm -rf "$DIR/mon.a"; mkdir -p "$DIR/mon.a"
-  monmaptool --create --clobber --fsid "$FSID" --addv a "[v2:127.0.0.1:$PORT]" "$DIR/monmap" >/dev/null
+  # (called as `start_mon && break`, where set -e does not apply: each step checks)
+  monmaptool --create --clobber --fsid "$FSID" --addv a "[v2:127.0.0.1:$PORT]" "$DIR/monmap" >/dev/null ||
+    die "monmaptool failed"
   ceph-mon -c "$CONF" -i a --mkfs --monmap "$DIR/monmap" 2>>"$DIR/log/setup.err" ||
     die "ceph-mon --mkfs failed"
   echo "ceph-mon on port $PORT" >>"$DIR/log/setup.err"
@@ -166,8 +167,8 @@ start_mon() {
 }
 for try in $(seq 1 "$TRIES"); do
   start_mon && break
-  [ "$try" -lt "$TRIES" ] || die "ceph-mon could not bind its port (last $PORT; $TRIES attempt(s))"
-  echo "ceph-cluster: port $PORT was taken; trying another window" >&2
+  [ "$try" -lt "$TRIES" ] || die "ceph-mon did not start (last on port $PORT; $TRIES attempt(s))"
+  echo "ceph-cluster: ceph-mon did not start on port $PORT (taken?); trying another window" >&2
   PORT=$(next_window "$PORT")
 done
 for _ in $(seq 1 100); do C mon stat >/dev/null 2>&1 && break; sleep 0.1; done

@@ -50,6 +50,10 @@ esac
 for b in ceph ceph-mon ceph-osd monmaptool rbd; do
   command -v "$b" >/dev/null || die "missing $b (apt-get install ceph-mon ceph-osd ceph-common)"
 done
+if [ -n "${CEPH_PORT:-}" ]; then
+  [[ $CEPH_PORT =~ ^[0-9]+$ ]] && [ "$CEPH_PORT" -ge 1024 ] && [ "$CEPH_PORT" -le 65515 ] ||
+    die "CEPH_PORT=$CEPH_PORT: not a port from 1024 to 65515 (the OSD takes the 20 above it)"
+fi
 [ -e "$CONF" ] && down
 mkdir -p "$DIR"/{run,log,mon.a,osd.0}
 # On failure: say where it stopped (the logs go with the directory), then clean up.
